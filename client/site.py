@@ -1,0 +1,165 @@
+"""A hospital site: trains its teacher and generator on members, synthesizes shards, audits candidates.
+
+A `Site` is rebuilt from its data and its state folder on every request, so a transport that
+runs each request in a fresh process (Flower's simulation engine does) loses nothing: trained
+models live in the state folder, not in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from fedkr.shared.classifier import (
+    ClassifierConfig,
+    CompactCNN,
+    accuracy,
+    one_hot,
+    per_example_loss,
+    predict_proba,
+    train_classifier,
+)
+from fedkr.shared.generator import ClassConditionalDiffusion
+from fedkr.shared.mia import loss_attack_scores, summarize_attack
+from fedkr.shared.reports import AuditCandidate, AuditReport, FitPlan, FitReport
+from fedkr.shared.shard import Shard, SynthesisRequest
+
+from .gate import OutboundGate
+from .site_data import SiteData
+
+log = logging.getLogger(__name__)
+
+
+class SiteNotFitted(RuntimeError):
+    """A synthesis or audit request reached a site that has not been fitted in this run."""
+
+
+class Site:
+    def __init__(self, site_id: str, data: SiteData, state_dir: Path) -> None:
+        self.site_id = site_id
+        self.data = data
+        self.state_dir = Path(state_dir)
+        real = np.concatenate([data.members.images, data.holdout.images])
+        self.gate = OutboundGate(site_id, real, self.state_dir / "ledger.jsonl")
+        self._teacher: CompactCNN | None = None
+        self._generator: ClassConditionalDiffusion | None = None
+
+    # -- fit -----------------------------------------------------------------------------------
+    def fit(self, plan: FitPlan) -> FitReport:
+        members, holdout = self.data.members, self.data.holdout
+        counts = members.class_counts()
+        for cls in np.flatnonzero(counts == 0):
+            log.warning("%s: class %d (%s) has no member images here", self.site_id, cls, members.class_names[cls])
+        h, w, c = members.image_shape
+        teacher = CompactCNN(ClassifierConfig(c, h, w, members.num_classes, plan.teacher_channels))
+        started = time.perf_counter()
+        train_classifier(teacher, members.images, one_hot(members.labels, members.num_classes), plan.teacher)
+        teacher_seconds = time.perf_counter() - started
+        teacher_acc = accuracy(teacher, holdout.images, holdout.labels)
+        log.info("%s: teacher trained in %.0f s, holdout accuracy %.3f", self.site_id, teacher_seconds, teacher_acc)
+
+        generator = ClassConditionalDiffusion(plan.generator, members.num_classes, members.image_shape)
+
+        def progress(step: int, total: int, loss: float) -> None:
+            log.info("%s: generator step %d/%d, loss %.4f", self.site_id, step, total, loss)
+
+        final_loss = generator.train(members.images, members.labels, on_progress=progress)
+        self._save(plan.run_id, teacher, generator)
+        report = FitReport(
+            site_id=self.site_id,
+            num_members=len(members),
+            num_holdout=len(holdout),
+            class_names=members.class_names,
+            image_shape=members.image_shape,
+            member_class_counts=tuple(int(n) for n in counts),
+            teacher_holdout_accuracy=teacher_acc,
+            generator_final_loss=final_loss,
+            teacher_seconds=teacher_seconds,
+            generator_seconds=generator.train_seconds,
+            generator_summary=generator.summary(),
+        )
+        return self.gate.send(report, run_id=plan.run_id, round=0)  # type: ignore[return-value]
+
+    # -- synthesize ----------------------------------------------------------------------------
+    def synthesize(self, request: SynthesisRequest) -> Shard:
+        """Fresh images for the requested budget, labelled by the teacher at the requested temperature."""
+        teacher, generator = self._load(request.run_id)
+        if len(request.per_class) != generator.num_classes:
+            raise ValueError(f"request names {len(request.per_class)} classes, the site has {generator.num_classes}")
+        if any(n < 0 for n in request.per_class) or request.total == 0:
+            raise ValueError("request must ask for a non-negative count per class and at least one image")
+        if not request.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {request.temperature}")
+        labels = np.repeat(np.arange(generator.num_classes), request.per_class).astype(np.int64)
+        seed = int.from_bytes(os.urandom(8), "little") >> 1  # a new seed on every call: fresh images
+        started = time.perf_counter()
+        images = generator.sample(labels, seed=seed)
+        soft = predict_proba(teacher, images, temperature=request.temperature)
+        agreement = float((soft.argmax(1) == labels).mean())
+        shard = Shard(
+            site_id=self.site_id,
+            round=request.round,
+            images=images,
+            soft_labels=soft,
+            hard_labels=labels,
+            declared_count=int(labels.shape[0]),
+            summary={
+                **generator.summary(),
+                "teacher": f"CompactCNN width {teacher.config.channels}",
+                "temperature": request.temperature,
+                "teacher_agreement": agreement,
+                "sample_seconds": time.perf_counter() - started,
+            },
+        )
+        log.info("%s: round %d shard of %d images, teacher agrees with requested class on %.1f%%",
+                 self.site_id, request.round, len(shard), 100 * agreement)
+        return self.gate.send(shard, run_id=request.run_id, round=request.round)  # type: ignore[return-value]
+
+    # -- audit ---------------------------------------------------------------------------------
+    def audit(self, candidate: AuditCandidate, max_per_side: int = 2000, seed: int = 0) -> AuditReport:
+        """Loss-threshold attack on the candidate student: members versus holdout, balanced."""
+        student = CompactCNN(candidate.student_config)
+        student.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in candidate.student_weights.items()})
+        members, holdout = self.data.members, self.data.holdout
+        n = min(len(members), len(holdout), max_per_side)
+        rng = np.random.default_rng(seed)
+        m_idx = rng.choice(len(members), n, replace=False)
+        h_idx = rng.choice(len(holdout), n, replace=False)
+        m_scores = loss_attack_scores(per_example_loss(student, members.images[m_idx], members.labels[m_idx]))
+        h_scores = loss_attack_scores(per_example_loss(student, holdout.images[h_idx], holdout.labels[h_idx]))
+        result = summarize_attack("loss", m_scores, h_scores)
+        log.info("%s: loss attack AUC %.3f, TPR@1%%FPR %.3f (%d v %d)", self.site_id, result.auc,
+                 result.tpr_at_1pct_fpr, n, n)
+        report = AuditReport(site_id=self.site_id, results=(result,))
+        return self.gate.send(report, run_id=candidate.run_id, round=-1)  # type: ignore[return-value]
+
+    # -- state ---------------------------------------------------------------------------------
+    def _run_dir(self, run_id: str) -> Path:
+        return self.state_dir / "runs" / run_id
+
+    def _save(self, run_id: str, teacher: CompactCNN, generator: ClassConditionalDiffusion) -> None:
+        directory = self._run_dir(run_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, directory / "teacher.safetensors")
+        (directory / "teacher.json").write_text(json.dumps(teacher.config.to_dict()))
+        generator.save(directory / "generator")
+        self._teacher, self._generator = teacher, generator
+
+    def _load(self, run_id: str) -> tuple[CompactCNN, ClassConditionalDiffusion]:
+        if self._teacher is not None and self._generator is not None:
+            return self._teacher, self._generator
+        directory = self._run_dir(run_id)
+        if not (directory / "teacher.safetensors").is_file():
+            raise SiteNotFitted(f"{self.site_id} has not been fitted for run {run_id}")
+        teacher = CompactCNN(ClassifierConfig.from_dict(json.loads((directory / "teacher.json").read_text())))
+        teacher.load_state_dict(load_file(directory / "teacher.safetensors"))
+        teacher.eval()
+        self._teacher, self._generator = teacher, ClassConditionalDiffusion.load(directory / "generator")
+        return self._teacher, self._generator

@@ -1,0 +1,45 @@
+"""Which images a site holds, and its fixed members/holdout split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fedkr.shared.data import DataError, ImageSet, load_dataset
+from fedkr.shared.partition import PartitionSpec, members_holdout_split, partition
+
+
+@dataclass(frozen=True)
+class SiteDataSpec:
+    """Where a site's images come from.
+
+    In simulation every site reads the same source and keeps its own part (`partition`,
+    `site_index` of `num_sites`); in deployment a site reads its own source whole (`partition`
+    "none").
+    """
+
+    source: str
+    site_index: int = 0
+    num_sites: int = 1
+    partition: str = "none"
+    seed: int = 0
+    holdout_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class SiteData:
+    members: ImageSet
+    holdout: ImageSet
+
+
+def load_site_data(spec: SiteDataSpec) -> SiteData:
+    if not 0.0 < spec.holdout_fraction < 1.0:
+        raise DataError(f"holdout fraction must be in (0, 1), got {spec.holdout_fraction}")
+    splits = load_dataset(spec.source, seed=spec.seed)
+    train = splits.train
+    if spec.partition != "none":
+        parts = partition(train.labels, spec.num_sites, PartitionSpec.parse(spec.partition), spec.seed)
+        train = train.subset(parts[spec.site_index])
+    if len(train) < 5:
+        raise DataError(f"{spec.source}: site {spec.site_index} holds only {len(train)} images")
+    members_idx, holdout_idx = members_holdout_split(train.labels, spec.holdout_fraction, spec.seed + 1000 + spec.site_index)
+    return SiteData(members=train.subset(members_idx), holdout=train.subset(holdout_idx))

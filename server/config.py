@@ -1,0 +1,122 @@
+"""The run's settings, validated once at the edge (CLI flags or Flower's run config)."""
+
+from __future__ import annotations
+
+import re
+import time
+import secrets
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from fedkr.shared.classifier import TrainConfig
+from fedkr.shared.generator import GeneratorConfig
+from fedkr.shared.partition import PartitionSpec
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message names it."""
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: str = "digits"
+    partition: str = "iid"
+    seed: int = 0
+    rounds: int = 3
+    ipc: int = 50
+    samples_per_class: int = 50
+    holdout_fraction: float = 0.2
+    temperature: float = 4.0
+    min_class_members: int = 5
+    drop_fraction: float = 0.3
+    audit_max_auc: float = 0.6
+    out: str = "runs"
+    run_id: str = field(default_factory=new_run_id)
+    site_threads: int = 0
+    # training budgets
+    generator_steps: int = 2000
+    generator_resolution: int = 16
+    generator_channels: str = "32,64,64"
+    generator_batch: int = 64
+    generator_hflip: bool = True
+    teacher_epochs: int = 30
+    student_epochs: int = 60
+    student_hflip: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.rounds >= 1, "rounds must be at least 1"),
+            (self.ipc >= 1, "ipc must be at least 1"),
+            (self.samples_per_class >= 1, "samples-per-class must be at least 1"),
+            (0.0 < self.holdout_fraction < 1.0, "holdout-fraction must be in (0, 1)"),
+            (self.temperature > 0, "temperature must be > 0"),
+            (0.0 <= self.drop_fraction < 1.0, "drop-fraction must be in [0, 1)"),
+            (0.0 < self.audit_max_auc <= 1.0, "audit-max-auc must be in (0, 1]"),
+            (self.generator_steps >= 1, "generator-steps must be at least 1"),
+            (self.teacher_epochs >= 1, "teacher-epochs must be at least 1"),
+            (self.student_epochs >= 1, "student-epochs must be at least 1"),
+            (re.fullmatch(r"[A-Za-z0-9._-]+", self.run_id) is not None, "run-id may hold only letters, digits, '.', '_' and '-'"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        try:
+            PartitionSpec.parse(self.partition)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        try:
+            channels = tuple(int(c) for c in self.generator_channels.split(","))
+        except ValueError:
+            raise ConfigError("generator-channels must be a comma-separated list of integers") from None
+        if not channels or any(c < 8 or c % 8 for c in channels):
+            raise ConfigError("generator-channels must be multiples of 8, as in 32,64,64")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / self.run_id
+
+    def teacher_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.teacher_epochs, seed=self.seed, hflip=self.student_hflip)
+
+    def student_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.student_epochs, temperature=self.temperature, seed=self.seed, hflip=self.student_hflip)
+
+    def generator_config(self) -> GeneratorConfig:
+        return GeneratorConfig(
+            resolution=self.generator_resolution,
+            block_channels=tuple(int(c) for c in self.generator_channels.split(",")),
+            train_steps=self.generator_steps,
+            batch_size=self.generator_batch,
+            hflip=self.generator_hflip,
+            seed=self.seed,
+        )
+
+    @classmethod
+    def from_flat(cls, values: dict[str, object]) -> "RunConfig":
+        """Build from a flat mapping with dashed keys (Flower run config, CLI); unknown keys are errors."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, object] = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"unknown setting '{key}'")
+            target = known[name].type
+            try:
+                if target in ("int", int):
+                    kwargs[name] = int(value)  # type: ignore[arg-type]
+                elif target in ("float", float):
+                    kwargs[name] = float(value)  # type: ignore[arg-type]
+                elif target in ("bool", bool):
+                    kwargs[name] = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+                else:
+                    kwargs[name] = str(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"setting '{key}' has a bad value {value!r}") from None
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    def with_overrides(self, **changes: object) -> "RunConfig":
+        return replace(self, **changes)  # type: ignore[arg-type]

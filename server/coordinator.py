@@ -1,0 +1,178 @@
+"""The coordinator's run: fit, recycle, distill, student, audit, release or refuse.
+
+Transport-free: it talks to sites through a `SiteLink`, and reports stage progress through a
+callback so that a CLI can show it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from fedkr.shared.classifier import accuracy
+from fedkr.shared.data import ImageSet
+from fedkr.shared.reports import AuditCandidate, AuditReport, FitPlan, FitReport
+from fedkr.shared.shard import ShardSpec, SynthesisRequest
+
+from .config import RunConfig
+from .distill import distill
+from .link import SiteLink
+from .pool import Pool
+from .release import decide_release, write_refusal, write_release
+from .student import pool_features, train_student
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+
+
+class RunError(RuntimeError):
+    """The run cannot go on; the message says why."""
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    released: bool
+    release_dir: Path | None
+    refusal_path: Path | None
+    metrics: dict = field(default_factory=dict)
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
+class Coordinator:
+    def __init__(self, config: RunConfig, test_set: ImageSet | None = None, progress: Progress | None = None) -> None:
+        self.config = config
+        self.test_set = test_set
+        self.progress = progress or _no_progress
+        self.timings: dict[str, float] = {}
+
+    def _timed(self, stage: str, started: float) -> None:
+        self.timings[stage] = round(time.perf_counter() - started, 2)
+
+    def run(self, link: SiteLink) -> RunOutcome:
+        cfg = self.config
+        run_dir = cfg.run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        total_rounds = cfg.rounds + 4  # fit, R rounds, distill+student, audit, release
+
+        # round 0: every site fits its teacher and generator
+        self.progress("fit: sites train teacher and generator", 0, total_rounds)
+        started = time.perf_counter()
+        plan = FitPlan(run_id=cfg.run_id, teacher=cfg.teacher_config(), generator=cfg.generator_config())
+        replies = link.fit(plan)
+        reports = {sid: r for sid, r in replies.items() if isinstance(r, FitReport)}
+        failed_fit = {sid: str(r) for sid, r in replies.items() if not isinstance(r, FitReport)}
+        if not reports:
+            raise RunError("no site completed fit: " + "; ".join(f"{s}: {e}" for s, e in failed_fit.items()))
+        class_names, image_shape = self._agree_on_data(reports)
+        self._timed("fit", started)
+
+        # rounds 1..R: a fresh shard from every site, validated into the pool
+        pool = Pool(ShardSpec(image_shape, len(class_names)))
+        shard_summaries: list[dict] = []
+        started = time.perf_counter()
+        for rnd in range(1, cfg.rounds + 1):
+            self.progress(f"round {rnd}/{cfg.rounds}: sites synthesize fresh shards", rnd, total_rounds)
+            requests = {sid: self._request(rnd, rep) for sid, rep in reports.items()}
+            requests = {sid: req for sid, req in requests.items() if req.total > 0}
+            for sid, shard in link.synthesize(requests).items():
+                if isinstance(shard, Exception):
+                    pool.rejections.append({"site": sid, "round": rnd, "reason": f"no shard: {shard}"})
+                    continue
+                if shard.site_id != sid:
+                    pool.rejections.append({"site": sid, "round": rnd, "reason": f"shard claims site {shard.site_id}"})
+                    continue
+                if pool.add(shard, expected_count=requests[sid].total):
+                    shard_summaries.append({"site": sid, "round": rnd, "images": len(shard), **shard.summary})
+        self._timed("synthesis", started)
+        if len(pool) == 0:
+            raise RunError("no valid shard reached the pool; see the log for each site's reason")
+
+        # distill and train the student
+        self.progress("distill and train the student", cfg.rounds + 1, total_rounds)
+        started = time.perf_counter()
+        arrays = pool.arrays()
+        feats = pool_features(arrays.images, arrays.soft_labels, image_shape, cfg.seed)
+        distilled = distill(arrays.images, arrays.soft_labels, arrays.hard_labels, feats, class_names, cfg.ipc, cfg.drop_fraction)
+        self._timed("distill", started)
+        started = time.perf_counter()
+        student = train_student(distilled, image_shape, cfg.student_config())
+        self._timed("student", started)
+        test_accuracy = None
+        if self.test_set is not None:
+            test_accuracy = accuracy(student, self.test_set.images, self.test_set.labels)
+            log.info("student test accuracy %.4f on %d real test images", test_accuracy, len(self.test_set))
+
+        # audit: every site attacks the candidate with its own members and holdout
+        self.progress("audit: sites attack the candidate", cfg.rounds + 2, total_rounds)
+        started = time.perf_counter()
+        candidate = AuditCandidate(
+            run_id=cfg.run_id,
+            student_config=student.config,
+            student_weights={k: v.detach().numpy().copy() for k, v in student.state_dict().items()},
+        )
+        audit_replies = link.audit(sorted(reports), candidate)
+        self._timed("audit", started)
+        decision = decide_release(audit_replies, cfg.audit_max_auc)
+
+        metrics = {
+            "run_id": cfg.run_id,
+            "config": {k: v for k, v in vars(cfg).items()},
+            "sites": {sid: rep.to_dict() for sid, rep in sorted(reports.items())},
+            "sites_failed_fit": failed_fit,
+            "pool_size_by_round": {str(k): v for k, v in pool.size_by_round().items()},
+            "pool_size": len(pool),
+            "pool_rejections": pool.rejections,
+            "shards": shard_summaries,
+            "distilled_per_class": {class_names[c]: int(n) for c, n in enumerate(distilled.per_class())},
+            "student_test_accuracy": test_accuracy,
+            "test_images": None if self.test_set is None else len(self.test_set),
+            "audit": decision.to_dict(),
+            "stage_seconds": self.timings,
+        }
+        self.progress("release", cfg.rounds + 3, total_rounds)
+        if decision.passed:
+            release_dir = write_release(run_dir / "release", distilled, student, metrics)
+            outcome = RunOutcome(run_dir, True, release_dir, None, metrics)
+        else:
+            refusal = write_refusal(run_dir, decision, metrics)
+            outcome = RunOutcome(run_dir, False, None, refusal, metrics)
+        self.progress("done", total_rounds, total_rounds)
+        return outcome
+
+    def _agree_on_data(self, reports: dict[str, FitReport]) -> tuple[tuple[str, ...], tuple[int, int, int]]:
+        first = next(iter(reports.values()))
+        for sid, rep in reports.items():
+            if rep.class_names != first.class_names or rep.image_shape != first.image_shape:
+                raise RunError(
+                    f"{sid} holds {len(rep.class_names)} classes of {rep.image_shape} images, "
+                    f"{first.site_id} {len(first.class_names)} of {first.image_shape}: sites must share one label space"
+                )
+            if rep.empty_classes:
+                log.warning("%s has no images of class(es) %s", sid, ", ".join(rep.class_names[c] for c in rep.empty_classes))
+        return first.class_names, first.image_shape
+
+    def _request(self, rnd: int, report: FitReport) -> SynthesisRequest:
+        """Ask each site only for the classes it has enough members of to have learned."""
+        per_class = tuple(
+            self.config.samples_per_class if n >= self.config.min_class_members else 0
+            for n in report.member_class_counts
+        )
+        return SynthesisRequest(run_id=self.config.run_id, round=rnd, per_class=per_class, temperature=self.config.temperature)
+
+
+def set_threads(threads: int) -> None:
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+__all__ = ["Coordinator", "RunOutcome", "RunError", "set_threads"]

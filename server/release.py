@@ -1,0 +1,199 @@
+"""The release gate, the release bundle, its manifest, and checking a bundle against its manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file as load_numpy_file
+from safetensors.torch import save_file
+
+import fedkr
+from fedkr.shared.classifier import CompactCNN
+from fedkr.shared.reports import AuditReport
+
+from .distill import DistilledSet
+
+RELEASE_FILES = (
+    "distilled.npz",
+    "student.safetensors",
+    "student_config.json",
+    "metrics.json",
+    "contact_sheet.png",
+)
+
+
+@dataclass(frozen=True)
+class AuditDecision:
+    passed: bool
+    threshold: float
+    per_site: dict[str, dict] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "max_auc": self.threshold, "sites": self.per_site, "failures": self.failures}
+
+
+def decide_release(replies: dict[str, AuditReport | Exception], max_auc: float) -> AuditDecision:
+    """Pass only if every site answered and every attack's AUC is at or below `max_auc`."""
+    per_site: dict[str, dict] = {}
+    failures: list[str] = []
+    for sid, reply in sorted(replies.items()):
+        if not isinstance(reply, AuditReport):
+            failures.append(f"{sid}: did not return an audit ({reply})")
+            per_site[sid] = {"error": str(reply)}
+            continue
+        per_site[sid] = {r.attack: r.to_dict() for r in reply.results}
+        for result in reply.results:
+            if result.auc > max_auc:
+                failures.append(f"{sid}: {result.attack} attack AUC {result.auc:.3f} exceeds {max_auc:.3f}")
+    if not replies:
+        failures.append("no site returned an audit")
+    return AuditDecision(passed=not failures, threshold=max_auc, per_site=per_site, failures=failures)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_contact_sheet(distilled: DistilledSet, path: Path, per_row: int = 10) -> None:
+    """One row per class: up to `per_row` distilled images, scaled up for viewing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = distilled.class_names
+    h, w, c = distilled.images.shape[1:]
+    scale = max(1, 32 // max(h, w))
+    fig, axes = plt.subplots(len(names), 1, figsize=(per_row * 0.9 + 2.2, len(names) * 0.95 + 0.4), squeeze=False)
+    for cls, ax in enumerate(axes[:, 0]):
+        imgs = distilled.images[distilled.hard_labels == cls][:per_row]
+        row = np.full((h, per_row * (w + 1), c), 255, dtype=np.uint8)
+        for i, img in enumerate(imgs):
+            row[:, i * (w + 1) : i * (w + 1) + w] = img
+        row = row.repeat(scale, 0).repeat(scale, 1)
+        ax.imshow(row[..., 0] if c == 1 else row, cmap="gray" if c == 1 else None, vmin=0, vmax=255, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(f"{names[cls]} ({len(imgs)})", rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle("fedkr distilled set: one row per class", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_release(release_dir: Path, distilled: DistilledSet, student: CompactCNN, metrics: dict) -> Path:
+    """Write the bundle into a temporary folder and move it into place only when complete."""
+    release_dir = Path(release_dir)
+    if release_dir.exists():
+        raise FileExistsError(f"{release_dir} already exists; a release is never overwritten")
+    staging = release_dir.with_name(release_dir.name + ".partial")
+    staging.mkdir(parents=True, exist_ok=False)
+    np.savez_compressed(
+        staging / "distilled.npz",
+        images=distilled.images,
+        soft_labels=distilled.soft_labels.astype(np.float32),
+        hard_labels=distilled.hard_labels.astype(np.int64),
+        class_names=np.array(distilled.class_names, dtype=str),
+    )
+    save_file({k: v.detach().contiguous() for k, v in student.state_dict().items()}, staging / "student.safetensors")
+    (staging / "student_config.json").write_text(
+        json.dumps({"architecture": "CompactCNN", **student.config.to_dict(), "input": "uint8 HWC scaled to [-1, 1]"}, indent=2)
+    )
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    write_contact_sheet(distilled, staging / "contact_sheet.png")
+    manifest = {
+        "release": metrics.get("run_id"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "fedkr_version": fedkr.__version__,
+        "classes": list(distilled.class_names),
+        "ipc": int(distilled.per_class().max()) if len(distilled) else 0,
+        "files": {
+            name: {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size}
+            for name in RELEASE_FILES
+        },
+    }
+    _atomic_write_text(staging / "manifest.json", json.dumps(manifest, indent=2))
+    staging.replace(release_dir)
+    return release_dir
+
+
+def write_refusal(run_dir: Path, decision: AuditDecision, metrics: dict) -> Path:
+    path = Path(run_dir) / "refusal.json"
+    _atomic_write_text(path, json.dumps({"released": False, "reasons": decision.failures, "metrics": metrics}, indent=2, default=str))
+    return path
+
+
+@dataclass
+class InspectResult:
+    release_dir: Path
+    classes: list[str]
+    per_class: dict[str, int]
+    student_accuracy: float | None
+    audit_passed: bool | None
+    audit_sites: dict[str, dict]
+    file_checks: dict[str, str]  # name -> "OK" or the problem
+
+    @property
+    def all_ok(self) -> bool:
+        return all(v == "OK" for v in self.file_checks.values())
+
+
+def inspect_release(release_dir: Path) -> InspectResult:
+    """Read a bundle and check every file listed in its manifest against its SHA-256."""
+    release_dir = Path(release_dir)
+    manifest_path = release_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{release_dir}: no manifest.json (is this a fedkr release folder?)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"{manifest_path}: not a valid fedkr manifest") from None
+    checks: dict[str, str] = {}
+    for name, entry in files.items():
+        path = release_dir / name
+        if not path.is_file():
+            checks[name] = "MISSING"
+        elif sha256_file(path) != entry.get("sha256"):
+            checks[name] = "HASH MISMATCH"
+        else:
+            checks[name] = "OK"
+    for name in RELEASE_FILES:
+        checks.setdefault(name, "NOT IN MANIFEST")
+    metrics: dict = {}
+    if checks.get("metrics.json") == "OK":
+        metrics = json.loads((release_dir / "metrics.json").read_text())
+    per_class: dict[str, int] = {}
+    if checks.get("distilled.npz") == "OK":
+        with np.load(release_dir / "distilled.npz", allow_pickle=False) as data:
+            names = [str(n) for n in data["class_names"]]
+            counts = np.bincount(data["hard_labels"], minlength=len(names))
+            per_class = {n: int(c) for n, c in zip(names, counts)}
+    if checks.get("student.safetensors") == "OK":
+        load_numpy_file(release_dir / "student.safetensors")  # proves the weights parse
+    audit = metrics.get("audit", {})
+    return InspectResult(
+        release_dir=release_dir,
+        classes=list(manifest.get("classes", [])),
+        per_class=per_class,
+        student_accuracy=metrics.get("student_test_accuracy"),
+        audit_passed=audit.get("passed"),
+        audit_sites=audit.get("sites", {}),
+        file_checks=checks,
+    )

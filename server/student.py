@@ -1,0 +1,42 @@
+"""The student: the released model, trained only on the distilled set's soft labels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedkr.shared.classifier import ClassifierConfig, CompactCNN, TrainConfig, embed, one_hot, train_classifier
+
+from .distill import DistilledSet
+
+
+def student_config_for(image_shape: tuple[int, int, int], num_classes: int, channels: int = 32) -> ClassifierConfig:
+    h, w, c = image_shape
+    return ClassifierConfig(c, h, w, num_classes, channels)
+
+
+def train_student(distilled: DistilledSet, image_shape: tuple[int, int, int], config: TrainConfig) -> CompactCNN:
+    """KL loss against the soft labels at the labels' temperature, with light augmentation."""
+    model = CompactCNN(student_config_for(image_shape, len(distilled.class_names)))
+    # Fewer images than a batch would give one step per epoch; repeat the set to keep the step count sane.
+    repeat = max(1, int(np.ceil(256 / max(1, len(distilled)))))
+    images = np.concatenate([distilled.images] * repeat)
+    targets = np.concatenate([distilled.soft_labels] * repeat)
+    train_classifier(model, images, targets, config)
+    return model
+
+
+def pool_features(images: np.ndarray, soft_labels: np.ndarray, image_shape: tuple[int, int, int], seed: int) -> np.ndarray:
+    """A feature space for selection: a small network fitted briefly to the pool's own soft labels.
+
+    The coordinator has no real data and no site teacher, so it learns its features from what it
+    holds; the embedding groups images the teachers see alike.
+    """
+    scout = CompactCNN(student_config_for(image_shape, soft_labels.shape[1], channels=16))
+    train_classifier(scout, images, soft_labels, TrainConfig(epochs=4, seed=seed, augment=False))
+    feats = embed(scout, images)
+    norms = np.linalg.norm(feats, axis=1, keepdims=True)
+    return feats / np.maximum(norms, 1e-8)
+
+
+def hard_label_targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return one_hot(labels, num_classes)

@@ -1,0 +1,184 @@
+"""The compact CNN used as a site's teacher and as the coordinator's student, and how to train it.
+
+One architecture for both roles keeps comparisons fair: the student's accuracy against a
+centrally trained copy of the same network is the figure that matters. GroupNorm rather than
+BatchNorm so that the same network can later be trained with DP-SGD (opacus rejects BatchNorm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Everything needed to rebuild the network from its saved weights."""
+
+    in_channels: int
+    height: int
+    width: int
+    num_classes: int
+    channels: int = 32
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ClassifierConfig":
+        return cls(**{k: int(data[k]) for k in ("in_channels", "height", "width", "num_classes", "channels")})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training protocol: the same object is used for teacher, student and baselines."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    temperature: float = 1.0
+    augment: bool = True
+    max_shift: int = 2
+    hflip: bool = False
+    seed: int = 0
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1), nn.GroupNorm(min(8, c_out), c_out), nn.ReLU(inplace=True)
+    )
+
+
+class CompactCNN(nn.Module):
+    """Three conv stages and a linear head; about 0.1M parameters at the default width."""
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        self.config = config
+        w = config.channels
+        self.body = nn.Sequential(
+            _block(config.in_channels, w),
+            _block(w, w),
+            nn.MaxPool2d(2) if min(config.height, config.width) >= 16 else nn.Identity(),
+            _block(w, 2 * w),
+            nn.MaxPool2d(2),
+            _block(2 * w, 4 * w),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(4 * w, config.num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N,H,W,C) -> float (N,C,H,W) in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def augment_batch(x: torch.Tensor, max_shift: int, hflip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random translation by up to `max_shift` pixels (reflect padding) and optional flips."""
+    n, _, h, w = x.shape
+    if max_shift > 0:
+        padded = F.pad(x, (max_shift,) * 4, mode="reflect")
+        dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+        dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+        x = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+    if hflip:
+        flip = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return x
+
+
+def soft_label_loss(logits: torch.Tensor, target_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(target || softmax(logits / T)) scaled by T^2 (Hinton et al.); equals cross-entropy for one-hot targets at T=1."""
+    log_p = F.log_softmax(logits / temperature, dim=1)
+    kl = F.kl_div(log_p, target_probs, reduction="batchmean")
+    return kl * temperature**2
+
+
+def train_classifier(
+    model: CompactCNN,
+    images: np.ndarray,
+    target_probs: np.ndarray,
+    config: TrainConfig,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Train against probability targets (one-hot for real labels, soft for synthetic); returns epoch losses."""
+    if images.shape[0] == 0:
+        raise ValueError("cannot train a classifier on zero images")
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    x_all = to_tensor(images)
+    y_all = torch.from_numpy(np.asarray(target_probs, dtype=np.float32))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, int(np.ceil(x_all.shape[0] / config.batch_size)))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
+    )
+    losses: list[float] = []
+    model.train()
+    for epoch in range(config.epochs):
+        order = torch.randperm(x_all.shape[0], generator=gen)
+        total = 0.0
+        for start in range(0, x_all.shape[0], config.batch_size):
+            idx = order[start : start + config.batch_size]
+            x = x_all[idx]
+            if config.augment:
+                x = augment_batch(x, config.max_shift, config.hflip, gen)
+            loss = soft_label_loss(model(x), y_all[idx], config.temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * idx.shape[0]
+        losses.append(total / x_all.shape[0])
+        if on_epoch is not None:
+            on_epoch(epoch, losses[-1])
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    model.eval()
+    out = [model(to_tensor(images[i : i + batch_size])) for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def predict_proba(model: nn.Module, images: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    logits = torch.from_numpy(predict_logits(model, images))
+    return torch.softmax(logits / temperature, dim=1).numpy().astype(np.float32)
+
+
+@torch.no_grad()
+def embed(model: CompactCNN, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    model.eval()
+    out = [model.features(to_tensor(images[i : i + batch_size])) for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(out).numpy()
+
+
+def per_example_loss(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Cross-entropy of each example at its true label: the loss attack's raw signal."""
+    logits = torch.from_numpy(predict_logits(model, images))
+    return F.cross_entropy(logits, torch.from_numpy(labels.astype(np.int64)), reduction="none").numpy()
+
+
+def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
+    return float((predict_logits(model, images).argmax(1) == labels).mean())
+
+
+def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    out = np.zeros((labels.shape[0], num_classes), dtype=np.float32)
+    out[np.arange(labels.shape[0]), labels] = 1.0
+    return out
