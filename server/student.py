@@ -17,11 +17,7 @@ def student_config_for(image_shape: tuple[int, int, int], num_classes: int, chan
 def train_student(distilled: DistilledSet, image_shape: tuple[int, int, int], config: TrainConfig) -> CompactCNN:
     """KL loss against the soft labels at the labels' temperature, with light augmentation."""
     model = CompactCNN(student_config_for(image_shape, len(distilled.class_names)))
-    # Fewer images than a batch would give one step per epoch; repeat the set to keep the step count sane.
-    repeat = max(1, int(np.ceil(256 / max(1, len(distilled)))))
-    images = np.concatenate([distilled.images] * repeat)
-    targets = np.concatenate([distilled.soft_labels] * repeat)
-    train_classifier(model, images, targets, config)
+    train_classifier(model, distilled.images, distilled.soft_labels, config)
     return model
 
 

@@ -47,6 +47,8 @@ class TrainConfig:
     max_shift: int = 2
     hflip: bool = False
     seed: int = 0
+    #: Small sets get several passes per epoch so that training always takes at least this many steps.
+    min_steps: int = 600
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -122,27 +124,31 @@ def train_classifier(
     x_all = to_tensor(images)
     y_all = torch.from_numpy(np.asarray(target_probs, dtype=np.float32))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, int(np.ceil(x_all.shape[0] / config.batch_size)))
+    batches_per_pass = max(1, int(np.ceil(x_all.shape[0] / config.batch_size)))
+    passes = max(1, int(np.ceil(config.min_steps / (config.epochs * batches_per_pass))))
+    steps_per_epoch = passes * batches_per_pass
+    # translation scaled to the image: 2 px at 28 px, 1 px at 8 px
+    shift = max(1, round(config.max_shift * min(x_all.shape[2:]) / 28)) if config.max_shift > 0 else 0
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
     )
     losses: list[float] = []
     model.train()
     for epoch in range(config.epochs):
-        order = torch.randperm(x_all.shape[0], generator=gen)
+        order = torch.cat([torch.randperm(x_all.shape[0], generator=gen) for _ in range(passes)])
         total = 0.0
-        for start in range(0, x_all.shape[0], config.batch_size):
+        for start in range(0, order.shape[0], config.batch_size):
             idx = order[start : start + config.batch_size]
             x = x_all[idx]
             if config.augment:
-                x = augment_batch(x, config.max_shift, config.hflip, gen)
+                x = augment_batch(x, shift, config.hflip, gen)
             loss = soft_label_loss(model(x), y_all[idx], config.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             total += loss.item() * idx.shape[0]
-        losses.append(total / x_all.shape[0])
+        losses.append(total / order.shape[0])
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
     model.eval()

@@ -1,0 +1,3 @@
+from fedkr.cli import main
+
+main()

@@ -1,0 +1,154 @@
+"""The `fedkr` command: run the demo or a simulation, and inspect a release."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="fedkr: hospitals share soft-labelled synthetic images, never patients' images.")
+console = Console(stderr=True)
+out_console = Console()
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="%H:%M:%S",
+                        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)], force=True)
+    for noisy in ("flwr", "ray", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _run(config_kwargs: dict, sites: int, verbose: bool) -> None:
+    from fedkr.server.config import ConfigError, RunConfig
+    from fedkr.server.coordinator import RunError
+    from fedkr.shared.data import DataError
+    from fedkr.simulation import run_flower_simulation
+
+    _setup_logging(verbose)
+    try:
+        config = RunConfig(**config_kwargs)
+    except ConfigError as exc:
+        _fail(str(exc))
+    started = time.perf_counter()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("starting Flower simulation", total=config.rounds + 4)
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            progress.update(task, description=stage, completed=done, total=total)
+
+        try:
+            outcome = run_flower_simulation(config, sites, on_progress, verbose)
+        except (DataError, ConfigError) as exc:
+            _fail(str(exc))
+        except RunError as exc:
+            _fail(f"run failed: {exc}", 1)
+    elapsed = time.perf_counter() - started
+    m = outcome.metrics
+    acc = m.get("student_test_accuracy")
+    out_console.print(f"run {config.run_id} finished in {elapsed:.0f} s")
+    out_console.print(f"  student test accuracy: {acc:.4f} on {m.get('test_images')} real test images" if acc is not None else "  no test split: accuracy not measured")
+    for sid, attacks in m["audit"]["sites"].items():
+        loss = attacks.get("loss", {})
+        if loss:
+            out_console.print(f"  {sid}: loss-attack AUC {loss['auc']:.3f}, TPR@1%FPR {loss['tpr_at_1pct_fpr']:.3f}")
+    if outcome.released:
+        out_console.print(f"  release:  {outcome.release_dir}")
+        out_console.print(f"  metrics:  {outcome.release_dir / 'metrics.json'}")
+        out_console.print(f"  check it: fedkr inspect {outcome.release_dir}")
+    else:
+        out_console.print(f"  [bold red]release refused[/]: {'; '.join(m['audit']['failures'])}")
+        out_console.print(f"  refusal:  {outcome.refusal_path}")
+        raise typer.Exit(3)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for runs.")] = Path("runs"),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's logs.")] = False,
+) -> None:
+    """Three simulated sites on scikit-learn's bundled digits: the whole pipeline in a few minutes."""
+    _run(dict(data="digits", partition="iid", rounds=2, ipc=20, samples_per_class=40, generator_steps=600,
+              generator_hflip=False, teacher_epochs=30, student_epochs=60, out=str(out)), sites=3, verbose=verbose)
+
+
+@app.command()
+def simulate(
+    data: Annotated[str, typer.Option(help="'digits', a MedMNIST .npz file, or an image folder (one subfolder per class).")],
+    sites: Annotated[int, typer.Option(help="Number of simulated hospital sites.")] = 4,
+    partition: Annotated[str, typer.Option(help="'iid' or 'dirichlet:ALPHA' label skew across sites.")] = "dirichlet:0.5",
+    rounds: Annotated[int, typer.Option(help="Synthesis rounds after fit; each asks every site for a fresh shard.")] = 3,
+    ipc: Annotated[int, typer.Option(help="Distilled images per class.")] = 50,
+    samples_per_class: Annotated[int, typer.Option(help="Images per class each site generates per round.")] = 50,
+    out: Annotated[Path, typer.Option(help="Folder for runs.")] = Path("runs"),
+    seed: Annotated[int, typer.Option(help="Seed for partitions, splits and training.")] = 0,
+    generator_steps: Annotated[int, typer.Option(help="Diffusion training steps per site.")] = 1500,
+    teacher_epochs: Annotated[int, typer.Option(help="Teacher training epochs.")] = 30,
+    student_epochs: Annotated[int, typer.Option(help="Student training epochs on the distilled set.")] = 60,
+    temperature: Annotated[float, typer.Option(help="Soft-label temperature.")] = 4.0,
+    audit_max_auc: Annotated[float, typer.Option(help="Release only if every site's loss-attack AUC is at most this.")] = 0.6,
+    hflip: Annotated[bool, typer.Option(help="Use horizontal flips (fine for cells; not for digits or text).")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's logs.")] = False,
+) -> None:
+    """Simulate N hospital sites on one dataset through Flower's simulation engine."""
+    _run(dict(data=data, partition=partition, rounds=rounds, ipc=ipc, samples_per_class=samples_per_class,
+              out=str(out), seed=seed, generator_steps=generator_steps, teacher_epochs=teacher_epochs,
+              student_epochs=student_epochs, temperature=temperature, audit_max_auc=audit_max_auc,
+              generator_hflip=hflip, student_hflip=hflip), sites=sites, verbose=verbose)
+
+
+@app.command()
+def inspect(release_dir: Annotated[Path, typer.Argument(help="A release folder, runs/<run-id>/release.")]) -> None:
+    """Show a release's classes, IPC, accuracy and audit verdict, and check every file's hash."""
+    from fedkr.server.release import inspect_release
+
+    try:
+        result = inspect_release(release_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    out_console.print(f"release {result.release_dir}")
+    out_console.print(f"  classes ({len(result.classes)}): {', '.join(result.classes)}")
+    if result.per_class:
+        out_console.print(f"  images per class: {', '.join(f'{k}={v}' for k, v in result.per_class.items())}")
+    acc = result.student_accuracy
+    out_console.print(f"  student test accuracy: {acc:.4f}" if acc is not None else "  student test accuracy: not measured")
+    verdict = {True: "PASSED", False: "FAILED", None: "unknown"}[result.audit_passed]
+    out_console.print(f"  audit: {verdict}")
+    for sid, attacks in result.audit_sites.items():
+        for name, r in attacks.items():
+            if isinstance(r, dict) and "auc" in r:
+                out_console.print(f"    {sid} {name}: AUC {r['auc']:.3f}, TPR@1%FPR {r['tpr_at_1pct_fpr']:.3f} ({r['num_members']} v {r['num_nonmembers']})")
+    table = Table("file", "sha256 check")
+    for name, status in result.file_checks.items():
+        table.add_row(name, status if status != "OK" else "[green]OK[/]")
+    out_console.print(table)
+    if not result.all_ok:
+        _fail("some files do not match the manifest", 1)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

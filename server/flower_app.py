@@ -1,0 +1,139 @@
+"""Flower `ServerApp`: the coordinator's loop over Flower's `Grid`.
+
+`GridLink` implements `SiteLink` with Flower messages (`train`, `query.synthesize`,
+`query.audit`); everything else is the transport-free `Coordinator`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Iterable
+
+from flwr.app import Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from fedkr.shared import flower_records as rec
+from fedkr.shared.data import ImageSet, load_dataset
+from fedkr.shared.reports import AuditCandidate, AuditReport, FitPlan, FitReport
+from fedkr.shared.shard import Shard, SynthesisRequest
+
+from .config import RunConfig
+from .coordinator import Coordinator, Progress, RunOutcome
+
+log = logging.getLogger(__name__)
+
+
+class GridLink:
+    """Reach sites through a Flower `Grid`; node ids are mapped to site ids at fit time."""
+
+    def __init__(self, grid: Grid, expected_sites: int = 0, timeout: float | None = None, wait_seconds: float = 120.0) -> None:
+        self.grid = grid
+        self.timeout = timeout
+        self.node_of: dict[str, int] = {}
+        self.nodes = self._wait_for_nodes(expected_sites, wait_seconds)
+
+    def _wait_for_nodes(self, expected: int, wait_seconds: float) -> list[int]:
+        deadline = time.monotonic() + wait_seconds
+        last: list[int] = []
+        stable_since = time.monotonic()
+        while time.monotonic() < deadline:
+            nodes = sorted(self.grid.get_node_ids())
+            if nodes != last:
+                last, stable_since = nodes, time.monotonic()
+            if expected and len(nodes) >= expected:
+                return nodes
+            if not expected and nodes and time.monotonic() - stable_since > 3.0:
+                return nodes
+            time.sleep(0.5)
+        if not last:
+            raise RuntimeError(f"no site connected within {wait_seconds:.0f} s")
+        log.warning("waited %.0f s: %d of %d expected sites connected", wait_seconds, len(last), expected)
+        return last
+
+    def _exchange(self, content_for: dict[int, RecordDict], message_type: str, group: str) -> dict[int, Message | Exception]:
+        messages = [Message(content, dst_node_id=node, message_type=message_type, group_id=group) for node, content in content_for.items()]
+        replies: Iterable[Message] = self.grid.send_and_receive(messages, timeout=self.timeout)
+        out: dict[int, Message | Exception] = {node: TimeoutError("no reply") for node in content_for}
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            out[node] = RuntimeError(reply.error.reason) if reply.has_error() else reply
+        return out
+
+    def _decode(self, replies: dict[int, Message | Exception], decode: Callable) -> dict[str, object]:
+        site_of = {node: sid for sid, node in self.node_of.items()}
+        out: dict[str, object] = {}
+        for node, reply in replies.items():
+            sid = site_of.get(node, f"node-{node}")
+            if isinstance(reply, Exception):
+                out[sid] = reply
+                continue
+            try:
+                out[sid] = decode(reply.content)
+            except (ValueError, KeyError, TypeError) as exc:
+                out[sid] = ValueError(f"undecodable reply: {exc}")
+        return out
+
+    def fit(self, plan: FitPlan) -> dict[str, FitReport | Exception]:
+        replies = self._exchange({n: rec.encode_fit_plan(plan) for n in self.nodes}, rec.MSG_TRAIN, "0")
+        out: dict[str, FitReport | Exception] = {}
+        for node, reply in replies.items():
+            if isinstance(reply, Exception):
+                out[f"node-{node}"] = reply
+                continue
+            try:
+                report = rec.decode_fit_report(reply.content)
+            except ValueError as exc:
+                out[f"node-{node}"] = exc
+                continue
+            if report.site_id in self.node_of:
+                out[f"node-{node}"] = ValueError(f"site id {report.site_id} claimed by two nodes")
+                continue
+            self.node_of[report.site_id] = node
+            out[report.site_id] = report
+        return out
+
+    def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, Shard | Exception]:
+        content = {self.node_of[sid]: rec.encode_request(req) for sid, req in requests.items()}
+        group = str(next(iter(requests.values())).round) if requests else "0"
+        return self._decode(self._exchange(content, rec.MSG_SYNTHESIZE, group), rec.decode_shard)  # type: ignore[return-value]
+
+    def audit(self, sites: list[str], candidate: AuditCandidate) -> dict[str, AuditReport | Exception]:
+        encoded = rec.encode_candidate(candidate)
+        content = {self.node_of[sid]: encoded for sid in sites}
+        return self._decode(self._exchange(content, rec.MSG_AUDIT, "audit"), rec.decode_audit_report)  # type: ignore[return-value]
+
+
+def build_server_app(
+    config: RunConfig | None = None,
+    test_set: ImageSet | None = None,
+    expected_sites: int = 0,
+    progress: Progress | None = None,
+    outcomes: list[RunOutcome | Exception] | None = None,
+) -> ServerApp:
+    """With no `config`, settings come from Flower's run config (`flwr run .`)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        cfg = config
+        test = test_set
+        if cfg is None:
+            cfg = RunConfig.from_flat(dict(context.run_config))
+            test = load_dataset(cfg.data, seed=cfg.seed).test
+        try:
+            link = GridLink(grid, expected_sites=expected_sites)
+            outcome = Coordinator(cfg, test, progress).run(link)
+        except Exception as exc:
+            if outcomes is not None:
+                outcomes.append(exc)  # Flower's simulation thread only logs it; the caller reports it
+            raise
+        if outcomes is not None:
+            outcomes.append(outcome)
+        where = outcome.release_dir if outcome.released else outcome.refusal_path
+        log.info("run %s finished: %s (%s)", cfg.run_id, "released" if outcome.released else "refused", where)
+
+    return app
+
+
+app = build_server_app()

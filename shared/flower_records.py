@@ -1,0 +1,119 @@
+"""Flower record encodings of fedkr's messages, for the two Flower adapters only.
+
+Core code never imports this module. Structured metadata travels as JSON in a `ConfigRecord`;
+arrays travel in an `ArrayRecord`, which Flower chunks in transit. Decoders raise `ValueError`
+with a one-line reason on anything malformed, so a bad reply is rejected, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+
+from .classifier import ClassifierConfig
+from .reports import AuditCandidate, AuditReport, FitPlan, FitReport
+from .shard import Shard, SynthesisRequest
+
+MSG_TRAIN = "train"
+MSG_SYNTHESIZE = "query.synthesize"
+MSG_AUDIT = "query.audit"
+
+
+def _json_record(payload: dict) -> ConfigRecord:
+    return ConfigRecord({"json": json.dumps(payload)})
+
+
+def _read_json(content: RecordDict, key: str) -> dict:
+    try:
+        return json.loads(str(content.config_records[key]["json"]))
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"message has no readable '{key}' record ({exc.__class__.__name__})") from None
+
+
+def encode_fit_plan(plan: FitPlan) -> RecordDict:
+    return RecordDict({"plan": _json_record(plan.to_dict())})
+
+
+def decode_fit_plan(content: RecordDict) -> FitPlan:
+    return FitPlan.from_dict(_read_json(content, "plan"))
+
+
+def encode_fit_report(report: FitReport) -> RecordDict:
+    return RecordDict({"fit": _json_record(report.to_dict())})
+
+
+def decode_fit_report(content: RecordDict) -> FitReport:
+    try:
+        return FitReport.from_dict(_read_json(content, "fit"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed fit report: {exc}") from None
+
+
+def encode_request(request: SynthesisRequest) -> RecordDict:
+    return RecordDict({"request": _json_record({
+        "run_id": request.run_id, "round": request.round,
+        "per_class": list(request.per_class), "temperature": request.temperature,
+    })})
+
+
+def decode_request(content: RecordDict) -> SynthesisRequest:
+    data = _read_json(content, "request")
+    return SynthesisRequest(
+        run_id=str(data["run_id"]), round=int(data["round"]),
+        per_class=tuple(int(n) for n in data["per_class"]), temperature=float(data["temperature"]),
+    )
+
+
+def encode_shard(shard: Shard) -> RecordDict:
+    arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in shard.to_arrays().items()})
+    meta = _json_record({
+        "site_id": shard.site_id, "round": shard.round,
+        "declared_count": shard.declared_count, "summary": shard.summary,
+    })
+    return RecordDict({"shard": arrays, "shard_meta": meta})
+
+
+def decode_shard(content: RecordDict) -> Shard:
+    meta = _read_json(content, "shard_meta")
+    try:
+        arrays = content.array_records["shard"]
+        return Shard(
+            site_id=str(meta["site_id"]),
+            round=int(meta["round"]),
+            images=arrays["images"].numpy(),
+            soft_labels=arrays["soft_labels"].numpy(),
+            hard_labels=arrays["hard_labels"].numpy(),
+            declared_count=int(meta["declared_count"]),
+            summary=dict(meta.get("summary", {})),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed shard message: {exc.__class__.__name__}: {exc}") from None
+
+
+def encode_candidate(candidate: AuditCandidate) -> RecordDict:
+    weights = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in candidate.student_weights.items()})
+    meta = _json_record({"run_id": candidate.run_id, "student_config": candidate.student_config.to_dict()})
+    return RecordDict({"student": weights, "candidate": meta})
+
+
+def decode_candidate(content: RecordDict) -> AuditCandidate:
+    meta = _read_json(content, "candidate")
+    weights = {k: v.numpy() for k, v in content.array_records["student"].items()}
+    return AuditCandidate(
+        run_id=str(meta["run_id"]),
+        student_config=ClassifierConfig.from_dict(meta["student_config"]),
+        student_weights=weights,
+    )
+
+
+def encode_audit_report(report: AuditReport) -> RecordDict:
+    return RecordDict({"audit": _json_record(report.to_dict())})
+
+
+def decode_audit_report(content: RecordDict) -> AuditReport:
+    try:
+        return AuditReport.from_dict(_read_json(content, "audit"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed audit report: {exc}") from None
