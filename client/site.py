@@ -48,8 +48,7 @@ class Site:
         self.state_dir = Path(state_dir)
         real = np.concatenate([data.members.images, data.holdout.images])
         self.gate = OutboundGate(site_id, real, self.state_dir / "ledger.jsonl")
-        self._teacher: CompactCNN | None = None
-        self._generator: ClassConditionalDiffusion | None = None
+        self._models: tuple[str, CompactCNN, ClassConditionalDiffusion] | None = None  # (run id, teacher, generator)
 
     # -- fit -----------------------------------------------------------------------------------
     def fit(self, plan: FitPlan) -> FitReport:
@@ -150,16 +149,16 @@ class Site:
         save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, directory / "teacher.safetensors")
         (directory / "teacher.json").write_text(json.dumps(teacher.config.to_dict()))
         generator.save(directory / "generator")
-        self._teacher, self._generator = teacher, generator
+        self._models = (run_id, teacher, generator)
 
     def _load(self, run_id: str) -> tuple[CompactCNN, ClassConditionalDiffusion]:
-        if self._teacher is not None and self._generator is not None:
-            return self._teacher, self._generator
+        if self._models is not None and self._models[0] == run_id:
+            return self._models[1], self._models[2]
         directory = self._run_dir(run_id)
         if not (directory / "teacher.safetensors").is_file():
             raise SiteNotFitted(f"{self.site_id} has not been fitted for run {run_id}")
         teacher = CompactCNN(ClassifierConfig.from_dict(json.loads((directory / "teacher.json").read_text())))
         teacher.load_state_dict(load_file(directory / "teacher.safetensors"))
         teacher.eval()
-        self._teacher, self._generator = teacher, ClassConditionalDiffusion.load(directory / "generator")
-        return self._teacher, self._generator
+        self._models = (run_id, teacher, ClassConditionalDiffusion.load(directory / "generator"))
+        return teacher, self._models[2]

@@ -24,9 +24,14 @@ out_console = Console()
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="%H:%M:%S",
                         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)], force=True)
-    for noisy in ("flwr", "ray", "matplotlib", "PIL"):
+    for noisy in ("ray", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
+    flwr_log = logging.getLogger("flwr")
+    if not verbose:
+        flwr_log.propagate = False  # Flower prints through its own handler; keep its DEBUG lines out of ours
+        flwr_log.addFilter(lambda record: "deprecated" not in str(record.msg) and record.levelno >= logging.INFO)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -1,0 +1,35 @@
+"""Shared fixtures: small, real data and one small in-process run reused by several tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def digits_sites(tmp_path_factory):
+    from fedkr.client.site import Site
+    from fedkr.client.site_data import SiteDataSpec, load_site_data
+
+    root = tmp_path_factory.mktemp("sites")
+    return [
+        Site(f"site-{i}", load_site_data(SiteDataSpec("digits", i, 3, "iid", 0, 0.2)), root / f"site-{i}")
+        for i in range(3)
+    ]
+
+
+@pytest.fixture(scope="session")
+def inprocess_run(tmp_path_factory, digits_sites):
+    """One whole pipeline run on digits through the in-process link (about a minute on 2 cores)."""
+    from fedkr.server.coordinator import Coordinator
+    from fedkr.server.link import InProcessLink
+    from fedkr.shared.data import load_digits_splits
+    from helpers import tiny_run_config
+
+    out = tmp_path_factory.mktemp("runs")
+    config = tiny_run_config(out)
+    outcome = Coordinator(config, load_digits_splits().test).run(InProcessLink(digits_sites))
+    return config, outcome

@@ -1,0 +1,55 @@
+"""The `fedkr` command as a user meets it: one-line errors, exit codes, inspect."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+
+def fedkr(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fedkr", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["simulate", "--data", "/nonexistent/blood.npz"], "no such file"),
+        (["simulate", "--data", "digits", "--partition", "zipf"], "expected 'iid' or 'dirichlet:ALPHA'"),
+        (["simulate", "--data", "digits", "--rounds", "0"], "rounds must be at least 1"),
+        (["simulate", "--data", "digits", "--sites", "500"], "use fewer sites"),
+        (["inspect", "/nonexistent"], "no manifest.json"),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(args, expected):
+    result = fedkr(*args)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+
+
+def test_bad_npz_named_in_error(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"garbage")
+    result = fedkr("simulate", "--data", str(bad))
+    assert result.returncode == 2 and str(bad) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_lists_commands():
+    result = fedkr("--help")
+    assert result.returncode == 0
+    for command in ("demo", "simulate", "inspect"):
+        assert command in result.stdout
+
+
+def test_inspect_reports_hashes(inprocess_run, tmp_path):
+    _, outcome = inprocess_run
+    ok = fedkr("inspect", str(outcome.release_dir))
+    assert ok.returncode == 0, ok.stderr
+    assert "audit: PASSED" in ok.stdout and ok.stdout.count("OK") >= 5
+    copy = tmp_path / "r"
+    shutil.copytree(outcome.release_dir, copy)
+    (copy / "distilled.npz").write_bytes(b"tampered")
+    bad = fedkr("inspect", str(copy))
+    assert bad.returncode == 1 and "HASH MISMATCH" in bad.stdout

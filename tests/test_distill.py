@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from fedkr.server.distill import distill, kcenter_greedy
+
+
+def make_pool(per_class=(30, 30, 0, 5), seed=0):
+    rng = np.random.default_rng(seed)
+    hard = np.repeat(np.arange(len(per_class)), per_class).astype(np.int64)
+    soft = rng.dirichlet(np.ones(len(per_class)), size=hard.size).astype(np.float32)
+    images = rng.integers(0, 256, (hard.size, 8, 8, 1), dtype=np.uint8)
+    feats = rng.normal(size=(hard.size, 4))
+    return images, soft, hard, feats
+
+
+def test_ipc_respected_and_every_present_class_kept():
+    images, soft, hard, feats = make_pool()
+    out = distill(images, soft, hard, feats, ("a", "b", "c", "d"), ipc=10, drop_fraction=0.3)
+    assert list(out.per_class()) == [10, 10, 0, 5]  # class c absent from the pool; d has only 5
+    assert (out.hard_labels == hard[out.source_index]).all()
+    assert (out.soft_labels == soft[out.source_index]).all(), "soft labels are kept"
+    assert np.unique(out.source_index).size == out.source_index.size
+
+
+def test_low_confidence_samples_dropped():
+    images, soft, hard, feats = make_pool(per_class=(40,))
+    soft = np.ones((40, 1), np.float32)
+    conf_soft = np.stack([np.linspace(0.05, 1.0, 40), 1 - np.linspace(0.05, 1.0, 40)], 1).astype(np.float32)
+    out = distill(images, conf_soft, hard, feats, ("a", "b"), ipc=10, drop_fraction=0.5)
+    assert out.source_index.min() >= 20, "only the most confident half is eligible"
+
+
+def test_kcenter_spreads_out():
+    points = np.r_[np.zeros((50, 2)), np.ones((1, 2)) * 10, -np.ones((1, 2)) * 10]
+    picked = kcenter_greedy(points, 3, first=0)
+    assert set(picked) == {0, 50, 51}
+    assert kcenter_greedy(points, 100).size == points.shape[0]
+
+
+def test_ipc_must_be_positive():
+    images, soft, hard, feats = make_pool()
+    with pytest.raises(ValueError):
+        distill(images, soft, hard, feats, ("a", "b", "c", "d"), ipc=0, drop_fraction=0.0)

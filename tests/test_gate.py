@@ -1,0 +1,61 @@
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fedkr.client.gate import GateRefusal, OutboundGate
+from fedkr.shared.mia import AttackResult
+from fedkr.shared.reports import AuditReport
+from fedkr.shared.shard import Shard
+
+from helpers import synthetic_images
+
+REAL = synthetic_images(50, seed=1)
+
+
+def shard_of(images: np.ndarray, site="site-0") -> Shard:
+    n = images.shape[0]
+    soft = np.full((n, 3), 1 / 3, np.float32)
+    return Shard(site, 1, images, soft, np.zeros(n, np.int64), n)
+
+
+@pytest.fixture
+def gate(tmp_path):
+    return OutboundGate("site-0", REAL, tmp_path / "ledger.jsonl")
+
+
+def test_synthetic_shard_leaves_and_is_ledgered(gate):
+    shard = shard_of(synthetic_images(10, seed=2))
+    assert gate.send(shard, run_id="r1", round=1) is shard
+    entry = json.loads(gate.ledger_path.read_text().splitlines()[0])
+    assert entry["kind"] == "shard" and entry["run"] == "r1" and entry["round"] == 1
+    assert entry["bytes"] == shard.nbytes() and len(entry["sha256"]) == 64 and entry["recipient"] == "coordinator"
+
+
+def test_real_image_cannot_leave_inside_a_shard(gate):
+    images = synthetic_images(10, seed=2)
+    images[4] = REAL[17]
+    with pytest.raises(GateRefusal, match="1 image\\(s\\) identical to real"):
+        gate.send(shard_of(images), run_id="r1", round=1)
+    assert not gate.ledger_path.exists(), "nothing refused is ledgered as sent"
+
+
+@pytest.mark.parametrize("item", [REAL, REAL[0], torch.nn.Linear(2, 2), {"images": REAL}, b"raw bytes", "text"])
+def test_anything_else_is_refused(gate, item):
+    with pytest.raises(GateRefusal, match="only synthetic shards and metrics"):
+        gate.send(item, run_id="r1", round=1)
+
+
+def test_invalid_or_misattributed_shard_refused(gate):
+    with pytest.raises(GateRefusal, match="invalid shard"):
+        gate.send(dataclasses.replace(shard_of(synthetic_images(3, seed=3)), declared_count=9), run_id="r", round=1)
+    with pytest.raises(GateRefusal, match="labelled as from"):
+        gate.send(shard_of(synthetic_images(3, seed=3), site="site-9"), run_id="r", round=1)
+
+
+def test_metrics_leave(gate):
+    report = AuditReport("site-0", (AttackResult("loss", 0.5, 0.01, 10, 10),))
+    gate.send(report, run_id="r1", round=-1)
+    assert json.loads(gate.ledger_path.read_text())["kind"] == "metrics"

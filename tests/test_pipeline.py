@@ -1,0 +1,102 @@
+"""The whole pipeline on digits, in process: fit, recycle, distill, student, audit, release."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fedkr.server.coordinator import Coordinator
+from fedkr.server.link import InProcessLink
+from fedkr.server.release import RELEASE_FILES, inspect_release
+from fedkr.shared.data import load_digits_splits
+from fedkr.shared.shard import SynthesisRequest
+from helpers import tiny_run_config
+
+
+def test_release_bundle_complete_and_consistent(inprocess_run):
+    config, outcome = inprocess_run
+    assert outcome.released and outcome.refusal_path is None
+    release = outcome.release_dir
+    assert release == config.run_dir / "release"
+    for name in (*RELEASE_FILES, "manifest.json"):
+        assert (release / name).is_file(), name
+    result = inspect_release(release)
+    assert result.all_ok
+    with np.load(release / "distilled.npz") as data:
+        assert data["images"].dtype == np.uint8 and data["images"].shape[1:] == (8, 8, 1)
+        assert np.allclose(data["soft_labels"].sum(1), 1, atol=1e-4)
+        assert (np.bincount(data["hard_labels"], minlength=10) == config.ipc).all()
+        assert list(data["class_names"]) == [str(i) for i in range(10)]
+    metrics = json.loads((release / "metrics.json").read_text())
+    assert metrics["pool_size_by_round"] == {"1": 600, "2": 600}
+    assert set(metrics["audit"]["sites"]) == {"site-0", "site-1", "site-2"}
+    for site in metrics["audit"]["sites"].values():
+        assert 0.0 <= site["loss"]["auc"] <= config.audit_max_auc
+
+
+def test_student_learns_from_synthetic_data_only(inprocess_run):
+    _, outcome = inprocess_run
+    # 10 classes: chance is 0.1. A student that learned nothing from the distilled set stays near it.
+    assert outcome.metrics["student_test_accuracy"] > 0.6
+    agreement = [s["teacher_agreement"] for s in outcome.metrics["shards"]]
+    assert np.mean(agreement) > 0.5, "generated digits look like their class to the site teachers"
+
+
+def test_each_request_gives_fresh_images(inprocess_run, digits_sites):
+    config, _ = inprocess_run
+    site = digits_sites[0]
+    request = SynthesisRequest(config.run_id, 9, (2,) * 10, 4.0)
+    a, b = site.synthesize(request), site.synthesize(request)
+    assert not (a.images == b.images).all()
+    assert len(a) == 20 and (a.hard_labels == np.repeat(np.arange(10), 2)).all()
+
+
+def test_site_ledger_lists_everything_that_left(inprocess_run, digits_sites):
+    entries = [json.loads(line) for line in (digits_sites[1].state_dir / "ledger.jsonl").read_text().splitlines()]
+    kinds = [e["kind"] for e in entries if e["run"] == "test-run"]
+    assert kinds[:4] == ["metrics", "shard", "shard", "metrics"]
+
+
+def test_audit_failure_writes_refusal_and_no_release(tmp_path, digits_sites, inprocess_run):
+    config = tiny_run_config(tmp_path, run_id="strict", audit_max_auc=0.01, rounds=1, generator_steps=1)
+    outcome = Coordinator(config, load_digits_splits().test).run(InProcessLink(digits_sites))
+    assert not outcome.released and not (config.run_dir / "release").exists()
+    refusal = json.loads(outcome.refusal_path.read_text())
+    assert refusal["released"] is False
+    assert any("site-0: loss attack AUC" in r and "exceeds 0.010" in r for r in refusal["reasons"])
+
+
+def test_failing_site_is_left_out_of_synthesis_but_blocks_nothing_else(tmp_path, digits_sites):
+    class BrokenSite:
+        site_id = "site-x"
+
+        def fit(self, plan):
+            raise RuntimeError("disk full")
+
+    link = InProcessLink([*digits_sites[:2], BrokenSite()])  # type: ignore[list-item]
+    config = tiny_run_config(tmp_path, run_id="broken", rounds=1, generator_steps=1, teacher_epochs=1, student_epochs=1)
+    outcome = Coordinator(config, None).run(link)
+    assert outcome.metrics["sites_failed_fit"] == {"site-x": "disk full"}
+    assert set(outcome.metrics["audit"]["sites"]) == {"site-0", "site-1"}
+
+
+def test_tampered_release_is_detected(inprocess_run, tmp_path):
+    import shutil
+
+    _, outcome = inprocess_run
+    copy = tmp_path / "release"
+    shutil.copytree(outcome.release_dir, copy)
+    with open(copy / "student_config.json", "a") as fh:
+        fh.write(" ")
+    (copy / "contact_sheet.png").unlink()
+    checks = inspect_release(copy).file_checks
+    assert checks["student_config.json"] == "HASH MISMATCH" and checks["contact_sheet.png"] == "MISSING"
+    assert checks["distilled.npz"] == "OK"
+
+
+def test_release_never_overwritten(inprocess_run):
+    from fedkr.server.release import write_release
+
+    _, outcome = inprocess_run
+    with pytest.raises(FileExistsError):
+        write_release(outcome.release_dir, None, None, {})  # type: ignore[arg-type]
