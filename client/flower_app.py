@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import torch
-from flwr.app import Context, Message
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedkr.shared import flower_records as rec
@@ -64,28 +65,45 @@ def _cached_site(site_id: str, spec: SiteDataSpec, state_dir: str) -> Site:
     return Site(site_id, load_site_data(spec), Path(state_dir))
 
 
+#: Error code of a site's refusal or failure; the reason sent is generic, the detail stays in the site's log.
+SITE_ERROR_CODE = 4100
+
+
+def _handled(kind: str, handle: Callable[[Message, Context, dict | None], RecordDict], overrides: dict | None):
+    """Run a handler; on failure log the detail locally and reply with the exception's type only.
+
+    Flower would otherwise send `str(exception)` to the coordinator, and a site's exception text
+    (file paths, values from its data) is not for leaving the site.
+    """
+
+    def handler(msg: Message, context: Context) -> Message:
+        try:
+            return Message(handle(msg, context, overrides), reply_to=msg)
+        except Exception as exc:  # every failure becomes a reply, so the coordinator can go on
+            log.exception("%s request failed", kind)
+            return Message(Error(SITE_ERROR_CODE, f"site could not {kind}: {type(exc).__name__} (details in the site's log)"), reply_to=msg)
+
+    return handler
+
+
+def _train(msg: Message, context: Context, overrides: dict | None) -> RecordDict:
+    return rec.encode_fit_report(site_from_context(context, overrides).fit(rec.decode_fit_plan(msg.content)))
+
+
+def _synthesize(msg: Message, context: Context, overrides: dict | None) -> RecordDict:
+    return rec.encode_shard(site_from_context(context, overrides).synthesize(rec.decode_request(msg.content)))
+
+
+def _audit(msg: Message, context: Context, overrides: dict | None) -> RecordDict:
+    return rec.encode_audit_report(site_from_context(context, overrides).audit(rec.decode_candidate(msg.content)))
+
+
 def build_client_app(overrides: dict | None = None) -> ClientApp:
     """`overrides` stand in for the run config where Flower passes none (the Python simulation API)."""
     app = ClientApp()
-
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
-        site = site_from_context(context, overrides)
-        report = site.fit(rec.decode_fit_plan(msg.content))
-        return Message(rec.encode_fit_report(report), reply_to=msg)
-
-    @app.query("synthesize")
-    def synthesize(msg: Message, context: Context) -> Message:
-        site = site_from_context(context, overrides)
-        shard = site.synthesize(rec.decode_request(msg.content))
-        return Message(rec.encode_shard(shard), reply_to=msg)
-
-    @app.query("audit")
-    def audit(msg: Message, context: Context) -> Message:
-        site = site_from_context(context, overrides)
-        report = site.audit(rec.decode_candidate(msg.content))
-        return Message(rec.encode_audit_report(report), reply_to=msg)
-
+    app.train()(_handled("fit", _train, overrides))
+    app.query("synthesize")(_handled("synthesize", _synthesize, overrides))
+    app.query("audit")(_handled("audit", _audit, overrides))
     return app
 
 

@@ -50,6 +50,20 @@ class OutboundGate:
         self._append_ledger(run_id, round, kind, payload, recipient)
         return item
 
+    def count_sent(self, run_id: str, kind: str) -> int:
+        """How many items of `kind` this site has sent in `run_id`, by its ledger."""
+        if self.ledger_path is None or not self.ledger_path.is_file():
+            return 0
+        count = 0
+        with self.ledger_path.open() as fh:
+            for line in fh:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                count += entry.get("run") == run_id and entry.get("kind") == kind
+        return count
+
     def _check_shard(self, shard: Shard) -> None:
         if shard.site_id != self.site_id:
             raise GateRefusal(f"{self.site_id}: shard is labelled as from {shard.site_id}")

@@ -7,9 +7,9 @@ models live in the state folder, not in memory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from fedkr.shared.classifier import (
 )
 from fedkr.shared.generator import ClassConditionalDiffusion
 from fedkr.shared.mia import loss_attack_scores, summarize_attack
-from fedkr.shared.reports import AuditCandidate, AuditReport, FitPlan, FitReport
+from fedkr.shared.reports import AuditCandidate, AuditReport, FitPlan, FitReport, check_run_id
 from fedkr.shared.shard import Shard, SynthesisRequest
 
 from .gate import OutboundGate
@@ -52,6 +52,7 @@ class Site:
 
     # -- fit -----------------------------------------------------------------------------------
     def fit(self, plan: FitPlan) -> FitReport:
+        check_run_id(plan.run_id)
         members, holdout = self.data.members, self.data.holdout
         counts = members.class_counts()
         for cls in np.flatnonzero(counts == 0):
@@ -97,7 +98,7 @@ class Site:
         if not request.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {request.temperature}")
         labels = np.repeat(np.arange(generator.num_classes), request.per_class).astype(np.int64)
-        seed = int.from_bytes(os.urandom(8), "little") >> 1  # a new seed on every call: fresh images
+        seed = self._next_seed(request, generator.config.seed)
         started = time.perf_counter()
         images = generator.sample(labels, seed=seed)
         soft = predict_proba(teacher, images, temperature=request.temperature)
@@ -140,8 +141,15 @@ class Site:
         return self.gate.send(report, run_id=candidate.run_id, round=-1)  # type: ignore[return-value]
 
     # -- state ---------------------------------------------------------------------------------
+    def _next_seed(self, request: SynthesisRequest, base_seed: int) -> int:
+        """A new seed on every call (fresh images), yet reproducible: derived from the run, the round
+        and how many shards this site has already sent in the run, as its ledger records."""
+        sent = self.gate.count_sent(request.run_id, "shard")
+        key = f"{base_seed}:{request.run_id}:{self.site_id}:{request.round}:{sent}".encode()
+        return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
+
     def _run_dir(self, run_id: str) -> Path:
-        return self.state_dir / "runs" / run_id
+        return self.state_dir / "runs" / check_run_id(run_id)
 
     def _save(self, run_id: str, teacher: CompactCNN, generator: ClassConditionalDiffusion) -> None:
         directory = self._run_dir(run_id)

@@ -8,6 +8,11 @@ from fedkr.shared.data import DataError, ImageSet, load_dataset
 from fedkr.shared.partition import PartitionSpec, members_holdout_split, partition
 
 
+#: Below these a site can neither train anything useful nor be audited meaningfully.
+MIN_MEMBERS = 16
+MIN_HOLDOUT = 10
+
+
 @dataclass(frozen=True)
 class SiteDataSpec:
     """Where a site's images come from.
@@ -34,12 +39,15 @@ class SiteData:
 def load_site_data(spec: SiteDataSpec) -> SiteData:
     if not 0.0 < spec.holdout_fraction < 1.0:
         raise DataError(f"holdout fraction must be in (0, 1), got {spec.holdout_fraction}")
-    splits = load_dataset(spec.source, seed=spec.seed)
+    simulated = spec.partition != "none"
+    # A deployed site trains on all of its images; only in simulation is part of a folder held back as the test split.
+    splits = load_dataset(spec.source, seed=spec.seed, folder_test_fraction=0.2 if simulated else 0.0)
     train = splits.train
-    if spec.partition != "none":
+    if simulated:
         parts = partition(train.labels, spec.num_sites, PartitionSpec.parse(spec.partition), spec.seed)
         train = train.subset(parts[spec.site_index])
-    if len(train) < 5:
-        raise DataError(f"{spec.source}: site {spec.site_index} holds only {len(train)} images")
     members_idx, holdout_idx = members_holdout_split(train.labels, spec.holdout_fraction, spec.seed + 1000 + spec.site_index)
+    if members_idx.size < MIN_MEMBERS or holdout_idx.size < MIN_HOLDOUT:
+        raise DataError(f"{spec.source}: site {spec.site_index} would have {members_idx.size} member and "
+                        f"{holdout_idx.size} holdout images; at least {MIN_MEMBERS} and {MIN_HOLDOUT} are needed")
     return SiteData(members=train.subset(members_idx), holdout=train.subset(holdout_idx))

@@ -108,14 +108,14 @@ def simulate(
     student_epochs: Annotated[int, typer.Option(help="Student training epochs on the distilled set.")] = 60,
     temperature: Annotated[float, typer.Option(help="Soft-label temperature.")] = 4.0,
     audit_max_auc: Annotated[float, typer.Option(help="Release only if every site's loss-attack AUC is at most this.")] = 0.6,
-    hflip: Annotated[bool, typer.Option(help="Use horizontal flips (fine for cells; not for digits or text).")] = True,
+    hflip: Annotated[bool, typer.Option(help="Augment with horizontal flips: right for cells and skin, wrong for digits, text or chest X-rays.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's logs.")] = False,
 ) -> None:
     """Simulate N hospital sites on one dataset through Flower's simulation engine."""
     _run(dict(data=data, partition=partition, rounds=rounds, ipc=ipc, samples_per_class=samples_per_class,
               out=str(out), seed=seed, generator_steps=generator_steps, teacher_epochs=teacher_epochs,
               student_epochs=student_epochs, temperature=temperature, audit_max_auc=audit_max_auc,
-              generator_hflip=hflip, student_hflip=hflip), sites=sites, verbose=verbose)
+              generator_hflip=hflip, classifier_hflip=hflip), sites=sites, verbose=verbose)
 
 
 @app.command()
@@ -145,6 +145,31 @@ def inspect(release_dir: Annotated[Path, typer.Argument(help="A release folder, 
     out_console.print(table)
     if not result.all_ok:
         _fail("some files do not match the manifest", 1)
+
+
+@app.command()
+def centralized(
+    data: Annotated[str, typer.Option(help="'digits', a MedMNIST .npz file, or an image folder.")],
+    epochs: Annotated[int, typer.Option(help="Training epochs (use the student's epoch budget for a fair bound).")] = 60,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and batching.")] = 0,
+    hflip: Annotated[bool, typer.Option(help="Augment with horizontal flips, as simulate does by default.")] = True,
+) -> None:
+    """Train the student network on all real training images: the upper bound to compare a run with."""
+    from fedkr.baselines import centralized_upper_bound
+    from fedkr.shared.classifier import TrainConfig
+    from fedkr.shared.data import DataError, load_dataset
+
+    _setup_logging(False)
+    if epochs < 1:
+        _fail("epochs must be at least 1")
+    try:
+        splits = load_dataset(data, seed=seed)
+        with console.status(f"training on {len(splits.train)} real images for {epochs} epochs"):
+            result = centralized_upper_bound(splits, TrainConfig(epochs=epochs, seed=seed, hflip=hflip))
+    except DataError as exc:
+        _fail(str(exc))
+    out_console.print(f"centralized: test accuracy {result.test_accuracy:.4f} on {result.test_images} test images "
+                      f"({result.train_images} training images, {result.epochs} epochs, {result.seconds:.0f} s)")
 
 
 def main() -> None:

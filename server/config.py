@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
-import time
 import secrets
+import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from fedkr.shared.classifier import TrainConfig
 from fedkr.shared.generator import GeneratorConfig
 from fedkr.shared.partition import PartitionSpec
+from fedkr.shared.reports import RUN_ID_PATTERN
 
 
 class ConfigError(ValueError):
@@ -23,7 +23,12 @@ def new_run_id() -> str:
 
 @dataclass(frozen=True)
 class RunConfig:
+    """Every setting of a run. `data` is what simulated sites read; `test_data` is the real test split
+    the coordinator scores the student on ("" means the test split of `data` in simulation, none
+    in deployment, where the coordinator holds no site's data source)."""
+
     data: str = "digits"
+    test_data: str = ""
     partition: str = "iid"
     seed: int = 0
     rounds: int = 3
@@ -37,15 +42,16 @@ class RunConfig:
     out: str = "runs"
     run_id: str = field(default_factory=new_run_id)
     site_threads: int = 0
+    reply_timeout: float = 7200.0
     # training budgets
     generator_steps: int = 2000
     generator_resolution: int = 16
     generator_channels: str = "32,64,64"
     generator_batch: int = 64
-    generator_hflip: bool = True
+    generator_hflip: bool = False
     teacher_epochs: int = 30
     student_epochs: int = 60
-    student_hflip: bool = False
+    classifier_hflip: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -59,7 +65,12 @@ class RunConfig:
             (self.generator_steps >= 1, "generator-steps must be at least 1"),
             (self.teacher_epochs >= 1, "teacher-epochs must be at least 1"),
             (self.student_epochs >= 1, "student-epochs must be at least 1"),
-            (re.fullmatch(r"[A-Za-z0-9._-]+", self.run_id) is not None, "run-id may hold only letters, digits, '.', '_' and '-'"),
+            (RUN_ID_PATTERN.fullmatch(self.run_id) is not None and ".." not in self.run_id,
+             "run-id may hold only letters, digits, '.', '_' and '-' (at most 80)"),
+            (self.generator_batch >= 1, "generator-batch must be at least 1"),
+            (self.generator_resolution >= 8, "generator-resolution must be at least 8"),
+            (self.min_class_members >= 1, "min-class-members must be at least 1"),
+            (self.reply_timeout > 0, "reply-timeout must be > 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -80,10 +91,10 @@ class RunConfig:
         return Path(self.out) / self.run_id
 
     def teacher_config(self) -> TrainConfig:
-        return TrainConfig(epochs=self.teacher_epochs, seed=self.seed, hflip=self.student_hflip)
+        return TrainConfig(epochs=self.teacher_epochs, seed=self.seed, hflip=self.classifier_hflip)
 
     def student_config(self) -> TrainConfig:
-        return TrainConfig(epochs=self.student_epochs, temperature=self.temperature, seed=self.seed, hflip=self.student_hflip)
+        return TrainConfig(epochs=self.student_epochs, temperature=self.temperature, seed=self.seed, hflip=self.classifier_hflip)
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(

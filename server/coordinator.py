@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import torch
 
 from fedkr.shared.classifier import accuracy
 from fedkr.shared.data import ImageSet
-from fedkr.shared.reports import AuditCandidate, AuditReport, FitPlan, FitReport
+from fedkr.shared.reports import AuditCandidate, FitPlan, FitReport
 from fedkr.shared.shard import ShardSpec, SynthesisRequest
 
 from .config import RunConfig
@@ -29,6 +29,9 @@ from .student import pool_features, train_student
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
+
+#: The most images one shard may hold; larger requests are refused before any site generates.
+MAX_SHARD_IMAGES = 20_000
 
 
 class RunError(RuntimeError):
@@ -73,11 +76,16 @@ class Coordinator:
         failed_fit = {sid: str(r) for sid, r in replies.items() if not isinstance(r, FitReport)}
         if not reports:
             raise RunError("no site completed fit: " + "; ".join(f"{s}: {e}" for s, e in failed_fit.items()))
-        class_names, image_shape = self._agree_on_data(reports)
+        class_names, image_shape = self._agree_on_data(reports, failed_fit)
+        self._check_test_set(class_names, image_shape)
+        budget = cfg.samples_per_class * len(class_names)
+        if budget > MAX_SHARD_IMAGES:
+            raise RunError(f"samples-per-class {cfg.samples_per_class} x {len(class_names)} classes = {budget} images "
+                           f"per shard, more than the {MAX_SHARD_IMAGES} a shard may hold")
         self._timed("fit", started)
 
         # rounds 1..R: a fresh shard from every site, validated into the pool
-        pool = Pool(ShardSpec(image_shape, len(class_names)))
+        pool = Pool(ShardSpec(image_shape, len(class_names), MAX_SHARD_IMAGES))
         shard_summaries: list[dict] = []
         started = time.perf_counter()
         for rnd in range(1, cfg.rounds + 1):
@@ -92,7 +100,7 @@ class Coordinator:
                     pool.rejections.append({"site": sid, "round": rnd, "reason": f"shard claims site {shard.site_id}"})
                     continue
                 if pool.add(shard, expected_count=requests[sid].total):
-                    shard_summaries.append({"site": sid, "round": rnd, "images": len(shard), **shard.summary})
+                    shard_summaries.append({"site": sid, "round": rnd, "images": len(shard), "summary": shard.summary})
         self._timed("synthesis", started)
         if len(pool) == 0:
             raise RunError("no valid shard reached the pool; see the log for each site's reason")
@@ -149,17 +157,29 @@ class Coordinator:
         self.progress("done", total_rounds, total_rounds)
         return outcome
 
-    def _agree_on_data(self, reports: dict[str, FitReport]) -> tuple[tuple[str, ...], tuple[int, int, int]]:
-        first = next(iter(reports.values()))
-        for sid, rep in reports.items():
-            if rep.class_names != first.class_names or rep.image_shape != first.image_shape:
-                raise RunError(
-                    f"{sid} holds {len(rep.class_names)} classes of {rep.image_shape} images, "
-                    f"{first.site_id} {len(first.class_names)} of {first.image_shape}: sites must share one label space"
-                )
-            if rep.empty_classes:
+    def _agree_on_data(
+        self, reports: dict[str, FitReport], failed: dict[str, str]
+    ) -> tuple[tuple[str, ...], tuple[int, int, int]]:
+        """The label space and image shape most sites share; a site that differs is left out, not fatal."""
+        votes = Counter((rep.class_names, rep.image_shape) for rep in reports.values())
+        (class_names, image_shape), _ = votes.most_common(1)[0]
+        for sid in sorted(reports):
+            rep = reports[sid]
+            if (rep.class_names, rep.image_shape) != (class_names, image_shape):
+                reason = (f"holds {len(rep.class_names)} classes of {rep.image_shape} images where the other sites "
+                          f"hold {len(class_names)} of {image_shape}")
+                log.warning("%s left out: %s", sid, reason)
+                failed[sid] = reason
+                del reports[sid]
+            elif rep.empty_classes:
                 log.warning("%s has no images of class(es) %s", sid, ", ".join(rep.class_names[c] for c in rep.empty_classes))
-        return first.class_names, first.image_shape
+        return class_names, image_shape
+
+    def _check_test_set(self, class_names: tuple[str, ...], image_shape: tuple[int, int, int]) -> None:
+        test = self.test_set
+        if test is not None and (test.image_shape != image_shape or test.num_classes != len(class_names)):
+            raise RunError(f"the test split holds {test.num_classes} classes of {test.image_shape} images, "
+                           f"the sites {len(class_names)} of {image_shape}: give the test split of the sites' dataset")
 
     def _request(self, rnd: int, report: FitReport) -> SynthesisRequest:
         """Ask each site only for the classes it has enough members of to have learned."""
@@ -169,10 +189,3 @@ class Coordinator:
         )
         return SynthesisRequest(run_id=self.config.run_id, round=rnd, per_class=per_class, temperature=self.config.temperature)
 
-
-def set_threads(threads: int) -> None:
-    if threads > 0:
-        torch.set_num_threads(threads)
-
-
-__all__ = ["Coordinator", "RunOutcome", "RunError", "set_threads"]

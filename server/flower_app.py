@@ -14,7 +14,7 @@ from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedkr.shared import flower_records as rec
-from fedkr.shared.data import ImageSet, load_dataset
+from fedkr.shared.data import ImageSet, load_dataset  # test split only: the coordinator never loads site data
 from fedkr.shared.reports import AuditCandidate, AuditReport, FitPlan, FitReport
 from fedkr.shared.shard import Shard, SynthesisRequest
 
@@ -116,13 +116,12 @@ def build_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        cfg = config
+        cfg = config if config is not None else RunConfig.from_flat(dict(context.run_config))
         test = test_set
-        if cfg is None:
-            cfg = RunConfig.from_flat(dict(context.run_config))
-            test = load_dataset(cfg.data, seed=cfg.seed).test
         try:
-            link = GridLink(grid, expected_sites=expected_sites)
+            if config is None and cfg.test_data:
+                test = load_dataset(cfg.test_data, seed=cfg.seed).test
+            link = GridLink(grid, expected_sites=expected_sites, timeout=cfg.reply_timeout)
             outcome = Coordinator(cfg, test, progress).run(link)
         except Exception as exc:
             if outcomes is not None:

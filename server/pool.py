@@ -18,7 +18,6 @@ class PoolArrays:
     soft_labels: np.ndarray
     hard_labels: np.ndarray
     site_ids: np.ndarray
-    rounds: np.ndarray
 
 
 class Pool:
@@ -56,5 +55,4 @@ class Pool:
             soft_labels=np.concatenate([s.soft_labels for s in self._shards]),
             hard_labels=np.concatenate([s.hard_labels for s in self._shards]),
             site_ids=np.concatenate([np.full(len(s), s.site_id, dtype=object) for s in self._shards]),
-            rounds=np.concatenate([np.full(len(s), s.round) for s in self._shards]),
         )

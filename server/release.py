@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +39,17 @@ class AuditDecision:
         return {"passed": self.passed, "max_auc": self.threshold, "sites": self.per_site, "failures": self.failures}
 
 
+REQUIRED_ATTACKS = ("loss",)
+MIN_AUDIT_EXAMPLES = 10
+
+
 def decide_release(replies: dict[str, AuditReport | Exception], max_auc: float) -> AuditDecision:
-    """Pass only if every site answered and every attack's AUC is at or below `max_auc`."""
+    """Pass only if every site answered with every required attack and no attack beats `max_auc`.
+
+    An AUC far below 0.5 is as telling as one far above it (flip the attack's decision), so the
+    rule is on max(AUC, 1 - AUC). A missing, non-finite or too small audit counts as a failure:
+    a release is never passed on an audit that could not have caught anything.
+    """
     per_site: dict[str, dict] = {}
     failures: list[str] = []
     for sid, reply in sorted(replies.items()):
@@ -47,10 +57,20 @@ def decide_release(replies: dict[str, AuditReport | Exception], max_auc: float) 
             failures.append(f"{sid}: did not return an audit ({reply})")
             per_site[sid] = {"error": str(reply)}
             continue
+        if reply.site_id != sid:
+            failures.append(f"{sid}: audit is labelled as from {reply.site_id}")
         per_site[sid] = {r.attack: r.to_dict() for r in reply.results}
+        for attack in REQUIRED_ATTACKS:
+            if attack not in per_site[sid]:
+                failures.append(f"{sid}: no {attack} attack result")
         for result in reply.results:
-            if result.auc > max_auc:
-                failures.append(f"{sid}: {result.attack} attack AUC {result.auc:.3f} exceeds {max_auc:.3f}")
+            if min(result.num_members, result.num_nonmembers) < MIN_AUDIT_EXAMPLES:
+                failures.append(f"{sid}: {result.attack} attack used {result.num_members} members and "
+                                f"{result.num_nonmembers} non-members; at least {MIN_AUDIT_EXAMPLES} of each are needed")
+            elif not math.isfinite(result.auc):
+                failures.append(f"{sid}: {result.attack} attack AUC is not a number")
+            elif not max(result.auc, 1.0 - result.auc) <= max_auc:
+                failures.append(f"{sid}: {result.attack} attack AUC {result.auc:.3f} is further from 0.5 than {max_auc:.3f} allows")
     if not replies:
         failures.append("no site returned an audit")
     return AuditDecision(passed=not failures, threshold=max_auc, per_site=per_site, failures=failures)
@@ -163,12 +183,16 @@ def inspect_release(release_dir: Path) -> InspectResult:
     try:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+        if not isinstance(files, dict) or not all(isinstance(e, dict) for e in files.values()):
+            raise TypeError
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
         raise ValueError(f"{manifest_path}: not a valid fedkr manifest") from None
     checks: dict[str, str] = {}
     for name, entry in files.items():
         path = release_dir / name
-        if not path.is_file():
+        if Path(name).name != name or name in (".", ".."):
+            checks[name] = "BAD NAME (must be a file in the release folder)"
+        elif not path.is_file():
             checks[name] = "MISSING"
         elif sha256_file(path) != entry.get("sha256"):
             checks[name] = "HASH MISMATCH"
@@ -177,17 +201,22 @@ def inspect_release(release_dir: Path) -> InspectResult:
     for name in RELEASE_FILES:
         checks.setdefault(name, "NOT IN MANIFEST")
     metrics: dict = {}
-    if checks.get("metrics.json") == "OK":
-        metrics = json.loads((release_dir / "metrics.json").read_text())
     per_class: dict[str, int] = {}
-    if checks.get("distilled.npz") == "OK":
-        with np.load(release_dir / "distilled.npz", allow_pickle=False) as data:
-            names = [str(n) for n in data["class_names"]]
-            counts = np.bincount(data["hard_labels"], minlength=len(names))
-            per_class = {n: int(c) for n, c in zip(names, counts)}
-    if checks.get("student.safetensors") == "OK":
-        load_numpy_file(release_dir / "student.safetensors")  # proves the weights parse
-    audit = metrics.get("audit", {})
+    try:
+        if checks.get("metrics.json") == "OK":
+            metrics = json.loads((release_dir / "metrics.json").read_text())
+            if not isinstance(metrics, dict):
+                raise ValueError("metrics.json is not an object")
+        if checks.get("distilled.npz") == "OK":
+            with np.load(release_dir / "distilled.npz", allow_pickle=False) as data:
+                names = [str(n) for n in data["class_names"]]
+                counts = np.bincount(data["hard_labels"], minlength=len(names))
+                per_class = {n: int(c) for n, c in zip(names, counts)}
+        if checks.get("student.safetensors") == "OK":
+            load_numpy_file(release_dir / "student.safetensors")  # proves the weights parse
+    except Exception as exc:  # a file that matches its hash but does not parse: the release was built wrong
+        raise ValueError(f"{release_dir}: a listed file does not parse ({exc.__class__.__name__}: {exc})") from None
+    audit = metrics.get("audit", {}) if isinstance(metrics.get("audit"), dict) else {}
     return InspectResult(
         release_dir=release_dir,
         classes=list(manifest.get("classes", [])),

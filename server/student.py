@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedkr.shared.classifier import ClassifierConfig, CompactCNN, TrainConfig, embed, one_hot, train_classifier
+from fedkr.shared.classifier import ClassifierConfig, CompactCNN, TrainConfig, embed, train_classifier
 
 from .distill import DistilledSet
 
@@ -33,6 +33,3 @@ def pool_features(images: np.ndarray, soft_labels: np.ndarray, image_shape: tupl
     norms = np.linalg.norm(feats, axis=1, keepdims=True)
     return feats / np.maximum(norms, 1e-8)
 
-
-def hard_label_targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    return one_hot(labels, num_classes)

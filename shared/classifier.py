@@ -126,7 +126,7 @@ def train_classifier(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     batches_per_pass = max(1, int(np.ceil(x_all.shape[0] / config.batch_size)))
     passes = max(1, int(np.ceil(config.min_steps / (config.epochs * batches_per_pass))))
-    steps_per_epoch = passes * batches_per_pass
+    steps_per_epoch = int(np.ceil(passes * x_all.shape[0] / config.batch_size))
     # translation scaled to the image: 2 px at 28 px, 1 px at 8 px
     shift = max(1, round(config.max_shift * min(x_all.shape[2:]) / 28)) if config.max_shift > 0 else 0
     scheduler = torch.optim.lr_scheduler.OneCycleLR(

@@ -154,6 +154,18 @@ def load_medmnist_npz(path: Path) -> DataSplits:
     return DataSplits(name=name, train=train, test=test)
 
 
+def _to_uint8(img) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Gray stays gray (16-bit scaled down, not clipped); everything else becomes RGB."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        raw = np.asarray(img, dtype=np.float64)
+        return np.clip(np.rint(raw * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+    if img.mode in ("L", "LA", "1"):
+        return np.asarray(img.convert("L"), dtype=np.uint8)
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
 def load_image_folder(root: Path, test_fraction: float = 0.0, seed: int = 0) -> DataSplits:
     """Load ROOT/<class name>/<image> files; classes are the sorted subfolder names."""
     from PIL import Image, UnidentifiedImageError
@@ -174,8 +186,7 @@ def load_image_folder(root: Path, test_fraction: float = 0.0, seed: int = 0) -> 
                 continue
             try:
                 with Image.open(file) as img:
-                    mode = "L" if img.mode in ("L", "1", "I", "I;16") else "RGB"
-                    array = np.asarray(img.convert(mode), dtype=np.uint8)
+                    array = _to_uint8(img)
             except (UnidentifiedImageError, OSError) as exc:
                 raise DataError(f"{file}: not a readable image ({exc.__class__.__name__})") from None
             if shape is None:
@@ -227,15 +238,15 @@ def stratified_split(
     return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
 
 
-def load_dataset(source: str, seed: int = 0) -> DataSplits:
-    """Load `digits`, a MedMNIST-style `.npz` file, or an image folder."""
+def load_dataset(source: str, seed: int = 0, folder_test_fraction: float = 0.2) -> DataSplits:
+    """Load `digits`, a MedMNIST-style `.npz` file, or an image folder (part held back as its test split)."""
     if source == "digits":
         return load_digits_splits(seed=seed)
     path = Path(source).expanduser()
     if path.suffix == ".npz":
         return load_medmnist_npz(path)
     if path.is_dir():
-        return load_image_folder(path, test_fraction=0.2, seed=seed)
+        return load_image_folder(path, test_fraction=folder_test_fraction, seed=seed)
     if not path.exists():
         raise DataError(f"{source}: no such file or folder (give 'digits', a .npz file or an image folder)")
     raise DataError(f"{source}: unsupported data source (give 'digits', a .npz file or an image folder)")

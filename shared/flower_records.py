@@ -7,7 +7,9 @@ with a one-line reason on anything malformed, so a bad reply is rejected, never 
 
 from __future__ import annotations
 
+import functools
 import json
+from typing import Callable, TypeVar
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
@@ -19,6 +21,24 @@ from .shard import Shard, SynthesisRequest
 MSG_TRAIN = "train"
 MSG_SYNTHESIZE = "query.synthesize"
 MSG_AUDIT = "query.audit"
+
+T = TypeVar("T")
+
+
+def _decoder(fn: Callable[[RecordDict], T]) -> Callable[[RecordDict], T]:
+    """Every decoder raises ValueError, and only ValueError, on malformed content."""
+
+    @functools.wraps(fn)
+    def wrapper(content: RecordDict) -> T:
+        try:
+            return fn(content)
+        except ValueError:
+            raise
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise ValueError(f"malformed {fn.__name__.removeprefix('decode_').replace('_', ' ')}: "
+                             f"{exc.__class__.__name__}: {exc}") from None
+
+    return wrapper
 
 
 def _json_record(payload: dict) -> ConfigRecord:
@@ -36,6 +56,7 @@ def encode_fit_plan(plan: FitPlan) -> RecordDict:
     return RecordDict({"plan": _json_record(plan.to_dict())})
 
 
+@_decoder
 def decode_fit_plan(content: RecordDict) -> FitPlan:
     return FitPlan.from_dict(_read_json(content, "plan"))
 
@@ -44,11 +65,9 @@ def encode_fit_report(report: FitReport) -> RecordDict:
     return RecordDict({"fit": _json_record(report.to_dict())})
 
 
+@_decoder
 def decode_fit_report(content: RecordDict) -> FitReport:
-    try:
-        return FitReport.from_dict(_read_json(content, "fit"))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"malformed fit report: {exc}") from None
+    return FitReport.from_dict(_read_json(content, "fit"))
 
 
 def encode_request(request: SynthesisRequest) -> RecordDict:
@@ -58,6 +77,7 @@ def encode_request(request: SynthesisRequest) -> RecordDict:
     })})
 
 
+@_decoder
 def decode_request(content: RecordDict) -> SynthesisRequest:
     data = _read_json(content, "request")
     return SynthesisRequest(
@@ -75,21 +95,19 @@ def encode_shard(shard: Shard) -> RecordDict:
     return RecordDict({"shard": arrays, "shard_meta": meta})
 
 
+@_decoder
 def decode_shard(content: RecordDict) -> Shard:
     meta = _read_json(content, "shard_meta")
-    try:
-        arrays = content.array_records["shard"]
-        return Shard(
-            site_id=str(meta["site_id"]),
-            round=int(meta["round"]),
-            images=arrays["images"].numpy(),
-            soft_labels=arrays["soft_labels"].numpy(),
-            hard_labels=arrays["hard_labels"].numpy(),
-            declared_count=int(meta["declared_count"]),
-            summary=dict(meta.get("summary", {})),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"malformed shard message: {exc.__class__.__name__}: {exc}") from None
+    arrays = content.array_records["shard"]
+    return Shard(
+        site_id=str(meta["site_id"]),
+        round=int(meta["round"]),
+        images=arrays["images"].numpy(),
+        soft_labels=arrays["soft_labels"].numpy(),
+        hard_labels=arrays["hard_labels"].numpy(),
+        declared_count=int(meta["declared_count"]),
+        summary=dict(meta.get("summary", {})),
+    )
 
 
 def encode_candidate(candidate: AuditCandidate) -> RecordDict:
@@ -98,6 +116,7 @@ def encode_candidate(candidate: AuditCandidate) -> RecordDict:
     return RecordDict({"student": weights, "candidate": meta})
 
 
+@_decoder
 def decode_candidate(content: RecordDict) -> AuditCandidate:
     meta = _read_json(content, "candidate")
     weights = {k: v.numpy() for k, v in content.array_records["student"].items()}
@@ -112,8 +131,6 @@ def encode_audit_report(report: AuditReport) -> RecordDict:
     return RecordDict({"audit": _json_record(report.to_dict())})
 
 
+@_decoder
 def decode_audit_report(content: RecordDict) -> AuditReport:
-    try:
-        return AuditReport.from_dict(_read_json(content, "audit"))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"malformed audit report: {exc}") from None
+    return AuditReport.from_dict(_read_json(content, "audit"))

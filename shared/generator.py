@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -239,6 +239,3 @@ class ClassConditionalDiffusion:
         model.unet.eval()
         return model
 
-
-def with_steps(config: GeneratorConfig, steps: int) -> GeneratorConfig:
-    return replace(config, train_steps=steps)

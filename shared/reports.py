@@ -6,6 +6,7 @@ synthetic shards leave a site, nothing else.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -13,6 +14,16 @@ import numpy as np
 from .classifier import ClassifierConfig, TrainConfig
 from .generator import GeneratorConfig
 from .mia import AttackResult
+
+
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+
+
+def check_run_id(run_id: str) -> str:
+    """Run ids name folders at sites and the coordinator: letters, digits, '.', '_', '-' only."""
+    if not isinstance(run_id, str) or RUN_ID_PATTERN.fullmatch(run_id) is None or ".." in run_id:
+        raise ValueError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+    return run_id
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,9 @@ import numpy as np
 
 ScalarValue = str | int | float
 
+MAX_SUMMARY_KEYS = 32
+MAX_SUMMARY_TEXT = 200
+
 
 class ShardError(ValueError):
     """A shard that must not be sent or pooled; the message says why in one line."""
@@ -94,3 +97,18 @@ def validate_shard(shard: object, spec: ShardSpec, expected_count: int | None = 
         raise ShardError(f"hard_labels must lie in [0, {spec.num_classes})")
     if not isinstance(shard.site_id, str) or not shard.site_id:
         raise ShardError("shard has no site id")
+    check_summary(shard.summary)
+
+
+def check_summary(summary: object) -> None:
+    """Settings only: a few short scalars, so that nothing bulky or data-derived rides along."""
+    if not isinstance(summary, dict) or len(summary) > MAX_SUMMARY_KEYS:
+        raise ShardError(f"summary must be a mapping of at most {MAX_SUMMARY_KEYS} settings")
+    for key, value in summary.items():
+        if not isinstance(key, str) or len(key) > 64:
+            raise ShardError("summary keys must be short strings")
+        if isinstance(value, str):
+            if len(value) > MAX_SUMMARY_TEXT:
+                raise ShardError(f"summary value '{key}' is longer than {MAX_SUMMARY_TEXT} characters")
+        elif not isinstance(value, (int, float, bool)):
+            raise ShardError(f"summary value '{key}' is {type(value).__name__}, not a scalar")

@@ -113,10 +113,23 @@ def test_digits_needs_no_download():
 
 
 def test_class_absent_at_a_site_is_allowed(tmp_path):
-    arrays = good_arrays(n=40)
-    arrays["train_labels"] = np.array([0, 1] * 20, np.uint8)[:, None]
+    arrays = good_arrays(n=120)
+    arrays["train_labels"] = np.array([0, 1] * 60, np.uint8)[:, None]
     arrays["test_labels"] = np.array([0, 1, 2, 0, 1], np.uint8)[:, None]  # class 2 exists, but no site holds it
     path = write_npz(tmp_path / "x.npz", **arrays)
     data = load_site_data(SiteDataSpec(str(path), 0, 2, "iid", 0, 0.2))
     assert data.members.num_classes == 3
     assert data.members.class_counts()[2] == 0
+
+
+def test_site_too_small_to_audit(tmp_path):
+    path = write_npz(tmp_path / "x.npz", **good_arrays(n=30))
+    with pytest.raises(DataError, match="at least 16 and 10 are needed"):
+        load_site_data(SiteDataSpec(str(path), 0, 2, "iid", 0, 0.2))
+
+
+def test_sixteen_bit_images_scaled_not_clipped(tmp_path):
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.full((10, 10), 30000, np.uint16)).save(tmp_path / "a" / "0.png")
+    splits = load_image_folder(tmp_path)
+    assert splits.train.images.max() == round(30000 * 255 / 65535)

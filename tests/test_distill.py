@@ -24,7 +24,6 @@ def test_ipc_respected_and_every_present_class_kept():
 
 def test_low_confidence_samples_dropped():
     images, soft, hard, feats = make_pool(per_class=(40,))
-    soft = np.ones((40, 1), np.float32)
     conf_soft = np.stack([np.linspace(0.05, 1.0, 40), 1 - np.linspace(0.05, 1.0, 40)], 1).astype(np.float32)
     out = distill(images, conf_soft, hard, feats, ("a", "b"), ipc=10, drop_fraction=0.5)
     assert out.source_index.min() >= 20, "only the most confident half is eligible"
