@@ -19,6 +19,7 @@ from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedkr.shared import flower_records as rec
+from fedkr.shared.logs import ensure_fedkr_logging
 
 from .site import Site
 from .site_data import SiteDataSpec, load_site_data
@@ -26,18 +27,8 @@ from .site_data import SiteDataSpec, load_site_data
 log = logging.getLogger(__name__)
 
 
-def _ensure_logging() -> None:
-    """Flower runs ClientApps in worker processes with no logging set up; show the site's progress."""
-    fedkr_log = logging.getLogger("fedkr")
-    if not logging.getLogger().handlers and not fedkr_log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        fedkr_log.addHandler(handler)
-        fedkr_log.setLevel(logging.INFO)
-
-
 def site_from_context(context: Context, overrides: dict | None = None) -> Site:
-    _ensure_logging()
+    ensure_fedkr_logging()
     run = {**dict(context.run_config), **(overrides or {})}
     node = dict(context.node_config)
     threads = int(node.get("threads", run.get("site-threads", 0)))

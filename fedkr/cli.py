@@ -22,10 +22,10 @@ out_console = Console()
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="%H:%M:%S",
+    """fedkr's own progress at INFO; other libraries only when they warn, unless --verbose."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", datefmt="%H:%M:%S",
                         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)], force=True)
-    for noisy in ("ray", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("fedkr").setLevel(logging.INFO)
     flwr_log = logging.getLogger("flwr")
     if not verbose:
         flwr_log.propagate = False  # Flower prints through its own handler; keep its DEBUG lines out of ours
@@ -35,20 +35,22 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
     raise typer.Exit(code)
 
 
 def _run(config_kwargs: dict, sites: int, verbose: bool) -> None:
     from fedkr.server.config import ConfigError, RunConfig
     from fedkr.server.coordinator import RunError
-    from fedkr.shared.data import DataError
-    from fedkr.simulation import run_flower_simulation
+    from fedkr.shared.data import DataError, load_dataset
+    from fedkr.simulation import check_partition, run_flower_simulation
 
     _setup_logging(verbose)
     try:
         config = RunConfig(**config_kwargs)
-    except ConfigError as exc:
+        splits = load_dataset(config.data, seed=config.seed)
+        check_partition(splits, sites, config)
+    except (ConfigError, DataError) as exc:
         _fail(str(exc))
     started = time.perf_counter()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -59,7 +61,7 @@ def _run(config_kwargs: dict, sites: int, verbose: bool) -> None:
             progress.update(task, description=stage, completed=done, total=total)
 
         try:
-            outcome = run_flower_simulation(config, sites, on_progress, verbose)
+            outcome = run_flower_simulation(config, sites, on_progress, verbose, splits)
         except (DataError, ConfigError) as exc:
             _fail(str(exc))
         except RunError as exc:

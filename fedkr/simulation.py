@@ -29,13 +29,20 @@ def check_partition(splits: DataSplits, num_sites: int, config: RunConfig) -> li
     return sizes
 
 
-def run_flower_simulation(config: RunConfig, num_sites: int, progress: Progress | None = None, verbose: bool = False) -> RunOutcome:
+def run_flower_simulation(
+    config: RunConfig,
+    num_sites: int,
+    progress: Progress | None = None,
+    verbose: bool = False,
+    splits: DataSplits | None = None,
+) -> RunOutcome:
+    """`splits`, when the caller has loaded and checked them already, saves loading them twice."""
     from flwr.simulation import run_simulation
 
     from fedkr.client.flower_app import build_client_app
     from fedkr.server.flower_app import build_server_app
 
-    splits = load_dataset(config.data, seed=config.seed)
+    splits = splits if splits is not None else load_dataset(config.data, seed=config.seed)
     sizes = check_partition(splits, num_sites, config)
     log.info("%s: %d training images over %d sites %s (%s)", splits.name, len(splits.train), num_sites, sizes, config.partition)
     cpus = os.cpu_count() or 1

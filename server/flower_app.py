@@ -14,6 +14,7 @@ from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedkr.shared import flower_records as rec
+from fedkr.shared.logs import ensure_fedkr_logging
 from fedkr.shared.data import ImageSet, load_dataset  # test split only: the coordinator never loads site data
 from fedkr.shared.reports import AuditCandidate, AuditReport, FitPlan, FitReport
 from fedkr.shared.shard import Shard, SynthesisRequest
@@ -116,6 +117,7 @@ def build_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        ensure_fedkr_logging()
         cfg = config if config is not None else RunConfig.from_flat(dict(context.run_config))
         test = test_set
         try:

@@ -134,7 +134,7 @@ class ClassConditionalDiffusion:
         self.unet.train()
         started = time.perf_counter()
         tail: list[float] = []
-        report_every = max(1, cfg.train_steps // 20)
+        report_every = max(1, cfg.train_steps // 10)
         for step in range(cfg.train_steps):
             idx = torch.randint(0, x_all.shape[0], (min(cfg.batch_size, x_all.shape[0]),), generator=gen)
             x0 = x_all[idx]
