@@ -1,6 +1,5 @@
 """Real MedMNIST files from the team's shared folder; skipped cleanly where it is absent."""
 
-import numpy as np
 import pytest
 
 from fedkr.client.site_data import SiteDataSpec, load_site_data
