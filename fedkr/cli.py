@@ -131,6 +131,7 @@ def inspect(release_dir: Annotated[Path, typer.Argument(help="A release folder, 
         _fail(str(exc))
     out_console.print(f"release {result.release_dir}")
     out_console.print(f"  classes ({len(result.classes)}): {', '.join(result.classes)}")
+    out_console.print(f"  IPC (images per class): {result.ipc if result.ipc is not None else 'unknown'}")
     if result.per_class:
         out_console.print(f"  images per class: {', '.join(f'{k}={v}' for k, v in result.per_class.items())}")
     acc = result.student_accuracy

@@ -163,6 +163,7 @@ def write_refusal(run_dir: Path, decision: AuditDecision, metrics: dict) -> Path
 class InspectResult:
     release_dir: Path
     classes: list[str]
+    ipc: int | None
     per_class: dict[str, int]
     student_accuracy: float | None
     audit_passed: bool | None
@@ -220,6 +221,7 @@ def inspect_release(release_dir: Path) -> InspectResult:
     return InspectResult(
         release_dir=release_dir,
         classes=list(manifest.get("classes", [])),
+        ipc=manifest.get("ipc") if isinstance(manifest.get("ipc"), int) else None,
         per_class=per_class,
         student_accuracy=metrics.get("student_test_accuracy"),
         audit_passed=audit.get("passed"),

@@ -47,7 +47,7 @@ def test_inspect_reports_hashes(inprocess_run, tmp_path):
     _, outcome = inprocess_run
     ok = fedkr("inspect", str(outcome.release_dir))
     assert ok.returncode == 0, ok.stderr
-    assert "audit: PASSED" in ok.stdout
+    assert "audit: PASSED" in ok.stdout and "IPC (images per class): 10" in ok.stdout
     rows = {line.split()[1]: line.split()[3] for line in ok.stdout.splitlines() if line.startswith("│")}
     assert rows == {name: "OK" for name in ("distilled.npz", "student.safetensors", "student_config.json", "metrics.json", "contact_sheet.png")}
     copy = tmp_path / "r"
