@@ -105,7 +105,7 @@ def simulate(
     samples_per_class: Annotated[int, typer.Option(help="Images per class each site generates per round.")] = 50,
     out: Annotated[Path, typer.Option(help="Folder for runs.")] = Path("runs"),
     seed: Annotated[int, typer.Option(help="Seed for partitions, splits and training.")] = 0,
-    generator_steps: Annotated[int, typer.Option(help="Diffusion training steps per site.")] = 2500,
+    generator_steps: Annotated[int, typer.Option(help="Diffusion training steps per site.")] = 1500,
     teacher_epochs: Annotated[int, typer.Option(help="Teacher training epochs.")] = 30,
     student_epochs: Annotated[int, typer.Option(help="Student training epochs on the distilled set.")] = 60,
     temperature: Annotated[float, typer.Option(help="Soft-label temperature.")] = 4.0,
