@@ -142,10 +142,11 @@ class Site:
 
     # -- state ---------------------------------------------------------------------------------
     def _next_seed(self, request: SynthesisRequest, base_seed: int) -> int:
-        """A new seed on every call (fresh images), yet reproducible: derived from the run, the round
-        and how many shards this site has already sent in the run, as its ledger records."""
+        """A new seed on every call within a run (fresh images), yet reproducible: derived from the run's
+        seed, the site, the round and how many shards the site has sent in this run (its ledger says).
+        Two runs with the same seed draw the same images, so a run can be repeated exactly."""
         sent = self.gate.count_sent(request.run_id, "shard")
-        key = f"{base_seed}:{request.run_id}:{self.site_id}:{request.round}:{sent}".encode()
+        key = f"{base_seed}:{self.site_id}:{request.round}:{sent}".encode()
         return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
 
     def _run_dir(self, run_id: str) -> Path:
