@@ -92,7 +92,8 @@ class Coordinator:
             self.progress(f"round {rnd}/{cfg.rounds}: sites synthesize fresh shards", rnd, total_rounds)
             requests = {sid: self._request(rnd, rep) for sid, rep in reports.items()}
             requests = {sid: req for sid, req in requests.items() if req.total > 0}
-            for sid, shard in link.synthesize(requests).items():
+            # Pool in site order, not reply-arrival order, so that a run repeats exactly.
+            for sid, shard in sorted(link.synthesize(requests).items()):
                 if isinstance(shard, Exception):
                     pool.rejections.append({"site": sid, "round": rnd, "reason": f"no shard: {shard}"})
                     continue
