@@ -21,6 +21,7 @@ from fedkr.shared.classifier import (
     ClassifierConfig,
     CompactCNN,
     accuracy,
+    build_classifier,
     one_hot,
     per_example_loss,
     predict_proba,
@@ -58,7 +59,7 @@ class Site:
         for cls in np.flatnonzero(counts == 0):
             log.warning("%s: class %d (%s) has no member images here", self.site_id, cls, members.class_names[cls])
         h, w, c = members.image_shape
-        teacher = CompactCNN(ClassifierConfig(c, h, w, members.num_classes, plan.teacher_channels))
+        teacher = build_classifier(ClassifierConfig(c, h, w, members.num_classes, plan.teacher_channels), plan.teacher.seed)
         started = time.perf_counter()
         train_classifier(teacher, members.images, one_hot(members.labels, members.num_classes), plan.teacher)
         teacher_seconds = time.perf_counter() - started
@@ -123,20 +124,23 @@ class Site:
         return self.gate.send(shard, run_id=request.run_id, round=request.round)  # type: ignore[return-value]
 
     # -- audit ---------------------------------------------------------------------------------
-    def audit(self, candidate: AuditCandidate, max_per_side: int = 2000, seed: int = 0) -> AuditReport:
-        """Loss-threshold attack on the candidate student: members versus holdout, balanced."""
+    def audit(self, candidate: AuditCandidate, max_per_side: int = 10_000, seed: int = 0) -> AuditReport:
+        """Loss-threshold attack on the candidate student: every member against every holdout image.
+
+        AUC does not need balanced classes, and using all members (up to `max_per_side`) gives a
+        steadier estimate than a subsample the holdout's size.
+        """
         student = CompactCNN(candidate.student_config)
         student.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in candidate.student_weights.items()})
         members, holdout = self.data.members, self.data.holdout
-        n = min(len(members), len(holdout), max_per_side)
         rng = np.random.default_rng(seed)
-        m_idx = rng.choice(len(members), n, replace=False)
-        h_idx = rng.choice(len(holdout), n, replace=False)
+        m_idx = np.sort(rng.choice(len(members), min(len(members), max_per_side), replace=False))
+        h_idx = np.sort(rng.choice(len(holdout), min(len(holdout), max_per_side), replace=False))
         m_scores = loss_attack_scores(per_example_loss(student, members.images[m_idx], members.labels[m_idx]))
         h_scores = loss_attack_scores(per_example_loss(student, holdout.images[h_idx], holdout.labels[h_idx]))
         result = summarize_attack("loss", m_scores, h_scores)
-        log.info("%s: loss attack AUC %.3f, TPR@1%%FPR %.3f (%d v %d)", self.site_id, result.auc,
-                 result.tpr_at_1pct_fpr, n, n)
+        log.info("%s: loss attack AUC %.3f, TPR@1%%FPR %.3f (%d members v %d holdout)", self.site_id, result.auc,
+                 result.tpr_at_1pct_fpr, m_idx.size, h_idx.size)
         report = AuditReport(site_id=self.site_id, results=(result,))
         return self.gate.send(report, run_id=candidate.run_id, round=-1)  # type: ignore[return-value]
 

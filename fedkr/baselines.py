@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from fedkr.shared.classifier import ClassifierConfig, CompactCNN, TrainConfig, accuracy, one_hot, train_classifier
+from fedkr.shared.classifier import ClassifierConfig, TrainConfig, accuracy, build_classifier, one_hot, train_classifier
 from fedkr.shared.data import DataError, DataSplits
 
 
@@ -28,7 +28,7 @@ def centralized_upper_bound(splits: DataSplits, train: TrainConfig, channels: in
     if splits.test is None:
         raise DataError(f"{splits.name}: no test split to evaluate on")
     h, w, c = splits.train.image_shape
-    model = CompactCNN(ClassifierConfig(c, h, w, splits.train.num_classes, channels))
+    model = build_classifier(ClassifierConfig(c, h, w, splits.train.num_classes, channels), train.seed)
     started = time.perf_counter()
     train_classifier(model, splits.train.images, one_hot(splits.train.labels, splits.train.num_classes), train)
     seconds = time.perf_counter() - started

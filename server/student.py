@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedkr.shared.classifier import ClassifierConfig, CompactCNN, TrainConfig, embed, train_classifier
+from fedkr.shared.classifier import ClassifierConfig, CompactCNN, TrainConfig, build_classifier, embed, train_classifier
 
 from .distill import DistilledSet
 
@@ -16,7 +16,7 @@ def student_config_for(image_shape: tuple[int, int, int], num_classes: int, chan
 
 def train_student(distilled: DistilledSet, image_shape: tuple[int, int, int], config: TrainConfig) -> CompactCNN:
     """KL loss against the soft labels at the labels' temperature, with light augmentation."""
-    model = CompactCNN(student_config_for(image_shape, len(distilled.class_names)))
+    model = build_classifier(student_config_for(image_shape, len(distilled.class_names)), config.seed)
     train_classifier(model, distilled.images, distilled.soft_labels, config)
     return model
 
@@ -27,7 +27,7 @@ def pool_features(images: np.ndarray, soft_labels: np.ndarray, image_shape: tupl
     The coordinator has no real data and no site teacher, so it learns its features from what it
     holds; the embedding groups images the teachers see alike.
     """
-    scout = CompactCNN(student_config_for(image_shape, soft_labels.shape[1], channels=16))
+    scout = build_classifier(student_config_for(image_shape, soft_labels.shape[1], channels=16), seed)
     train_classifier(scout, images, soft_labels, TrainConfig(epochs=4, seed=seed, augment=False))
     feats = embed(scout, images)
     norms = np.linalg.norm(feats, axis=1, keepdims=True)

@@ -83,6 +83,13 @@ class CompactCNN(nn.Module):
         return self.head(self.body(x))
 
 
+def build_classifier(config: ClassifierConfig, seed: int) -> CompactCNN:
+    """A freshly initialised network whose weights depend on `seed` alone, not on what ran before."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CompactCNN(config)
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (N,H,W,C) -> float (N,C,H,W) in [-1, 1]."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)

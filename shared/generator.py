@@ -78,6 +78,8 @@ class ClassConditionalDiffusion:
         height, width, channels = self.image_shape
         self.size = effective_resolution(config.resolution, height, width, len(config.block_channels))
         levels = len(config.block_channels)
+        rng_state = torch.random.get_rng_state()
+        torch.manual_seed(config.seed)  # initial weights depend on the seed alone
         self.unet = UNet2DModel(
             sample_size=self.size,
             in_channels=channels,
@@ -89,6 +91,7 @@ class ClassConditionalDiffusion:
             norm_num_groups=min(32, math.gcd(*config.block_channels)),
             num_class_embeds=num_classes + 1,  # the last index is the "no label" class for guidance
         )
+        torch.random.set_rng_state(rng_state)
         self.ema = {k: v.detach().clone() for k, v in self.unet.state_dict().items()}
         self.noise_scheduler = DDPMScheduler(
             num_train_timesteps=config.num_train_timesteps,
