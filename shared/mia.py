@@ -7,12 +7,10 @@ benchmark, so they validate their input and never touch models or files.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 
 
-def _check_scores(members: np.ndarray, nonmembers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_scores(members: np.ndarray, nonmembers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     members = np.asarray(members, dtype=np.float64).reshape(-1)
     nonmembers = np.asarray(nonmembers, dtype=np.float64).reshape(-1)
     if members.size == 0 or nonmembers.size == 0:
@@ -24,7 +22,7 @@ def _check_scores(members: np.ndarray, nonmembers: np.ndarray) -> tuple[np.ndarr
 
 def roc_auc(members: np.ndarray, nonmembers: np.ndarray) -> float:
     """P(member score > non-member score) + 0.5 P(tie): the Mann-Whitney form of ROC AUC."""
-    members, nonmembers = _check_scores(members, nonmembers)
+    members, nonmembers = check_scores(members, nonmembers)
     scores = np.concatenate([members, nonmembers])
     order = scores.argsort(kind="mergesort")
     ranks = np.empty_like(scores)
@@ -40,7 +38,7 @@ def roc_auc(members: np.ndarray, nonmembers: np.ndarray) -> float:
 
 def roc_curve(members: np.ndarray, nonmembers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(FPR, TPR) at every distinct threshold "member if score >= t", from (0,0) to (1,1)."""
-    members, nonmembers = _check_scores(members, nonmembers)
+    members, nonmembers = check_scores(members, nonmembers)
     thresholds = np.unique(np.concatenate([members, nonmembers]))[::-1]
     m_sorted = np.sort(members)
     n_sorted = np.sort(nonmembers)
@@ -57,32 +55,3 @@ def tpr_at_fpr(members: np.ndarray, nonmembers: np.ndarray, max_fpr: float) -> f
     ok = fpr <= max_fpr + 1e-12
     return float(tpr[ok].max())
 
-
-@dataclass(frozen=True)
-class AttackResult:
-    """What a site sends back about one attack: metrics and counts only."""
-
-    attack: str
-    auc: float
-    tpr_at_1pct_fpr: float
-    num_members: int
-    num_nonmembers: int
-
-    def to_dict(self) -> dict[str, float | int | str]:
-        return asdict(self)
-
-
-def summarize_attack(attack: str, members: np.ndarray, nonmembers: np.ndarray) -> AttackResult:
-    members, nonmembers = _check_scores(members, nonmembers)
-    return AttackResult(
-        attack=attack,
-        auc=roc_auc(members, nonmembers),
-        tpr_at_1pct_fpr=tpr_at_fpr(members, nonmembers, 0.01),
-        num_members=int(members.size),
-        num_nonmembers=int(nonmembers.size),
-    )
-
-
-def loss_attack_scores(losses: np.ndarray) -> np.ndarray:
-    """Yeom et al.: members have lower loss, so the score is the negated loss."""
-    return -np.asarray(losses, dtype=np.float64)

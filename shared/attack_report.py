@@ -1,0 +1,171 @@
+"""One attack's result as a site reports it: metrics, intervals and aggregate curves, never per-example scores.
+
+The report leaves the hospital, so it carries only what a privacy officer needs to judge the
+attack: counts, AUC and TPR at low FPR with intervals, the epsilon lower bound, the control run,
+a ROC on a fixed FPR grid, binned score histograms and a per-class breakdown. `from_dict` reads
+a report from a remote party, so it checks types and caps every list.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .mia import check_scores, roc_auc
+from .mia_stats import (
+    bootstrap_auc_ci,
+    clopper_pearson,
+    control_run,
+    empirical_epsilon,
+    operating_point_at_fpr,
+    roc_on_log_grid,
+    score_histogram,
+)
+
+#: Where an attack looks: the released student's outputs, or the released (distilled) images.
+TARGETS = ("student", "distilled_set", "model")
+#: A class needs this many examples on each side before its own AUC is shown.
+MIN_PER_CLASS = 5
+_MAX_LIST = 1000
+
+
+def _interval(value: object) -> tuple[float, float]:
+    lo, hi = value  # type: ignore[misc]
+    return float(lo), float(hi)
+
+
+def _floats(values: object) -> list[float]:
+    out = [float(v) for v in values]  # type: ignore[union-attr]
+    if len(out) > _MAX_LIST:
+        raise ValueError("list too long")
+    return out
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    attack: str
+    target: str
+    num_members: int
+    num_nonmembers: int
+    auc: float
+    auc_ci: tuple[float, float]
+    tpr_at_1pct_fpr: float
+    tpr_at_1pct_fpr_ci: tuple[float, float]
+    tpr_at_01pct_fpr: float
+    tpr_at_01pct_fpr_ci: tuple[float, float]
+    epsilon_lower_bound: float
+    description: str = ""
+    control: dict | None = None
+    roc: dict = field(default_factory=dict)
+    histogram: dict = field(default_factory=dict)
+    per_class: tuple[dict, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {
+            "attack": self.attack, "target": self.target, "description": self.description,
+            "num_members": self.num_members, "num_nonmembers": self.num_nonmembers,
+            "auc": self.auc, "auc_ci": list(self.auc_ci),
+            "tpr_at_1pct_fpr": self.tpr_at_1pct_fpr, "tpr_at_1pct_fpr_ci": list(self.tpr_at_1pct_fpr_ci),
+            "tpr_at_01pct_fpr": self.tpr_at_01pct_fpr, "tpr_at_01pct_fpr_ci": list(self.tpr_at_01pct_fpr_ci),
+            "epsilon_lower_bound": self.epsilon_lower_bound,
+            "control": self.control, "roc": self.roc, "histogram": self.histogram, "per_class": list(self.per_class),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AttackResult:
+        target = str(data["target"])
+        if target not in TARGETS:
+            raise ValueError(f"unknown attack target {target!r}")
+        control = data.get("control")
+        if control is not None:
+            control = {"auc": float(control["auc"]), "auc_ci": list(_interval(control["auc_ci"])),
+                       "tpr_at_1pct_fpr": float(control["tpr_at_1pct_fpr"]),
+                       "num_a": int(control["num_a"]), "num_b": int(control["num_b"])}
+        roc = data.get("roc") or {}
+        roc = {"fpr": _floats(roc.get("fpr", [])), "tpr": _floats(roc.get("tpr", []))}
+        hist = data.get("histogram") or {}
+        hist = {"edges": _floats(hist.get("edges", [])), "members": [int(v) for v in _floats(hist.get("members", []))],
+                "nonmembers": [int(v) for v in _floats(hist.get("nonmembers", []))], "score": str(hist.get("score", ""))}
+        per_class = data.get("per_class") or []
+        if len(per_class) > _MAX_LIST:
+            raise ValueError("per-class list too long")
+        per_class = tuple(
+            {"class": str(c["class"]), "members": int(c["members"]), "nonmembers": int(c["nonmembers"]),
+             "auc": None if c.get("auc") is None else float(c["auc"])}
+            for c in per_class
+        )
+        return cls(
+            attack=str(data["attack"])[:64], target=target, description=str(data.get("description", ""))[:500],
+            num_members=int(data["num_members"]), num_nonmembers=int(data["num_nonmembers"]),
+            auc=float(data["auc"]), auc_ci=_interval(data["auc_ci"]),
+            tpr_at_1pct_fpr=float(data["tpr_at_1pct_fpr"]), tpr_at_1pct_fpr_ci=_interval(data["tpr_at_1pct_fpr_ci"]),
+            tpr_at_01pct_fpr=float(data["tpr_at_01pct_fpr"]), tpr_at_01pct_fpr_ci=_interval(data["tpr_at_01pct_fpr_ci"]),
+            epsilon_lower_bound=float(data["epsilon_lower_bound"]),
+            control=control, roc=roc, histogram=hist, per_class=per_class,
+        )
+
+    @property
+    def is_finite(self) -> bool:
+        return all(math.isfinite(v) for v in (self.auc, *self.auc_ci, self.tpr_at_1pct_fpr))
+
+
+def _tpr_with_interval(members: np.ndarray, nonmembers: np.ndarray, max_fpr: float, confidence: float) -> tuple[float, tuple[float, float]]:
+    point = operating_point_at_fpr(members, nonmembers, max_fpr)
+    return point.tpr, clopper_pearson(point.true_positives, point.positives, confidence)
+
+
+def _per_class(
+    members: np.ndarray, nonmembers: np.ndarray, member_labels: np.ndarray, nonmember_labels: np.ndarray,
+    class_names: tuple[str, ...],
+) -> tuple[dict, ...]:
+    rows = []
+    for cls, name in enumerate(class_names):
+        m, n = members[member_labels == cls], nonmembers[nonmember_labels == cls]
+        enough = m.size >= MIN_PER_CLASS and n.size >= MIN_PER_CLASS
+        rows.append({"class": name, "members": int(m.size), "nonmembers": int(n.size),
+                     "auc": roc_auc(m, n) if enough else None})
+    return tuple(rows)
+
+
+def measure_attack(
+    attack: str,
+    target: str,
+    member_scores: np.ndarray,
+    nonmember_scores: np.ndarray,
+    member_labels: np.ndarray,
+    nonmember_labels: np.ndarray,
+    class_names: tuple[str, ...],
+    description: str = "",
+    score_name: str = "",
+    confidence: float = 0.95,
+    delta: float = 1e-5,
+    seed: int = 0,
+) -> AttackResult:
+    """Every figure the report shows for one attack, from its per-example scores (which stay here)."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown attack target {target!r}")
+    members, nonmembers = check_scores(member_scores, nonmember_scores)
+    tpr1, tpr1_ci = _tpr_with_interval(members, nonmembers, 0.01, confidence)
+    tpr01, tpr01_ci = _tpr_with_interval(members, nonmembers, 0.001, confidence)
+    eps, _ = empirical_epsilon(members, nonmembers, delta=delta, confidence=confidence, seed=seed)
+    control = control_run(nonmembers, confidence, seed=seed)
+    return AttackResult(
+        attack=attack,
+        target=target,
+        description=description,
+        num_members=int(members.size),
+        num_nonmembers=int(nonmembers.size),
+        auc=roc_auc(members, nonmembers),
+        auc_ci=bootstrap_auc_ci(members, nonmembers, confidence, seed=seed),
+        tpr_at_1pct_fpr=tpr1,
+        tpr_at_1pct_fpr_ci=tpr1_ci,
+        tpr_at_01pct_fpr=tpr01,
+        tpr_at_01pct_fpr_ci=tpr01_ci,
+        epsilon_lower_bound=eps,
+        control=None if control is None else control.to_dict(),
+        roc=roc_on_log_grid(members, nonmembers),
+        histogram={**score_histogram(members, nonmembers), "score": score_name},
+        per_class=_per_class(members, nonmembers, np.asarray(member_labels), np.asarray(nonmember_labels), class_names),
+    )
