@@ -15,27 +15,35 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
-
 from fedkr.shared.classifier import (
     ClassifierConfig,
     CompactCNN,
     accuracy,
     build_classifier,
     one_hot,
-    per_example_loss,
     predict_proba,
     train_classifier,
 )
 from fedkr.shared.generator import ClassConditionalDiffusion
-from fedkr.shared.mia import loss_attack_scores, summarize_attack
-from fedkr.shared.reports import AuditCandidate, AuditReport, FitPlan, FitReport, check_run_id
+from fedkr.shared.reports import (
+    AuditCandidate,
+    AuditReport,
+    FitPlan,
+    FitReport,
+    check_run_id,
+)
 from fedkr.shared.shard import Shard, SynthesisRequest
+from safetensors.torch import load_file, save_file
 
+from .auditor import AuditSettings, audit_model
 from .gate import OutboundGate
 from .site_data import SiteData
 
 log = logging.getLogger(__name__)
+
+
+#: The most reference models a coordinator may ask a site to train for one audit.
+MAX_REFERENCE_MODELS = 8
 
 
 class SiteNotFitted(RuntimeError):
@@ -124,25 +132,26 @@ class Site:
         return self.gate.send(shard, run_id=request.run_id, round=request.round)  # type: ignore[return-value]
 
     # -- audit ---------------------------------------------------------------------------------
-    def audit(self, candidate: AuditCandidate, max_per_side: int = 10_000, seed: int = 0) -> AuditReport:
-        """Loss-threshold attack on the candidate student: every member against every holdout image.
-
-        AUC does not need balanced classes, and using all members (up to `max_per_side`) gives a
-        steadier estimate than a subsample the holdout's size.
-        """
+    def audit(self, candidate: AuditCandidate, seed: int = 0) -> AuditReport:
+        """Every attack of the auditor on the candidate, with this site's members against its holdout."""
+        if not 2 <= candidate.reference_models <= MAX_REFERENCE_MODELS:
+            raise ValueError(f"reference models must be between 2 and {MAX_REFERENCE_MODELS}, got {candidate.reference_models}")
+        teacher, _ = self._load(candidate.run_id)
         student = CompactCNN(candidate.student_config)
         student.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in candidate.student_weights.items()})
-        members, holdout = self.data.members, self.data.holdout
-        rng = np.random.default_rng(seed)
-        m_idx = np.sort(rng.choice(len(members), min(len(members), max_per_side), replace=False))
-        h_idx = np.sort(rng.choice(len(holdout), min(len(holdout), max_per_side), replace=False))
-        m_scores = loss_attack_scores(per_example_loss(student, members.images[m_idx], members.labels[m_idx]))
-        h_scores = loss_attack_scores(per_example_loss(student, holdout.images[h_idx], holdout.labels[h_idx]))
-        result = summarize_attack("loss", m_scores, h_scores)
-        log.info("%s: loss attack AUC %.3f, TPR@1%%FPR %.3f (%d members v %d holdout)", self.site_id, result.auc,
-                 result.tpr_at_1pct_fpr, m_idx.size, h_idx.size)
-        report = AuditReport(site_id=self.site_id, results=(result,))
+        student.eval()
+        settings = AuditSettings(reference_models=candidate.reference_models, lira=candidate.lira, seed=seed)
+        report = audit_model(
+            self.site_id, student, self.data.members, self.data.holdout, settings,
+            released_images=np.asarray(candidate.released_images), feature_model=teacher,
+            dp=self.dp_record(candidate.run_id),
+        )
         return self.gate.send(report, run_id=candidate.run_id, round=-1)  # type: ignore[return-value]
+
+    def dp_record(self, run_id: str) -> dict | None:
+        """The DP accounting of this run's teacher and generator, as saved at fit; None without DP."""
+        path = self._run_dir(run_id) / "dp.json"
+        return json.loads(path.read_text()) if path.is_file() else None
 
     # -- state ---------------------------------------------------------------------------------
     def _next_seed(self, request: SynthesisRequest, base_seed: int) -> int:

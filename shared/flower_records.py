@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
@@ -112,8 +113,10 @@ def decode_shard(content: RecordDict) -> Shard:
 
 def encode_candidate(candidate: AuditCandidate) -> RecordDict:
     weights = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in candidate.student_weights.items()})
-    meta = _json_record({"run_id": candidate.run_id, "student_config": candidate.student_config.to_dict()})
-    return RecordDict({"student": weights, "candidate": meta})
+    released = ArrayRecord({"images": Array(np.ascontiguousarray(candidate.released_images))})
+    meta = _json_record({"run_id": candidate.run_id, "student_config": candidate.student_config.to_dict(),
+                         "reference_models": candidate.reference_models, "lira": candidate.lira})
+    return RecordDict({"student": weights, "released": released, "candidate": meta})
 
 
 @_decoder
@@ -124,6 +127,9 @@ def decode_candidate(content: RecordDict) -> AuditCandidate:
         run_id=str(meta["run_id"]),
         student_config=ClassifierConfig.from_dict(meta["student_config"]),
         student_weights=weights,
+        released_images=content.array_records["released"]["images"].numpy(),
+        reference_models=int(meta.get("reference_models", 2)),
+        lira=bool(meta.get("lira", False)),
     )
 
 

@@ -11,10 +11,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .attack_report import AttackResult
 from .classifier import ClassifierConfig, TrainConfig
 from .generator import GeneratorConfig
-from .mia import AttackResult
-
 
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 
@@ -42,7 +41,7 @@ class FitPlan:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FitPlan":
+    def from_dict(cls, data: dict) -> FitPlan:
         return cls(
             run_id=str(data["run_id"]),
             teacher=TrainConfig(**data["teacher"]),
@@ -77,7 +76,7 @@ class FitReport:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FitReport":
+    def from_dict(cls, data: dict) -> FitReport:
         return cls(
             site_id=str(data["site_id"]),
             num_members=int(data["num_members"]),
@@ -95,33 +94,59 @@ class FitReport:
 
 @dataclass(frozen=True)
 class AuditCandidate:
-    """What the coordinator asks sites to attack: the candidate student's architecture and weights."""
+    """What the coordinator asks sites to attack: the candidate student and the images it would release."""
 
     run_id: str
     student_config: ClassifierConfig
     student_weights: dict[str, np.ndarray]
+    released_images: np.ndarray  # uint8 (N, H, W, C): the distilled set, for the distance tests
+    reference_models: int = 2
+    lira: bool = False
+
+
+def _small_dict(value: object, name: str) -> dict:
+    """A flat dict of scalars or small nested dicts from a remote party, bounded in size."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > 64:
+        raise ValueError(f"{name} must be a small object")
+    return {str(k)[:64]: v for k, v in value.items()}
 
 
 @dataclass(frozen=True)
 class AuditReport:
+    """A site's audit of one candidate: attack results and synthetic-set checks, metrics only."""
+
     site_id: str
     results: tuple[AttackResult, ...]
+    num_members: int = 0
+    num_nonmembers: int = 0
+    near_duplicates: dict = field(default_factory=dict)
+    dp: dict | None = None
+    settings: dict = field(default_factory=dict)
+
+    def result(self, attack: str) -> AttackResult | None:
+        return next((r for r in self.results if r.attack == attack), None)
 
     def to_dict(self) -> dict:
-        return {"site_id": self.site_id, "results": [r.to_dict() for r in self.results]}
+        return {
+            "site_id": self.site_id, "results": [r.to_dict() for r in self.results],
+            "num_members": self.num_members, "num_nonmembers": self.num_nonmembers,
+            "near_duplicates": self.near_duplicates, "dp": self.dp, "settings": self.settings,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "AuditReport":
+    def from_dict(cls, data: dict) -> AuditReport:
+        results = data["results"]
+        if not isinstance(results, list) or len(results) > 32:
+            raise ValueError("an audit holds a list of at most 32 attack results")
+        dp = data.get("dp")
         return cls(
             site_id=str(data["site_id"]),
-            results=tuple(
-                AttackResult(
-                    attack=str(r["attack"]),
-                    auc=float(r["auc"]),
-                    tpr_at_1pct_fpr=float(r["tpr_at_1pct_fpr"]),
-                    num_members=int(r["num_members"]),
-                    num_nonmembers=int(r["num_nonmembers"]),
-                )
-                for r in data["results"]
-            ),
+            results=tuple(AttackResult.from_dict(r) for r in results),
+            num_members=int(data.get("num_members", 0)),
+            num_nonmembers=int(data.get("num_nonmembers", 0)),
+            near_duplicates=_small_dict(data.get("near_duplicates"), "near_duplicates"),
+            dp=None if dp is None else _small_dict(dp, "dp"),
+            settings=_small_dict(data.get("settings"), "settings"),
         )

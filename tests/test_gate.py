@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fedkr.client.gate import GateRefusal, OutboundGate
-from fedkr.shared.mia import AttackResult
+from fedkr.shared.attack_report import AttackResult
 from fedkr.shared.reports import AuditReport
 from fedkr.shared.shard import Shard
 
@@ -56,6 +56,6 @@ def test_invalid_or_misattributed_shard_refused(gate):
 
 
 def test_metrics_leave(gate):
-    report = AuditReport("site-0", (AttackResult("loss", 0.5, 0.01, 10, 10),))
+    report = AuditReport("site-0", (AttackResult("loss", "student", 10, 10, 0.5, (0.3, 0.7), 0.0, (0.0, 0.3), 0.0, (0.0, 0.3), 0.0),))
     gate.send(report, run_id="r1", round=-1)
     assert json.loads(gate.ledger_path.read_text())["kind"] == "metrics"

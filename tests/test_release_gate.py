@@ -1,38 +1,88 @@
 import json
 
+import numpy as np
 import pytest
 
-from fedkr.server.release import decide_release, inspect_release
-from fedkr.shared.mia import AttackResult
+from fedkr.server.release import inspect_release
+from fedkr.shared.attack_report import AttackResult, measure_attack
+from fedkr.shared.audit_policy import AuditPolicy, decide_release
 from fedkr.shared.reports import AuditReport
 
+POLICY = AuditPolicy()
 
-def report(site="site-0", auc=0.5, n=100, attack="loss"):
-    return AuditReport(site, (AttackResult(attack, auc, 0.01, n, n),))
+
+def result(attack="loss", auc=0.5, ci=(0.45, 0.55), tpr=0.01, n=100, target=None):
+    target = target or ("distilled_set" if attack.startswith("dcr") else "student")
+    return AttackResult(attack, target, n, n, auc, ci, tpr, (0.0, 0.05), 0.0, (0.0, 0.03), 0.0)
+
+
+def report(site="site-0", **changes):
+    """A complete audit; `changes` maps an attack name to the keyword changes of its result."""
+    return AuditReport(site, tuple(result(a, **changes.get(a, {})) for a in POLICY.required_attacks))
 
 
 def test_passes_when_every_site_is_close_to_chance():
-    decision = decide_release({"site-0": report(), "site-1": report("site-1", 0.55)}, 0.6)
-    assert decision.passed and decision.failures == []
+    decision = decide_release({"site-0": report(), "site-1": report("site-1")}, POLICY)
+    assert decision.passed and decision.failures == ()
 
 
 @pytest.mark.parametrize(
-    "replies, expected",
+    "replies, site, attack, metric",
     [
-        ({"site-0": report(auc=0.61)}, "site-0: loss attack AUC 0.610"),
-        ({"site-0": report(auc=0.2)}, "site-0: loss attack AUC 0.200"),  # flipped attack works as well
-        ({"site-0": report(auc=float("nan"))}, "not a number"),
-        ({"site-0": report(n=5)}, "at least 10"),
-        ({"site-0": AuditReport("site-0", ())}, "no loss attack result"),
-        ({"site-0": report(site="site-1")}, "labelled as from site-1"),
-        ({"site-0": report(), "site-1": TimeoutError("no reply")}, "site-1: did not return an audit"),
-        ({}, "no site returned an audit"),
+        ({"site-0": report(loss={"auc": 0.58, "ci": (0.55, 0.61)})}, "site-0", "loss", "auc_upper"),
+        ({"site-0": report(rmia={"tpr": 0.05})}, "site-0", "rmia", "tpr_at_1pct_fpr"),
+        ({"site-0": report(dcr_feature={"auc": 0.6, "ci": (0.52, 0.68)})}, "site-0", "dcr_feature", "auc_upper"),
+        ({"site-0": report(entropy={"auc": float("nan")})}, "site-0", "entropy", "auc"),
+        ({"site-0": report(loss={"n": 5})}, "site-0", "loss", "examples"),
+        ({"site-0": AuditReport("site-0", ())}, "site-0", "loss", "present"),
+        ({"site-0": report(site="site-1")}, "site-0", "", "site_id"),
+        ({"site-0": report(), "site-1": TimeoutError("no reply")}, "site-1", "", "answered"),
+        ({}, "", "", "answered"),
     ],
 )
-def test_blocks(replies, expected):
-    decision = decide_release(replies, 0.6)
+def test_blocks_and_names_site_attack_metric(replies, site, attack, metric):
+    decision = decide_release(replies, POLICY)
     assert not decision.passed
-    assert any(expected in failure for failure in decision.failures), decision.failures
+    assert any((f.site, f.attack, f.metric) == (site, attack, metric) for f in decision.failures), decision.failures
+
+
+def test_refusal_message_names_value_and_threshold():
+    decision = decide_release({"site-2": report("site-2", loss={"auc": 0.58, "ci": (0.55, 0.613)})}, POLICY)
+    (failure,) = decision.failures
+    assert failure.value == pytest.approx(0.613) and failure.threshold == 0.6
+    assert failure.message == "site-2: loss attack AUC 0.580, upper 95% bound 0.613 > 0.600"
+
+
+def test_distance_rule_has_its_own_threshold():
+    replies = {"site-0": report(dcr_pixel={"auc": 0.6, "ci": (0.55, 0.65)})}
+    assert not decide_release(replies, POLICY).passed
+    assert decide_release(replies, AuditPolicy(max_distance_auc_upper=0.7)).passed
+
+
+def test_report_round_trips_through_its_dict_form():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 200)
+    measured = measure_attack("loss", "student", rng.normal(0.2, 1, 200), rng.normal(0, 1, 200), labels, labels, ("a", "b", "c"))
+    rep = AuditReport("site-0", (measured,), 200, 200, {"members_checked": 200}, {"epsilon": 8.0}, {"reference_models": 2})
+    again = AuditReport.from_dict(json.loads(json.dumps(rep.to_dict())))
+    assert again == rep
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d["results"][0].update(target="elsewhere"),
+        lambda d: d["results"][0]["roc"].update(fpr=list(range(5000))),
+        lambda d: d.update(results=[d["results"][0]] * 40),
+        lambda d: d["results"][0].update(auc_ci=[0.1]),
+        lambda d: d.update(dp="eight"),
+    ],
+)
+def test_malformed_remote_reports_are_rejected(mutate):
+    rep = AuditReport("site-0", (result(),)).to_dict()
+    mutate(rep)
+    with pytest.raises((ValueError, TypeError, KeyError)):
+        AuditReport.from_dict(json.loads(json.dumps(rep)))
 
 
 def test_inspect_rejects_crafted_manifests(tmp_path):

@@ -1,0 +1,206 @@
+"""The site's membership-inference audit of a candidate release, with its own private data.
+
+Runs inside the hospital: member and holdout images never leave; the `AuditReport` it returns
+holds metrics only. Attacks on the model (black-box outputs): loss, modified entropy, offline
+RMIA and, optionally, offline LiRA. Attacks on the released images: distance to closest record
+in pixel space and in the teacher's feature space, plus a near-duplicate count.
+
+Reference models for RMIA and LiRA are trained here on the site's holdout ("population") data,
+cross-fitted: the holdout is cut into K folds and reference model j trains on every fold but j.
+Each audited image is then scored against exactly one reference model that never saw it
+(members: any one, in turn; holdout images of fold j: model j), so members and holdout images
+are treated alike and the holdout still serves, whole, as the audit's non-members.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from fedkr.shared.attack_report import AttackResult, measure_attack
+from fedkr.shared.attacks import (
+    distance_scores,
+    lira_logit,
+    lira_offline_scores,
+    loss_scores,
+    modified_entropy_scores,
+    nearest_distances,
+    rmia_scores,
+    true_class_probability,
+)
+from fedkr.shared.classifier import (
+    CompactCNN,
+    TrainConfig,
+    build_classifier,
+    embed,
+    one_hot,
+    predict_logits,
+    train_classifier,
+)
+from fedkr.shared.data import ImageSet
+from fedkr.shared.reports import AuditReport
+
+log = logging.getLogger(__name__)
+
+DESCRIPTIONS = {
+    "loss": "Yeom et al.: a lower loss on the true class means member",
+    "entropy": "Song & Mittal: modified prediction entropy, lower means member",
+    "rmia": "Zarifzadeh et al., offline RMIA with cross-fitted reference models",
+    "lira": "Carlini et al., offline LiRA (fixed variance) with cross-fitted reference models",
+    "dcr_pixel": "distance to the closest released image, pixel space: closer means member",
+    "dcr_feature": "distance to the closest released image, the site teacher's feature space: closer means member",
+}
+SCORES = {
+    "loss": "log-probability of the true class",
+    "entropy": "negated modified entropy",
+    "rmia": "share of population samples dominated",
+    "lira": "z-score of phi against reference models",
+    "dcr_pixel": "negated pixel distance (0-1 scale)",
+    "dcr_feature": "negated feature distance",
+}
+#: A member closer to a released image than this percentile of real-to-real nearest distances is a near duplicate.
+NEAR_DUPLICATE_PERCENTILE = 1.0
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    reference_models: int = 2
+    reference_epochs: int = 15
+    reference_min_steps: int = 300
+    lira: bool = False
+    max_per_side: int = 10_000
+    confidence: float = 0.95
+    delta: float = 1e-5
+    rmia_offline_a: float = 0.3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.reference_models < 2:
+            raise ValueError("reference_models must be at least 2 (cross-fitting needs two folds)")
+        if self.reference_epochs < 1 or self.max_per_side < 10:
+            raise ValueError("reference_epochs must be >= 1 and max_per_side >= 10")
+
+
+def _subsample(images: ImageSet, limit: int, rng: np.random.Generator) -> ImageSet:
+    if len(images) <= limit:
+        return images
+    return images.subset(np.sort(rng.choice(len(images), limit, replace=False)))
+
+
+def _train_references(target: CompactCNN, population: ImageSet, folds: np.ndarray, settings: AuditSettings) -> list[CompactCNN]:
+    """Reference model j: the target's architecture trained on the population minus fold j, with hard labels."""
+    models = []
+    for j in range(settings.reference_models):
+        keep = folds != j
+        model = build_classifier(target.config, settings.seed + 7919 * (j + 1))
+        train_classifier(
+            model,
+            population.images[keep],
+            one_hot(population.labels[keep], population.num_classes),
+            TrainConfig(epochs=settings.reference_epochs, min_steps=settings.reference_min_steps, seed=settings.seed + j),
+        )
+        models.append(model)
+    return models
+
+
+def _model_attacks(
+    target: CompactCNN, members: ImageSet, holdout: ImageSet, settings: AuditSettings
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-example scores (members, holdout) of every black-box attack on `target`."""
+    k = settings.reference_models
+    rng = np.random.default_rng(settings.seed + 1)
+    folds = rng.permutation(len(holdout)) % k
+    started = time.perf_counter()
+    references = _train_references(target, holdout, folds, settings)
+    log.info("audit: %d reference models trained in %.0f s", k, time.perf_counter() - started)
+
+    t_m, t_h = predict_logits(target, members.images), predict_logits(target, holdout.images)
+    member_ref = rng.permutation(len(members)) % k  # each member uses one reference model, as holdout images do
+    r_m = np.stack([predict_logits(m, members.images) for m in references])  # (K, N, C)
+    r_h = np.stack([predict_logits(m, holdout.images) for m in references])
+    out_m = r_m[member_ref, np.arange(len(members))]
+    out_h = r_h[folds, np.arange(len(holdout))]
+
+    scores = {
+        "loss": (loss_scores(t_m, members.labels), loss_scores(t_h, holdout.labels)),
+        "entropy": (modified_entropy_scores(t_m, members.labels), modified_entropy_scores(t_h, holdout.labels)),
+    }
+    p_tm, p_th = true_class_probability(t_m, members.labels), true_class_probability(t_h, holdout.labels)
+    p_om, p_oh = true_class_probability(out_m, members.labels), true_class_probability(out_h, holdout.labels)
+    # population z: the holdout itself, each image against the reference model that never saw it
+    rmia = lambda p_t, p_o: rmia_scores(p_t, p_o, p_th, p_oh, offline_a=settings.rmia_offline_a)
+    scores["rmia"] = (rmia(p_tm, p_om), rmia(p_th, p_oh))
+    if settings.lira:
+        phi_ref = np.concatenate([lira_logit(out_m, members.labels), lira_logit(out_h, holdout.labels)])
+        phi_tgt = np.concatenate([lira_logit(t_m, members.labels), lira_logit(t_h, holdout.labels)])
+        z = lira_offline_scores(phi_tgt, phi_ref[:, None])
+        scores["lira"] = (z[: len(members)], z[len(members) :])
+    return scores
+
+
+def _flat_pixels(images: np.ndarray) -> np.ndarray:
+    return images.reshape(len(images), -1).astype(np.float32) / 255.0
+
+
+def _distance_attacks(
+    released: np.ndarray, feature_model: CompactCNN, members: ImageSet, holdout: ImageSet
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
+    """DCR of members and holdout to the released images, and how many members the release nearly copies."""
+    if released.ndim != 4 or released.shape[1:] != members.images.shape[1:]:
+        raise ValueError(f"released images have shape {released.shape[1:]}, the site's images {members.images.shape[1:]}")
+    spaces = {
+        "pixel": (_flat_pixels(members.images), _flat_pixels(holdout.images), _flat_pixels(released)),
+        "feature": (embed(feature_model, members.images), embed(feature_model, holdout.images), embed(feature_model, released)),
+    }
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    near: dict = {"members_checked": len(members), "percentile": NEAR_DUPLICATE_PERCENTILE}
+    for space, (m, h, r) in spaces.items():
+        d_m, d_h = nearest_distances(m, r), nearest_distances(h, r)
+        scores[f"dcr_{space}"] = (distance_scores(d_m), distance_scores(d_h))
+        # how close two distinct real images of this site come: holdout to nearest member
+        threshold = float(np.percentile(nearest_distances(h, m), NEAR_DUPLICATE_PERCENTILE))
+        near[space] = {"count": int((d_m < threshold).sum()), "threshold": threshold}
+    return scores, near
+
+
+def audit_model(
+    site_id: str,
+    target: CompactCNN,
+    members: ImageSet,
+    holdout: ImageSet,
+    settings: AuditSettings = AuditSettings(),
+    released_images: np.ndarray | None = None,
+    feature_model: CompactCNN | None = None,
+    target_name: str = "student",
+    dp: dict | None = None,
+) -> AuditReport:
+    """Attack `target` (and, given them, the released images) with members against holdout."""
+    rng = np.random.default_rng(settings.seed)
+    members = _subsample(members, settings.max_per_side, rng)
+    holdout = _subsample(holdout, settings.max_per_side, rng)
+    started = time.perf_counter()
+    scored: list[tuple[str, str, tuple[np.ndarray, np.ndarray]]] = [
+        (name, target_name, pair) for name, pair in _model_attacks(target, members, holdout, settings).items()
+    ]
+    near: dict = {}
+    if released_images is not None:
+        distance, near = _distance_attacks(released_images, feature_model or target, members, holdout)
+        scored += [(name, "distilled_set", pair) for name, pair in distance.items()]
+    results: list[AttackResult] = []
+    for name, where, (m_scores, h_scores) in scored:
+        result = measure_attack(
+            name, where, m_scores, h_scores, members.labels, holdout.labels, members.class_names,
+            description=DESCRIPTIONS[name], score_name=SCORES[name],
+            confidence=settings.confidence, delta=settings.delta, seed=settings.seed,
+        )
+        log.info("%s: %s attack AUC %.3f [%.3f, %.3f], TPR@1%%FPR %.3f, control AUC %s", site_id, name, result.auc,
+                 *result.auc_ci, result.tpr_at_1pct_fpr, "n/a" if result.control is None else f"{result.control['auc']:.3f}")
+        results.append(result)
+    settings_record = {**asdict(settings), "feature_space": "site teacher" if feature_model is not None else target_name,
+                       "seconds": round(time.perf_counter() - started, 1)}
+    return AuditReport(
+        site_id=site_id, results=tuple(results), num_members=len(members), num_nonmembers=len(holdout),
+        near_duplicates=near, dp=dp, settings=settings_record,
+    )

@@ -1,0 +1,123 @@
+"""The release policy: which audit results let a release out, and why one is refused.
+
+Shared by the coordinator (the gate of a run) and by a site's standalone audit, so a site sees
+the same verdict the coordinator would reach. Every rule is checked at every site; a site that did
+not answer, answered for another site, or left out a required attack fails, because a release is
+never passed on an audit that could not have caught anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .attack_report import AttackResult
+from .reports import AuditReport
+
+STUDENT_ATTACKS = ("loss", "entropy", "rmia")
+DISTANCE_ATTACKS = ("dcr_pixel", "dcr_feature")
+
+
+@dataclass(frozen=True)
+class AuditPolicy:
+    """Thresholds of the gate. AUC rules apply to the upper end of the bootstrap interval, so a site
+    too small to show a low AUC with confidence cannot pass by luck; TPR at 1% FPR applies to the
+    point estimate, the rate an attacker would actually get."""
+
+    confidence: float = 0.95
+    max_auc_upper: float = 0.60
+    max_tpr_at_1pct_fpr: float = 0.03
+    max_distance_auc_upper: float = 0.60
+    required_attacks: tuple[str, ...] = STUDENT_ATTACKS + DISTANCE_ATTACKS
+    min_examples: int = 10
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.confidence < 1.0:
+            raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence}")
+        for name in ("max_auc_upper", "max_distance_auc_upper", "max_tpr_at_1pct_fpr"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.min_examples < 2:
+            raise ValueError("min_examples must be at least 2")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["required_attacks"] = list(self.required_attacks)
+        return data
+
+
+@dataclass(frozen=True)
+class Failure:
+    site: str
+    attack: str
+    metric: str
+    value: float | None
+    threshold: float | None
+    message: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AuditDecision:
+    passed: bool
+    policy: AuditPolicy
+    failures: tuple[Failure, ...] = ()
+    reports: dict[str, AuditReport | str] = field(default_factory=dict)  # site -> report, or why there is none
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f.message for f in self.failures]
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "policy": self.policy.to_dict(),
+            "failures": [f.to_dict() for f in self.failures],
+            "sites": {sid: (r.to_dict() if isinstance(r, AuditReport) else {"error": r}) for sid, r in self.reports.items()},
+        }
+
+
+def _check_result(site: str, result: AttackResult, policy: AuditPolicy) -> list[Failure]:
+    name = result.attack
+    if min(result.num_members, result.num_nonmembers) < policy.min_examples:
+        return [Failure(site, name, "examples", float(min(result.num_members, result.num_nonmembers)), float(policy.min_examples),
+                        f"{site}: {name} attack used {result.num_members} members and {result.num_nonmembers} "
+                        f"non-members; at least {policy.min_examples} of each are needed")]
+    if not result.is_finite:
+        return [Failure(site, name, "auc", None, None, f"{site}: {name} attack returned a non-finite figure")]
+    failures = []
+    limit = policy.max_distance_auc_upper if result.target == "distilled_set" else policy.max_auc_upper
+    upper = result.auc_ci[1]
+    if not upper <= limit:
+        failures.append(Failure(site, name, "auc_upper", upper, limit,
+                                f"{site}: {name} attack AUC {result.auc:.3f}, upper {policy.confidence:.0%} bound "
+                                f"{upper:.3f} > {limit:.3f}"))
+    if result.target != "distilled_set" and not result.tpr_at_1pct_fpr <= policy.max_tpr_at_1pct_fpr:
+        failures.append(Failure(site, name, "tpr_at_1pct_fpr", result.tpr_at_1pct_fpr, policy.max_tpr_at_1pct_fpr,
+                                f"{site}: {name} attack TPR at 1% FPR {result.tpr_at_1pct_fpr:.3f} > "
+                                f"{policy.max_tpr_at_1pct_fpr:.3f}"))
+    return failures
+
+
+def decide_release(replies: dict[str, AuditReport | Exception | str], policy: AuditPolicy) -> AuditDecision:
+    """Pass only if every site answered, with every required attack, and every result meets every rule."""
+    failures: list[Failure] = []
+    reports: dict[str, AuditReport | str] = {}
+    for sid, reply in sorted(replies.items()):
+        if not isinstance(reply, AuditReport):
+            reports[sid] = str(reply) or reply.__class__.__name__
+            failures.append(Failure(sid, "", "answered", None, None, f"{sid}: did not return an audit ({reports[sid]})"))
+            continue
+        reports[sid] = reply
+        if reply.site_id != sid:
+            failures.append(Failure(sid, "", "site_id", None, None, f"{sid}: audit is labelled as from {reply.site_id}"))
+        present = {r.attack for r in reply.results}
+        for attack in policy.required_attacks:
+            if attack not in present:
+                failures.append(Failure(sid, attack, "present", None, None, f"{sid}: no {attack} attack result"))
+        for result in reply.results:
+            failures.extend(_check_result(sid, result, policy))
+    if not replies:
+        failures.append(Failure("", "", "answered", None, None, "no site returned an audit"))
+    return AuditDecision(passed=not failures, policy=policy, failures=tuple(failures), reports=reports)
