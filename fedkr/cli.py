@@ -71,18 +71,39 @@ def _run(config_kwargs: dict, sites: int, verbose: bool) -> None:
     acc = m.get("student_test_accuracy")
     out_console.print(f"run {config.run_id} finished in {elapsed:.0f} s")
     out_console.print(f"  student test accuracy: {acc:.4f} on {m.get('test_images')} real test images" if acc is not None else "  no test split: accuracy not measured")
-    for sid, attacks in m["audit"]["sites"].items():
-        loss = attacks.get("loss", {})
-        if loss:
-            out_console.print(f"  {sid}: loss-attack AUC {loss['auc']:.3f}, TPR@1%FPR {loss['tpr_at_1pct_fpr']:.3f}")
+    _print_audit_sites(m["audit"]["sites"])
     if outcome.released:
         out_console.print(f"  release:  {outcome.release_dir}")
+        out_console.print(f"  audit:    {outcome.release_dir / 'audit.html'}")
         out_console.print(f"  metrics:  {outcome.release_dir / 'metrics.json'}")
         out_console.print(f"  check it: fedkr inspect {outcome.release_dir}")
     else:
-        out_console.print(f"  [bold red]release refused[/]: {'; '.join(m['audit']['failures'])}")
+        out_console.print("  [bold red]release refused[/]:")
+        for reason in m["audit"]["failures"]:
+            out_console.print(f"    - {reason}", highlight=False, markup=False)
         out_console.print(f"  refusal:  {outcome.refusal_path}")
+        out_console.print(f"  audit:    {outcome.run_dir / 'audit.html'}")
         raise typer.Exit(3)
+
+
+def _print_audit_sites(sites: dict[str, dict]) -> None:
+    """One table row per site and attack: AUC with its interval, TPR at 1% FPR, and the control run's AUC."""
+    table = Table("site", "attack", "AUC [95% CI]", "TPR@1%FPR", "control AUC", "eps lower bound", "members v holdout")
+    for sid, attacks in sites.items():
+        if "error" in attacks:
+            table.add_row(sid, "-", f"no audit: {attacks['error']}", "", "", "", "")
+            continue
+        for name, r in attacks.items():
+            if not (isinstance(r, dict) and "auc" in r):
+                continue
+            ci = r.get("auc_ci") or [float("nan")] * 2
+            control = r.get("control_auc")
+            table.add_row(sid, name, f"{r['auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]", f"{r['tpr_at_1pct_fpr']:.3f}",
+                          "n/a" if control is None else f"{control:.3f}", f"{r.get('epsilon_lower_bound', 0.0):.2f}",
+                          f"{r['num_members']} v {r['num_nonmembers']}")
+        if isinstance(attacks.get("dp"), dict):
+            table.add_row(sid, "DP-SGD", f"epsilon {attacks['dp'].get('epsilon', float('nan')):.2f}", "", "", "", "")
+    out_console.print(table)
 
 
 @app.command()
@@ -109,7 +130,11 @@ def simulate(
     teacher_epochs: Annotated[int, typer.Option(help="Teacher training epochs.")] = 30,
     student_epochs: Annotated[int, typer.Option(help="Student training epochs on the distilled set.")] = 60,
     temperature: Annotated[float, typer.Option(help="Soft-label temperature.")] = 4.0,
-    audit_max_auc: Annotated[float, typer.Option(help="Release only if every site's loss-attack AUC is at most this.")] = 0.6,
+    audit_max_auc: Annotated[float, typer.Option(help="Release only if, at every site, every attack on the student has an AUC upper 95% bound at most this.")] = 0.6,
+    audit_max_tpr: Annotated[float, typer.Option(help="Release only if every attack on the student has TPR at 1% FPR at most this.")] = 0.03,
+    audit_max_distance_auc: Annotated[float, typer.Option(help="Release only if the distance tests' AUC upper 95% bound is at most this.")] = 0.6,
+    reference_models: Annotated[int, typer.Option(help="Reference models each site trains for RMIA (and LiRA), 2 to 8.")] = 2,
+    lira: Annotated[bool, typer.Option(help="Also run offline LiRA at every site (and require it to pass).")] = False,
     hflip: Annotated[bool, typer.Option(help="Augment with horizontal flips: right for cells and skin, wrong for digits, text or chest X-rays.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's logs.")] = False,
 ) -> None:
@@ -117,6 +142,8 @@ def simulate(
     _run(dict(data=data, partition=partition, rounds=rounds, ipc=ipc, samples_per_class=samples_per_class,
               out=str(out), seed=seed, generator_steps=generator_steps, teacher_epochs=teacher_epochs,
               student_epochs=student_epochs, temperature=temperature, audit_max_auc=audit_max_auc,
+              audit_max_tpr=audit_max_tpr, audit_max_distance_auc=audit_max_distance_auc,
+              audit_reference_models=reference_models, audit_lira=lira,
               generator_hflip=hflip, classifier_hflip=hflip), sites=sites, verbose=verbose)
 
 
@@ -148,6 +175,68 @@ def inspect(release_dir: Annotated[Path, typer.Argument(help="A release folder, 
     out_console.print(table)
     if not result.all_ok:
         _fail("some files do not match the manifest", 1)
+
+
+@app.command()
+def audit(
+    release_dir: Annotated[Path, typer.Argument(help="The release folder to audit.")],
+    data: Annotated[str, typer.Option(help="This site's data: a MedMNIST .npz file, an image folder, or 'digits'.")],
+    site_name: Annotated[str, typer.Option(help="This site's name, as it appears in the report.")] = "site",
+    out: Annotated[Path | None, typer.Option(help="Folder for audit.json and audit.html [default: ./audit-<release>-<site>].")] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="The site's state folder: its teacher for the run gives the feature-space distance test.")] = None,
+    seed: Annotated[int, typer.Option(help="The run's seed: it fixes the members/holdout split.")] = 0,
+    holdout_fraction: Annotated[float, typer.Option(help="The run's holdout fraction.")] = 0.2,
+    sites: Annotated[int, typer.Option(help="Simulation only: the number of simulated sites.")] = 1,
+    site_index: Annotated[int, typer.Option(help="Simulation only: which simulated site this is (0-based).")] = 0,
+    partition: Annotated[str, typer.Option(help="Simulation only: the run's partition ('none' for a real site's own data).")] = "none",
+    reference_models: Annotated[int, typer.Option(help="Reference models for RMIA (and LiRA), 2 to 8.")] = 2,
+    lira: Annotated[bool, typer.Option(help="Also run offline LiRA.")] = False,
+    max_auc: Annotated[float, typer.Option(help="Policy: AUC upper 95% bound of every attack on the student.")] = 0.6,
+    max_tpr: Annotated[float, typer.Option(help="Policy: TPR at 1% FPR of every attack on the student.")] = 0.03,
+    max_distance_auc: Annotated[float, typer.Option(help="Policy: AUC upper 95% bound of the distance tests.")] = 0.6,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show each attack as it finishes.")] = False,
+) -> None:
+    """Audit a release with this site's own data: every attack, the policy's verdict, audit.json and audit.html.
+
+    Members and holdout are split exactly as in the run (same seed and holdout fraction), so the
+    members are the images this site trained on. Exit code 0: passed; 3: the policy blocks it.
+    """
+    from fedkr.client.auditor import AuditSettings
+    from fedkr.client.site_data import SiteDataSpec, load_site_data
+    from fedkr.shared.audit_policy import DISTANCE_ATTACKS, STUDENT_ATTACKS, AuditPolicy
+    from fedkr.shared.data import DataError
+    from fedkr.standalone_audit import ReleaseError, audit_release_dir
+
+    _setup_logging(verbose)
+    try:
+        settings = AuditSettings(reference_models=reference_models, lira=lira, seed=seed)
+        policy = AuditPolicy(max_auc_upper=max_auc, max_tpr_at_1pct_fpr=max_tpr, max_distance_auc_upper=max_distance_auc,
+                             required_attacks=STUDENT_ATTACKS + (("lira",) if lira else ()) + DISTANCE_ATTACKS)
+        if not 0 <= site_index < sites:
+            raise ValueError(f"site-index must be in [0, {sites}), got {site_index}")
+        spec = SiteDataSpec(data, site_index, sites, partition, seed, holdout_fraction)
+        with console.status("loading the site's data"):
+            site_data = load_site_data(spec)
+        target = out or Path(f"audit-{release_dir.resolve().parent.name}-{site_name}")
+        with console.status(f"attacking the release with {len(site_data.members)} members and {len(site_data.holdout)} holdout images"):
+            decision, written = audit_release_dir(release_dir, site_name, site_data, target, settings, policy, state_dir)
+    except (DataError, ReleaseError, ValueError) as exc:
+        _fail(str(exc))
+    _print_audit_sites(audit_summary_sites(decision))
+    out_console.print(f"  report: {written / 'audit.html'} and {written / 'audit.json'}")
+    if decision.passed:
+        out_console.print("  verdict: [bold green]PASSED[/]")
+    else:
+        out_console.print("  verdict: [bold red]BLOCKED[/]")
+        for reason in decision.reasons:
+            out_console.print(f"    - {reason}", highlight=False, markup=False)
+        raise typer.Exit(3)
+
+
+def audit_summary_sites(decision) -> dict:  # type: ignore[no-untyped-def]
+    from fedkr.server.audit_document import audit_summary
+
+    return audit_summary(decision)["sites"]
 
 
 @app.command()

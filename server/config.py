@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from fedkr.shared.audit_policy import DISTANCE_ATTACKS, STUDENT_ATTACKS, AuditPolicy
 from fedkr.shared.classifier import TrainConfig
 from fedkr.shared.generator import GeneratorConfig
 from fedkr.shared.partition import PartitionSpec
@@ -39,6 +40,10 @@ class RunConfig:
     min_class_members: int = 5
     drop_fraction: float = 0.3
     audit_max_auc: float = 0.6
+    audit_max_tpr: float = 0.03
+    audit_max_distance_auc: float = 0.6
+    audit_reference_models: int = 2
+    audit_lira: bool = False
     out: str = "runs"
     run_id: str = field(default_factory=new_run_id)
     site_threads: int = 0
@@ -62,6 +67,9 @@ class RunConfig:
             (self.temperature > 0, "temperature must be > 0"),
             (0.0 <= self.drop_fraction < 1.0, "drop-fraction must be in [0, 1)"),
             (0.0 < self.audit_max_auc <= 1.0, "audit-max-auc must be in (0, 1]"),
+            (0.0 < self.audit_max_tpr <= 1.0, "audit-max-tpr must be in (0, 1]"),
+            (0.0 < self.audit_max_distance_auc <= 1.0, "audit-max-distance-auc must be in (0, 1]"),
+            (2 <= self.audit_reference_models <= 8, "audit-reference-models must be between 2 and 8"),
             (self.generator_steps >= 1, "generator-steps must be at least 1"),
             (self.teacher_epochs >= 1, "teacher-epochs must be at least 1"),
             (self.student_epochs >= 1, "student-epochs must be at least 1"),
@@ -106,8 +114,13 @@ class RunConfig:
             seed=self.seed,
         )
 
+    def audit_policy(self) -> AuditPolicy:
+        required = STUDENT_ATTACKS + (("lira",) if self.audit_lira else ()) + DISTANCE_ATTACKS
+        return AuditPolicy(max_auc_upper=self.audit_max_auc, max_tpr_at_1pct_fpr=self.audit_max_tpr,
+                           max_distance_auc_upper=self.audit_max_distance_auc, required_attacks=required)
+
     @classmethod
-    def from_flat(cls, values: dict[str, object]) -> "RunConfig":
+    def from_flat(cls, values: dict[str, object]) -> RunConfig:
         """Build from a flat mapping with dashed keys (Flower run config, CLI); unknown keys are errors."""
         known = {f.name: f for f in fields(cls)}
         kwargs: dict[str, object] = {}
@@ -129,5 +142,5 @@ class RunConfig:
                 raise ConfigError(f"setting '{key}' has a bad value {value!r}") from None
         return cls(**kwargs)  # type: ignore[arg-type]
 
-    def with_overrides(self, **changes: object) -> "RunConfig":
+    def with_overrides(self, **changes: object) -> RunConfig:
         return replace(self, **changes)  # type: ignore[arg-type]

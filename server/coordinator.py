@@ -9,21 +9,22 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-
+from fedkr.shared.audit_policy import decide_release
 from fedkr.shared.classifier import accuracy
 from fedkr.shared.data import ImageSet
 from fedkr.shared.reports import AuditCandidate, FitPlan, FitReport
 from fedkr.shared.shard import ShardSpec, SynthesisRequest
 
+from .audit_document import audit_summary
 from .config import RunConfig
 from .distill import distill
 from .link import SiteLink
 from .pool import Pool
-from .release import decide_release, write_refusal, write_release
+from .release import write_refusal, write_release
 from .student import pool_features, train_student
 
 log = logging.getLogger(__name__)
@@ -128,10 +129,13 @@ class Coordinator:
             run_id=cfg.run_id,
             student_config=student.config,
             student_weights={k: v.detach().numpy().copy() for k, v in student.state_dict().items()},
+            released_images=distilled.images,
+            reference_models=cfg.audit_reference_models,
+            lira=cfg.audit_lira,
         )
         audit_replies = link.audit(sorted(reports), candidate)
         self._timed("audit", started)
-        decision = decide_release(audit_replies, cfg.audit_max_auc)
+        decision = decide_release(audit_replies, cfg.audit_policy())
 
         metrics = {
             "run_id": cfg.run_id,
@@ -145,15 +149,15 @@ class Coordinator:
             "distilled_per_class": {class_names[c]: int(n) for c, n in enumerate(distilled.per_class())},
             "student_test_accuracy": test_accuracy,
             "test_images": None if self.test_set is None else len(self.test_set),
-            "audit": decision.to_dict(),
+            "audit": audit_summary(decision),
             "stage_seconds": self.timings,
         }
         self.progress("release", cfg.rounds + 3, total_rounds)
         if decision.passed:
-            release_dir = write_release(run_dir / "release", distilled, student, metrics)
+            release_dir = write_release(run_dir / "release", distilled, student, metrics, decision)
             outcome = RunOutcome(run_dir, True, release_dir, None, metrics)
         else:
-            refusal = write_refusal(run_dir, decision, metrics)
+            refusal = write_refusal(run_dir, decision, metrics, distilled, student)
             outcome = RunOutcome(run_dir, False, None, refusal, metrics)
         self.progress("done", total_rounds, total_rounds)
         return outcome

@@ -4,76 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from fedkr.shared.audit_policy import AuditDecision
+from fedkr.shared.classifier import CompactCNN
 from safetensors.numpy import load_file as load_numpy_file
 from safetensors.torch import save_file
 
 import fedkr
-from fedkr.shared.classifier import CompactCNN
-from fedkr.shared.reports import AuditReport
 
+from .audit_document import build_audit_document, write_audit
 from .distill import DistilledSet
 
-RELEASE_FILES = (
-    "distilled.npz",
-    "student.safetensors",
-    "student_config.json",
-    "metrics.json",
-    "contact_sheet.png",
-)
-
-
-@dataclass(frozen=True)
-class AuditDecision:
-    passed: bool
-    threshold: float
-    per_site: dict[str, dict] = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {"passed": self.passed, "max_auc": self.threshold, "sites": self.per_site, "failures": self.failures}
-
-
-REQUIRED_ATTACKS = ("loss",)
-MIN_AUDIT_EXAMPLES = 10
-
-
-def decide_release(replies: dict[str, AuditReport | Exception], max_auc: float) -> AuditDecision:
-    """Pass only if every site answered with every required attack and no attack beats `max_auc`.
-
-    An AUC far below 0.5 is as telling as one far above it (flip the attack's decision), so the
-    rule is on max(AUC, 1 - AUC). A missing, non-finite or too small audit counts as a failure:
-    a release is never passed on an audit that could not have caught anything.
-    """
-    per_site: dict[str, dict] = {}
-    failures: list[str] = []
-    for sid, reply in sorted(replies.items()):
-        if not isinstance(reply, AuditReport):
-            failures.append(f"{sid}: did not return an audit ({reply})")
-            per_site[sid] = {"error": str(reply)}
-            continue
-        if reply.site_id != sid:
-            failures.append(f"{sid}: audit is labelled as from {reply.site_id}")
-        per_site[sid] = {r.attack: r.to_dict() for r in reply.results}
-        for attack in REQUIRED_ATTACKS:
-            if attack not in per_site[sid]:
-                failures.append(f"{sid}: no {attack} attack result")
-        for result in reply.results:
-            if min(result.num_members, result.num_nonmembers) < MIN_AUDIT_EXAMPLES:
-                failures.append(f"{sid}: {result.attack} attack used {result.num_members} members and "
-                                f"{result.num_nonmembers} non-members; at least {MIN_AUDIT_EXAMPLES} of each are needed")
-            elif not math.isfinite(result.auc):
-                failures.append(f"{sid}: {result.attack} attack AUC is not a number")
-            elif not max(result.auc, 1.0 - result.auc) <= max_auc:
-                failures.append(f"{sid}: {result.attack} attack AUC {result.auc:.3f} is further from 0.5 than {max_auc:.3f} allows")
-    if not replies:
-        failures.append("no site returned an audit")
-    return AuditDecision(passed=not failures, threshold=max_auc, per_site=per_site, failures=failures)
+#: The files that carry the released knowledge; the audit report names them by hash.
+ARTEFACTS = ("distilled.npz", "student.safetensors", "student_config.json")
+RELEASE_FILES = ARTEFACTS + ("metrics.json", "contact_sheet.png", "audit.json", "audit.html")
 
 
 def sha256_file(path: Path) -> str:
@@ -117,32 +66,43 @@ def _atomic_write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def write_release(release_dir: Path, distilled: DistilledSet, student: CompactCNN, metrics: dict) -> Path:
+def _write_artefacts(directory: Path, distilled: DistilledSet, student: CompactCNN) -> dict[str, str]:
+    np.savez_compressed(
+        directory / "distilled.npz",
+        images=distilled.images,
+        soft_labels=distilled.soft_labels.astype(np.float32),
+        hard_labels=distilled.hard_labels.astype(np.int64),
+        class_names=np.array(distilled.class_names, dtype=str),
+    )
+    save_file({k: v.detach().contiguous() for k, v in student.state_dict().items()}, directory / "student.safetensors")
+    (directory / "student_config.json").write_text(
+        json.dumps({"architecture": "CompactCNN", **student.config.to_dict(), "input": "uint8 HWC scaled to [-1, 1]"}, indent=2)
+    )
+    return {name: sha256_file(directory / name) for name in ARTEFACTS}
+
+
+def write_release(
+    release_dir: Path, distilled: DistilledSet, student: CompactCNN, metrics: dict, decision: AuditDecision
+) -> Path:
     """Write the bundle into a temporary folder and move it into place only when complete."""
     release_dir = Path(release_dir)
     if release_dir.exists():
         raise FileExistsError(f"{release_dir} already exists; a release is never overwritten")
     staging = release_dir.with_name(release_dir.name + ".partial")
     staging.mkdir(parents=True, exist_ok=False)
-    np.savez_compressed(
-        staging / "distilled.npz",
-        images=distilled.images,
-        soft_labels=distilled.soft_labels.astype(np.float32),
-        hard_labels=distilled.hard_labels.astype(np.int64),
-        class_names=np.array(distilled.class_names, dtype=str),
-    )
-    save_file({k: v.detach().contiguous() for k, v in student.state_dict().items()}, staging / "student.safetensors")
-    (staging / "student_config.json").write_text(
-        json.dumps({"architecture": "CompactCNN", **student.config.to_dict(), "input": "uint8 HWC scaled to [-1, 1]"}, indent=2)
-    )
+    release_id = str(metrics.get("run_id"))
+    hashes = _write_artefacts(staging, distilled, student)
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     write_contact_sheet(distilled, staging / "contact_sheet.png")
+    document = build_audit_document(release_id, hashes, list(distilled.class_names), decision)
+    write_audit(staging, document, distilled.images, distilled.hard_labels)
     manifest = {
-        "release": metrics.get("run_id"),
+        "release": release_id,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "fedkr_version": fedkr.__version__,
         "classes": list(distilled.class_names),
         "ipc": int(distilled.per_class().max()) if len(distilled) else 0,
+        "audit": {"report": "audit.json", "passed": decision.passed},
         "files": {
             name: {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size}
             for name in RELEASE_FILES
@@ -153,9 +113,23 @@ def write_release(release_dir: Path, distilled: DistilledSet, student: CompactCN
     return release_dir
 
 
-def write_refusal(run_dir: Path, decision: AuditDecision, metrics: dict) -> Path:
-    path = Path(run_dir) / "refusal.json"
-    _atomic_write_text(path, json.dumps({"released": False, "reasons": decision.failures, "metrics": metrics}, indent=2, default=str))
+def write_refusal(
+    run_dir: Path, decision: AuditDecision, metrics: dict, distilled: DistilledSet, student: CompactCNN
+) -> Path:
+    """refusal.json plus the audit report, naming the refused candidate by the hashes its files would have had.
+
+    The candidate's files are written only to a temporary folder to hash them, then removed: a
+    refused release leaves nothing behind to leak. For the same reason its audit page shows no
+    sample of the candidate's images.
+    """
+    run_dir = Path(run_dir)
+    with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
+        hashes = _write_artefacts(Path(tmp), distilled, student)
+    document = build_audit_document(str(metrics.get("run_id")), hashes, list(distilled.class_names), decision)
+    write_audit(run_dir, document, None, None)
+    path = run_dir / "refusal.json"
+    _atomic_write_text(path, json.dumps({"released": False, "reasons": decision.reasons, "audit_report": "audit.json",
+                                         "metrics": metrics}, indent=2, default=str))
     return path
 
 

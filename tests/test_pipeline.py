@@ -31,7 +31,14 @@ def test_release_bundle_complete_and_consistent(inprocess_run):
     assert metrics["pool_size_by_round"] == {"1": 600, "2": 600}
     assert set(metrics["audit"]["sites"]) == {"site-0", "site-1", "site-2"}
     for site in metrics["audit"]["sites"].values():
-        assert 0.0 <= site["loss"]["auc"] <= config.audit_max_auc
+        assert set(site) >= {"loss", "entropy", "rmia", "dcr_pixel", "dcr_feature"}
+        assert all(r["auc_ci"][1] <= config.audit_max_auc for r in site.values())
+    audit = json.loads((release / "audit.json").read_text())
+    assert audit["schema"] == "fedkr.audit/1" and audit["decision"]["passed"] is True
+    manifest = json.loads((release / "manifest.json").read_text())
+    for name in ("distilled.npz", "student.safetensors", "student_config.json"):
+        assert audit["release"]["artefacts"][name] == manifest["files"][name]["sha256"]
+    assert manifest["audit"] == {"report": "audit.json", "passed": True}
 
 
 def test_student_learns_from_synthetic_data_only(inprocess_run):
@@ -63,7 +70,13 @@ def test_audit_failure_writes_refusal_and_no_release(tmp_path, digits_sites, inp
     assert not outcome.released and not (config.run_dir / "release").exists()
     refusal = json.loads(outcome.refusal_path.read_text())
     assert refusal["released"] is False
-    assert any(r.startswith("site-0: loss attack AUC") and "0.010 allows" in r for r in refusal["reasons"])
+    assert any(r.startswith("site-0: loss attack AUC") and "> 0.010" in r for r in refusal["reasons"])
+    audit = json.loads((config.run_dir / "audit.json").read_text())
+    assert audit["decision"]["passed"] is False and (config.run_dir / "audit.html").is_file()
+    assert {"site": "site-0", "attack": "loss", "metric": "auc_upper", "threshold": 0.01} .items() <= next(
+        f for f in audit["decision"]["failures"] if f["site"] == "site-0" and f["attack"] == "loss").items()
+    leftovers = [p.name for p in config.run_dir.iterdir()]
+    assert not any(name.endswith((".npz", ".safetensors")) for name in leftovers), leftovers
 
 
 def test_failing_site_is_left_out_of_synthesis_but_blocks_nothing_else(tmp_path, digits_sites):
@@ -99,7 +112,7 @@ def test_release_never_overwritten(inprocess_run):
 
     _, outcome = inprocess_run
     with pytest.raises(FileExistsError):
-        write_release(outcome.release_dir, None, None, {})  # type: ignore[arg-type]
+        write_release(outcome.release_dir, None, None, {}, None)  # type: ignore[arg-type]
 
 
 def test_same_seed_same_site_results(tmp_path):

@@ -1,0 +1,92 @@
+"""A site operator's audit of any release, with the site's own data, outside a run.
+
+The same attacks, policy and report as the audit inside a run, so a site can check a release it
+received (or re-check one later) and hand its privacy officer the same audit.html.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from safetensors.torch import load_file
+
+from fedkr.client.auditor import AuditSettings, audit_model
+from fedkr.client.site_data import SiteData
+from fedkr.server.audit_document import build_audit_document, write_audit
+from fedkr.server.release import ARTEFACTS, inspect_release
+from fedkr.shared.audit_policy import AuditDecision, AuditPolicy, decide_release
+from fedkr.shared.classifier import ClassifierConfig, CompactCNN
+
+
+class ReleaseError(ValueError):
+    """The release folder cannot be audited; the message says why."""
+
+
+@dataclass(frozen=True)
+class LoadedRelease:
+    release_id: str
+    student: CompactCNN
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    artefacts: dict[str, str]
+
+
+def load_release(release_dir: Path) -> LoadedRelease:
+    """Check every hash against the manifest first: auditing a tampered file would certify the wrong thing."""
+    try:
+        checked = inspect_release(release_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ReleaseError(str(exc)) from None
+    bad = {name: status for name, status in checked.file_checks.items() if name in ARTEFACTS and status != "OK"}
+    if bad:
+        raise ReleaseError("release files do not match the manifest: " + ", ".join(f"{n} {s}" for n, s in bad.items()))
+    manifest = json.loads((release_dir / "manifest.json").read_text())
+    config = json.loads((release_dir / "student_config.json").read_text())
+    student = CompactCNN(ClassifierConfig.from_dict(config))
+    student.load_state_dict(load_file(release_dir / "student.safetensors"))
+    student.eval()
+    with np.load(release_dir / "distilled.npz", allow_pickle=False) as data:
+        images, labels = data["images"], data["hard_labels"]
+        names = tuple(str(n) for n in data["class_names"])
+    return LoadedRelease(
+        release_id=str(manifest.get("release")), student=student, images=images, labels=labels, class_names=names,
+        artefacts={name: manifest["files"][name]["sha256"] for name in ARTEFACTS},
+    )
+
+
+def load_teacher(state_dir: Path | None, release_id: str) -> CompactCNN | None:
+    """The site's teacher of the run that made the release, when the site still holds it."""
+    if state_dir is None:
+        return None
+    directory = Path(state_dir) / "runs" / release_id
+    if not (directory / "teacher.safetensors").is_file():
+        return None
+    teacher = CompactCNN(ClassifierConfig.from_dict(json.loads((directory / "teacher.json").read_text())))
+    teacher.load_state_dict(load_file(directory / "teacher.safetensors"))
+    teacher.eval()
+    return teacher
+
+
+def audit_release_dir(
+    release_dir: Path, site_id: str, data: SiteData, out_dir: Path, settings: AuditSettings, policy: AuditPolicy,
+    state_dir: Path | None = None,
+) -> tuple[AuditDecision, Path]:
+    release = load_release(Path(release_dir))
+    if release.class_names != data.members.class_names:
+        raise ReleaseError(f"the release holds classes {list(release.class_names)}, the site's data "
+                           f"{list(data.members.class_names)}: audit with the data the release was built from")
+    if release.images.shape[1:] != data.members.image_shape:
+        raise ReleaseError(f"the release's images are {release.images.shape[1:]}, the site's {data.members.image_shape}")
+    teacher = load_teacher(state_dir, release.release_id)
+    report = audit_model(site_id, release.student, data.members, data.holdout, settings,
+                         released_images=release.images, feature_model=teacher)
+    decision = decide_release({site_id: report}, policy)
+    document = build_audit_document(release.release_id, release.artefacts, list(release.class_names), decision)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_audit(out_dir, document, release.images, release.labels)
+    return decision, out_dir

@@ -1,0 +1,177 @@
+"""The audit report renderer: one self-contained, escaped HTML page from an audit document."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import numpy as np
+import pytest
+
+from fedkr.server.audit_html import render_audit_html
+
+CLASSES = ["class a", "class b", "class c"]
+EVIL_SITE = "site-<b>x</b>"
+STUDENT_ATTACKS = [("loss", "Yeom et al.: lower loss means member"), ("entropy", "lower entropy means member"),
+                   ("rmia", "relative membership inference")]
+DISTANCE_ATTACKS = [("dcr_pixel", "distance to the closest distilled image, pixels"),
+                    ("dcr_feature", "distance to the closest distilled image, features")]
+
+
+def _roc(rng, members, nonmembers, shift):
+    m = rng.normal(shift, 1.0, members)
+    n = rng.normal(0.0, 1.0, nonmembers)
+    thresholds = np.unique(np.concatenate([m, n]))[::-1]
+    tpr = [(m >= t).mean() for t in thresholds]
+    fpr = [(n >= t).mean() for t in thresholds]
+    edges = np.linspace(min(m.min(), n.min()), max(m.max(), n.max()), 31)
+    return ({"fpr": [0.0, *fpr], "tpr": [0.0, *tpr]},
+            {"edges": edges.tolist(), "members": np.histogram(m, edges)[0].tolist(),
+             "nonmembers": np.histogram(n, edges)[0].tolist()})
+
+
+def make_attack(rng, name, description, target, members, nonmembers, shift=0.1, per_class=True):
+    roc, hist = _roc(rng, members, nonmembers, shift)
+    hist["score"] = "negated distance" if target == "distilled_set" else "negated cross-entropy loss"
+    auc = 0.5 + shift / 3
+    attack = {
+        "attack": name, "target": target, "description": description,
+        "num_members": members, "num_nonmembers": nonmembers,
+        "auc": auc, "auc_ci": [auc - 0.06, auc + 0.06],
+        "tpr_at_1pct_fpr": 0.01 + shift / 20, "tpr_at_1pct_fpr_ci": [0.003, 0.025 + shift / 10],
+        "tpr_at_01pct_fpr": 0.0, "tpr_at_01pct_fpr_ci": [0.0, 0.009],
+        "epsilon_lower_bound": 0.0,
+        "control": {"auc": 0.49, "auc_ci": [0.40, 0.58], "tpr_at_1pct_fpr": 0.02,
+                    "num_a": nonmembers // 2, "num_b": nonmembers // 2},
+        "roc": roc, "histogram": hist,
+    }
+    if per_class:
+        attack["per_class"] = [
+            {"class": "class a", "members": members // 2, "nonmembers": nonmembers // 2, "auc": auc + 0.02},
+            {"class": "class b", "members": members // 2 - 3, "nonmembers": nonmembers // 2, "auc": 0.71},
+            {"class": "class c", "members": 3, "nonmembers": 0, "auc": None},
+        ]
+    return attack
+
+
+def make_site(rng, members=400, nonmembers=100, shift=0.1, dp=False, lira=False):
+    attacks = [make_attack(rng, n, d, "student", members, nonmembers, shift) for n, d in STUDENT_ATTACKS]
+    if lira:
+        attacks.append(make_attack(rng, "lira", "likelihood ratio", "student", members, nonmembers, shift,
+                                   per_class=False))
+    attacks += [make_attack(rng, n, d, "distilled_set", members, nonmembers, 0.05) for n, d in DISTANCE_ATTACKS]
+    part = {"epsilon": 7.9, "delta": 1e-5, "noise_multiplier": 0.9, "steps": 600}
+    return {
+        "answered": True, "error": None, "num_members": members, "num_nonmembers": nonmembers,
+        "dp": {"epsilon": 7.9, "delta": 1e-5, "max_grad_norm": 1.0, "accountant": "prv",
+               "parts": {"teacher": part, "generator": dict(part, epsilon=3.1)}} if dp else None,
+        "near_duplicates": {"members_checked": members, "pixel": {"count": 0, "threshold": 312.5},
+                            "feature": {"count": 1, "threshold": 0.8}},
+        "attacks": attacks,
+    }
+
+
+def make_audit(num_sites: int = 3, passed: bool = False, seed: int = 0) -> dict:
+    """A realistic "fedkr.audit/1" document: one site with DP, one leaky, the last not answering."""
+    rng = np.random.default_rng(seed)
+    sites = {"site-0": make_site(rng, dp=True, lira=True)}
+    names = [EVIL_SITE] + [f"site-{i}" for i in range(2, num_sites)]
+    for i, name in enumerate(names[: num_sites - 2]):
+        sites[name] = make_site(rng, members=120 + 40 * i, nonmembers=60, shift=1.0 if i == 0 else 0.2)
+    sites["site-9"] = {"answered": False, "error": "did not answer the audit <script>alert(1)</script>",
+                       "attacks": []}
+    failures = [] if passed else [{
+        "site": EVIL_SITE, "attack": "loss", "metric": "auc_upper", "value": 0.71, "threshold": 0.6,
+        "message": f"{EVIL_SITE}: loss attack AUC upper bound 0.710 > 0.600"}]
+    return {
+        "schema": "fedkr.audit/1",
+        "release": {"id": "20261122-080000-abc", "artefacts": {
+            "distilled.npz": "a" * 64, "student.safetensors": "b" * 64, "student_config.json": "c" * 64}},
+        "fedkr_version": "0.1.0",
+        "created": "2026-11-22T08:00:00+0000",
+        "threat_model": "An outsider with the released student and distilled images tries to tell\n"
+                        "whether a given patient image was in a site's training data.",
+        "classes": CLASSES,
+        "policy": {"confidence": 0.95, "max_auc_upper": 0.6, "max_tpr_at_1pct_fpr": 0.03,
+                   "max_distance_auc_upper": 0.6,
+                   "required_attacks": ["loss", "entropy", "rmia", "dcr_pixel", "dcr_feature"]},
+        "decision": {"passed": passed, "failures": failures},
+        "sites": sites,
+    }
+
+
+def make_samples(n_per_class: int = 5, shape=(8, 8, 1)):
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(len(CLASSES)), n_per_class)
+    return rng.integers(0, 256, size=(labels.size, *shape), dtype=np.uint8), labels
+
+
+@pytest.fixture(scope="module")
+def page():
+    images, labels = make_samples()
+    return render_audit_html(make_audit(), images, labels)
+
+
+HEADINGS = ["1. Verdict", "2. Identification", "3. Results per site", "4. ROC curves", "5. Score histograms",
+            "6. Distance tests", "7. Sample of released images", "8. Per-class breakdown", "9. Limitations"]
+
+
+def test_sections_in_order_with_verdict_first(page):
+    positions = [page.find(h) for h in HEADINGS]
+    assert all(p >= 0 for p in positions), [h for h, p in zip(HEADINGS, positions) if p < 0]
+    assert positions == sorted(positions)
+    assert 0 < page.find("BLOCKED") < page.find("3. Results per site")
+    assert "PASSED" not in page
+    # the failure is listed in the verdict with its numbers
+    verdict = page[page.find("1. Verdict"): page.find("2. Identification")]
+    assert "auc_upper" in verdict and "0.710" in verdict and "0.600" in verdict
+    assert "did not answer" in verdict and "site-9" in verdict
+
+
+def test_remote_strings_are_escaped(page):
+    assert "<b>x</b>" not in page
+    assert "site-&lt;b&gt;x&lt;/b&gt;" in page
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_self_contained(page):
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:|//|file:)", page, re.IGNORECASE)
+    assert "http://" not in page and "https://" not in page
+    assert "<link" not in page and "@import" not in page and "<script" not in page
+    assert not re.search(r"url\(\s*['\"]?[^#'\"\s]", page)  # only local url(#clip) references
+    assert not re.search(r"href=\"[^#]", page)  # only in-page anchors
+    assert page.count("<svg") >= 3 * 2  # ROC and histograms for the answered sites
+    assert 'src="data:image/png;base64,' in page
+    assert len(page) < 3_000_000
+
+
+def test_site_details(page):
+    assert "did not answer" in page
+    assert "prv" in page and "noise multiplier" in page  # the DP site
+    assert "not available" in page  # no DP on the other site, no per-class for lira
+    assert "AUC rmia" in page and "AUC lira" not in page
+    assert "no membership difference" in page and "n = 30 vs 30" in page
+
+
+def test_without_samples_and_passed():
+    doc = make_audit(num_sites=2, passed=True)
+    html = render_audit_html(doc)
+    assert "PASSED" in html and "BLOCKED" not in html
+    assert "Sample images not available" in html
+    assert html.find("PASSED") < html.find("3. Results per site")
+
+
+def test_minimal_and_broken_documents_do_not_crash():
+    assert "NO DECISION" in render_audit_html({})
+    doc = make_audit(num_sites=2)
+    broken = copy.deepcopy(doc)
+    site = broken["sites"]["site-0"]
+    del site["near_duplicates"], site["dp"]
+    site["attacks"][0].pop("roc")
+    site["attacks"][1]["histogram"] = {"edges": [0, 1], "members": [1, 2], "nonmembers": None}
+    site["attacks"][2]["control"] = None
+    site["attacks"][2]["auc_ci"] = None
+    del broken["release"], broken["policy"]
+    html = render_audit_html(broken, np.zeros((2, 28, 28, 3), np.uint8), None)
+    assert "9. Limitations" in html and "not available" in html
