@@ -7,13 +7,16 @@ BatchNorm so that the same network can later be trained with DP-SGD (opacus reje
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .dp import DPConfig, DPReport, make_private_training
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class ClassifierConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ClassifierConfig":
+    def from_dict(cls, data: dict) -> ClassifierConfig:
         return cls(**{k: int(data[k]) for k in ("in_channels", "height", "width", "num_classes", "channels")})
 
 
@@ -52,9 +55,9 @@ class TrainConfig:
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1), nn.GroupNorm(min(8, c_out), c_out), nn.ReLU(inplace=True)
-    )
+    # ReLU not in place: opacus' per-sample-gradient hooks forbid modifying a hooked module's output
+    # in place (DP-SGD); the values, and so non-private training, are the same either way.
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.GroupNorm(min(8, c_out), c_out), nn.ReLU())
 
 
 class CompactCNN(nn.Module):
@@ -75,6 +78,9 @@ class CompactCNN(nn.Module):
             nn.Flatten(),
         )
         self.head = nn.Linear(4 * w, config.num_classes)
+        #: Set by `train_classifier`: what a private run spent, None after non-private training.
+        #: A plain attribute, not a buffer, so `state_dict()` is the same with or without DP.
+        self.dp_report: DPReport | None = None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -122,18 +128,25 @@ def train_classifier(
     target_probs: np.ndarray,
     config: TrainConfig,
     on_epoch: Callable[[int, float], None] | None = None,
+    dp: DPConfig | None = None,
 ) -> list[float]:
-    """Train against probability targets (one-hot for real labels, soft for synthetic); returns epoch losses."""
+    """Train against probability targets (one-hot for real labels, soft for synthetic); returns epoch losses.
+
+    With `dp` the same budget is spent with DP-SGD instead (see `train_classifier_private`) and
+    what it cost is left on `model.dp_report`; without it the run is exactly the non-private one.
+    """
+    if dp is not None:
+        losses, _ = train_classifier_private(model, images, target_probs, config, dp, on_epoch)
+        return losses
     if images.shape[0] == 0:
         raise ValueError("cannot train a classifier on zero images")
+    model.dp_report = None  # whatever guarantee the weights had, further non-private training voids it
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     x_all = to_tensor(images)
     y_all = torch.from_numpy(np.asarray(target_probs, dtype=np.float32))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    batches_per_pass = max(1, int(np.ceil(x_all.shape[0] / config.batch_size)))
-    passes = max(1, int(np.ceil(config.min_steps / (config.epochs * batches_per_pass))))
-    steps_per_epoch = int(np.ceil(passes * x_all.shape[0] / config.batch_size))
+    passes, steps_per_epoch = _schedule(x_all.shape[0], config)
     # translation scaled to the image: 2 px at 28 px, 1 px at 8 px
     shift = max(1, round(config.max_shift * min(x_all.shape[2:]) / 28)) if config.max_shift > 0 else 0
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -160,6 +173,83 @@ def train_classifier(
             on_epoch(epoch, losses[-1])
     model.eval()
     return losses
+
+
+def _schedule(num_examples: int, config: TrainConfig) -> tuple[int, int]:
+    """(passes over the data per epoch, steps per epoch) of the non-private protocol."""
+    batches_per_pass = max(1, int(np.ceil(num_examples / config.batch_size)))
+    passes = max(1, int(np.ceil(config.min_steps / (config.epochs * batches_per_pass))))
+    return passes, int(np.ceil(passes * num_examples / config.batch_size))
+
+
+def train_classifier_private(
+    model: CompactCNN,
+    images: np.ndarray,
+    target_probs: np.ndarray,
+    config: TrainConfig,
+    dp: DPConfig,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> tuple[list[float], DPReport]:
+    """DP-SGD with the non-private protocol's step budget, optimizer and schedule; returns epoch losses and the spend.
+
+    Differences from `train_classifier`, each required by the privacy analysis: batches are
+    Poisson-sampled (expected size about `config.batch_size`, possibly empty) instead of shuffled
+    passes, and every example's gradient is clipped to `dp.max_grad_norm` before noise is added.
+    Augmentation still runs per batch (each sampled example contributes one augmented view).
+    An "epoch" is `steps per epoch` steps, so the loss list has `config.epochs` entries as before.
+    The model stays a plain CompactCNN (opacus hooks are removed afterwards) with
+    `model.dp_report` set.
+    """
+    num_examples = int(images.shape[0])
+    if num_examples == 0:
+        raise ValueError("cannot train a classifier on zero images")
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    x_all = to_tensor(images)
+    y_all = torch.from_numpy(np.asarray(target_probs, dtype=np.float32))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    _, steps_per_epoch = _schedule(num_examples, config)
+    total_steps = config.epochs * steps_per_epoch
+    shift = max(1, round(config.max_shift * min(x_all.shape[2:]) / 28)) if config.max_shift > 0 else 0
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=0.15
+    )
+    model.dp_report = None
+    losses: list[float] = []
+    private = make_private_training(
+        model, optimizer, num_examples=num_examples, batch_size=config.batch_size, steps=total_steps,
+        config=dp, seed=config.seed,
+    )
+    with private, warnings.catch_warnings():
+        # torch notes once that the input images need no gradient; per-sample hooks do not need one
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        batches = private.batches()
+        model.train()
+        for epoch in range(config.epochs):
+            total, seen = 0.0, 0
+            for _ in range(steps_per_epoch):
+                idx = next(batches)
+                if idx.numel() == 0:
+                    private.step_on_empty_batch()
+                    scheduler.step()
+                    continue
+                x = x_all[idx]
+                if config.augment:
+                    x = augment_batch(x, shift, config.hflip, gen)
+                loss = soft_label_loss(model(x), y_all[idx], config.temperature)
+                private.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                private.optimizer.step()
+                scheduler.step()
+                total += loss.item() * idx.shape[0]
+                seen += idx.shape[0]
+            losses.append(total / max(1, seen))
+            if on_epoch is not None:
+                on_epoch(epoch, losses[-1])
+        report = private.report()
+    model.eval()
+    model.dp_report = report
+    return losses, report
 
 
 @torch.no_grad()

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 from .classifier import to_tensor
+from .dp import DPConfig, DPReport, make_private_training
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class GeneratorConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GeneratorConfig":
+    def from_dict(cls, data: dict) -> GeneratorConfig:
         data = dict(data)
         data["block_channels"] = tuple(int(c) for c in data["block_channels"])
         return cls(**data)
@@ -100,6 +102,8 @@ class ClassConditionalDiffusion:
         )
         self.trained_steps = 0
         self.train_seconds = 0.0
+        #: What DP training spent, or None if the weights were trained without a guarantee.
+        self.dp_report: DPReport | None = None
 
     @property
     def null_class(self) -> int:
@@ -108,30 +112,39 @@ class ClassConditionalDiffusion:
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.unet.parameters())
 
+    def _lr_factor(self, step: int) -> float:
+        """Learning-rate multiplier: linear warm-up, then cosine decay to 10% over `train_steps`."""
+        cfg = self.config
+        warmup = max(1, cfg.warmup_steps)
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, cfg.train_steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
     def train(
         self,
         images: np.ndarray,
         labels: np.ndarray,
         on_progress: Callable[[int, int, float], None] | None = None,
+        dp: DPConfig | None = None,
     ) -> float:
-        """Run `train_steps` optimisation steps; returns the mean loss of the last 10% of steps."""
+        """Run `train_steps` optimisation steps; returns the mean loss of the last 10% of steps.
+
+        With `dp` the steps are DP-SGD steps instead (see `_train_private`) and what they cost is
+        kept in `self.dp_report`; without it the run is exactly the non-private one.
+        """
+        if dp is not None:
+            return self._train_private(images, labels, dp, on_progress)
         cfg = self.config
         if images.shape[0] == 0:
             raise ValueError("cannot train a generator on zero images")
+        self.dp_report = None  # whatever guarantee the weights had, non-private training voids it
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         x_all = resize(to_tensor(images), (self.size, self.size))
         y_all = torch.from_numpy(labels.astype(np.int64))
         optimizer = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=1e-4)
-        warmup = max(1, cfg.warmup_steps)
-
-        def lr_factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, cfg.train_steps - warmup)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         ema_params = [self.ema[name] for name, _ in self.unet.named_parameters()]
         params = list(self.unet.parameters())
         self.unet.train()
@@ -166,6 +179,87 @@ class ClassConditionalDiffusion:
         self.unet.eval()
         self.trained_steps += cfg.train_steps
         self.train_seconds += time.perf_counter() - started
+        return float(np.mean(tail)) if tail else float("nan")
+
+    def _train_private(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        dp: DPConfig,
+        on_progress: Callable[[int, int, float], None] | None,
+    ) -> float:
+        """`train_steps` DP-SGD steps with the non-private schedule, objective and EMA.
+
+        Differences from the non-private loop, each required by the privacy analysis: batches are
+        Poisson-sampled (expected size about `batch_size`, possibly empty) instead of drawn with
+        replacement, and every example's gradient is clipped to `dp.max_grad_norm` (this replaces
+        the whole-batch norm clipping) before noise is added. Flips, label dropout, diffusion time
+        and noise stay per example. The EMA is post-processing of the private weights, so the
+        sampling weights carry the same guarantee. The accounting covers one run from the initial
+        weights, so a generator that has already been trained is refused.
+        """
+        cfg = self.config
+        num_examples = int(images.shape[0])
+        if num_examples == 0:
+            raise ValueError("cannot train a generator on zero images")
+        if self.trained_steps > 0:
+            raise ValueError(
+                f"this generator has already been trained for {self.trained_steps} steps; DP accounting here covers "
+                "a single run from fresh weights, so build a new ClassConditionalDiffusion for private training"
+            )
+        torch.manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        x_all = resize(to_tensor(images), (self.size, self.size))
+        y_all = torch.from_numpy(labels.astype(np.int64))
+        optimizer = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=1e-4)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+        ema_params = [self.ema[name] for name, _ in self.unet.named_parameters()]
+        params = list(self.unet.parameters())
+        self.dp_report = None
+        private = make_private_training(
+            self.unet, optimizer, num_examples=num_examples, batch_size=cfg.batch_size, steps=cfg.train_steps,
+            config=dp, seed=cfg.seed,
+        )
+        started = time.perf_counter()
+        tail: list[float] = []
+        last = float("nan")
+        report_every = max(1, cfg.train_steps // 10)
+        with private, warnings.catch_warnings():
+            # torch notes once that the noisy inputs need no gradient; per-sample hooks do not need one
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            self.unet.train()
+            for step, idx in enumerate(private.batches()):
+                if idx.numel() == 0:
+                    private.step_on_empty_batch()
+                else:
+                    x0 = x_all[idx]
+                    if cfg.hflip:
+                        flip = torch.rand(x0.shape[0], generator=gen) < 0.5
+                        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+                    y = y_all[idx].clone()
+                    y[torch.rand(y.shape[0], generator=gen) < cfg.label_dropout] = self.null_class
+                    noise = torch.randn(x0.shape, generator=gen)
+                    t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), generator=gen)
+                    noisy = self.noise_scheduler.add_noise(x0, noise, t)
+                    target = self.noise_scheduler.get_velocity(x0, noise, t)
+                    loss = F.mse_loss(self.unet(noisy, t, class_labels=y).sample, target)
+                    private.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    private.optimizer.step()
+                    last = loss.item()
+                    if step >= cfg.train_steps * 0.9:
+                        tail.append(last)
+                scheduler.step()
+                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1.0 - decay)
+                if on_progress is not None and ((step + 1) % report_every == 0 or step + 1 == cfg.train_steps):
+                    on_progress(step + 1, cfg.train_steps, last)
+            report = private.report()
+        self.unet.eval()
+        self.trained_steps += report.steps
+        self.train_seconds += time.perf_counter() - started
+        self.dp_report = report
         return float(np.mean(tail)) if tail else float("nan")
 
     def _sampling_unet(self) -> UNet2DModel:
@@ -213,6 +307,8 @@ class ClassConditionalDiffusion:
             "generator_steps": self.trained_steps,
             "sample_steps": self.config.sample_steps,
             "guidance_scale": self.config.guidance_scale,
+            # only for private runs, so that non-private summaries stay as they were
+            **(self.dp_report.summary("dp_") if self.dp_report is not None else {}),
         }
 
     def save(self, directory: Path) -> None:
@@ -226,11 +322,12 @@ class ClassConditionalDiffusion:
             "image_shape": list(self.image_shape),
             "trained_steps": self.trained_steps,
             "train_seconds": self.train_seconds,
+            "dp_report": None if self.dp_report is None else self.dp_report.to_dict(),
         }
         (directory / "generator.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
-    def load(cls, directory: Path) -> "ClassConditionalDiffusion":
+    def load(cls, directory: Path) -> ClassConditionalDiffusion:
         directory = Path(directory)
         meta = json.loads((directory / "generator.json").read_text())
         model = cls(GeneratorConfig.from_dict(meta["config"]), int(meta["num_classes"]), tuple(meta["image_shape"]))
@@ -239,6 +336,8 @@ class ClassConditionalDiffusion:
         model.ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
         model.trained_steps = int(meta["trained_steps"])
         model.train_seconds = float(meta["train_seconds"])
+        # absent in files written before DP existed: those runs were not private
+        model.dp_report = DPReport.from_dict(meta["dp_report"]) if meta.get("dp_report") else None
         model.unet.eval()
         return model
 
