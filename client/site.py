@@ -24,6 +24,7 @@ from fedkr.shared.classifier import (
     predict_proba,
     train_classifier,
 )
+from fedkr.shared.dp import DPConfig, DPReport
 from fedkr.shared.generator import ClassConditionalDiffusion
 from fedkr.shared.reports import (
     AuditCandidate,
@@ -44,6 +45,27 @@ log = logging.getLogger(__name__)
 
 #: The most reference models a coordinator may ask a site to train for one audit.
 MAX_REFERENCE_MODELS = 8
+
+
+def split_budget(dp: DPConfig | None, num_members: int) -> tuple[DPConfig | None, DPConfig | None]:
+    """Half the site's epsilon and delta for each model: by basic composition the two together stay within the budget."""
+    if dp is None:
+        return None, None
+    half = DPConfig(dp.target_epsilon / 2, dp.delta_for(num_members) / 2, dp.max_grad_norm, dp.accountant)
+    return half, half
+
+
+def dp_summary(budget: DPConfig, teacher: DPReport, generator: DPReport) -> dict:
+    """The site's DP accounting as the audit report shows it: the total and each model's part."""
+    return {
+        "epsilon": teacher.epsilon + generator.epsilon,
+        "delta": teacher.delta + generator.delta,
+        "target_epsilon": budget.target_epsilon,
+        "max_grad_norm": budget.max_grad_norm,
+        "accountant": budget.accountant,
+        "composition": "basic: the sum over teacher and generator, both trained on the same members",
+        "parts": {"teacher": teacher.to_dict(), "generator": generator.to_dict()},
+    }
 
 
 class SiteNotFitted(RuntimeError):
@@ -68,8 +90,9 @@ class Site:
             log.warning("%s: class %d (%s) has no member images here", self.site_id, cls, members.class_names[cls])
         h, w, c = members.image_shape
         teacher = build_classifier(ClassifierConfig(c, h, w, members.num_classes, plan.teacher_channels), plan.teacher.seed)
+        teacher_dp, generator_dp = split_budget(plan.dp, len(members))
         started = time.perf_counter()
-        train_classifier(teacher, members.images, one_hot(members.labels, members.num_classes), plan.teacher)
+        train_classifier(teacher, members.images, one_hot(members.labels, members.num_classes), plan.teacher, dp=teacher_dp)
         teacher_seconds = time.perf_counter() - started
         teacher_acc = accuracy(teacher, holdout.images, holdout.labels)
         log.info("%s: teacher trained in %.0f s, holdout accuracy %.3f", self.site_id, teacher_seconds, teacher_acc)
@@ -79,8 +102,15 @@ class Site:
         def progress(step: int, total: int, loss: float) -> None:
             log.info("%s: generator step %d/%d, loss %.4f", self.site_id, step, total, loss)
 
-        final_loss = generator.train(members.images, members.labels, on_progress=progress)
+        final_loss = generator.train(members.images, members.labels, on_progress=progress, dp=generator_dp)
         self._save(plan.run_id, teacher, generator)
+        dp_record = None
+        (self._run_dir(plan.run_id) / "dp.json").unlink(missing_ok=True)
+        if plan.dp is not None and teacher.dp_report is not None and generator.dp_report is not None:
+            dp_record = dp_summary(plan.dp, teacher.dp_report, generator.dp_report)
+            (self._run_dir(plan.run_id) / "dp.json").write_text(json.dumps(dp_record, indent=2))
+            log.info("%s: DP-SGD spent epsilon %.2f (teacher %.2f + generator %.2f) at delta %.2g", self.site_id,
+                     dp_record["epsilon"], teacher.dp_report.epsilon, generator.dp_report.epsilon, dp_record["delta"])
         report = FitReport(
             site_id=self.site_id,
             num_members=len(members),
@@ -93,6 +123,7 @@ class Site:
             teacher_seconds=teacher_seconds,
             generator_seconds=generator.train_seconds,
             generator_summary=generator.summary(),
+            dp=dp_record,
         )
         return self.gate.send(report, run_id=plan.run_id, round=0)  # type: ignore[return-value]
 

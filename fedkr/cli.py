@@ -135,6 +135,9 @@ def simulate(
     audit_max_distance_auc: Annotated[float, typer.Option(help="Release only if the distance tests' AUC upper 95% bound is at most this.")] = 0.6,
     reference_models: Annotated[int, typer.Option(help="Reference models each site trains for RMIA (and LiRA), 2 to 8.")] = 2,
     lira: Annotated[bool, typer.Option(help="Also run offline LiRA at every site (and require it to pass).")] = False,
+    dp_epsilon: Annotated[float, typer.Option(help="Train every site's teacher and generator with DP-SGD within this total epsilon per site (0: no DP).")] = 0.0,
+    dp_delta: Annotated[float, typer.Option(help="DP delta per site (0: 1/(10 N) for N members).")] = 0.0,
+    dp_max_grad_norm: Annotated[float, typer.Option(help="DP-SGD per-example gradient clipping norm.")] = 1.0,
     hflip: Annotated[bool, typer.Option(help="Augment with horizontal flips: right for cells and skin, wrong for digits, text or chest X-rays.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's logs.")] = False,
 ) -> None:
@@ -144,6 +147,7 @@ def simulate(
               student_epochs=student_epochs, temperature=temperature, audit_max_auc=audit_max_auc,
               audit_max_tpr=audit_max_tpr, audit_max_distance_auc=audit_max_distance_auc,
               audit_reference_models=reference_models, audit_lira=lira,
+              dp_epsilon=dp_epsilon, dp_delta=dp_delta, dp_max_grad_norm=dp_max_grad_norm,
               generator_hflip=hflip, classifier_hflip=hflip), sites=sites, verbose=verbose)
 
 

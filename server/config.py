@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fedkr.shared.audit_policy import DISTANCE_ATTACKS, STUDENT_ATTACKS, AuditPolicy
 from fedkr.shared.classifier import TrainConfig
+from fedkr.shared.dp import DPConfig
 from fedkr.shared.generator import GeneratorConfig
 from fedkr.shared.partition import PartitionSpec
 from fedkr.shared.reports import RUN_ID_PATTERN
@@ -44,6 +45,10 @@ class RunConfig:
     audit_max_distance_auc: float = 0.6
     audit_reference_models: int = 2
     audit_lira: bool = False
+    # differential privacy at every site: off when dp_epsilon is 0
+    dp_epsilon: float = 0.0
+    dp_delta: float = 0.0
+    dp_max_grad_norm: float = 1.0
     out: str = "runs"
     run_id: str = field(default_factory=new_run_id)
     site_threads: int = 0
@@ -70,6 +75,9 @@ class RunConfig:
             (0.0 < self.audit_max_tpr <= 1.0, "audit-max-tpr must be in (0, 1]"),
             (0.0 < self.audit_max_distance_auc <= 1.0, "audit-max-distance-auc must be in (0, 1]"),
             (2 <= self.audit_reference_models <= 8, "audit-reference-models must be between 2 and 8"),
+            (self.dp_epsilon >= 0, "dp-epsilon must be >= 0 (0 turns DP off)"),
+            (0.0 <= self.dp_delta < 1.0, "dp-delta must be in [0, 1) (0 means 1/(10 N) at each site)"),
+            (self.dp_max_grad_norm > 0, "dp-max-grad-norm must be > 0"),
             (self.generator_steps >= 1, "generator-steps must be at least 1"),
             (self.teacher_epochs >= 1, "teacher-epochs must be at least 1"),
             (self.student_epochs >= 1, "student-epochs must be at least 1"),
@@ -113,6 +121,11 @@ class RunConfig:
             hflip=self.generator_hflip,
             seed=self.seed,
         )
+
+    def dp_config(self) -> DPConfig | None:
+        if self.dp_epsilon == 0:
+            return None
+        return DPConfig(self.dp_epsilon, self.dp_delta or None, self.dp_max_grad_norm)
 
     def audit_policy(self) -> AuditPolicy:
         required = STUDENT_ATTACKS + (("lira",) if self.audit_lira else ()) + DISTANCE_ATTACKS

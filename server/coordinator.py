@@ -71,7 +71,7 @@ class Coordinator:
         # round 0: every site fits its teacher and generator
         self.progress("fit: sites train teacher and generator", 0, total_rounds)
         started = time.perf_counter()
-        plan = FitPlan(run_id=cfg.run_id, teacher=cfg.teacher_config(), generator=cfg.generator_config())
+        plan = FitPlan(run_id=cfg.run_id, teacher=cfg.teacher_config(), generator=cfg.generator_config(), dp=cfg.dp_config())
         replies = link.fit(plan)
         reports = {sid: r for sid, r in replies.items() if isinstance(r, FitReport)}
         failed_fit = {sid: str(r) for sid, r in replies.items() if not isinstance(r, FitReport)}

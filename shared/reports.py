@@ -13,6 +13,7 @@ import numpy as np
 
 from .attack_report import AttackResult
 from .classifier import ClassifierConfig, TrainConfig
+from .dp import DPConfig
 from .generator import GeneratorConfig
 
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
@@ -31,6 +32,8 @@ class FitPlan:
     teacher: TrainConfig
     generator: GeneratorConfig
     teacher_channels: int = 32
+    #: The site's whole DP budget, or None to train without DP; the site splits it between its two models.
+    dp: DPConfig | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -38,6 +41,7 @@ class FitPlan:
             "teacher": asdict(self.teacher),
             "generator": self.generator.to_dict(),
             "teacher_channels": self.teacher_channels,
+            "dp": None if self.dp is None else self.dp.to_dict(),
         }
 
     @classmethod
@@ -47,6 +51,7 @@ class FitPlan:
             teacher=TrainConfig(**data["teacher"]),
             generator=GeneratorConfig.from_dict(data["generator"]),
             teacher_channels=int(data["teacher_channels"]),
+            dp=None if data.get("dp") is None else DPConfig.from_dict(data["dp"]),
         )
 
 
@@ -63,6 +68,7 @@ class FitReport:
     teacher_seconds: float
     generator_seconds: float
     generator_summary: dict[str, str | int | float] = field(default_factory=dict)
+    dp: dict | None = None
 
     @property
     def empty_classes(self) -> list[int]:
@@ -89,6 +95,7 @@ class FitReport:
             teacher_seconds=float(data["teacher_seconds"]),
             generator_seconds=float(data["generator_seconds"]),
             generator_summary=dict(data.get("generator_summary", {})),
+            dp=None if data.get("dp") is None else _small_dict(data["dp"], "dp"),
         )
 
 

@@ -40,3 +40,30 @@ def test_request_round_trip():
 def test_malformed_content_raises_value_error(decode, content):
     with pytest.raises(ValueError):
         decode(content)
+
+
+def test_candidate_round_trip_carries_the_released_images():
+    from fedkr.shared.classifier import ClassifierConfig
+    from fedkr.shared.reports import AuditCandidate
+
+    images = synthetic_images(5)
+    candidate = AuditCandidate("run-1", ClassifierConfig(1, 8, 8, 3, 8), {"w": np.ones((2, 2), np.float32)}, images, 3, True)
+    back = rec.decode_candidate(rec.encode_candidate(candidate))
+    assert (back.released_images == images).all() and back.released_images.dtype == np.uint8
+    assert (back.reference_models, back.lira, back.student_config) == (3, True, candidate.student_config)
+
+
+def test_audit_report_and_dp_fit_plan_round_trip():
+    from fedkr.shared.attack_report import measure_attack
+    from fedkr.shared.classifier import TrainConfig
+    from fedkr.shared.dp import DPConfig
+    from fedkr.shared.generator import GeneratorConfig
+    from fedkr.shared.reports import AuditReport, FitPlan
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 50)
+    result = measure_attack("loss", "student", rng.normal(size=50), rng.normal(size=50), labels, labels, ("a", "b"))
+    report = AuditReport("site-0", (result,), 50, 50, {"members_checked": 50}, {"epsilon": 7.5}, {"seed": 0})
+    assert rec.decode_audit_report(rec.encode_audit_report(report)) == report
+    plan = FitPlan("run-1", TrainConfig(), GeneratorConfig(), dp=DPConfig(8.0, None, 1.0))
+    assert rec.decode_fit_plan(rec.encode_fit_plan(plan)) == plan

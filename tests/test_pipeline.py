@@ -134,3 +134,19 @@ def test_same_seed_same_site_results(tmp_path):
         shards.append(site.synthesize(SynthesisRequest("repeat", 1, (2,) * 10, 4.0)))
     assert (shards[0].images == shards[1].images).all()
     assert (shards[0].soft_labels == shards[1].soft_labels).all()
+
+
+def test_run_with_dp_reports_each_sites_epsilon(tmp_path, digits_sites):
+    config = tiny_run_config(tmp_path, run_id="private", rounds=1, generator_steps=20, teacher_epochs=2,
+                             student_epochs=2, dp_epsilon=8.0)
+    outcome = Coordinator(config, None).run(InProcessLink(digits_sites))
+    audit_dir = outcome.release_dir if outcome.released else config.run_dir
+    audit = json.loads((audit_dir / "audit.json").read_text())
+    for sid in ("site-0", "site-1", "site-2"):
+        dp = audit["sites"][sid]["dp"]
+        teacher, generator = dp["parts"]["teacher"], dp["parts"]["generator"]
+        assert 0 < teacher["epsilon"] <= 4.0 + 1e-6 and 0 < generator["epsilon"] <= 4.0 + 1e-6
+        assert dp["epsilon"] == pytest.approx(teacher["epsilon"] + generator["epsilon"]) and dp["target_epsilon"] == 8.0
+        assert teacher["noise_multiplier"] > 0 and dp["delta"] < 1 / 380
+        assert outcome.metrics["sites"][sid]["dp"]["epsilon"] == dp["epsilon"]
+    assert "DP" in (audit_dir / "audit.html").read_text()
