@@ -130,8 +130,9 @@ def _model_attacks(
     p_tm, p_th = true_class_probability(t_m, members.labels), true_class_probability(t_h, holdout.labels)
     p_om, p_oh = true_class_probability(out_m, members.labels), true_class_probability(out_h, holdout.labels)
     # population z: the holdout itself, each image against the reference model that never saw it
-    rmia = lambda p_t, p_o: rmia_scores(p_t, p_o, p_th, p_oh, offline_a=settings.rmia_offline_a)
-    scores["rmia"] = (rmia(p_tm, p_om), rmia(p_th, p_oh))
+    a = settings.rmia_offline_a
+    scores["rmia"] = (rmia_scores(p_tm, p_om, p_th, p_oh, offline_a=a),
+                      rmia_scores(p_th, p_oh, p_th, p_oh, offline_a=a, x_is_population=True))
     if settings.lira:
         phi_ref = np.concatenate([lira_logit(out_m, members.labels), lira_logit(out_h, holdout.labels)])
         phi_tgt = np.concatenate([lira_logit(t_m, members.labels), lira_logit(t_h, holdout.labels)])
@@ -161,7 +162,9 @@ def _distance_attacks(
         scores[f"dcr_{space}"] = (distance_scores(d_m), distance_scores(d_h))
         # how close two distinct real images of this site come: holdout to nearest member
         threshold = float(np.percentile(nearest_distances(h, m), NEAR_DUPLICATE_PERCENTILE))
-        near[space] = {"count": int((d_m < threshold).sum()), "threshold": threshold}
+        # the holdout's count is the baseline: how many images the release comes that close to by chance
+        near[space] = {"count": int((d_m <= threshold).sum()), "threshold": threshold,
+                       "holdout_count": int((d_h <= threshold).sum()), "holdout_checked": len(holdout)}
     return scores, near
 
 

@@ -506,8 +506,12 @@ def _near_duplicates_html(near: Any) -> str:
     for space in ("pixel", "feature"):
         item = near.get(space)
         if isinstance(item, dict):
+            baseline = ""
+            if item.get("holdout_count") is not None:
+                baseline = (f"; baseline: {_fmt(item.get('holdout_count'))} of {_fmt(item.get('holdout_checked'))} "
+                            f"held-out images come as close")
             parts.append(f"{space} space: <strong>{_fmt(item.get('count'))}</strong> "
-                         f"(distance threshold {_fmt_g(item.get('threshold'))})")
+                         f"(distance threshold {_fmt_g(item.get('threshold'))}{baseline})")
         else:
             parts.append(f'{space} space: <span class="na">n/a</span>')
     return (f"<p><strong>Near-duplicates</strong> of the site's training images among the released "

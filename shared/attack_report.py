@@ -31,16 +31,56 @@ MIN_PER_CLASS = 5
 _MAX_LIST = 1000
 
 
+def _number(value: object, lo: float = -1e12, hi: float = 1e12) -> float:
+    """A float within [lo, hi]; NaN is kept (the gate fails it), anything else out of range is refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {type(value).__name__}")
+    if isinstance(value, int) and abs(value) > 1e15:
+        raise ValueError("number out of range")
+    number = float(value)
+    if math.isnan(number):
+        return number
+    if not lo <= number <= hi:
+        raise ValueError(f"number {number!r} outside [{lo}, {hi}]")
+    return number
+
+
+def _count(value: object) -> int:
+    number = _number(value, 0, 1e9)
+    if math.isnan(number) or number != int(number):
+        raise ValueError("expected a whole count")
+    return int(number)
+
+
+def _rate(value: object) -> float:
+    return _number(value, 0.0, 1.0)
+
+
 def _interval(value: object) -> tuple[float, float]:
-    lo, hi = value  # type: ignore[misc]
-    return float(lo), float(hi)
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError("an interval is a list of two numbers")
+    lo, hi = _rate(value[0]), _rate(value[1])
+    if lo > hi:
+        raise ValueError("an interval's lower end is above its upper end")
+    return lo, hi
 
 
-def _floats(values: object) -> list[float]:
-    out = [float(v) for v in values]  # type: ignore[union-attr]
-    if len(out) > _MAX_LIST:
-        raise ValueError("list too long")
-    return out
+def _numbers(values: object, convert=_number) -> list:  # type: ignore[no-untyped-def]
+    if not isinstance(values, list) or len(values) > _MAX_LIST:
+        raise ValueError(f"expected a list of at most {_MAX_LIST} numbers")
+    return [convert(v) for v in values]
+
+
+def _text(value: object, limit: int) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value[:limit]
+
+
+def _mapping(value: object) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError("expected an object")
+    return value
 
 
 @dataclass(frozen=True)
@@ -74,35 +114,38 @@ class AttackResult:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> AttackResult:
-        target = str(data["target"])
+    def from_dict(cls, data: dict) -> "AttackResult":
+        """Read a remote party's result: types, ranges and sizes are checked, anything else is a ValueError."""
+        data = _mapping(data)
+        target = _text(data["target"], 32)
         if target not in TARGETS:
             raise ValueError(f"unknown attack target {target!r}")
         control = data.get("control")
         if control is not None:
-            control = {"auc": float(control["auc"]), "auc_ci": list(_interval(control["auc_ci"])),
-                       "tpr_at_1pct_fpr": float(control["tpr_at_1pct_fpr"]),
-                       "num_a": int(control["num_a"]), "num_b": int(control["num_b"])}
-        roc = data.get("roc") or {}
-        roc = {"fpr": _floats(roc.get("fpr", [])), "tpr": _floats(roc.get("tpr", []))}
-        hist = data.get("histogram") or {}
-        hist = {"edges": _floats(hist.get("edges", [])), "members": [int(v) for v in _floats(hist.get("members", []))],
-                "nonmembers": [int(v) for v in _floats(hist.get("nonmembers", []))], "score": str(hist.get("score", ""))}
+            control = _mapping(control)
+            control = {"auc": _rate(control["auc"]), "auc_ci": list(_interval(control["auc_ci"])),
+                       "tpr_at_1pct_fpr": _rate(control["tpr_at_1pct_fpr"]),
+                       "num_a": _count(control["num_a"]), "num_b": _count(control["num_b"])}
+        roc = _mapping(data.get("roc") or {})
+        roc = {"fpr": _numbers(roc.get("fpr", []), _rate), "tpr": _numbers(roc.get("tpr", []), _rate)}
+        hist = _mapping(data.get("histogram") or {})
+        hist = {"edges": _numbers(hist.get("edges", [])), "members": _numbers(hist.get("members", []), _count),
+                "nonmembers": _numbers(hist.get("nonmembers", []), _count), "score": _text(hist.get("score", ""), 200)}
         per_class = data.get("per_class") or []
-        if len(per_class) > _MAX_LIST:
-            raise ValueError("per-class list too long")
+        if not isinstance(per_class, list) or len(per_class) > _MAX_LIST:
+            raise ValueError("per-class results must be a list of at most 1000")
         per_class = tuple(
-            {"class": str(c["class"]), "members": int(c["members"]), "nonmembers": int(c["nonmembers"]),
-             "auc": None if c.get("auc") is None else float(c["auc"])}
+            {"class": _text(_mapping(c)["class"], 200), "members": _count(c["members"]), "nonmembers": _count(c["nonmembers"]),
+             "auc": None if c.get("auc") is None else _rate(c["auc"])}
             for c in per_class
         )
         return cls(
-            attack=str(data["attack"])[:64], target=target, description=str(data.get("description", ""))[:500],
-            num_members=int(data["num_members"]), num_nonmembers=int(data["num_nonmembers"]),
-            auc=float(data["auc"]), auc_ci=_interval(data["auc_ci"]),
-            tpr_at_1pct_fpr=float(data["tpr_at_1pct_fpr"]), tpr_at_1pct_fpr_ci=_interval(data["tpr_at_1pct_fpr_ci"]),
-            tpr_at_01pct_fpr=float(data["tpr_at_01pct_fpr"]), tpr_at_01pct_fpr_ci=_interval(data["tpr_at_01pct_fpr_ci"]),
-            epsilon_lower_bound=float(data["epsilon_lower_bound"]),
+            attack=_text(data["attack"], 64), target=target, description=_text(data.get("description", ""), 500),
+            num_members=_count(data["num_members"]), num_nonmembers=_count(data["num_nonmembers"]),
+            auc=_rate(data["auc"]), auc_ci=_interval(data["auc_ci"]),
+            tpr_at_1pct_fpr=_rate(data["tpr_at_1pct_fpr"]), tpr_at_1pct_fpr_ci=_interval(data["tpr_at_1pct_fpr_ci"]),
+            tpr_at_01pct_fpr=_rate(data["tpr_at_01pct_fpr"]), tpr_at_01pct_fpr_ci=_interval(data["tpr_at_01pct_fpr_ci"]),
+            epsilon_lower_bound=_number(data["epsilon_lower_bound"], 0.0, 1e6),
             control=control, roc=roc, histogram=hist, per_class=per_class,
         )
 

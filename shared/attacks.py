@@ -10,9 +10,6 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_softmax, logsumexp
 
-_TINY = 1e-30
-
-
 def _check(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -30,8 +27,8 @@ def true_class_probability(logits: np.ndarray, labels: np.ndarray) -> np.ndarray
 
 def loss_scores(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Yeom et al.: a model fits its training examples better, so the score is minus the cross-entropy."""
-    logits, labels = _check(logits, labels)
-    return log_softmax(logits, axis=1)[np.arange(labels.size), labels]
+    # log p_y = -log(1 + e^-phi): exact where log_softmax rounds a very confident example's loss to 0
+    return -np.logaddexp(0.0, -lira_logit(logits, labels))
 
 
 def modified_entropy_scores(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -40,12 +37,14 @@ def modified_entropy_scores(logits: np.ndarray, labels: np.ndarray) -> np.ndarra
     Mentr = -(1 - p_y) log p_y - sum_{i != y} p_i log(1 - p_i).
     """
     logits, labels = _check(logits, labels)
-    p = np.exp(log_softmax(logits, axis=1))
+    log_p = log_softmax(logits, axis=1)
+    p = np.exp(log_p)
     rows = np.arange(labels.size)
-    p_y = p[rows, labels]
-    others = -p * np.log(np.clip(1.0 - p, _TINY, None))
+    log_p_y = loss_scores(logits, labels)
+    one_minus_p_y = -np.expm1(log_p_y)  # 1 - p_y without cancellation for confident examples
+    others = -p * np.log1p(-np.clip(p, 0.0, 1.0 - 1e-16))
     others[rows, labels] = 0.0
-    mentr = -(1.0 - p_y) * np.log(np.clip(p_y, _TINY, None)) + others.sum(axis=1)
+    mentr = -one_minus_p_y * log_p_y + others.sum(axis=1)
     return -mentr
 
 
@@ -81,6 +80,7 @@ def rmia_scores(
     reference_prob_z: np.ndarray,
     offline_a: float = 0.3,
     gamma: float = 1.0,
+    x_is_population: bool = False,
 ) -> np.ndarray:
     """Offline RMIA (Zarifzadeh et al.): the share of population samples z that x dominates.
 
@@ -88,6 +88,8 @@ def rmia_scores(
     do; Pr(x) is approximated from OUT reference models as ((1 + a) Pr_out(x) + (1 - a)) / 2.
     Score(x) = fraction of z with [Pr(x|theta)/Pr(x)] / [Pr(z|theta)/Pr(z)] >= gamma.
     `reference_prob_*` are (N, K) true-class probabilities under K OUT reference models.
+    `x_is_population`: x are the population samples themselves (same order), so each x leaves
+    itself out; otherwise it would always dominate itself and score 1/N higher than a member.
     """
     if not 0.0 <= offline_a <= 1.0 or not gamma > 0:
         raise ValueError("offline_a must be in [0, 1] and gamma > 0")
@@ -101,18 +103,26 @@ def rmia_scores(
     ratio_z = np.sort(ratio(target_prob_z, reference_prob_z))
     if ratio_z.size == 0:
         raise ValueError("RMIA needs at least one population sample z")
-    return np.searchsorted(ratio_z, ratio_x / gamma, side="right") / ratio_z.size
+    dominated = np.searchsorted(ratio_z, ratio_x / gamma, side="right").astype(np.float64)
+    if not x_is_population:
+        return dominated / ratio_z.size
+    if ratio_x.size != ratio_z.size or ratio_z.size < 2:
+        raise ValueError("x_is_population needs x to be the population, of at least 2 samples")
+    return (dominated - (gamma <= 1.0)) / (ratio_z.size - 1)
 
 
 def nearest_distances(queries: np.ndarray, references: np.ndarray, chunk: int = 1024) -> np.ndarray:
     """Euclidean distance from each query row to its closest reference row (flattened vectors)."""
     import torch
 
-    q = torch.from_numpy(np.asarray(queries, dtype=np.float32).reshape(len(queries), -1))
-    r = torch.from_numpy(np.asarray(references, dtype=np.float32).reshape(len(references), -1))
-    if r.shape[0] == 0 or q.shape[1] != r.shape[1]:
+    references = np.asarray(references, dtype=np.float32)
+    r = torch.from_numpy(references.reshape(len(references), -1))
+    q = torch.from_numpy(np.asarray(queries, dtype=np.float32).reshape(len(queries), r.shape[1] if len(queries) == 0 else -1))
+    if r.shape[0] == 0 or (q.shape[0] and q.shape[1] != r.shape[1]):
         raise ValueError(f"need references of the queries' size, got {tuple(q.shape)} and {tuple(r.shape)}")
-    out = [torch.cdist(q[i : i + chunk], r).min(dim=1).values for i in range(0, q.shape[0], chunk)]
+    # the exact (non-matrix-product) path: near-zero distances are what the near-duplicate count is about
+    out = [torch.cdist(q[i : i + chunk], r, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
+           for i in range(0, q.shape[0], chunk)]
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
 

@@ -38,6 +38,8 @@ class AuditPolicy:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if self.min_examples < 2:
             raise ValueError("min_examples must be at least 2")
+        if not self.required_attacks:
+            raise ValueError("a policy must require at least one attack")
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -87,13 +89,18 @@ def _check_result(site: str, result: AttackResult, policy: AuditPolicy) -> list[
     if not result.is_finite:
         return [Failure(site, name, "auc", None, None, f"{site}: {name} attack returned a non-finite figure")]
     failures = []
-    limit = policy.max_distance_auc_upper if result.target == "distilled_set" else policy.max_auc_upper
+    on_images = name in DISTANCE_ATTACKS
+    # the attack's name, not the label a site put on it, decides which rules apply
+    if result.target != ("distilled_set" if on_images else "student"):
+        return [Failure(site, name, "target", None, None, f"{site}: {name} attack reported on {result.target!r}, "
+                        f"expected {'distilled_set' if on_images else 'student'}")]
+    limit = policy.max_distance_auc_upper if on_images else policy.max_auc_upper
     upper = result.auc_ci[1]
     if not upper <= limit:
         failures.append(Failure(site, name, "auc_upper", upper, limit,
                                 f"{site}: {name} attack AUC {result.auc:.3f}, upper {policy.confidence:.0%} bound "
                                 f"{upper:.3f} > {limit:.3f}"))
-    if result.target != "distilled_set" and not result.tpr_at_1pct_fpr <= policy.max_tpr_at_1pct_fpr:
+    if not on_images and not result.tpr_at_1pct_fpr <= policy.max_tpr_at_1pct_fpr:
         failures.append(Failure(site, name, "tpr_at_1pct_fpr", result.tpr_at_1pct_fpr, policy.max_tpr_at_1pct_fpr,
                                 f"{site}: {name} attack TPR at 1% FPR {result.tpr_at_1pct_fpr:.3f} > "
                                 f"{policy.max_tpr_at_1pct_fpr:.3f}"))
@@ -112,6 +119,11 @@ def decide_release(replies: dict[str, AuditReport | Exception | str], policy: Au
         reports[sid] = reply
         if reply.site_id != sid:
             failures.append(Failure(sid, "", "site_id", None, None, f"{sid}: audit is labelled as from {reply.site_id}"))
+        used = reply.settings.get("confidence")
+        if used != policy.confidence:
+            failures.append(Failure(sid, "", "confidence", None if not isinstance(used, (int, float)) else float(used),
+                                    policy.confidence, f"{sid}: intervals at confidence {used!r}, the policy needs "
+                                    f"{policy.confidence}"))
         present = {r.attack for r in reply.results}
         for attack in policy.required_attacks:
             if attack not in present:

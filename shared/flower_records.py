@@ -35,7 +35,7 @@ def _decoder(fn: Callable[[RecordDict], T]) -> Callable[[RecordDict], T]:
             return fn(content)
         except ValueError:
             raise
-        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        except (KeyError, TypeError, AttributeError, IndexError, OverflowError, RecursionError) as exc:
             raise ValueError(f"malformed {fn.__name__.removeprefix('decode_').replace('_', ' ')}: "
                              f"{exc.__class__.__name__}: {exc}") from None
 
@@ -49,7 +49,7 @@ def _json_record(payload: dict) -> ConfigRecord:
 def _read_json(content: RecordDict, key: str) -> dict:
     try:
         return json.loads(str(content.config_records[key]["json"]))
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"message has no readable '{key}' record ({exc.__class__.__name__})") from None
 
 

@@ -39,6 +39,8 @@ def bootstrap_auc_ci(
     members, nonmembers = check_scores(members, nonmembers)
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if num_resamples < 10:
+        raise ValueError(f"num_resamples must be at least 10, got {num_resamples}")
     rng = np.random.default_rng(seed)
     n_sorted = np.sort(nonmembers)
     below = np.searchsorted(n_sorted, members, side="left")

@@ -111,13 +111,25 @@ class AuditCandidate:
     lira: bool = False
 
 
-def _small_dict(value: object, name: str) -> dict:
-    """A flat dict of scalars or small nested dicts from a remote party, bounded in size."""
+def _small_dict(value: object, name: str, depth: int = 3) -> dict:
+    """An object of scalars and small nested objects from a remote party, bounded in size and depth."""
     if value is None:
         return {}
-    if not isinstance(value, dict) or len(value) > 64:
+    if not isinstance(value, dict) or len(value) > 64 or depth == 0:
         raise ValueError(f"{name} must be a small object")
-    return {str(k)[:64]: v for k, v in value.items()}
+    out: dict = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            out[str(key)[:64]] = _small_dict(item, name, depth - 1)
+        elif item is None or isinstance(item, (bool, int, float)):
+            if isinstance(item, int) and abs(item) > 1e15:
+                raise ValueError(f"{name}: number out of range")
+            out[str(key)[:64]] = item
+        elif isinstance(item, str):
+            out[str(key)[:64]] = item[:500]
+        else:
+            raise ValueError(f"{name}: values must be numbers, strings or objects")
+    return out
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def test_bad_npz_named_in_error(tmp_path):
 def test_help_lists_commands():
     result = fedkr("--help")
     assert result.returncode == 0
-    for command in ("demo", "simulate", "inspect"):
+    for command in ("demo", "simulate", "inspect", "audit"):
         assert command in result.stdout
 
 
@@ -49,9 +49,38 @@ def test_inspect_reports_hashes(inprocess_run, tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert "audit: PASSED" in ok.stdout and "IPC (images per class): 10" in ok.stdout
     rows = {line.split()[1]: line.split()[3] for line in ok.stdout.splitlines() if line.startswith("│")}
-    assert rows == {name: "OK" for name in ("distilled.npz", "student.safetensors", "student_config.json", "metrics.json", "contact_sheet.png")}
+    assert rows == {name: "OK" for name in ("distilled.npz", "student.safetensors", "student_config.json", "metrics.json",
+                                            "contact_sheet.png", "audit.json", "audit.html")}
     copy = tmp_path / "r"
     shutil.copytree(outcome.release_dir, copy)
     (copy / "distilled.npz").write_bytes(b"tampered")
     bad = fedkr("inspect", str(copy))
     assert bad.returncode == 1 and "HASH MISMATCH" in bad.stdout
+
+
+def test_standalone_audit_repeats_the_runs_audit_of_a_site(inprocess_run, digits_sites, tmp_path):
+    import json
+
+    config, outcome = inprocess_run
+    site = digits_sites[1]
+    result = fedkr("audit", str(outcome.release_dir), "--data", "digits", "--sites", "3", "--site-index", "1",
+                   "--partition", "iid", "--site-name", "site-1", "--state-dir", str(site.state_dir),
+                   "--out", str(tmp_path / "a"), timeout=300)
+    audit = json.loads((tmp_path / "a" / "audit.json").read_text())
+    assert result.returncode == (0 if audit["decision"]["passed"] else 3), result.stderr
+    assert (tmp_path / "a" / "audit.html").is_file() and "verdict" in result.stdout
+    mine = {a["attack"]: a for a in audit["sites"]["site-1"]["attacks"]}
+    assert audit["sites"]["site-1"]["settings"]["feature_space"] == "site teacher"
+    in_run = outcome.metrics["audit"]["sites"]["site-1"]
+    for attack in ("loss", "entropy", "rmia", "dcr_pixel", "dcr_feature"):
+        assert mine[attack]["auc"] == in_run[attack]["auc"], attack
+
+
+def test_standalone_audit_refuses_a_tampered_release(inprocess_run, tmp_path):
+    _, outcome = inprocess_run
+    copy = tmp_path / "r"
+    shutil.copytree(outcome.release_dir, copy)
+    (copy / "student.safetensors").write_bytes(b"tampered")
+    result = fedkr("audit", str(copy), "--data", "digits", "--sites", "3", "--partition", "iid")
+    assert result.returncode == 2 and "student.safetensors HASH MISMATCH" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -18,7 +18,8 @@ def result(attack="loss", auc=0.5, ci=(0.45, 0.55), tpr=0.01, n=100, target=None
 
 def report(site="site-0", **changes):
     """A complete audit; `changes` maps an attack name to the keyword changes of its result."""
-    return AuditReport(site, tuple(result(a, **changes.get(a, {})) for a in POLICY.required_attacks))
+    results = tuple(result(a, **changes.get(a, {})) for a in POLICY.required_attacks)
+    return AuditReport(site, results, settings={"confidence": 0.95})
 
 
 def test_passes_when_every_site_is_close_to_chance():
@@ -36,6 +37,8 @@ def test_passes_when_every_site_is_close_to_chance():
         ({"site-0": report(loss={"n": 5})}, "site-0", "loss", "examples"),
         ({"site-0": AuditReport("site-0", ())}, "site-0", "loss", "present"),
         ({"site-0": report(site="site-1")}, "site-0", "", "site_id"),
+        ({"site-0": report(loss={"target": "distilled_set"})}, "site-0", "loss", "target"),
+        ({"site-0": AuditReport("site-0", report().results, settings={"confidence": 0.5})}, "site-0", "", "confidence"),
         ({"site-0": report(), "site-1": TimeoutError("no reply")}, "site-1", "", "answered"),
         ({}, "", "", "answered"),
     ],
@@ -76,6 +79,15 @@ def test_report_round_trips_through_its_dict_form():
         lambda d: d.update(results=[d["results"][0]] * 40),
         lambda d: d["results"][0].update(auc_ci=[0.1]),
         lambda d: d.update(dp="eight"),
+        lambda d: d["results"][0].update(auc_ci=[-5, -4]),
+        lambda d: d["results"][0].update(auc_ci=[0.2, 0.1]),
+        lambda d: d["results"][0].update(num_members=10**400),
+        lambda d: d["results"][0].update(auc=1e999),
+        lambda d: d["results"][0]["histogram"].update(members=[1e999]),
+        lambda d: d["results"][0]["roc"].update(fpr="0123"),
+        lambda d: d["results"][0].update(roc=[1, 2]),
+        lambda d: d.update(settings={"a": {"b": {"c": {"d": {}}}}}),
+        lambda d: d.update(near_duplicates={"pixel": [1, 2]}),
     ],
 )
 def test_malformed_remote_reports_are_rejected(mutate):
@@ -93,3 +105,13 @@ def test_inspect_rejects_crafted_manifests(tmp_path):
     checks = inspect_release(tmp_path).file_checks
     assert checks["../../etc/passwd"].startswith("BAD NAME")
     assert checks["distilled.npz"] == "NOT IN MANIFEST"
+
+
+@pytest.mark.parametrize("payload", ['{"site_id": "s", "results": [], "num_members": 1e999}', "[" * 100_000 + "]" * 100_000])
+def test_decoder_turns_overflow_and_deep_nesting_into_value_error(payload):
+    from flwr.app import ConfigRecord, RecordDict
+
+    from fedkr.shared import flower_records as rec
+
+    with pytest.raises(ValueError):
+        rec.decode_audit_report(RecordDict({"audit": ConfigRecord({"json": payload})}))
