@@ -62,3 +62,16 @@ def test_nearest_distances_match_brute_force():
     q, r = rng.normal(size=(50, 4, 4, 1)), rng.normal(size=(30, 4, 4, 1))
     brute = np.sqrt(((q.reshape(50, 1, -1) - r.reshape(1, 30, -1)) ** 2).sum(-1)).min(1)
     assert nearest_distances(q, r, chunk=7) == pytest.approx(brute, rel=1e-5)
+
+
+def test_scores_do_not_saturate_for_very_confident_outputs():
+    logits = np.array([[40.0, 0.0, 0.0], [45.0, 0.0, 0.0]])
+    loss = loss_scores(logits, np.array([0, 0]))
+    mentr = modified_entropy_scores(logits, np.array([0, 0]))
+    assert loss[1] > loss[0] and mentr[1] > mentr[0]  # the more confident one still scores higher
+
+
+def test_rmia_population_leaves_itself_out():
+    p = np.array([0.1, 0.5, 0.9])
+    scores = rmia_scores(p, np.full((3, 1), 0.5), p, np.full((3, 1), 0.5), offline_a=1.0, x_is_population=True)
+    assert scores == pytest.approx([0.0, 0.5, 1.0])
