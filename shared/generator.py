@@ -121,6 +121,20 @@ class ClassConditionalDiffusion:
         progress = (step - warmup) / max(1, cfg.train_steps - warmup)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
+    def _batch_loss(self, x0: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """The v-prediction loss of one batch, with flips and label dropout drawn from `gen` in a fixed order."""
+        cfg = self.config
+        if cfg.hflip:
+            flip = torch.rand(x0.shape[0], generator=gen) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        y = labels.clone()
+        y[torch.rand(y.shape[0], generator=gen) < cfg.label_dropout] = self.null_class
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), generator=gen)
+        noisy = self.noise_scheduler.add_noise(x0, noise, t)
+        target = self.noise_scheduler.get_velocity(x0, noise, t)
+        return F.mse_loss(self.unet(noisy, t, class_labels=y).sample, target)
+
     def train(
         self,
         images: np.ndarray,
@@ -153,17 +167,7 @@ class ClassConditionalDiffusion:
         report_every = max(1, cfg.train_steps // 10)
         for step in range(cfg.train_steps):
             idx = torch.randint(0, x_all.shape[0], (min(cfg.batch_size, x_all.shape[0]),), generator=gen)
-            x0 = x_all[idx]
-            if cfg.hflip:
-                flip = torch.rand(x0.shape[0], generator=gen) < 0.5
-                x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-            y = y_all[idx].clone()
-            y[torch.rand(y.shape[0], generator=gen) < cfg.label_dropout] = self.null_class
-            noise = torch.randn(x0.shape, generator=gen)
-            t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), generator=gen)
-            noisy = self.noise_scheduler.add_noise(x0, noise, t)
-            target = self.noise_scheduler.get_velocity(x0, noise, t)
-            loss = F.mse_loss(self.unet(noisy, t, class_labels=y).sample, target)
+            loss = self._batch_loss(x_all[idx], y_all[idx], gen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -232,17 +236,7 @@ class ClassConditionalDiffusion:
                 if idx.numel() == 0:
                     private.step_on_empty_batch()
                 else:
-                    x0 = x_all[idx]
-                    if cfg.hflip:
-                        flip = torch.rand(x0.shape[0], generator=gen) < 0.5
-                        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-                    y = y_all[idx].clone()
-                    y[torch.rand(y.shape[0], generator=gen) < cfg.label_dropout] = self.null_class
-                    noise = torch.randn(x0.shape, generator=gen)
-                    t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), generator=gen)
-                    noisy = self.noise_scheduler.add_noise(x0, noise, t)
-                    target = self.noise_scheduler.get_velocity(x0, noise, t)
-                    loss = F.mse_loss(self.unet(noisy, t, class_labels=y).sample, target)
+                    loss = self._batch_loss(x_all[idx], y_all[idx], gen)
                     private.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     private.optimizer.step()
