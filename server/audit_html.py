@@ -559,8 +559,9 @@ def _per_site(audit: dict, sites: list[tuple[str, dict]], policy: dict) -> str:
     confidence = _float(policy.get("confidence"))
     level = f"{confidence:.0%}" if confidence is not None else "the policy's"
     note = (f"<p class=\"note\">Brackets are {level} confidence intervals. The control column runs the same "
-            "attack between two groups that differ in no membership (group sizes shown); an AUC there away "
-            "from 0.5 shows the bias of the split itself, and the real AUC should be read against it. Pass/fail marks repeat the policy for display; the verdict above is "
+            "attack between two random halves of the holdout, which differ in no membership (group sizes "
+            "shown): how far it lands from 0.5 is how far chance alone moves an AUC at this sample size, and the "
+            "real AUC should be read against it. Pass/fail marks repeat the policy for display; the verdict above is "
             "authoritative.</p>")
     return f'<section id="sites"><h2>3. Results per site</h2>{note}{"".join(blocks)}</section>'
 
@@ -664,9 +665,13 @@ def _limitations(audit: dict, sites: list[tuple[str, dict]], policy: dict) -> st
         "Small sites have wide intervals. A site with few held-out images cannot show low leakage precisely, "
         "and it cannot measure rates below one in the number of its held-out images at all (e.g. TPR at 0.1% "
         "FPR needs at least 1,000 held-out images).",
-        "The control run applies the same attack to two groups with no membership difference between them. "
-        "Its AUC shows the bias of the split itself (differences between the groups that have nothing to do "
-        "with training); read the real AUC against the control, not against 0.5 alone.",
+        "The control run applies the same attack to two random halves of the held-out images, which differ in "
+        "no membership. Its spread shows how far chance alone moves an AUC at this sample size; read the real "
+        "AUC against the control, not against 0.5 alone. It cannot show a systematic difference between a "
+        "site's training and held-out images: the split is random and stratified by class to avoid one.",
+        "An attack can only find what the model reveals. A model that generalises well can score close to 0.5 "
+        "even when it was trained on the members directly; a pass is strongest where the same attacks were "
+        "shown to catch a model that does leak (fedkr's positive control).",
         "The \u201c\u03b5 lower bound\u201d is an empirical lower bound on privacy loss from one attack at one "
         "threshold: the real loss is at least this large, possibly much larger.",
         ("Where a site trained with differential privacy (DP), the DP \u03b5 is a formal upper bound on what "
