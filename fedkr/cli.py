@@ -124,6 +124,7 @@ def simulate(
     rounds: Annotated[int, typer.Option(help="Synthesis rounds after fit; each asks every site for a fresh shard.")] = 3,
     ipc: Annotated[int, typer.Option(help="Distilled images per class.")] = 50,
     samples_per_class: Annotated[int, typer.Option(help="Images per class each site generates per round.")] = 50,
+    holdout_fraction: Annotated[float, typer.Option(help="Share of each site's images held out of training for the audit: more gives the audit more power.")] = 0.2,
     out: Annotated[Path, typer.Option(help="Folder for runs.")] = Path("runs"),
     seed: Annotated[int, typer.Option(help="Seed for partitions, splits and training.")] = 0,
     generator_steps: Annotated[int, typer.Option(help="Diffusion training steps per site.")] = 1500,
@@ -143,6 +144,7 @@ def simulate(
 ) -> None:
     """Simulate N hospital sites on one dataset through Flower's simulation engine."""
     _run(dict(data=data, partition=partition, rounds=rounds, ipc=ipc, samples_per_class=samples_per_class,
+              holdout_fraction=holdout_fraction,
               out=str(out), seed=seed, generator_steps=generator_steps, teacher_epochs=teacher_epochs,
               student_epochs=student_epochs, temperature=temperature, audit_max_auc=audit_max_auc,
               audit_max_tpr=audit_max_tpr, audit_max_distance_auc=audit_max_distance_auc,
