@@ -132,7 +132,7 @@ def simulate(
     student_epochs: Annotated[int, typer.Option(help="Student training epochs on the distilled set.")] = 60,
     temperature: Annotated[float, typer.Option(help="Soft-label temperature.")] = 4.0,
     audit_max_auc: Annotated[float, typer.Option(help="Release only if, at every site, every attack on the student has an AUC upper 95% bound at most this.")] = 0.6,
-    audit_max_tpr: Annotated[float, typer.Option(help="Release only if every attack on the student has TPR at 1% FPR at most this.")] = 0.03,
+    audit_max_tpr: Annotated[float, typer.Option(help="Release only if no attack on the student is shown (lower 95% bound) to catch more than this share of members at 1% FPR.")] = 0.03,
     audit_max_distance_auc: Annotated[float, typer.Option(help="Release only if the distance tests' AUC upper 95% bound is at most this.")] = 0.6,
     reference_models: Annotated[int, typer.Option(help="Reference models each site trains for RMIA (and LiRA), 2 to 8.")] = 2,
     lira: Annotated[bool, typer.Option(help="Also run offline LiRA at every site (and require it to pass).")] = False,
@@ -198,7 +198,7 @@ def audit(
     reference_models: Annotated[int, typer.Option(help="Reference models for RMIA (and LiRA), 2 to 8.")] = 2,
     lira: Annotated[bool, typer.Option(help="Also run offline LiRA.")] = False,
     max_auc: Annotated[float, typer.Option(help="Policy: AUC upper 95% bound of every attack on the student.")] = 0.6,
-    max_tpr: Annotated[float, typer.Option(help="Policy: TPR at 1% FPR of every attack on the student.")] = 0.03,
+    max_tpr: Annotated[float, typer.Option(help="Policy: lower 95% bound of TPR at 1% FPR of every attack on the student.")] = 0.03,
     max_distance_auc: Annotated[float, typer.Option(help="Policy: AUC upper 95% bound of the distance tests.")] = 0.6,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show each attack as it finishes.")] = False,
 ) -> None:

@@ -403,7 +403,7 @@ def _identification(audit: dict) -> str:
     labels = {
         "confidence": "confidence level of the intervals",
         "max_auc_upper": "max. upper confidence bound of the attack AUC (student)",
-        "max_tpr_at_1pct_fpr": "max. TPR at 1% FPR (student)",
+        "max_tpr_at_1pct_fpr": "max. lower confidence bound of TPR at 1% FPR (student)",
         "max_distance_auc_upper": "max. upper confidence bound of the distance-test AUC (distilled images)",
         "required_attacks": "attacks every site must run",
     }
@@ -452,9 +452,10 @@ def _rules(attack: dict, policy: dict) -> str:
     if limit is not None:
         marks.append(_mark(None if auc_high is None else auc_high <= limit, f"AUC upper \u2264 {limit:g}"))
     limit = _float(policy.get("max_tpr_at_1pct_fpr"))
-    tpr = _float(attack.get("tpr_at_1pct_fpr"))
+    tpr_ci = attack.get("tpr_at_1pct_fpr_ci")
+    tpr = _float(tpr_ci[0]) if isinstance(tpr_ci, (list, tuple)) and len(tpr_ci) == 2 else None
     if limit is not None:
-        marks.append(_mark(None if tpr is None else tpr <= limit, f"TPR@1% \u2264 {limit:g}"))
+        marks.append(_mark(None if tpr is None else tpr <= limit, f"TPR@1% lower \u2264 {limit:g}"))
     return "<br>".join(marks) if marks else '<span class="na">no rule</span>'
 
 

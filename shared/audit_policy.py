@@ -19,9 +19,16 @@ DISTANCE_ATTACKS = ("dcr_pixel", "dcr_feature")
 
 @dataclass(frozen=True)
 class AuditPolicy:
-    """Thresholds of the gate. AUC rules apply to the upper end of the bootstrap interval, so a site
-    too small to show a low AUC with confidence cannot pass by luck; TPR at 1% FPR applies to the
-    point estimate, the rate an attacker would actually get."""
+    """Thresholds of the gate.
+
+    AUC rules apply to the upper end of the bootstrap interval: a site too small to show a low AUC
+    with confidence cannot pass by luck. The TPR rule applies to the lower end of the
+    Clopper-Pearson interval of TPR at 1% FPR: that rate's threshold is set by the top 1% of the
+    holdout, a handful of images, so its point estimate alone exceeds 3% on a model that never saw
+    the members in 2% to 7% of audits per attack at these site sizes (measured; docs/audit.md), and
+    a rule on it would block releases on chance. The lower bound fails only when the data show an
+    attacker catching more than the limit.
+    """
 
     confidence: float = 0.95
     max_auc_upper: float = 0.60
@@ -100,10 +107,11 @@ def _check_result(site: str, result: AttackResult, policy: AuditPolicy) -> list[
         failures.append(Failure(site, name, "auc_upper", upper, limit,
                                 f"{site}: {name} attack AUC {result.auc:.3f}, upper {policy.confidence:.0%} bound "
                                 f"{upper:.3f} > {limit:.3f}"))
-    if not on_images and not result.tpr_at_1pct_fpr <= policy.max_tpr_at_1pct_fpr:
-        failures.append(Failure(site, name, "tpr_at_1pct_fpr", result.tpr_at_1pct_fpr, policy.max_tpr_at_1pct_fpr,
-                                f"{site}: {name} attack TPR at 1% FPR {result.tpr_at_1pct_fpr:.3f} > "
-                                f"{policy.max_tpr_at_1pct_fpr:.3f}"))
+    tpr_lower = result.tpr_at_1pct_fpr_ci[0]
+    if not on_images and not tpr_lower <= policy.max_tpr_at_1pct_fpr:
+        failures.append(Failure(site, name, "tpr_at_1pct_fpr_lower", tpr_lower, policy.max_tpr_at_1pct_fpr,
+                                f"{site}: {name} attack TPR at 1% FPR {result.tpr_at_1pct_fpr:.3f}, lower "
+                                f"{policy.confidence:.0%} bound {tpr_lower:.3f} > {policy.max_tpr_at_1pct_fpr:.3f}"))
     return failures
 
 

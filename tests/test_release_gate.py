@@ -11,9 +11,9 @@ from fedkr.shared.reports import AuditReport
 POLICY = AuditPolicy()
 
 
-def result(attack="loss", auc=0.5, ci=(0.45, 0.55), tpr=0.01, n=100, target=None):
+def result(attack="loss", auc=0.5, ci=(0.45, 0.55), tpr=0.01, tpr_ci=(0.0, 0.05), n=100, target=None):
     target = target or ("distilled_set" if attack.startswith("dcr") else "student")
-    return AttackResult(attack, target, n, n, auc, ci, tpr, (0.0, 0.05), 0.0, (0.0, 0.03), 0.0)
+    return AttackResult(attack, target, n, n, auc, ci, tpr, tpr_ci, 0.0, (0.0, 0.03), 0.0)
 
 
 def report(site="site-0", **changes):
@@ -31,7 +31,7 @@ def test_passes_when_every_site_is_close_to_chance():
     "replies, site, attack, metric",
     [
         ({"site-0": report(loss={"auc": 0.58, "ci": (0.55, 0.61)})}, "site-0", "loss", "auc_upper"),
-        ({"site-0": report(rmia={"tpr": 0.05})}, "site-0", "rmia", "tpr_at_1pct_fpr"),
+        ({"site-0": report(rmia={"tpr": 0.08, "tpr_ci": (0.04, 0.13)})}, "site-0", "rmia", "tpr_at_1pct_fpr_lower"),
         ({"site-0": report(dcr_feature={"auc": 0.6, "ci": (0.52, 0.68)})}, "site-0", "dcr_feature", "auc_upper"),
         ({"site-0": report(entropy={"auc": float("nan")})}, "site-0", "entropy", "auc"),
         ({"site-0": report(loss={"n": 5})}, "site-0", "loss", "examples"),
@@ -54,6 +54,11 @@ def test_refusal_message_names_value_and_threshold():
     (failure,) = decision.failures
     assert failure.value == pytest.approx(0.613) and failure.threshold == 0.6
     assert failure.message == "site-2: loss attack AUC 0.580, upper 95% bound 0.613 > 0.600"
+
+
+def test_tpr_rule_fails_only_when_the_data_show_more_than_the_limit():
+    noisy = {"site-0": report(loss={"tpr": 0.035, "tpr_ci": (0.017, 0.064)})}  # chance at 1% FPR on a small holdout
+    assert decide_release(noisy, POLICY).passed
 
 
 def test_distance_rule_has_its_own_threshold():
