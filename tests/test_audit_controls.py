@@ -21,10 +21,11 @@ def test_positive_control_overfit_model_is_caught_and_blocked():
     losses = train_classifier(model, members.images, one_hot(members.labels, 10),
                               TrainConfig(epochs=60, augment=False, weight_decay=0.0, seed=0))
     assert losses[-1] < 0.01, "the control needs a model trained to near-zero loss"
-    report = audit_model("site-0", model, members, holdout, AuditSettings(), released_images=released.images)
-    loss, rmia = report.result("loss"), report.result("rmia")
+    report = audit_model("site-0", model, members, holdout, AuditSettings(lira=True), released_images=released.images)
+    loss, rmia, lira = report.result("loss"), report.result("rmia"), report.result("lira")
     assert loss.auc > 0.65 and loss.auc_ci[0] > 0.6
     assert rmia.auc > 0.6 and rmia.auc_ci[0] > 0.55
+    assert lira.auc > 0.6 and lira.auc_ci[0] > 0.55
     assert loss.control is not None and loss.control["auc_ci"][0] <= 0.5 <= loss.control["auc_ci"][1]
     decision = decide_release({"site-0": report}, AuditPolicy())
     assert not decision.passed
