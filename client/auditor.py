@@ -77,8 +77,8 @@ class AuditSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.reference_models < 2:
-            raise ValueError("reference_models must be at least 2 (cross-fitting needs two folds)")
+        if not 2 <= self.reference_models <= 8:
+            raise ValueError("reference models must be between 2 (cross-fitting needs two folds) and 8")
         if self.reference_epochs < 1 or self.max_per_side < 10:
             raise ValueError("reference_epochs must be >= 1 and max_per_side >= 10")
 

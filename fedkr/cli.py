@@ -215,7 +215,8 @@ def audit(
 
     _setup_logging(verbose)
     try:
-        settings = AuditSettings(reference_models=reference_models, lira=lira, seed=seed)
+        # the split follows the run's seed; the attacks use the same fixed seed as the audit inside a run
+        settings = AuditSettings(reference_models=reference_models, lira=lira)
         policy = AuditPolicy(max_auc_upper=max_auc, max_tpr_at_1pct_fpr=max_tpr, max_distance_auc_upper=max_distance_auc,
                              required_attacks=STUDENT_ATTACKS + (("lira",) if lira else ()) + DISTANCE_ATTACKS)
         if not 0 <= site_index < sites:
@@ -223,9 +224,8 @@ def audit(
         spec = SiteDataSpec(data, site_index, sites, partition, seed, holdout_fraction)
         with console.status("loading the site's data"):
             site_data = load_site_data(spec)
-        target = out or Path(f"audit-{release_dir.resolve().parent.name}-{site_name}")
         with console.status(f"attacking the release with {len(site_data.members)} members and {len(site_data.holdout)} holdout images"):
-            decision, written = audit_release_dir(release_dir, site_name, site_data, target, settings, policy, state_dir)
+            decision, written = audit_release_dir(release_dir, site_name, site_data, out, settings, policy, state_dir)
     except (DataError, ReleaseError, ValueError) as exc:
         _fail(str(exc))
     _print_audit_sites(audit_summary_sites(decision))

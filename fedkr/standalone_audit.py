@@ -19,6 +19,7 @@ from fedkr.server.audit_document import build_audit_document, write_audit
 from fedkr.server.release import ARTEFACTS, inspect_release
 from fedkr.shared.audit_policy import AuditDecision, AuditPolicy, decide_release
 from fedkr.shared.classifier import ClassifierConfig, CompactCNN
+from fedkr.shared.reports import check_run_id
 
 
 class ReleaseError(ValueError):
@@ -44,25 +45,30 @@ def load_release(release_dir: Path) -> LoadedRelease:
     bad = {name: status for name, status in checked.file_checks.items() if name in ARTEFACTS and status != "OK"}
     if bad:
         raise ReleaseError("release files do not match the manifest: " + ", ".join(f"{n} {s}" for n, s in bad.items()))
-    manifest = json.loads((release_dir / "manifest.json").read_text())
-    config = json.loads((release_dir / "student_config.json").read_text())
-    student = CompactCNN(ClassifierConfig.from_dict(config))
-    student.load_state_dict(load_file(release_dir / "student.safetensors"))
-    student.eval()
-    with np.load(release_dir / "distilled.npz", allow_pickle=False) as data:
-        images, labels = data["images"], data["hard_labels"]
-        names = tuple(str(n) for n in data["class_names"])
-    return LoadedRelease(
-        release_id=str(manifest.get("release")), student=student, images=images, labels=labels, class_names=names,
-        artefacts={name: manifest["files"][name]["sha256"] for name in ARTEFACTS},
-    )
+    try:
+        manifest = json.loads((release_dir / "manifest.json").read_text())
+        release_id = check_run_id(str(manifest.get("release")))
+        config = json.loads((release_dir / "student_config.json").read_text())
+        student = CompactCNN(ClassifierConfig.from_dict(config))
+        student.load_state_dict(load_file(release_dir / "student.safetensors"))
+        student.eval()
+        with np.load(release_dir / "distilled.npz", allow_pickle=False) as data:
+            images, labels = data["images"], data["hard_labels"]
+            names = tuple(str(n) for n in data["class_names"])
+        artefacts = {name: str(manifest["files"][name]["sha256"]) for name in ARTEFACTS}
+    except (KeyError, TypeError, ValueError, RuntimeError, OSError) as exc:
+        raise ReleaseError(f"{release_dir}: the release's files do not load ({exc.__class__.__name__}: {exc})") from None
+    if images.ndim != 4 or images.dtype != np.uint8 or labels.shape != (images.shape[0],):
+        raise ReleaseError(f"{release_dir}: distilled.npz does not hold uint8 images (N, H, W, C) with one label each")
+    return LoadedRelease(release_id=release_id, student=student, images=images, labels=labels, class_names=names,
+                         artefacts=artefacts)
 
 
 def load_teacher(state_dir: Path | None, release_id: str) -> CompactCNN | None:
     """The site's teacher of the run that made the release, when the site still holds it."""
     if state_dir is None:
         return None
-    directory = Path(state_dir) / "runs" / release_id
+    directory = Path(state_dir) / "runs" / check_run_id(release_id)
     if not (directory / "teacher.safetensors").is_file():
         return None
     teacher = CompactCNN(ClassifierConfig.from_dict(json.loads((directory / "teacher.json").read_text())))
@@ -72,10 +78,14 @@ def load_teacher(state_dir: Path | None, release_id: str) -> CompactCNN | None:
 
 
 def audit_release_dir(
-    release_dir: Path, site_id: str, data: SiteData, out_dir: Path, settings: AuditSettings, policy: AuditPolicy,
+    release_dir: Path, site_id: str, data: SiteData, out_dir: Path | None, settings: AuditSettings, policy: AuditPolicy,
     state_dir: Path | None = None,
 ) -> tuple[AuditDecision, Path]:
+    """`out_dir` None means ./audit-<release id>-<site>; the release folder itself is refused, its report is signed off."""
     release = load_release(Path(release_dir))
+    out_dir = Path(out_dir) if out_dir is not None else Path(f"audit-{release.release_id}-{site_id}")
+    if out_dir.resolve() == Path(release_dir).resolve():
+        raise ReleaseError("--out must not be the release folder: its audit.json and audit.html are listed in the manifest")
     if release.class_names != data.members.class_names:
         raise ReleaseError(f"the release holds classes {list(release.class_names)}, the site's data "
                            f"{list(data.members.class_names)}: audit with the data the release was built from")
@@ -86,7 +96,6 @@ def audit_release_dir(
                          released_images=release.images, feature_model=teacher)
     decision = decide_release({site_id: report}, policy)
     document = build_audit_document(release.release_id, release.artefacts, list(release.class_names), decision)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_audit(out_dir, document, release.images, release.labels)
     return decision, out_dir

@@ -75,6 +75,7 @@ class Coordinator:
         replies = link.fit(plan)
         reports = {sid: r for sid, r in replies.items() if isinstance(r, FitReport)}
         failed_fit = {sid: str(r) for sid, r in replies.items() if not isinstance(r, FitReport)}
+        self._check_dp(reports, failed_fit)
         if not reports:
             raise RunError("no site completed fit: " + "; ".join(f"{s}: {e}" for s, e in failed_fit.items()))
         class_names, image_shape = self._agree_on_data(reports, failed_fit)
@@ -179,6 +180,19 @@ class Coordinator:
             elif rep.empty_classes:
                 log.warning("%s has no images of class(es) %s", sid, ", ".join(rep.class_names[c] for c in rep.empty_classes))
         return class_names, image_shape
+
+    def _check_dp(self, reports: dict[str, FitReport], failed: dict[str, str]) -> None:
+        """With DP asked for, a site that reports no accounting, or more than the budget, is left out."""
+        budget = self.config.dp_config()
+        if budget is None:
+            return
+        for sid in sorted(reports):
+            spent = (reports[sid].dp or {}).get("epsilon")
+            if not isinstance(spent, (int, float)) or not spent <= budget.target_epsilon * 1.001:
+                reason = f"reports DP epsilon {spent!r}, the run's budget is {budget.target_epsilon}"
+                log.warning("%s left out: %s", sid, reason)
+                failed[sid] = reason
+                del reports[sid]
 
     def _check_test_set(self, class_names: tuple[str, ...], image_shape: tuple[int, int, int]) -> None:
         test = self.test_set

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -89,7 +90,19 @@ def write_release(
     if release_dir.exists():
         raise FileExistsError(f"{release_dir} already exists; a release is never overwritten")
     staging = release_dir.with_name(release_dir.name + ".partial")
-    staging.mkdir(parents=True, exist_ok=False)
+    if staging.exists():
+        shutil.rmtree(staging)  # left by a write that failed part-way: nothing in it was ever released
+    staging.mkdir(parents=True)
+    try:
+        _fill_release(staging, distilled, student, metrics, decision)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    staging.replace(release_dir)
+    return release_dir
+
+
+def _fill_release(staging: Path, distilled: DistilledSet, student: CompactCNN, metrics: dict, decision: AuditDecision) -> None:
     release_id = str(metrics.get("run_id"))
     hashes = _write_artefacts(staging, distilled, student)
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
@@ -109,8 +122,6 @@ def write_release(
         },
     }
     _atomic_write_text(staging / "manifest.json", json.dumps(manifest, indent=2))
-    staging.replace(release_dir)
-    return release_dir
 
 
 def write_refusal(

@@ -84,3 +84,20 @@ def test_standalone_audit_refuses_a_tampered_release(inprocess_run, tmp_path):
     result = fedkr("audit", str(copy), "--data", "digits", "--sites", "3", "--partition", "iid")
     assert result.returncode == 2 and "student.safetensors HASH MISMATCH" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_standalone_audit_rejects_malformed_release_files_and_its_own_folder(inprocess_run, tmp_path):
+    _, outcome = inprocess_run
+    copy = tmp_path / "r"
+    shutil.copytree(outcome.release_dir, copy)
+    same = fedkr("audit", str(copy), "--data", "digits", "--sites", "3", "--partition", "iid", "--out", str(copy))
+    assert same.returncode == 2 and "must not be the release folder" in same.stderr
+    (copy / "student_config.json").write_text("{}")
+    import hashlib
+    import json
+
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["student_config.json"]["sha256"] = hashlib.sha256(b"{}").hexdigest()
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    bad = fedkr("audit", str(copy), "--data", "digits", "--sites", "3", "--partition", "iid", "--out", str(tmp_path / "a"))
+    assert bad.returncode == 2 and "do not load" in bad.stderr and "Traceback" not in bad.stderr

@@ -120,3 +120,24 @@ def test_decoder_turns_overflow_and_deep_nesting_into_value_error(payload):
 
     with pytest.raises(ValueError):
         rec.decode_audit_report(RecordDict({"audit": ConfigRecord({"json": payload})}))
+
+
+def test_a_release_that_fails_part_way_leaves_nothing_behind(tmp_path):
+    from fedkr.server.distill import DistilledSet
+    from fedkr.server.release import write_release
+    from fedkr.shared.classifier import ClassifierConfig, build_classifier
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
+    distilled = DistilledSet(images, np.full((4, 2), 0.5, np.float32), np.array([0, 1, 0, 1]), ("a", "b"), np.arange(4))
+    student = build_classifier(ClassifierConfig(1, 8, 8, 2, 8), 0)
+    with pytest.raises(AttributeError):  # no decision: the audit report cannot be built after the artefacts are written
+        write_release(tmp_path / "release", distilled, student, {"run_id": "r1"}, None)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dp_settings_must_be_finite():
+    from fedkr.server.config import ConfigError, RunConfig
+
+    for bad in ({"dp_epsilon": float("inf")}, {"dp_max_grad_norm": float("inf")}, {"dp_epsilon": -1.0}):
+        with pytest.raises(ConfigError):
+            RunConfig(**bad)
