@@ -68,6 +68,14 @@ def dp_summary(budget: DPConfig, teacher: DPReport, generator: DPReport) -> dict
     }
 
 
+def load_teacher(run_dir: Path) -> CompactCNN:
+    """The teacher a site saved for one run (`teacher.json` and `teacher.safetensors` in `run_dir`)."""
+    teacher = CompactCNN(ClassifierConfig.from_dict(json.loads((run_dir / "teacher.json").read_text())))
+    teacher.load_state_dict(load_file(run_dir / "teacher.safetensors"))
+    teacher.eval()
+    return teacher
+
+
 class SiteNotFitted(RuntimeError):
     """A synthesis or audit request reached a site that has not been fitted in this run."""
 
@@ -210,8 +218,6 @@ class Site:
         directory = self._run_dir(run_id)
         if not (directory / "teacher.safetensors").is_file():
             raise SiteNotFitted(f"{self.site_id} has not been fitted for run {run_id}")
-        teacher = CompactCNN(ClassifierConfig.from_dict(json.loads((directory / "teacher.json").read_text())))
-        teacher.load_state_dict(load_file(directory / "teacher.safetensors"))
-        teacher.eval()
+        teacher = load_teacher(directory)
         self._models = (run_id, teacher, ClassConditionalDiffusion.load(directory / "generator"))
         return teacher, self._models[2]

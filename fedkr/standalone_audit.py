@@ -14,6 +14,7 @@ import numpy as np
 from safetensors.torch import load_file
 
 from fedkr.client.auditor import AuditSettings, audit_model
+from fedkr.client.site import load_teacher as saved_teacher
 from fedkr.client.site_data import SiteData
 from fedkr.server.audit_document import build_audit_document, write_audit
 from fedkr.server.release import ARTEFACTS, inspect_release
@@ -71,10 +72,7 @@ def load_teacher(state_dir: Path | None, release_id: str) -> CompactCNN | None:
     directory = Path(state_dir) / "runs" / check_run_id(release_id)
     if not (directory / "teacher.safetensors").is_file():
         return None
-    teacher = CompactCNN(ClassifierConfig.from_dict(json.loads((directory / "teacher.json").read_text())))
-    teacher.load_state_dict(load_file(directory / "teacher.safetensors"))
-    teacher.eval()
-    return teacher
+    return saved_teacher(directory)
 
 
 def audit_release_dir(

@@ -121,6 +121,18 @@ class ClassConditionalDiffusion:
         progress = (step - warmup) / max(1, cfg.train_steps - warmup)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
+    def _training_setup(self, images: np.ndarray, labels: np.ndarray) -> tuple:
+        """What both training loops start from, seeded so that a run repeats exactly."""
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        x_all = resize(to_tensor(images), (self.size, self.size))
+        y_all = torch.from_numpy(labels.astype(np.int64))
+        optimizer = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=1e-4)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+        ema_params = [self.ema[name] for name, _ in self.unet.named_parameters()]
+        return gen, x_all, y_all, optimizer, scheduler, ema_params, list(self.unet.parameters())
+
     def _batch_loss(self, x0: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """The v-prediction loss of one batch, with flips and label dropout drawn from `gen` in a fixed order."""
         cfg = self.config
@@ -153,14 +165,7 @@ class ClassConditionalDiffusion:
         if images.shape[0] == 0:
             raise ValueError("cannot train a generator on zero images")
         self.dp_report = None  # whatever guarantee the weights had, non-private training voids it
-        torch.manual_seed(cfg.seed)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        x_all = resize(to_tensor(images), (self.size, self.size))
-        y_all = torch.from_numpy(labels.astype(np.int64))
-        optimizer = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=1e-4)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
-        ema_params = [self.ema[name] for name, _ in self.unet.named_parameters()]
-        params = list(self.unet.parameters())
+        gen, x_all, y_all, optimizer, scheduler, ema_params, params = self._training_setup(images, labels)
         self.unet.train()
         started = time.perf_counter()
         tail: list[float] = []
@@ -211,14 +216,7 @@ class ClassConditionalDiffusion:
                 f"this generator has already been trained for {self.trained_steps} steps; DP accounting here covers "
                 "a single run from fresh weights, so build a new ClassConditionalDiffusion for private training"
             )
-        torch.manual_seed(cfg.seed)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        x_all = resize(to_tensor(images), (self.size, self.size))
-        y_all = torch.from_numpy(labels.astype(np.int64))
-        optimizer = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=1e-4)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
-        ema_params = [self.ema[name] for name, _ in self.unet.named_parameters()]
-        params = list(self.unet.parameters())
+        gen, x_all, y_all, optimizer, scheduler, ema_params, params = self._training_setup(images, labels)
         self.dp_report = None
         private = make_private_training(
             self.unet, optimizer, num_examples=num_examples, batch_size=cfg.batch_size, steps=cfg.train_steps,
