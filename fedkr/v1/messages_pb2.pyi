@@ -1,0 +1,162 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SyntheticShard(_message.Message):
+    __slots__ = ("site_id", "run_id", "round", "count", "height", "width", "channels", "images", "num_classes", "soft_labels", "hard_labels", "summary")
+    class SummaryEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    SOFT_LABELS_FIELD_NUMBER: _ClassVar[int]
+    HARD_LABELS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    site_id: str
+    run_id: str
+    round: int
+    count: int
+    height: int
+    width: int
+    channels: int
+    images: bytes
+    num_classes: int
+    soft_labels: bytes
+    hard_labels: bytes
+    summary: _containers.ScalarMap[str, str]
+    def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., count: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., images: _Optional[bytes] = ..., num_classes: _Optional[int] = ..., soft_labels: _Optional[bytes] = ..., hard_labels: _Optional[bytes] = ..., summary: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Interval(_message.Message):
+    __slots__ = ("lower", "upper")
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    UPPER_FIELD_NUMBER: _ClassVar[int]
+    lower: float
+    upper: float
+    def __init__(self, lower: _Optional[float] = ..., upper: _Optional[float] = ...) -> None: ...
+
+class ControlResult(_message.Message):
+    __slots__ = ("auc", "auc_ci", "tpr_at_1pct_fpr", "num_a", "num_b")
+    AUC_FIELD_NUMBER: _ClassVar[int]
+    AUC_CI_FIELD_NUMBER: _ClassVar[int]
+    TPR_AT_1PCT_FPR_FIELD_NUMBER: _ClassVar[int]
+    NUM_A_FIELD_NUMBER: _ClassVar[int]
+    NUM_B_FIELD_NUMBER: _ClassVar[int]
+    auc: float
+    auc_ci: Interval
+    tpr_at_1pct_fpr: float
+    num_a: int
+    num_b: int
+    def __init__(self, auc: _Optional[float] = ..., auc_ci: _Optional[_Union[Interval, _Mapping]] = ..., tpr_at_1pct_fpr: _Optional[float] = ..., num_a: _Optional[int] = ..., num_b: _Optional[int] = ...) -> None: ...
+
+class PerClassResult(_message.Message):
+    __slots__ = ("class_name", "members", "nonmembers", "auc")
+    CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    NONMEMBERS_FIELD_NUMBER: _ClassVar[int]
+    AUC_FIELD_NUMBER: _ClassVar[int]
+    class_name: str
+    members: int
+    nonmembers: int
+    auc: float
+    def __init__(self, class_name: _Optional[str] = ..., members: _Optional[int] = ..., nonmembers: _Optional[int] = ..., auc: _Optional[float] = ...) -> None: ...
+
+class AttackResult(_message.Message):
+    __slots__ = ("attack", "target", "num_members", "num_nonmembers", "auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci", "tpr_at_01pct_fpr", "tpr_at_01pct_fpr_ci", "epsilon_lower_bound", "control", "roc_fpr", "roc_tpr", "histogram_edges", "histogram_members", "histogram_nonmembers", "per_class", "description")
+    ATTACK_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    NUM_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    NUM_NONMEMBERS_FIELD_NUMBER: _ClassVar[int]
+    AUC_FIELD_NUMBER: _ClassVar[int]
+    AUC_CI_FIELD_NUMBER: _ClassVar[int]
+    TPR_AT_1PCT_FPR_FIELD_NUMBER: _ClassVar[int]
+    TPR_AT_1PCT_FPR_CI_FIELD_NUMBER: _ClassVar[int]
+    TPR_AT_01PCT_FPR_FIELD_NUMBER: _ClassVar[int]
+    TPR_AT_01PCT_FPR_CI_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_LOWER_BOUND_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_FIELD_NUMBER: _ClassVar[int]
+    ROC_FPR_FIELD_NUMBER: _ClassVar[int]
+    ROC_TPR_FIELD_NUMBER: _ClassVar[int]
+    HISTOGRAM_EDGES_FIELD_NUMBER: _ClassVar[int]
+    HISTOGRAM_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    HISTOGRAM_NONMEMBERS_FIELD_NUMBER: _ClassVar[int]
+    PER_CLASS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    attack: str
+    target: str
+    num_members: int
+    num_nonmembers: int
+    auc: float
+    auc_ci: Interval
+    tpr_at_1pct_fpr: float
+    tpr_at_1pct_fpr_ci: Interval
+    tpr_at_01pct_fpr: float
+    tpr_at_01pct_fpr_ci: Interval
+    epsilon_lower_bound: float
+    control: ControlResult
+    roc_fpr: _containers.RepeatedScalarFieldContainer[float]
+    roc_tpr: _containers.RepeatedScalarFieldContainer[float]
+    histogram_edges: _containers.RepeatedScalarFieldContainer[float]
+    histogram_members: _containers.RepeatedScalarFieldContainer[int]
+    histogram_nonmembers: _containers.RepeatedScalarFieldContainer[int]
+    per_class: _containers.RepeatedCompositeFieldContainer[PerClassResult]
+    description: str
+    def __init__(self, attack: _Optional[str] = ..., target: _Optional[str] = ..., num_members: _Optional[int] = ..., num_nonmembers: _Optional[int] = ..., auc: _Optional[float] = ..., auc_ci: _Optional[_Union[Interval, _Mapping]] = ..., tpr_at_1pct_fpr: _Optional[float] = ..., tpr_at_1pct_fpr_ci: _Optional[_Union[Interval, _Mapping]] = ..., tpr_at_01pct_fpr: _Optional[float] = ..., tpr_at_01pct_fpr_ci: _Optional[_Union[Interval, _Mapping]] = ..., epsilon_lower_bound: _Optional[float] = ..., control: _Optional[_Union[ControlResult, _Mapping]] = ..., roc_fpr: _Optional[_Iterable[float]] = ..., roc_tpr: _Optional[_Iterable[float]] = ..., histogram_edges: _Optional[_Iterable[float]] = ..., histogram_members: _Optional[_Iterable[int]] = ..., histogram_nonmembers: _Optional[_Iterable[int]] = ..., per_class: _Optional[_Iterable[_Union[PerClassResult, _Mapping]]] = ..., description: _Optional[str] = ...) -> None: ...
+
+class NearDuplicates(_message.Message):
+    __slots__ = ("count", "threshold", "holdout_count")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    threshold: float
+    holdout_count: int
+    def __init__(self, count: _Optional[int] = ..., threshold: _Optional[float] = ..., holdout_count: _Optional[int] = ...) -> None: ...
+
+class DPAccounting(_message.Message):
+    __slots__ = ("epsilon", "delta", "target_epsilon", "max_grad_norm", "accountant")
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    TARGET_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    MAX_GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNTANT_FIELD_NUMBER: _ClassVar[int]
+    epsilon: float
+    delta: float
+    target_epsilon: float
+    max_grad_norm: float
+    accountant: str
+    def __init__(self, epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., target_epsilon: _Optional[float] = ..., max_grad_norm: _Optional[float] = ..., accountant: _Optional[str] = ...) -> None: ...
+
+class AuditResult(_message.Message):
+    __slots__ = ("site_id", "run_id", "results", "num_members", "num_nonmembers", "pixel_near_duplicates", "feature_near_duplicates", "dp")
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    NUM_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    NUM_NONMEMBERS_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_NEAR_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_NEAR_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    DP_FIELD_NUMBER: _ClassVar[int]
+    site_id: str
+    run_id: str
+    results: _containers.RepeatedCompositeFieldContainer[AttackResult]
+    num_members: int
+    num_nonmembers: int
+    pixel_near_duplicates: NearDuplicates
+    feature_near_duplicates: NearDuplicates
+    dp: DPAccounting
+    def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[AttackResult, _Mapping]]] = ..., num_members: _Optional[int] = ..., num_nonmembers: _Optional[int] = ..., pixel_near_duplicates: _Optional[_Union[NearDuplicates, _Mapping]] = ..., feature_near_duplicates: _Optional[_Union[NearDuplicates, _Mapping]] = ..., dp: _Optional[_Union[DPAccounting, _Mapping]] = ...) -> None: ...

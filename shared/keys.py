@@ -1,0 +1,175 @@
+"""Key files: the coordinator's and each site's long-lived keys, written and read in one place.
+
+Three kinds of key, each for one job:
+- Ed25519 *signing* keys: a site signs its shards, the coordinator signs releases.
+- X25519 *sealing* keys: shards are sealed to the coordinator, audit candidates to each site, so
+  that the SuperLink in between only ever stores ciphertext.
+- EC P-384 *node* keys in OpenSSH format: what Flower's SuperNode authentication accepts
+  (`flower-supernode --auth-supernode-private-key`, `flwr supernode register`).
+
+Private keys are written with mode 0600 from the first byte (never chmod-ed after the fact) and a
+file that exists is never silently replaced. Nothing here logs key material.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
+
+PRIVATE_MODE = 0o600
+PUBLIC_MODE = 0o644
+
+
+class KeyFileError(ValueError):
+    """A key file that is missing, unreadable, of the wrong kind, or too open."""
+
+
+def write_secret(path: Path, data: bytes, *, overwrite: bool = False) -> None:
+    """Create `path` with mode 0600 and write `data`; refuse to replace a file unless `overwrite`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; refusing to replace a key (rotate keys with --force)")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def write_public(path: Path, data: bytes, *, overwrite: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; refusing to replace it (rotate keys with --force)")
+    path.write_bytes(data)
+    path.chmod(PUBLIC_MODE)
+
+
+def _read_private(path: Path) -> bytes:
+    if not path.is_file():
+        raise KeyFileError(f"private key {path} not found")
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise KeyFileError(f"private key {path} is readable by others (mode {mode:o}); run: chmod 600 {path}")
+    return path.read_bytes()
+
+
+def _read_public(path: Path) -> bytes:
+    if not path.is_file():
+        raise KeyFileError(f"public key {path} not found")
+    return path.read_bytes()
+
+
+# --- Ed25519 signing keys -------------------------------------------------------------------------
+
+
+def new_signing_key() -> ed25519.Ed25519PrivateKey:
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def signing_key_pem(key: ed25519.Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def public_pem(key: ed25519.Ed25519PublicKey | x25519.X25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_signing_key(path: Path) -> ed25519.Ed25519PrivateKey:
+    key = _load_private_pem(path)
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise KeyFileError(f"{path} is not an Ed25519 signing key")
+    return key
+
+
+def load_verify_key(path: Path) -> ed25519.Ed25519PublicKey:
+    return verify_key_from_pem(_read_public(path), str(path))
+
+
+def verify_key_from_pem(data: bytes, where: str = "key") -> ed25519.Ed25519PublicKey:
+    key = _public_from_pem(data, where)
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise KeyFileError(f"{where} is not an Ed25519 public key")
+    return key
+
+
+# --- X25519 sealing keys --------------------------------------------------------------------------
+
+
+def new_sealing_key() -> x25519.X25519PrivateKey:
+    return x25519.X25519PrivateKey.generate()
+
+
+def sealing_key_pem(key: x25519.X25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def load_sealing_key(path: Path) -> x25519.X25519PrivateKey:
+    key = _load_private_pem(path)
+    if not isinstance(key, x25519.X25519PrivateKey):
+        raise KeyFileError(f"{path} is not an X25519 sealing key")
+    return key
+
+
+def load_seal_to_key(path: Path) -> x25519.X25519PublicKey:
+    return seal_to_key_from_pem(_read_public(path), str(path))
+
+
+def seal_to_key_from_pem(data: bytes, where: str = "key") -> x25519.X25519PublicKey:
+    key = _public_from_pem(data, where)
+    if not isinstance(key, x25519.X25519PublicKey):
+        raise KeyFileError(f"{where} is not an X25519 public key")
+    return key
+
+
+# --- SuperNode authentication keys (Flower's format) ----------------------------------------------
+
+
+def new_node_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP384R1())
+
+
+def node_key_openssh(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+
+
+def node_public_openssh(key: ec.EllipticCurvePublicKey, comment: str = "") -> bytes:
+    line = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return line + (b" " + comment.encode() if comment else b"") + b"\n"
+
+
+def load_node_public_key(path: Path) -> ec.EllipticCurvePublicKey:
+    try:
+        key = serialization.load_ssh_public_key(_read_public(path).strip())
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"{path} is not an OpenSSH public key: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise KeyFileError(f"{path} is not an EC (NIST curve) key, which Flower's SuperNode authentication needs")
+    return key
+
+
+# --- identifiers ----------------------------------------------------------------------------------
+
+
+def key_id(key: ed25519.Ed25519PublicKey | x25519.X25519PublicKey | ec.EllipticCurvePublicKey) -> str:
+    """A short, stable fingerprint of a public key: the first 16 hex digits of SHA-256 of its DER."""
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()[:16]
+
+
+def _load_private_pem(path: Path) -> object:
+    try:
+        return serialization.load_pem_private_key(_read_private(path), password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"{path} is not a PEM private key: {exc}") from None
+
+
+def _public_from_pem(data: bytes, where: str) -> object:
+    try:
+        return serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"{where} is not a PEM public key: {exc}") from None
