@@ -17,6 +17,10 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="fedkr: hospitals share soft-labelled synthetic images, never patients' images.")
+coordinator_app = typer.Typer(no_args_is_help=True, help="The coordinator's keys, site registry and release service.")
+site_app = typer.Typer(no_args_is_help=True, help="A site's keys and its ledger of everything that left the hospital.")
+app.add_typer(coordinator_app, name="coordinator")
+app.add_typer(site_app, name="site")
 console = Console(stderr=True)
 out_console = Console()
 
@@ -268,6 +272,12 @@ def centralized(
         _fail(str(exc))
     out_console.print(f"centralized: test accuracy {result.test_accuracy:.4f} on {result.test_images} test images "
                       f"({result.train_images} training images, {result.epochs} epochs, {result.seconds:.0f} s)")
+
+
+# Command groups kept in their own modules register themselves here.
+from fedkr import cli_deploy  # noqa: E402
+
+cli_deploy.register(app, coordinator_app, site_app)
 
 
 def main() -> None:
