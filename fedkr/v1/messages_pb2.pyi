@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SyntheticShard(_message.Message):
-    __slots__ = ("site_id", "run_id", "round", "count", "height", "width", "channels", "images", "num_classes", "soft_labels", "hard_labels", "summary")
+    __slots__ = ("site_id", "run_id", "round", "count", "height", "width", "channels", "images", "num_classes", "soft_labels", "hard_labels", "summary", "nonce", "recipient_key_id", "summary_json")
     class SummaryEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,9 @@ class SyntheticShard(_message.Message):
     SOFT_LABELS_FIELD_NUMBER: _ClassVar[int]
     HARD_LABELS_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_JSON_FIELD_NUMBER: _ClassVar[int]
     site_id: str
     run_id: str
     round: int
@@ -39,7 +42,76 @@ class SyntheticShard(_message.Message):
     soft_labels: bytes
     hard_labels: bytes
     summary: _containers.ScalarMap[str, str]
-    def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., count: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., images: _Optional[bytes] = ..., num_classes: _Optional[int] = ..., soft_labels: _Optional[bytes] = ..., hard_labels: _Optional[bytes] = ..., summary: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    nonce: bytes
+    recipient_key_id: str
+    summary_json: str
+    def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., count: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., images: _Optional[bytes] = ..., num_classes: _Optional[int] = ..., soft_labels: _Optional[bytes] = ..., hard_labels: _Optional[bytes] = ..., summary: _Optional[_Mapping[str, str]] = ..., nonce: _Optional[bytes] = ..., recipient_key_id: _Optional[str] = ..., summary_json: _Optional[str] = ...) -> None: ...
+
+class SignedPayload(_message.Message):
+    __slots__ = ("body", "signature", "signer_key_id")
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SIGNER_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    body: bytes
+    signature: bytes
+    signer_key_id: str
+    def __init__(self, body: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., signer_key_id: _Optional[str] = ...) -> None: ...
+
+class SealedEnvelope(_message.Message):
+    __slots__ = ("version", "kind", "sender", "run_id", "round", "recipient_key_id", "ephemeral_public_key", "aes_nonce", "ciphertext")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    EPHEMERAL_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    AES_NONCE_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    kind: str
+    sender: str
+    run_id: str
+    round: int
+    recipient_key_id: str
+    ephemeral_public_key: bytes
+    aes_nonce: bytes
+    ciphertext: bytes
+    def __init__(self, version: _Optional[int] = ..., kind: _Optional[str] = ..., sender: _Optional[str] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., recipient_key_id: _Optional[str] = ..., ephemeral_public_key: _Optional[bytes] = ..., aes_nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class RawArray(_message.Message):
+    __slots__ = ("name", "dtype", "shape", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class AuditCandidate(_message.Message):
+    __slots__ = ("run_id", "site_id", "recipient_key_id", "nonce", "student_config_json", "student_weights", "released_images", "reference_models", "lira")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    STUDENT_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    STUDENT_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_MODELS_FIELD_NUMBER: _ClassVar[int]
+    LIRA_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    site_id: str
+    recipient_key_id: str
+    nonce: bytes
+    student_config_json: str
+    student_weights: _containers.RepeatedCompositeFieldContainer[RawArray]
+    released_images: RawArray
+    reference_models: int
+    lira: bool
+    def __init__(self, run_id: _Optional[str] = ..., site_id: _Optional[str] = ..., recipient_key_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., student_config_json: _Optional[str] = ..., student_weights: _Optional[_Iterable[_Union[RawArray, _Mapping]]] = ..., released_images: _Optional[_Union[RawArray, _Mapping]] = ..., reference_models: _Optional[int] = ..., lira: _Optional[bool] = ...) -> None: ...
 
 class Interval(_message.Message):
     __slots__ = ("lower", "upper")
