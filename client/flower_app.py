@@ -3,8 +3,9 @@
 Where a site's data comes from:
 - simulation: the run config's `data`, `partition` and `seed`, and Flower's `partition-id` and
   `num-partitions` node config; the site's state lives under `<out>/sites/site-<partition-id>`.
-- deployment: the node config's `data-path` (read whole), `site-name` and `state-dir`, given with
-  `flower-supernode --node-config 'data-path="/data/blood.npz" site-name="hospital-a"'`.
+- deployment: the node config's `data-path` (read whole), `site-name`, `state-dir` and `keys-dir`,
+  given with `flower-supernode --node-config 'data-path="/data/blood.npz" keys-dir="/etc/fedkr/site"'`.
+  With `keys-dir` the site seals and signs every shard and accepts only sealed audit candidates.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from flwr.clientapp import ClientApp
 from fedkr.shared import flower_records as rec
 from fedkr.shared.logs import ensure_fedkr_logging
 
+from .credentials import load_site_credentials
 from .site import Site
 from .site_data import SiteDataSpec, load_site_data
 
@@ -36,9 +38,11 @@ def site_from_context(context: Context, overrides: dict | None = None) -> Site:
         torch.set_num_threads(threads)
     holdout = float(run.get("holdout-fraction", 0.2))
     seed = int(run.get("seed", 0))
+    keys_dir = str(node.get("keys-dir", ""))
     if "data-path" in node:
         spec = SiteDataSpec(source=str(node["data-path"]), seed=seed, holdout_fraction=holdout)
-        site_id = str(node.get("site-name", f"node-{context.node_id}"))
+        default_name = load_site_credentials(Path(keys_dir)).site_name if keys_dir else f"node-{context.node_id}"
+        site_id = str(node.get("site-name", default_name))
         state_dir = Path(str(node.get("state-dir", Path.home() / ".fedkr" / "site" / site_id)))
     else:
         index = int(node["partition-id"])
@@ -48,12 +52,13 @@ def site_from_context(context: Context, overrides: dict | None = None) -> Site:
         )
         site_id = f"site-{index}"
         state_dir = Path(str(run.get("out", "runs"))) / "sites" / site_id
-    return _cached_site(site_id, spec, str(state_dir))
+    return _cached_site(site_id, spec, str(state_dir), keys_dir)
 
 
 @lru_cache(maxsize=8)
-def _cached_site(site_id: str, spec: SiteDataSpec, state_dir: str) -> Site:
-    return Site(site_id, load_site_data(spec), Path(state_dir))
+def _cached_site(site_id: str, spec: SiteDataSpec, state_dir: str, keys_dir: str) -> Site:
+    credentials = load_site_credentials(Path(keys_dir)) if keys_dir else None
+    return Site(site_id, load_site_data(spec), Path(state_dir), credentials)
 
 
 #: Error code of a site's refusal or failure; the reason sent is generic, the detail stays in the site's log.

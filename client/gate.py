@@ -2,7 +2,9 @@
 
 Everything the site sends passes `OutboundGate.send`. It lets through only validated synthetic
 shards and metrics reports, refuses a shard holding any image byte-identical to one of the site's
-real images, and appends a line for every item that leaves to a ledger the site operator can read.
+real images, signs and seals shards when the site has keys (deployment), and appends a line for
+every item that leaves to a ledger the site operator can read: time, run, round, kind, the size
+and SHA-256 of the exact bytes that left, and the recipient.
 """
 
 from __future__ import annotations
@@ -16,11 +18,33 @@ from pathlib import Path
 import numpy as np
 
 from fedkr.shared.reports import AuditReport, FitReport
+from fedkr.shared.keys import key_id
 from fedkr.shared.shard import Shard, ShardError, ShardSpec, validate_shard
+from fedkr.shared.shard_wire import seal_shard
+
+from .credentials import SiteCredentials
 
 log = logging.getLogger(__name__)
 
 Outbound = Shard | FitReport | AuditReport
+
+
+def read_ledger(path: Path) -> tuple[list[dict], int]:
+    """The ledger's entries in order, and how many lines could not be read (a torn last line, say)."""
+    entries: list[dict] = []
+    skipped = 0
+    with Path(path).open() as fh:
+        for line in fh:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                skipped += 1
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+            else:
+                skipped += 1
+    return entries, skipped
 
 
 class GateRefusal(RuntimeError):
@@ -32,37 +56,39 @@ def image_digests(images: np.ndarray) -> set[bytes]:
 
 
 class OutboundGate:
-    def __init__(self, site_id: str, real_images: np.ndarray, ledger_path: Path | None) -> None:
+    def __init__(self, site_id: str, real_images: np.ndarray, ledger_path: Path | None, credentials: SiteCredentials | None = None) -> None:
         self.site_id = site_id
         self._real_digests = image_digests(real_images)
         self._image_shape = tuple(real_images.shape[1:])
         self.ledger_path = ledger_path
+        self.credentials = credentials
 
-    def send(self, item: object, *, run_id: str, round: int, recipient: str = "coordinator") -> Outbound:
-        """Return `item` if it may leave; raise `GateRefusal` otherwise."""
+    def send(self, item: object, *, run_id: str, round: int, recipient: str = "coordinator") -> Outbound | bytes:
+        """Return what may leave: the item, or with keys a shard sealed to the coordinator; raise `GateRefusal` otherwise."""
+        out: Outbound | bytes = item  # type: ignore[assignment]
+        extra: dict[str, object] = {}
         if isinstance(item, Shard):
             self._check_shard(item)
-            kind, payload = "shard", b"".join(a.tobytes() for a in item.to_arrays().values())
+            kind, extra["images"] = "shard", len(item)
+            if self.credentials is not None:
+                out = payload = seal_shard(item, run_id=run_id, signer=self.credentials.signing_key,
+                                           recipient=self.credentials.coordinator_seal_to)
+                recipient = f"{recipient} (sealed to key {self.credentials.coordinator_sealing_key_id}, signed by {key_id(self.credentials.signing_key.public_key())})"
+            else:
+                payload = b"".join(a.tobytes() for a in item.to_arrays().values())
         elif isinstance(item, (FitReport, AuditReport)):
             kind, payload = "metrics", json.dumps(item.to_dict(), sort_keys=True).encode()
         else:
             raise GateRefusal(f"{self.site_id}: refusing to send {type(item).__name__}: only synthetic shards and metrics may leave")
-        self._append_ledger(run_id, round, kind, payload, recipient)
-        return item
+        self._append_ledger(run_id, round, kind, payload, recipient, extra)
+        return out
 
     def count_sent(self, run_id: str, kind: str) -> int:
         """How many items of `kind` this site has sent in `run_id`, by its ledger."""
         if self.ledger_path is None or not self.ledger_path.is_file():
             return 0
-        count = 0
-        with self.ledger_path.open() as fh:
-            for line in fh:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                count += entry.get("run") == run_id and entry.get("kind") == kind
-        return count
+        entries, _ = read_ledger(self.ledger_path)
+        return sum(entry.get("run") == run_id and entry.get("kind") == kind for entry in entries)
 
     def _check_shard(self, shard: Shard) -> None:
         if shard.site_id != self.site_id:
@@ -75,7 +101,7 @@ class OutboundGate:
         if copies:
             raise GateRefusal(f"{self.site_id}: shard holds {copies} image(s) identical to real site images")
 
-    def _append_ledger(self, run_id: str, round: int, kind: str, payload: bytes, recipient: str) -> None:
+    def _append_ledger(self, run_id: str, round: int, kind: str, payload: bytes, recipient: str, extra: dict) -> None:
         if self.ledger_path is None:
             return
         entry = {
@@ -87,6 +113,7 @@ class OutboundGate:
             "bytes": len(payload),
             "sha256": hashlib.sha256(payload).hexdigest(),
             "recipient": recipient,
+            **extra,
         }
         self.ledger_path.parent.mkdir(parents=True, exist_ok=True)
         with self.ledger_path.open("a") as fh:

@@ -34,9 +34,11 @@ from fedkr.shared.reports import (
     check_run_id,
 )
 from fedkr.shared.shard import Shard, SynthesisRequest
+from fedkr.shared.shard_wire import open_candidate
 from safetensors.torch import load_file, save_file
 
 from .auditor import AuditSettings, audit_model
+from .credentials import SiteCredentials
 from .gate import OutboundGate
 from .site_data import SiteData
 
@@ -81,12 +83,17 @@ class SiteNotFitted(RuntimeError):
 
 
 class Site:
-    def __init__(self, site_id: str, data: SiteData, state_dir: Path) -> None:
+    def __init__(self, site_id: str, data: SiteData, state_dir: Path, credentials: SiteCredentials | None = None) -> None:
+        """With `credentials` (deployment) every shard leaves sealed and signed, and only sealed,
+        coordinator-signed audit candidates are accepted."""
+        if credentials is not None and credentials.site_name != site_id:
+            raise ValueError(f"site name {site_id!r} differs from the name in its keys, {credentials.site_name!r}")
         self.site_id = site_id
         self.data = data
         self.state_dir = Path(state_dir)
+        self.credentials = credentials
         real = np.concatenate([data.members.images, data.holdout.images])
-        self.gate = OutboundGate(site_id, real, self.state_dir / "ledger.jsonl")
+        self.gate = OutboundGate(site_id, real, self.state_dir / "ledger.jsonl", credentials)
         self._models: tuple[str, CompactCNN, ClassConditionalDiffusion] | None = None  # (run id, teacher, generator)
 
     # -- fit -----------------------------------------------------------------------------------
@@ -136,8 +143,9 @@ class Site:
         return self.gate.send(report, run_id=plan.run_id, round=0)  # type: ignore[return-value]
 
     # -- synthesize ----------------------------------------------------------------------------
-    def synthesize(self, request: SynthesisRequest) -> Shard:
-        """Fresh images for the requested budget, labelled by the teacher at the requested temperature."""
+    def synthesize(self, request: SynthesisRequest) -> Shard | bytes:
+        """Fresh images for the requested budget, labelled by the teacher at the requested temperature
+        (sealed bytes when the site has keys)."""
         teacher, generator = self._load(request.run_id)
         if len(request.per_class) != generator.num_classes:
             raise ValueError(f"request names {len(request.per_class)} classes, the site has {generator.num_classes}")
@@ -171,8 +179,9 @@ class Site:
         return self.gate.send(shard, run_id=request.run_id, round=request.round)  # type: ignore[return-value]
 
     # -- audit ---------------------------------------------------------------------------------
-    def audit(self, candidate: AuditCandidate, seed: int = 0) -> AuditReport:
+    def audit(self, candidate: AuditCandidate | bytes, seed: int = 0) -> AuditReport:
         """Every attack of the auditor on the candidate, with this site's members against its holdout."""
+        candidate = self._open_candidate(candidate)
         if not 2 <= candidate.reference_models <= MAX_REFERENCE_MODELS:
             raise ValueError(f"reference models must be between 2 and {MAX_REFERENCE_MODELS}, got {candidate.reference_models}")
         teacher, _ = self._load(candidate.run_id)
@@ -186,6 +195,16 @@ class Site:
             dp=self.dp_record(candidate.run_id),
         )
         return self.gate.send(report, run_id=candidate.run_id, round=-1)  # type: ignore[return-value]
+
+    def _open_candidate(self, candidate: AuditCandidate | bytes) -> AuditCandidate:
+        if self.credentials is None:
+            if isinstance(candidate, bytes):
+                raise ValueError("sealed audit candidate, but this site has no keys (set keys-dir in the node config)")
+            return candidate
+        if not isinstance(candidate, bytes):
+            raise ValueError("unsealed audit candidate: a site with keys accepts only candidates sealed and signed by its coordinator")
+        return open_candidate(candidate, recipient_key=self.credentials.sealing_key,
+                              coordinator_key=self.credentials.coordinator_verify_key, site_id=self.site_id)
 
     def dp_record(self, run_id: str) -> dict | None:
         """The DP accounting of this run's teacher and generator, as saved at fit; None without DP."""

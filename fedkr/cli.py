@@ -278,6 +278,8 @@ def centralized(
 from fedkr import cli_deploy  # noqa: E402
 
 cli_deploy.register(app, coordinator_app, site_app)
+from fedkr import cli_release  # noqa: E402
+cli_release.register(app, coordinator_app)
 
 
 def main() -> None:

@@ -1,9 +1,186 @@
-"""`fedkr coordinator init|register-site|sites` and `fedkr site init|ledger`: keys, registry, ledger."""
+"""`fedkr coordinator init|register-site|sites` and `fedkr site init|trust|ledger`: keys, registry, ledger."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+out_console = Console()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def coordinator_init(
+    directory: Annotated[Path, typer.Argument(help="Folder for the coordinator's CA, certificate and keys.")],
+    host: Annotated[list[str], typer.Option("--host", help="A name or address sites dial (repeat for several); localhost and 127.0.0.1 are always added.")] = [],  # noqa: B006
+    force: Annotated[bool, typer.Option(help="Replace existing keys (key rotation: every site must trust the new public folder).")] = False,
+) -> None:
+    """Create the consortium CA, the SuperLink's TLS certificate, and the coordinator's signing and sealing keys."""
+    from fedkr.server.keyring import init_coordinator
+    from fedkr.shared.pki import certificate_names
+
+    try:
+        made = init_coordinator(directory, host, overwrite=force)
+    except (FileExistsError, ValueError) as exc:
+        _fail(str(exc))
+    names = ", ".join(certificate_names(made["certificate"].read_bytes()))
+    out_console.print(f"coordinator keys in {directory} (private files are mode 600)")
+    out_console.print(f"  TLS certificate {made['certificate']} valid for: {names}")
+    out_console.print(f"  hand to every site and researcher: {made['public']}/ (ca.pem, coordinator.json, signing.pub)")
+    out_console.print("start the SuperLink with:")
+    out_console.print(f"  flower-superlink --ssl-ca-certfile {made['ca']} --ssl-certfile {made['certificate']} "
+                      f"--ssl-keyfile {made['certificate_key']} --enable-supernode-auth --host 0.0.0.0 --port 9093 "
+                      f"--database /var/lib/fedkr/superlink.db --disable-runtime-dependency-installation", soft_wrap=True)
+
+
+def coordinator_register_site(
+    directory: Annotated[Path, typer.Argument(help="The coordinator's key folder.")],
+    site_file: Annotated[Path, typer.Argument(help="The site.json the site operator sent.")],
+    connection: Annotated[str, typer.Option(help="The `flwr` SuperLink connection to register the node with (flwr's default if empty).")] = "",
+    flower: Annotated[bool, typer.Option(help="Register the node key with the running SuperLink (`flwr supernode register`).")] = True,
+) -> None:
+    """Trust a site: register its SuperNode key with the SuperLink and record its signing and sealing keys."""
+    from fedkr.server.keyring import KeyringError, read_site_file, record_site, registry_entries
+
+    try:
+        site = read_site_file(site_file)
+    except KeyringError as exc:
+        _fail(str(exc))
+    previous = registry_entries(directory).get(site.name)
+    node_id = previous.get("node_id") if previous and previous.get("node_key") == site.node_key_openssh else None
+    if flower and node_id is None:
+        if previous and previous.get("node_id"):
+            _flwr(["supernode", "unregister", str(previous["node_id"])], connection, ok_fail=True)
+        node_id = _register_node(site.node_key_openssh, site.name, connection)
+    record_site(directory, site, node_id)
+    out_console.print(f"site {site.name} registered" + (f" (Flower node {node_id})" if node_id else " (keys only)"))
+
+
+def _flwr(args: list[str], connection: str, ok_fail: bool = False) -> str:
+    exe = shutil.which("flwr")
+    if exe is None:
+        _fail("the `flwr` command is not on PATH (install fedkr's environment, or pass --no-flower)")
+    cmd = [exe, *args, *([connection] if connection else []), "--format", "json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0 and not ok_fail:
+        detail = (done.stdout + done.stderr).strip().splitlines()
+        _fail(f"`flwr {' '.join(args[:2])}` failed: {detail[-1] if detail else done.returncode}")
+    return done.stdout
+
+
+def _register_node(node_key: str, name: str, connection: str) -> int:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pub = Path(tmp) / "node.pub"
+        pub.write_text(node_key + "\n")
+        out = _flwr(["supernode", "register", str(pub), "--name", name], connection)
+    for line in reversed(out.strip().splitlines()):
+        try:
+            return int(json.loads(line)["node-id"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    try:
+        return int(json.loads(out)["node-id"])
+    except (ValueError, KeyError, TypeError):
+        _fail(f"`flwr supernode register` gave no node id: {out.strip()[-200:]}")
+    raise AssertionError("unreachable")
+
+
+def coordinator_sites(directory: Annotated[Path, typer.Argument(help="The coordinator's key folder.")]) -> None:
+    """List the registered sites with their key fingerprints and Flower node ids."""
+    from fedkr.server.keyring import read_registry, registry_entries
+    from fedkr.shared.keys import key_id
+
+    entries = registry_entries(directory)
+    table = Table("site", "node id", "signing key", "sealing key", "registered")
+    for name, site in read_registry(directory).items():
+        table.add_row(name, str(entries[name].get("node_id") or "-"), key_id(site.verify_key), key_id(site.seal_to),
+                      str(entries[name].get("registered", "")))
+    out_console.print(table if entries else "no site registered yet")
+
+
+def site_init(
+    directory: Annotated[Path, typer.Argument(help="Folder for the site's keys (keep it on the site's host only).")],
+    name: Annotated[str, typer.Option(help="The site's name in reports, the registry and the ledger.")],
+    coordinator: Annotated[Path | None, typer.Option(help="The coordinator's public/ folder (or its coordinator.json) to trust.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace existing keys (key rotation: re-register with the coordinator).")] = False,
+) -> None:
+    """Create the site's SuperNode authentication key, signing key and sealing key; print the public parts."""
+    from fedkr.client.credentials import init_site
+    from fedkr.shared.keys import key_id
+    from fedkr.shared.site_identity import KeyringError
+
+    try:
+        public = init_site(directory, name, coordinator, overwrite=force)
+    except (FileExistsError, KeyringError) as exc:
+        _fail(str(exc))
+    out_console.print(f"site {name}: keys in {directory} (private files are mode 600)")
+    out_console.print(f"  send {directory / 'site.json'} to the coordinator operator; it holds only public keys:")
+    out_console.print(f"    node key     {public.node_key_openssh}", soft_wrap=True)
+    out_console.print(f"    signing key  {key_id(public.verify_key)}")
+    out_console.print(f"    sealing key  {key_id(public.seal_to)}")
+    if coordinator is None:
+        out_console.print(f"  then trust the coordinator: fedkr site trust {directory} COORDINATOR_PUBLIC_DIR")
+
+
+def site_trust(
+    directory: Annotated[Path, typer.Argument(help="The site's key folder.")],
+    coordinator: Annotated[Path, typer.Argument(help="The coordinator's public/ folder or its coordinator.json.")],
+) -> None:
+    """Trust a coordinator: copy its public keys and CA certificate into the site's key folder."""
+    from fedkr.client.credentials import trust_coordinator
+    from fedkr.shared.site_identity import KeyringError
+
+    try:
+        trust_coordinator(directory, coordinator)
+    except (KeyringError, OSError) as exc:
+        _fail(str(exc))
+    out_console.print(f"{directory} now trusts the coordinator in {coordinator}")
+
+
+def site_ledger(
+    state_dir: Annotated[Path, typer.Option(help="The site's state folder (the SuperNode's `state-dir`).")],
+    run: Annotated[str, typer.Option(help="Only this run id.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, as stored.")] = False,
+) -> None:
+    """Show every item that left this site: time, run, round, kind, bytes, SHA-256, recipient."""
+    from fedkr.client.gate import read_ledger
+
+    path = state_dir / "ledger.jsonl"
+    if not path.is_file():
+        _fail(f"no ledger at {path}: nothing has left this site from that state folder")
+    entries, skipped = read_ledger(path)
+    entries = [e for e in entries if not run or e.get("run") == run]
+    if as_json:
+        for entry in entries:
+            print(json.dumps(entry))
+        return
+    table = Table("time", "run", "round", "kind", "bytes", "sha256", "recipient", title=f"{path}")
+    for e in entries:
+        table.add_row(str(e.get("time")), str(e.get("run")), str(e.get("round")), str(e.get("kind")),
+                      f"{int(e.get('bytes', 0)):,}", str(e.get("sha256", ""))[:16] + "...", str(e.get("recipient")))
+    out_console.print(table)
+    total = sum(int(e.get("bytes", 0)) for e in entries)
+    out_console.print(f"{len(entries)} item(s), {total:,} bytes in all" + (f"; {skipped} unreadable line(s) skipped" if skipped else ""))
 
 
 def register(app: typer.Typer, coordinator_app: typer.Typer, site_app: typer.Typer) -> None:
     """Attach this module's commands to the `fedkr` command groups."""
+    coordinator_app.command("init")(coordinator_init)
+    coordinator_app.command("register-site")(coordinator_register_site)
+    coordinator_app.command("sites")(coordinator_sites)
+    site_app.command("init")(site_init)
+    site_app.command("trust")(site_trust)
+    site_app.command("ledger")(site_ledger)

@@ -53,6 +53,11 @@ class RunConfig:
     run_id: str = field(default_factory=new_run_id)
     site_threads: int = 0
     reply_timeout: float = 7200.0
+    # deployment: quorum, how many sites to wait for, and the coordinator's key folder ("" in simulation)
+    min_sites: int = 1
+    expected_sites: int = 0
+    wait_for_sites: float = 120.0
+    coordinator_dir: str = ""
     # training budgets
     generator_steps: int = 2000
     generator_resolution: int = 16
@@ -87,6 +92,9 @@ class RunConfig:
             (self.generator_resolution >= 8, "generator-resolution must be at least 8"),
             (self.min_class_members >= 1, "min-class-members must be at least 1"),
             (self.reply_timeout > 0, "reply-timeout must be > 0"),
+            (self.min_sites >= 1, "min-sites (the quorum) must be at least 1"),
+            (self.expected_sites >= 0, "expected-sites must be >= 0 (0: every site in the registry, or whoever connects)"),
+            (self.wait_for_sites > 0, "wait-for-sites must be > 0 seconds"),
         ]
         for ok, message in checks:
             if not ok:
@@ -139,6 +147,8 @@ class RunConfig:
         kwargs: dict[str, object] = {}
         for key, value in values.items():
             name = key.replace("-", "_")
+            if name == "run_id" and value == "":
+                continue  # Flower's run config needs every key declared; "" asks for a new run id
             if name not in known:
                 raise ConfigError(f"unknown setting '{key}'")
             target = known[name].type

@@ -6,6 +6,7 @@ callback so that a CLI can show it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -17,11 +18,14 @@ from fedkr.shared.audit_policy import decide_release
 from fedkr.shared.classifier import accuracy
 from fedkr.shared.data import ImageSet
 from fedkr.shared.reports import AuditCandidate, FitPlan, FitReport
-from fedkr.shared.shard import ShardSpec, SynthesisRequest
+from fedkr.shared.shard import ShardError, ShardSpec, SynthesisRequest
+from fedkr.shared.shard_wire import ReplayGuard
 
 from .audit_document import audit_summary
 from .config import RunConfig
 from .distill import distill
+from .intake import PlainIntake, SealedIntake
+from .keyring import CoordinatorKeys, load_coordinator_keys
 from .link import SiteLink
 from .pool import Pool
 from .release import write_refusal, write_release
@@ -53,16 +57,46 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 
 
 class Coordinator:
-    def __init__(self, config: RunConfig, test_set: ImageSet | None = None, progress: Progress | None = None) -> None:
+    def __init__(
+        self, config: RunConfig, test_set: ImageSet | None = None, progress: Progress | None = None, keys: CoordinatorKeys | None = None
+    ) -> None:
+        """`keys` (or the config's `coordinator_dir`) switches to deployment: sealed shards, signed releases."""
         self.config = config
         self.test_set = test_set
         self.progress = progress or _no_progress
         self.timings: dict[str, float] = {}
+        if keys is None and config.coordinator_dir:
+            keys = load_coordinator_keys(Path(config.coordinator_dir))
+        self.keys = keys
+
+    def _intake(self, run_dir: Path) -> PlainIntake | SealedIntake:
+        if self.keys is None:
+            return PlainIntake()
+        return SealedIntake(self.keys, self.config.run_id, ReplayGuard(run_dir / "seen_nonces.txt"))
+
+    def _check_quorum(self, active: dict[str, FitReport], dropped: dict[str, str], stage: str) -> None:
+        quorum = self.config.min_sites
+        if len(active) < quorum:
+            why = "; ".join(f"{s}: {r}" for s, r in sorted(dropped.items())) or "no site answered"
+            raise RunError(f"{stage}: {len(active)} site(s) remain ({', '.join(sorted(active)) or 'none'}), fewer than "
+                           f"the quorum of {quorum}; no release is written. Dropped: {why}")
 
     def _timed(self, stage: str, started: float) -> None:
         self.timings[stage] = round(time.perf_counter() - started, 2)
 
     def run(self, link: SiteLink) -> RunOutcome:
+        """Run every stage; a run that cannot go on leaves `stopped.json` with the reason, and no release."""
+        try:
+            return self._run(link)
+        except RunError as exc:
+            run_dir = self.config.run_dir
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "stopped.json").write_text(json.dumps({"run_id": self.config.run_id, "reason": str(exc),
+                                                              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
+            log.error("run %s stopped: %s", self.config.run_id, exc)
+            raise
+
+    def _run(self, link: SiteLink) -> RunOutcome:
         cfg = self.config
         run_dir = cfg.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -72,12 +106,20 @@ class Coordinator:
         self.progress("fit: sites train teacher and generator", 0, total_rounds)
         started = time.perf_counter()
         plan = FitPlan(run_id=cfg.run_id, teacher=cfg.teacher_config(), generator=cfg.generator_config(), dp=cfg.dp_config())
+        intake = self._intake(run_dir)
         replies = link.fit(plan)
         reports = {sid: r for sid, r in replies.items() if isinstance(r, FitReport)}
         failed_fit = {sid: str(r) for sid, r in replies.items() if not isinstance(r, FitReport)}
+        for sid in sorted(reports):
+            refused = intake.check_site(sid)
+            if refused:
+                log.warning("%s left out: %s", sid, refused)
+                failed_fit[sid] = refused
+                del reports[sid]
         self._check_dp(reports, failed_fit)
         if not reports:
             raise RunError("no site completed fit: " + "; ".join(f"{s}: {e}" for s, e in failed_fit.items()))
+        self._check_quorum(reports, failed_fit, "after fit")
         class_names, image_shape = self._agree_on_data(reports, failed_fit)
         self._check_test_set(class_names, image_shape)
         budget = cfg.samples_per_class * len(class_names)
@@ -87,23 +129,33 @@ class Coordinator:
         self._timed("fit", started)
 
         # rounds 1..R: a fresh shard from every site, validated into the pool
-        pool = Pool(ShardSpec(image_shape, len(class_names), MAX_SHARD_IMAGES))
+        spec = ShardSpec(image_shape, len(class_names), MAX_SHARD_IMAGES)
+        pool = Pool(spec)
         shard_summaries: list[dict] = []
+        dropped: dict[str, str] = {}
         started = time.perf_counter()
         for rnd in range(1, cfg.rounds + 1):
             self.progress(f"round {rnd}/{cfg.rounds}: sites synthesize fresh shards", rnd, total_rounds)
             requests = {sid: self._request(rnd, rep) for sid, rep in reports.items()}
             requests = {sid: req for sid, req in requests.items() if req.total > 0}
             # Pool in site order, not reply-arrival order, so that a run repeats exactly.
-            for sid, shard in sorted(link.synthesize(requests).items()):
-                if isinstance(shard, Exception):
-                    pool.rejections.append({"site": sid, "round": rnd, "reason": f"no shard: {shard}"})
-                    continue
-                if shard.site_id != sid:
-                    pool.rejections.append({"site": sid, "round": rnd, "reason": f"shard claims site {shard.site_id}"})
+            for sid, reply in sorted(link.synthesize(requests).items()):
+                if sid not in requests:
+                    continue  # a reply nobody asked for
+                try:
+                    if isinstance(reply, Exception):
+                        raise ShardError(f"no shard: {reply}")
+                    shard = intake.open(reply, sid, rnd, spec, requests[sid].total)
+                except (ShardError, ValueError) as exc:
+                    reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+                    pool.rejections.append({"site": sid, "round": rnd, "reason": reason})
+                    self._drop(sid, f"round {rnd}: {reason}", reports, dropped, pool)
                     continue
                 if pool.add(shard, expected_count=requests[sid].total):
                     shard_summaries.append({"site": sid, "round": rnd, "images": len(shard), "summary": shard.summary})
+                else:
+                    self._drop(sid, f"round {rnd}: {pool.rejections[-1]['reason']}", reports, dropped, pool)
+            self._check_quorum(reports, {**failed_fit, **dropped}, f"round {rnd}")
         self._timed("synthesis", started)
         if len(pool) == 0:
             raise RunError("no valid shard reached the pool; see the log for each site's reason")
@@ -134,7 +186,7 @@ class Coordinator:
             reference_models=cfg.audit_reference_models,
             lira=cfg.audit_lira,
         )
-        audit_replies = link.audit(sorted(reports), candidate)
+        audit_replies = link.audit(sorted(reports), intake.candidates(sorted(reports), candidate))
         self._timed("audit", started)
         decision = decide_release(audit_replies, cfg.audit_policy())
 
@@ -143,6 +195,10 @@ class Coordinator:
             "config": {k: v for k, v in vars(cfg).items()},
             "sites": {sid: rep.to_dict() for sid, rep in sorted(reports.items())},
             "sites_failed_fit": failed_fit,
+            "contributors": sorted(reports),
+            "sites_dropped": dropped,
+            "min_sites": cfg.min_sites,
+            "sealed_transport": intake.sealed,
             "pool_size_by_round": {str(k): v for k, v in pool.size_by_round().items()},
             "pool_size": len(pool),
             "pool_rejections": pool.rejections,
@@ -155,13 +211,25 @@ class Coordinator:
         }
         self.progress("release", cfg.rounds + 3, total_rounds)
         if decision.passed:
-            release_dir = write_release(run_dir / "release", distilled, student, metrics, decision)
+            signer = self.keys.signing_key if self.keys is not None else None
+            release_dir = write_release(run_dir / "release", distilled, student, metrics, decision, signer=signer)
             outcome = RunOutcome(run_dir, True, release_dir, None, metrics)
         else:
             refusal = write_refusal(run_dir, decision, metrics, distilled, student)
             outcome = RunOutcome(run_dir, False, None, refusal, metrics)
         self.progress("done", total_rounds, total_rounds)
         return outcome
+
+    def _drop(self, sid: str, reason: str, active: dict[str, FitReport], dropped: dict[str, str], pool: Pool) -> None:
+        """A site that fails to deliver leaves the run, and its earlier shards leave the pool.
+
+        Its data then reaches the release by no path, so its audit is not needed; the release
+        names the sites that did contribute.
+        """
+        log.warning("%s dropped from the run: %s", sid, reason)
+        dropped[sid] = reason
+        active.pop(sid, None)
+        pool.drop_site(sid)
 
     def _agree_on_data(
         self, reports: dict[str, FitReport], failed: dict[str, str]

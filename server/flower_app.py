@@ -54,10 +54,13 @@ class GridLink:
 
     def _exchange(self, content_for: dict[int, RecordDict], message_type: str, group: str) -> dict[int, Message | Exception]:
         messages = [Message(content, dst_node_id=node, message_type=message_type, group_id=group) for node, content in content_for.items()]
-        replies: Iterable[Message] = self.grid.send_and_receive(messages, timeout=self.timeout)
+        replies: Iterable[Message] = list(self.grid.send_and_receive(messages, timeout=self.timeout))
+        # An error the SuperLink writes for a node that went offline comes from the SuperLink itself,
+        # so a reply is matched to its node through the message it answers.
+        node_of_message = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
         out: dict[int, Message | Exception] = {node: TimeoutError("no reply") for node in content_for}
         for reply in replies:
-            node = reply.metadata.src_node_id
+            node = node_of_message.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
             out[node] = RuntimeError(reply.error.reason) if reply.has_error() else reply
         return out
 
@@ -94,14 +97,14 @@ class GridLink:
             out[report.site_id] = report
         return out
 
-    def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, Shard | Exception]:
+    def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, Shard | bytes | Exception]:
         content = {self.node_of[sid]: rec.encode_request(req) for sid, req in requests.items()}
         group = str(next(iter(requests.values())).round) if requests else "0"
         return self._decode(self._exchange(content, rec.MSG_SYNTHESIZE, group), rec.decode_shard)  # type: ignore[return-value]
 
-    def audit(self, sites: list[str], candidate: AuditCandidate) -> dict[str, AuditReport | Exception]:
-        encoded = rec.encode_candidate(candidate)
-        content = {self.node_of[sid]: encoded for sid in sites}
+    def audit(self, sites: list[str], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | Exception]:
+        shared = {id(c): rec.encode_candidate(c) for c in candidates.values() if isinstance(c, AuditCandidate)}
+        content = {self.node_of[sid]: shared.get(id(candidates[sid])) or rec.encode_candidate(candidates[sid]) for sid in sites}
         return self._decode(self._exchange(content, rec.MSG_AUDIT, "audit"), rec.decode_audit_report)  # type: ignore[return-value]
 
 
@@ -123,8 +126,10 @@ def build_server_app(
         try:
             if config is None and cfg.test_data:
                 test = load_dataset(cfg.test_data, seed=cfg.seed).test
-            link = GridLink(grid, expected_sites=expected_sites, timeout=cfg.reply_timeout)
-            outcome = Coordinator(cfg, test, progress).run(link)
+            coordinator = Coordinator(cfg, test, progress)
+            expected = expected_sites or cfg.expected_sites or (len(coordinator.keys.sites) if coordinator.keys else 0)
+            link = GridLink(grid, expected_sites=expected, timeout=cfg.reply_timeout, wait_seconds=cfg.wait_for_sites)
+            outcome = coordinator.run(link)
         except Exception as exc:
             if outcomes is not None:
                 outcomes.append(exc)  # Flower's simulation thread only logs it; the caller reports it

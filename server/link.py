@@ -1,7 +1,7 @@
 """How the coordinator reaches its sites. One loop, several transports.
 
 `SiteLink` is the seam: the in-process link calls `Site` objects directly (fast tests); the Flower
-adapter implements the same four calls over a `Grid` (simulation and deployment). A call returns,
+adapter implements the same three calls over a `Grid` (simulation and deployment). A call returns,
 per site, either the reply or the exception that stood in its place, so one failing site never
 takes the others down.
 """
@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 class SiteLink(Protocol):
     def fit(self, plan: FitPlan) -> dict[str, FitReport | Exception]: ...
 
-    def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, Shard | Exception]: ...
+    def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, Shard | bytes | Exception]: ...
 
-    def audit(self, sites: list[str], candidate: AuditCandidate) -> dict[str, AuditReport | Exception]: ...
+    def audit(self, sites: list[str], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | Exception]: ...
 
 
 class InProcessLink:
@@ -35,11 +35,11 @@ class InProcessLink:
     def fit(self, plan: FitPlan) -> dict[str, FitReport | Exception]:
         return {sid: _call(sid, site.fit, plan) for sid, site in self.sites.items()}
 
-    def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, Shard | Exception]:
+    def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, Shard | bytes | Exception]:
         return {sid: _call(sid, self.sites[sid].synthesize, req) for sid, req in requests.items()}
 
-    def audit(self, sites: list[str], candidate: AuditCandidate) -> dict[str, AuditReport | Exception]:
-        return {sid: _call(sid, self.sites[sid].audit, candidate) for sid in sites}
+    def audit(self, sites: list[str], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | Exception]:
+        return {sid: _call(sid, self.sites[sid].audit, candidates[sid]) for sid in sites}
 
 
 def _call(site_id: str, fn, arg):  # type: ignore[no-untyped-def]

@@ -38,6 +38,13 @@ class Pool:
         self._shards.append(shard)
         return True
 
+    def drop_site(self, site_id: str) -> int:
+        """Remove every shard of a site that left the run; return how many images went."""
+        kept = [s for s in self._shards if s.site_id != site_id]
+        removed = sum(len(s) for s in self._shards if s.site_id == site_id)
+        self._shards = kept
+        return removed
+
     def __len__(self) -> int:
         return sum(len(s) for s in self._shards)
 

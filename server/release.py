@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedkr.shared.audit_policy import AuditDecision
 from fedkr.shared.classifier import CompactCNN
 from safetensors.numpy import load_file as load_numpy_file
@@ -20,6 +21,7 @@ import fedkr
 
 from .audit_document import build_audit_document, write_audit
 from .distill import DistilledSet
+from .release_signing import sign_release
 
 #: The files that carry the released knowledge; the audit report names them by hash.
 ARTEFACTS = ("distilled.npz", "student.safetensors", "student_config.json")
@@ -76,6 +78,7 @@ def _write_artefacts(directory: Path, distilled: DistilledSet, student: CompactC
         class_names=np.array(distilled.class_names, dtype=str),
     )
     save_file({k: v.detach().contiguous() for k, v in student.state_dict().items()}, directory / "student.safetensors")
+    (directory / "student.safetensors").chmod(0o644)  # safetensors writes 0600; a release is for sharing
     (directory / "student_config.json").write_text(
         json.dumps({"architecture": "CompactCNN", **student.config.to_dict(), "input": "uint8 HWC scaled to [-1, 1]"}, indent=2)
     )
@@ -83,9 +86,14 @@ def _write_artefacts(directory: Path, distilled: DistilledSet, student: CompactC
 
 
 def write_release(
-    release_dir: Path, distilled: DistilledSet, student: CompactCNN, metrics: dict, decision: AuditDecision
+    release_dir: Path, distilled: DistilledSet, student: CompactCNN, metrics: dict, decision: AuditDecision,
+    signer: Ed25519PrivateKey | None = None,
 ) -> Path:
-    """Write the bundle into a temporary folder and move it into place only when complete."""
+    """Write the bundle into a temporary folder and move it into place only when complete.
+
+    With a `signer` (deployment), the manifest is signed too (`manifest.sig`): `fedkr verify`
+    and `fedkr fetch` check it against the coordinator's public key.
+    """
     release_dir = Path(release_dir)
     if release_dir.exists():
         raise FileExistsError(f"{release_dir} already exists; a release is never overwritten")
@@ -95,6 +103,8 @@ def write_release(
     staging.mkdir(parents=True)
     try:
         _fill_release(staging, distilled, student, metrics, decision)
+        if signer is not None:
+            sign_release(staging, signer)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -116,6 +126,7 @@ def _fill_release(staging: Path, distilled: DistilledSet, student: CompactCNN, m
         "classes": list(distilled.class_names),
         "ipc": int(distilled.per_class().max()) if len(distilled) else 0,
         "audit": {"report": "audit.json", "passed": decision.passed},
+        "contributors": list(metrics.get("contributors") or sorted(decision.reports)),
         "files": {
             name: {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size}
             for name in RELEASE_FILES

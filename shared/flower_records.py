@@ -87,7 +87,21 @@ def decode_request(content: RecordDict) -> SynthesisRequest:
     )
 
 
-def encode_shard(shard: Shard) -> RecordDict:
+def _sealed_record(blob: bytes) -> ArrayRecord:
+    """Sealed bytes ride as a uint8 array, which Flower chunks in transit like any other array."""
+    return ArrayRecord({"blob": Array(np.frombuffer(blob, dtype=np.uint8).copy())})
+
+
+def _read_sealed(content: RecordDict, key: str) -> bytes:
+    blob = content.array_records[key]["blob"].numpy()
+    if blob.dtype != np.uint8 or blob.ndim != 1:
+        raise ValueError(f"sealed '{key}' must be a flat uint8 array")
+    return blob.tobytes()
+
+
+def encode_shard(shard: Shard | bytes) -> RecordDict:
+    if isinstance(shard, bytes):
+        return RecordDict({"sealed_shard": _sealed_record(shard)})
     arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in shard.to_arrays().items()})
     meta = _json_record({
         "site_id": shard.site_id, "round": shard.round,
@@ -97,7 +111,10 @@ def encode_shard(shard: Shard) -> RecordDict:
 
 
 @_decoder
-def decode_shard(content: RecordDict) -> Shard:
+def decode_shard(content: RecordDict) -> Shard | bytes:
+    """A plain shard, or the sealed bytes for the coordinator's intake to open."""
+    if "sealed_shard" in content.array_records:
+        return _read_sealed(content, "sealed_shard")
     meta = _read_json(content, "shard_meta")
     arrays = content.array_records["shard"]
     return Shard(
@@ -111,7 +128,9 @@ def decode_shard(content: RecordDict) -> Shard:
     )
 
 
-def encode_candidate(candidate: AuditCandidate) -> RecordDict:
+def encode_candidate(candidate: AuditCandidate | bytes) -> RecordDict:
+    if isinstance(candidate, bytes):
+        return RecordDict({"sealed_candidate": _sealed_record(candidate)})
     weights = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in candidate.student_weights.items()})
     released = ArrayRecord({"images": Array(np.ascontiguousarray(candidate.released_images))})
     meta = _json_record({"run_id": candidate.run_id, "student_config": candidate.student_config.to_dict(),
@@ -120,7 +139,9 @@ def encode_candidate(candidate: AuditCandidate) -> RecordDict:
 
 
 @_decoder
-def decode_candidate(content: RecordDict) -> AuditCandidate:
+def decode_candidate(content: RecordDict) -> AuditCandidate | bytes:
+    if "sealed_candidate" in content.array_records:
+        return _read_sealed(content, "sealed_candidate")
     meta = _read_json(content, "candidate")
     weights = {k: v.numpy() for k, v in content.array_records["student"].items()}
     return AuditCandidate(

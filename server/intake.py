@@ -1,0 +1,68 @@
+"""What crosses the coordinator's boundary with a site: shards in, audit candidates out.
+
+In simulation everything stays in one trust domain and travels as plain objects. In deployment
+(`coordinator-dir` set) the coordinator accepts only sealed shards signed by a registered site,
+bound to this run and round and never seen before, and it seals each site's audit candidate to
+that site's key, so the SuperLink in between holds ciphertext only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fedkr.shared.reports import AuditCandidate
+from fedkr.shared.shard import Shard, ShardError, ShardSpec
+from fedkr.shared.shard_wire import ReplayGuard, ShardWireError, open_shard, seal_candidate
+
+from .keyring import CoordinatorKeys
+
+log = logging.getLogger(__name__)
+
+
+class PlainIntake:
+    """Simulation: shards arrive as objects; a sealed one means a site configured for another coordinator."""
+
+    sealed = False
+
+    def open(self, reply: object, site_id: str, round: int, spec: ShardSpec, expected_count: int) -> Shard:
+        if isinstance(reply, bytes):
+            raise ShardWireError("sealed shard, but this coordinator has no keys (set coordinator-dir)")
+        if not isinstance(reply, Shard):
+            raise ShardError(f"not a shard: {type(reply).__name__}")
+        if reply.site_id != site_id:
+            raise ShardError(f"shard claims site {reply.site_id}")
+        return reply
+
+    def candidates(self, sites: list[str], candidate: AuditCandidate) -> dict[str, AuditCandidate | bytes]:
+        return {sid: candidate for sid in sites}
+
+    def check_site(self, site_id: str) -> str | None:
+        return None
+
+
+class SealedIntake:
+    """Deployment: only sealed, signed, fresh shards from registered sites."""
+
+    sealed = True
+
+    def __init__(self, keys: CoordinatorKeys, run_id: str, replay: ReplayGuard) -> None:
+        self.keys = keys
+        self.run_id = run_id
+        self.replay = replay
+        self._site_keys = keys.site_verify_keys
+
+    def check_site(self, site_id: str) -> str | None:
+        """Why a site may not take part, or None: only registered sites may."""
+        if site_id not in self.keys.sites:
+            return f"site {site_id!r} is not registered with this coordinator (fedkr coordinator register-site)"
+        return None
+
+    def open(self, reply: object, site_id: str, round: int, spec: ShardSpec, expected_count: int) -> Shard:
+        if not isinstance(reply, bytes):
+            raise ShardWireError("unsealed shard: this coordinator accepts sealed, signed shards only")
+        return open_shard(reply, recipient_key=self.keys.sealing_key, site_keys=self._site_keys, expected_site=site_id,
+                          run_id=self.run_id, round=round, spec=spec, replay=self.replay, expected_count=expected_count)
+
+    def candidates(self, sites: list[str], candidate: AuditCandidate) -> dict[str, AuditCandidate | bytes]:
+        return {sid: seal_candidate(candidate, site_id=sid, signer=self.keys.signing_key, recipient=self.keys.sites[sid].seal_to)
+                for sid in sites}
