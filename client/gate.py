@@ -20,7 +20,7 @@ import numpy as np
 from fedkr.shared.reports import AuditReport, FitReport
 from fedkr.shared.keys import key_id
 from fedkr.shared.shard import Shard, ShardError, ShardSpec, validate_shard
-from fedkr.shared.shard_wire import seal_shard
+from fedkr.shared.shard_wire import seal_shard, sign_audit_report
 
 from .credentials import SiteCredentials
 
@@ -33,11 +33,11 @@ def read_ledger(path: Path) -> tuple[list[dict], int]:
     """The ledger's entries in order, and how many lines could not be read (a torn last line, say)."""
     entries: list[dict] = []
     skipped = 0
-    with Path(path).open() as fh:
+    with Path(path).open(errors="replace") as fh:
         for line in fh:
             try:
                 entry = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 skipped += 1
                 continue
             if isinstance(entry, dict):
@@ -63,8 +63,11 @@ class OutboundGate:
         self.ledger_path = ledger_path
         self.credentials = credentials
 
-    def send(self, item: object, *, run_id: str, round: int, recipient: str = "coordinator") -> Outbound | bytes:
-        """Return what may leave: the item, or with keys a shard sealed to the coordinator; raise `GateRefusal` otherwise."""
+    def send(
+        self, item: object, *, run_id: str, round: int, recipient: str = "coordinator", candidate_blob: bytes | None = None
+    ) -> Outbound | bytes:
+        """Return what may leave: the item or, with keys, a shard sealed to the coordinator or an audit
+        report signed and bound to `candidate_blob`, the sealed candidate it answers; raise `GateRefusal` otherwise."""
         out: Outbound | bytes = item  # type: ignore[assignment]
         extra: dict[str, object] = {}
         if isinstance(item, Shard):
@@ -76,6 +79,12 @@ class OutboundGate:
                 recipient = f"{recipient} (sealed to key {self.credentials.coordinator_sealing_key_id}, signed by {key_id(self.credentials.signing_key.public_key())})"
             else:
                 payload = b"".join(a.tobytes() for a in item.to_arrays().values())
+        elif isinstance(item, AuditReport) and self.credentials is not None:
+            if candidate_blob is None:
+                raise GateRefusal(f"{self.site_id}: an audit report leaves only bound to the sealed candidate it answers")
+            kind = "metrics"
+            out = payload = sign_audit_report(item, run_id=run_id, candidate_blob=candidate_blob, signer=self.credentials.signing_key)
+            recipient = f"{recipient} (signed by {key_id(self.credentials.signing_key.public_key())})"
         elif isinstance(item, (FitReport, AuditReport)):
             kind, payload = "metrics", json.dumps(item.to_dict(), sort_keys=True).encode()
         else:

@@ -179,8 +179,10 @@ class Site:
         return self.gate.send(shard, run_id=request.run_id, round=request.round)  # type: ignore[return-value]
 
     # -- audit ---------------------------------------------------------------------------------
-    def audit(self, candidate: AuditCandidate | bytes, seed: int = 0) -> AuditReport:
-        """Every attack of the auditor on the candidate, with this site's members against its holdout."""
+    def audit(self, candidate: AuditCandidate | bytes, seed: int = 0) -> AuditReport | bytes:
+        """Every attack of the auditor on the candidate, with this site's members against its holdout
+        (with keys: the report signed and bound to the sealed candidate)."""
+        sealed = candidate if isinstance(candidate, bytes) else None
         candidate = self._open_candidate(candidate)
         if not 2 <= candidate.reference_models <= MAX_REFERENCE_MODELS:
             raise ValueError(f"reference models must be between 2 and {MAX_REFERENCE_MODELS}, got {candidate.reference_models}")
@@ -194,7 +196,7 @@ class Site:
             released_images=np.asarray(candidate.released_images), feature_model=teacher,
             dp=self.dp_record(candidate.run_id),
         )
-        return self.gate.send(report, run_id=candidate.run_id, round=-1)  # type: ignore[return-value]
+        return self.gate.send(report, run_id=candidate.run_id, round=-1, candidate_blob=sealed)  # type: ignore[return-value]
 
     def _open_candidate(self, candidate: AuditCandidate | bytes) -> AuditCandidate:
         if self.credentials is None:

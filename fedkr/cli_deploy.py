@@ -10,10 +10,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(stderr=True)
-out_console = Console()
+out_console = Console(soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -167,13 +168,18 @@ def site_ledger(
         for entry in entries:
             print(json.dumps(entry))
         return
-    table = Table("time", "run", "round", "kind", "bytes", "sha256", "recipient", title=f"{path}")
+    table = Table("time", "run", "round", "kind", "bytes", "sha256", "recipient", title=escape(str(path)))
     for e in entries:
-        table.add_row(str(e.get("time")), str(e.get("run")), str(e.get("round")), str(e.get("kind")),
-                      f"{int(e.get('bytes', 0)):,}", str(e.get("sha256", ""))[:16] + "...", str(e.get("recipient")))
+        cells = (e.get("time"), e.get("run"), e.get("round"), e.get("kind"), _size(e.get("bytes")),
+                 str(e.get("sha256", ""))[:16] + "...", e.get("recipient"))
+        table.add_row(*(escape(str(c)) for c in cells))
     out_console.print(table)
-    total = sum(int(e.get("bytes", 0)) for e in entries)
+    total = sum(b for b in (e.get("bytes") for e in entries) if isinstance(b, int))
     out_console.print(f"{len(entries)} item(s), {total:,} bytes in all" + (f"; {skipped} unreadable line(s) skipped" if skipped else ""))
+
+
+def _size(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
 
 
 def register(app: typer.Typer, coordinator_app: typer.Typer, site_app: typer.Typer) -> None:

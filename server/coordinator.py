@@ -88,12 +88,13 @@ class Coordinator:
         """Run every stage; a run that cannot go on leaves `stopped.json` with the reason, and no release."""
         try:
             return self._run(link)
-        except RunError as exc:
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, RunError) else f"{type(exc).__name__}: {exc}"
             run_dir = self.config.run_dir
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "stopped.json").write_text(json.dumps({"run_id": self.config.run_id, "reason": str(exc),
+            (run_dir / "stopped.json").write_text(json.dumps({"run_id": self.config.run_id, "reason": reason,
                                                               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
-            log.error("run %s stopped: %s", self.config.run_id, exc)
+            log.error("run %s stopped: %s", self.config.run_id, reason)
             raise
 
     def _run(self, link: SiteLink) -> RunOutcome:
@@ -137,7 +138,10 @@ class Coordinator:
         for rnd in range(1, cfg.rounds + 1):
             self.progress(f"round {rnd}/{cfg.rounds}: sites synthesize fresh shards", rnd, total_rounds)
             requests = {sid: self._request(rnd, rep) for sid, rep in reports.items()}
-            requests = {sid: req for sid, req in requests.items() if req.total > 0}
+            for sid in sorted(sid for sid, req in requests.items() if req.total == 0):
+                # nothing to ask of it, so it contributes nothing: it must not count towards the quorum
+                self._drop(sid, f"holds no class with at least {cfg.min_class_members} members", reports, dropped, pool)
+                del requests[sid]
             # Pool in site order, not reply-arrival order, so that a run repeats exactly.
             for sid, reply in sorted(link.synthesize(requests).items()):
                 if sid not in requests:
@@ -186,7 +190,8 @@ class Coordinator:
             reference_models=cfg.audit_reference_models,
             lira=cfg.audit_lira,
         )
-        audit_replies = link.audit(sorted(reports), intake.candidates(sorted(reports), candidate))
+        candidates = intake.candidates(sorted(reports), candidate)
+        audit_replies = intake.audit_reports(link.audit(sorted(reports), candidates), candidates)  # type: ignore[arg-type]
         self._timed("audit", started)
         decision = decide_release(audit_replies, cfg.audit_policy())
 

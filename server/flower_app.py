@@ -28,9 +28,14 @@ log = logging.getLogger(__name__)
 class GridLink:
     """Reach sites through a Flower `Grid`; node ids are mapped to site ids at fit time."""
 
-    def __init__(self, grid: Grid, expected_sites: int = 0, timeout: float | None = None, wait_seconds: float = 120.0) -> None:
+    def __init__(
+        self, grid: Grid, expected_sites: int = 0, timeout: float | None = None, wait_seconds: float = 120.0,
+        registered_nodes: dict[str, int] | None = None,
+    ) -> None:
+        """`registered_nodes` (deployment): the node each site registered; a site name claimed from another node is refused."""
         self.grid = grid
         self.timeout = timeout
+        self.registered_nodes = registered_nodes or {}
         self.node_of: dict[str, int] = {}
         self.nodes = self._wait_for_nodes(expected_sites, wait_seconds)
 
@@ -74,8 +79,8 @@ class GridLink:
                 continue
             try:
                 out[sid] = decode(reply.content)
-            except (ValueError, KeyError, TypeError) as exc:
-                out[sid] = ValueError(f"undecodable reply: {exc}")
+            except Exception as exc:  # noqa: BLE001 - a site's reply must never take the coordinator down
+                out[sid] = ValueError(f"undecodable reply: {type(exc).__name__}: {exc}"[:300])
         return out
 
     def fit(self, plan: FitPlan) -> dict[str, FitReport | Exception]:
@@ -93,6 +98,10 @@ class GridLink:
             if report.site_id in self.node_of:
                 out[f"node-{node}"] = ValueError(f"site id {report.site_id} claimed by two nodes")
                 continue
+            registered = self.registered_nodes.get(report.site_id)
+            if registered is not None and registered != node:
+                out[f"node-{node}"] = ValueError(f"node {node} claims to be {report.site_id}, registered as node {registered}")
+                continue
             self.node_of[report.site_id] = node
             out[report.site_id] = report
         return out
@@ -102,7 +111,7 @@ class GridLink:
         group = str(next(iter(requests.values())).round) if requests else "0"
         return self._decode(self._exchange(content, rec.MSG_SYNTHESIZE, group), rec.decode_shard)  # type: ignore[return-value]
 
-    def audit(self, sites: list[str], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | Exception]:
+    def audit(self, sites: list[str], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | bytes | Exception]:
         shared = {id(c): rec.encode_candidate(c) for c in candidates.values() if isinstance(c, AuditCandidate)}
         content = {self.node_of[sid]: shared.get(id(candidates[sid])) or rec.encode_candidate(candidates[sid]) for sid in sites}
         return self._decode(self._exchange(content, rec.MSG_AUDIT, "audit"), rec.decode_audit_report)  # type: ignore[return-value]
@@ -128,7 +137,8 @@ def build_server_app(
                 test = load_dataset(cfg.test_data, seed=cfg.seed).test
             coordinator = Coordinator(cfg, test, progress)
             expected = expected_sites or cfg.expected_sites or (len(coordinator.keys.sites) if coordinator.keys else 0)
-            link = GridLink(grid, expected_sites=expected, timeout=cfg.reply_timeout, wait_seconds=cfg.wait_for_sites)
+            link = GridLink(grid, expected_sites=expected, timeout=cfg.reply_timeout, wait_seconds=cfg.wait_for_sites,
+                            registered_nodes=coordinator.keys.node_ids if coordinator.keys else None)
             outcome = coordinator.run(link)
         except Exception as exc:
             if outcomes is not None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 
-from fedkr.shared.reports import AuditCandidate
+from fedkr.shared.reports import AuditCandidate, AuditReport
 from fedkr.shared.shard import Shard, ShardError, ShardSpec
-from fedkr.shared.shard_wire import ReplayGuard, ShardWireError, open_shard, seal_candidate
+from fedkr.shared.shard_wire import ReplayGuard, ShardWireError, open_audit_report, open_shard, seal_candidate
 
 from .keyring import CoordinatorKeys
 
@@ -39,6 +39,9 @@ class PlainIntake:
     def check_site(self, site_id: str) -> str | None:
         return None
 
+    def audit_reports(self, replies: dict[str, object], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | Exception]:
+        return {sid: _plain_report(reply) for sid, reply in replies.items()}
+
 
 class SealedIntake:
     """Deployment: only sealed, signed, fresh shards from registered sites."""
@@ -63,6 +66,30 @@ class SealedIntake:
         return open_shard(reply, recipient_key=self.keys.sealing_key, site_keys=self._site_keys, expected_site=site_id,
                           run_id=self.run_id, round=round, spec=spec, replay=self.replay, expected_count=expected_count)
 
+    def audit_reports(self, replies: dict[str, object], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | Exception]:
+        """Only a report signed by the site's registered key, for the very candidate it was sent, counts."""
+        out: dict[str, AuditReport | Exception] = {}
+        for sid, reply in replies.items():
+            if isinstance(reply, Exception):
+                out[sid] = reply
+            elif not isinstance(reply, bytes) or sid not in self.keys.sites or not isinstance(candidates.get(sid), bytes):
+                out[sid] = ValueError("unsigned audit report: this coordinator accepts signed reports only")
+            else:
+                try:
+                    out[sid] = open_audit_report(reply, site_key=self.keys.sites[sid].verify_key, site_id=sid,
+                                                 run_id=self.run_id, candidate_blob=candidates[sid])  # type: ignore[arg-type]
+                except ValueError as exc:
+                    out[sid] = exc
+        return out
+
     def candidates(self, sites: list[str], candidate: AuditCandidate) -> dict[str, AuditCandidate | bytes]:
         return {sid: seal_candidate(candidate, site_id=sid, signer=self.keys.signing_key, recipient=self.keys.sites[sid].seal_to)
                 for sid in sites}
+
+
+def _plain_report(reply: object) -> AuditReport | Exception:
+    if isinstance(reply, (AuditReport, Exception)):
+        return reply
+    if isinstance(reply, bytes):
+        return ValueError("signed audit report, but this coordinator has no keys (set coordinator-dir)")
+    return ValueError(f"not an audit report: {type(reply).__name__}")

@@ -33,6 +33,7 @@ class CoordinatorKeys:
     signing_key: ed25519.Ed25519PrivateKey
     sealing_key: x25519.X25519PrivateKey
     sites: dict[str, SitePublicKeys] = field(default_factory=dict)
+    node_ids: dict[str, int] = field(default_factory=dict)  # the Flower node each site registered
 
     @property
     def site_verify_keys(self) -> dict[str, ed25519.Ed25519PublicKey]:
@@ -76,6 +77,8 @@ def load_coordinator_keys(directory: Path) -> CoordinatorKeys:
         signing_key=keys.load_signing_key(directory / "signing.key"),
         sealing_key=keys.load_sealing_key(directory / "sealing.key"),
         sites=read_registry(directory),
+        node_ids={name: int(e["node_id"]) for name, e in registry_entries(directory).items()
+                  if isinstance(e, dict) and isinstance(e.get("node_id"), int)},
     )
 
 
@@ -83,17 +86,22 @@ def read_registry(directory: Path) -> dict[str, SitePublicKeys]:
     path = Path(directory) / "sites.json"
     if not path.is_file():
         return {}
-    try:
-        entries = json.loads(path.read_text()).get("sites", {})
-    except (json.JSONDecodeError, AttributeError) as exc:
-        raise KeyringError(f"{path} is not a site registry: {exc}") from None
+    entries = registry_entries(directory)
     return {name: SitePublicKeys.from_dict(entry, f"{path} entry {name!r}") for name, entry in entries.items()}
 
 
 def registry_entries(directory: Path) -> dict[str, dict]:
     """The registry as stored, with node ids and times, for `fedkr coordinator sites`."""
     path = Path(directory) / "sites.json"
-    return json.loads(path.read_text()).get("sites", {}) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        entries = json.loads(path.read_text()).get("sites", {})
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, RecursionError) as exc:
+        raise KeyringError(f"{path} is not a site registry: {exc.__class__.__name__}") from None
+    if not isinstance(entries, dict):
+        raise KeyringError(f"{path} is not a site registry: 'sites' must map names to entries")
+    return entries
 
 
 def record_site(directory: Path, site: SitePublicKeys, node_id: int | None) -> None:

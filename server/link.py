@@ -23,7 +23,7 @@ class SiteLink(Protocol):
 
     def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, Shard | bytes | Exception]: ...
 
-    def audit(self, sites: list[str], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | Exception]: ...
+    def audit(self, sites: list[str], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | bytes | Exception]: ...
 
 
 class InProcessLink:
@@ -38,7 +38,7 @@ class InProcessLink:
     def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, Shard | bytes | Exception]:
         return {sid: _call(sid, self.sites[sid].synthesize, req) for sid, req in requests.items()}
 
-    def audit(self, sites: list[str], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | Exception]:
+    def audit(self, sites: list[str], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | bytes | Exception]:
         return {sid: _call(sid, self.sites[sid].audit, candidates[sid]) for sid in sites}
 
 

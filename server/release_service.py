@@ -137,6 +137,10 @@ class ReleaseStore:
             log.info("not offered: %s (no signed manifest)", directory)
             return None
         parsed = parse_manifest(manifest_bytes)
+        if parsed.document.get("release") != release_id:
+            # a signed release copied under another name must not pass for that release
+            log.warning("not offered: %s (its manifest names release %r)", directory, str(parsed.document.get("release"))[:80])
+            return None
         if not parsed.audit_passed:
             log.info("not offered: %s (the manifest does not record a passed audit)", directory)
             return None
@@ -145,7 +149,11 @@ class ReleaseStore:
             log.warning("not offered: %s: %s", directory, "; ".join(result.problems[:3]))
             return None
         # the bytes checked above are the bytes served: re-read them only if they changed meanwhile
-        if (directory / MANIFEST_FILE).read_bytes() != manifest_bytes or (directory / SIGNATURE_FILE).read_bytes() != signature_bytes:
+        try:
+            changed = (directory / MANIFEST_FILE).read_bytes() != manifest_bytes or (directory / SIGNATURE_FILE).read_bytes() != signature_bytes
+        except OSError:
+            return None  # removed while being checked
+        if changed:
             return None
         return Release(release_id, directory, manifest_bytes, signature_bytes, parsed)
 

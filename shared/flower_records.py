@@ -23,6 +23,9 @@ MSG_TRAIN = "train"
 MSG_SYNTHESIZE = "query.synthesize"
 MSG_AUDIT = "query.audit"
 
+#: The largest sealed message either side reads (a candidate holds the student's weights too).
+MAX_SEALED_BYTES = 256 * 2**20
+
 T = TypeVar("T")
 
 
@@ -35,7 +38,7 @@ def _decoder(fn: Callable[[RecordDict], T]) -> Callable[[RecordDict], T]:
             return fn(content)
         except ValueError:
             raise
-        except (KeyError, TypeError, AttributeError, IndexError, OverflowError, RecursionError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a remote party's bytes: whatever numpy or json raises is "malformed"
             raise ValueError(f"malformed {fn.__name__.removeprefix('decode_').replace('_', ' ')}: "
                              f"{exc.__class__.__name__}: {exc}") from None
 
@@ -93,9 +96,16 @@ def _sealed_record(blob: bytes) -> ArrayRecord:
 
 
 def _read_sealed(content: RecordDict, key: str) -> bytes:
-    blob = content.array_records[key]["blob"].numpy()
-    if blob.dtype != np.uint8 or blob.ndim != 1:
+    """Check the array's declared type and size before numpy parses a single byte of it."""
+    array = content.array_records[key]["blob"]
+    shape = tuple(array.shape)
+    if array.stype != "numpy.ndarray" or array.dtype != "uint8" or len(shape) != 1:
         raise ValueError(f"sealed '{key}' must be a flat uint8 array")
+    if shape[0] > MAX_SEALED_BYTES or len(array.data) > MAX_SEALED_BYTES + 4096:
+        raise ValueError(f"sealed '{key}' is larger than {MAX_SEALED_BYTES} bytes")
+    blob = array.numpy()
+    if blob.dtype != np.uint8 or blob.shape != shape:
+        raise ValueError(f"sealed '{key}' does not hold what it declares")
     return blob.tobytes()
 
 
@@ -154,10 +164,15 @@ def decode_candidate(content: RecordDict) -> AuditCandidate | bytes:
     )
 
 
-def encode_audit_report(report: AuditReport) -> RecordDict:
+def encode_audit_report(report: AuditReport | bytes) -> RecordDict:
+    if isinstance(report, bytes):
+        return RecordDict({"signed_audit": _sealed_record(report)})
     return RecordDict({"audit": _json_record(report.to_dict())})
 
 
 @_decoder
-def decode_audit_report(content: RecordDict) -> AuditReport:
+def decode_audit_report(content: RecordDict) -> AuditReport | bytes:
+    """A plain report, or the signed bytes for the coordinator's intake to check."""
+    if "signed_audit" in content.array_records:
+        return _read_sealed(content, "signed_audit")
     return AuditReport.from_dict(_read_json(content, "audit"))

@@ -17,6 +17,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 
@@ -38,7 +39,15 @@ def write_secret(path: Path, data: bytes, *, overwrite: bool = False) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
-    os.replace(tmp, path)
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # fails if a file appeared since the check above: never replace a key silently
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists; refusing to replace a key (rotate keys with --force)") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_public(path: Path, data: bytes, *, overwrite: bool = False) -> None:
@@ -55,7 +64,10 @@ def _read_private(path: Path) -> bytes:
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         raise KeyFileError(f"private key {path} is readable by others (mode {mode:o}); run: chmod 600 {path}")
-    return path.read_bytes()
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read private key {path}: {exc.strerror}") from None
 
 
 def _read_public(path: Path) -> bytes:
@@ -145,7 +157,7 @@ def node_public_openssh(key: ec.EllipticCurvePublicKey, comment: str = "") -> by
 def load_node_public_key(path: Path) -> ec.EllipticCurvePublicKey:
     try:
         key = serialization.load_ssh_public_key(_read_public(path).strip())
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise KeyFileError(f"{path} is not an OpenSSH public key: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise KeyFileError(f"{path} is not an EC (NIST curve) key, which Flower's SuperNode authentication needs")
@@ -164,12 +176,12 @@ def key_id(key: ed25519.Ed25519PublicKey | x25519.X25519PublicKey | ec.EllipticC
 def _load_private_pem(path: Path) -> object:
     try:
         return serialization.load_pem_private_key(_read_private(path), password=None)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise KeyFileError(f"{path} is not a PEM private key: {exc}") from None
 
 
 def _public_from_pem(data: bytes, where: str) -> object:
     try:
         return serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise KeyFileError(f"{where} is not a PEM public key: {exc}") from None

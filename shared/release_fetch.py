@@ -149,6 +149,9 @@ def fetch_release(address: str, release_id: str, out_dir: Path, ca_cert_pem: byt
         parsed = parse_manifest(reply.manifest_json)
         if parsed.problems:
             raise FetchError(f"release {release_id}: {parsed.problems[0]}; nothing was downloaded")
+        if parsed.document.get("release") != release_id:
+            raise FetchError(f"release {release_id}: the signed manifest names release "
+                             f"{str(parsed.document.get('release'))[:80]!r}; nothing was downloaded")
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(4)}.partial"
         staging.mkdir()

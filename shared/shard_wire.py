@@ -14,6 +14,7 @@ checked against the receiver's own expectations before an array is built, and ev
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -32,7 +33,7 @@ from fedkr.v1 import messages_pb2 as pb
 
 from .classifier import ClassifierConfig
 from .keys import key_id
-from .reports import AuditCandidate, check_run_id
+from .reports import AuditCandidate, AuditReport, check_run_id
 from .sealing import Header, SealError, open_sealed, seal, sign, verify
 from .shard import MAX_SUMMARY_KEYS, Shard, ShardError, ShardSpec, validate_shard
 
@@ -390,3 +391,52 @@ def _expect(what: str, got: object, want: object) -> None:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
+
+
+# --- audit reports: signed by the site, bound to the candidate it audited ---------------------------
+
+KIND_AUDIT_REPORT = "audit_report"
+DEFAULT_MAX_REPORT_BYTES = 4 * 2**20
+
+
+def sign_audit_report(report: AuditReport, *, run_id: str, candidate_blob: bytes, signer: Ed25519PrivateKey) -> bytes:
+    """The site's verdict material, signed and tied to the exact sealed candidate it attacked.
+
+    Without this, whoever relays messages (the SuperLink) could forge a passing report, or replay
+    a site's genuine report on an older candidate as the verdict on a new one.
+    """
+    body = json.dumps({
+        "site_id": report.site_id,
+        "run_id": run_id,
+        "candidate_sha256": hashlib.sha256(candidate_blob).hexdigest(),
+        "report": report.to_dict(),
+    }, sort_keys=True, allow_nan=False).encode()
+    return sign(body, kind=KIND_AUDIT_REPORT, signer=signer)
+
+
+def open_audit_report(
+    blob: bytes, *, site_key: Ed25519PublicKey, site_id: str, run_id: str, candidate_blob: bytes,
+    max_bytes: int = DEFAULT_MAX_REPORT_BYTES,
+) -> AuditReport:
+    """The report, if `site_id`'s registered key signed it for exactly this candidate; `SealError` otherwise."""
+    if not isinstance(blob, (bytes, bytearray)) or len(blob) > max_bytes:
+        raise SealError(f"audit report is not bytes of at most {max_bytes} bytes")
+    body = verify(bytes(blob), kind=KIND_AUDIT_REPORT, key=site_key)
+    try:
+        data = json.loads(body)
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        if data.get("site_id") != site_id:
+            raise SealError(f"audit report signed for site {str(data.get('site_id'))[:64]!r}, expected {site_id!r}")
+        if data.get("run_id") != run_id:
+            raise SealError(f"audit report signed for run {str(data.get('run_id'))[:80]!r}, expected {run_id!r}")
+        if data.get("candidate_sha256") != hashlib.sha256(candidate_blob).hexdigest():
+            raise SealError("audit report is for another candidate than the one sent")
+        report = AuditReport.from_dict(data["report"])
+    except SealError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a remote party's bytes: any failure is a malformed report
+        raise SealError(f"malformed audit report: {type(exc).__name__}") from None
+    if report.site_id != site_id:
+        raise SealError("audit report's inner site differs from what was signed")
+    return report

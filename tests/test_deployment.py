@@ -23,8 +23,8 @@ SITES = ("site-1", "site-2", "site-3")
 
 #: Small enough for a few minutes on 2 cores. Each digits site holds about 95 holdout images, so the
 #: audit runs at a bound that size can show (see tests/helpers.py: tiny_run_config).
-RUN_CONFIG = ("rounds=2 ipc=5 samples-per-class=10 generator-steps=60 teacher-epochs=8 student-epochs=10 "
-              "audit-max-auc=0.8 audit-max-distance-auc=0.8 audit-reference-models=2 site-threads=1 wait-for-sites=60")
+RUN_CONFIG = {"rounds": 2, "ipc": 5, "samples-per-class": 10, "generator-steps": 60, "teacher-epochs": 8, "student-epochs": 10,
+              "audit-max-auc": 0.8, "audit-max-distance-auc": 0.8, "site-threads": 1, "wait-for-sites": 60}
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +54,12 @@ def federation(tmp_path_factory: pytest.TempPathFactory):
         fed.stop()
 
 
-def submit(fed: Federation, run_id: str, extra: str = "", timeout: float = 900) -> tuple[int, str]:
+def submit(fed: Federation, run_id: str, timeout: float = 900, **overrides: object) -> tuple[int, str]:
     """`flwr run` the app in this repository; return its exit code and the streamed log."""
-    config = (f'{RUN_CONFIG} {extra} run-id="{run_id}" out="{fed.root / "runs"}" '
-              f'coordinator-dir="{fed.coordinator_dir}" test-data="{fed.root / "digits_test.npz"}"')
+    settings = {**RUN_CONFIG, **{k.replace("_", "-"): v for k, v in overrides.items()}}
+    config = " ".join(f"{k}={v}" for k, v in settings.items())
+    config += (f' run-id="{run_id}" out="{fed.root / "runs"}" coordinator-dir="{fed.coordinator_dir}"'
+               f' test-data="{fed.root / "digits_test.npz"}"')
     done = fed.cli("flwr", "run", str(REPO), CONNECTION, "--run-config", config, "--stream", check=False, timeout=timeout)
     return done.returncode, done.stdout + done.stderr
 
@@ -120,7 +122,7 @@ def test_killed_supernode_with_quorum_releases_from_the_rest(federation: Federat
 
     killer = threading.Thread(target=kill_after_fit, args=(federation, "site-3", "deploy-quorum"))
     killer.start()
-    code, out = submit(federation, "deploy-quorum", "min-sites=2")
+    code, out = submit(federation, "deploy-quorum", min_sites=2, rounds=1)
     killer.join()
     release = federation.root / "runs" / "deploy-quorum" / "release"
     assert release.is_dir(), out[-4000:]
@@ -135,7 +137,7 @@ def test_killed_supernode_below_quorum_writes_no_release(federation: Federation)
 
     killer = threading.Thread(target=kill_after_fit, args=(federation, "site-2", "deploy-no-quorum"))
     killer.start()
-    code, out = submit(federation, "deploy-no-quorum", "min-sites=2")
+    code, out = submit(federation, "deploy-no-quorum", min_sites=2, rounds=1)
     killer.join()
     run_dir = federation.root / "runs" / "deploy-no-quorum"
     assert not (run_dir / "release").exists()

@@ -67,3 +67,20 @@ def test_audit_report_and_dp_fit_plan_round_trip():
     assert rec.decode_audit_report(rec.encode_audit_report(report)) == report
     plan = FitPlan("run-1", TrainConfig(), GeneratorConfig(), dp=DPConfig(8.0, None, 1.0))
     assert rec.decode_fit_plan(rec.encode_fit_plan(plan)) == plan
+
+
+def test_sealed_blob_with_a_hostile_array_is_rejected_before_parsing():
+    import numpy as np
+    from flwr.app import Array, ArrayRecord, RecordDict
+
+    from fedkr.shared import flower_records as rec
+
+    good = rec.encode_shard(b"\x01\x02\x03")
+    assert rec.decode_shard(good) == b"\x01\x02\x03"
+    floats = RecordDict({"sealed_shard": ArrayRecord({"blob": Array(np.zeros(4, dtype=np.float32))})})
+    garbage = Array(dtype="uint8", shape=(4,), stype="numpy.ndarray", data=b"PK\x03\x04 not an npy file")
+    huge = Array(dtype="uint8", shape=(2**50,), stype="numpy.ndarray", data=b"\x93NUMPY")
+    for content in (floats, RecordDict({"sealed_shard": ArrayRecord({"blob": garbage})}),
+                    RecordDict({"sealed_shard": ArrayRecord({"blob": huge})})):
+        with pytest.raises(ValueError):
+            rec.decode_shard(content)

@@ -422,3 +422,16 @@ def test_cli_serve_releases_until_sigterm(service):
     log = "".join(lines)
     assert re.search(r"offering \d release\(s\): flat-ok, run-ok", log), log
     assert "release service stopped" in log and "Traceback" not in log
+
+
+def test_a_signed_release_copied_under_another_id_is_not_offered(service):
+    import shutil
+
+    shutil.copytree(service["runs"] / "run-ok" / "release", service["runs"] / "run-copy" / "release")
+    try:
+        assert "run-copy" not in {r.release_id for r in list_releases(service["address"], service["ca"])}
+        with pytest.raises(FetchError) as info:
+            fetch_release(service["address"], "run-copy", service["root"] / "copy-out", service["ca"], SIGNER.public_key())
+        assert info.value.code == grpc.StatusCode.NOT_FOUND
+    finally:
+        shutil.rmtree(service["runs"] / "run-copy")

@@ -549,3 +549,31 @@ def test_hostile_candidate_arrays_are_rejected_cleanly(dtype, shape, data):
         raw.dtype, raw.data = dtype, data
         raw.shape[:] = shape
         _only_clean_rejections(open_c, SealError, forge_candidate(body))
+
+
+# --- signed audit reports -------------------------------------------------------------------------
+
+
+def _report(site: str = "site-0"):
+    from fedkr.shared.reports import AuditReport
+
+    return AuditReport(site_id=site, results=(), num_members=10, num_nonmembers=10)
+
+
+def test_signed_audit_report_round_trip_and_binding():
+    from fedkr.shared.shard_wire import open_audit_report, sign_audit_report
+
+    candidate = sealed_candidate()
+    signed = sign_audit_report(_report(), run_id=RUN, candidate_blob=candidate, signer=SITE_SIGN["site-0"])
+    report = open_audit_report(signed, site_key=SITE_KEYS["site-0"], site_id="site-0", run_id=RUN, candidate_blob=candidate)
+    assert report.site_id == "site-0" and report.num_members == 10
+    with pytest.raises(SealError, match="another candidate"):  # a genuine report replayed against a new candidate
+        open_audit_report(signed, site_key=SITE_KEYS["site-0"], site_id="site-0", run_id=RUN, candidate_blob=sealed_candidate())
+    with pytest.raises(SealError, match="expected"):
+        open_audit_report(signed, site_key=SITE_KEYS["site-1"], site_id="site-1", run_id=RUN, candidate_blob=candidate)
+    with pytest.raises(SealError, match="run"):
+        open_audit_report(signed, site_key=SITE_KEYS["site-0"], site_id="site-0", run_id="run-2", candidate_blob=candidate)
+    forged = bytearray(signed)
+    forged[len(forged) // 2] ^= 1
+    with pytest.raises(ValueError):
+        open_audit_report(bytes(forged), site_key=SITE_KEYS["site-0"], site_id="site-0", run_id=RUN, candidate_blob=candidate)
