@@ -42,6 +42,8 @@ def init_site(directory: Path, name: str, coordinator_public: Path | None = None
     """Create the site's three key pairs and `site.json`; copy the coordinator's public files if given."""
     check_site_name(name)
     directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)  # the folder of private keys: only its owner lists it
     node, signing, sealing = keys.new_node_key(), keys.new_signing_key(), keys.new_sealing_key()
     keys.write_secret(directory / "node.key", keys.node_key_openssh(node), overwrite=overwrite)
     keys.write_public(directory / "node.pub", keys.node_public_openssh(node.public_key(), name), overwrite=overwrite)

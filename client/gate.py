@@ -76,7 +76,8 @@ class OutboundGate:
             if self.credentials is not None:
                 out = payload = seal_shard(item, run_id=run_id, signer=self.credentials.signing_key,
                                            recipient=self.credentials.coordinator_seal_to)
-                recipient = f"{recipient} (sealed to key {self.credentials.coordinator_sealing_key_id}, signed by {key_id(self.credentials.signing_key.public_key())})"
+                extra["sealed_to"] = self.credentials.coordinator_sealing_key_id
+                extra["signed_by"] = key_id(self.credentials.signing_key.public_key())
             else:
                 payload = b"".join(a.tobytes() for a in item.to_arrays().values())
         elif isinstance(item, AuditReport) and self.credentials is not None:
@@ -84,7 +85,7 @@ class OutboundGate:
                 raise GateRefusal(f"{self.site_id}: an audit report leaves only bound to the sealed candidate it answers")
             kind = "metrics"
             out = payload = sign_audit_report(item, run_id=run_id, candidate_blob=candidate_blob, signer=self.credentials.signing_key)
-            recipient = f"{recipient} (signed by {key_id(self.credentials.signing_key.public_key())})"
+            extra["signed_by"] = key_id(self.credentials.signing_key.public_key())
         elif isinstance(item, (FitReport, AuditReport)):
             kind, payload = "metrics", json.dumps(item.to_dict(), sort_keys=True).encode()
         else:

@@ -60,9 +60,9 @@ def coordinator_register_site(
         _fail(str(exc))
     previous = registry_entries(directory).get(site.name)
     node_id = previous.get("node_id") if previous and previous.get("node_key") == site.node_key_openssh else None
-    if flower and node_id is None:
-        if previous and previous.get("node_id"):
-            _flwr(["supernode", "unregister", str(previous["node_id"])], connection, ok_fail=True)
+    if flower and (node_id is None or node_id not in _listed_nodes(connection)):
+        if previous and previous.get("node_id") and previous.get("node_id") != node_id:
+            _flwr(["supernode", "unregister", str(previous["node_id"])], connection, ok_fail=True)  # a rotated key
         node_id = _register_node(site.node_key_openssh, site.name, connection)
     record_site(directory, site, node_id)
     out_console.print(f"site {site.name} registered" + (f" (Flower node {node_id})" if node_id else " (keys only)"))
@@ -78,6 +78,15 @@ def _flwr(args: list[str], connection: str, ok_fail: bool = False) -> str:
         detail = (done.stdout + done.stderr).strip().splitlines()
         _fail(f"`flwr {' '.join(args[:2])}` failed: {detail[-1] if detail else done.returncode}")
     return done.stdout
+
+
+def _listed_nodes(connection: str) -> set[int]:
+    """The node ids the SuperLink knows: a registry entry may predate this SuperLink's database."""
+    out = _flwr(["supernode", "list"], connection)
+    try:
+        return {int(node["node-id"]) for node in json.loads(out[out.index("{"):]).get("nodes", [])}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return set()
 
 
 def _register_node(node_key: str, name: str, connection: str) -> int:
@@ -109,7 +118,7 @@ def coordinator_sites(directory: Annotated[Path, typer.Argument(help="The coordi
     for name, site in read_registry(directory).items():
         table.add_row(name, str(entries[name].get("node_id") or "-"), key_id(site.verify_key), key_id(site.seal_to),
                       str(entries[name].get("registered", "")))
-    out_console.print(table if entries else "no site registered yet")
+    Console(width=max(out_console.width, 150)).print(table if entries else "no site registered yet")
 
 
 def site_init(
@@ -156,7 +165,7 @@ def site_ledger(
     run: Annotated[str, typer.Option(help="Only this run id.")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, as stored.")] = False,
 ) -> None:
-    """Show every item that left this site: time, run, round, kind, bytes, SHA-256, recipient."""
+    """Show every item that left this site: time, run, round, kind, size, SHA-256, recipient, and the keys that sealed and signed it."""
     from fedkr.client.gate import read_ledger
 
     path = state_dir / "ledger.jsonl"
@@ -168,12 +177,13 @@ def site_ledger(
         for entry in entries:
             print(json.dumps(entry))
         return
-    table = Table("time", "run", "round", "kind", "bytes", "sha256", "recipient", title=escape(str(path)))
+    table = Table("time", "run", "round", "kind", "images", "bytes", "sha256", "recipient", "sealed to", "signed by",
+                  title=escape(str(path)))
     for e in entries:
-        cells = (e.get("time"), e.get("run"), e.get("round"), e.get("kind"), _size(e.get("bytes")),
-                 str(e.get("sha256", ""))[:16] + "...", e.get("recipient"))
+        cells = (e.get("time"), e.get("run"), e.get("round"), e.get("kind"), e.get("images", ""), _size(e.get("bytes")),
+                 str(e.get("sha256", ""))[:16], e.get("recipient"), e.get("sealed_to", "-"), e.get("signed_by", "-"))
         table.add_row(*(escape(str(c)) for c in cells))
-    out_console.print(table)
+    Console(width=max(out_console.width, 190)).print(table)
     total = sum(b for b in (e.get("bytes") for e in entries) if isinstance(b, int))
     out_console.print(f"{len(entries)} item(s), {total:,} bytes in all" + (f"; {skipped} unreadable line(s) skipped" if skipped else ""))
 

@@ -117,6 +117,11 @@ class GridLink:
         return self._decode(self._exchange(content, rec.MSG_AUDIT, "audit"), rec.decode_audit_report)  # type: ignore[return-value]
 
 
+def _log_stage(stage: str, done: int, total: int) -> None:
+    """Stage progress in the ServerApp's log, which `flwr run --stream` and `flwr log` show the operator."""
+    log.info("[%d/%d] %s", done, total, stage)
+
+
 def build_server_app(
     config: RunConfig | None = None,
     test_set: ImageSet | None = None,
@@ -135,7 +140,7 @@ def build_server_app(
         try:
             if config is None and cfg.test_data:
                 test = load_dataset(cfg.test_data, seed=cfg.seed).test
-            coordinator = Coordinator(cfg, test, progress)
+            coordinator = Coordinator(cfg, test, progress or _log_stage)
             expected = expected_sites or cfg.expected_sites or (len(coordinator.keys.sites) if coordinator.keys else 0)
             link = GridLink(grid, expected_sites=expected, timeout=cfg.reply_timeout, wait_seconds=cfg.wait_for_sites,
                             registered_nodes=coordinator.keys.node_ids if coordinator.keys else None)

@@ -43,6 +43,8 @@ class CoordinatorKeys:
 def init_coordinator(directory: Path, hosts: list[str], *, overwrite: bool = False) -> dict[str, Path]:
     """Create the CA, the server certificate and the two key pairs; return where each went."""
     directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)  # the folder of private keys: only its owner lists it
     ca_cert, ca_key = pki.new_ca()
     keys.write_public(directory / "ca.pem", ca_cert, overwrite=overwrite)
     keys.write_secret(directory / "ca.key", ca_key, overwrite=overwrite)

@@ -105,7 +105,7 @@ def test_run_over_tls_with_authenticated_nodes_releases_a_verifiable_bundle(fede
         ledger = federation.cli("fedkr", "site", "ledger", "--state-dir", str(federation.root / "state" / name), "--json").stdout
         entries = [json.loads(line) for line in ledger.splitlines() if line.strip()]
         shards = [e for e in entries if e["run"] == "deploy-all" and e["kind"] == "shard"]
-        assert len(shards) == 2 and all("sealed to key" in e["recipient"] for e in shards)
+        assert len(shards) == 2 and all(e["sealed_to"] and e["signed_by"] for e in shards)
 
     # The SuperLink's database (and its write-ahead log) holds no plaintext image of any shard.
     images = np.load(release / "distilled.npz")["images"]

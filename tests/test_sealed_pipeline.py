@@ -72,7 +72,7 @@ def test_sealed_run_releases_a_signed_bundle_and_ledgers_sealed_shards(mixed_run
     assert result.ok, result.problems
     ledger = [json.loads(line) for line in (root / "state" / "site-0" / "ledger.jsonl").read_text().splitlines()]
     shards = [e for e in ledger if e["run"] == "mixed" and e["kind"] == "shard"]
-    assert len(shards) == 2 and all("sealed to key" in e["recipient"] for e in shards)
+    assert len(shards) == 2 and all(e["sealed_to"] and e["signed_by"] for e in shards)
 
 
 def test_impostor_is_dropped_and_its_shard_never_pooled(mixed_run):
