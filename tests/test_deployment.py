@@ -137,7 +137,7 @@ def test_killed_supernode_below_quorum_writes_no_release(federation: Federation)
 
     killer = threading.Thread(target=kill_after_fit, args=(federation, "site-2", "deploy-no-quorum"))
     killer.start()
-    code, out = submit(federation, "deploy-no-quorum", min_sites=2, rounds=1)
+    code, out = submit(federation, "deploy-no-quorum", min_sites=2, rounds=1, expected_sites=2)  # site-3 is gone
     killer.join()
     run_dir = federation.root / "runs" / "deploy-no-quorum"
     assert not (run_dir / "release").exists()
