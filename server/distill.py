@@ -40,6 +40,27 @@ def kcenter_greedy(features: np.ndarray, k: int, first: int = 0) -> np.ndarray:
     return np.array(chosen)
 
 
+def herding(features: np.ndarray, k: int) -> np.ndarray:
+    """Indices of k points whose running mean tracks the set's mean most closely at every step
+    (Welling, 2009; the selection iCaRL uses): a baseline that matches the first moment only."""
+    n = features.shape[0]
+    if k >= n:
+        return np.arange(n)
+    x = np.asarray(features, dtype=np.float64)
+    target = x.mean(axis=0)
+    total = np.zeros_like(target)
+    available = np.ones(n, dtype=bool)
+    chosen: list[int] = []
+    for step in range(1, k + 1):
+        gap = np.linalg.norm(target - (total + x) / step, axis=1)
+        gap[~available] = np.inf
+        nxt = int(gap.argmin())
+        chosen.append(nxt)
+        available[nxt] = False
+        total += x[nxt]
+    return np.array(chosen)
+
+
 def distill(
     images: np.ndarray,
     soft_labels: np.ndarray,

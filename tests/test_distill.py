@@ -40,3 +40,16 @@ def test_ipc_must_be_positive():
     images, soft, hard, feats = make_pool()
     with pytest.raises(ValueError):
         distill(images, soft, hard, feats, ("a", "b", "c", "d"), ipc=0, drop_fraction=0.0)
+
+
+def test_herding_tracks_the_mean_better_than_random_picks():
+    from fedkr.server.distill import herding
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(500, 6)) + rng.exponential(size=(500, 1))  # a skewed cloud
+    picked = herding(feats, 10)
+    assert len(set(picked.tolist())) == 10
+    herd_gap = np.linalg.norm(feats[picked].mean(0) - feats.mean(0))
+    random_gaps = [np.linalg.norm(feats[rng.choice(500, 10, replace=False)].mean(0) - feats.mean(0)) for _ in range(200)]
+    assert herd_gap < np.percentile(random_gaps, 1)
+    assert np.array_equal(herding(feats[:5], 10), np.arange(5))
