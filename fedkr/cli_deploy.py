@@ -13,13 +13,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-console = Console(stderr=True)
 out_console = Console(soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    from fedkr.cli import _fail as fail  # one error format for every command
+
+    fail(message, code)
 
 
 def coordinator_init(
@@ -68,7 +68,8 @@ def coordinator_register_site(
     out_console.print(f"site {site.name} registered" + (f" (Flower node {node_id})" if node_id else " (keys only)"))
 
 
-def _flwr(args: list[str], connection: str, ok_fail: bool = False) -> str:
+def _flwr(args: list[str], connection: str, ok_fail: bool = False) -> dict:
+    """Run a `flwr` command with `--format json` and return what it printed as JSON ({} if none)."""
     exe = shutil.which("flwr")
     if exe is None:
         _fail("the `flwr` command is not on PATH (install fedkr's environment, or pass --no-flower)")
@@ -77,15 +78,19 @@ def _flwr(args: list[str], connection: str, ok_fail: bool = False) -> str:
     if done.returncode != 0 and not ok_fail:
         detail = (done.stdout + done.stderr).strip().splitlines()
         _fail(f"`flwr {' '.join(args[:2])}` failed: {detail[-1] if detail else done.returncode}")
-    return done.stdout
+    start = done.stdout.find("{")  # flwr may print a line about the connection first
+    try:
+        parsed = json.loads(done.stdout[start:]) if start >= 0 else {}
+    except json.JSONDecodeError:
+        parsed = {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def _listed_nodes(connection: str) -> set[int]:
     """The node ids the SuperLink knows: a registry entry may predate this SuperLink's database."""
-    out = _flwr(["supernode", "list"], connection)
     try:
-        return {int(node["node-id"]) for node in json.loads(out[out.index("{"):]).get("nodes", [])}
-    except (ValueError, KeyError, TypeError, AttributeError):
+        return {int(node["node-id"]) for node in _flwr(["supernode", "list"], connection).get("nodes", [])}
+    except (ValueError, KeyError, TypeError):
         return set()
 
 
@@ -96,15 +101,10 @@ def _register_node(node_key: str, name: str, connection: str) -> int:
         pub = Path(tmp) / "node.pub"
         pub.write_text(node_key + "\n")
         out = _flwr(["supernode", "register", str(pub), "--name", name], connection)
-    for line in reversed(out.strip().splitlines()):
-        try:
-            return int(json.loads(line)["node-id"])
-        except (ValueError, KeyError, TypeError):
-            continue
     try:
-        return int(json.loads(out)["node-id"])
+        return int(out["node-id"])
     except (ValueError, KeyError, TypeError):
-        _fail(f"`flwr supernode register` gave no node id: {out.strip()[-200:]}")
+        _fail(f"`flwr supernode register` gave no node id: {str(out)[-200:]}")
     raise AssertionError("unreachable")
 
 

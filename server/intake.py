@@ -72,11 +72,11 @@ class SealedIntake:
         for sid, reply in replies.items():
             if isinstance(reply, Exception):
                 out[sid] = reply
-            elif not isinstance(reply, bytes) or sid not in self.keys.sites or not isinstance(candidates.get(sid), bytes):
+            elif not isinstance(reply, bytes) or sid not in self._site_keys or not isinstance(candidates.get(sid), bytes):
                 out[sid] = ValueError("unsigned audit report: this coordinator accepts signed reports only")
             else:
                 try:
-                    out[sid] = open_audit_report(reply, site_key=self.keys.sites[sid].verify_key, site_id=sid,
+                    out[sid] = open_audit_report(reply, site_key=self._site_keys[sid], site_id=sid,
                                                  run_id=self.run_id, candidate_blob=candidates[sid])  # type: ignore[arg-type]
                 except ValueError as exc:
                     out[sid] = exc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -14,6 +13,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedkr.shared.audit_policy import AuditDecision
 from fedkr.shared.classifier import CompactCNN
+from fedkr.shared.release_verify import sha256_of
 from safetensors.numpy import load_file as load_numpy_file
 from safetensors.torch import save_file
 
@@ -29,11 +29,7 @@ RELEASE_FILES = ARTEFACTS + ("metrics.json", "contact_sheet.png", "audit.json", 
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_of(path, follow_symlinks=True)
 
 
 def write_contact_sheet(distilled: DistilledSet, path: Path, per_row: int = 10) -> None:

@@ -16,10 +16,13 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
+
+K = TypeVar("K")
 
 PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
@@ -83,7 +86,8 @@ def new_signing_key() -> ed25519.Ed25519PrivateKey:
     return ed25519.Ed25519PrivateKey.generate()
 
 
-def signing_key_pem(key: ed25519.Ed25519PrivateKey) -> bytes:
+def signing_key_pem(key: ed25519.Ed25519PrivateKey | x25519.X25519PrivateKey) -> bytes:
+    """PKCS#8 PEM of a signing or sealing private key, unencrypted: the file's 0600 mode protects it."""
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
@@ -92,10 +96,7 @@ def public_pem(key: ed25519.Ed25519PublicKey | x25519.X25519PublicKey) -> bytes:
 
 
 def load_signing_key(path: Path) -> ed25519.Ed25519PrivateKey:
-    key = _load_private_pem(path)
-    if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise KeyFileError(f"{path} is not an Ed25519 signing key")
-    return key
+    return _expect(_load_private_pem(path), ed25519.Ed25519PrivateKey, f"{path} is not an Ed25519 signing key")
 
 
 def load_verify_key(path: Path) -> ed25519.Ed25519PublicKey:
@@ -103,10 +104,7 @@ def load_verify_key(path: Path) -> ed25519.Ed25519PublicKey:
 
 
 def verify_key_from_pem(data: bytes, where: str = "key") -> ed25519.Ed25519PublicKey:
-    key = _public_from_pem(data, where)
-    if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise KeyFileError(f"{where} is not an Ed25519 public key")
-    return key
+    return _expect(_public_from_pem(data, where), ed25519.Ed25519PublicKey, f"{where} is not an Ed25519 public key")
 
 
 # --- X25519 sealing keys --------------------------------------------------------------------------
@@ -116,15 +114,11 @@ def new_sealing_key() -> x25519.X25519PrivateKey:
     return x25519.X25519PrivateKey.generate()
 
 
-def sealing_key_pem(key: x25519.X25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+sealing_key_pem = signing_key_pem
 
 
 def load_sealing_key(path: Path) -> x25519.X25519PrivateKey:
-    key = _load_private_pem(path)
-    if not isinstance(key, x25519.X25519PrivateKey):
-        raise KeyFileError(f"{path} is not an X25519 sealing key")
-    return key
+    return _expect(_load_private_pem(path), x25519.X25519PrivateKey, f"{path} is not an X25519 sealing key")
 
 
 def load_seal_to_key(path: Path) -> x25519.X25519PublicKey:
@@ -132,10 +126,7 @@ def load_seal_to_key(path: Path) -> x25519.X25519PublicKey:
 
 
 def seal_to_key_from_pem(data: bytes, where: str = "key") -> x25519.X25519PublicKey:
-    key = _public_from_pem(data, where)
-    if not isinstance(key, x25519.X25519PublicKey):
-        raise KeyFileError(f"{where} is not an X25519 public key")
-    return key
+    return _expect(_public_from_pem(data, where), x25519.X25519PublicKey, f"{where} is not an X25519 public key")
 
 
 # --- SuperNode authentication keys (Flower's format) ----------------------------------------------
@@ -171,6 +162,12 @@ def key_id(key: ed25519.Ed25519PublicKey | x25519.X25519PublicKey | ec.EllipticC
     """A short, stable fingerprint of a public key: the first 16 hex digits of SHA-256 of its DER."""
     der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()[:16]
+
+
+def _expect(key: object, kind: type[K], message: str) -> K:
+    if not isinstance(key, kind):
+        raise KeyFileError(message)
+    return key
 
 
 def _load_private_pem(path: Path) -> object:

@@ -179,10 +179,10 @@ class VerifyResult:
     checked: list[str]
 
 
-def sha256_of(path: Path) -> str:
-    """SHA-256 of a regular file, refusing to follow a symbolic link at the last component."""
+def sha256_of(path: Path, *, follow_symlinks: bool = False) -> str:
+    """SHA-256 of a regular file; by default refusing to follow a symbolic link at the last component."""
     digest = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    fd = os.open(path, os.O_RDONLY | (0 if follow_symlinks else getattr(os, "O_NOFOLLOW", 0)))
     with os.fdopen(fd, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CONNECTION = "fedkr-test"
 

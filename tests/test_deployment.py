@@ -15,7 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from federation import CONNECTION, REPO, Federation, write_site_datasets
+from federation import CONNECTION, Federation, write_site_datasets
+from helpers import REPO
 
 pytestmark = pytest.mark.deployment
 
