@@ -90,6 +90,10 @@ def _synthesize(msg: Message, context: Context, overrides: dict | None) -> Recor
     return rec.encode_shard(site_from_context(context, overrides).synthesize(rec.decode_request(msg.content)))
 
 
+def _relabel(msg: Message, context: Context, overrides: dict | None) -> RecordDict:
+    return rec.encode_relabel_reply(site_from_context(context, overrides).relabel(rec.decode_relabel_request(msg.content)))
+
+
 def _audit(msg: Message, context: Context, overrides: dict | None) -> RecordDict:
     return rec.encode_audit_report(site_from_context(context, overrides).audit(rec.decode_candidate(msg.content)))
 
@@ -99,6 +103,7 @@ def build_client_app(overrides: dict | None = None) -> ClientApp:
     app = ClientApp()
     app.train()(_handled("fit", _train, overrides))
     app.query("synthesize")(_handled("synthesize", _synthesize, overrides))
+    app.query("relabel")(_handled("relabel", _relabel, overrides))
     app.query("audit")(_handled("audit", _audit, overrides))
     return app
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedkr.shared.reports import AuditReport, FitReport
+from fedkr.shared.reports import AuditReport, FitReport, RelabelReply
 from fedkr.shared.keys import key_id
 from fedkr.shared.shard import Shard, ShardError, ShardSpec, validate_shard
 from fedkr.shared.shard_wire import seal_shard, sign_audit_report
@@ -26,7 +26,7 @@ from .credentials import SiteCredentials
 
 log = logging.getLogger(__name__)
 
-Outbound = Shard | FitReport | AuditReport
+Outbound = Shard | FitReport | AuditReport | RelabelReply
 
 
 def read_ledger(path: Path) -> tuple[list[dict], int]:
@@ -86,10 +86,14 @@ class OutboundGate:
             kind = "metrics"
             out = payload = sign_audit_report(item, run_id=run_id, candidate_blob=candidate_blob, signer=self.credentials.signing_key)
             extra["signed_by"] = key_id(self.credentials.signing_key.public_key())
+        elif isinstance(item, RelabelReply):
+            if item.site_id != self.site_id:
+                raise GateRefusal(f"{self.site_id}: labels are marked as from {item.site_id}")
+            kind, payload, extra["images"] = "labels", np.ascontiguousarray(item.probs).tobytes(), int(item.probs.shape[0])
         elif isinstance(item, (FitReport, AuditReport)):
             kind, payload = "metrics", json.dumps(item.to_dict(), sort_keys=True).encode()
         else:
-            raise GateRefusal(f"{self.site_id}: refusing to send {type(item).__name__}: only synthetic shards and metrics may leave")
+            raise GateRefusal(f"{self.site_id}: refusing to send {type(item).__name__}: only synthetic shards, labels of synthetic images and metrics may leave")
         self._append_ledger(run_id, round, kind, payload, recipient, extra)
         return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from fedkr.shared.classifier import (
     CompactCNN,
     accuracy,
     build_classifier,
+    embed,
     one_hot,
     predict_proba,
     train_classifier,
@@ -31,15 +33,19 @@ from fedkr.shared.reports import (
     AuditReport,
     FitPlan,
     FitReport,
+    RelabelReply,
+    RelabelRequest,
+    check_relabel,
     check_run_id,
 )
-from fedkr.shared.shard import Shard, SynthesisRequest
-from fedkr.shared.shard_wire import open_candidate
+from fedkr.shared.shard import MAX_OVERSAMPLE, Shard, SynthesisRequest
+from fedkr.shared.shard_wire import open_candidate, open_relabel
 from safetensors.torch import load_file, save_file
 
 from .auditor import AuditSettings, audit_model
 from .credentials import SiteCredentials
 from .gate import OutboundGate
+from .synthesis_filter import MemberManifold, filter_samples
 from .site_data import SiteData
 
 log = logging.getLogger(__name__)
@@ -95,6 +101,7 @@ class Site:
         real = np.concatenate([data.members.images, data.holdout.images])
         self.gate = OutboundGate(site_id, real, self.state_dir / "ledger.jsonl", credentials)
         self._models: tuple[str, CompactCNN, ClassConditionalDiffusion] | None = None  # (run id, teacher, generator)
+        self._manifold: tuple[str, MemberManifold] | None = None  # (run id, members in that run's teacher space)
 
     # -- fit -----------------------------------------------------------------------------------
     def fit(self, plan: FitPlan) -> FitReport:
@@ -145,7 +152,11 @@ class Site:
     # -- synthesize ----------------------------------------------------------------------------
     def synthesize(self, request: SynthesisRequest) -> Shard | bytes:
         """Fresh images for the requested budget, labelled by the teacher at the requested temperature
-        (sealed bytes when the site has keys)."""
+        (sealed bytes when the site has keys).
+
+        The site draws `oversample` times the request and keeps what its in-distribution filter
+        passes (see `synthesis_filter`); the shard's summary carries the filter's four figures.
+        """
         teacher, generator = self._load(request.run_id)
         if len(request.per_class) != generator.num_classes:
             raise ValueError(f"request names {len(request.per_class)} classes, the site has {generator.num_classes}")
@@ -153,12 +164,17 @@ class Site:
             raise ValueError("request must ask for a non-negative count per class and at least one image")
         if not request.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {request.temperature}")
-        labels = np.repeat(np.arange(generator.num_classes), request.per_class).astype(np.int64)
+        if not 1.0 <= request.oversample <= MAX_OVERSAMPLE:
+            raise ValueError(f"oversample must be between 1 and {MAX_OVERSAMPLE}, got {request.oversample}")
+        drawn_per_class = [math.ceil(n * request.oversample) for n in request.per_class]
+        drawn_labels = np.repeat(np.arange(generator.num_classes), drawn_per_class).astype(np.int64)
         seed = self._next_seed(request, generator.config.seed)
         started = time.perf_counter()
-        images = generator.sample(labels, seed=seed)
+        drawn = generator.sample(drawn_labels, seed=seed)
+        outcome = filter_samples(drawn_labels, predict_proba(teacher, drawn), embed(teacher, drawn), request.per_class,
+                                 self._member_manifold(request.run_id, teacher), seed)
+        images, labels = drawn[outcome.keep], drawn_labels[outcome.keep]
         soft = predict_proba(teacher, images, temperature=request.temperature)
-        agreement = float((soft.argmax(1) == labels).mean())
         shard = Shard(
             site_id=self.site_id,
             round=request.round,
@@ -170,13 +186,36 @@ class Site:
                 **generator.summary(),
                 "teacher": f"CompactCNN width {teacher.config.channels}",
                 "temperature": request.temperature,
-                "teacher_agreement": agreement,
+                "oversample": request.oversample,
+                **outcome.summary(),
                 "sample_seconds": time.perf_counter() - started,
             },
         )
-        log.info("%s: round %d shard of %d images, teacher agrees with requested class on %.1f%%",
-                 self.site_id, request.round, len(shard), 100 * agreement)
+        log.info("%s: round %d shard of %d images (drew %d, %.0f%% failed the filter); teacher agrees with the "
+                 "requested class on %.1f%%, precision %.2f, recall %.2f", self.site_id, request.round, len(shard),
+                 len(drawn), 100 * outcome.rejection_rate, 100 * outcome.teacher_agreement, outcome.precision, outcome.recall)
         return self.gate.send(shard, run_id=request.run_id, round=request.round)  # type: ignore[return-value]
+
+    def _member_manifold(self, run_id: str, teacher: CompactCNN) -> MemberManifold:
+        if self._manifold is None or self._manifold[0] != run_id:
+            self._manifold = (run_id, MemberManifold(embed(teacher, self.data.members.images)))
+        return self._manifold[1]
+
+    # -- relabel -------------------------------------------------------------------------------
+    def relabel(self, request: RelabelRequest | bytes) -> RelabelReply:
+        """This site's teacher's probabilities for the coordinator's distilled images (cross-site relabelling)."""
+        if self.credentials is None:
+            if isinstance(request, bytes):
+                raise ValueError("sealed relabel request, but this site has no keys (set keys-dir in the node config)")
+        else:
+            if not isinstance(request, bytes):
+                raise ValueError("unsealed relabel request: a site with keys accepts only requests sealed and signed by its coordinator")
+            request = open_relabel(request, recipient_key=self.credentials.sealing_key,
+                                   coordinator_key=self.credentials.coordinator_verify_key, site_id=self.site_id)
+        check_relabel(request, self.data.members.image_shape)
+        teacher, _ = self._load(request.run_id)
+        probs = predict_proba(teacher, request.images, temperature=request.temperature)
+        return self.gate.send(RelabelReply(self.site_id, probs), run_id=request.run_id, round=-2)  # type: ignore[return-value]
 
     # -- audit ---------------------------------------------------------------------------------
     def audit(self, candidate: AuditCandidate | bytes, seed: int = 0) -> AuditReport | bytes:
@@ -215,11 +254,12 @@ class Site:
 
     # -- state ---------------------------------------------------------------------------------
     def _next_seed(self, request: SynthesisRequest, base_seed: int) -> int:
-        """A new seed on every call within a run (fresh images), yet reproducible: derived from the run's
+        """A new seed on every call (fresh images), yet reproducible: derived from the run id, the run's
         seed, the site, the round and how many shards the site has sent in this run (its ledger says).
-        Two runs with the same seed draw the same images, so a run can be repeated exactly."""
+        A run repeated under the same run id and seed draws the same images; two runs that share a
+        fit but not a run id draw different ones."""
         sent = self.gate.count_sent(request.run_id, "shard")
-        key = f"{base_seed}:{self.site_id}:{request.round}:{sent}".encode()
+        key = f"{request.run_id}:{base_seed}:{self.site_id}:{request.round}:{sent}".encode()
         return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
 
     def _run_dir(self, run_id: str) -> Path:

@@ -128,6 +128,9 @@ def simulate(
     rounds: Annotated[int, typer.Option(help="Synthesis rounds after fit; each asks every site for a fresh shard.")] = 3,
     ipc: Annotated[int, typer.Option(help="Distilled images per class.")] = 50,
     samples_per_class: Annotated[int, typer.Option(help="Images per class each site generates per round.")] = 50,
+    oversample: Annotated[float, typer.Option(help="Each site draws this many times the request and keeps what its in-distribution filter passes (1: no filtering, figures only).")] = 1.0,
+    selection: Annotated[str, typer.Option(help="How the distilled images are chosen: spectral, kcenter, herding or random.")] = "spectral",
+    relabel: Annotated[bool, typer.Option(help="Have every site's teacher relabel the distilled set, weighted by class support.")] = True,
     holdout_fraction: Annotated[float, typer.Option(help="Share of each site's images held out of training for the audit: more gives the audit more power.")] = 0.2,
     out: Annotated[Path, typer.Option(help="Folder for runs.")] = Path("runs"),
     seed: Annotated[int, typer.Option(help="Seed for partitions, splits and training.")] = 0,
@@ -148,7 +151,7 @@ def simulate(
 ) -> None:
     """Simulate N hospital sites on one dataset through Flower's simulation engine."""
     _run(dict(data=data, partition=partition, rounds=rounds, ipc=ipc, samples_per_class=samples_per_class,
-              holdout_fraction=holdout_fraction,
+              oversample=oversample, selection=selection, relabel=relabel, holdout_fraction=holdout_fraction,
               out=str(out), seed=seed, generator_steps=generator_steps, teacher_epochs=teacher_epochs,
               student_epochs=student_epochs, temperature=temperature, audit_max_auc=audit_max_auc,
               audit_max_tpr=audit_max_tpr, audit_max_distance_auc=audit_max_distance_auc,
@@ -272,6 +275,48 @@ def centralized(
         _fail(str(exc))
     out_console.print(f"centralized: test accuracy {result.test_accuracy:.4f} on {result.test_images} test images "
                       f"({result.train_images} training images, {result.epochs} epochs, {result.seconds:.0f} s)")
+
+
+@app.command()
+def bench(
+    data: Annotated[str, typer.Option(help="'digits', a MedMNIST .npz file, or an image folder.")] = "digits",
+    profile: Annotated[str, typer.Option(help="'quick' (digits-sized, about a minute) or 'full' (real datasets).")] = "quick",
+    out: Annotated[Path, typer.Option(help="Folder for bench.json, bench.md, bench.png and the fedkr runs.")] = Path("bench"),
+    seeds: Annotated[int | None, typer.Option(help="Seeds per method (default: the profile's).")] = None,
+    sites: Annotated[int | None, typer.Option(help="Simulated sites (default: the profile's).")] = None,
+    partition: Annotated[str | None, typer.Option(help="'iid' or 'dirichlet:ALPHA' (default: the profile's).")] = None,
+    generator_steps: Annotated[int | None, typer.Option(help="Diffusion training steps per site (default: the profile's).")] = None,
+    ipc: Annotated[int | None, typer.Option(help="fedkr's distilled images per class (default: the profile's).")] = None,
+    reuse_fit: Annotated[Path | None, typer.Option(help="A finished `fedkr simulate` run folder (runs/<id>) on the same data, "
+                                                   "partition and budgets, whose sites' models to reuse instead of fitting.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every stage's log.")] = False,
+) -> None:
+    """Compare centralized, local-only, Flower FedAvg, naive synthetic pooling and fedkr on the same sites."""
+    from fedkr.bench import PROFILES, ReusedFit, markdown_table, run_bench, with_overrides, write_outputs
+    from fedkr.server.config import ConfigError
+    from fedkr.shared.data import DataError
+
+    _setup_logging(verbose)
+    if profile not in PROFILES:
+        _fail(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    chosen = with_overrides(PROFILES[profile], seeds=seeds, sites=sites, partition=partition,
+                            generator_steps=generator_steps, ipc=ipc)
+    if chosen.seeds < 1 or chosen.sites < 2:
+        _fail("a bench needs at least 1 seed and 2 sites")
+    if out.exists() and any(out.iterdir()):
+        _fail(f"{out} is not empty: a bench writes into a fresh folder (its sites' state lives there)")
+    started = time.perf_counter()
+
+    def progress(message: str) -> None:
+        console.print(f"[{time.perf_counter() - started:6.0f} s] {message}", highlight=False)
+
+    try:
+        result = run_bench(data, chosen, out, progress, ReusedFit(reuse_fit) if reuse_fit else None)
+    except (ConfigError, DataError, ValueError) as exc:
+        _fail(str(exc))
+    paths = write_outputs(result, out)
+    out_console.print(markdown_table(result.to_dict()))
+    out_console.print(f"written: {paths['json']}, {paths['markdown']}, {paths['plot']} ({result.seconds:.0f} s)")
 
 
 # Command groups kept in their own modules register themselves here.

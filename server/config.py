@@ -13,6 +13,9 @@ from fedkr.shared.dp import DPConfig
 from fedkr.shared.generator import GeneratorConfig
 from fedkr.shared.partition import PartitionSpec
 from fedkr.shared.reports import RUN_ID_PATTERN
+from fedkr.shared.shard import MAX_OVERSAMPLE
+
+from .distill import SELECTIONS
 
 
 class ConfigError(ValueError):
@@ -40,6 +43,10 @@ class RunConfig:
     temperature: float = 4.0
     min_class_members: int = 5
     drop_fraction: float = 0.3
+    # how the distilled set is chosen, whether every site relabels it, how much each site oversamples for its filter
+    selection: str = "spectral"
+    relabel: bool = True
+    oversample: float = 1.0
     audit_max_auc: float = 0.6
     audit_max_tpr: float = 0.03
     audit_max_distance_auc: float = 0.6
@@ -76,6 +83,8 @@ class RunConfig:
             (0.0 < self.holdout_fraction < 1.0, "holdout-fraction must be in (0, 1)"),
             (self.temperature > 0, "temperature must be > 0"),
             (0.0 <= self.drop_fraction < 1.0, "drop-fraction must be in [0, 1)"),
+            (self.selection in SELECTIONS, f"selection must be one of {', '.join(SELECTIONS)}"),
+            (1.0 <= self.oversample <= MAX_OVERSAMPLE, f"oversample must be between 1 and {MAX_OVERSAMPLE}"),
             (0.0 < self.audit_max_auc <= 1.0, "audit-max-auc must be in (0, 1]"),
             (0.0 < self.audit_max_tpr <= 1.0, "audit-max-tpr must be in (0, 1]"),
             (0.0 < self.audit_max_distance_auc <= 1.0, "audit-max-distance-auc must be in (0, 1]"),

@@ -11,23 +11,25 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 from fedkr.shared.audit_policy import decide_release
-from fedkr.shared.classifier import accuracy
+from fedkr.shared.classifier import CompactCNN, accuracy
 from fedkr.shared.data import ImageSet
-from fedkr.shared.reports import AuditCandidate, FitPlan, FitReport
+from fedkr.shared.reports import AuditCandidate, FitPlan, FitReport, RelabelReply, RelabelRequest, check_relabel_reply
 from fedkr.shared.shard import ShardError, ShardSpec, SynthesisRequest
 from fedkr.shared.shard_wire import ReplayGuard
 
 from .audit_document import audit_summary
 from .config import RunConfig
-from .distill import distill
+from .distill import DistilledSet, distill
 from .intake import PlainIntake, SealedIntake
 from .keyring import CoordinatorKeys, load_coordinator_keys
 from .link import SiteLink
-from .pool import Pool
+from .pool import Pool, PoolArrays
+from .relabel import class_support, combine_labels
 from .release import write_refusal, write_release
 from .student import pool_features, train_student
 
@@ -37,6 +39,21 @@ Progress = Callable[[str, int, int], None]
 
 #: The most images one shard may hold; larger requests are refused before any site generates.
 MAX_SHARD_IMAGES = 20_000
+
+
+QUALITY_KEYS = ("teacher_agreement", "rejection_rate", "precision", "recall")
+
+
+def synthesis_quality(shard_summaries: list[dict]) -> dict[str, dict[str, float | None]]:
+    """Per site, the mean over its shards of the four figures its filter reported."""
+    out: dict[str, dict[str, float | None]] = {}
+    for site in sorted({s["site"] for s in shard_summaries}):
+        rows = [s["summary"] for s in shard_summaries if s["site"] == site]
+        out[site] = {}
+        for key in QUALITY_KEYS:
+            values = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float)) and np.isfinite(r[key])]
+            out[site][key] = round(float(np.mean(values)), 4) if values else None
+    return out
 
 
 class RunError(RuntimeError):
@@ -65,6 +82,10 @@ class Coordinator:
         self.test_set = test_set
         self.progress = progress or _no_progress
         self.timings: dict[str, float] = {}
+        #: What the last run built, for in-process callers that measure it (a benchmark): never written out.
+        self.pool_arrays: PoolArrays | None = None
+        self.distilled: DistilledSet | None = None
+        self.student: CompactCNN | None = None
         if keys is None and config.coordinator_dir:
             keys = load_coordinator_keys(Path(config.coordinator_dir))
         self.keys = keys
@@ -167,12 +188,16 @@ class Coordinator:
         # distill and train the student
         self.progress("distill and train the student", cfg.rounds + 1, total_rounds)
         started = time.perf_counter()
-        arrays = pool.arrays()
-        feats = pool_features(arrays.images, arrays.soft_labels, image_shape, cfg.seed)
-        distilled = distill(arrays.images, arrays.soft_labels, arrays.hard_labels, feats, class_names, cfg.ipc, cfg.drop_fraction)
+        distilled = self._distill(pool, reports, class_names, image_shape)
         self._timed("distill", started)
+        relabelled_by: list[str] = []
+        if cfg.relabel:
+            started = time.perf_counter()
+            distilled, relabelled_by = self._relabel(link, intake, distilled, reports)
+            self._timed("relabel", started)
         started = time.perf_counter()
         student = train_student(distilled, image_shape, cfg.student_config())
+        self.distilled, self.student = distilled, student
         self._timed("student", started)
         test_accuracy = None
         if self.test_set is not None:
@@ -208,6 +233,9 @@ class Coordinator:
             "pool_size": len(pool),
             "pool_rejections": pool.rejections,
             "shards": shard_summaries,
+            "synthesis_quality": synthesis_quality(shard_summaries),
+            "selection": cfg.selection,
+            "relabelled_by": relabelled_by,
             "distilled_per_class": {class_names[c]: int(n) for c, n in enumerate(distilled.per_class())},
             "student_test_accuracy": test_accuracy,
             "test_images": None if self.test_set is None else len(self.test_set),
@@ -224,6 +252,47 @@ class Coordinator:
             outcome = RunOutcome(run_dir, False, None, refusal, metrics)
         self.progress("done", total_rounds, total_rounds)
         return outcome
+
+    def _distill(self, pool: Pool, reports: dict[str, FitReport], class_names: tuple[str, ...],
+                 image_shape: tuple[int, int, int]) -> DistilledSet:
+        """IPC images per class from the pool; spectral matching weighs each row by its site's support for its class."""
+        cfg = self.config
+        arrays = self.pool_arrays = pool.arrays()
+        feats = pool_features(arrays.images, arrays.soft_labels, image_shape, cfg.seed)
+        sites = sorted(reports)
+        support = class_support(reports, sites)
+        row_of_site = {sid: i for i, sid in enumerate(sites)}
+        weights = support[[row_of_site[str(s)] for s in arrays.site_ids], arrays.hard_labels]
+        holds = np.array([[n >= cfg.min_class_members for n in reports[sid].member_class_counts] for sid in sites])
+        return distill(arrays.images, arrays.soft_labels, arrays.hard_labels, feats, class_names, cfg.ipc,
+                       cfg.drop_fraction, selection=cfg.selection, class_support=holds.mean(axis=0),
+                       sample_weights=np.maximum(weights, 1e-6), seed=cfg.seed)
+
+    def _relabel(self, link: SiteLink, intake: PlainIntake | SealedIntake, distilled: DistilledSet,
+                 reports: dict[str, FitReport]) -> tuple[DistilledSet, list[str]]:
+        """Every contributing site's teacher labels the distilled images; a site that fails has no say.
+
+        Sites that did not answer are left out of the weights; with no answer at all the shards'
+        own labels stay, so relabelling can improve labels but never stop a run.
+        """
+        sites = sorted(reports)
+        request = RelabelRequest(self.config.run_id, distilled.images, self.config.temperature)
+        replies = link.relabel(intake.relabel_requests(sites, request))
+        answered: dict[str, np.ndarray] = {}
+        for sid in sites:
+            reply = replies.get(sid)
+            try:
+                if not isinstance(reply, RelabelReply):
+                    raise ValueError(str(reply) if isinstance(reply, Exception) else "no reply")
+                answered[sid] = check_relabel_reply(reply.probs, len(distilled), len(distilled.class_names))
+            except ValueError as exc:
+                log.warning("%s: relabelling left out: %s", sid, str(exc).splitlines()[0][:200] if str(exc) else "")
+        if not answered:
+            log.warning("no site relabelled the distilled set; the shards' own labels stay")
+            return distilled, []
+        names = sorted(answered)
+        labels = combine_labels([answered[s] for s in names], class_support(reports, names))
+        return replace(distilled, soft_labels=labels), names
 
     def _drop(self, sid: str, reason: str, active: dict[str, FitReport], dropped: dict[str, str], pool: Pool) -> None:
         """A site that fails to deliver leaves the run, and its earlier shards leave the pool.
@@ -279,5 +348,6 @@ class Coordinator:
             self.config.samples_per_class if n >= self.config.min_class_members else 0
             for n in report.member_class_counts
         )
-        return SynthesisRequest(run_id=self.config.run_id, round=rnd, per_class=per_class, temperature=self.config.temperature)
+        return SynthesisRequest(run_id=self.config.run_id, round=rnd, per_class=per_class, temperature=self.config.temperature,
+                                oversample=self.config.oversample)
 

@@ -1,7 +1,10 @@
 """From the pool to a distilled set of a fixed number of images per class (IPC).
 
-First version: within each class drop the samples the sites' teachers were least sure of, then
-pick a diverse subset by k-center greedy in a feature space, keeping the soft labels.
+Within each class, drop the samples the sites' teachers were least sure of, then choose IPC of the
+rest in a feature space by one of four rules, keeping the soft labels: class-aware spectral
+distribution matching (the default, see `spectral.py`), k-center greedy (coverage), herding
+(first moment) or uniform random (the reference every rule must beat). The same pre-filter runs
+for all four, so a comparison isolates the choice itself.
 """
 
 from __future__ import annotations
@@ -9,6 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from .spectral import SpectralSettings, phase_weight_for, random_frequencies, spectral_select
+
+SELECTIONS = ("spectral", "kcenter", "herding", "random")
 
 
 @dataclass(frozen=True)
@@ -69,10 +76,24 @@ def distill(
     class_names: tuple[str, ...],
     ipc: int,
     drop_fraction: float,
+    selection: str = "spectral",
+    class_support: np.ndarray | None = None,
+    sample_weights: np.ndarray | None = None,
+    seed: int = 0,
 ) -> DistilledSet:
-    """Choose at most `ipc` images per class; every class present in the pool is kept."""
+    """Choose at most `ipc` images per class; every class present in the pool is kept.
+
+    `class_support[c]` is the share of sites that hold class c (spectral: classes few sites hold
+    weigh realism more); `sample_weights` weigh each pool row in the spectral target, so that the
+    sites that know a class well shape what its distilled images must look like.
+    """
     if ipc < 1:
         raise ValueError("ipc must be at least 1")
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+    settings = SpectralSettings(seed=seed)
+    freqs = random_frequencies(features, settings.frequencies, seed) if selection == "spectral" else None
+    rng = np.random.default_rng(seed)
     chosen: list[np.ndarray] = []
     for cls in range(len(class_names)):
         idx = np.flatnonzero(hard_labels == cls)
@@ -82,8 +103,16 @@ def distill(
         keep = max(ipc, int(np.ceil(idx.size * (1.0 - drop_fraction))))
         idx = idx[np.argsort(-confidence, kind="stable")[:keep]]
         feats = features[idx]
-        # start from the most confident sample, then spread out
-        picked = kcenter_greedy(feats, ipc, first=0)
+        if selection == "spectral":
+            support = 1.0 if class_support is None else float(class_support[cls])
+            weights = None if sample_weights is None else sample_weights[idx]
+            picked = spectral_select(feats, ipc, freqs, phase_weight_for(support, settings.tail_phase_boost), weights)
+        elif selection == "kcenter":
+            picked = kcenter_greedy(feats, ipc, first=0)  # start from the most confident sample, then spread out
+        elif selection == "herding":
+            picked = herding(feats, ipc)
+        else:
+            picked = np.sort(rng.choice(idx.size, size=min(ipc, idx.size), replace=False))
         chosen.append(idx[picked])
     index = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
     return DistilledSet(

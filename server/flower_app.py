@@ -16,7 +16,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedkr.shared import flower_records as rec
 from fedkr.shared.logs import ensure_fedkr_logging
 from fedkr.shared.data import ImageSet, load_dataset  # test split only: the coordinator never loads site data
-from fedkr.shared.reports import AuditCandidate, AuditReport, FitPlan, FitReport
+from fedkr.shared.reports import AuditCandidate, AuditReport, FitPlan, FitReport, RelabelReply, RelabelRequest
 from fedkr.shared.shard import Shard, SynthesisRequest
 
 from .config import RunConfig
@@ -110,6 +110,10 @@ class GridLink:
         content = {self.node_of[sid]: rec.encode_request(req) for sid, req in requests.items()}
         group = str(next(iter(requests.values())).round) if requests else "0"
         return self._decode(self._exchange(content, rec.MSG_SYNTHESIZE, group), rec.decode_shard)  # type: ignore[return-value]
+
+    def relabel(self, requests: dict[str, RelabelRequest | bytes]) -> dict[str, RelabelReply | Exception]:
+        content = {self.node_of[sid]: rec.encode_relabel_request(req) for sid, req in requests.items()}
+        return self._decode(self._exchange(content, rec.MSG_RELABEL, "relabel"), rec.decode_relabel_reply)  # type: ignore[return-value]
 
     def audit(self, sites: list[str], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | bytes | Exception]:
         shared = {id(c): rec.encode_candidate(c) for c in candidates.values() if isinstance(c, AuditCandidate)}

@@ -1,4 +1,5 @@
-"""What crosses the coordinator's boundary with a site: shards in, audit candidates out.
+"""What crosses the coordinator's boundary with a site: shards in, relabelling requests and
+audit candidates out.
 
 In simulation everything stays in one trust domain and travels as plain objects. In deployment
 (`coordinator-dir` set) the coordinator accepts only sealed shards signed by a registered site,
@@ -10,9 +11,9 @@ from __future__ import annotations
 
 import logging
 
-from fedkr.shared.reports import AuditCandidate, AuditReport
+from fedkr.shared.reports import AuditCandidate, AuditReport, RelabelRequest
 from fedkr.shared.shard import Shard, ShardError, ShardSpec
-from fedkr.shared.shard_wire import ReplayGuard, ShardWireError, open_audit_report, open_shard, seal_candidate
+from fedkr.shared.shard_wire import ReplayGuard, ShardWireError, open_audit_report, open_shard, seal_candidate, seal_relabel
 
 from .keyring import CoordinatorKeys
 
@@ -38,6 +39,9 @@ class PlainIntake:
 
     def check_site(self, site_id: str) -> str | None:
         return None
+
+    def relabel_requests(self, sites: list[str], request: RelabelRequest) -> dict[str, RelabelRequest | bytes]:
+        return {sid: request for sid in sites}
 
     def audit_reports(self, replies: dict[str, object], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | Exception]:
         return {sid: _plain_report(reply) for sid, reply in replies.items()}
@@ -81,6 +85,11 @@ class SealedIntake:
                 except ValueError as exc:
                     out[sid] = exc
         return out
+
+    def relabel_requests(self, sites: list[str], request: RelabelRequest) -> dict[str, RelabelRequest | bytes]:
+        """Sealed to each site like a candidate: the images are pool images."""
+        return {sid: seal_relabel(request, site_id=sid, signer=self.keys.signing_key, recipient=self.keys.sites[sid].seal_to)
+                for sid in sites}
 
     def candidates(self, sites: list[str], candidate: AuditCandidate) -> dict[str, AuditCandidate | bytes]:
         return {sid: seal_candidate(candidate, site_id=sid, signer=self.keys.signing_key, recipient=self.keys.sites[sid].seal_to)

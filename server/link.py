@@ -1,7 +1,7 @@
 """How the coordinator reaches its sites. One loop, several transports.
 
 `SiteLink` is the seam: the in-process link calls `Site` objects directly (fast tests); the Flower
-adapter implements the same three calls over a `Grid` (simulation and deployment). A call returns,
+adapter implements the same four calls over a `Grid` (simulation and deployment). A call returns,
 per site, either the reply or the exception that stood in its place, so one failing site never
 takes the others down.
 """
@@ -12,7 +12,7 @@ import logging
 from typing import Protocol
 
 from fedkr.client.site import Site
-from fedkr.shared.reports import AuditCandidate, AuditReport, FitPlan, FitReport
+from fedkr.shared.reports import AuditCandidate, AuditReport, FitPlan, FitReport, RelabelReply, RelabelRequest
 from fedkr.shared.shard import Shard, SynthesisRequest
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,8 @@ class SiteLink(Protocol):
     def fit(self, plan: FitPlan) -> dict[str, FitReport | Exception]: ...
 
     def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, Shard | bytes | Exception]: ...
+
+    def relabel(self, requests: dict[str, RelabelRequest | bytes]) -> dict[str, RelabelReply | Exception]: ...
 
     def audit(self, sites: list[str], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | bytes | Exception]: ...
 
@@ -37,6 +39,9 @@ class InProcessLink:
 
     def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, Shard | bytes | Exception]:
         return {sid: _call(sid, self.sites[sid].synthesize, req) for sid, req in requests.items()}
+
+    def relabel(self, requests: dict[str, RelabelRequest | bytes]) -> dict[str, RelabelReply | Exception]:
+        return {sid: _call(sid, self.sites[sid].relabel, req) for sid, req in requests.items()}
 
     def audit(self, sites: list[str], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | bytes | Exception]:
         return {sid: _call(sid, self.sites[sid].audit, candidates[sid]) for sid in sites}

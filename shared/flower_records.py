@@ -16,12 +16,13 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from .classifier import ClassifierConfig
-from .reports import AuditCandidate, AuditReport, FitPlan, FitReport
+from .reports import AuditCandidate, AuditReport, FitPlan, FitReport, RelabelReply, RelabelRequest
 from .shard import Shard, SynthesisRequest
 
 MSG_TRAIN = "train"
 MSG_SYNTHESIZE = "query.synthesize"
 MSG_AUDIT = "query.audit"
+MSG_RELABEL = "query.relabel"
 
 #: The largest sealed message either side reads (a candidate holds the student's weights too).
 MAX_SEALED_BYTES = 256 * 2**20
@@ -77,7 +78,7 @@ def decode_fit_report(content: RecordDict) -> FitReport:
 def encode_request(request: SynthesisRequest) -> RecordDict:
     return RecordDict({"request": _json_record({
         "run_id": request.run_id, "round": request.round,
-        "per_class": list(request.per_class), "temperature": request.temperature,
+        "per_class": list(request.per_class), "temperature": request.temperature, "oversample": request.oversample,
     })})
 
 
@@ -87,6 +88,7 @@ def decode_request(content: RecordDict) -> SynthesisRequest:
     return SynthesisRequest(
         run_id=str(data["run_id"]), round=int(data["round"]),
         per_class=tuple(int(n) for n in data["per_class"]), temperature=float(data["temperature"]),
+        oversample=float(data.get("oversample", 1.0)),
     )
 
 
@@ -176,3 +178,34 @@ def decode_audit_report(content: RecordDict) -> AuditReport | bytes:
     if "signed_audit" in content.array_records:
         return _read_sealed(content, "signed_audit")
     return AuditReport.from_dict(_read_json(content, "audit"))
+
+
+def encode_relabel_request(request: RelabelRequest | bytes) -> RecordDict:
+    if isinstance(request, bytes):
+        return RecordDict({"sealed_relabel": _sealed_record(request)})
+    return RecordDict({"relabel_images": ArrayRecord({"images": Array(np.ascontiguousarray(request.images))}),
+                       "relabel": _json_record({"run_id": request.run_id, "temperature": request.temperature})})
+
+
+@_decoder
+def decode_relabel_request(content: RecordDict) -> RelabelRequest | bytes:
+    if "sealed_relabel" in content.array_records:
+        return _read_sealed(content, "sealed_relabel")
+    meta = _read_json(content, "relabel")
+    return RelabelRequest(run_id=str(meta["run_id"]), images=content.array_records["relabel_images"]["images"].numpy(),
+                          temperature=float(meta["temperature"]))
+
+
+def encode_relabel_reply(reply: RelabelReply) -> RecordDict:
+    return RecordDict({"labels": ArrayRecord({"probs": Array(np.ascontiguousarray(reply.probs))}),
+                       "labels_meta": _json_record({"site_id": reply.site_id})})
+
+
+@_decoder
+def decode_relabel_reply(content: RecordDict) -> RelabelReply:
+    """Shape and values are checked by the coordinator, which knows how many images it sent."""
+    meta = _read_json(content, "labels_meta")
+    array = content.array_records["labels"]["probs"]
+    if array.dtype != "float32" or len(tuple(array.shape)) != 2:
+        raise ValueError("labels must be a float32 (N, classes) array")
+    return RelabelReply(site_id=str(meta["site_id"]), probs=array.numpy())

@@ -111,6 +111,51 @@ class AuditCandidate:
     lira: bool = False
 
 
+@dataclass(frozen=True)
+class RelabelRequest:
+    """Distilled images for one site's teacher to label at `temperature` (cross-site relabelling)."""
+
+    run_id: str
+    images: np.ndarray  # uint8 (N, H, W, C)
+    temperature: float
+
+
+@dataclass(frozen=True)
+class RelabelReply:
+    """One site's teacher probabilities for the images of a relabelling request, in request order."""
+
+    site_id: str
+    probs: np.ndarray  # float32 (N, num_classes)
+
+
+#: The most images one relabelling request may hold.
+MAX_RELABEL_IMAGES = 20_000
+
+
+def check_relabel(request: RelabelRequest, image_shape: tuple[int, ...] | None = None) -> None:
+    """What a site checks before running its teacher on a relabelling request."""
+    check_run_id(request.run_id)
+    images = request.images
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError("relabel images must be a uint8 (N, H, W, C) array")
+    if not 1 <= images.shape[0] <= MAX_RELABEL_IMAGES:
+        raise ValueError(f"a relabel request must hold 1 to {MAX_RELABEL_IMAGES} images, got {images.shape[0]}")
+    if image_shape is not None and tuple(images.shape[1:]) != tuple(image_shape):
+        raise ValueError(f"relabel images are {tuple(images.shape[1:])}, this site's are {tuple(image_shape)}")
+    if not 0 < request.temperature <= 100:
+        raise ValueError(f"temperature must be in (0, 100], got {request.temperature}")
+
+
+def check_relabel_reply(probs: np.ndarray, num_images: int, num_classes: int) -> np.ndarray:
+    """A site's labels, accepted only as one probability row per image."""
+    probs = np.asarray(probs)
+    if probs.shape != (num_images, num_classes) or probs.dtype != np.float32:
+        raise ValueError(f"relabel reply must be float32 {(num_images, num_classes)}, got {probs.dtype} {probs.shape}")
+    if not np.isfinite(probs).all() or (probs < 0).any() or not np.allclose(probs.sum(1), 1.0, atol=1e-3):
+        raise ValueError("relabel reply rows must be probabilities (finite, non-negative, summing to 1)")
+    return probs
+
+
 def _small_dict(value: object, name: str, depth: int = 3) -> dict:
     """An object of scalars and small nested objects from a remote party, bounded in size and depth."""
     if value is None:

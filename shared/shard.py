@@ -20,6 +20,10 @@ class ShardError(ValueError):
     """A shard that must not be sent or pooled; the message says why in one line."""
 
 
+#: The most a coordinator may ask a site to oversample for its filter.
+MAX_OVERSAMPLE = 4.0
+
+
 @dataclass(frozen=True)
 class SynthesisRequest:
     """Ask a site for fresh images: `per_class[c]` images of class c."""
@@ -28,6 +32,8 @@ class SynthesisRequest:
     round: int
     per_class: tuple[int, ...]
     temperature: float
+    #: Draw this many times the request and keep the samples that pass the site's filter (1: measure only).
+    oversample: float = 1.0
 
     @property
     def total(self) -> int:

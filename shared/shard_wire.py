@@ -33,7 +33,7 @@ from fedkr.v1 import messages_pb2 as pb
 
 from .classifier import ClassifierConfig
 from .keys import key_id
-from .reports import AuditCandidate, AuditReport, check_run_id
+from .reports import AuditCandidate, AuditReport, RelabelRequest, check_run_id
 from .sealing import Header, SealError, open_sealed, seal, sign, verify
 from .shard import MAX_SUMMARY_KEYS, Shard, ShardError, ShardSpec, validate_shard
 
@@ -41,6 +41,7 @@ DEFAULT_MAX_SHARD_BYTES = 64 * 2**20
 DEFAULT_MAX_CANDIDATE_BYTES = 256 * 2**20
 KIND_SHARD = "shard"
 KIND_CANDIDATE = "audit_candidate"
+KIND_RELABEL = "relabel_request"
 COORDINATOR = "coordinator"
 NONCE_BYTES = 32
 MAX_SUMMARY_JSON = 16 * 1024
@@ -325,6 +326,62 @@ def _open_candidate(blob: bytes, recipient_key: X25519PrivateKey, coordinator_ke
         reference_models=int(message.reference_models),
         lira=bool(message.lira),
     )
+
+
+# --- relabelling requests ------------------------------------------------------------------------
+
+
+def seal_relabel(request: RelabelRequest, *, site_id: str, signer: Ed25519PrivateKey, recipient: X25519PublicKey) -> bytes:
+    """Sign `request` as the coordinator and seal it to `site_id`'s `recipient` key."""
+    try:
+        check_run_id(request.run_id)
+        images = request.images
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+            raise SealError("relabel images must be a uint8 (N, H, W, C) array")
+        recipient_id = key_id(recipient)
+        body = pb.RelabelRequest(run_id=request.run_id, site_id=site_id, recipient_key_id=recipient_id,
+                                 nonce=os.urandom(NONCE_BYTES), images=_raw_array("images", images),
+                                 temperature=float(request.temperature))
+        payload = sign(body.SerializeToString(), kind=KIND_RELABEL, signer=signer)
+        return seal(payload, Header(KIND_RELABEL, COORDINATOR, request.run_id, 0, recipient_id), recipient)
+    except SealError:
+        raise
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise SealError(f"cannot seal relabel request: {_one_line(exc)}") from None
+
+
+def open_relabel(
+    blob: bytes,
+    *,
+    recipient_key: X25519PrivateKey,
+    coordinator_key: Ed25519PublicKey,
+    site_id: str,
+    max_bytes: int = DEFAULT_MAX_CANDIDATE_BYTES,
+) -> RelabelRequest:
+    """The request in `blob`, if the coordinator signed it for this site and this site's key."""
+    try:
+        header, plaintext = open_sealed(blob, kind=KIND_RELABEL, recipient_key=recipient_key, max_bytes=max_bytes)
+        if header.sender != COORDINATOR:
+            raise SealError(f"relabel request sent by {header.sender[:40]!r}, not the coordinator")
+        message = pb.RelabelRequest()
+        message.ParseFromString(verify(plaintext, kind=KIND_RELABEL, key=coordinator_key))
+        if message.site_id != site_id:
+            raise SealError(f"relabel request is for site {message.site_id[:40]!r}, not {site_id!r}")
+        if message.run_id != header.run_id:
+            raise SealError("relabel request's signed run id differs from its envelope's")
+        if message.recipient_key_id != header.recipient_key_id:
+            raise SealError("relabel request was signed for another site key (re-sealed by a third party)")
+        if not message.HasField("images"):
+            raise SealError("relabel request has no images")
+        images = _array_of(message.images)
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise SealError("relabel images must be a uint8 (N, H, W, C) array")
+        check_run_id(message.run_id)
+        return RelabelRequest(run_id=message.run_id, images=images, temperature=float(message.temperature))
+    except SealError:
+        raise
+    except _MALFORMED as exc:
+        raise SealError(f"malformed relabel request ({type(exc).__name__})") from None
 
 
 def _decode_config(text: str) -> ClassifierConfig:

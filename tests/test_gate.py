@@ -44,7 +44,7 @@ def test_real_image_cannot_leave_inside_a_shard(gate):
 
 @pytest.mark.parametrize("item", [REAL, REAL[0], torch.nn.Linear(2, 2), {"images": REAL}, b"raw bytes", "text"])
 def test_anything_else_is_refused(gate, item):
-    with pytest.raises(GateRefusal, match="only synthetic shards and metrics"):
+    with pytest.raises(GateRefusal, match="only synthetic shards, labels of synthetic images and metrics"):
         gate.send(item, run_id="r1", round=1)
 
 

@@ -30,6 +30,10 @@ def test_release_bundle_complete_and_consistent(inprocess_run):
     metrics = json.loads((release / "metrics.json").read_text())
     assert metrics["pool_size_by_round"] == {"1": 600, "2": 600}
     assert set(metrics["audit"]["sites"]) == {"site-0", "site-1", "site-2"}
+    assert metrics["relabelled_by"] == ["site-0", "site-1", "site-2"] and metrics["selection"] == "spectral"
+    for quality in metrics["synthesis_quality"].values():
+        assert set(quality) == {"teacher_agreement", "rejection_rate", "precision", "recall"}
+        assert all(0.0 <= v <= 1.0 for v in quality.values()), quality
     for site in metrics["audit"]["sites"].values():
         assert set(site) >= {"loss", "entropy", "rmia", "dcr_pixel", "dcr_feature"}
         assert all(r["auc_ci"][1] <= config.audit_max_auc for r in site.values())
@@ -61,7 +65,7 @@ def test_each_request_gives_fresh_images(inprocess_run, digits_sites):
 def test_site_ledger_lists_everything_that_left(inprocess_run, digits_sites):
     entries = [json.loads(line) for line in (digits_sites[1].state_dir / "ledger.jsonl").read_text().splitlines()]
     kinds = [e["kind"] for e in entries if e["run"] == "test-run"]
-    assert kinds[:4] == ["metrics", "shard", "shard", "metrics"]
+    assert kinds[:5] == ["metrics", "shard", "shard", "labels", "metrics"]  # fit, 2 rounds, relabel, audit
 
 
 def test_audit_failure_writes_refusal_and_no_release(tmp_path, digits_sites, inprocess_run):

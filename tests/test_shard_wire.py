@@ -10,15 +10,17 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fedkr.shared.classifier import ClassifierConfig
 from fedkr.shared.keys import key_id, new_sealing_key, new_signing_key
-from fedkr.shared.reports import AuditCandidate
+from fedkr.shared.reports import AuditCandidate, RelabelRequest
 from fedkr.shared.sealing import Header, SealError, open_sealed, seal, sign, verify
 from fedkr.shared.shard import Shard, ShardSpec
 from fedkr.shared.shard_wire import (
     ReplayGuard,
     ShardWireError,
     open_candidate,
+    open_relabel,
     open_shard,
     seal_candidate,
+    seal_relabel,
     seal_shard,
 )
 from fedkr.v1 import messages_pb2 as pb
@@ -577,3 +579,49 @@ def test_signed_audit_report_round_trip_and_binding():
     forged[len(forged) // 2] ^= 1
     with pytest.raises(ValueError):
         open_audit_report(bytes(forged), site_key=SITE_KEYS["site-0"], site_id="site-0", run_id=RUN, candidate_blob=candidate)
+
+
+# --- relabelling requests ---------------------------------------------------------------------------
+
+
+def sealed_relabel(site: str = "site-0", signer=COORD_SIGN, images=None) -> bytes:
+    request = RelabelRequest(RUN, synthetic_images(5, seed=4) if images is None else images, 4.0)
+    return seal_relabel(request, site_id=site, signer=signer, recipient=SITE_SEAL[site].public_key())
+
+
+def open_r(blob: bytes, **overrides) -> RelabelRequest:
+    kwargs = dict(recipient_key=SITE_SEAL["site-0"], coordinator_key=COORD_SIGN.public_key(), site_id="site-0")
+    kwargs.update(overrides)
+    return open_relabel(blob, **kwargs)
+
+
+def test_relabel_round_trip_and_no_plain_image_bytes():
+    images = synthetic_images(5, seed=4)
+    blob = sealed_relabel(images=images)
+    back = open_r(blob)
+    assert (back.run_id, back.temperature) == (RUN, 4.0)
+    assert back.images.dtype == np.uint8 and back.images.tobytes() == images.tobytes()
+    assert images[0].tobytes()[:32] not in blob
+
+
+def test_relabel_for_another_site_or_signed_by_another_key_is_refused():
+    with pytest.raises(SealError):
+        open_r(sealed_relabel(site="site-1"))  # sealed to site-1's key: site-0 cannot open it
+    with pytest.raises(SealError, match="not the expected key"):
+        open_r(sealed_relabel(signer=new_signing_key()))
+    with pytest.raises(SealError, match="not 'site-1'"):
+        open_r(sealed_relabel(), site_id="site-1", recipient_key=SITE_SEAL["site-0"])
+
+
+def test_relabel_and_candidate_blobs_are_not_interchangeable():
+    with pytest.raises(SealError):
+        open_r(CANDIDATE_BLOB)
+    with pytest.raises(SealError):
+        open_c(sealed_relabel())
+
+
+@FUZZ
+@given(st.binary(max_size=400))
+def test_random_bytes_never_open_as_a_relabel_request(blob):
+    with pytest.raises(SealError):
+        open_r(blob)

@@ -113,6 +113,22 @@ class AuditCandidate(_message.Message):
     lira: bool
     def __init__(self, run_id: _Optional[str] = ..., site_id: _Optional[str] = ..., recipient_key_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., student_config_json: _Optional[str] = ..., student_weights: _Optional[_Iterable[_Union[RawArray, _Mapping]]] = ..., released_images: _Optional[_Union[RawArray, _Mapping]] = ..., reference_models: _Optional[int] = ..., lira: _Optional[bool] = ...) -> None: ...
 
+class RelabelRequest(_message.Message):
+    __slots__ = ("run_id", "site_id", "recipient_key_id", "nonce", "images", "temperature")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    site_id: str
+    recipient_key_id: str
+    nonce: bytes
+    images: RawArray
+    temperature: float
+    def __init__(self, run_id: _Optional[str] = ..., site_id: _Optional[str] = ..., recipient_key_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., images: _Optional[_Union[RawArray, _Mapping]] = ..., temperature: _Optional[float] = ...) -> None: ...
+
 class Interval(_message.Message):
     __slots__ = ("lower", "upper")
     LOWER_FIELD_NUMBER: _ClassVar[int]

@@ -1,0 +1,112 @@
+"""Measure the coordinator's levers on sites that are already fitted: one fit, many variants.
+
+Each variant is a fedkr run (shards, distillation, relabelling, student) on the same fitted
+teachers and generators, so differences come from the variant alone. Variants that ask the sites
+for the same shards (same seed and synthesis settings) get the very same shards, drawn once, so a
+comparison of distillation or relabelling sees one pool. The audit is skipped (every run is
+refused for want of audit reports): accuracy is what a lever study measures; `fedkr bench` audits. Sites' state folders
+and fit reports come from an earlier run or bench (`--fit-reports` is its metrics.json or
+bench.json).
+
+    python benchmarks/levers.py --data ../shared/data/medmnist/bloodmnist.npz --sites 4 \\
+        --partition dirichlet:0.5 --sites-dir runs/sites --fit-run RUN --fit-reports runs/RUN/metrics.json \\
+        --variant base: --variant ipc200:ipc=200 --variant norelabel:relabel=false --seeds 0,1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from fedkr.bench import FitOnceLink
+from fedkr.client.site import Site
+from fedkr.client.site_data import SiteDataSpec, load_site_data
+from fedkr.server.config import RunConfig
+from fedkr.server.coordinator import Coordinator
+from fedkr.shared.classifier import accuracy, build_classifier, one_hot, train_classifier
+from fedkr.shared.data import load_dataset
+from fedkr.shared.reports import FitReport
+from fedkr.student_protocol import StudentProtocol
+
+
+class LeverLink(FitOnceLink):
+    """Fitted once; shards drawn once per (seed, site, round, request); no audit."""
+
+    def __init__(self, sites: list[Site], fitted: tuple[str, dict]) -> None:
+        super().__init__(sites, fitted)
+        self.shards: dict[tuple, object] = {}
+        self.seed = 0
+
+    def synthesize(self, requests: dict) -> dict:
+        out, missing = {}, {}
+        for sid, req in requests.items():
+            key = (self.seed, sid, req.round, req.per_class, req.temperature, req.oversample)
+            if key in self.shards:
+                out[sid] = self.shards[key]
+            else:
+                missing[sid] = req
+        for sid, reply in super().synthesize(missing).items():
+            req = missing[sid]
+            self.shards[(self.seed, sid, req.round, req.per_class, req.temperature, req.oversample)] = reply
+            out[sid] = reply
+        return out
+
+    def audit(self, sites: list[str], candidates: dict) -> dict:
+        return {sid: RuntimeError("audit skipped in a lever study") for sid in sites}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--sites", type=int, required=True)
+    parser.add_argument("--partition", required=True)
+    parser.add_argument("--sites-dir", type=Path, required=True)
+    parser.add_argument("--fit-run", required=True)
+    parser.add_argument("--fit-reports", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("levers"))
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--variant", action="append", required=True, help="NAME:key=value,key=value (RunConfig keys)")
+    parser.add_argument("--base", default="", help="key=value,... applied to every variant")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    saved = json.loads(args.fit_reports.read_text())
+    reports = {sid: FitReport.from_dict(r) for sid, r in (saved.get("sites") or saved.get("fit")).items()}
+    sites = [Site(f"site-{i}", load_site_data(SiteDataSpec(args.data, i, args.sites, args.partition, 0)),
+                  args.sites_dir / f"site-{i}") for i in range(args.sites)]
+    link = LeverLink(sites, fitted=(args.fit_run, dict(reports)))
+    test = load_dataset(args.data, seed=0).test
+    results = []
+    for spec in args.variant:
+        name, _, changes = spec.partition(":")
+        for seed in (int(s) for s in args.seeds.split(",")):
+            flat = {"data": args.data, "partition": args.partition, "seed": seed, "out": str(args.out),
+                    "run-id": f"{name}-s{seed}", "audit-max-auc": 1, "audit-max-tpr": 1, "audit-max-distance-auc": 1}
+            for pair in filter(None, (args.base + "," + changes).split(",")):
+                key, _, value = pair.partition("=")
+                flat[key] = value
+            config = RunConfig.from_flat(flat)
+            link.seed = seed
+            started = time.perf_counter()
+            coordinator = Coordinator(config, test)
+            outcome = coordinator.run(link)
+            m = outcome.metrics
+            pool = coordinator.pool_arrays
+            naive = build_classifier(coordinator.student.config, seed)
+            train_classifier(naive, pool.images, one_hot(pool.hard_labels, test.num_classes),
+                             StudentProtocol(epochs=config.student_epochs).train_config(seed, soft=False))
+            row = {"variant": name, "seed": seed, "accuracy": m["student_test_accuracy"], "pool": m["pool_size"],
+                   "naive_pooling": accuracy(naive, test.images, test.labels),
+                   "seconds": round(time.perf_counter() - started, 1), "quality": m["synthesis_quality"],
+                   "stages": m["stage_seconds"]}
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "levers.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The site's in-distribution filter on fresh samples, and what it measures (PRISM's two sides).
+
+A site draws more samples than asked (`oversample`), then keeps, per requested class, samples that
+pass two checks in its teacher's feature space:
+
+- alignment: the teacher's top class is the requested one (the sample shows what it claims);
+- precision: the sample falls inside the members' k-NN manifold (Kynkaenniemi et al.), so it is
+  in-distribution rather than an artefact.
+
+Accepted samples are kept in the order they were drawn, not ranked by closeness to members: a
+ranking would favour the most typical images (less diversity) and the ones nearest to real
+patients (more leakage). When too few pass, the rest is filled with the rejected samples the
+teacher gave the highest probability for the requested class, so the shard always holds what was
+asked. What leaves the site about this step is four numbers per shard: teacher agreement,
+rejection rate, and the kept set's precision and recall against the members.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedkr.shared.synthesis_quality import DEFAULT_K, knn_radii, precision_recall
+
+
+@dataclass(frozen=True)
+class FilterOutcome:
+    keep: np.ndarray  # indices into the drawn samples, in request order (class by class)
+    rejection_rate: float  # share of drawn samples that failed a check
+    teacher_agreement: float  # share of kept samples whose teacher top class is the requested one
+    precision: float
+    recall: float
+
+    def summary(self) -> dict[str, float]:
+        return {"teacher_agreement": round(self.teacher_agreement, 4), "rejection_rate": round(self.rejection_rate, 4),
+                "precision": round(self.precision, 4), "recall": round(self.recall, 4)}
+
+
+class MemberManifold:
+    """The members' k-NN balls in the teacher's feature space, computed once per fitted teacher."""
+
+    def __init__(self, member_features: np.ndarray, k: int = DEFAULT_K) -> None:
+        self.features = np.asarray(member_features, dtype=np.float64)
+        self.k = k
+        self.radii = knn_radii(self.features, k)
+
+    def contains(self, features: np.ndarray, batch: int = 1024) -> np.ndarray:
+        x = np.asarray(features, dtype=np.float64)
+        inside = np.zeros(x.shape[0], dtype=bool)
+        sq_m = (self.features ** 2).sum(1)
+        for start in range(0, x.shape[0], batch):
+            part = x[start:start + batch]
+            d = (part ** 2).sum(1)[:, None] + sq_m[None, :] - 2.0 * part @ self.features.T
+            inside[start:start + batch] = (np.maximum(d, 0.0) <= self.radii[None, :]).any(axis=1)
+        return inside
+
+
+def filter_samples(
+    requested: np.ndarray,
+    probs: np.ndarray,
+    features: np.ndarray,
+    per_class: tuple[int, ...],
+    manifold: MemberManifold | None,
+    seed: int,
+) -> FilterOutcome:
+    """Choose `per_class[c]` of the drawn samples of each class c (see the module's docstring).
+
+    `requested` is each drawn sample's class, `probs` the teacher's probabilities at temperature 1,
+    `features` the teacher's embedding; `manifold` None turns the precision check off.
+    """
+    agree = probs.argmax(1) == requested
+    in_dist = manifold.contains(features) if manifold is not None else np.ones(requested.shape[0], dtype=bool)
+    accepted = agree & in_dist
+    keep: list[np.ndarray] = []
+    for cls, wanted in enumerate(per_class):
+        if wanted == 0:
+            continue
+        drawn = np.flatnonzero(requested == cls)
+        if drawn.size < wanted:
+            raise ValueError(f"class {cls}: {drawn.size} samples drawn for {wanted} wanted")
+        good = drawn[accepted[drawn]][:wanted]
+        if good.size < wanted:
+            rest = drawn[~accepted[drawn]]
+            rest = rest[np.argsort(-probs[rest, cls], kind="stable")][: wanted - good.size]
+            good = np.sort(np.concatenate([good, rest]))
+        keep.append(good)
+    index = np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
+    precision = recall = float("nan")
+    if manifold is not None and index.size > manifold.k:
+        # equal-sized sets, as Kynkaenniemi et al. recommend, so that recall is not bounded by set size
+        rng = np.random.default_rng(seed)
+        members = manifold.features
+        if members.shape[0] > index.size:
+            members = members[rng.choice(members.shape[0], size=index.size, replace=False)]
+        if members.shape[0] > manifold.k:
+            pr = precision_recall(members, features[index], k=manifold.k)
+            precision, recall = pr.precision, pr.recall
+    return FilterOutcome(
+        keep=index,
+        rejection_rate=float(1.0 - accepted.mean()) if accepted.size else 0.0,
+        teacher_agreement=float(agree[index].mean()) if index.size else float("nan"),
+        precision=precision,
+        recall=recall,
+    )

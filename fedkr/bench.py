@@ -1,0 +1,400 @@
+"""`fedkr bench`: fedkr against what a consortium would otherwise do, on the same sites and test split.
+
+Methods, each trained with the one student protocol (`student_protocol.py`):
+
+- centralized: one network on every site's members pooled (the upper bound; real images move);
+- local-only: each site alone on its members (mean and worst site);
+- FedAvg: Flower's own FedAvg strategy, weights exchanged every round (`bench_fedavg.py`);
+- naive pooling: every shard of the fedkr run, hard labels, no distillation, no relabelling;
+- fedkr: the full run (filtered synthesis, spectral distillation, cross-site relabelling).
+
+Each is scored on test accuracy over several seeds, the worst site's membership inference (the
+auditor's model attacks on the trained network, each site's members against its holdout, on the
+first seed), the bytes each site uploaded and the wall time. The centralized reference is trained
+on the members only: the holdouts are the audit's non-members and must stay unseen by every method.
+
+Sites fit their teacher and generator once per bench (on the first seed); later seeds draw fresh
+shards from them and repeat distillation, relabelling and the student. Seeds therefore measure
+the coordinator's variance, not the generators'; the note on a bench says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from fedkr.client.auditor import AuditSettings, audit_model
+from fedkr.client.site import Site
+from fedkr.client.site_data import SiteData, SiteDataSpec, load_site_data
+from fedkr.server.config import RunConfig
+from fedkr.server.coordinator import Coordinator
+from fedkr.server.link import InProcessLink
+from fedkr.shared.classifier import ClassifierConfig, CompactCNN, accuracy, build_classifier, one_hot, train_classifier
+from fedkr.shared.data import DataError, ImageSet, load_dataset
+from fedkr.client.gate import read_ledger
+from fedkr.shared.reports import FitPlan, FitReport
+
+from .bench_fedavg import FedAvgSettings, run_fedavg
+from .student_protocol import StudentProtocol
+
+log = logging.getLogger(__name__)
+
+METHODS = ("centralized", "local_mean", "local_worst", "fedavg", "naive_pooling", "fedkr")
+#: Attacks on a trained network that every method's model can be put to (the distance attacks need released images).
+MODEL_ATTACKS = ("loss", "entropy", "rmia")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchProfile:
+    """A bench's size: `quick` runs inside the test suite on digits, `full` is for real datasets."""
+
+    name: str
+    seeds: int
+    sites: int
+    partition: str
+    generator_steps: int
+    teacher_epochs: int
+    rounds: int
+    samples_per_class: int
+    ipc: int
+    oversample: float
+    fedavg_rounds: int
+    fedavg_local_epochs: int
+    protocol: StudentProtocol = field(default_factory=StudentProtocol)
+    audit_reference_models: int = 2
+    #: Flip augmentation for the sites' generator and teacher (right for cells, wrong for digits);
+    #: the student protocol itself never flips, for every method alike.
+    fit_hflip: bool = False
+
+    def run_config(self, data: str, out: Path, seed: int) -> RunConfig:
+        return RunConfig(
+            data=data, partition=self.partition, seed=seed, rounds=self.rounds, ipc=self.ipc,
+            samples_per_class=self.samples_per_class, oversample=self.oversample, temperature=self.protocol.temperature,
+            generator_steps=self.generator_steps, teacher_epochs=self.teacher_epochs, student_epochs=self.protocol.epochs,
+            generator_hflip=self.fit_hflip, classifier_hflip=False,
+            out=str(out / "runs"), run_id=f"bench-seed{seed}", audit_max_auc=1.0, audit_max_tpr=1.0,
+            audit_max_distance_auc=1.0, audit_reference_models=self.audit_reference_models,
+        )
+
+
+PROFILES: dict[str, BenchProfile] = {
+    "quick": BenchProfile(
+        name="quick", seeds=3, sites=3, partition="dirichlet:1.0", generator_steps=60, teacher_epochs=15,
+        rounds=1, samples_per_class=30, ipc=15, oversample=1.5, fedavg_rounds=4, fedavg_local_epochs=2,
+        protocol=StudentProtocol(epochs=15),
+    ),
+    "full": BenchProfile(
+        name="full", seeds=3, sites=4, partition="dirichlet:0.5", generator_steps=1500, teacher_epochs=30,
+        rounds=2, samples_per_class=100, ipc=200, oversample=1.5, fedavg_rounds=5, fedavg_local_epochs=4,
+        protocol=StudentProtocol(epochs=20), fit_hflip=True,
+    ),
+}
+
+
+@dataclass
+class MethodRow:
+    """One method's line in the table; `accuracy` holds one figure per seed."""
+
+    method: str
+    accuracy: list[float] = field(default_factory=list)
+    mia_auc: float | None = None
+    mia_tpr_at_1pct_fpr: float | None = None
+    mia_attack: str | None = None
+    mia_site: str | None = None
+    bytes_uploaded_per_site: float | None = None
+    seconds: list[float] = field(default_factory=list)
+
+    def complete(self, seeds: int) -> bool:
+        return (len(self.accuracy) == seeds and len(self.seconds) == seeds and self.mia_auc is not None
+                and self.mia_tpr_at_1pct_fpr is not None and self.bytes_uploaded_per_site is not None)
+
+    def summary(self) -> dict:
+        acc = np.asarray(self.accuracy, dtype=np.float64)
+        return {**asdict(self), "accuracy_mean": float(acc.mean()) if acc.size else None,
+                "accuracy_std": float(acc.std(ddof=1)) if acc.size > 1 else 0.0,
+                "seconds_mean": float(np.mean(self.seconds)) if self.seconds else None}
+
+
+@dataclass
+class BenchResult:
+    data: str
+    profile: BenchProfile
+    rows: dict[str, MethodRow]
+    site_sizes: dict[str, dict[str, int]]
+    fit: dict[str, dict]
+    fedkr_runs: list[dict]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        central = self.rows["centralized"].summary()["accuracy_mean"]
+        fedkr = self.rows["fedkr"].summary()["accuracy_mean"]
+        return {
+            "schema": "fedkr.bench/1", "data": self.data, "profile": asdict(self.profile),
+            "methods": {name: row.summary() for name, row in self.rows.items()},
+            "fedkr_over_centralized": (fedkr / central) if central and fedkr is not None else None,
+            "site_sizes": self.site_sizes, "fit": self.fit, "fedkr_runs": self.fedkr_runs, "seconds": self.seconds,
+        }
+
+
+class FitOnceLink(InProcessLink):
+    """The in-process link, except that sites fit on the first run only and later runs reuse those models."""
+
+    def __init__(self, sites: list[Site], fitted: tuple[str, dict[str, FitReport | Exception]] | None = None) -> None:
+        """`fitted`: a run id whose models the sites' state folders already hold, with its fit reports."""
+        super().__init__(sites)
+        self.first = fitted
+
+    def fit(self, plan: FitPlan) -> dict[str, FitReport | Exception]:
+        if self.first is None:
+            self.first = (plan.run_id, super().fit(plan))
+            return self.first[1]
+        first_run, replies = self.first
+        for site in self.sites.values():
+            source, target = site.state_dir / "runs" / first_run, site.state_dir / "runs" / plan.run_id
+            if source.is_dir() and not target.exists():
+                shutil.copytree(source, target)
+        return replies
+
+
+def load_bench_sites(data: str, profile: BenchProfile, seed: int) -> tuple[list[SiteData], ImageSet]:
+    """Every site's members and holdout as simulation would split them, and the test split."""
+    splits = load_dataset(data, seed=seed)
+    if splits.test is None:
+        raise DataError(f"{data}: no test split to score on")
+    sites = [load_site_data(SiteDataSpec(data, i, profile.sites, profile.partition, seed)) for i in range(profile.sites)]
+    return sites, splits.test
+
+
+def train_on_real(images: np.ndarray, labels: np.ndarray, test: ImageSet, protocol: StudentProtocol, seed: int,
+                  num_classes: int) -> tuple[CompactCNN, float, float]:
+    h, w, c = images.shape[1:]
+    model = build_classifier(ClassifierConfig(c, h, w, num_classes, protocol.channels), seed)
+    started = time.perf_counter()
+    train_classifier(model, images, one_hot(labels, num_classes), protocol.train_config(seed, soft=False))
+    return model, accuracy(model, test.images, test.labels), time.perf_counter() - started
+
+
+def worst_site_mia(models: list[CompactCNN], sites: list[SiteData], settings: AuditSettings) -> dict:
+    """The auditor's model attacks, each site's members against its holdout; the worst site and attack.
+
+    `models[i]` is what site i is attacked through (one shared model, or each site's own).
+    """
+    worst = {"auc": -1.0, "tpr": 0.0, "attack": None, "site": None}
+    for i, (model, site) in enumerate(zip(models, sites, strict=True)):
+        report = audit_model(f"site-{i}", model, site.members, site.holdout, settings)
+        for result in report.results:
+            if result.attack not in MODEL_ATTACKS:
+                continue
+            auc = max(result.auc, 1.0 - result.auc)  # either direction leaks
+            if auc > worst["auc"]:
+                worst.update(auc=auc, attack=result.attack, site=f"site-{i}")
+            worst["tpr"] = max(worst["tpr"], result.tpr_at_1pct_fpr)
+    return worst
+
+
+def _set_mia(row: MethodRow, mia: dict) -> None:
+    row.mia_auc, row.mia_tpr_at_1pct_fpr = round(mia["auc"], 4), round(mia["tpr"], 4)
+    row.mia_attack, row.mia_site = mia["attack"], mia["site"]
+
+
+def ledger_bytes(site: Site, run_id: str, kinds: tuple[str, ...] | None = None) -> int:
+    """Bytes of everything (or everything of `kinds`) the site's ledger says left it in `run_id`."""
+    path = site.gate.ledger_path
+    if path is None or not path.is_file():
+        return 0
+    entries, _ = read_ledger(path)
+    return sum(int(e.get("bytes", 0)) for e in entries if e.get("run") == run_id and (kinds is None or e.get("kind") in kinds))
+
+
+@dataclass(frozen=True)
+class ReusedFit:
+    """A finished `fedkr simulate` run whose sites' teachers and generators the bench reuses instead of fitting.
+
+    Valid only when that run used the bench's data, partition, seed 0 and training budgets; its
+    fit time is what the bench reports for fitting.
+    """
+
+    run_dir: Path
+
+    def load(self) -> tuple[Path, str, dict[str, FitReport], float]:
+        metrics_path = self.run_dir / "release" / "metrics.json"
+        if not metrics_path.is_file():
+            metrics_path = self.run_dir / "metrics.json"
+        if not metrics_path.is_file():
+            raise DataError(f"{self.run_dir}: no metrics.json of a finished run")
+        metrics = json.loads(metrics_path.read_text())
+        reports = {sid: FitReport.from_dict(r) for sid, r in metrics["sites"].items()}
+        return self.run_dir.parent / "sites", str(metrics["run_id"]), reports, float(metrics["stage_seconds"]["fit"])
+
+
+def run_bench(data: str, profile: BenchProfile, out: Path, progress: Progress | None = None,
+              reuse: ReusedFit | None = None) -> BenchResult:
+    """Every method on the same sites and test split; writes nothing but the fedkr runs' own folders."""
+    say = progress or (lambda message: log.info("%s", message))
+    started = time.perf_counter()
+    out = Path(out)
+    site_data, test = load_bench_sites(data, profile, seed=0)
+    num_classes = test.num_classes
+    audit = AuditSettings(reference_models=profile.audit_reference_models)
+    protocol = profile.protocol
+    rows = {name: MethodRow(name) for name in METHODS}
+    members_x = np.concatenate([s.members.images for s in site_data])
+    members_y = np.concatenate([s.members.labels for s in site_data])
+    sites = [Site(f"site-{i}", d, out / "sites" / f"site-{i}") for i, d in enumerate(site_data)]
+    link = FitOnceLink(sites)
+    reused_fit_seconds: float | None = None
+    if reuse is not None:
+        sites_dir, fit_run, reports, reused_fit_seconds = reuse.load()
+        if sorted(reports) != [s.site_id for s in sites]:
+            raise DataError(f"{reuse.run_dir}: its sites {sorted(reports)} are not this bench's {[s.site_id for s in sites]}")
+        for site in sites:
+            shutil.copytree(sites_dir / site.site_id / "runs" / fit_run, site.state_dir / "runs" / fit_run)
+        link.first = (fit_run, dict(reports))
+    fedkr_runs: list[dict] = []
+    for k in range(profile.seeds):
+        seed = k
+        first = k == 0
+        say(f"seed {seed}: centralized")
+        model, acc, secs = train_on_real(members_x, members_y, test, protocol, seed, num_classes)
+        rows["centralized"].accuracy.append(acc)
+        rows["centralized"].seconds.append(secs)
+        if first:
+            _set_mia(rows["centralized"], worst_site_mia([model] * len(site_data), site_data, audit))
+            rows["centralized"].bytes_uploaded_per_site = float(np.mean([s.members.images.nbytes for s in site_data]))
+
+        say(f"seed {seed}: local-only")
+        local = [train_on_real(s.members.images, s.members.labels, test, protocol, seed, num_classes) for s in site_data]
+        accs = [a for _, a, _ in local]
+        rows["local_mean"].accuracy.append(float(np.mean(accs)))
+        rows["local_worst"].accuracy.append(float(np.min(accs)))
+        for name in ("local_mean", "local_worst"):
+            rows[name].seconds.append(float(sum(s for _, _, s in local)))
+        if first:
+            mia = worst_site_mia([m for m, _, _ in local], site_data, audit)
+            for name in ("local_mean", "local_worst"):
+                _set_mia(rows[name], mia)
+                rows[name].bytes_uploaded_per_site = 0.0
+
+        say(f"seed {seed}: Flower FedAvg")
+        fed = run_fedavg([s.members for s in site_data], test,
+                         protocol.train_config(seed, soft=False),
+                         FedAvgSettings(rounds=profile.fedavg_rounds, local_epochs=profile.fedavg_local_epochs,
+                                        seed=seed, channels=protocol.channels))
+        rows["fedavg"].accuracy.append(fed.test_accuracy)
+        rows["fedavg"].seconds.append(fed.seconds)
+        if first:
+            _set_mia(rows["fedavg"], worst_site_mia([fed.model] * len(site_data), site_data, audit))
+            rows["fedavg"].bytes_uploaded_per_site = float(np.mean(fed.bytes_uploaded_per_site))
+
+        say(f"seed {seed}: fedkr" + (" (sites fit their teacher and generator)" if first else ""))
+        config = profile.run_config(data, out, seed)
+        coordinator = Coordinator(config, test)
+        run_started = time.perf_counter()
+        outcome = coordinator.run(link)
+        run_seconds = time.perf_counter() - run_started
+        if first:  # later seeds reuse the fit: count its time in every seed's wall time, as a fresh run would spend it
+            fit_seconds = coordinator.timings.get("fit", 0.0) if reused_fit_seconds is None else reused_fit_seconds
+            if reused_fit_seconds is not None:
+                run_seconds += fit_seconds
+        else:
+            run_seconds += fit_seconds
+        rows["fedkr"].accuracy.append(float(outcome.metrics["student_test_accuracy"]))
+        rows["fedkr"].seconds.append(run_seconds)
+        fedkr_runs.append({k2: outcome.metrics[k2] for k2 in ("run_id", "pool_size", "synthesis_quality", "selection",
+                                                               "relabelled_by", "stage_seconds", "student_test_accuracy")})
+
+        say(f"seed {seed}: naive pooling")
+        pool = coordinator.pool_arrays
+        naive = build_classifier(coordinator.student.config, seed)
+        naive_started = time.perf_counter()
+        train_classifier(naive, pool.images, one_hot(pool.hard_labels, num_classes), protocol.train_config(seed, soft=False))
+        rows["naive_pooling"].accuracy.append(accuracy(naive, test.images, test.labels))
+        rows["naive_pooling"].seconds.append(fit_seconds)
+        rows["naive_pooling"].seconds[-1] += coordinator.timings["synthesis"] + time.perf_counter() - naive_started
+        if first:
+            _set_mia(rows["fedkr"], worst_site_mia([coordinator.student] * len(site_data), site_data, audit))
+            _set_mia(rows["naive_pooling"], worst_site_mia([naive] * len(site_data), site_data, audit))
+            run_id = config.run_id
+            rows["fedkr"].bytes_uploaded_per_site = float(np.mean([ledger_bytes(s, run_id) for s in sites]))
+            rows["naive_pooling"].bytes_uploaded_per_site = float(np.mean([ledger_bytes(s, run_id, ("shard",)) for s in sites]))
+    fit = {sid: r.to_dict() for sid, r in link.first[1].items() if isinstance(r, FitReport)} if link.first else {}
+    sizes = {f"site-{i}": {"members": len(d.members), "holdout": len(d.holdout)} for i, d in enumerate(site_data)}
+    return BenchResult(data, profile, rows, sizes, fit, fedkr_runs, time.perf_counter() - started)
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+LABELS = {"centralized": "centralized (real images pooled)", "local_mean": "local only, mean site",
+          "local_worst": "local only, worst site", "fedavg": "Flower FedAvg (weights)",
+          "naive_pooling": "naive synthetic pooling", "fedkr": "fedkr"}
+
+
+def markdown_table(result: dict) -> str:
+    seeds = result["profile"]["seeds"]
+    lines = [f"| method | test accuracy (mean ± sd, {seeds} seeds) | worst-site MIA AUC | worst-site TPR@1%FPR "
+             "| bytes uploaded per site | wall time (s) |", "|---|---|---|---|---|---|"]
+    for name, row in result["methods"].items():
+        lines.append(
+            f"| {LABELS.get(name, name)} | {row['accuracy_mean']:.3f} ± {row['accuracy_std']:.3f} | {row['mia_auc']:.3f} "
+            f"({row['mia_attack']}, {row['mia_site']}) | {row['mia_tpr_at_1pct_fpr']:.3f} "
+            f"| {_size(row['bytes_uploaded_per_site'])} | {row['seconds_mean']:.0f} |")
+    ratio = result.get("fedkr_over_centralized")
+    if ratio is not None:
+        lines.append(f"\nfedkr / centralized accuracy: {ratio:.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["methods"])
+    rows = [result["methods"][n] for n in names]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.barh(range(len(names)), [r["accuracy_mean"] for r in rows], xerr=[r["accuracy_std"] for r in rows], color="#4a7ab5")
+    ax1.set_yticks(range(len(names)), [LABELS.get(n, n) for n in names])
+    ax1.set_xlabel("test accuracy")
+    ax1.invert_yaxis()
+    ax2.scatter([max(r["bytes_uploaded_per_site"], 1.0) for r in rows], [r["mia_auc"] for r in rows], color="#b54a4a")
+    for n, r in zip(names, rows, strict=True):
+        ax2.annotate(LABELS.get(n, n).split(",")[0], (max(r["bytes_uploaded_per_site"], 1.0), r["mia_auc"]), fontsize=7)
+    ax2.set_xscale("log")
+    ax2.set_xlabel("bytes uploaded per site")
+    ax2.set_ylabel("worst-site MIA AUC")
+    fig.suptitle(f"fedkr bench: {Path(result['data']).name}, {result['profile']['name']} profile")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(result: BenchResult, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    data = result.to_dict()
+    paths = {"json": out / "bench.json", "markdown": out / "bench.md", "plot": out / "bench.png"}
+    paths["json"].write_text(json.dumps(data, indent=2, default=str))
+    paths["markdown"].write_text(markdown_table(data))
+    plot(data, paths["plot"])
+    return paths
+
+
+def with_overrides(profile: BenchProfile, **changes: object) -> BenchProfile:
+    return replace(profile, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]

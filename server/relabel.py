@@ -1,0 +1,34 @@
+"""Cross-site relabelling: every site's teacher labels the distilled images, weighted by what it knows.
+
+Under label skew a site's teacher has seen few or none of some classes, and its probability for
+such a class is noise (at a high temperature, noise spread over every class). So the combined
+label takes each class's probability from the sites in proportion to how many members of that
+class each holds, then renormalises each row: class c's evidence comes from the sites that have
+learned c. A site that holds none of a class has no say on it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedkr.shared.reports import FitReport
+
+
+def class_support(reports: dict[str, FitReport], sites: list[str]) -> np.ndarray:
+    """(sites, classes): each site's share of all contributing members of each class (columns sum to 1, or 0)."""
+    counts = np.array([reports[sid].member_class_counts for sid in sites], dtype=np.float64)
+    totals = counts.sum(axis=0, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+
+def combine_labels(probs: list[np.ndarray], support: np.ndarray) -> np.ndarray:
+    """Support-weighted mixture per class of the sites' probabilities, rows renormalised (float32)."""
+    if not probs:
+        raise ValueError("no site labelled the images")
+    if support.shape != (len(probs), probs[0].shape[1]):
+        raise ValueError(f"support is {support.shape}, expected ({len(probs)}, {probs[0].shape[1]})")
+    mixed = sum(w[None, :] * p for w, p in zip(support, probs, strict=True))
+    rows = mixed.sum(axis=1, keepdims=True)
+    if (rows <= 0).any():
+        raise ValueError("a distilled image got no probability from any site")
+    return (mixed / rows).astype(np.float32)

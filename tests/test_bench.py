@@ -1,0 +1,36 @@
+"""`fedkr bench`, quick profile on digits: every method's row is complete and fedkr beats naive pooling."""
+
+import json
+
+import pytest
+
+from fedkr.bench import METHODS, PROFILES, markdown_table, run_bench, write_outputs
+from fedkr.server.config import RunConfig
+from fedkr.student_protocol import StudentProtocol
+
+
+def test_run_and_bench_train_the_student_by_the_same_protocol():
+    config = RunConfig(student_epochs=17, temperature=3.0, seed=5)
+    assert config.student_config() == StudentProtocol(epochs=17, temperature=3.0).train_config(5, soft=True)
+    assert StudentProtocol().train_config(0, soft=False).temperature == 1.0
+
+
+@pytest.mark.flower
+def test_quick_bench_rows_complete_and_fedkr_beats_naive_pooling(tmp_path):
+    profile = PROFILES["quick"]
+    result = run_bench("digits", profile, tmp_path)
+    for name in METHODS:
+        assert result.rows[name].complete(profile.seeds), (name, result.rows[name])
+    data = result.to_dict()
+    fedkr, naive = data["methods"]["fedkr"], data["methods"]["naive_pooling"]
+    assert fedkr["accuracy_mean"] > naive["accuracy_mean"], (fedkr["accuracy"], naive["accuracy"])
+    central = data["methods"]["centralized"]
+    assert central["accuracy_mean"] >= data["methods"]["local_worst"]["accuracy_mean"]
+    # what crossed: fedkr's sites uploaded synthetic shards (plus metrics), centralized the members' pixels
+    assert 0 < naive["bytes_uploaded_per_site"] <= fedkr["bytes_uploaded_per_site"]
+    assert data["methods"]["local_mean"]["bytes_uploaded_per_site"] == 0
+    paths = write_outputs(result, tmp_path / "out")
+    assert json.loads(paths["json"].read_text())["schema"] == "fedkr.bench/1"
+    table = paths["markdown"].read_text()
+    assert table == markdown_table(data) and table.count("\n| ") == len(METHODS)
+    assert paths["plot"].stat().st_size > 10_000

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from fedkr.server.relabel import class_support, combine_labels
+from fedkr.shared.reports import FitReport, RelabelRequest, check_relabel, check_relabel_reply
+
+
+def report(site, counts):
+    return FitReport(site, sum(counts), 10, ("a", "b", "c"), (8, 8, 1), tuple(counts), 0.9, 0.1, 1.0, 1.0)
+
+
+def test_support_is_each_sites_share_of_a_class():
+    reports = {"s1": report("s1", (30, 0, 5)), "s2": report("s2", (10, 20, 0))}
+    support = class_support(reports, ["s1", "s2"])
+    assert support.tolist() == [[0.75, 0.0, 1.0], [0.25, 1.0, 0.0]]
+
+
+def test_a_site_has_no_say_on_a_class_it_does_not_hold():
+    support = np.array([[1.0, 0.0], [0.0, 1.0]])  # s1 knows only class a, s2 only class b
+    s1 = np.array([[0.9, 0.1]], np.float32)
+    s2 = np.array([[0.5, 0.5]], np.float32)
+    mixed = combine_labels([s1, s2], support)
+    assert mixed[0] == pytest.approx([0.9 / 1.4, 0.5 / 1.4])
+    assert mixed.dtype == np.float32 and np.allclose(mixed.sum(1), 1.0)
+
+
+def test_equal_support_is_the_plain_average():
+    rng = np.random.default_rng(0)
+    probs = [rng.dirichlet(np.ones(4), size=6).astype(np.float32) for _ in range(3)]
+    mixed = combine_labels(probs, np.full((3, 4), 1 / 3))
+    assert np.allclose(mixed, np.mean(probs, axis=0), atol=1e-6)
+
+
+def test_shape_mismatch_is_refused():
+    with pytest.raises(ValueError, match="support is"):
+        combine_labels([np.ones((2, 3), np.float32) / 3], np.ones((2, 3)))
+
+
+def test_request_and_reply_checks():
+    good = RelabelRequest("run-1", np.zeros((4, 8, 8, 1), np.uint8), 4.0)
+    check_relabel(good, (8, 8, 1))
+    with pytest.raises(ValueError, match="this site's are"):
+        check_relabel(good, (28, 28, 3))
+    with pytest.raises(ValueError, match="uint8"):
+        check_relabel(RelabelRequest("run-1", np.zeros((4, 8, 8, 1), np.float32), 4.0))
+    with pytest.raises(ValueError, match="temperature"):
+        check_relabel(RelabelRequest("run-1", good.images, 0.0))
+    ok = np.full((4, 3), 1 / 3, np.float32)
+    assert check_relabel_reply(ok, 4, 3) is not None
+    for bad in (ok[:3], ok.astype(np.float64), ok * 2, np.where(ok > 0, np.nan, ok).astype(np.float32)):
+        with pytest.raises(ValueError, match="relabel reply"):
+            check_relabel_reply(bad, 4, 3)
