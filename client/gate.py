@@ -20,7 +20,7 @@ import numpy as np
 from fedkr.shared.reports import AuditReport, FitReport, RelabelReply
 from fedkr.shared.keys import key_id
 from fedkr.shared.shard import Shard, ShardError, ShardSpec, validate_shard
-from fedkr.shared.shard_wire import seal_shard, sign_audit_report
+from fedkr.shared.shard_wire import seal_shard, sign_audit_report, sign_relabel_reply
 
 from .credentials import SiteCredentials
 
@@ -66,8 +66,9 @@ class OutboundGate:
     def send(
         self, item: object, *, run_id: str, round: int, recipient: str = "coordinator", candidate_blob: bytes | None = None
     ) -> Outbound | bytes:
-        """Return what may leave: the item or, with keys, a shard sealed to the coordinator or an audit
-        report signed and bound to `candidate_blob`, the sealed candidate it answers; raise `GateRefusal` otherwise."""
+        """Return what may leave: the item or, with keys, a shard sealed to the coordinator, or an audit
+        report or labels signed and bound to `candidate_blob`, the sealed candidate or relabelling
+        request they answer; raise `GateRefusal` otherwise."""
         out: Outbound | bytes = item  # type: ignore[assignment]
         extra: dict[str, object] = {}
         if isinstance(item, Shard):
@@ -90,6 +91,12 @@ class OutboundGate:
             if item.site_id != self.site_id:
                 raise GateRefusal(f"{self.site_id}: labels are marked as from {item.site_id}")
             kind, payload, extra["images"] = "labels", np.ascontiguousarray(item.probs).tobytes(), int(item.probs.shape[0])
+            if self.credentials is not None:
+                if candidate_blob is None:
+                    raise GateRefusal(f"{self.site_id}: labels leave only bound to the sealed request they answer")
+                out = payload = sign_relabel_reply(item.probs, site_id=self.site_id, run_id=run_id, request_blob=candidate_blob,
+                                                   signer=self.credentials.signing_key)
+                extra["signed_by"] = key_id(self.credentials.signing_key.public_key())
         elif isinstance(item, (FitReport, AuditReport)):
             kind, payload = "metrics", json.dumps(item.to_dict(), sort_keys=True).encode()
         else:

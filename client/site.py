@@ -101,7 +101,7 @@ class Site:
         real = np.concatenate([data.members.images, data.holdout.images])
         self.gate = OutboundGate(site_id, real, self.state_dir / "ledger.jsonl", credentials)
         self._models: tuple[str, CompactCNN, ClassConditionalDiffusion] | None = None  # (run id, teacher, generator)
-        self._manifold: tuple[str, MemberManifold] | None = None  # (run id, members in that run's teacher space)
+        self._manifold: tuple[str, MemberManifold | None] | None = None  # (run id, members in that run's teacher space)
 
     # -- fit -----------------------------------------------------------------------------------
     def fit(self, plan: FitPlan) -> FitReport:
@@ -196,26 +196,37 @@ class Site:
                  len(drawn), 100 * outcome.rejection_rate, 100 * outcome.teacher_agreement, outcome.precision, outcome.recall)
         return self.gate.send(shard, run_id=request.run_id, round=request.round)  # type: ignore[return-value]
 
-    def _member_manifold(self, run_id: str, teacher: CompactCNN) -> MemberManifold:
+    def _member_manifold(self, run_id: str, teacher: CompactCNN) -> MemberManifold | None:
         if self._manifold is None or self._manifold[0] != run_id:
-            self._manifold = (run_id, MemberManifold(embed(teacher, self.data.members.images)))
+            members = self.data.members
+            self._manifold = (run_id, MemberManifold.of(embed(teacher, members.images), members.labels))
         return self._manifold[1]
 
     # -- relabel -------------------------------------------------------------------------------
-    def relabel(self, request: RelabelRequest | bytes) -> RelabelReply:
-        """This site's teacher's probabilities for the coordinator's distilled images (cross-site relabelling)."""
+    def relabel(self, request: RelabelRequest | bytes) -> RelabelReply | bytes:
+        """This site's teacher's probabilities for the coordinator's distilled images (cross-site relabelling).
+
+        Once per run: the teacher is not released, and answering any number of chosen images would
+        make it a query oracle on the members. With keys the reply is signed and bound to the
+        sealed request it answers.
+        """
+        sealed = request if isinstance(request, bytes) else None
         if self.credentials is None:
-            if isinstance(request, bytes):
+            if sealed is not None:
                 raise ValueError("sealed relabel request, but this site has no keys (set keys-dir in the node config)")
         else:
-            if not isinstance(request, bytes):
+            if sealed is None:
                 raise ValueError("unsealed relabel request: a site with keys accepts only requests sealed and signed by its coordinator")
-            request = open_relabel(request, recipient_key=self.credentials.sealing_key,
+            request = open_relabel(sealed, recipient_key=self.credentials.sealing_key,
                                    coordinator_key=self.credentials.coordinator_verify_key, site_id=self.site_id)
+        assert isinstance(request, RelabelRequest)
         check_relabel(request, self.data.members.image_shape)
+        if self.gate.count_sent(request.run_id, "labels") > 0:
+            raise ValueError(f"run {request.run_id} has had its relabelling already; a site labels one set per run")
         teacher, _ = self._load(request.run_id)
         probs = predict_proba(teacher, request.images, temperature=request.temperature)
-        return self.gate.send(RelabelReply(self.site_id, probs), run_id=request.run_id, round=-2)  # type: ignore[return-value]
+        return self.gate.send(RelabelReply(self.site_id, probs), run_id=request.run_id, round=-2,  # type: ignore[return-value]
+                              candidate_blob=sealed)
 
     # -- audit ---------------------------------------------------------------------------------
     def audit(self, candidate: AuditCandidate | bytes, seed: int = 0) -> AuditReport | bytes:

@@ -29,21 +29,29 @@ class FilterOutcome:
     keep: np.ndarray  # indices into the drawn samples, in request order (class by class)
     rejection_rate: float  # share of drawn samples that failed a check
     teacher_agreement: float  # share of kept samples whose teacher top class is the requested one
-    precision: float
-    recall: float
+    precision: float  # of everything drawn: the generator's, not the filter's
+    recall: float  # of the kept set, against the members of the requested classes
 
     def summary(self) -> dict[str, float]:
-        return {"teacher_agreement": round(self.teacher_agreement, 4), "rejection_rate": round(self.rejection_rate, 4),
-                "precision": round(self.precision, 4), "recall": round(self.recall, 4)}
+        """Finite figures only (a figure that could not be measured is left out): the summary is strict JSON."""
+        figures = {"teacher_agreement": self.teacher_agreement, "rejection_rate": self.rejection_rate,
+                   "precision": self.precision, "recall": self.recall}
+        return {k: round(v, 4) for k, v in figures.items() if np.isfinite(v)}
 
 
 class MemberManifold:
     """The members' k-NN balls in the teacher's feature space, computed once per fitted teacher."""
 
-    def __init__(self, member_features: np.ndarray, k: int = DEFAULT_K) -> None:
+    def __init__(self, member_features: np.ndarray, labels: np.ndarray | None = None, k: int = DEFAULT_K) -> None:
         self.features = np.asarray(member_features, dtype=np.float64)
+        self.labels = None if labels is None else np.asarray(labels)
         self.k = k
         self.radii = knn_radii(self.features, k)
+
+    @classmethod
+    def of(cls, member_features: np.ndarray, labels: np.ndarray, k: int = DEFAULT_K) -> MemberManifold | None:
+        """None when there are too few members to draw a manifold (the precision check is then off)."""
+        return cls(member_features, labels, k) if member_features.shape[0] > k else None
 
     def contains(self, features: np.ndarray, batch: int = 1024) -> np.ndarray:
         x = np.asarray(features, dtype=np.float64)
@@ -87,15 +95,18 @@ def filter_samples(
         keep.append(good)
     index = np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
     precision = recall = float("nan")
-    if manifold is not None and index.size > manifold.k:
-        # equal-sized sets, as Kynkaenniemi et al. recommend, so that recall is not bounded by set size
+    if manifold is not None:
+        # Precision of all drawn samples: measured on the kept set it would only restate the filter.
+        precision = float(in_dist.mean()) if in_dist.size else float("nan")
+        # Recall against the members of the classes asked for, in a sample as large as the kept set
+        # (Kynkaenniemi et al. compare equal-sized sets, so that recall is not bounded by set size).
+        asked = np.isin(manifold.labels, np.flatnonzero(np.asarray(per_class) > 0)) if manifold.labels is not None else None
+        members = manifold.features if asked is None else manifold.features[asked]
         rng = np.random.default_rng(seed)
-        members = manifold.features
         if members.shape[0] > index.size:
             members = members[rng.choice(members.shape[0], size=index.size, replace=False)]
-        if members.shape[0] > manifold.k:
-            pr = precision_recall(members, features[index], k=manifold.k)
-            precision, recall = pr.precision, pr.recall
+        if members.shape[0] > manifold.k and index.size > manifold.k:
+            recall = precision_recall(members, features[index], k=manifold.k).recall
     return FilterOutcome(
         keep=index,
         rejection_rate=float(1.0 - accepted.mean()) if accepted.size else 0.0,

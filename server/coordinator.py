@@ -18,7 +18,7 @@ import numpy as np
 from fedkr.shared.audit_policy import decide_release
 from fedkr.shared.classifier import CompactCNN, accuracy
 from fedkr.shared.data import ImageSet
-from fedkr.shared.reports import AuditCandidate, FitPlan, FitReport, RelabelReply, RelabelRequest, check_relabel_reply
+from fedkr.shared.reports import AuditCandidate, FitPlan, FitReport, RelabelRequest
 from fedkr.shared.shard import ShardError, ShardSpec, SynthesisRequest
 from fedkr.shared.shard_wire import ReplayGuard
 
@@ -277,21 +277,24 @@ class Coordinator:
         """
         sites = sorted(reports)
         request = RelabelRequest(self.config.run_id, distilled.images, self.config.temperature)
-        replies = link.relabel(intake.relabel_requests(sites, request))
+        requests = intake.relabel_requests(sites, request)
+        shape = (len(distilled), len(distilled.class_names))
+        checked = intake.relabel_replies(link.relabel(requests), requests, shape)
         answered: dict[str, np.ndarray] = {}
         for sid in sites:
-            reply = replies.get(sid)
-            try:
-                if not isinstance(reply, RelabelReply):
-                    raise ValueError(str(reply) if isinstance(reply, Exception) else "no reply")
-                answered[sid] = check_relabel_reply(reply.probs, len(distilled), len(distilled.class_names))
-            except ValueError as exc:
-                log.warning("%s: relabelling left out: %s", sid, str(exc).splitlines()[0][:200] if str(exc) else "")
-        if not answered:
-            log.warning("no site relabelled the distilled set; the shards' own labels stay")
-            return distilled, []
+            reply = checked.get(sid, ValueError("no reply"))
+            if isinstance(reply, Exception):
+                log.warning("%s: relabelling left out: %s", sid, (str(reply).splitlines() or [type(reply).__name__])[0][:200])
+            else:
+                answered[sid] = reply
         names = sorted(answered)
-        labels = combine_labels([answered[s] for s in names], class_support(reports, names))
+        try:
+            if not names:
+                raise ValueError("no site relabelled the distilled set")
+            labels = combine_labels([answered[s] for s in names], class_support(reports, names))
+        except ValueError as exc:
+            log.warning("%s; the shards' own labels stay", exc)
+            return distilled, []
         return replace(distilled, soft_labels=labels), names
 
     def _drop(self, sid: str, reason: str, active: dict[str, FitReport], dropped: dict[str, str], pool: Pool) -> None:
@@ -313,9 +316,15 @@ class Coordinator:
         (class_names, image_shape), _ = votes.most_common(1)[0]
         for sid in sorted(reports):
             rep = reports[sid]
+            counts = rep.member_class_counts
+            reason = None
             if (rep.class_names, rep.image_shape) != (class_names, image_shape):
                 reason = (f"holds {len(rep.class_names)} classes of {rep.image_shape} images where the other sites "
                           f"hold {len(class_names)} of {image_shape}")
+            elif len(counts) != len(class_names) or min(counts) < 0 or sum(counts) != rep.num_members:
+                # the counts weigh its say in distillation and relabelling, so they must be consistent
+                reason = "reports member counts per class that do not add up to its members"
+            if reason is not None:
                 log.warning("%s left out: %s", sid, reason)
                 failed[sid] = reason
                 del reports[sid]

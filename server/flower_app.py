@@ -111,7 +111,7 @@ class GridLink:
         group = str(next(iter(requests.values())).round) if requests else "0"
         return self._decode(self._exchange(content, rec.MSG_SYNTHESIZE, group), rec.decode_shard)  # type: ignore[return-value]
 
-    def relabel(self, requests: dict[str, RelabelRequest | bytes]) -> dict[str, RelabelReply | Exception]:
+    def relabel(self, requests: dict[str, RelabelRequest | bytes]) -> dict[str, RelabelReply | bytes | Exception]:
         content = {self.node_of[sid]: rec.encode_relabel_request(req) for sid, req in requests.items()}
         return self._decode(self._exchange(content, rec.MSG_RELABEL, "relabel"), rec.decode_relabel_reply)  # type: ignore[return-value]
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 
-from fedkr.shared.reports import AuditCandidate, AuditReport, RelabelRequest
+import numpy as np
+from fedkr.shared.reports import AuditCandidate, AuditReport, RelabelReply, RelabelRequest, check_relabel_reply
 from fedkr.shared.shard import Shard, ShardError, ShardSpec
-from fedkr.shared.shard_wire import ReplayGuard, ShardWireError, open_audit_report, open_shard, seal_candidate, seal_relabel
+from fedkr.shared.shard_wire import ReplayGuard, ShardWireError, open_audit_report, open_relabel_reply, open_shard, seal_candidate, seal_relabel
 
 from .keyring import CoordinatorKeys
 
@@ -42,6 +43,20 @@ class PlainIntake:
 
     def relabel_requests(self, sites: list[str], request: RelabelRequest) -> dict[str, RelabelRequest | bytes]:
         return {sid: request for sid in sites}
+
+    def relabel_replies(self, replies: dict[str, object], requests: dict[str, RelabelRequest | bytes],
+                        shape: tuple[int, int]) -> dict[str, np.ndarray | Exception]:
+        out: dict[str, np.ndarray | Exception] = {}
+        for sid, reply in replies.items():
+            try:
+                if isinstance(reply, Exception):
+                    raise reply
+                if not isinstance(reply, RelabelReply) or reply.site_id != sid:
+                    raise ValueError(f"not {sid}'s labels: {type(reply).__name__}")
+                out[sid] = check_relabel_reply(reply.probs, *shape)
+            except Exception as exc:  # noqa: BLE001 - a site's reply, whatever it is, only costs it its say
+                out[sid] = exc
+        return out
 
     def audit_reports(self, replies: dict[str, object], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | Exception]:
         return {sid: _plain_report(reply) for sid, reply in replies.items()}
@@ -90,6 +105,24 @@ class SealedIntake:
         """Sealed to each site like a candidate: the images are pool images."""
         return {sid: seal_relabel(request, site_id=sid, signer=self.keys.signing_key, recipient=self.keys.sites[sid].seal_to)
                 for sid in sites}
+
+    def relabel_replies(self, replies: dict[str, object], requests: dict[str, RelabelRequest | bytes],
+                        shape: tuple[int, int]) -> dict[str, np.ndarray | Exception]:
+        """Only labels signed by the site's registered key, for the very request it was sent, count."""
+        out: dict[str, np.ndarray | Exception] = {}
+        for sid, reply in replies.items():
+            try:
+                if isinstance(reply, Exception):
+                    raise reply
+                request = requests.get(sid)
+                if not isinstance(reply, bytes) or sid not in self._site_keys or not isinstance(request, bytes):
+                    raise ValueError("unsigned labels: this coordinator accepts signed labels only")
+                probs = open_relabel_reply(reply, site_key=self._site_keys[sid], site_id=sid, run_id=self.run_id,
+                                           request_blob=request, shape=shape)
+                out[sid] = check_relabel_reply(probs, *shape)
+            except Exception as exc:  # noqa: BLE001 - a site's reply, whatever it is, only costs it its say
+                out[sid] = exc
+        return out
 
     def candidates(self, sites: list[str], candidate: AuditCandidate) -> dict[str, AuditCandidate | bytes]:
         return {sid: seal_candidate(candidate, site_id=sid, signer=self.keys.signing_key, recipient=self.keys.sites[sid].seal_to)

@@ -23,7 +23,7 @@ class SiteLink(Protocol):
 
     def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, Shard | bytes | Exception]: ...
 
-    def relabel(self, requests: dict[str, RelabelRequest | bytes]) -> dict[str, RelabelReply | Exception]: ...
+    def relabel(self, requests: dict[str, RelabelRequest | bytes]) -> dict[str, RelabelReply | bytes | Exception]: ...
 
     def audit(self, sites: list[str], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | bytes | Exception]: ...
 
@@ -40,7 +40,7 @@ class InProcessLink:
     def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, Shard | bytes | Exception]:
         return {sid: _call(sid, self.sites[sid].synthesize, req) for sid, req in requests.items()}
 
-    def relabel(self, requests: dict[str, RelabelRequest | bytes]) -> dict[str, RelabelReply | Exception]:
+    def relabel(self, requests: dict[str, RelabelRequest | bytes]) -> dict[str, RelabelReply | bytes | Exception]:
         return {sid: _call(sid, self.sites[sid].relabel, req) for sid, req in requests.items()}
 
     def audit(self, sites: list[str], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | bytes | Exception]:

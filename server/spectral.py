@@ -46,6 +46,8 @@ def characteristic(features: np.ndarray, freqs: np.ndarray, weights: np.ndarray 
     if weights is None:
         return z.mean(axis=0)
     w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (z.shape[0],) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("weights must be one finite, non-negative number per point, not all zero")
     return (w[:, None] * z).sum(axis=0) / w.sum()
 
 

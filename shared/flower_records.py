@@ -196,14 +196,19 @@ def decode_relabel_request(content: RecordDict) -> RelabelRequest | bytes:
                           temperature=float(meta["temperature"]))
 
 
-def encode_relabel_reply(reply: RelabelReply) -> RecordDict:
+def encode_relabel_reply(reply: RelabelReply | bytes) -> RecordDict:
+    if isinstance(reply, bytes):
+        return RecordDict({"signed_labels": _sealed_record(reply)})
     return RecordDict({"labels": ArrayRecord({"probs": Array(np.ascontiguousarray(reply.probs))}),
                        "labels_meta": _json_record({"site_id": reply.site_id})})
 
 
 @_decoder
-def decode_relabel_reply(content: RecordDict) -> RelabelReply:
-    """Shape and values are checked by the coordinator, which knows how many images it sent."""
+def decode_relabel_reply(content: RecordDict) -> RelabelReply | bytes:
+    """Plain labels, or the signed bytes for the coordinator's intake to check; shape and values are
+    checked by the coordinator, which knows how many images it sent."""
+    if "signed_labels" in content.array_records:
+        return _read_sealed(content, "signed_labels")
     meta = _read_json(content, "labels_meta")
     array = content.array_records["labels"]["probs"]
     if array.dtype != "float32" or len(tuple(array.shape)) != 2:

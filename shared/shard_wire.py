@@ -497,3 +497,42 @@ def open_audit_report(
     if report.site_id != site_id:
         raise SealError("audit report's inner site differs from what was signed")
     return report
+
+
+# --- relabel replies: signed by the site, bound to the request they answer -------------------------
+
+KIND_RELABEL_REPLY = "relabel_reply"
+
+
+def sign_relabel_reply(probs: np.ndarray, *, site_id: str, run_id: str, request_blob: bytes, signer: Ed25519PrivateKey) -> bytes:
+    """A site's labels, signed and tied to the exact sealed request: they become the student's targets,
+    so whoever relays messages must be able neither to forge them nor to replay older ones."""
+    probs = np.asarray(probs)
+    if probs.dtype != np.float32 or probs.ndim != 2:
+        raise SealError("labels must be a float32 (N, classes) array")
+    header = json.dumps({"site_id": site_id, "run_id": run_id, "request_sha256": hashlib.sha256(request_blob).hexdigest(),
+                         "shape": list(probs.shape)}, sort_keys=True).encode()
+    return sign(struct.pack("<I", len(header)) + header + _le_bytes(probs), kind=KIND_RELABEL_REPLY, signer=signer)
+
+
+def open_relabel_reply(blob: bytes, *, site_key: Ed25519PublicKey, site_id: str, run_id: str, request_blob: bytes,
+                       shape: tuple[int, int]) -> np.ndarray:
+    """The labels, if `site_id`'s key signed exactly `shape` of them for this request; `SealError` otherwise."""
+    expected = 4 * shape[0] * shape[1]
+    if not isinstance(blob, (bytes, bytearray)) or len(blob) > expected + 64 * 1024:
+        raise SealError("relabel reply is not bytes of the expected size")
+    body = verify(bytes(blob), kind=KIND_RELABEL_REPLY, key=site_key)
+    try:
+        (length,) = struct.unpack_from("<I", body)
+        data = json.loads(body[4:4 + length])
+        if data.get("site_id") != site_id or data.get("run_id") != run_id:
+            raise SealError("relabel reply was signed for another site or run")
+        if data.get("request_sha256") != hashlib.sha256(request_blob).hexdigest():
+            raise SealError("relabel reply answers another request than the one sent")
+        if tuple(data.get("shape", ())) != tuple(shape):
+            raise SealError(f"relabel reply holds {data.get('shape')} labels, expected {list(shape)}")
+        return _from_le(body[4 + length:], np.dtype(np.float32), tuple(shape), "labels")
+    except SealError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a remote party's bytes: any failure is a malformed reply
+        raise SealError(f"malformed relabel reply: {type(exc).__name__}") from None

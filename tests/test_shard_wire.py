@@ -18,9 +18,11 @@ from fedkr.shared.shard_wire import (
     ShardWireError,
     open_candidate,
     open_relabel,
+    open_relabel_reply,
     open_shard,
     seal_candidate,
     seal_relabel,
+    sign_relabel_reply,
     seal_shard,
 )
 from fedkr.v1 import messages_pb2 as pb
@@ -625,3 +627,19 @@ def test_relabel_and_candidate_blobs_are_not_interchangeable():
 def test_random_bytes_never_open_as_a_relabel_request(blob):
     with pytest.raises(SealError):
         open_r(blob)
+
+
+def test_signed_labels_are_bound_to_their_request_and_site():
+    request = sealed_relabel()
+    probs = np.full((5, 3), 1 / 3, np.float32)
+    blob = sign_relabel_reply(probs, site_id="site-0", run_id=RUN, request_blob=request, signer=SITE_SIGN["site-0"])
+    opened = open_relabel_reply(blob, site_key=SITE_KEYS["site-0"], site_id="site-0", run_id=RUN, request_blob=request, shape=(5, 3))
+    assert opened.tobytes() == probs.tobytes()
+    with pytest.raises(SealError, match="another request"):
+        open_relabel_reply(blob, site_key=SITE_KEYS["site-0"], site_id="site-0", run_id=RUN, request_blob=sealed_relabel(), shape=(5, 3))
+    with pytest.raises(SealError):
+        open_relabel_reply(blob, site_key=SITE_KEYS["site-1"], site_id="site-0", run_id=RUN, request_blob=request, shape=(5, 3))
+    with pytest.raises(SealError, match="another site or run"):
+        open_relabel_reply(blob, site_key=SITE_KEYS["site-0"], site_id="site-0", run_id="run-2", request_blob=request, shape=(5, 3))
+    with pytest.raises(SealError, match="expected"):
+        open_relabel_reply(blob, site_key=SITE_KEYS["site-0"], site_id="site-0", run_id=RUN, request_blob=request, shape=(6, 3))

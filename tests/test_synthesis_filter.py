@@ -31,7 +31,8 @@ def test_disagreeing_and_far_samples_are_replaced_by_passing_ones():
     out = filter_samples(requested, probs, features, (10, 10), MemberManifold(members), seed=0)
     assert out.rejection_rate == pytest.approx(8 / 40)
     assert out.keep[:10].tolist() == list(range(8, 18))
-    assert out.teacher_agreement == 1.0 and out.precision == 1.0
+    assert out.teacher_agreement == 1.0
+    assert out.precision == pytest.approx(37 / 40), "precision is the generator's: of everything drawn"
 
 
 def test_shortfall_is_filled_with_the_most_probable_rejects():
@@ -47,6 +48,29 @@ def test_without_manifold_only_alignment_is_checked():
     _, requested, probs, features = setup()
     out = filter_samples(requested, probs, features + 100.0, (20, 20), None, seed=0)
     assert out.rejection_rate == 0.0 and np.isnan(out.precision)
+
+
+def test_recall_is_against_the_requested_classes_only():
+    rng = np.random.default_rng(1)
+    members = np.concatenate([rng.normal(0, 0.1, (100, 2)), rng.normal(10, 0.1, (100, 2))])
+    labels = np.repeat([0, 1], 100)
+    requested = np.zeros(40, dtype=np.int64)
+    probs = np.tile(np.array([[0.9, 0.1]], np.float32), (40, 1))
+    synthetic = rng.normal(0, 0.1, (40, 2))  # covers class 0's members only
+    with_labels = filter_samples(requested, probs, synthetic, (40, 0), MemberManifold(members, labels), seed=0)
+    without = filter_samples(requested, probs, synthetic, (40, 0), MemberManifold(members), seed=0)
+    assert with_labels.recall > 0.8 and without.recall < 0.7
+
+
+def test_too_few_members_turn_the_precision_check_off():
+    assert MemberManifold.of(np.zeros((3, 2)), np.zeros(3)) is None
+    assert MemberManifold.of(np.random.default_rng(0).normal(size=(4, 2)), np.zeros(4)) is not None
+
+
+def test_summary_leaves_out_what_could_not_be_measured():
+    _, requested, probs, features = setup()
+    out = filter_samples(requested, probs, features, (20, 20), None, seed=0)
+    assert set(out.summary()) == {"teacher_agreement", "rejection_rate"}
 
 
 def test_too_few_drawn_is_an_error():
