@@ -34,3 +34,20 @@ def test_quick_bench_rows_complete_and_fedkr_beats_naive_pooling(tmp_path):
     table = paths["markdown"].read_text()
     assert table == markdown_table(data) and table.count("\n| ") == len(METHODS)
     assert paths["plot"].stat().st_size > 10_000
+
+
+def test_reused_fit_reads_the_fit_of_a_finished_run(tmp_path):
+    from fedkr.bench import ReusedFit
+    from fedkr.shared.data import DataError
+    from fedkr.shared.reports import FitReport
+
+    report = FitReport("site-0", 10, 3, ("a", "b"), (8, 8, 1), (6, 4), 0.9, 0.1, 2.0, 30.0)
+    run = tmp_path / "runs" / "r1"
+    (run / "release").mkdir(parents=True)
+    (run / "release" / "metrics.json").write_text(json.dumps(
+        {"run_id": "r1", "sites": {"site-0": report.to_dict()}, "stage_seconds": {"fit": 41.5}}))
+    sites_dir, run_id, reports, fit_seconds = ReusedFit(run).load()
+    assert (sites_dir, run_id, fit_seconds) == (tmp_path / "runs" / "sites", "r1", 41.5)
+    assert reports == {"site-0": report}
+    with pytest.raises(DataError, match="no metrics.json"):
+        ReusedFit(tmp_path / "nothing").load()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from helpers import tiny_run_config
 
@@ -15,6 +16,7 @@ from fedkr.server.coordinator import Coordinator, RunError
 from fedkr.server.keyring import init_coordinator, load_coordinator_keys, read_site_file, record_site
 from fedkr.server.link import InProcessLink
 from fedkr.shared.keys import load_verify_key
+from fedkr.shared.reports import RelabelRequest
 from fedkr.shared.release_verify import verify_release
 
 FAST = dict(rounds=2, generator_steps=1, teacher_epochs=1, student_epochs=1, audit_max_auc=1.0, audit_max_distance_auc=1.0)
@@ -73,6 +75,18 @@ def test_sealed_run_releases_a_signed_bundle_and_ledgers_sealed_shards(mixed_run
     ledger = [json.loads(line) for line in (root / "state" / "site-0" / "ledger.jsonl").read_text().splitlines()]
     shards = [e for e in ledger if e["run"] == "mixed" and e["kind"] == "shard"]
     assert len(shards) == 2 and all(e["sealed_to"] and e["signed_by"] for e in shards)
+    labels = [e for e in ledger if e["run"] == "mixed" and e["kind"] == "labels"]
+    assert len(labels) == 1 and labels[0]["signed_by"] == shards[0]["signed_by"]
+    assert outcome.metrics["relabelled_by"] == ["site-0", "site-1"], "both sites' signed labels were accepted"
+
+
+def test_a_site_labels_one_set_per_run(deployment, mixed_run):
+    root, data = deployment
+    site = Site("site-0", data[0], root / "state" / "site-0")  # its ledger holds the mixed run's labels
+    with pytest.raises(ValueError, match="already"):
+        site.relabel(RelabelRequest("mixed", np.zeros((2, 8, 8, 1), np.uint8), 4.0))
+    with pytest.raises(ValueError, match="accepts only requests sealed"):
+        sealed_site(root, data, 0).relabel(RelabelRequest("mixed", np.zeros((2, 8, 8, 1), np.uint8), 4.0))
 
 
 def test_impostor_is_dropped_and_its_shard_never_pooled(mixed_run):
