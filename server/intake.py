@@ -10,6 +10,7 @@ that site's key, so the SuperLink in between holds ciphertext only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 from fedkr.shared.reports import AuditCandidate, AuditReport, RelabelReply, RelabelRequest, check_relabel_reply
@@ -46,17 +47,12 @@ class PlainIntake:
 
     def relabel_replies(self, replies: dict[str, object], requests: dict[str, RelabelRequest | bytes],
                         shape: tuple[int, int]) -> dict[str, np.ndarray | Exception]:
-        out: dict[str, np.ndarray | Exception] = {}
-        for sid, reply in replies.items():
-            try:
-                if isinstance(reply, Exception):
-                    raise reply
-                if not isinstance(reply, RelabelReply) or reply.site_id != sid:
-                    raise ValueError(f"not {sid}'s labels: {type(reply).__name__}")
-                out[sid] = check_relabel_reply(reply.probs, *shape)
-            except Exception as exc:  # noqa: BLE001 - a site's reply, whatever it is, only costs it its say
-                out[sid] = exc
-        return out
+        def check(sid: str, reply: object) -> np.ndarray:
+            if not isinstance(reply, RelabelReply) or reply.site_id != sid:
+                raise ValueError(f"not {sid}'s labels: {type(reply).__name__}")
+            return check_relabel_reply(reply.probs, *shape)
+
+        return _each_reply(replies, check)
 
     def audit_reports(self, replies: dict[str, object], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | Exception]:
         return {sid: _plain_report(reply) for sid, reply in replies.items()}
@@ -109,24 +105,32 @@ class SealedIntake:
     def relabel_replies(self, replies: dict[str, object], requests: dict[str, RelabelRequest | bytes],
                         shape: tuple[int, int]) -> dict[str, np.ndarray | Exception]:
         """Only labels signed by the site's registered key, for the very request it was sent, count."""
-        out: dict[str, np.ndarray | Exception] = {}
-        for sid, reply in replies.items():
-            try:
-                if isinstance(reply, Exception):
-                    raise reply
-                request = requests.get(sid)
-                if not isinstance(reply, bytes) or sid not in self._site_keys or not isinstance(request, bytes):
-                    raise ValueError("unsigned labels: this coordinator accepts signed labels only")
-                probs = open_relabel_reply(reply, site_key=self._site_keys[sid], site_id=sid, run_id=self.run_id,
-                                           request_blob=request, shape=shape)
-                out[sid] = check_relabel_reply(probs, *shape)
-            except Exception as exc:  # noqa: BLE001 - a site's reply, whatever it is, only costs it its say
-                out[sid] = exc
-        return out
+        def check(sid: str, reply: object) -> np.ndarray:
+            request = requests.get(sid)
+            if not isinstance(reply, bytes) or sid not in self._site_keys or not isinstance(request, bytes):
+                raise ValueError("unsigned labels: this coordinator accepts signed labels only")
+            probs = open_relabel_reply(reply, site_key=self._site_keys[sid], site_id=sid, run_id=self.run_id,
+                                       request_blob=request, shape=shape)
+            return check_relabel_reply(probs, *shape)
+
+        return _each_reply(replies, check)
 
     def candidates(self, sites: list[str], candidate: AuditCandidate) -> dict[str, AuditCandidate | bytes]:
         return {sid: seal_candidate(candidate, site_id=sid, signer=self.keys.signing_key, recipient=self.keys.sites[sid].seal_to)
                 for sid in sites}
+
+
+def _each_reply(replies: dict[str, object], check: Callable[[str, object], np.ndarray]) -> dict[str, np.ndarray | Exception]:
+    """Each site's checked labels, or the exception that stands in their place: a bad reply only costs its site its say."""
+    out: dict[str, np.ndarray | Exception] = {}
+    for sid, reply in replies.items():
+        try:
+            if isinstance(reply, Exception):
+                raise reply
+            out[sid] = check(sid, reply)
+        except Exception as exc:  # noqa: BLE001 - whatever a site sent
+            out[sid] = exc
+    return out
 
 
 def _plain_report(reply: object) -> AuditReport | Exception:
