@@ -22,4 +22,5 @@ def test_flower_simulation_end_to_end(tmp_path):
     # Each simulated site kept its own state and ledger, apart from the coordinator's run folder.
     for site in ("site-0", "site-1"):
         ledger = (tmp_path / "sites" / site / "ledger.jsonl").read_text().splitlines()
-        assert [json.loads(line)["kind"] for line in ledger] == ["metrics", "shard", "metrics"]
+        assert [json.loads(line)["kind"] for line in ledger] == ["metrics", "shard", "labels", "metrics"]  # fit, round 1, relabel, audit
+    assert metrics["relabelled_by"] == ["site-0", "site-1"], "query.relabel reached both sites through Flower"
