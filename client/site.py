@@ -22,8 +22,10 @@ from fedkr.shared.classifier import (
     accuracy,
     build_classifier,
     embed,
+    embed_and_logits,
     one_hot,
     predict_proba,
+    probabilities,
     train_classifier,
 )
 from fedkr.shared.dp import DPConfig, DPReport
@@ -171,10 +173,11 @@ class Site:
         seed = self._next_seed(request, generator.config.seed)
         started = time.perf_counter()
         drawn = generator.sample(drawn_labels, seed=seed)
-        outcome = filter_samples(drawn_labels, predict_proba(teacher, drawn), embed(teacher, drawn), request.per_class,
+        features, logits = embed_and_logits(teacher, drawn)  # one teacher pass serves the filter and the labels
+        outcome = filter_samples(drawn_labels, probabilities(logits), features, request.per_class,
                                  self._member_manifold(request.run_id, teacher), seed)
         images, labels = drawn[outcome.keep], drawn_labels[outcome.keep]
-        soft = predict_proba(teacher, images, temperature=request.temperature)
+        soft = probabilities(logits[outcome.keep], request.temperature)
         shard = Shard(
             site_id=self.site_id,
             round=request.round,

@@ -260,8 +260,19 @@ def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 512) 
 
 
 def predict_proba(model: nn.Module, images: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    logits = torch.from_numpy(predict_logits(model, images))
-    return torch.softmax(logits / temperature, dim=1).numpy().astype(np.float32)
+    return probabilities(predict_logits(model, images), temperature)
+
+
+def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Softmax at a temperature, float32: the one way a teacher's logits become labels."""
+    return torch.softmax(torch.from_numpy(logits) / temperature, dim=1).numpy().astype(np.float32)
+
+
+@torch.no_grad()
+def embed_and_logits(model: CompactCNN, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Features and logits from one pass (the head reads the features), for callers that need both."""
+    features = embed(model, images)
+    return features, model.head(torch.from_numpy(features)).numpy()
 
 
 @torch.no_grad()

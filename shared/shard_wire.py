@@ -262,8 +262,7 @@ def seal_candidate(candidate: AuditCandidate, *, site_id: str, signer: Ed25519Pr
             released_images=_raw_array("released_images", released),
             reference_models=candidate.reference_models, lira=candidate.lira,
         )
-        payload = sign(body.SerializeToString(), kind=KIND_CANDIDATE, signer=signer)
-        return seal(payload, Header(KIND_CANDIDATE, COORDINATOR, candidate.run_id, 0, recipient_id), recipient)
+        return _seal_from_coordinator(body, KIND_CANDIDATE, candidate.run_id, recipient_id, signer, recipient)
     except SealError:
         raise
     except (ValueError, TypeError, AttributeError) as exc:
@@ -289,19 +288,8 @@ def open_candidate(
 
 def _open_candidate(blob: bytes, recipient_key: X25519PrivateKey, coordinator_key: Ed25519PublicKey, site_id: str,
                     max_bytes: int) -> AuditCandidate:
-    header, plaintext = open_sealed(blob, kind=KIND_CANDIDATE, recipient_key=recipient_key, max_bytes=max_bytes)
-    if header.sender != COORDINATOR:
-        raise SealError(f"candidate sent by {header.sender[:40]!r}, not the coordinator")
-    message = pb.AuditCandidate()
-    message.ParseFromString(verify(plaintext, kind=KIND_CANDIDATE, key=coordinator_key))
-    if message.site_id != site_id:
-        raise SealError(f"candidate is for site {message.site_id[:40]!r}, not {site_id!r}")
-    if message.run_id != header.run_id:
-        raise SealError("candidate's signed run id differs from its envelope's")
-    if message.recipient_key_id != header.recipient_key_id:
-        raise SealError("candidate was signed for another site key (re-sealed by a third party)")
-    if len(message.nonce) != NONCE_BYTES:
-        raise SealError(f"candidate nonce must be {NONCE_BYTES} bytes")
+    message = _open_from_coordinator(blob, KIND_CANDIDATE, "candidate", pb.AuditCandidate(), recipient_key, coordinator_key,
+                                     site_id, max_bytes)
     if len(message.student_weights) > MAX_ARRAYS:
         raise SealError(f"candidate holds more than {MAX_ARRAYS} weight arrays")
     weights: dict[str, np.ndarray] = {}
@@ -342,8 +330,7 @@ def seal_relabel(request: RelabelRequest, *, site_id: str, signer: Ed25519Privat
         body = pb.RelabelRequest(run_id=request.run_id, site_id=site_id, recipient_key_id=recipient_id,
                                  nonce=os.urandom(NONCE_BYTES), images=_raw_array("images", images),
                                  temperature=float(request.temperature))
-        payload = sign(body.SerializeToString(), kind=KIND_RELABEL, signer=signer)
-        return seal(payload, Header(KIND_RELABEL, COORDINATOR, request.run_id, 0, recipient_id), recipient)
+        return _seal_from_coordinator(body, KIND_RELABEL, request.run_id, recipient_id, signer, recipient)
     except SealError:
         raise
     except (ValueError, TypeError, AttributeError) as exc:
@@ -360,17 +347,8 @@ def open_relabel(
 ) -> RelabelRequest:
     """The request in `blob`, if the coordinator signed it for this site and this site's key."""
     try:
-        header, plaintext = open_sealed(blob, kind=KIND_RELABEL, recipient_key=recipient_key, max_bytes=max_bytes)
-        if header.sender != COORDINATOR:
-            raise SealError(f"relabel request sent by {header.sender[:40]!r}, not the coordinator")
-        message = pb.RelabelRequest()
-        message.ParseFromString(verify(plaintext, kind=KIND_RELABEL, key=coordinator_key))
-        if message.site_id != site_id:
-            raise SealError(f"relabel request is for site {message.site_id[:40]!r}, not {site_id!r}")
-        if message.run_id != header.run_id:
-            raise SealError("relabel request's signed run id differs from its envelope's")
-        if message.recipient_key_id != header.recipient_key_id:
-            raise SealError("relabel request was signed for another site key (re-sealed by a third party)")
+        message = _open_from_coordinator(blob, KIND_RELABEL, "relabel request", pb.RelabelRequest(), recipient_key,
+                                         coordinator_key, site_id, max_bytes)
         if not message.HasField("images"):
             raise SealError("relabel request has no images")
         images = _array_of(message.images)
@@ -382,6 +360,31 @@ def open_relabel(
         raise
     except _MALFORMED as exc:
         raise SealError(f"malformed relabel request ({type(exc).__name__})") from None
+
+
+def _open_from_coordinator(blob: bytes, kind: str, what: str, message, recipient_key: X25519PrivateKey,  # type: ignore[no-untyped-def]
+                           coordinator_key: Ed25519PublicKey, site_id: str, max_bytes: int):
+    """Open, verify and parse a message the coordinator sealed to one site: what every such message must
+    satisfy (sender, signature, addressed site, run id and site key both signed and on the envelope, nonce)."""
+    header, plaintext = open_sealed(blob, kind=kind, recipient_key=recipient_key, max_bytes=max_bytes)
+    if header.sender != COORDINATOR:
+        raise SealError(f"{what} sent by {header.sender[:40]!r}, not the coordinator")
+    message.ParseFromString(verify(plaintext, kind=kind, key=coordinator_key))
+    if message.site_id != site_id:
+        raise SealError(f"{what} is for site {message.site_id[:40]!r}, not {site_id!r}")
+    if message.run_id != header.run_id:
+        raise SealError(f"{what}'s signed run id differs from its envelope's")
+    if message.recipient_key_id != header.recipient_key_id:
+        raise SealError(f"{what} was signed for another site key (re-sealed by a third party)")
+    if len(message.nonce) != NONCE_BYTES:
+        raise SealError(f"{what} nonce must be {NONCE_BYTES} bytes")
+    return message
+
+
+def _seal_from_coordinator(body, kind: str, run_id: str, recipient_id: str, signer: Ed25519PrivateKey,  # type: ignore[no-untyped-def]
+                           recipient: X25519PublicKey) -> bytes:
+    payload = sign(body.SerializeToString(), kind=kind, signer=signer)
+    return seal(payload, Header(kind, COORDINATOR, run_id, 0, recipient_id), recipient)
 
 
 def _decode_config(text: str) -> ClassifierConfig:
