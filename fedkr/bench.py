@@ -71,16 +71,19 @@ class BenchProfile:
     fedavg_local_epochs: int
     protocol: StudentProtocol = field(default_factory=StudentProtocol)
     audit_reference_models: int = 2
-    #: Flip augmentation for the sites' generator and teacher (right for cells, wrong for digits);
-    #: the student protocol itself never flips, for every method alike.
+    #: Flip augmentation for the sites' generators (right for cells, wrong for digits); teachers
+    #: train without it because the run's classifier flag also sets the student's augmentation, and the
+    #: student protocol never flips, for every method alike.
     fit_hflip: bool = False
+    #: Classifier-free guidance the sites' generators sample with (1: none).
+    generator_guidance: float = 1.0
 
     def run_config(self, data: str, out: Path, seed: int) -> RunConfig:
         return RunConfig(
             data=data, partition=self.partition, seed=seed, rounds=self.rounds, ipc=self.ipc,
             samples_per_class=self.samples_per_class, oversample=self.oversample, temperature=self.protocol.temperature,
             generator_steps=self.generator_steps, teacher_epochs=self.teacher_epochs, student_epochs=self.protocol.epochs,
-            generator_hflip=self.fit_hflip, classifier_hflip=False,
+            generator_hflip=self.fit_hflip, generator_guidance=self.generator_guidance, classifier_hflip=False,
             out=str(out / "runs"), run_id=f"bench-seed{seed}", audit_max_auc=1.0, audit_max_tpr=1.0,
             audit_max_distance_auc=1.0, audit_reference_models=self.audit_reference_models,
         )
@@ -94,8 +97,8 @@ PROFILES: dict[str, BenchProfile] = {
     ),
     "full": BenchProfile(
         name="full", seeds=3, sites=4, partition="dirichlet:0.5", generator_steps=1500, teacher_epochs=30,
-        rounds=2, samples_per_class=100, ipc=200, oversample=1.5, fedavg_rounds=5, fedavg_local_epochs=4,
-        protocol=StudentProtocol(epochs=20), fit_hflip=True,
+        rounds=2, samples_per_class=100, ipc=400, oversample=1.5, fedavg_rounds=5, fedavg_local_epochs=4,
+        protocol=StudentProtocol(epochs=20), fit_hflip=True, generator_guidance=3.0,
     ),
 }
 
@@ -233,6 +236,22 @@ class ReusedFit:
         return self.run_dir.parent / "sites", str(metrics["run_id"]), reports, float(metrics["stage_seconds"]["fit"])
 
 
+def adopt_generator(generator_dir: Path, profile: BenchProfile) -> None:
+    """Check that a reused generator was trained on the profile's budget; make it sample with the profile's guidance.
+
+    Guidance changes sampling only, not the trained weights, so a fit is reusable across guidance
+    scales; the copy's settings are rewritten so the sites draw as a fresh fit would.
+    """
+    meta_path = generator_dir / "generator.json"
+    meta = json.loads(meta_path.read_text())
+    trained, hflip = int(meta["trained_steps"]), bool(meta["config"]["hflip"])
+    if (trained, hflip) != (profile.generator_steps, profile.fit_hflip):
+        raise DataError(f"{generator_dir}: trained {trained} steps with hflip={hflip}, the profile asks for "
+                        f"{profile.generator_steps} steps with hflip={profile.fit_hflip}")
+    meta["config"]["guidance_scale"] = profile.generator_guidance
+    meta_path.write_text(json.dumps(meta, indent=2))
+
+
 def run_bench(data: str, profile: BenchProfile, out: Path, progress: Progress | None = None,
               reuse: ReusedFit | None = None) -> BenchResult:
     """Every method on the same sites and test split; writes nothing but the fedkr runs' own folders."""
@@ -255,6 +274,7 @@ def run_bench(data: str, profile: BenchProfile, out: Path, progress: Progress | 
             raise DataError(f"{reuse.run_dir}: its sites {sorted(reports)} are not this bench's {[s.site_id for s in sites]}")
         for site in sites:
             shutil.copytree(sites_dir / site.site_id / "runs" / fit_run, site.state_dir / "runs" / fit_run)
+            adopt_generator(site.state_dir / "runs" / fit_run / "generator", profile)
         link.first = (fit_run, dict(reports))
     fedkr_runs: list[dict] = []
     for k in range(profile.seeds):

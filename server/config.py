@@ -71,6 +71,8 @@ class RunConfig:
     generator_channels: str = "32,64,64"
     generator_batch: int = 64
     generator_hflip: bool = False
+    #: Classifier-free guidance scale the site's generator samples with (1: plain conditional sampling).
+    generator_guidance: float = 1.0
     teacher_epochs: int = 30
     student_epochs: int = 60
     classifier_hflip: bool = False
@@ -99,6 +101,7 @@ class RunConfig:
              "run-id may hold only letters, digits, '.', '_' and '-' (at most 80)"),
             (self.generator_batch >= 1, "generator-batch must be at least 1"),
             (self.generator_resolution >= 8, "generator-resolution must be at least 8"),
+            (1.0 <= self.generator_guidance <= 10.0, "generator-guidance must be between 1 (no guidance) and 10"),
             (self.min_class_members >= 1, "min-class-members must be at least 1"),
             (self.reply_timeout > 0, "reply-timeout must be > 0"),
             (self.min_sites >= 1, "min-sites (the quorum) must be at least 1"),
@@ -136,6 +139,7 @@ class RunConfig:
             train_steps=self.generator_steps,
             batch_size=self.generator_batch,
             hflip=self.generator_hflip,
+            guidance_scale=self.generator_guidance,
             seed=self.seed,
         )
 

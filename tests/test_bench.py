@@ -51,3 +51,27 @@ def test_reused_fit_reads_the_fit_of_a_finished_run(tmp_path):
     assert reports == {"site-0": report}
     with pytest.raises(DataError, match="no metrics.json"):
         ReusedFit(tmp_path / "nothing").load()
+
+
+def test_a_reused_generator_must_match_the_profile_and_samples_at_its_guidance(tmp_path):
+    from dataclasses import replace
+
+    from fedkr.bench import adopt_generator
+    from fedkr.shared.data import DataError
+
+    profile = replace(PROFILES["quick"], generator_guidance=2.5)
+    meta = {"config": {"hflip": profile.fit_hflip, "guidance_scale": 1.0}, "trained_steps": profile.generator_steps}
+    (tmp_path / "generator.json").write_text(json.dumps(meta))
+    adopt_generator(tmp_path, profile)
+    assert json.loads((tmp_path / "generator.json").read_text())["config"]["guidance_scale"] == 2.5
+    (tmp_path / "generator.json").write_text(json.dumps({**meta, "trained_steps": profile.generator_steps + 1}))
+    with pytest.raises(DataError, match="profile asks for"):
+        adopt_generator(tmp_path, profile)
+
+
+def test_generator_guidance_reaches_the_sites_generator_and_is_checked():
+    from fedkr.server.config import ConfigError
+
+    assert RunConfig.from_flat({"generator-guidance": "3"}).generator_config().guidance_scale == 3.0
+    with pytest.raises(ConfigError, match="generator-guidance"):
+        RunConfig(generator_guidance=0.5)
