@@ -14,6 +14,7 @@ are treated alike and the holdout still serves, whole, as the audit's non-member
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -105,16 +106,38 @@ def _train_references(target: CompactCNN, population: ImageSet, folds: np.ndarra
     return models
 
 
+class ReferenceCache:
+    """Reference models kept for the next audit at the same site.
+
+    They depend on the population, its folds, the target's architecture and the audit settings,
+    never on the target's weights, so one site attacking several models of one architecture (a
+    bench comparing methods) trains them once; the key holds all four, so a changed input retrains.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[tuple, list[CompactCNN]] = {}
+
+    def models(self, target: CompactCNN, population: ImageSet, folds: np.ndarray, settings: AuditSettings) -> list[CompactCNN]:
+        digest = hashlib.sha256()
+        for array in (population.images, population.labels, folds):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        key = (target.config, settings, digest.hexdigest())
+        if key not in self._models:
+            self._models[key] = _train_references(target, population, folds, settings)
+        return self._models[key]
+
+
 def _model_attacks(
-    target: CompactCNN, members: ImageSet, holdout: ImageSet, settings: AuditSettings
+    target: CompactCNN, members: ImageSet, holdout: ImageSet, settings: AuditSettings,
+    cache: ReferenceCache | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-example scores (members, holdout) of every black-box attack on `target`."""
     k = settings.reference_models
     rng = np.random.default_rng(settings.seed + 1)
     folds = rng.permutation(len(holdout)) % k
     started = time.perf_counter()
-    references = _train_references(target, holdout, folds, settings)
-    log.info("audit: %d reference models trained in %.0f s", k, time.perf_counter() - started)
+    references = (cache or ReferenceCache()).models(target, holdout, folds, settings)
+    log.info("audit: %d reference models ready in %.0f s", k, time.perf_counter() - started)
 
     t_m, t_h = predict_logits(target, members.images), predict_logits(target, holdout.images)
     member_ref = rng.permutation(len(members)) % k  # each member uses one reference model, as holdout images do
@@ -178,6 +201,7 @@ def audit_model(
     feature_model: CompactCNN | None = None,
     target_name: str = "student",
     dp: dict | None = None,
+    references: ReferenceCache | None = None,
 ) -> AuditReport:
     """Attack `target` (and, given them, the released images) with members against holdout."""
     rng = np.random.default_rng(settings.seed)
@@ -185,7 +209,7 @@ def audit_model(
     holdout = _subsample(holdout, settings.max_per_side, rng)
     started = time.perf_counter()
     scored: list[tuple[str, str, tuple[np.ndarray, np.ndarray]]] = [
-        (name, target_name, pair) for name, pair in _model_attacks(target, members, holdout, settings).items()
+        (name, target_name, pair) for name, pair in _model_attacks(target, members, holdout, settings, references).items()
     ]
     near: dict = {}
     if released_images is not None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedkr.client.auditor import AuditSettings, audit_model
+from fedkr.client.auditor import AuditSettings, ReferenceCache, audit_model
 from fedkr.client.site import Site
 from fedkr.client.site_data import SiteData, SiteDataSpec, load_site_data
 from fedkr.server.config import RunConfig
@@ -186,15 +186,18 @@ def train_on_real(images: np.ndarray, labels: np.ndarray, test: ImageSet, protoc
     return model, accuracy(model, test.images, test.labels), time.perf_counter() - started
 
 
-def worst_site_mia(models: list[CompactCNN], sites: list[SiteData], settings: AuditSettings) -> dict:
+def worst_site_mia(models: list[CompactCNN], sites: list[SiteData], settings: AuditSettings,
+                   references: list[ReferenceCache] | None = None) -> dict:
     """The auditor's model attacks, each site's members against its holdout: the highest AUC of any
     attack at any site, with that same attack's TPR at 1% FPR.
 
-    `models[i]` is what site i is attacked through (one shared model, or each site's own).
+    `models[i]` is what site i is attacked through (one shared model, or each site's own);
+    `references[i]` keeps site i's reference models from one method's attack to the next.
     """
     worst = {"auc": -1.0, "tpr": 0.0, "attack": None, "site": None}
-    for i, (model, site) in enumerate(zip(models, sites, strict=True)):
-        report = audit_model(f"site-{i}", model, site.members, site.holdout, settings)
+    caches = references or [ReferenceCache() for _ in sites]
+    for i, (model, site, cache) in enumerate(zip(models, sites, caches, strict=True)):
+        report = audit_model(f"site-{i}", model, site.members, site.holdout, settings, references=cache)
         for result in report.results:
             if result.attack in MODEL_ATTACKS and result.auc > worst["auc"]:  # scores are oriented: higher means member
                 worst.update(auc=result.auc, tpr=result.tpr_at_1pct_fpr, attack=result.attack, site=f"site-{i}")
@@ -261,6 +264,7 @@ def run_bench(data: str, profile: BenchProfile, out: Path, progress: Progress | 
     site_data, test = load_bench_sites(data, profile, seed=0)
     num_classes = test.num_classes
     audit = AuditSettings(reference_models=profile.audit_reference_models)
+    references = [ReferenceCache() for _ in site_data]  # every method is attacked through one architecture
     protocol = profile.protocol
     rows = {name: MethodRow(name) for name in METHODS}
     members_x = np.concatenate([s.members.images for s in site_data])
@@ -285,7 +289,7 @@ def run_bench(data: str, profile: BenchProfile, out: Path, progress: Progress | 
         rows["centralized"].accuracy.append(acc)
         rows["centralized"].seconds.append(secs)
         if first:
-            _set_mia(rows["centralized"], worst_site_mia([model] * len(site_data), site_data, audit))
+            _set_mia(rows["centralized"], worst_site_mia([model] * len(site_data), site_data, audit, references))
             rows["centralized"].bytes_uploaded_per_site = float(np.mean([s.members.images.nbytes for s in site_data]))
 
         say(f"seed {seed}: local-only")
@@ -296,7 +300,7 @@ def run_bench(data: str, profile: BenchProfile, out: Path, progress: Progress | 
         for name in ("local_mean", "local_worst"):
             rows[name].seconds.append(float(sum(s for _, _, s in local)))
         if first:
-            mia = worst_site_mia([m for m, _, _ in local], site_data, audit)
+            mia = worst_site_mia([m for m, _, _ in local], site_data, audit, references)
             for name in ("local_mean", "local_worst"):
                 _set_mia(rows[name], mia)
                 rows[name].bytes_uploaded_per_site = 0.0
@@ -310,7 +314,7 @@ def run_bench(data: str, profile: BenchProfile, out: Path, progress: Progress | 
         rows["fedavg"].accuracy.append(fed.test_accuracy)
         rows["fedavg"].seconds.append(fed.seconds)
         if first:
-            _set_mia(rows["fedavg"], worst_site_mia([fed.model] * len(site_data), site_data, audit))
+            _set_mia(rows["fedavg"], worst_site_mia([fed.model] * len(site_data), site_data, audit, references))
             rows["fedavg"].bytes_uploaded_per_site = float(np.mean(fed.bytes_uploaded_per_site))
 
         say(f"seed {seed}: fedkr" + (" (sites fit their teacher and generator)" if first else ""))
@@ -339,8 +343,8 @@ def run_bench(data: str, profile: BenchProfile, out: Path, progress: Progress | 
         rows["naive_pooling"].seconds.append(fit_seconds)
         rows["naive_pooling"].seconds[-1] += coordinator.timings["synthesis"] + time.perf_counter() - naive_started
         if first:
-            _set_mia(rows["fedkr"], worst_site_mia([coordinator.student] * len(site_data), site_data, audit))
-            _set_mia(rows["naive_pooling"], worst_site_mia([naive] * len(site_data), site_data, audit))
+            _set_mia(rows["fedkr"], worst_site_mia([coordinator.student] * len(site_data), site_data, audit, references))
+            _set_mia(rows["naive_pooling"], worst_site_mia([naive] * len(site_data), site_data, audit, references))
             run_id = config.run_id
             rows["fedkr"].bytes_uploaded_per_site = float(np.mean([ledger_bytes(s, run_id) for s in sites]))
             rows["naive_pooling"].bytes_uploaded_per_site = float(np.mean([ledger_bytes(s, run_id, ("shard",)) for s in sites]))

@@ -46,3 +46,36 @@ def test_negative_control_model_that_never_saw_the_members_passes():
         assert decision.passed, decision.reasons
         held += [r.auc_ci[0] <= 0.5 <= r.auc_ci[1] for r in report.results]
     assert len(held) == 20 and sum(held) >= 15, held
+
+
+def test_reference_models_are_reused_for_a_second_target_and_the_scores_are_the_same(monkeypatch):
+    """A bench attacks several models at one site: the second audit reuses the reference models
+    (none trained) and scores exactly as a fresh audit would; a changed population retrains."""
+    from fedkr.client import auditor
+    from fedkr.client.auditor import ReferenceCache
+
+    members, holdout, other, _ = split(3)
+    targets = []
+    for seed in (0, 1):
+        model = build_classifier(CONFIG, seed)
+        train_classifier(model, other.images, one_hot(other.labels, 10), TrainConfig(epochs=3, seed=seed))
+        targets.append(model)
+    settings = AuditSettings(reference_epochs=2, reference_min_steps=20)
+    trained = []
+    original = auditor._train_references
+
+    def counting(*args):
+        trained.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(auditor, "_train_references", counting)
+    cache = ReferenceCache()
+    first = audit_model("site-0", targets[0], members, holdout, settings, references=cache)
+    second = audit_model("site-0", targets[1], members, holdout, settings, references=cache)
+    assert len(trained) == 1
+    fresh = audit_model("site-0", targets[1], members, holdout, settings)
+    assert len(trained) == 2
+    assert [r.auc for r in second.results] == [r.auc for r in fresh.results]
+    assert [r.auc for r in first.results] != [r.auc for r in second.results]
+    audit_model("site-0", targets[1], members, holdout.subset(np.arange(len(holdout) - 1)), settings, references=cache)
+    assert len(trained) == 3
