@@ -1,0 +1,44 @@
+"""Time one site's fit (teacher, then generator) under a bench profile, alone on the machine.
+
+The bench fits every site in one process, one after another, so its fit stage is the sum; this
+measures the per-site figure a hospital would see, e.g. the largest BloodMNIST site:
+
+    python benchmarks/fit_time.py --data ../shared/data/medmnist/bloodmnist.npz --profile full --site 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from fedkr.bench import PROFILES, load_bench_sites, with_overrides
+from fedkr.client.site import Site
+from fedkr.shared.reports import FitPlan
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--profile", default="full", choices=sorted(PROFILES))
+    parser.add_argument("--site", type=int, default=0)
+    parser.add_argument("--generator-steps", type=int, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    profile = with_overrides(PROFILES[args.profile], generator_steps=args.generator_steps)
+    site_data, _ = load_bench_sites(args.data, profile, seed=0)
+    config = profile.run_config(args.data, Path("unused"), seed=0)
+    plan = FitPlan(run_id="fit-time", teacher=config.teacher_config(), generator=config.generator_config())
+    with tempfile.TemporaryDirectory() as state:
+        report = Site(f"site-{args.site}", site_data[args.site], Path(state)).fit(plan)
+    print(json.dumps({"site": f"site-{args.site}", "members": report.num_members,
+                      "teacher_seconds": round(report.teacher_seconds, 1),
+                      "generator_seconds": round(report.generator_seconds, 1),
+                      "fit_seconds": round(report.teacher_seconds + report.generator_seconds, 1),
+                      "teacher_holdout_accuracy": round(report.teacher_holdout_accuracy, 4)}))
+
+
+if __name__ == "__main__":
+    main()
