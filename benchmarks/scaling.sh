@@ -10,7 +10,7 @@ for n in 2 4 8; do
   start=$(date +%s.%N)
   fedkr simulate --data "$data" --sites "$n" --partition iid --rounds 1 --samples-per-class 30 --ipc 15 \
     --generator-steps 60 --teacher-epochs 15 --student-epochs 15 --no-hflip --out "$out/sites$n" \
-    --audit-max-auc 1 --audit-max-tpr 1 --audit-max-distance-auc 1 2> "$out/sites$n.log"
+    --audit-max-auc 1 --audit-max-tpr 1 --audit-max-distance-auc 1 > "$out/sites$n.log" 2>&1
   end=$(date +%s.%N)
   python - "$out"/sites$n/*/release/metrics.json "$n" "$start" "$end" <<'PY'
 import json, sys

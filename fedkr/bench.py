@@ -317,7 +317,7 @@ def run_bench(data: str, profile: BenchProfile, out: Path, progress: Progress | 
             _set_mia(rows["fedavg"], worst_site_mia([fed.model] * len(site_data), site_data, audit, references))
             rows["fedavg"].bytes_uploaded_per_site = float(np.mean(fed.bytes_uploaded_per_site))
 
-        say(f"seed {seed}: fedkr" + (" (sites fit their teacher and generator)" if first else ""))
+        say(f"seed {seed}: fedkr" + (" (sites fit their teacher and generator)" if first and reuse is None else ""))
         config = profile.run_config(data, out, seed)
         coordinator = Coordinator(config, test)
         run_started = time.perf_counter()
