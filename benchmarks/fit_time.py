@@ -29,6 +29,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     profile = with_overrides(PROFILES[args.profile], generator_steps=args.generator_steps)
     site_data, _ = load_bench_sites(args.data, profile, seed=0)
+    if not 0 <= args.site < len(site_data):
+        parser.error(f"--site must be between 0 and {len(site_data) - 1} for the {args.profile} profile")
     config = profile.run_config(args.data, Path("unused"), seed=0)
     plan = FitPlan(run_id="fit-time", teacher=config.teacher_config(), generator=config.generator_config())
     with tempfile.TemporaryDirectory() as state:

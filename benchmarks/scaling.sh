@@ -5,6 +5,9 @@
 set -euo pipefail
 out=${1:-scaling}
 data=${2:-digits}
+for n in 2 4 8; do
+  if [ -e "$out/sites$n" ]; then echo "$out/sites$n exists: give a fresh OUT folder" >&2; exit 2; fi
+done
 mkdir -p "$out"
 for n in 2 4 8; do
   start=$(date +%s.%N)

@@ -118,8 +118,9 @@ class ReferenceCache:
         self._models: dict[tuple, list[CompactCNN]] = {}
 
     def models(self, target: CompactCNN, population: ImageSet, folds: np.ndarray, settings: AuditSettings) -> list[CompactCNN]:
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(repr(tuple(population.class_names)).encode())
         for array in (population.images, population.labels, folds):
+            digest.update(f"{array.shape}{array.dtype}".encode())
             digest.update(np.ascontiguousarray(array).tobytes())
         key = (target.config, settings, digest.hexdigest())
         if key not in self._models:

@@ -228,15 +228,37 @@ class ReusedFit:
 
     run_dir: Path
 
-    def load(self) -> tuple[Path, str, dict[str, FitReport], float]:
+    #: Settings that shape the sites' data or their models' training: a reused fit must share them.
+    MUST_MATCH = ("partition", "seed", "holdout_fraction", "teacher_epochs", "generator_steps",
+                  "generator_resolution", "generator_channels", "generator_batch", "generator_hflip")
+
+    def load(self, expected: RunConfig | None = None) -> tuple[Path, str, dict[str, FitReport], float]:
+        """The sites folder, run id, fit reports and fit seconds; with `expected`, refuse a run fitted otherwise."""
         metrics_path = self.run_dir / "release" / "metrics.json"
         if not metrics_path.is_file():
             metrics_path = self.run_dir / "metrics.json"
         if not metrics_path.is_file():
             raise DataError(f"{self.run_dir}: no metrics.json of a finished run")
         metrics = json.loads(metrics_path.read_text())
+        if expected is not None:
+            self._check(metrics.get("config") or {}, expected)
         reports = {sid: FitReport.from_dict(r) for sid, r in metrics["sites"].items()}
         return self.run_dir.parent / "sites", str(metrics["run_id"]), reports, float(metrics["stage_seconds"]["fit"])
+
+    def _check(self, used: dict, expected: RunConfig) -> None:
+        differ = [f"{key}={used.get(key)!r} (bench: {getattr(expected, key)!r})" for key in self.MUST_MATCH
+                  if str(used.get(key)) != str(getattr(expected, key))]
+        if not _same_data(str(used.get("data")), expected.data):
+            differ.insert(0, f"data={used.get('data')!r} (bench: {expected.data!r})")
+        if differ:
+            raise DataError(f"{self.run_dir} was fitted with other settings: {', '.join(differ)}")
+        if str(used.get("classifier_hflip")) != str(expected.classifier_hflip):
+            log.warning("%s: its teachers trained with flip augmentation %s; a fresh bench fit uses %s",
+                        self.run_dir, used.get("classifier_hflip"), expected.classifier_hflip)
+
+
+def _same_data(a: str, b: str) -> bool:
+    return a == b or (Path(a).is_file() and Path(b).is_file() and Path(a).resolve() == Path(b).resolve())
 
 
 def adopt_generator(generator_dir: Path, profile: BenchProfile) -> None:
@@ -261,6 +283,7 @@ def run_bench(data: str, profile: BenchProfile, out: Path, progress: Progress | 
     say = progress or (lambda message: log.info("%s", message))
     started = time.perf_counter()
     out = Path(out)
+    expected = profile.run_config(data, out, seed=0)  # a bad setting fails here, before any baseline trains
     site_data, test = load_bench_sites(data, profile, seed=0)
     num_classes = test.num_classes
     audit = AuditSettings(reference_models=profile.audit_reference_models)
@@ -273,7 +296,9 @@ def run_bench(data: str, profile: BenchProfile, out: Path, progress: Progress | 
     link = FitOnceLink(sites)
     reused_fit_seconds: float | None = None
     if reuse is not None:
-        sites_dir, fit_run, reports, reused_fit_seconds = reuse.load()
+        sites_dir, fit_run, reports, reused_fit_seconds = reuse.load(expected)
+        reports = {sid: replace(r, generator_summary={**r.generator_summary, "guidance_scale": profile.generator_guidance})
+                   for sid, r in reports.items()}
         if sorted(reports) != [s.site_id for s in sites]:
             raise DataError(f"{reuse.run_dir}: its sites {sorted(reports)} are not this bench's {[s.site_id for s in sites]}")
         for site in sites:

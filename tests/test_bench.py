@@ -75,3 +75,20 @@ def test_generator_guidance_reaches_the_sites_generator_and_is_checked():
     assert RunConfig.from_flat({"generator-guidance": "3"}).generator_config().guidance_scale == 3.0
     with pytest.raises(ConfigError, match="generator-guidance"):
         RunConfig(generator_guidance=0.5)
+
+
+def test_a_reused_fit_with_other_training_settings_is_refused(tmp_path):
+    from fedkr.bench import ReusedFit
+    from fedkr.shared.data import DataError
+
+    expected = PROFILES["quick"].run_config("digits", tmp_path, seed=0)
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    config = {key: getattr(expected, key) for key in ReusedFit.MUST_MATCH} | {"data": "digits",
+                                                                             "classifier_hflip": expected.classifier_hflip}
+    metrics = {"run_id": "r1", "sites": {}, "stage_seconds": {"fit": 1.0}, "config": config}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert ReusedFit(run).load(expected)[1] == "r1"
+    (run / "metrics.json").write_text(json.dumps({**metrics, "config": {**config, "generator_steps": 9, "data": "x.npz"}}))
+    with pytest.raises(DataError, match=r"data='x.npz'.*generator_steps=9 \(bench: 60\)"):
+        ReusedFit(run).load(expected)
