@@ -31,6 +31,7 @@ from fedkr.shared.attacks import (
     rmia_scores,
     true_class_probability,
 )
+from fedkr.shared.config import MAX_REFERENCE_MODELS, MIN_REFERENCE_MODELS
 from fedkr.shared.classifier import (
     CompactCNN,
     TrainConfig,
@@ -78,8 +79,9 @@ class AuditSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 2 <= self.reference_models <= 8:
-            raise ValueError("reference models must be between 2 (cross-fitting needs two folds) and 8")
+        if not MIN_REFERENCE_MODELS <= self.reference_models <= MAX_REFERENCE_MODELS:
+            raise ValueError(f"reference models must be between {MIN_REFERENCE_MODELS} (cross-fitting needs two folds) "
+                             f"and {MAX_REFERENCE_MODELS}, got {self.reference_models}")
         if self.reference_epochs < 1 or self.max_per_side < 10:
             raise ValueError("reference_epochs must be >= 1 and max_per_side >= 10")
 

@@ -1,11 +1,6 @@
 """Flower `ClientApp`: a thin adapter that decodes a message, calls the `Site`, encodes the reply.
 
-Where a site's data comes from:
-- simulation: the run config's `data`, `partition` and `seed`, and Flower's `partition-id` and
-  `num-partitions` node config; the site's state lives under `<out>/sites/site-<partition-id>`.
-- deployment: the node config's `data-path` (read whole), `site-name`, `state-dir` and `keys-dir`,
-  given with `flower-supernode --node-config 'data-path="/data/blood.npz" keys-dir="/etc/fedkr/site"'`.
-  With `keys-dir` the site seals and signs every shard and accepts only sealed audit candidates.
+The site's settings come from Flower's run and node config through `SiteSettings` (`node_config.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +18,7 @@ from fedkr.shared import flower_records as rec
 from fedkr.shared.logs import ensure_fedkr_logging
 
 from .credentials import load_site_credentials
+from .node_config import SiteSettings
 from .site import Site
 from .site_data import SiteDataSpec, load_site_data
 
@@ -32,27 +28,16 @@ log = logging.getLogger(__name__)
 def site_from_context(context: Context, overrides: dict | None = None) -> Site:
     ensure_fedkr_logging()
     run = {**dict(context.run_config), **(overrides or {})}
-    node = dict(context.node_config)
-    threads = int(node.get("threads", run.get("site-threads", 0)))
-    if threads > 0:
-        torch.set_num_threads(threads)
-    holdout = float(run.get("holdout-fraction", 0.2))
-    seed = int(run.get("seed", 0))
-    keys_dir = str(node.get("keys-dir", ""))
-    if "data-path" in node:
-        spec = SiteDataSpec(source=str(node["data-path"]), seed=seed, holdout_fraction=holdout)
-        default_name = load_site_credentials(Path(keys_dir)).site_name if keys_dir else f"node-{context.node_id}"
-        site_id = str(node.get("site-name", default_name))
-        state_dir = Path(str(node.get("state-dir", Path.home() / ".fedkr" / "site" / site_id)))
-    else:
-        index = int(node["partition-id"])
-        spec = SiteDataSpec(
-            source=str(run.get("data", "digits")), site_index=index, num_sites=int(node["num-partitions"]),
-            partition=str(run.get("partition", "iid")), seed=seed, holdout_fraction=holdout,
-        )
-        site_id = f"site-{index}"
-        state_dir = Path(str(run.get("out", "runs"))) / "sites" / site_id
-    return _cached_site(site_id, spec, str(state_dir), keys_dir)
+    settings = _parsed(tuple(sorted(run.items())), tuple(sorted(dict(context.node_config).items())), context.node_id)
+    if settings.threads > 0:
+        torch.set_num_threads(settings.threads)
+    return _cached_site(settings.site_id, settings.data, str(settings.state_dir), settings.keys_dir)
+
+
+@lru_cache(maxsize=8)
+def _parsed(run: tuple, node: tuple, node_id: int) -> SiteSettings:
+    """Each distinct run and node config is parsed once, not once per message."""
+    return SiteSettings.parse(dict(run), dict(node), node_id)
 
 
 @lru_cache(maxsize=8)

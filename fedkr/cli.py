@@ -1,19 +1,22 @@
-"""The `fedkr` command: run the demo or a simulation, and inspect a release."""
+"""The `fedkr` command: run the demo or a simulation, print a profile, inspect and audit a release, bench.
+
+Every run setting's default lives in `RunConfig` (`fedkr/shared/config.py`): an option left out here
+is "not given", and the profile's value (the defaults, unless `--profile` says otherwise) applies.
+"""
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from fedkr.cli_common import console, fail, out_console, print_audit_sites, setup_logging
+from fedkr.shared.config import PROFILES, RunConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="fedkr: hospitals share soft-labelled synthetic images, never patients' images.")
@@ -21,41 +24,29 @@ coordinator_app = typer.Typer(no_args_is_help=True, help="The coordinator's keys
 site_app = typer.Typer(no_args_is_help=True, help="A site's keys and its ledger of everything that left the hospital.")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(site_app, name="site")
-console = Console(stderr=True)
-out_console = Console()
+
+#: The defaults every option below falls back to, shown in the help.
+DEFAULTS = RunConfig(run_id="defaults")
 
 
-def _setup_logging(verbose: bool) -> None:
-    """fedkr's own progress at INFO; other libraries only when they warn, unless --verbose."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", datefmt="%H:%M:%S",
-                        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)], force=True)
-    logging.getLogger("fedkr").setLevel(logging.INFO)
-    flwr_log = logging.getLogger("flwr")
-    if not verbose:
-        flwr_log.propagate = False  # Flower prints through its own handler; keep its DEBUG lines out of ours
-        flwr_log.addFilter(lambda record: "deprecated" not in str(record.msg) and record.levelno >= logging.INFO)
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+def _d(key: str) -> str:
+    """The help text's note of a setting's default."""
+    value = getattr(DEFAULTS, key)
+    return f" [default: {str(value).lower() if isinstance(value, bool) else value}]"
 
 
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
-    raise typer.Exit(code)
-
-
-def _run(config_kwargs: dict, sites: int, verbose: bool) -> None:
-    from fedkr.server.config import ConfigError, RunConfig
+def _run(config: RunConfig, verbose: bool) -> None:
     from fedkr.server.coordinator import RunError
+    from fedkr.shared.config import ConfigError
     from fedkr.shared.data import DataError, load_dataset
     from fedkr.simulation import check_partition, run_flower_simulation
 
-    _setup_logging(verbose)
+    setup_logging(verbose)
     try:
-        config = RunConfig(**config_kwargs)
         splits = load_dataset(config.data, seed=config.seed)
-        check_partition(splits, sites, config)
+        check_partition(splits, config)
     except (ConfigError, DataError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     started = time.perf_counter()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
@@ -65,17 +56,17 @@ def _run(config_kwargs: dict, sites: int, verbose: bool) -> None:
             progress.update(task, description=stage, completed=done, total=total)
 
         try:
-            outcome = run_flower_simulation(config, sites, on_progress, verbose, splits)
+            outcome = run_flower_simulation(config, on_progress, verbose, splits)
         except (DataError, ConfigError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         except RunError as exc:
-            _fail(f"run failed: {exc}", 1)
+            fail(f"run failed: {exc}", 1)
     elapsed = time.perf_counter() - started
     m = outcome.metrics
     acc = m.get("student_test_accuracy")
     out_console.print(f"run {config.run_id} finished in {elapsed:.0f} s")
     out_console.print(f"  student test accuracy: {acc:.4f} on {m.get('test_images')} real test images" if acc is not None else "  no test split: accuracy not measured")
-    _print_audit_sites(m["audit"]["sites"])
+    print_audit_sites(m["audit"]["sites"])
     if outcome.released:
         out_console.print(f"  release:  {outcome.release_dir}")
         out_console.print(f"  audit:    {outcome.release_dir / 'audit.html'}")
@@ -90,87 +81,101 @@ def _run(config_kwargs: dict, sites: int, verbose: bool) -> None:
         raise typer.Exit(3)
 
 
-def _print_audit_sites(sites: dict[str, dict]) -> None:
-    """One table row per site and attack: AUC with its interval, TPR at 1% FPR, and the control run's AUC."""
-    table = Table("site", "attack", "AUC [95% CI]", "TPR@1%FPR", "control AUC", "eps lower bound", "members v holdout")
-    for sid, attacks in sites.items():
-        if "error" in attacks:
-            table.add_row(sid, "-", f"no audit: {attacks['error']}", "", "", "", "")
-            continue
-        for name, r in attacks.items():
-            if not (isinstance(r, dict) and "auc" in r):
-                continue
-            ci = r.get("auc_ci") or [float("nan")] * 2
-            control = r.get("control_auc")
-            table.add_row(sid, name, f"{r['auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]", f"{r['tpr_at_1pct_fpr']:.3f}",
-                          "n/a" if control is None else f"{control:.3f}", f"{r.get('epsilon_lower_bound', 0.0):.2f}",
-                          f"{r['num_members']} v {r['num_nonmembers']}")
-        if isinstance(attacks.get("dp"), dict):
-            table.add_row(sid, "DP-SGD", f"epsilon {attacks['dp'].get('epsilon', float('nan')):.2f}", "", "", "", "")
-    out_console.print(table)
+def _config(profile: str, **given: object) -> RunConfig:
+    """The profile's settings with the options that were given; a bad one ends the command with a one-line error."""
+    from fedkr.shared.config import ConfigError
+
+    try:
+        return RunConfig.from_profile(profile, **given)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+PROFILE_HELP = f"Named settings to start from: {', '.join(PROFILES)} (`fedkr config --profile NAME` prints one)."
 
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for runs.")] = Path("runs"),
+    out: Annotated[Path | None, typer.Option(help="Folder for runs." + _d("out"))] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's logs.")] = False,
 ) -> None:
-    """Three simulated sites on scikit-learn's bundled digits: the whole pipeline in a few minutes."""
-    _run(dict(data="digits", partition="iid", rounds=2, ipc=20, samples_per_class=40, generator_steps=600,
-              generator_hflip=False, teacher_epochs=30, student_epochs=60, out=str(out)), sites=3, verbose=verbose)
+    """Three simulated sites on scikit-learn's bundled digits: the whole pipeline in a few minutes (the demo profile)."""
+    _run(_config("demo", out=None if out is None else str(out)), verbose=verbose)
 
 
 @app.command()
 def simulate(
-    data: Annotated[str, typer.Option(help="'digits', a MedMNIST .npz file, or an image folder (one subfolder per class).")],
-    sites: Annotated[int, typer.Option(help="Number of simulated hospital sites.")] = 4,
-    partition: Annotated[str, typer.Option(help="'iid' or 'dirichlet:ALPHA' label skew across sites.")] = "dirichlet:0.5",
-    rounds: Annotated[int, typer.Option(help="Synthesis rounds after fit; each asks every site for a fresh shard.")] = 3,
-    ipc: Annotated[int, typer.Option(help="Distilled images per class.")] = 50,
-    samples_per_class: Annotated[int, typer.Option(help="Images per class each site generates per round.")] = 50,
-    oversample: Annotated[float, typer.Option(help="Each site draws this many times the request and keeps what its in-distribution filter passes (1: no filtering, figures only).")] = 1.0,
-    selection: Annotated[str, typer.Option(help="How the distilled images are chosen: spectral, kcenter, herding or random.")] = "spectral",
-    relabel: Annotated[bool, typer.Option(help="Have every site's teacher relabel the distilled set, weighted by class support.")] = True,
-    holdout_fraction: Annotated[float, typer.Option(help="Share of each site's images held out of training for the audit: more gives the audit more power.")] = 0.2,
-    out: Annotated[Path, typer.Option(help="Folder for runs.")] = Path("runs"),
-    seed: Annotated[int, typer.Option(help="Seed for partitions, splits and training.")] = 0,
-    generator_steps: Annotated[int, typer.Option(help="Diffusion training steps per site.")] = 1500,
-    generator_guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale the sites sample with: higher draws images their teacher recognises more often, at twice the sampling cost (1: none).")] = 1.0,
-    teacher_epochs: Annotated[int, typer.Option(help="Teacher training epochs.")] = 30,
-    student_epochs: Annotated[int, typer.Option(help="Student training epochs on the distilled set.")] = 60,
-    temperature: Annotated[float, typer.Option(help="Soft-label temperature.")] = 4.0,
-    audit_max_auc: Annotated[float, typer.Option(help="Release only if, at every site, every attack on the student has an AUC upper 95% bound at most this.")] = 0.6,
-    audit_max_tpr: Annotated[float, typer.Option(help="Release only if no attack on the student is shown (lower 95% bound) to catch more than this share of members at 1% FPR.")] = 0.03,
-    audit_max_distance_auc: Annotated[float, typer.Option(help="Release only if the distance tests' AUC upper 95% bound is at most this.")] = 0.6,
-    reference_models: Annotated[int, typer.Option(help="Reference models each site trains for RMIA (and LiRA), 2 to 8.")] = 2,
-    lira: Annotated[bool, typer.Option(help="Also run offline LiRA at every site (and require it to pass).")] = False,
-    dp_epsilon: Annotated[float, typer.Option(help="Train every site's teacher and generator with DP-SGD within this total epsilon per site (0: no DP).")] = 0.0,
-    dp_delta: Annotated[float, typer.Option(help="DP delta per site (0: 1/(10 N) for N members).")] = 0.0,
-    dp_max_grad_norm: Annotated[float, typer.Option(help="DP-SGD per-example gradient clipping norm.")] = 1.0,
-    hflip: Annotated[bool, typer.Option(help="Augment with horizontal flips: right for cells and skin, wrong for digits, text or chest X-rays.")] = True,
+    data: Annotated[str | None, typer.Option(help="'digits', a MedMNIST .npz file, or an image folder (one subfolder per class)." + _d("data"))] = None,
+    profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "default",
+    sites: Annotated[int | None, typer.Option(help="Number of simulated hospital sites." + _d("sites"))] = None,
+    partition: Annotated[str | None, typer.Option(help="'iid' or 'dirichlet:ALPHA' label skew across sites." + _d("partition"))] = None,
+    rounds: Annotated[int | None, typer.Option(help="Synthesis rounds after fit; each asks every site for a fresh shard." + _d("rounds"))] = None,
+    ipc: Annotated[int | None, typer.Option(help="Distilled images per class." + _d("ipc"))] = None,
+    samples_per_class: Annotated[int | None, typer.Option(help="Images per class each site generates per round." + _d("samples_per_class"))] = None,
+    oversample: Annotated[float | None, typer.Option(help="Each site draws this many times the request and keeps what its in-distribution filter passes (1: no filtering, figures only)." + _d("oversample"))] = None,
+    selection: Annotated[str | None, typer.Option(help="How the distilled images are chosen: spectral, kcenter, herding or random." + _d("selection"))] = None,
+    relabel: Annotated[bool | None, typer.Option("--relabel/--no-relabel", help="Have every site's teacher relabel the distilled set, weighted by class support." + _d("relabel"))] = None,
+    holdout_fraction: Annotated[float | None, typer.Option(help="Share of each site's images held out of training for the audit: more gives the audit more power." + _d("holdout_fraction"))] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for runs." + _d("out"))] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for partitions, splits and training." + _d("seed"))] = None,
+    generator_steps: Annotated[int | None, typer.Option(help="Diffusion training steps per site." + _d("generator_steps"))] = None,
+    generator_guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale the sites sample with: higher draws images their teacher recognises more often, at twice the sampling cost (1: none)." + _d("generator_guidance"))] = None,
+    teacher_epochs: Annotated[int | None, typer.Option(help="Teacher training epochs." + _d("teacher_epochs"))] = None,
+    student_epochs: Annotated[int | None, typer.Option(help="Student training epochs on the distilled set." + _d("student_epochs"))] = None,
+    temperature: Annotated[float | None, typer.Option(help="Soft-label temperature." + _d("temperature"))] = None,
+    audit_max_auc: Annotated[float | None, typer.Option(help="Release only if, at every site, every attack on the student has an AUC upper 95% bound at most this." + _d("audit_max_auc"))] = None,
+    audit_max_tpr: Annotated[float | None, typer.Option(help="Release only if no attack on the student is shown (lower 95% bound) to catch more than this share of members at 1% FPR." + _d("audit_max_tpr"))] = None,
+    audit_max_distance_auc: Annotated[float | None, typer.Option(help="Release only if the distance tests' AUC upper 95% bound is at most this." + _d("audit_max_distance_auc"))] = None,
+    reference_models: Annotated[int | None, typer.Option(help="Reference models each site trains for RMIA (and LiRA), 2 to 8." + _d("audit_reference_models"))] = None,
+    lira: Annotated[bool | None, typer.Option("--lira/--no-lira", help="Also run offline LiRA at every site (and require it to pass)." + _d("audit_lira"))] = None,
+    dp_epsilon: Annotated[float | None, typer.Option(help="Train every site's teacher and generator with DP-SGD within this total epsilon per site (0: no DP)." + _d("dp_epsilon"))] = None,
+    dp_delta: Annotated[float | None, typer.Option(help="DP delta per site (0: 1/(10 N) for N members)." + _d("dp_delta"))] = None,
+    dp_max_grad_norm: Annotated[float | None, typer.Option(help="DP-SGD per-example gradient clipping norm." + _d("dp_max_grad_norm"))] = None,
+    hflip: Annotated[bool | None, typer.Option("--hflip/--no-hflip", help="Augment generators and teachers with horizontal flips: right for cells and skin, wrong for digits, text, chest X-rays and any classes that differ by side." + _d("generator_hflip"))] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's logs.")] = False,
 ) -> None:
     """Simulate N hospital sites on one dataset through Flower's simulation engine."""
-    _run(dict(data=data, partition=partition, rounds=rounds, ipc=ipc, samples_per_class=samples_per_class,
-              oversample=oversample, selection=selection, relabel=relabel, holdout_fraction=holdout_fraction,
-              out=str(out), seed=seed, generator_steps=generator_steps, generator_guidance=generator_guidance,
-              teacher_epochs=teacher_epochs,
-              student_epochs=student_epochs, temperature=temperature, audit_max_auc=audit_max_auc,
-              audit_max_tpr=audit_max_tpr, audit_max_distance_auc=audit_max_distance_auc,
-              audit_reference_models=reference_models, audit_lira=lira,
-              dp_epsilon=dp_epsilon, dp_delta=dp_delta, dp_max_grad_norm=dp_max_grad_norm,
-              generator_hflip=hflip, classifier_hflip=hflip), sites=sites, verbose=verbose)
+    config = _config(profile, data=data, sites=sites, partition=partition, rounds=rounds, ipc=ipc,
+                     samples_per_class=samples_per_class, oversample=oversample, selection=selection, relabel=relabel,
+                     holdout_fraction=holdout_fraction, out=None if out is None else str(out), seed=seed,
+                     generator_steps=generator_steps, generator_guidance=generator_guidance,
+                     teacher_epochs=teacher_epochs, student_epochs=student_epochs, temperature=temperature,
+                     audit_max_auc=audit_max_auc, audit_max_tpr=audit_max_tpr,
+                     audit_max_distance_auc=audit_max_distance_auc, audit_reference_models=reference_models,
+                     audit_lira=lira, dp_epsilon=dp_epsilon, dp_delta=dp_delta, dp_max_grad_norm=dp_max_grad_norm,
+                     generator_hflip=hflip, classifier_hflip=hflip)
+    _run(config, verbose=verbose)
+
+
+@app.command("config")
+def show_config(
+    profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "default",
+) -> None:
+    """Print a profile's effective settings, as `--run-config` keys; '*' marks what the profile overrides."""
+    if profile not in PROFILES:
+        fail(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    chosen = PROFILES[profile]
+    described = chosen.describe()
+    overridden = {k.replace("_", "-") for k in described["overrides"]}
+    out_console.print(f"# profile {chosen.name}: {chosen.description}", highlight=False, markup=False)
+    for key, value in described["run"].items():
+        text = f'"{value}"' if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+        out_console.print(f"{key} = {text}{'  # *' if key in overridden else ''}", highlight=False, markup=False)
+    out_console.print("# bench only", highlight=False, markup=False)
+    for key, value in described["bench"].items():
+        dashed = key.replace("_", "-")
+        out_console.print(f"{dashed} = {value}{'  # *' if dashed in overridden else ''}", highlight=False, markup=False)
 
 
 @app.command()
 def inspect(release_dir: Annotated[Path, typer.Argument(help="A release folder, runs/<run-id>/release.")]) -> None:
     """Show a release's classes, IPC, accuracy and audit verdict, and check every file's hash."""
-    from fedkr.server.release import inspect_release
+    from fedkr.shared.release_inspect import inspect_release
 
     try:
         result = inspect_release(release_dir)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     out_console.print(f"release {result.release_dir}")
     out_console.print(f"  classes ({len(result.classes)}): {', '.join(result.classes)}")
     out_console.print(f"  IPC (images per class): {result.ipc if result.ipc is not None else 'unknown'}")
@@ -189,7 +194,7 @@ def inspect(release_dir: Annotated[Path, typer.Argument(help="A release folder, 
         table.add_row(name, status if status != "OK" else "[green]OK[/]")
     out_console.print(table)
     if not result.all_ok:
-        _fail("some files do not match the manifest", 1)
+        fail("some files do not match the manifest", 1)
 
 
 @app.command()
@@ -199,16 +204,16 @@ def audit(
     site_name: Annotated[str, typer.Option(help="This site's name, as it appears in the report.")] = "site",
     out: Annotated[Path | None, typer.Option(help="Folder for audit.json and audit.html [default: ./audit-<release>-<site>].")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="The site's state folder: its teacher for the run gives the feature-space distance test.")] = None,
-    seed: Annotated[int, typer.Option(help="The run's seed: it fixes the members/holdout split.")] = 0,
-    holdout_fraction: Annotated[float, typer.Option(help="The run's holdout fraction.")] = 0.2,
-    sites: Annotated[int, typer.Option(help="Simulation only: the number of simulated sites.")] = 1,
-    site_index: Annotated[int, typer.Option(help="Simulation only: which simulated site this is (0-based).")] = 0,
-    partition: Annotated[str, typer.Option(help="Simulation only: the run's partition ('none' for a real site's own data).")] = "none",
-    reference_models: Annotated[int, typer.Option(help="Reference models for RMIA (and LiRA), 2 to 8.")] = 2,
-    lira: Annotated[bool, typer.Option(help="Also run offline LiRA.")] = False,
-    max_auc: Annotated[float, typer.Option(help="Policy: AUC upper 95% bound of every attack on the student.")] = 0.6,
-    max_tpr: Annotated[float, typer.Option(help="Policy: lower 95% bound of TPR at 1% FPR of every attack on the student.")] = 0.03,
-    max_distance_auc: Annotated[float, typer.Option(help="Policy: AUC upper 95% bound of the distance tests.")] = 0.6,
+    seed: Annotated[int | None, typer.Option(help="The run's seed: it fixes the members/holdout split." + _d("seed"))] = None,
+    holdout_fraction: Annotated[float | None, typer.Option(help="The run's holdout fraction." + _d("holdout_fraction"))] = None,
+    partition: Annotated[str | None, typer.Option(help="Simulation only: the run's partition; leave out for a real site's own data, read whole.")] = None,
+    sites: Annotated[int | None, typer.Option(help="Simulation only: the number of simulated sites." + _d("sites"))] = None,
+    site_index: Annotated[int | None, typer.Option(help="Simulation only: which simulated site this is (0-based); needed with --partition.")] = None,
+    reference_models: Annotated[int | None, typer.Option(help="Reference models for RMIA (and LiRA), 2 to 8." + _d("audit_reference_models"))] = None,
+    lira: Annotated[bool | None, typer.Option("--lira/--no-lira", help="Also run offline LiRA." + _d("audit_lira"))] = None,
+    max_auc: Annotated[float | None, typer.Option(help="Policy: AUC upper 95% bound of every attack on the student." + _d("audit_max_auc"))] = None,
+    max_tpr: Annotated[float | None, typer.Option(help="Policy: lower 95% bound of TPR at 1% FPR of every attack on the student." + _d("audit_max_tpr"))] = None,
+    max_distance_auc: Annotated[float | None, typer.Option(help="Policy: AUC upper 95% bound of the distance tests." + _d("audit_max_distance_auc"))] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show each attack as it finishes.")] = False,
 ) -> None:
     """Audit a release with this site's own data: every attack, the policy's verdict, audit.json and audit.html.
@@ -218,26 +223,34 @@ def audit(
     """
     from fedkr.client.auditor import AuditSettings
     from fedkr.client.site_data import SiteDataSpec, load_site_data
-    from fedkr.shared.audit_policy import DISTANCE_ATTACKS, STUDENT_ATTACKS, AuditPolicy
     from fedkr.shared.data import DataError
     from fedkr.standalone_audit import ReleaseError, audit_release_dir
 
-    _setup_logging(verbose)
+    setup_logging(verbose)
+    run = _config("default", seed=seed, holdout_fraction=holdout_fraction, sites=sites, audit_reference_models=reference_models,
+                  audit_lira=lira, audit_max_auc=max_auc, audit_max_tpr=max_tpr, audit_max_distance_auc=max_distance_auc,
+                  partition=partition)
+    if partition is None and (sites is not None or site_index is not None):
+        fail("--sites and --site-index describe a simulated run: give its --partition as well")
+    if partition is not None and site_index is None:
+        fail("--partition describes a simulated run: give this site's --site-index as well")
     try:
         # the split follows the run's seed; the attacks use the same fixed seed as the audit inside a run
-        settings = AuditSettings(reference_models=reference_models, lira=lira)
-        policy = AuditPolicy(max_auc_upper=max_auc, max_tpr_at_1pct_fpr=max_tpr, max_distance_auc_upper=max_distance_auc,
-                             required_attacks=STUDENT_ATTACKS + (("lira",) if lira else ()) + DISTANCE_ATTACKS)
-        if not 0 <= site_index < sites:
-            raise ValueError(f"site-index must be in [0, {sites}), got {site_index}")
-        spec = SiteDataSpec(data, site_index, sites, partition, seed, holdout_fraction)
+        settings = AuditSettings(reference_models=run.audit_reference_models, lira=run.audit_lira)
+        policy = run.audit_policy()
+        if partition is None:
+            spec = SiteDataSpec(data, seed=run.seed, holdout_fraction=run.holdout_fraction)
+        else:
+            if not 0 <= site_index < run.sites:  # type: ignore[operator]
+                raise ValueError(f"site-index must be in [0, {run.sites}), got {site_index}")
+            spec = SiteDataSpec(data, site_index, run.sites, run.partition, run.seed, run.holdout_fraction)  # type: ignore[arg-type]
         with console.status("loading the site's data"):
             site_data = load_site_data(spec)
         with console.status(f"attacking the release with {len(site_data.members)} members and {len(site_data.holdout)} holdout images"):
             decision, written = audit_release_dir(release_dir, site_name, site_data, out, settings, policy, state_dir)
     except (DataError, ReleaseError, ValueError) as exc:
-        _fail(str(exc))
-    _print_audit_sites(audit_summary_sites(decision))
+        fail(str(exc))
+    print_audit_sites(audit_summary_sites(decision))
     out_console.print(f"  report: {written / 'audit.html'} and {written / 'audit.json'}")
     if decision.passed:
         out_console.print("  verdict: [bold green]PASSED[/]")
@@ -257,76 +270,76 @@ def audit_summary_sites(decision) -> dict:  # type: ignore[no-untyped-def]
 @app.command()
 def centralized(
     data: Annotated[str, typer.Option(help="'digits', a MedMNIST .npz file, or an image folder.")],
-    epochs: Annotated[int, typer.Option(help="Training epochs (use the student's epoch budget for a fair bound).")] = 60,
-    seed: Annotated[int, typer.Option(help="Seed for initialisation and batching.")] = 0,
-    hflip: Annotated[bool, typer.Option(help="Augment with horizontal flips, as simulate does by default.")] = True,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs: the student's budget, for a fair bound." + _d("student_epochs"))] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for initialisation and batching." + _d("seed"))] = None,
+    hflip: Annotated[bool | None, typer.Option("--hflip/--no-hflip", help="Augment with horizontal flips, as the run's classifiers do." + _d("classifier_hflip"))] = None,
 ) -> None:
     """Train the student network on all real training images: the upper bound to compare a run with."""
     from fedkr.baselines import centralized_upper_bound
-    from fedkr.shared.classifier import TrainConfig
     from fedkr.shared.data import DataError, load_dataset
 
-    _setup_logging(False)
-    if epochs < 1:
-        _fail("epochs must be at least 1")
+    setup_logging(False)
+    run = _config("default", data=data, student_epochs=epochs, seed=seed, classifier_hflip=hflip)
     try:
-        splits = load_dataset(data, seed=seed)
-        with console.status(f"training on {len(splits.train)} real images for {epochs} epochs"):
-            result = centralized_upper_bound(splits, TrainConfig(epochs=epochs, seed=seed, hflip=hflip))
+        splits = load_dataset(run.data, seed=run.seed)
+        with console.status(f"training on {len(splits.train)} real images for {run.student_epochs} epochs"):
+            result = centralized_upper_bound(splits, run.teacher_config().__class__(
+                epochs=run.student_epochs, seed=run.seed, hflip=run.classifier_hflip))
     except DataError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     out_console.print(f"centralized: test accuracy {result.test_accuracy:.4f} on {result.test_images} test images "
                       f"({result.train_images} training images, {result.epochs} epochs, {result.seconds:.0f} s)")
 
 
 @app.command()
 def bench(
-    data: Annotated[str, typer.Option(help="'digits', a MedMNIST .npz file, or an image folder.")] = "digits",
-    profile: Annotated[str, typer.Option(help="'quick' (digits-sized, about a minute) or 'full' (real datasets).")] = "quick",
+    data: Annotated[str | None, typer.Option(help="'digits', a MedMNIST .npz file, or an image folder [default: the profile's].")] = None,
+    profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "quick",
     out: Annotated[Path, typer.Option(help="Folder for bench.json, bench.md, bench.png and the fedkr runs.")] = Path("bench"),
-    seeds: Annotated[int | None, typer.Option(help="Seeds per method (default: the profile's).")] = None,
-    sites: Annotated[int | None, typer.Option(help="Simulated sites (default: the profile's).")] = None,
-    partition: Annotated[str | None, typer.Option(help="'iid' or 'dirichlet:ALPHA' (default: the profile's).")] = None,
-    generator_steps: Annotated[int | None, typer.Option(help="Diffusion training steps per site (default: the profile's).")] = None,
-    ipc: Annotated[int | None, typer.Option(help="fedkr's distilled images per class (default: the profile's).")] = None,
-    generator_guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance the sites sample with (default: the profile's).")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds per method [default: the profile's].")] = None,
+    sites: Annotated[int | None, typer.Option(help="Simulated sites [default: the profile's].")] = None,
+    partition: Annotated[str | None, typer.Option(help="'iid' or 'dirichlet:ALPHA' [default: the profile's].")] = None,
+    generator_steps: Annotated[int | None, typer.Option(help="Diffusion training steps per site [default: the profile's].")] = None,
+    ipc: Annotated[int | None, typer.Option(help="fedkr's distilled images per class [default: the profile's].")] = None,
+    generator_guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance the sites sample with [default: the profile's].")] = None,
     reuse_fit: Annotated[Path | None, typer.Option(help="A finished `fedkr simulate` run folder (runs/<id>) on the same data, "
                                                    "partition and budgets, whose sites' models to reuse instead of fitting.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every stage's log.")] = False,
 ) -> None:
     """Compare centralized, local-only, Flower FedAvg, naive synthetic pooling and fedkr on the same sites."""
-    from fedkr.bench import PROFILES, ReusedFit, markdown_table, run_bench, with_overrides, write_outputs
-    from fedkr.server.config import ConfigError
+    from fedkr.bench import ReusedFit, markdown_table, run_bench, write_outputs
+    from fedkr.shared.config import ConfigError
     from fedkr.shared.data import DataError
 
-    _setup_logging(verbose)
-    if profile not in PROFILES:
-        _fail(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
-    chosen = with_overrides(PROFILES[profile], seeds=seeds, sites=sites, partition=partition,
-                            generator_steps=generator_steps, ipc=ipc, generator_guidance=generator_guidance)
-    if chosen.seeds < 1 or chosen.sites < 2:
-        _fail("a bench needs at least 1 seed and 2 sites")
+    setup_logging(verbose)
+    config = _config(profile, data=data, sites=sites, partition=partition, generator_steps=generator_steps, ipc=ipc,
+                     generator_guidance=generator_guidance)
+    try:
+        settings = PROFILES[profile].bench_settings(seeds=seeds)
+    except (TypeError, ValueError) as exc:
+        fail(str(exc))
+    if settings.seeds < 1 or config.sites < 2:
+        fail("a bench needs at least 1 seed and 2 sites")
     if out.exists() and any(out.iterdir()):
-        _fail(f"{out} is not empty: a bench writes into a fresh folder (its sites' state lives there)")
+        fail(f"{out} is not empty: a bench writes into a fresh folder (its sites' state lives there)")
     started = time.perf_counter()
 
     def progress(message: str) -> None:
         console.print(f"[{time.perf_counter() - started:6.0f} s] {message}", highlight=False)
 
     try:
-        result = run_bench(data, chosen, out, progress, ReusedFit(reuse_fit) if reuse_fit else None)
+        result = run_bench(config, settings, out, progress, ReusedFit(reuse_fit) if reuse_fit else None, profile=profile)
     except (ConfigError, DataError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     paths = write_outputs(result, out)
     out_console.print(markdown_table(result.to_dict()))
     out_console.print(f"written: {paths['json']}, {paths['markdown']}, {paths['plot']} ({result.seconds:.0f} s)")
 
 
 # Command groups kept in their own modules register themselves here.
-from fedkr import cli_deploy  # noqa: E402
+from fedkr import cli_deploy, cli_release  # noqa: E402
 
 cli_deploy.register(app, coordinator_app, site_app)
-from fedkr import cli_release  # noqa: E402
 cli_release.register(app, coordinator_app)
 
 

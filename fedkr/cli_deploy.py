@@ -13,13 +13,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fedkr.cli_common import fail as _fail
+
 out_console = Console(soft_wrap=True)
 
 
-def _fail(message: str, code: int = 2) -> None:
-    from fedkr.cli import _fail as fail  # one error format for every command
-
-    fail(message, code)
 
 
 def coordinator_init(

@@ -19,6 +19,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from fedkr.cli_common import console, out_console
+from fedkr.cli_common import fail as _fail
+from fedkr.cli_common import setup_logging as _setup_logging
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -34,7 +38,6 @@ def register(app: typer.Typer, coordinator_app: typer.Typer) -> None:
 
 
 def _read_file(path: Path, what: str) -> bytes:
-    from fedkr.cli import _fail
 
     try:
         return path.read_bytes()
@@ -47,8 +50,6 @@ def _read_ca(path: Path) -> bytes:
     """The CA file, checked to hold certificates: gRPC would only say the handshake failed."""
     from cryptography import x509
 
-    from fedkr.cli import _fail
-
     data = _read_file(path, "CA certificate")
     try:
         x509.load_pem_x509_certificates(data)
@@ -58,7 +59,6 @@ def _read_ca(path: Path) -> bytes:
 
 
 def _verify_key(path: Path) -> Ed25519PublicKey:
-    from fedkr.cli import _fail
     from fedkr.shared.keys import KeyFileError, load_verify_key
 
     try:
@@ -76,7 +76,6 @@ def verify(
 
     Exit code 0: verified; 1: it does not verify (each problem is listed); 2: bad arguments.
     """
-    from fedkr.cli import _fail, out_console
     from fedkr.shared.release_verify import verify_release
 
     verify_key = _verify_key(key)
@@ -106,10 +105,9 @@ def fetch(
 
     Nothing is written to --out unless the manifest is signed by --key and every file matches it.
     """
-    from fedkr.cli import _fail, console, out_console
 
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # our one-line errors already carry gRPC's reason
-    from fedkr.shared.release_fetch import (
+    from fedkr.release_fetch import (
         FetchError,
         fetch_release,
         health,
@@ -153,8 +151,6 @@ def _tls_pair(cert: Path, key_file: Path) -> tuple[bytes, bytes]:
     """The certificate and its private key, checked to belong together before a client finds out."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
-
-    from fedkr.cli import _fail
     from fedkr.shared.keys import KeyFileError, _read_private
 
     cert_pem = _read_file(cert, "certificate")
@@ -186,7 +182,6 @@ def serve_releases(
     Refused runs, unsigned or tampered folders and failed audits are never offered.
     Researchers use `fedkr fetch --from HOST:PORT`; health checks use the standard gRPC health service.
     """
-    from fedkr.cli import _fail, _setup_logging
 
     _setup_logging(verbose)
     if not verbose:

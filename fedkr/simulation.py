@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from fedkr.server.config import RunConfig
+from fedkr.shared.config import RunConfig
 from fedkr.server.coordinator import Progress, RunError, RunOutcome
 from fedkr.shared.data import DataError, DataSplits, load_dataset
 from fedkr.shared.partition import PartitionSpec, partition
@@ -15,10 +15,9 @@ log = logging.getLogger(__name__)
 MIN_IMAGES_PER_SITE = 20
 
 
-def check_partition(splits: DataSplits, num_sites: int, config: RunConfig) -> list[int]:
-    """Fail early, with a clear message, if the data cannot be spread over the sites."""
-    if num_sites < 1:
-        raise DataError("--sites must be at least 1")
+def check_partition(splits: DataSplits, config: RunConfig) -> list[int]:
+    """Fail early, with a clear message, if the data cannot be spread over `config.sites` sites; the sites' sizes."""
+    num_sites = config.sites
     try:
         parts = partition(splits.train.labels, num_sites, PartitionSpec.parse(config.partition), config.seed)
     except ValueError as exc:
@@ -31,29 +30,31 @@ def check_partition(splits: DataSplits, num_sites: int, config: RunConfig) -> li
 
 def run_flower_simulation(
     config: RunConfig,
-    num_sites: int,
     progress: Progress | None = None,
     verbose: bool = False,
     splits: DataSplits | None = None,
 ) -> RunOutcome:
-    """`splits`, when the caller has loaded and checked them already, saves loading them twice."""
+    """Run `config` with `config.sites` simulated sites, each in Flower's simulation engine.
+
+    `splits`, when the caller has loaded and checked them already, saves loading them twice.
+    Raises `DataError` when the data cannot be spread over the sites, `RunError` when the run stops.
+    """
     from flwr.simulation import run_simulation
 
     from fedkr.client.flower_app import build_client_app
     from fedkr.server.flower_app import build_server_app
 
     splits = splits if splits is not None else load_dataset(config.data, seed=config.seed)
-    sizes = check_partition(splits, num_sites, config)
+    num_sites = config.sites
+    sizes = check_partition(splits, config)
     log.info("%s: %d training images over %d sites %s (%s)", splits.name, len(splits.train), num_sites, sizes, config.partition)
     cpus = os.cpu_count() or 1
     concurrency = max(1, min(num_sites, cpus))
     site_threads = config.site_threads or max(1, cpus // concurrency)
     outcomes: list[RunOutcome | Exception] = []
     server_app = build_server_app(config, splits.test, expected_sites=num_sites, progress=progress, outcomes=outcomes)
-    client_app = build_client_app(overrides={
-        "data": config.data, "partition": config.partition, "seed": config.seed,
-        "holdout-fraction": config.holdout_fraction, "out": config.out, "site-threads": site_threads,
-    })
+    # Flower's Python simulation API passes no run config: the sites get the whole effective one
+    client_app = build_client_app(overrides={**config.to_flat(), "site-threads": site_threads})
     backend_config = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
         "init_args": {"num_cpus": concurrency, "num_gpus": 0, "log_to_driver": True, "logging_level": "ERROR"},

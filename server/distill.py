@@ -15,7 +15,7 @@ import numpy as np
 
 from .spectral import SpectralSettings, phase_weight_for, random_frequencies, spectral_select
 
-SELECTIONS = ("spectral", "kcenter", "herding", "random")
+from fedkr.shared.config import SELECTIONS
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from fedkr.shared.data import ImageSet, load_dataset  # test split only: the coo
 from fedkr.shared.reports import AuditCandidate, AuditReport, FitPlan, FitReport, RelabelReply, RelabelRequest
 from fedkr.shared.shard import Shard, SynthesisRequest
 
-from .config import RunConfig
+from fedkr.shared.config import RunConfig
 from .coordinator import Coordinator, Progress, RunOutcome
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,12 @@ def _log_stage(stage: str, done: int, total: int) -> None:
     log.info("[%d/%d] %s", done, total, stage)
 
 
+def _test_split(cfg: RunConfig) -> ImageSet | None:
+    """The coordinator's test split: `test-data`'s, or in simulation (no coordinator keys) the test split of `data`."""
+    source = cfg.test_data or ("" if cfg.coordinator_dir else cfg.data)
+    return load_dataset(source, seed=cfg.seed).test if source else None
+
+
 def build_server_app(
     config: RunConfig | None = None,
     test_set: ImageSet | None = None,
@@ -142,8 +148,8 @@ def build_server_app(
         cfg = config if config is not None else RunConfig.from_flat(dict(context.run_config))
         test = test_set
         try:
-            if config is None and cfg.test_data:
-                test = load_dataset(cfg.test_data, seed=cfg.seed).test
+            if config is None:
+                test = _test_split(cfg)
             coordinator = Coordinator(cfg, test, progress or _log_stage)
             expected = expected_sites or cfg.expected_sites or (len(coordinator.keys.sites) if coordinator.keys else 0)
             link = GridLink(grid, expected_sites=expected, timeout=cfg.reply_timeout, wait_seconds=cfg.wait_for_sites,

@@ -8,6 +8,16 @@ import torch
 
 torch.set_num_threads(2)
 
+#: Markers whose tests take minutes (Ray, real processes, real datasets): each also counts as `slow`,
+#: so `pytest -m "not slow"` is the fast loop and plain `pytest` runs everything.
+SLOW_MARKERS = ("flower", "deployment", "medmnist")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.get_closest_marker(name) for name in SLOW_MARKERS):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def digits_sites(tmp_path_factory):

@@ -15,16 +15,16 @@ def synthetic_images(n: int, shape=(8, 8, 1), seed: int = 0) -> np.ndarray:
 
 
 def tiny_run_config(out: Path, **overrides):
-    from fedkr.server.config import RunConfig
+    from fedkr.shared.config import RunConfig
 
     # A digits site holds about 95 holdout images: a 95% interval of about +-0.065 around the AUC, so
     # the default bound of 0.60 cannot be shown at this size (docs/audit.md, "Small sites"). These runs
     # test the pipeline's mechanics at a bound their size can show; the policy's own behaviour at its
     # defaults is tested in test_release_gate.py and test_audit_controls.py.
     settings = dict(
-        data="digits", partition="iid", rounds=2, ipc=10, samples_per_class=20, generator_steps=250,
+        sites=2, data="digits", partition="iid", rounds=2, ipc=10, samples_per_class=20, generator_steps=250,
         generator_hflip=False, teacher_epochs=20, student_epochs=30, out=str(out), run_id="test-run",
         audit_max_auc=0.7, audit_max_distance_auc=0.7,
     )
     settings.update(overrides)
-    return RunConfig(**settings)
+    return RunConfig.from_profile("demo", **settings)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fedkr.server.release import inspect_release
+from fedkr.shared.release_inspect import inspect_release
 from fedkr.simulation import run_flower_simulation
 from helpers import tiny_run_config
 
@@ -12,7 +12,7 @@ from helpers import tiny_run_config
 @pytest.mark.flower
 def test_flower_simulation_end_to_end(tmp_path):
     config = tiny_run_config(tmp_path, run_id="flower", rounds=1, generator_steps=150, teacher_epochs=10, student_epochs=20)
-    outcome = run_flower_simulation(config, num_sites=2)
+    outcome = run_flower_simulation(config)
     assert outcome.released
     assert inspect_release(outcome.release_dir).all_ok
     metrics = json.loads((outcome.release_dir / "metrics.json").read_text())

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from fedkr.server.release import inspect_release
+from fedkr.shared.release_inspect import inspect_release
 from fedkr.shared.attack_report import AttackResult, measure_attack
 from fedkr.shared.audit_policy import AuditPolicy, decide_release
 from fedkr.shared.reports import AuditReport
@@ -136,7 +136,7 @@ def test_a_release_that_fails_part_way_leaves_nothing_behind(tmp_path):
 
 
 def test_dp_settings_must_be_finite():
-    from fedkr.server.config import ConfigError, RunConfig
+    from fedkr.shared.config import ConfigError, RunConfig
 
     for bad in ({"dp_epsilon": float("inf")}, {"dp_max_grad_norm": float("inf")}, {"dp_epsilon": -1.0}):
         with pytest.raises(ConfigError):

@@ -1,0 +1,303 @@
+"""The run's settings: every default and every limit in one place, validated once at the edge.
+
+`RunConfig` is the one home of a run's settings. The CLI's options default to "not given" and fall
+back to it; `[tool.flwr.app.config]` in pyproject.toml holds exactly its defaults (a test compares
+them key by key); the ClientApp and the ServerApp parse Flower's run config into it once.
+
+A *profile* is a named set of overrides over those defaults (`PROFILES`): `demo` (three small
+sites on scikit-learn's digits, a few minutes), `quick` (the bench inside the test suite) and
+`full` (real datasets). `fedkr config --profile NAME` prints one; `fedkr simulate --profile`,
+`fedkr demo` and `fedkr bench --profile` use them.
+
+The defaults are the best settings measured on BloodMNIST (4 sites, Dirichlet 0.5; README,
+"Benchmark"): classifier-free guidance 3 at sampling, oversampling 1.5 for the in-distribution
+filter, IPC 400 from 2 rounds of 100 images per class, 1,500 generator steps, 20 student epochs.
+Flip augmentation is off by default: classes that differ by side (left and right anatomy) are
+common in medical data, and a flip turns one into the other.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .audit_policy import DISTANCE_ATTACKS, STUDENT_ATTACKS, AuditPolicy
+from .classifier import TrainConfig
+from .dp import DPConfig
+from .generator import GeneratorConfig
+from .partition import PartitionSpec
+from .reports import RUN_ID_PATTERN
+from .shard import MAX_OVERSAMPLE
+
+#: How the distilled set may be chosen (`fedkr.server.distill`).
+SELECTIONS = ("spectral", "kcenter", "herding", "random")
+#: Reference models a site trains for RMIA (and LiRA): two folds at least for cross-fitting, at most 8.
+MIN_REFERENCE_MODELS, MAX_REFERENCE_MODELS = 2, 8
+#: Classifier-free guidance scale: 1 is plain conditional sampling.
+MIN_GUIDANCE, MAX_GUIDANCE = 1.0, 10.0
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message names it."""
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of a run, with its default. Keys are written with dashes outside Python
+    (`generator-steps`); `from_flat` reads them, `to_flat` writes them.
+
+    `data` is what simulated sites read; `test_data` is the real test split the coordinator scores
+    the student on ("" means the test split of `data` in simulation, none in deployment, where the
+    coordinator holds no site's data source). `sites` is the number of simulated sites (`fedkr
+    simulate`, the bench); under `flwr run` the federation's `num-supernodes` decides.
+
+    Raises:
+        ConfigError: on construction, for any setting out of its range, naming it.
+    """
+
+    data: str = "digits"
+    test_data: str = ""
+    sites: int = 4
+    partition: str = "dirichlet:0.5"
+    seed: int = 0
+    rounds: int = 2
+    ipc: int = 400
+    samples_per_class: int = 100
+    holdout_fraction: float = 0.2
+    temperature: float = 4.0
+    min_class_members: int = 5
+    drop_fraction: float = 0.3
+    # how the distilled set is chosen, whether every site relabels it, how much each site oversamples for its filter
+    selection: str = "spectral"
+    relabel: bool = True
+    oversample: float = 1.5
+    audit_max_auc: float = 0.6
+    audit_max_tpr: float = 0.03
+    audit_max_distance_auc: float = 0.6
+    audit_reference_models: int = 2
+    audit_lira: bool = False
+    # differential privacy at every site: off when dp_epsilon is 0
+    dp_epsilon: float = 0.0
+    dp_delta: float = 0.0
+    dp_max_grad_norm: float = 1.0
+    out: str = "runs"
+    run_id: str = field(default_factory=new_run_id)
+    site_threads: int = 0
+    reply_timeout: float = 7200.0
+    # deployment: quorum, how many sites to wait for, and the coordinator's key folder ("" in simulation)
+    min_sites: int = 1
+    expected_sites: int = 0
+    wait_for_sites: float = 120.0
+    coordinator_dir: str = ""
+    # training budgets
+    generator_steps: int = 1500
+    generator_resolution: int = 16
+    generator_channels: str = "32,64,64"
+    generator_batch: int = 64
+    generator_hflip: bool = False
+    #: Classifier-free guidance scale the site's generator samples with (1: plain conditional sampling).
+    generator_guidance: float = 3.0
+    teacher_epochs: int = 30
+    student_epochs: int = 20
+    classifier_hflip: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.sites >= 1, "sites must be at least 1"),
+            (self.rounds >= 1, "rounds must be at least 1"),
+            (self.ipc >= 1, "ipc must be at least 1"),
+            (self.samples_per_class >= 1, "samples-per-class must be at least 1"),
+            (0.0 < self.holdout_fraction < 1.0, "holdout-fraction must be in (0, 1)"),
+            (self.temperature > 0, "temperature must be > 0"),
+            (0.0 <= self.drop_fraction < 1.0, "drop-fraction must be in [0, 1)"),
+            (self.selection in SELECTIONS, f"selection must be one of {', '.join(SELECTIONS)}"),
+            (1.0 <= self.oversample <= MAX_OVERSAMPLE, f"oversample must be between 1 and {MAX_OVERSAMPLE}"),
+            (0.0 < self.audit_max_auc <= 1.0, "audit-max-auc must be in (0, 1]"),
+            (0.0 < self.audit_max_tpr <= 1.0, "audit-max-tpr must be in (0, 1]"),
+            (0.0 < self.audit_max_distance_auc <= 1.0, "audit-max-distance-auc must be in (0, 1]"),
+            (MIN_REFERENCE_MODELS <= self.audit_reference_models <= MAX_REFERENCE_MODELS,
+             f"audit-reference-models must be between {MIN_REFERENCE_MODELS} and {MAX_REFERENCE_MODELS}"),
+            (0 <= self.dp_epsilon < float("inf"), "dp-epsilon must be a finite number >= 0 (0 turns DP off)"),
+            (0.0 <= self.dp_delta < 1.0, "dp-delta must be in [0, 1) (0 means 1/(10 N) at each site)"),
+            (0 < self.dp_max_grad_norm < float("inf"), "dp-max-grad-norm must be a finite number > 0"),
+            (self.generator_steps >= 1, "generator-steps must be at least 1"),
+            (self.teacher_epochs >= 1, "teacher-epochs must be at least 1"),
+            (self.student_epochs >= 1, "student-epochs must be at least 1"),
+            (RUN_ID_PATTERN.fullmatch(self.run_id) is not None and ".." not in self.run_id,
+             "run-id may hold only letters, digits, '.', '_' and '-' (at most 80)"),
+            (self.generator_batch >= 1, "generator-batch must be at least 1"),
+            (self.generator_resolution >= 8, "generator-resolution must be at least 8"),
+            (MIN_GUIDANCE <= self.generator_guidance <= MAX_GUIDANCE,
+             f"generator-guidance must be between {MIN_GUIDANCE:g} (no guidance) and {MAX_GUIDANCE:g}"),
+            (self.min_class_members >= 1, "min-class-members must be at least 1"),
+            (self.site_threads >= 0, "site-threads must be >= 0 (0: share the cores between sites)"),
+            (self.reply_timeout > 0, "reply-timeout must be > 0"),
+            (self.min_sites >= 1, "min-sites (the quorum) must be at least 1"),
+            (self.expected_sites >= 0, "expected-sites must be >= 0 (0: every site in the registry, or whoever connects)"),
+            (self.wait_for_sites > 0, "wait-for-sites must be > 0 seconds"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        try:
+            PartitionSpec.parse(self.partition)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        try:
+            channels = tuple(int(c) for c in self.generator_channels.split(","))
+        except ValueError:
+            raise ConfigError("generator-channels must be a comma-separated list of integers") from None
+        if not channels or any(c < 8 or c % 8 for c in channels):
+            raise ConfigError("generator-channels must be multiples of 8, as in 32,64,64")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / self.run_id
+
+    def teacher_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.teacher_epochs, seed=self.seed, hflip=self.classifier_hflip)
+
+    def student_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.student_epochs, temperature=self.temperature, seed=self.seed, hflip=self.classifier_hflip)
+
+    def generator_config(self) -> GeneratorConfig:
+        return GeneratorConfig(
+            resolution=self.generator_resolution,
+            block_channels=tuple(int(c) for c in self.generator_channels.split(",")),
+            train_steps=self.generator_steps,
+            batch_size=self.generator_batch,
+            hflip=self.generator_hflip,
+            guidance_scale=self.generator_guidance,
+            seed=self.seed,
+        )
+
+    def dp_config(self) -> DPConfig | None:
+        if self.dp_epsilon == 0:
+            return None
+        return DPConfig(self.dp_epsilon, self.dp_delta or None, self.dp_max_grad_norm)
+
+    def audit_policy(self) -> AuditPolicy:
+        required = STUDENT_ATTACKS + (("lira",) if self.audit_lira else ()) + DISTANCE_ATTACKS
+        return AuditPolicy(max_auc_upper=self.audit_max_auc, max_tpr_at_1pct_fpr=self.audit_max_tpr,
+                           max_distance_auc_upper=self.audit_max_distance_auc, required_attacks=required)
+
+    @classmethod
+    def from_flat(cls, values: dict[str, object]) -> RunConfig:
+        """Build from a flat mapping with dashed keys (Flower's run config, the CLI).
+
+        Raises:
+            ConfigError: for an unknown key or a value that is not of the setting's type.
+        """
+        return cls(**_typed(values))
+
+    @classmethod
+    def from_profile(cls, profile: str, **given: object) -> RunConfig:
+        """The defaults, then the profile's overrides, then `given` (Python names; None means "not given").
+
+        Raises:
+            ConfigError: for an unknown profile or a bad setting.
+        """
+        if profile not in PROFILES:
+            raise ConfigError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+        chosen = {k: v for k, v in given.items() if v is not None}
+        return cls(**{**PROFILES[profile].run, **chosen})  # type: ignore[arg-type]
+
+    def to_flat(self) -> dict[str, object]:
+        """Every setting under its dashed key, as Flower's run config and pyproject.toml hold it."""
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}
+
+    def with_overrides(self, **changes: object) -> RunConfig:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _typed(values: dict[str, object]) -> dict[str, object]:
+    known = {f.name: f for f in fields(RunConfig)}
+    kwargs: dict[str, object] = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name == "run_id" and value == "":
+            continue  # Flower's run config needs every key declared; "" asks for a new run id
+        if name not in known:
+            raise ConfigError(f"unknown setting '{key}'")
+        target = known[name].type
+        try:
+            if target in ("int", int):
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError(value)
+                kwargs[name] = int(value)  # type: ignore[arg-type]
+            elif target in ("float", float):
+                kwargs[name] = float(value)  # type: ignore[arg-type]
+            elif target in ("bool", bool):
+                if isinstance(value, bool):
+                    kwargs[name] = value
+                elif str(value).lower() in ("1", "true", "yes"):
+                    kwargs[name] = True
+                elif str(value).lower() in ("0", "false", "no"):
+                    kwargs[name] = False
+                else:
+                    raise ValueError(value)
+            else:
+                kwargs[name] = str(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"setting '{key}' has a bad value {value!r}") from None
+    return kwargs
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What only `fedkr bench` needs beyond a run's settings: seeds per method, and Flower FedAvg's schedule
+    (rounds, local epochs per round) for the same network and student protocol."""
+
+    seeds: int = 3
+    fedavg_rounds: int = 5
+    fedavg_local_epochs: int = 4
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named set of overrides over `RunConfig`'s and `BenchSettings`' defaults."""
+
+    name: str
+    description: str
+    run: dict[str, Any] = field(default_factory=dict)
+    bench: dict[str, Any] = field(default_factory=dict)
+
+    def run_config(self, **given: object) -> RunConfig:
+        return RunConfig.from_profile(self.name, **given)
+
+    def bench_settings(self, **given: object) -> BenchSettings:
+        return BenchSettings(**{**self.bench, **{k: v for k, v in given.items() if v is not None}})
+
+    def describe(self) -> dict[str, dict[str, object]]:
+        """The effective settings under dashed keys, run's and bench's, each marked when the profile overrides it."""
+        run = self.run_config(run_id="profile").to_flat()
+        run.pop("run-id")
+        return {"run": run, "bench": asdict(self.bench_settings()), "overrides": {**self.run, **self.bench}}
+
+
+PROFILES: dict[str, Profile] = {
+    "default": Profile("default", "The defaults: the best settings measured on BloodMNIST."),
+    "demo": Profile(
+        "demo", "Three small sites on scikit-learn's digits: the whole pipeline in a few minutes.",
+        run=dict(data="digits", sites=3, partition="iid", rounds=2, ipc=20, samples_per_class=40, oversample=1.0,
+                 generator_steps=600, generator_guidance=1.0, teacher_epochs=30, student_epochs=60),
+    ),
+    "quick": Profile(
+        "quick", "Digits-sized budgets: the bench inside the test suite, in about a minute a method.",
+        run=dict(data="digits", sites=3, partition="dirichlet:1.0", rounds=1, ipc=15, samples_per_class=30,
+                 oversample=1.5, generator_steps=60, generator_guidance=1.0, teacher_epochs=15, student_epochs=15),
+        bench=dict(seeds=3, fedavg_rounds=4, fedavg_local_epochs=2),
+    ),
+    "full": Profile(
+        "full", "Real datasets (BloodMNIST-sized): the defaults, with flips for the generators (right for cells).",
+        run=dict(generator_hflip=True),
+        bench=dict(seeds=3, fedavg_rounds=5, fedavg_local_epochs=4),
+    ),
+}
