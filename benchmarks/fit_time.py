@@ -14,8 +14,9 @@ import logging
 import tempfile
 from pathlib import Path
 
-from fedkr.bench import PROFILES, load_bench_sites, with_overrides
+from fedkr.bench import load_bench_sites
 from fedkr.client.site import Site
+from fedkr.shared.config import PROFILES
 from fedkr.shared.reports import FitPlan
 
 
@@ -27,11 +28,10 @@ def main() -> None:
     parser.add_argument("--generator-steps", type=int, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    profile = with_overrides(PROFILES[args.profile], generator_steps=args.generator_steps)
-    site_data, _ = load_bench_sites(args.data, profile, seed=0)
+    config = PROFILES[args.profile].run_config(data=args.data, generator_steps=args.generator_steps, run_id="fit-time")
+    site_data, _ = load_bench_sites(config)
     if not 0 <= args.site < len(site_data):
         parser.error(f"--site must be between 0 and {len(site_data) - 1} for the {args.profile} profile")
-    config = profile.run_config(args.data, Path("unused"), seed=0)
     plan = FitPlan(run_id="fit-time", teacher=config.teacher_config(), generator=config.generator_config())
     with tempfile.TemporaryDirectory() as state:
         report = Site(f"site-{args.site}", site_data[args.site], Path(state)).fit(plan)

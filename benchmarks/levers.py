@@ -21,22 +21,22 @@ import logging
 import time
 from pathlib import Path
 
-from fedkr.bench import FitOnceLink
 from fedkr.client.site import Site
 from fedkr.client.site_data import SiteDataSpec, load_site_data
-from fedkr.server.config import RunConfig
-from fedkr.server.coordinator import Coordinator
+from fedkr.inprocess import InProcessLink
+from fedkr.server.coordinator import Coordinator, FitResult
 from fedkr.shared.classifier import accuracy, build_classifier, one_hot, train_classifier
+from fedkr.shared.config import RunConfig
 from fedkr.shared.data import load_dataset
 from fedkr.shared.reports import FitReport
 from fedkr.student_protocol import StudentProtocol
 
 
-class LeverLink(FitOnceLink):
-    """Fitted once; shards drawn once per (seed, site, round, request); no audit."""
+class LeverLink(InProcessLink):
+    """Shards drawn once per (seed, site, round, request); no audit."""
 
-    def __init__(self, sites: list[Site], fitted: tuple[str, dict]) -> None:
-        super().__init__(sites, fitted)
+    def __init__(self, sites: list[Site]) -> None:
+        super().__init__(sites)
         self.shards: dict[tuple, object] = {}
         self.seed = 0
 
@@ -77,7 +77,9 @@ def main() -> None:
     reports = {sid: FitReport.from_dict(r) for sid, r in (saved.get("sites") or saved.get("fit")).items()}
     sites = [Site(f"site-{i}", load_site_data(SiteDataSpec(args.data, i, args.sites, args.partition, 0)),
                   args.sites_dir / f"site-{i}") for i in range(args.sites)]
-    link = LeverLink(sites, fitted=(args.fit_run, dict(reports)))
+    link = LeverLink(sites)
+    first = next(iter(reports.values()))
+    fit = FitResult(args.fit_run, reports, {}, first.class_names, first.image_shape, 0.0)
     test = load_dataset(args.data, seed=0).test
     results = []
     for spec in args.variant:
@@ -90,12 +92,13 @@ def main() -> None:
                 flat[key] = value
             config = RunConfig.from_flat(flat)
             link.seed = seed
+            for site in sites:  # every variant runs the stages after fit on the one fit
+                site.reuse_fit(args.sites_dir / site.site_id / "runs" / args.fit_run, config.run_id)
             started = time.perf_counter()
-            coordinator = Coordinator(config, test)
-            outcome = coordinator.run(link)
-            m = outcome.metrics
-            pool = coordinator.pool_arrays
-            naive = build_classifier(coordinator.student.config, seed)
+            outcome = Coordinator(config, test).run(link, fit=fit)
+            m, record = outcome.metrics, outcome.record
+            pool = record.pool.arrays()
+            naive = build_classifier(record.student.config, seed)
             train_classifier(naive, pool.images, one_hot(pool.hard_labels, test.num_classes),
                              StudentProtocol(epochs=config.student_epochs).train_config(seed, soft=False))
             row = {"variant": name, "seed": seed, "accuracy": m["student_test_accuracy"], "pool": m["pool_size"],

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +54,6 @@ from .site_data import SiteData
 log = logging.getLogger(__name__)
 
 
-#: The most reference models a coordinator may ask a site to train for one audit.
-MAX_REFERENCE_MODELS = 8
-
-
 def split_budget(dp: DPConfig | None, num_members: int) -> tuple[DPConfig | None, DPConfig | None]:
     """Half the site's epsilon and delta for each model: by basic composition the two together stay within the budget."""
     if dp is None:
@@ -84,6 +81,10 @@ def load_teacher(run_dir: Path) -> CompactCNN:
     teacher.load_state_dict(load_file(run_dir / "teacher.safetensors"))
     teacher.eval()
     return teacher
+
+
+#: In a run folder: the run answers with another run's models (`Site.reuse_fit`).
+REUSED_FIT = "reused_fit.json"
 
 
 class SiteNotFitted(RuntimeError):
@@ -237,8 +238,6 @@ class Site:
         (with keys: the report signed and bound to the sealed candidate)."""
         sealed = candidate if isinstance(candidate, bytes) else None
         candidate = self._open_candidate(candidate)
-        if not 2 <= candidate.reference_models <= MAX_REFERENCE_MODELS:
-            raise ValueError(f"reference models must be between 2 and {MAX_REFERENCE_MODELS}, got {candidate.reference_models}")
         teacher, _ = self._load(candidate.run_id)
         student = CompactCNN(candidate.student_config)
         student.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in candidate.student_weights.items()})
@@ -263,8 +262,35 @@ class Site:
 
     def dp_record(self, run_id: str) -> dict | None:
         """The DP accounting of this run's teacher and generator, as saved at fit; None without DP."""
-        path = self._run_dir(run_id) / "dp.json"
+        path = self._models_dir(run_id)[0] / "dp.json"
         return json.loads(path.read_text()) if path.is_file() else None
+
+    def reuse_fit(self, fit_dir: Path, run_id: str, guidance_scale: float | None = None) -> None:
+        """Answer run `run_id` with the teacher and generator another run saved in `fit_dir`, fitting nothing.
+
+        For in-process callers that compare coordinator settings on one fit (the bench,
+        `benchmarks/levers.py`): the run folder gets a pointer, not a copy. `guidance_scale`, when
+        given, replaces the generator's sampling guidance (a sampling setting: the weights stay).
+        Everything else is per run as usual: fresh seeds, the ledger, relabelling once per run.
+
+        Raises:
+            SiteNotFitted: `fit_dir` holds no saved teacher.
+        """
+        if not (Path(fit_dir) / "teacher.safetensors").is_file():
+            raise SiteNotFitted(f"{self.site_id}: {fit_dir} holds no fitted teacher")
+        directory = self._run_dir(run_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / REUSED_FIT).write_text(json.dumps({"fit_dir": str(Path(fit_dir).resolve()), "guidance_scale": guidance_scale}))
+        self._models = None
+
+    def _models_dir(self, run_id: str) -> tuple[Path, float | None]:
+        """Where run `run_id`'s models are, and the guidance that replaces the saved one (None: keep it)."""
+        directory = self._run_dir(run_id)
+        pointer = directory / REUSED_FIT
+        if not pointer.is_file():
+            return directory, None
+        meta = json.loads(pointer.read_text())
+        return Path(meta["fit_dir"]), meta.get("guidance_scale")
 
     # -- state ---------------------------------------------------------------------------------
     def _next_seed(self, request: SynthesisRequest, base_seed: int) -> int:
@@ -290,9 +316,12 @@ class Site:
     def _load(self, run_id: str) -> tuple[CompactCNN, ClassConditionalDiffusion]:
         if self._models is not None and self._models[0] == run_id:
             return self._models[1], self._models[2]
-        directory = self._run_dir(run_id)
+        directory, guidance = self._models_dir(run_id)
         if not (directory / "teacher.safetensors").is_file():
             raise SiteNotFitted(f"{self.site_id} has not been fitted for run {run_id}")
         teacher = load_teacher(directory)
-        self._models = (run_id, teacher, ClassConditionalDiffusion.load(directory / "generator"))
-        return teacher, self._models[2]
+        generator = ClassConditionalDiffusion.load(directory / "generator")
+        if guidance is not None:
+            generator.config = replace(generator.config, guidance_scale=float(guidance))
+        self._models = (run_id, teacher, generator)
+        return teacher, generator

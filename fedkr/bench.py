@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -33,13 +32,13 @@ import numpy as np
 from fedkr.client.auditor import AuditSettings, ReferenceCache, audit_model
 from fedkr.client.site import Site
 from fedkr.client.site_data import SiteData, SiteDataSpec, load_site_data
-from fedkr.server.config import RunConfig
-from fedkr.server.coordinator import Coordinator
+from fedkr.server.coordinator import Coordinator, FitResult
+from fedkr.shared.config import BenchSettings, RunConfig
 from fedkr.server.link import InProcessLink
 from fedkr.shared.classifier import ClassifierConfig, CompactCNN, accuracy, build_classifier, one_hot, train_classifier
 from fedkr.shared.data import DataError, ImageSet, load_dataset
 from fedkr.client.gate import read_ledger
-from fedkr.shared.reports import FitPlan, FitReport
+from fedkr.shared.reports import FitReport
 
 from .bench_fedavg import FedAvgSettings, run_fedavg
 from .student_protocol import StudentProtocol
@@ -53,54 +52,16 @@ MODEL_ATTACKS = ("loss", "entropy", "rmia")
 Progress = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class BenchProfile:
-    """A bench's size: `quick` runs inside the test suite on digits, `full` is for real datasets."""
-
-    name: str
-    seeds: int
-    sites: int
-    partition: str
-    generator_steps: int
-    teacher_epochs: int
-    rounds: int
-    samples_per_class: int
-    ipc: int
-    oversample: float
-    fedavg_rounds: int
-    fedavg_local_epochs: int
-    protocol: StudentProtocol = field(default_factory=StudentProtocol)
-    audit_reference_models: int = 2
-    #: Flip augmentation for the sites' generators (right for cells, wrong for digits); teachers
-    #: train without it because the run's classifier flag also sets the student's augmentation, and the
-    #: student protocol never flips, for every method alike.
-    fit_hflip: bool = False
-    #: Classifier-free guidance the sites' generators sample with (1: none).
-    generator_guidance: float = 1.0
-
-    def run_config(self, data: str, out: Path, seed: int) -> RunConfig:
-        return RunConfig(
-            data=data, partition=self.partition, seed=seed, rounds=self.rounds, ipc=self.ipc,
-            samples_per_class=self.samples_per_class, oversample=self.oversample, temperature=self.protocol.temperature,
-            generator_steps=self.generator_steps, teacher_epochs=self.teacher_epochs, student_epochs=self.protocol.epochs,
-            generator_hflip=self.fit_hflip, generator_guidance=self.generator_guidance, classifier_hflip=False,
-            out=str(out / "runs"), run_id=f"bench-seed{seed}", audit_max_auc=1.0, audit_max_tpr=1.0,
-            audit_max_distance_auc=1.0, audit_reference_models=self.audit_reference_models,
-        )
+def bench_run_config(config: RunConfig, out: Path, seed: int) -> RunConfig:
+    """The fedkr run of one bench seed: the profile's settings, this seed, and a policy that never refuses
+    (the bench scores what would be released; its attacks are reported in the table instead)."""
+    return config.with_overrides(seed=seed, run_id=f"bench-seed{seed}", out=str(out / "runs"), audit_max_auc=1.0,
+                                 audit_max_tpr=1.0, audit_max_distance_auc=1.0)
 
 
-PROFILES: dict[str, BenchProfile] = {
-    "quick": BenchProfile(
-        name="quick", seeds=3, sites=3, partition="dirichlet:1.0", generator_steps=60, teacher_epochs=15,
-        rounds=1, samples_per_class=30, ipc=15, oversample=1.5, fedavg_rounds=4, fedavg_local_epochs=2,
-        protocol=StudentProtocol(epochs=15),
-    ),
-    "full": BenchProfile(
-        name="full", seeds=3, sites=4, partition="dirichlet:0.5", generator_steps=1500, teacher_epochs=30,
-        rounds=2, samples_per_class=100, ipc=400, oversample=1.5, fedavg_rounds=5, fedavg_local_epochs=4,
-        protocol=StudentProtocol(epochs=20), fit_hflip=True, generator_guidance=3.0,
-    ),
-}
+def student_protocol(config: RunConfig) -> StudentProtocol:
+    """The one protocol every method is trained with: the run's student epochs and temperature."""
+    return StudentProtocol(epochs=config.student_epochs, temperature=config.temperature)
 
 
 @dataclass
@@ -129,8 +90,9 @@ class MethodRow:
 
 @dataclass
 class BenchResult:
-    data: str
-    profile: BenchProfile
+    config: RunConfig
+    settings: BenchSettings
+    profile: str
     rows: dict[str, MethodRow]
     site_sizes: dict[str, dict[str, int]]
     fit: dict[str, dict]
@@ -140,40 +102,23 @@ class BenchResult:
     def to_dict(self) -> dict:
         central = self.rows["centralized"].summary()["accuracy_mean"]
         fedkr = self.rows["fedkr"].summary()["accuracy_mean"]
+        run = {k: v for k, v in self.config.to_flat().items() if k != "run-id"}
         return {
-            "schema": "fedkr.bench/1", "data": self.data, "profile": asdict(self.profile),
+            "schema": "fedkr.bench/2", "data": self.config.data,
+            "profile": {"name": self.profile, **asdict(self.settings), "run": run},
             "methods": {name: row.summary() for name, row in self.rows.items()},
             "fedkr_over_centralized": (fedkr / central) if central and fedkr is not None else None,
             "site_sizes": self.site_sizes, "fit": self.fit, "fedkr_runs": self.fedkr_runs, "seconds": self.seconds,
         }
 
 
-class FitOnceLink(InProcessLink):
-    """The in-process link, except that sites fit on the first run only and later runs reuse those models."""
-
-    def __init__(self, sites: list[Site], fitted: tuple[str, dict[str, FitReport | Exception]] | None = None) -> None:
-        """`fitted`: a run id whose models the sites' state folders already hold, with its fit reports."""
-        super().__init__(sites)
-        self.first = fitted
-
-    def fit(self, plan: FitPlan) -> dict[str, FitReport | Exception]:
-        if self.first is None:
-            self.first = (plan.run_id, super().fit(plan))
-            return self.first[1]
-        first_run, replies = self.first
-        for site in self.sites.values():
-            source, target = site.state_dir / "runs" / first_run, site.state_dir / "runs" / plan.run_id
-            if source.is_dir() and not target.exists():
-                shutil.copytree(source, target)
-        return replies
-
-
-def load_bench_sites(data: str, profile: BenchProfile, seed: int) -> tuple[list[SiteData], ImageSet]:
+def load_bench_sites(config: RunConfig) -> tuple[list[SiteData], ImageSet]:
     """Every site's members and holdout as simulation would split them, and the test split."""
-    splits = load_dataset(data, seed=seed)
+    splits = load_dataset(config.data, seed=config.seed)
     if splits.test is None:
-        raise DataError(f"{data}: no test split to score on")
-    sites = [load_site_data(SiteDataSpec(data, i, profile.sites, profile.partition, seed)) for i in range(profile.sites)]
+        raise DataError(f"{config.data}: no test split to score on")
+    sites = [load_site_data(SiteDataSpec(config.data, i, config.sites, config.partition, config.seed, config.holdout_fraction))
+             for i in range(config.sites)]
     return sites, splits.test
 
 
@@ -261,59 +206,62 @@ def _same_data(a: str, b: str) -> bool:
     return a == b or (Path(a).is_file() and Path(b).is_file() and Path(a).resolve() == Path(b).resolve())
 
 
-def adopt_generator(generator_dir: Path, profile: BenchProfile) -> None:
-    """Check that a reused generator was trained on the profile's budget; make it sample with the profile's guidance.
-
-    Guidance changes sampling only, not the trained weights, so a fit is reusable across guidance
-    scales; the copy's settings are rewritten so the sites draw as a fresh fit would.
-    """
-    meta_path = generator_dir / "generator.json"
-    meta = json.loads(meta_path.read_text())
+def check_generator(generator_dir: Path, config: RunConfig) -> None:
+    """Refuse a reused generator not trained on the profile's budget (steps, flips); guidance may differ:
+    it changes sampling only, and the sites sample at the profile's (`Site.reuse_fit`)."""
+    meta = json.loads((generator_dir / "generator.json").read_text())
     trained, hflip = int(meta["trained_steps"]), bool(meta["config"]["hflip"])
-    if (trained, hflip) != (profile.generator_steps, profile.fit_hflip):
+    if (trained, hflip) != (config.generator_steps, config.generator_hflip):
         raise DataError(f"{generator_dir}: trained {trained} steps with hflip={hflip}, the profile asks for "
-                        f"{profile.generator_steps} steps with hflip={profile.fit_hflip}")
-    meta["config"]["guidance_scale"] = profile.generator_guidance
-    meta_path.write_text(json.dumps(meta, indent=2))
+                        f"{config.generator_steps} steps with hflip={config.generator_hflip}")
 
 
-def run_bench(data: str, profile: BenchProfile, out: Path, progress: Progress | None = None,
-              reuse: ReusedFit | None = None) -> BenchResult:
-    """Every method on the same sites and test split; writes nothing but the fedkr runs' own folders."""
+def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: Progress | None = None,
+              reuse: ReusedFit | None = None, profile: str = "") -> BenchResult:
+    """Every method on the same sites and test split; writes nothing but the fedkr runs' own folders.
+
+    `config` holds the sites' and the fedkr run's settings (a profile's, with the user's options);
+    `settings` the seeds and Flower FedAvg's schedule. Sites fit once, on the first seed (or not at
+    all with `reuse`); later seeds run the stages after fit on that one fit.
+
+    Raises `DataError` for data without a test split or a reused fit that does not match, and
+    `ConfigError` for a bad setting, before any baseline trains.
+    """
     say = progress or (lambda message: log.info("%s", message))
     started = time.perf_counter()
     out = Path(out)
-    expected = profile.run_config(data, out, seed=0)  # a bad setting fails here, before any baseline trains
-    site_data, test = load_bench_sites(data, profile, seed=0)
+    expected = bench_run_config(config, out, seed=0)  # a bad setting fails here, before any baseline trains
+    site_data, test = load_bench_sites(config.with_overrides(seed=0))
     num_classes = test.num_classes
-    audit = AuditSettings(reference_models=profile.audit_reference_models)
+    audit = AuditSettings(reference_models=config.audit_reference_models)
     references = [ReferenceCache() for _ in site_data]  # every method is attacked through one architecture
-    protocol = profile.protocol
+    protocol = student_protocol(config)
     rows = {name: MethodRow(name) for name in METHODS}
     members_x = np.concatenate([s.members.images for s in site_data])
     members_y = np.concatenate([s.members.labels for s in site_data])
     sites = [Site(f"site-{i}", d, out / "sites" / f"site-{i}") for i, d in enumerate(site_data)]
-    link = FitOnceLink(sites)
-    reused_fit_seconds: float | None = None
+    link = InProcessLink(sites)
+    fit: FitResult | None = None
+    fit_dirs: dict[str, Path] = {}
     if reuse is not None:
-        sites_dir, fit_run, reports, reused_fit_seconds = reuse.load(expected)
-        reports = {sid: replace(r, generator_summary={**r.generator_summary, "guidance_scale": profile.generator_guidance})
+        sites_dir, fit_run, reports, reused_seconds = reuse.load(expected)
+        reports = {sid: replace(r, generator_summary={**r.generator_summary, "guidance_scale": config.generator_guidance})
                    for sid, r in reports.items()}
         if sorted(reports) != [s.site_id for s in sites]:
             raise DataError(f"{reuse.run_dir}: its sites {sorted(reports)} are not this bench's {[s.site_id for s in sites]}")
         for site in sites:
-            shutil.copytree(sites_dir / site.site_id / "runs" / fit_run, site.state_dir / "runs" / fit_run)
-            adopt_generator(site.state_dir / "runs" / fit_run / "generator", profile)
-        link.first = (fit_run, dict(reports))
+            fit_dirs[site.site_id] = sites_dir / site.site_id / "runs" / fit_run
+            check_generator(fit_dirs[site.site_id] / "generator", expected)
+        first = next(iter(reports.values()))
+        fit = FitResult(fit_run, reports, {}, first.class_names, first.image_shape, reused_seconds)
     fedkr_runs: list[dict] = []
-    for k in range(profile.seeds):
-        seed = k
-        first = k == 0
+    for seed in range(settings.seeds):
+        first_seed = seed == 0
         say(f"seed {seed}: centralized")
         model, acc, secs = train_on_real(members_x, members_y, test, protocol, seed, num_classes)
         rows["centralized"].accuracy.append(acc)
         rows["centralized"].seconds.append(secs)
-        if first:
+        if first_seed:
             _set_mia(rows["centralized"], worst_site_mia([model] * len(site_data), site_data, audit, references))
             rows["centralized"].bytes_uploaded_per_site = float(np.mean([s.members.images.nbytes for s in site_data]))
 
@@ -324,7 +272,7 @@ def run_bench(data: str, profile: BenchProfile, out: Path, progress: Progress | 
         rows["local_worst"].accuracy.append(float(np.min(accs)))
         for name in ("local_mean", "local_worst"):
             rows[name].seconds.append(float(sum(s for _, _, s in local)))
-        if first:
+        if first_seed:
             mia = worst_site_mia([m for m, _, _ in local], site_data, audit, references)
             for name in ("local_mean", "local_worst"):
                 _set_mia(rows[name], mia)
@@ -332,50 +280,51 @@ def run_bench(data: str, profile: BenchProfile, out: Path, progress: Progress | 
 
         say(f"seed {seed}: Flower FedAvg")
         # the protocol's floor of optimisation steps spread over the rounds, not demanded of every round
-        per_round = replace(protocol.train_config(seed, soft=False), min_steps=-(-600 // profile.fedavg_rounds))
+        per_round = replace(protocol.train_config(seed, soft=False), min_steps=-(-600 // settings.fedavg_rounds))
         fed = run_fedavg([s.members for s in site_data], test, per_round,
-                         FedAvgSettings(rounds=profile.fedavg_rounds, local_epochs=profile.fedavg_local_epochs,
+                         FedAvgSettings(rounds=settings.fedavg_rounds, local_epochs=settings.fedavg_local_epochs,
                                         seed=seed, channels=protocol.channels))
         rows["fedavg"].accuracy.append(fed.test_accuracy)
         rows["fedavg"].seconds.append(fed.seconds)
-        if first:
+        if first_seed:
             _set_mia(rows["fedavg"], worst_site_mia([fed.model] * len(site_data), site_data, audit, references))
             rows["fedavg"].bytes_uploaded_per_site = float(np.mean(fed.bytes_uploaded_per_site))
 
-        say(f"seed {seed}: fedkr" + (" (sites fit their teacher and generator)" if first and reuse is None else ""))
-        config = profile.run_config(data, out, seed)
-        coordinator = Coordinator(config, test)
+        say(f"seed {seed}: fedkr" + (" (sites fit their teacher and generator)" if fit is None else ""))
+        run_config = bench_run_config(config, out, seed)
+        if fit is not None:  # the stages after fit, on the sites' one fit
+            for site in sites:
+                site.reuse_fit(fit_dirs.get(site.site_id, site.state_dir / "runs" / fit.run_id), run_config.run_id,
+                               config.generator_guidance)
+        fitted_here = fit is None
         run_started = time.perf_counter()
-        outcome = coordinator.run(link)
-        run_seconds = time.perf_counter() - run_started
-        if first:  # later seeds reuse the fit: count its time in every seed's wall time, as a fresh run would spend it
-            fit_seconds = coordinator.timings.get("fit", 0.0) if reused_fit_seconds is None else reused_fit_seconds
-            if reused_fit_seconds is not None:
-                run_seconds += fit_seconds
-        else:
-            run_seconds += fit_seconds
+        outcome = Coordinator(run_config, test).run(link, fit=fit)
+        record = outcome.record
+        fit = record.need("fit", record.fit)
+        # every seed's wall time counts the fit once, as a fresh run would spend it
+        run_seconds = time.perf_counter() - run_started + (0.0 if fitted_here else fit.seconds)
         rows["fedkr"].accuracy.append(float(outcome.metrics["student_test_accuracy"]))
         rows["fedkr"].seconds.append(run_seconds)
         fedkr_runs.append({k2: outcome.metrics[k2] for k2 in ("run_id", "pool_size", "synthesis_quality", "selection",
                                                                "relabelled_by", "stage_seconds", "student_test_accuracy")})
 
         say(f"seed {seed}: naive pooling")
-        pool = coordinator.pool_arrays
-        naive = build_classifier(coordinator.student.config, seed)
+        pool = record.need("recycle", record.pool).arrays()
+        student = record.need("student", record.student)
+        naive = build_classifier(student.config, seed)
         naive_started = time.perf_counter()
         train_classifier(naive, pool.images, one_hot(pool.hard_labels, num_classes), protocol.train_config(seed, soft=False))
         rows["naive_pooling"].accuracy.append(accuracy(naive, test.images, test.labels))
-        rows["naive_pooling"].seconds.append(fit_seconds)
-        rows["naive_pooling"].seconds[-1] += coordinator.timings["synthesis"] + time.perf_counter() - naive_started
-        if first:
-            _set_mia(rows["fedkr"], worst_site_mia([coordinator.student] * len(site_data), site_data, audit, references))
+        rows["naive_pooling"].seconds.append(fit.seconds + record.timings["synthesis"] + time.perf_counter() - naive_started)
+        if first_seed:
+            _set_mia(rows["fedkr"], worst_site_mia([student] * len(site_data), site_data, audit, references))
             _set_mia(rows["naive_pooling"], worst_site_mia([naive] * len(site_data), site_data, audit, references))
-            run_id = config.run_id
+            run_id = run_config.run_id
             rows["fedkr"].bytes_uploaded_per_site = float(np.mean([ledger_bytes(s, run_id) for s in sites]))
             rows["naive_pooling"].bytes_uploaded_per_site = float(np.mean([ledger_bytes(s, run_id, ("shard",)) for s in sites]))
-    fit = {sid: r.to_dict() for sid, r in link.first[1].items() if isinstance(r, FitReport)} if link.first else {}
+    reports = {sid: r.to_dict() for sid, r in fit.reports.items()} if fit is not None else {}
     sizes = {f"site-{i}": {"members": len(d.members), "holdout": len(d.holdout)} for i, d in enumerate(site_data)}
-    return BenchResult(data, profile, rows, sizes, fit, fedkr_runs, time.perf_counter() - started)
+    return BenchResult(config, settings, profile, rows, sizes, reports, fedkr_runs, time.perf_counter() - started)
 
 
 # --- output ---------------------------------------------------------------------------------------
@@ -445,7 +394,3 @@ def write_outputs(result: BenchResult, out: Path) -> dict[str, Path]:
     paths["markdown"].write_text(markdown_table(data))
     plot(data, paths["plot"])
     return paths
-
-
-def with_overrides(profile: BenchProfile, **changes: object) -> BenchProfile:
-    return replace(profile, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""The coordinator's run: fit, recycle, distill, student, audit, release or refuse.
+"""The coordinator's run as named stages: fit, recycle, distill, relabel, student, audit, release (or refuse).
 
 Transport-free: it talks to sites through a `SiteLink`, and reports stage progress through a
 callback so that a CLI can show it.
@@ -15,7 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from fedkr.shared.audit_policy import decide_release
+from typing import TypeVar
+
+from fedkr.shared.audit_policy import AuditDecision, decide_release
 from fedkr.shared.classifier import CompactCNN, accuracy
 from fedkr.shared.data import ImageSet
 from fedkr.shared.reports import AuditCandidate, FitPlan, FitReport, RelabelRequest
@@ -23,12 +25,12 @@ from fedkr.shared.shard import ShardError, ShardSpec, SynthesisRequest
 from fedkr.shared.shard_wire import ReplayGuard
 
 from .audit_document import audit_summary
-from .config import RunConfig
+from fedkr.shared.config import RunConfig
 from .distill import DistilledSet, distill
 from .intake import PlainIntake, SealedIntake
 from .keyring import CoordinatorKeys, load_coordinator_keys
 from .link import SiteLink
-from .pool import Pool, PoolArrays
+from .pool import Pool
 from .relabel import class_support, combine_labels
 from .release import write_refusal, write_release
 from .student import pool_features, train_student
@@ -36,6 +38,7 @@ from .student import pool_features, train_student
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
+T = TypeVar("T")
 
 #: The most images one shard may hold; larger requests are refused before any site generates.
 MAX_SHARD_IMAGES = 20_000
@@ -60,13 +63,66 @@ class RunError(RuntimeError):
     """The run cannot go on; the message says why."""
 
 
+@dataclass(frozen=True)
+class FitResult:
+    """What the fit stage learned of the sites: their reports, who failed, the label space and image shape.
+
+    `run_id` names the run whose models the sites hold. A later run on the same sites may reuse it
+    (the bench does) once each site has been told to answer the new run with those models
+    (`Site.reuse_fit`): requests always carry the new run's id.
+    """
+
+    run_id: str
+    reports: dict[str, FitReport]
+    failed: dict[str, str]
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+    seconds: float
+
+
+@dataclass
+class RunRecord:
+    """What a run has so far; each stage reads it and adds its own output.
+
+    Stages in order: fit (`fit`), recycle (`pool`, `shard_summaries`), distill (`distilled`),
+    relabel (`distilled` with the sites' labels, `relabelled_by`), student (`student`,
+    `test_accuracy`), audit (`decision`), release (`metrics`, the outcome).
+    """
+
+    config: RunConfig
+    intake: PlainIntake | SealedIntake
+    timings: dict[str, float] = field(default_factory=dict)
+    fit: FitResult | None = None
+    active: dict[str, FitReport] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
+    pool: Pool | None = None
+    shard_summaries: list[dict] = field(default_factory=list)
+    distilled: DistilledSet | None = None
+    relabelled_by: list[str] = field(default_factory=list)
+    student: CompactCNN | None = None
+    test_accuracy: float | None = None
+    decision: AuditDecision | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.config.run_dir
+
+    def need(self, stage: str, value: T | None) -> T:
+        if value is None:
+            raise RunError(f"the {stage} stage has not run")
+        return value
+
+
 @dataclass
 class RunOutcome:
+    """A finished run: released (`release_dir`) or refused (`refusal_path`), its metrics, and its record."""
+
     run_dir: Path
     released: bool
     release_dir: Path | None
     refusal_path: Path | None
     metrics: dict = field(default_factory=dict)
+    record: RunRecord | None = None
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -74,90 +130,111 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 
 
 class Coordinator:
+    """The coordinator's side of a run, transport-free: it reaches sites through a `SiteLink`.
+
+    `run` is the sequence of named stages (fit, recycle, distill, relabel, student, audit,
+    release); each stage is a method over a `RunRecord`, so a caller that measures (the bench,
+    `benchmarks/levers.py`) can reuse a fit and run the later stages again with other settings.
+    Stage progress goes to `progress(stage, done, total)`.
+    """
+
     def __init__(
         self, config: RunConfig, test_set: ImageSet | None = None, progress: Progress | None = None, keys: CoordinatorKeys | None = None
     ) -> None:
-        """`keys` (or the config's `coordinator_dir`) switches to deployment: sealed shards, signed releases."""
+        """`keys` (or the config's `coordinator_dir`) switches to deployment: sealed shards, signed releases.
+
+        Raises `KeyFileError`/`ValueError` (from `load_coordinator_keys`) for an unreadable key folder.
+        """
         self.config = config
         self.test_set = test_set
         self.progress = progress or _no_progress
-        self.timings: dict[str, float] = {}
-        #: What the last run built, for in-process callers that measure it (a benchmark): never written out.
-        self.pool_arrays: PoolArrays | None = None
-        self.distilled: DistilledSet | None = None
-        self.student: CompactCNN | None = None
         if keys is None and config.coordinator_dir:
             keys = load_coordinator_keys(Path(config.coordinator_dir))
         self.keys = keys
 
-    def _intake(self, run_dir: Path) -> PlainIntake | SealedIntake:
-        if self.keys is None:
-            return PlainIntake()
-        return SealedIntake(self.keys, self.config.run_id, ReplayGuard(run_dir / "seen_nonces.txt"))
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self, link: SiteLink, fit: FitResult | None = None) -> RunOutcome:
+        """Every stage in order; with `fit`, the sites' earlier fit stands in for the fit stage.
 
-    def _check_quorum(self, active: dict[str, FitReport], dropped: dict[str, str], stage: str) -> None:
-        quorum = self.config.min_sites
-        if len(active) < quorum:
-            why = "; ".join(f"{s}: {r}" for s, r in sorted(dropped.items())) or "no site answered"
-            raise RunError(f"{stage}: {len(active)} site(s) remain ({', '.join(sorted(active)) or 'none'}), fewer than "
-                           f"the quorum of {quorum}; no release is written. Dropped: {why}")
-
-    def _timed(self, stage: str, started: float) -> None:
-        self.timings[stage] = round(time.perf_counter() - started, 2)
-
-    def run(self, link: SiteLink) -> RunOutcome:
-        """Run every stage; a run that cannot go on leaves `stopped.json` with the reason, and no release."""
+        A run that cannot go on leaves `stopped.json` with the reason, and no release; the
+        exception (`RunError` for a reason the run states) is raised again.
+        """
+        record = self.start()
         try:
-            return self._run(link)
+            record.fit = fit if fit is not None else self.fit(record, link)
+            record.active = dict(record.fit.reports)
+            self.recycle(record, link)
+            self.distill(record)
+            if self.config.relabel:
+                self.relabel(record, link)
+            self.train_student(record)
+            self.audit(record, link)
+            return self.release(record)
         except Exception as exc:
-            reason = str(exc) if isinstance(exc, RunError) else f"{type(exc).__name__}: {exc}"
-            run_dir = self.config.run_dir
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "stopped.json").write_text(json.dumps({"run_id": self.config.run_id, "reason": reason,
-                                                              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
-            log.error("run %s stopped: %s", self.config.run_id, reason)
+            self._stopped(exc)
             raise
 
-    def _run(self, link: SiteLink) -> RunOutcome:
-        cfg = self.config
-        run_dir = cfg.run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
-        total_rounds = cfg.rounds + 4  # fit, R rounds, distill+student, audit, release
+    def start(self) -> RunRecord:
+        """A fresh record, with the run folder made and the intake (plain, or sealed with keys) set up."""
+        self.config.run_dir.mkdir(parents=True, exist_ok=True)
+        return RunRecord(self.config, self._intake(self.config.run_dir))
 
-        # round 0: every site fits its teacher and generator
-        self.progress("fit: sites train teacher and generator", 0, total_rounds)
+    def _stopped(self, exc: Exception) -> None:
+        reason = str(exc) if isinstance(exc, RunError) else f"{type(exc).__name__}: {exc}"
+        run_dir = self.config.run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "stopped.json").write_text(json.dumps({"run_id": self.config.run_id, "reason": reason,
+                                                          "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
+        log.error("run %s stopped: %s", self.config.run_id, reason)
+
+    def _total(self) -> int:
+        return self.config.rounds + 4  # fit, R rounds, distill+student, audit, release
+
+    # -- stages ----------------------------------------------------------------------------------
+    def fit(self, record: RunRecord, link: SiteLink) -> FitResult:
+        """Stage 1: every site trains its teacher and generator; sites that fail or disagree are left out.
+
+        Raises `RunError` when no site, or fewer than the quorum, completed fit.
+        """
+        cfg = self.config
+        self.progress("fit: sites train teacher and generator", 0, self._total())
         started = time.perf_counter()
         plan = FitPlan(run_id=cfg.run_id, teacher=cfg.teacher_config(), generator=cfg.generator_config(), dp=cfg.dp_config())
-        intake = self._intake(run_dir)
         replies = link.fit(plan)
         reports = {sid: r for sid, r in replies.items() if isinstance(r, FitReport)}
-        failed_fit = {sid: str(r) for sid, r in replies.items() if not isinstance(r, FitReport)}
+        failed = {sid: str(r) for sid, r in replies.items() if not isinstance(r, FitReport)}
         for sid in sorted(reports):
-            refused = intake.check_site(sid)
+            refused = record.intake.check_site(sid)
             if refused:
                 log.warning("%s left out: %s", sid, refused)
-                failed_fit[sid] = refused
+                failed[sid] = refused
                 del reports[sid]
-        self._check_dp(reports, failed_fit)
+        self._check_dp(reports, failed)
         if not reports:
-            raise RunError("no site completed fit: " + "; ".join(f"{s}: {e}" for s, e in failed_fit.items()))
-        self._check_quorum(reports, failed_fit, "after fit")
-        class_names, image_shape = self._agree_on_data(reports, failed_fit)
+            raise RunError("no site completed fit: " + "; ".join(f"{s}: {e}" for s, e in failed.items()))
+        self._check_quorum(reports, failed, "after fit")
+        class_names, image_shape = self._agree_on_data(reports, failed)
         self._check_test_set(class_names, image_shape)
         budget = cfg.samples_per_class * len(class_names)
         if budget > MAX_SHARD_IMAGES:
             raise RunError(f"samples-per-class {cfg.samples_per_class} x {len(class_names)} classes = {budget} images "
                            f"per shard, more than the {MAX_SHARD_IMAGES} a shard may hold")
-        self._timed("fit", started)
+        self._timed(record, "fit", started)
+        return FitResult(cfg.run_id, reports, failed, class_names, image_shape, record.timings["fit"])
 
-        # rounds 1..R: a fresh shard from every site, validated into the pool
-        spec = ShardSpec(image_shape, len(class_names), MAX_SHARD_IMAGES)
-        pool = Pool(spec)
-        shard_summaries: list[dict] = []
-        dropped: dict[str, str] = {}
+    def recycle(self, record: RunRecord, link: SiteLink) -> Pool:
+        """Stage 2, rounds 1..R: a fresh shard from every active site, validated into the pool.
+
+        A site whose shard is refused leaves the run with its earlier shards. Raises `RunError`
+        below the quorum or when no shard reached the pool.
+        """
+        cfg, fit = self.config, record.need("fit", record.fit)
+        spec = ShardSpec(fit.image_shape, len(fit.class_names), MAX_SHARD_IMAGES)
+        pool = record.pool = Pool(spec)
+        reports, dropped, intake = record.active, record.dropped, record.intake
         started = time.perf_counter()
         for rnd in range(1, cfg.rounds + 1):
-            self.progress(f"round {rnd}/{cfg.rounds}: sites synthesize fresh shards", rnd, total_rounds)
+            self.progress(f"round {rnd}/{cfg.rounds}: sites synthesize fresh shards", rnd, self._total())
             requests = {sid: self._request(rnd, rep) for sid, rep in reports.items()}
             for sid in sorted(sid for sid, req in requests.items() if req.total == 0):
                 # nothing to ask of it, so it contributes nothing: it must not count towards the quorum
@@ -177,109 +254,46 @@ class Coordinator:
                     self._drop(sid, f"round {rnd}: {reason}", reports, dropped, pool)
                     continue
                 if pool.add(shard, expected_count=requests[sid].total):
-                    shard_summaries.append({"site": sid, "round": rnd, "images": len(shard), "summary": shard.summary})
+                    record.shard_summaries.append({"site": sid, "round": rnd, "images": len(shard), "summary": shard.summary})
                 else:
                     self._drop(sid, f"round {rnd}: {pool.rejections[-1]['reason']}", reports, dropped, pool)
-            self._check_quorum(reports, {**failed_fit, **dropped}, f"round {rnd}")
-        self._timed("synthesis", started)
+            self._check_quorum(reports, {**fit.failed, **dropped}, f"round {rnd}")
+        self._timed(record, "synthesis", started)
         if len(pool) == 0:
             raise RunError("no valid shard reached the pool; see the log for each site's reason")
+        return pool
 
-        # distill and train the student
-        self.progress("distill and train the student", cfg.rounds + 1, total_rounds)
+    def distill(self, record: RunRecord) -> DistilledSet:
+        """Stage 3: IPC images per class from the pool; spectral matching weighs each row by its site's support for its class."""
+        cfg, fit, pool = self.config, record.need("fit", record.fit), record.need("recycle", record.pool)
+        self.progress("distill and train the student", cfg.rounds + 1, self._total())
         started = time.perf_counter()
-        distilled = self._distill(pool, reports, class_names, image_shape)
-        self._timed("distill", started)
-        relabelled_by: list[str] = []
-        if cfg.relabel:
-            started = time.perf_counter()
-            distilled, relabelled_by = self._relabel(link, intake, distilled, reports)
-            self._timed("relabel", started)
-        started = time.perf_counter()
-        student = train_student(distilled, image_shape, cfg.student_config())
-        self.distilled, self.student = distilled, student
-        self._timed("student", started)
-        test_accuracy = None
-        if self.test_set is not None:
-            test_accuracy = accuracy(student, self.test_set.images, self.test_set.labels)
-            log.info("student test accuracy %.4f on %d real test images", test_accuracy, len(self.test_set))
-
-        # audit: every site attacks the candidate with its own members and holdout
-        self.progress("audit: sites attack the candidate", cfg.rounds + 2, total_rounds)
-        started = time.perf_counter()
-        candidate = AuditCandidate(
-            run_id=cfg.run_id,
-            student_config=student.config,
-            student_weights={k: v.detach().numpy().copy() for k, v in student.state_dict().items()},
-            released_images=distilled.images,
-            reference_models=cfg.audit_reference_models,
-            lira=cfg.audit_lira,
-        )
-        candidates = intake.candidates(sorted(reports), candidate)
-        audit_replies = intake.audit_reports(link.audit(sorted(reports), candidates), candidates)  # type: ignore[arg-type]
-        self._timed("audit", started)
-        decision = decide_release(audit_replies, cfg.audit_policy())
-
-        metrics = {
-            "run_id": cfg.run_id,
-            "config": {k: v for k, v in vars(cfg).items()},
-            "sites": {sid: rep.to_dict() for sid, rep in sorted(reports.items())},
-            "sites_failed_fit": failed_fit,
-            "contributors": sorted(reports),
-            "sites_dropped": dropped,
-            "min_sites": cfg.min_sites,
-            "sealed_transport": intake.sealed,
-            "pool_size_by_round": {str(k): v for k, v in pool.size_by_round().items()},
-            "pool_size": len(pool),
-            "pool_rejections": pool.rejections,
-            "shards": shard_summaries,
-            "synthesis_quality": synthesis_quality(shard_summaries),
-            "selection": cfg.selection,
-            "relabelled_by": relabelled_by,
-            "distilled_per_class": {class_names[c]: int(n) for c, n in enumerate(distilled.per_class())},
-            "student_test_accuracy": test_accuracy,
-            "test_images": None if self.test_set is None else len(self.test_set),
-            "audit": audit_summary(decision),
-            "stage_seconds": self.timings,
-        }
-        self.progress("release", cfg.rounds + 3, total_rounds)
-        if decision.passed:
-            signer = self.keys.signing_key if self.keys is not None else None
-            release_dir = write_release(run_dir / "release", distilled, student, metrics, decision, signer=signer)
-            outcome = RunOutcome(run_dir, True, release_dir, None, metrics)
-        else:
-            refusal = write_refusal(run_dir, decision, metrics, distilled, student)
-            outcome = RunOutcome(run_dir, False, None, refusal, metrics)
-        self.progress("done", total_rounds, total_rounds)
-        return outcome
-
-    def _distill(self, pool: Pool, reports: dict[str, FitReport], class_names: tuple[str, ...],
-                 image_shape: tuple[int, int, int]) -> DistilledSet:
-        """IPC images per class from the pool; spectral matching weighs each row by its site's support for its class."""
-        cfg = self.config
-        arrays = self.pool_arrays = pool.arrays()
-        feats = pool_features(arrays.images, arrays.soft_labels, image_shape, cfg.seed)
-        sites = sorted(reports)
-        support = class_support(reports, sites)
+        arrays = pool.arrays()
+        feats = pool_features(arrays.images, arrays.soft_labels, fit.image_shape, cfg.seed)
+        sites = sorted(record.active)
+        support = class_support(record.active, sites)
         row_of_site = {sid: i for i, sid in enumerate(sites)}
         weights = support[[row_of_site[str(s)] for s in arrays.site_ids], arrays.hard_labels]
-        holds = np.array([[n >= cfg.min_class_members for n in reports[sid].member_class_counts] for sid in sites])
-        return distill(arrays.images, arrays.soft_labels, arrays.hard_labels, feats, class_names, cfg.ipc,
-                       cfg.drop_fraction, selection=cfg.selection, class_support=holds.mean(axis=0),
-                       sample_weights=np.maximum(weights, 1e-6), seed=cfg.seed)
+        holds = np.array([[n >= cfg.min_class_members for n in record.active[sid].member_class_counts] for sid in sites])
+        record.distilled = distill(arrays.images, arrays.soft_labels, arrays.hard_labels, feats, fit.class_names, cfg.ipc,
+                                   cfg.drop_fraction, selection=cfg.selection, class_support=holds.mean(axis=0),
+                                   sample_weights=np.maximum(weights, 1e-6), seed=cfg.seed)
+        self._timed(record, "distill", started)
+        return record.distilled
 
-    def _relabel(self, link: SiteLink, intake: PlainIntake | SealedIntake, distilled: DistilledSet,
-                 reports: dict[str, FitReport]) -> tuple[DistilledSet, list[str]]:
-        """Every contributing site's teacher labels the distilled images; a site that fails has no say.
+    def relabel(self, record: RunRecord, link: SiteLink) -> DistilledSet:
+        """Stage 4: every contributing site's teacher labels the distilled images; a site that fails has no say.
 
         Sites that did not answer are left out of the weights; with no answer at all the shards'
         own labels stay, so relabelling can improve labels but never stop a run.
         """
-        sites = sorted(reports)
+        distilled = record.need("distill", record.distilled)
+        started = time.perf_counter()
+        sites = sorted(record.active)
         request = RelabelRequest(self.config.run_id, distilled.images, self.config.temperature)
-        requests = intake.relabel_requests(sites, request)
+        requests = record.intake.relabel_requests(sites, request)
         shape = (len(distilled), len(distilled.class_names))
-        checked = intake.relabel_replies(link.relabel(requests), requests, shape)
+        checked = record.intake.relabel_replies(link.relabel(requests), requests, shape)
         answered: dict[str, np.ndarray] = {}
         for sid in sites:
             reply = checked.get(sid, ValueError("no reply"))
@@ -291,11 +305,101 @@ class Coordinator:
         try:
             if not names:
                 raise ValueError("no site relabelled the distilled set")
-            labels = combine_labels([answered[s] for s in names], class_support(reports, names))
+            labels = combine_labels([answered[s] for s in names], class_support(record.active, names))
         except ValueError as exc:
             log.warning("%s; the shards' own labels stay", exc)
-            return distilled, []
-        return replace(distilled, soft_labels=labels), names
+        else:
+            record.distilled, record.relabelled_by = replace(distilled, soft_labels=labels), names
+        self._timed(record, "relabel", started)
+        return record.distilled
+
+    def train_student(self, record: RunRecord) -> CompactCNN:
+        """Stage 5: the student on the distilled set, scored on the test split when the coordinator has one."""
+        distilled, fit = record.need("distill", record.distilled), record.need("fit", record.fit)
+        started = time.perf_counter()
+        student = record.student = train_student(distilled, fit.image_shape, self.config.student_config())
+        self._timed(record, "student", started)
+        if self.test_set is not None:
+            record.test_accuracy = accuracy(student, self.test_set.images, self.test_set.labels)
+            log.info("student test accuracy %.4f on %d real test images", record.test_accuracy, len(self.test_set))
+        return student
+
+    def audit(self, record: RunRecord, link: SiteLink) -> AuditDecision:
+        """Stage 6: every site attacks the candidate with its own members and holdout; the policy decides."""
+        cfg = self.config
+        student, distilled = record.need("student", record.student), record.need("distill", record.distilled)
+        self.progress("audit: sites attack the candidate", cfg.rounds + 2, self._total())
+        started = time.perf_counter()
+        candidate = AuditCandidate(
+            run_id=cfg.run_id,
+            student_config=student.config,
+            student_weights={k: v.detach().numpy().copy() for k, v in student.state_dict().items()},
+            released_images=distilled.images,
+            reference_models=cfg.audit_reference_models,
+            lira=cfg.audit_lira,
+        )
+        sites = sorted(record.active)
+        candidates = record.intake.candidates(sites, candidate)
+        replies = record.intake.audit_reports(link.audit(sites, candidates), candidates)  # type: ignore[arg-type]
+        self._timed(record, "audit", started)
+        record.decision = decide_release(replies, cfg.audit_policy())
+        return record.decision
+
+    def release(self, record: RunRecord) -> RunOutcome:
+        """Stage 7: write the signed release when the audit passed, the refusal otherwise; metrics.json either way."""
+        cfg, fit, pool = self.config, record.need("fit", record.fit), record.need("recycle", record.pool)
+        distilled, student = record.need("distill", record.distilled), record.need("student", record.student)
+        decision = record.need("audit", record.decision)
+        metrics = {
+            "run_id": cfg.run_id,
+            "config": {k: v for k, v in vars(cfg).items()},
+            "fit_run_id": fit.run_id,
+            "sites": {sid: rep.to_dict() for sid, rep in sorted(record.active.items())},
+            "sites_failed_fit": fit.failed,
+            "contributors": sorted(record.active),
+            "sites_dropped": record.dropped,
+            "min_sites": cfg.min_sites,
+            "sealed_transport": record.intake.sealed,
+            "pool_size_by_round": {str(k): v for k, v in pool.size_by_round().items()},
+            "pool_size": len(pool),
+            "pool_rejections": pool.rejections,
+            "shards": record.shard_summaries,
+            "synthesis_quality": synthesis_quality(record.shard_summaries),
+            "selection": cfg.selection,
+            "relabelled_by": record.relabelled_by,
+            "distilled_per_class": {fit.class_names[c]: int(n) for c, n in enumerate(distilled.per_class())},
+            "student_test_accuracy": record.test_accuracy,
+            "test_images": None if self.test_set is None else len(self.test_set),
+            "audit": audit_summary(decision),
+            "stage_seconds": {"fit": fit.seconds, **record.timings},
+        }
+        self.progress("release", cfg.rounds + 3, self._total())
+        if decision.passed:
+            signer = self.keys.signing_key if self.keys is not None else None
+            release_dir = write_release(record.run_dir / "release", distilled, student, metrics, decision, signer=signer)
+            outcome = RunOutcome(record.run_dir, True, release_dir, None, metrics, record)
+        else:
+            refusal = write_refusal(record.run_dir, decision, metrics, distilled, student)
+            outcome = RunOutcome(record.run_dir, False, None, refusal, metrics, record)
+        self.progress("done", self._total(), self._total())
+        return outcome
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _intake(self, run_dir: Path) -> PlainIntake | SealedIntake:
+        if self.keys is None:
+            return PlainIntake()
+        return SealedIntake(self.keys, self.config.run_id, ReplayGuard(run_dir / "seen_nonces.txt"))
+
+    def _check_quorum(self, active: dict[str, FitReport], dropped: dict[str, str], stage: str) -> None:
+        quorum = self.config.min_sites
+        if len(active) < quorum:
+            why = "; ".join(f"{s}: {r}" for s, r in sorted(dropped.items())) or "no site answered"
+            raise RunError(f"{stage}: {len(active)} site(s) remain ({', '.join(sorted(active)) or 'none'}), fewer than "
+                           f"the quorum of {quorum}; no release is written. Dropped: {why}")
+
+    @staticmethod
+    def _timed(record: RunRecord, stage: str, started: float) -> None:
+        record.timings[stage] = round(time.perf_counter() - started, 2)
 
     def _drop(self, sid: str, reason: str, active: dict[str, FitReport], dropped: dict[str, str], pool: Pool) -> None:
         """A site that fails to deliver leaves the run, and its earlier shards leave the pool.

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from fedkr.bench import METHODS, PROFILES, markdown_table, run_bench, write_outputs
-from fedkr.server.config import RunConfig
+from fedkr.bench import METHODS, bench_run_config, markdown_table, run_bench, write_outputs
+from fedkr.shared.config import PROFILES, RunConfig
 from fedkr.student_protocol import StudentProtocol
 
 
@@ -18,9 +18,10 @@ def test_run_and_bench_train_the_student_by_the_same_protocol():
 @pytest.mark.flower
 def test_quick_bench_rows_complete_and_fedkr_beats_naive_pooling(tmp_path):
     profile = PROFILES["quick"]
-    result = run_bench("digits", profile, tmp_path)
+    settings = profile.bench_settings()
+    result = run_bench(profile.run_config(), settings, tmp_path, profile="quick")
     for name in METHODS:
-        assert result.rows[name].complete(profile.seeds), (name, result.rows[name])
+        assert result.rows[name].complete(settings.seeds), (name, result.rows[name])
     data = result.to_dict()
     fedkr, naive = data["methods"]["fedkr"], data["methods"]["naive_pooling"]
     assert fedkr["accuracy_mean"] > naive["accuracy_mean"], (fedkr["accuracy"], naive["accuracy"])
@@ -30,7 +31,7 @@ def test_quick_bench_rows_complete_and_fedkr_beats_naive_pooling(tmp_path):
     assert 0 < naive["bytes_uploaded_per_site"] <= fedkr["bytes_uploaded_per_site"]
     assert data["methods"]["local_mean"]["bytes_uploaded_per_site"] == 0
     paths = write_outputs(result, tmp_path / "out")
-    assert json.loads(paths["json"].read_text())["schema"] == "fedkr.bench/1"
+    assert json.loads(paths["json"].read_text())["schema"] == "fedkr.bench/2"
     table = paths["markdown"].read_text()
     assert table == markdown_table(data) and table.count("\n| ") == len(METHODS)
     assert paths["plot"].stat().st_size > 10_000
@@ -53,24 +54,21 @@ def test_reused_fit_reads_the_fit_of_a_finished_run(tmp_path):
         ReusedFit(tmp_path / "nothing").load()
 
 
-def test_a_reused_generator_must_match_the_profile_and_samples_at_its_guidance(tmp_path):
-    from dataclasses import replace
-
-    from fedkr.bench import adopt_generator
+def test_a_reused_generator_must_match_the_profile(tmp_path):
+    from fedkr.bench import check_generator
     from fedkr.shared.data import DataError
 
-    profile = replace(PROFILES["quick"], generator_guidance=2.5)
-    meta = {"config": {"hflip": profile.fit_hflip, "guidance_scale": 1.0}, "trained_steps": profile.generator_steps}
+    config = PROFILES["quick"].run_config()
+    meta = {"config": {"hflip": config.generator_hflip, "guidance_scale": 1.0}, "trained_steps": config.generator_steps}
     (tmp_path / "generator.json").write_text(json.dumps(meta))
-    adopt_generator(tmp_path, profile)
-    assert json.loads((tmp_path / "generator.json").read_text())["config"]["guidance_scale"] == 2.5
-    (tmp_path / "generator.json").write_text(json.dumps({**meta, "trained_steps": profile.generator_steps + 1}))
+    check_generator(tmp_path, config)
+    (tmp_path / "generator.json").write_text(json.dumps({**meta, "trained_steps": config.generator_steps + 1}))
     with pytest.raises(DataError, match="profile asks for"):
-        adopt_generator(tmp_path, profile)
+        check_generator(tmp_path, config)
 
 
 def test_generator_guidance_reaches_the_sites_generator_and_is_checked():
-    from fedkr.server.config import ConfigError
+    from fedkr.shared.config import ConfigError
 
     assert RunConfig.from_flat({"generator-guidance": "3"}).generator_config().guidance_scale == 3.0
     with pytest.raises(ConfigError, match="generator-guidance"):
@@ -81,7 +79,7 @@ def test_a_reused_fit_with_other_training_settings_is_refused(tmp_path):
     from fedkr.bench import ReusedFit
     from fedkr.shared.data import DataError
 
-    expected = PROFILES["quick"].run_config("digits", tmp_path, seed=0)
+    expected = bench_run_config(PROFILES["quick"].run_config(), tmp_path, seed=0)
     run = tmp_path / "runs" / "r1"
     run.mkdir(parents=True)
     config = {key: getattr(expected, key) for key in ReusedFit.MUST_MATCH} | {"data": "digits",
