@@ -17,7 +17,7 @@ from fedkr.client.auditor import AuditSettings, audit_model
 from fedkr.client.site import load_teacher as saved_teacher
 from fedkr.client.site_data import SiteData
 from fedkr.server.audit_document import build_audit_document, write_audit
-from fedkr.server.release import ARTEFACTS, inspect_release
+from fedkr.shared.release_inspect import ARTEFACTS, inspect_release
 from fedkr.shared.audit_policy import AuditDecision, AuditPolicy, decide_release
 from fedkr.shared.classifier import ClassifierConfig, CompactCNN
 from fedkr.shared.reports import check_run_id

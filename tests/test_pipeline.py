@@ -7,7 +7,7 @@ import pytest
 
 from fedkr.server.coordinator import Coordinator
 from fedkr.server.link import InProcessLink
-from fedkr.server.release import RELEASE_FILES, inspect_release
+from fedkr.shared.release_inspect import RELEASE_FILES, inspect_release
 from fedkr.shared.data import load_digits_splits
 from fedkr.shared.shard import SynthesisRequest
 from helpers import tiny_run_config

@@ -25,7 +25,7 @@ from fedkr.server.release_service import ReleaseStore, build_server
 from fedkr.server.release_signing import SIGNATURE_FILE, sign_release
 from fedkr.shared.keys import key_id, new_signing_key, public_pem, write_public
 from fedkr.shared.pki import new_ca, new_server_certificate, write_server_certificate
-from fedkr.shared.release_fetch import FetchError, fetch_release, health, list_releases
+from fedkr.release_fetch import FetchError, fetch_release, health, list_releases
 from fedkr.shared.release_verify import verify_release
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -34,7 +34,7 @@ from typer.testing import CliRunner
 from fedkr.v1 import release_service_pb2 as pb
 from fedkr.v1 import release_service_pb2_grpc as pb_grpc
 
-# the names server/release.py writes (RELEASE_FILES), restated so these tests need no torch
+# the names a release holds (shared/release_inspect.py: RELEASE_FILES), restated so these tests need no torch
 RELEASE_FILES = ("distilled.npz", "student.safetensors", "student_config.json", "metrics.json", "contact_sheet.png",
                  "audit.json", "audit.html")
 SIGNER = new_signing_key()

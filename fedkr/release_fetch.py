@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fedkr.v1 import release_service_pb2 as pb
 from fedkr.v1 import release_service_pb2_grpc as pb_grpc
 
-from .release_verify import (
+from fedkr.shared.release_verify import (
     MANIFEST_FILE,
     SIGNATURE_FILE,
     ManifestEntry,
