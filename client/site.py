@@ -92,6 +92,29 @@ class SiteNotFitted(RuntimeError):
 
 
 class Site:
+    """One hospital: its members and holdout, its trained models, and everything it lets out.
+
+    The four requests a coordinator may make, each answered through the outbound gate
+    (`gate.py`), which checks the item, records it in the site's ledger and, with keys, signs
+    and seals it:
+
+    - `fit(FitPlan) -> FitReport`: train the teacher (`CompactCNN`) and the class-conditional
+      diffusion generator (diffusers `UNet2DModel`, DDPM objective with v-prediction, DDIM sampling;
+      Ho et al. 2020; classifier-free guidance after Ho & Salimans 2022) on the members, optionally
+      with DP-SGD (opacus); metrics only leave.
+    - `synthesize(SynthesisRequest) -> Shard`: fresh images, uint8 (N, H, W, C), with the teacher's
+      soft labels, float32 (N, K), at the requested temperature (knowledge recycling, arXiv
+      2407.15526), after the in-distribution filter.
+    - `relabel(RelabelRequest) -> RelabelReply`: the teacher's probabilities, float32 (N, K), for
+      the coordinator's distilled images, once per run.
+    - `audit(AuditCandidate) -> AuditReport`: every membership-inference attack of the auditor on
+      the candidate, members against holdout; only metrics leave.
+
+    Models live in `state_dir/runs/<run id>/`, so a site rebuilt for every request (Flower's
+    simulation engine does) loses nothing. Requests for a run the site has not fitted raise
+    `SiteNotFitted`; malformed requests raise `ValueError`; the gate's refusals raise `GateRefusal`.
+    """
+
     def __init__(self, site_id: str, data: SiteData, state_dir: Path, credentials: SiteCredentials | None = None) -> None:
         """With `credentials` (deployment) every shard leaves sealed and signed, and only sealed,
         coordinator-signed audit candidates are accepted."""
