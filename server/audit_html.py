@@ -15,6 +15,7 @@ document's own `decision`; the per-row pass/fail marks are display only.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ def number(value: Any, digits: int = 3) -> str | None:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             return None
         return f"{value:.1e}" if value != 0 and abs(value) < 10 ** (-digits) else f"{value:.{digits}f}"
     return str(value)
@@ -53,7 +54,8 @@ def _format(value: Any, spec: str) -> str | None:
 
 
 def environment() -> jinja2.Environment:
-    """The template environment: autoescaping on, undefined names an error."""
+    """A new jinja2.Environment for the report's templates: autoescaping on for every template,
+    undefined names an error (StrictUndefined), and the filters `number` and `format_spec`."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)

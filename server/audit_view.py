@@ -400,7 +400,8 @@ class AuditDocument:
 
     @classmethod
     def parse(cls, value: Any) -> AuditDocument:
-        """Read a loaded `audit.json` (normally a dict; anything else reads as an empty document)."""
+        """The typed view of `value`, the loaded `audit.json` (normally a dict; anything else reads as an
+        empty document). Never raises."""
         audit = _dict(value)
         sites = audit.get("sites")
         if isinstance(sites, dict):
