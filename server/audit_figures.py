@@ -77,7 +77,11 @@ def _svg(fig) -> Markup:
         width, height = float(match.group(2)) * 4 / 3, float(match.group(3)) * 4 / 3
         return f'<svg{match.group(1)} class="plot" width="{width:.0f}" height="{height:.0f}"'
 
-    text = re.sub(r'<svg([^>]*?)\swidth="([\d.]+)pt"\s+height="([\d.]+)pt"', size, text, count=1)
+    return _checked(re.sub(r'<svg([^>]*?)\swidth="([\d.]+)pt"\s+height="([\d.]+)pt"', size, text, count=1))
+
+
+def _checked(text: str) -> Markup:
+    """The SVG as markup; ValueError if it holds a script, a foreignObject or an event handler."""
     if _SVG_REFUSE.search(text):
         raise ValueError("the SVG holds active content")
     return Markup(text.strip())
