@@ -355,3 +355,27 @@ def test_wrong_types_read_as_not_available(bad):
         site[key] = bad
     html = render_audit_html({"sites": {"s": site, "t": bad}, "decision": {"passed": True}})
     assert "PASSED" in html and "not available" in html
+
+
+def test_write_audit_renders_the_documents_the_coordinator_and_the_standalone_audit_build(tmp_path):
+    import json
+
+    from fedkr.server.audit_document import build_audit_document, write_audit
+    from fedkr.shared.attack_report import AttackResult
+    from fedkr.shared.audit_policy import AuditPolicy, decide_release
+    from fedkr.shared.reports import AuditReport
+
+    policy = AuditPolicy()
+    results = tuple(AttackResult(a, "distilled_set" if a.startswith("dcr") else "student", 100, 100, 0.5,
+                                 (0.45, 0.55), 0.01, (0.0, 0.02), 0.0, (0.0, 0.03), 0.0)
+                    for a in policy.required_attacks)
+    replies = {"site-0": AuditReport("site-0", results, 100, 100, settings={"confidence": 0.95}),
+               EVIL_SITE: "timed out <script>x</script>"}
+    document = build_audit_document("run-1", {"distilled.npz": "d" * 64}, CLASSES, decide_release(replies, policy))
+    images, labels = make_samples()
+    assert write_audit(tmp_path, document, images, labels) == ["audit.json", "audit.html"]
+    page = (tmp_path / "audit.html").read_text(encoding="utf-8")
+    assert "BLOCKED" in page and "site-&lt;b&gt;x&lt;/b&gt;" in page and "<script" not in page.lower()
+    assert "&lt;script&gt;x&lt;/script&gt;" in page and 'src="data:image/png;base64,' in page
+    assert "ROC curves not available" in page  # these results carry no curve
+    assert render_audit_html(json.loads((tmp_path / "audit.json").read_text())).count("<section") == 9
