@@ -175,3 +175,207 @@ def test_minimal_and_broken_documents_do_not_crash():
     del broken["release"], broken["policy"]
     html = render_audit_html(broken, np.zeros((2, 28, 28, 3), np.uint8), None)
     assert "9. Limitations" in html and "not available" in html
+
+
+def _payload(field: str) -> str:
+    return f'<script>alert(1)</script>"\'{field}'
+
+
+def _escaped(field: str) -> str:
+    return f"&lt;script&gt;alert(1)&lt;/script&gt;&#34;&#39;{field}"
+
+
+def _hostile_audit() -> dict:
+    """A document with a hostile string in every place a string can be."""
+    doc = make_audit(num_sites=3)
+    p = _payload
+    doc.update(schema=p("schema"), fedkr_version=p("version"), created=p("created"), threat_model=p("threat"),
+               classes=[p("class0"), "class b", "class c"])
+    doc["release"] = {"id": p("release"), "artefacts": {p("artefact"): p("digest")}}
+    doc["policy"][p("policykey")] = [p("policyitem")]
+    doc["policy"]["required_attacks"].append(p("required"))
+    doc["decision"]["failures"] = [{"site": p("fsite"), "attack": p("fattack"), "metric": p("fmetric"),
+                                    "value": 0.7, "threshold": 0.6, "message": p("fmessage")}]
+    sites = doc["sites"]
+    site = sites.pop("site-0")
+    site["error"] = p("partial")
+    site["dp"]["accountant"] = p("accountant")
+    site["dp"]["parts"][p("dppart")] = site["dp"]["parts"].pop("teacher")
+    attack = site["attacks"][0]
+    attack.update(attack=p("attack"), description=p("description"), target=p("target"))
+    attack["histogram"]["score"] = p("score")
+    attack["per_class"][0]["class"] = p("perclass")
+    sites[p("site")] = site
+    sites["site-9"]["error"] = p("error")
+    return doc
+
+
+def test_every_document_string_is_escaped_wherever_it_appears():
+    from html.parser import HTMLParser
+
+    page = render_audit_html(_hostile_audit(), *make_samples())
+
+    class Tags(HTMLParser):
+        tags: list = []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append((tag, attrs))
+
+    parser = Tags()
+    parser.feed(page)
+    assert parser.tags and "script" not in {tag for tag, _ in parser.tags}
+    attributes = [(name, value or "") for _, attrs in parser.tags for name, value in attrs]
+    assert not [name for name, _ in attributes if name.startswith("on") or "alert" in name or "'" in name]
+    assert not [value for _, value in attributes if "alert" in value or "javascript:" in value.lower()]
+    assert "<script" not in page.lower()
+    fields = ["schema", "version", "created", "threat", "class0", "release", "artefact", "digest", "policykey",
+              "policyitem", "required", "fsite", "fattack", "fmetric", "fmessage", "partial", "accountant",
+              "dppart", "attack", "description", "target", "perclass", "site", "error"]
+    assert [f for f in fields if _escaped(f) not in page] == []
+    # outside the SVG plots, no hostile string appears but in its escaped form
+    html_only = re.sub(r"<svg.*?</svg>", "", page, flags=re.DOTALL)
+    assert html_only.count("alert(1)") == html_only.count(_escaped("")[: -len("&#34;&#39;")])
+    # in the plots, matplotlib writes the labels as escaped text
+    svg = "".join(re.findall(r"<svg.*?</svg>", page, flags=re.DOTALL))
+    assert "&lt;script&gt;alert(1)" in svg and "<script" not in svg
+
+
+def test_template_environment_escapes_and_refuses_undefined_names():
+    import jinja2
+
+    from fedkr.server.audit_html import TEMPLATE, TEMPLATES, environment
+
+    env = environment()
+    assert env.autoescape is True
+    assert env.undefined is jinja2.StrictUndefined
+    assert env.from_string("{{ x }}").render(x='<b a="1">') == "&lt;b a=&#34;1&#34;&gt;"
+    with pytest.raises(jinja2.UndefinedError):
+        env.from_string("{{ missing }}").render()
+    source = (TEMPLATES / TEMPLATE).read_text()
+    assert "|safe" not in source.replace(" ", "") and "autoescape false" not in source.lower()
+    assert "<script" not in source.lower() and "@import" not in source and "<link" not in source
+
+
+def test_only_the_svg_plots_are_passed_as_markup():
+    from markupsafe import Markup
+
+    from fedkr.server import audit_html
+
+    seen = []
+    real = audit_html.environment
+
+    def spy():
+        env = real()
+        template_render = env.get_template(audit_html.TEMPLATE).render
+
+        class Template:
+            def render(self, **context):
+                seen.append(context)
+                return template_render(**context)
+
+        env.get_template = lambda name: Template()
+        return env
+
+    audit_html.environment = spy
+    try:
+        render_audit_html(make_audit(num_sites=2), *make_samples())
+    finally:
+        audit_html.environment = real
+
+    def markups(value, path="context"):
+        if isinstance(value, Markup):
+            yield path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                yield from markups(item, f"{path}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                yield from markups(item, f"{path}[{i}]")
+        elif hasattr(value, "__dataclass_fields__"):
+            for key in value.__dataclass_fields__:
+                yield from markups(getattr(value, key), f"{path}.{key}")
+
+    found = list(markups(seen[0]))
+    assert found and all(re.fullmatch(r"context\.figures\[\d+\]\.\w+\.svg", p) for p in found), found
+
+
+def test_the_svg_guard_refuses_active_content():
+    from fedkr.server.audit_figures import _checked
+
+    for text in ["<svg><script>x</script></svg>", '<svg><g onload="x"></g></svg>',
+                 "<svg><foreignObject></foreignObject></svg>"]:
+        with pytest.raises(ValueError):
+            _checked(text)
+    assert _checked('<svg><text x="1">on=3 &lt;b&gt;</text></svg>').startswith("<svg>")
+
+
+def test_typed_view_reads_any_json_without_raising():
+    from fedkr.server.audit_view import AuditDocument
+
+    doc = make_audit(num_sites=2)
+    for site in doc["sites"].values():  # short curves, so that each of the many reads is quick
+        for attack in site["attacks"]:
+            attack["roc"] = {"fpr": [0.0, 0.5, 1.0], "tpr": [0.0, 0.7, 1.0]}
+            attack["histogram"] = {"edges": [0.0, 1.0, 2.0], "members": [3, 4], "nonmembers": [4, 3]}
+    wrong = [None, "x", "0.5", -1.5, float("nan"), True, [1, "a"], {"a": None}]
+
+    def paths(value, path=()):
+        yield path
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield from paths(item, (*path, key))
+        elif isinstance(value, list) and len(value) <= 6:
+            for i, item in enumerate(value):
+                yield from paths(item, (*path, i))
+
+    count = 0
+    for path in list(paths(doc)):
+        for bad in wrong:
+            if not path:
+                AuditDocument.parse(bad)
+                continue
+            parent = doc
+            for key in path[:-1]:
+                parent = parent[key]
+            good, parent[path[-1]] = parent[path[-1]], bad
+            AuditDocument.parse(doc)
+            parent[path[-1]] = good
+            count += 1
+    assert count > 1000
+
+
+@pytest.mark.parametrize("bad", [None, "x", 7, [], {"a": [None]}])
+def test_wrong_types_read_as_not_available(bad):
+    doc = {key: bad for key in ("schema", "release", "fedkr_version", "created", "threat_model", "classes",
+                                "policy", "decision", "sites")}
+    html = render_audit_html(doc, bad, bad)
+    assert "NO DECISION" in html and "not available" in html and "9. Limitations" in html
+    site = make_site(np.random.default_rng(0), members=50, nonmembers=20)
+    for key in list(site):
+        site[key] = bad
+    html = render_audit_html({"sites": {"s": site, "t": bad}, "decision": {"passed": True}})
+    assert "PASSED" in html and "not available" in html
+
+
+def test_write_audit_renders_the_documents_the_coordinator_and_the_standalone_audit_build(tmp_path):
+    import json
+
+    from fedkr.server.audit_document import build_audit_document, write_audit
+    from fedkr.shared.attack_report import AttackResult
+    from fedkr.shared.audit_policy import AuditPolicy, decide_release
+    from fedkr.shared.reports import AuditReport
+
+    policy = AuditPolicy()
+    results = tuple(AttackResult(a, "distilled_set" if a.startswith("dcr") else "student", 100, 100, 0.5,
+                                 (0.45, 0.55), 0.01, (0.0, 0.02), 0.0, (0.0, 0.03), 0.0)
+                    for a in policy.required_attacks)
+    replies = {"site-0": AuditReport("site-0", results, 100, 100, settings={"confidence": 0.95}),
+               EVIL_SITE: "timed out <script>x</script>"}
+    document = build_audit_document("run-1", {"distilled.npz": "d" * 64}, CLASSES, decide_release(replies, policy))
+    images, labels = make_samples()
+    assert write_audit(tmp_path, document, images, labels) == ["audit.json", "audit.html"]
+    page = (tmp_path / "audit.html").read_text(encoding="utf-8")
+    assert "BLOCKED" in page and "site-&lt;b&gt;x&lt;/b&gt;" in page and "<script" not in page.lower()
+    assert "&lt;script&gt;x&lt;/script&gt;" in page and 'src="data:image/png;base64,' in page
+    assert "ROC curves not available" in page  # these results carry no curve
+    assert render_audit_html(json.loads((tmp_path / "audit.json").read_text())).count("<section") == 9
