@@ -262,7 +262,7 @@ def audit(
 
 
 def audit_summary_sites(decision) -> dict:  # type: ignore[no-untyped-def]
-    from fedkr.server.audit_document import audit_summary
+    from fedkr.shared.audit_document import audit_summary
 
     return audit_summary(decision)["sites"]
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from fedkr.client.auditor import AuditSettings, audit_model
 from fedkr.client.site import load_teacher as saved_teacher
 from fedkr.client.site_data import SiteData
-from fedkr.server.audit_document import build_audit_document, write_audit
+from fedkr.shared.audit_document import build_audit_document, write_audit
 from fedkr.shared.release_inspect import ARTEFACTS, inspect_release
 from fedkr.shared.audit_policy import AuditDecision, AuditPolicy, decide_release
 from fedkr.shared.classifier import ClassifierConfig, CompactCNN

@@ -24,7 +24,7 @@ from fedkr.shared.reports import AuditCandidate, FitPlan, FitReport, RelabelRequ
 from fedkr.shared.shard import ShardError, ShardSpec, SynthesisRequest
 from fedkr.shared.shard_wire import ReplayGuard
 
-from .audit_document import audit_summary
+from fedkr.shared.audit_document import audit_summary
 from fedkr.shared.config import RunConfig
 from .distill import DistilledSet, distill
 from .intake import PlainIntake, SealedIntake

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 import fedkr
 
-from .audit_document import build_audit_document, write_audit
+from fedkr.shared.audit_document import build_audit_document, write_audit
 from .distill import DistilledSet
 from .release_signing import sign_release
 

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from fedkr.server.audit_html import render_audit_html
+from fedkr.shared.audit_html import render_audit_html
 
 CLASSES = ["class a", "class b", "class c"]
 EVIL_SITE = "site-<b>x</b>"
@@ -243,7 +243,7 @@ def test_every_document_string_is_escaped_wherever_it_appears():
 def test_template_environment_escapes_and_refuses_undefined_names():
     import jinja2
 
-    from fedkr.server.audit_html import TEMPLATE, TEMPLATES, environment
+    from fedkr.shared.audit_html import TEMPLATE, TEMPLATES, environment
 
     env = environment()
     assert env.autoescape is True
@@ -259,7 +259,7 @@ def test_template_environment_escapes_and_refuses_undefined_names():
 def test_only_the_svg_plots_are_passed_as_markup():
     from markupsafe import Markup
 
-    from fedkr.server import audit_html
+    from fedkr.shared import audit_html
 
     seen = []
     real = audit_html.environment
@@ -300,7 +300,7 @@ def test_only_the_svg_plots_are_passed_as_markup():
 
 
 def test_the_svg_guard_refuses_active_content():
-    from fedkr.server.audit_figures import _checked
+    from fedkr.shared.audit_figures import _checked
 
     for text in ["<svg><script>x</script></svg>", '<svg><g onload="x"></g></svg>',
                  "<svg><foreignObject></foreignObject></svg>"]:
@@ -310,7 +310,7 @@ def test_the_svg_guard_refuses_active_content():
 
 
 def test_typed_view_reads_any_json_without_raising():
-    from fedkr.server.audit_view import AuditDocument
+    from fedkr.shared.audit_view import AuditDocument
 
     doc = make_audit(num_sites=2)
     for site in doc["sites"].values():  # short curves, so that each of the many reads is quick
@@ -360,7 +360,7 @@ def test_wrong_types_read_as_not_available(bad):
 def test_write_audit_renders_the_documents_the_coordinator_and_the_standalone_audit_build(tmp_path):
     import json
 
-    from fedkr.server.audit_document import build_audit_document, write_audit
+    from fedkr.shared.audit_document import build_audit_document, write_audit
     from fedkr.shared.attack_report import AttackResult
     from fedkr.shared.audit_policy import AuditPolicy, decide_release
     from fedkr.shared.reports import AuditReport
