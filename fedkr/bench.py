@@ -35,7 +35,7 @@ from fedkr.client.site import Site
 from fedkr.client.site_data import SiteData, SiteDataSpec, load_site_data
 from fedkr.server.config import RunConfig
 from fedkr.server.coordinator import Coordinator
-from fedkr.server.link import InProcessLink
+from fedkr.inprocess import InProcessLink
 from fedkr.shared.classifier import ClassifierConfig, CompactCNN, accuracy, build_classifier, one_hot, train_classifier
 from fedkr.shared.data import DataError, ImageSet, load_dataset
 from fedkr.client.gate import read_ledger
