@@ -1,4 +1,5 @@
-"""Flower `ClientApp`: a thin adapter that decodes a message, calls the `Site`, encodes the reply.
+"""Flower `ClientApp`: a thin adapter that hands a message's bytes to the `Site` and returns the bytes
+its gate let out (`fedkr/flower_records.py` holds them in a record; `shared/codec.py` encodes them).
 
 The site's settings come from Flower's run and node config through `SiteSettings` (`node_config.py`).
 """
@@ -14,7 +15,7 @@ import torch
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedkr.shared import flower_records as rec
+from fedkr import flower_records as rec
 from fedkr.shared.logs import ensure_fedkr_logging
 
 from .credentials import load_site_credentials
@@ -68,19 +69,19 @@ def _handled(kind: str, handle: Callable[[Message, Context, dict | None], Record
 
 
 def _train(msg: Message, context: Context, overrides: dict | None) -> RecordDict:
-    return rec.encode_fit_report(site_from_context(context, overrides).fit(rec.decode_fit_plan(msg.content)))
+    return rec.to_record(site_from_context(context, overrides).fit(rec.from_record(msg.content)))
 
 
 def _synthesize(msg: Message, context: Context, overrides: dict | None) -> RecordDict:
-    return rec.encode_shard(site_from_context(context, overrides).synthesize(rec.decode_request(msg.content)))
+    return rec.to_record(site_from_context(context, overrides).synthesize(rec.from_record(msg.content)))
 
 
 def _relabel(msg: Message, context: Context, overrides: dict | None) -> RecordDict:
-    return rec.encode_relabel_reply(site_from_context(context, overrides).relabel(rec.decode_relabel_request(msg.content)))
+    return rec.to_record(site_from_context(context, overrides).relabel(rec.from_record(msg.content)))
 
 
 def _audit(msg: Message, context: Context, overrides: dict | None) -> RecordDict:
-    return rec.encode_audit_report(site_from_context(context, overrides).audit(rec.decode_candidate(msg.content)))
+    return rec.to_record(site_from_context(context, overrides).audit(rec.from_record(msg.content)))
 
 
 def build_client_app(overrides: dict | None = None) -> ClientApp:

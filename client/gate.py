@@ -1,10 +1,11 @@
 """The one door out of a site.
 
 Everything the site sends passes `OutboundGate.send`. It lets through only validated synthetic
-shards and metrics reports, refuses a shard holding any image byte-identical to one of the site's
-real images, signs and seals shards when the site has keys (deployment), and appends a line for
-every item that leaves to a ledger the site operator can read: time, run, round, kind, the size
-and SHA-256 of the exact bytes that left, and the recipient.
+shards, labels of the coordinator's images and metrics reports, refuses a shard holding any image
+byte-identical to one of the site's real images, and encodes what it lets through
+(`shared/codec.py`); when the site has keys (deployment) it signs those bytes, and seals shards.
+It returns the exact bytes that leave the site, and appends a line for them to a ledger the site
+operator can read: time, run, round, kind, the size and SHA-256 of those bytes, and the recipient.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fedkr.shared.reports import AuditReport, FitReport, RelabelReply
+from fedkr.shared import codec
 from fedkr.shared.keys import key_id
+from fedkr.shared.reports import AuditReport, FitReport, RelabelReply
 from fedkr.shared.shard import Shard, ShardError, ShardSpec, validate_shard
 from fedkr.shared.shard_wire import seal_shard, sign_audit_report, sign_relabel_reply
 
@@ -26,6 +28,7 @@ from .credentials import SiteCredentials
 
 log = logging.getLogger(__name__)
 
+#: What may leave a site, before the gate encodes it.
 Outbound = Shard | FitReport | AuditReport | RelabelReply
 
 
@@ -65,44 +68,64 @@ class OutboundGate:
 
     def send(
         self, item: object, *, run_id: str, round: int, recipient: str = "coordinator", candidate_blob: bytes | None = None
-    ) -> Outbound | bytes:
-        """Return what may leave: the item or, with keys, a shard sealed to the coordinator, or an audit
-        report or labels signed and bound to `candidate_blob`, the sealed candidate or relabelling
-        request they answer; raise `GateRefusal` otherwise."""
-        out: Outbound | bytes = item  # type: ignore[assignment]
+    ) -> bytes:
+        """The bytes that leave the site for `item`, ledgered; `GateRefusal` if it may not leave.
+
+        `item` is a `Shard` (encoded; with keys signed and sealed to the coordinator), a `FitReport`
+        (encoded), an `AuditReport` or a `RelabelReply` (encoded and bound to `candidate_blob`, the
+        exact bytes of the candidate or relabelling request they answer; with keys signed, and then
+        `candidate_blob` is required). The ledger line's size and SHA-256 are those of the returned bytes.
+        """
         extra: dict[str, object] = {}
+        answers = b"" if candidate_blob is None else candidate_blob
+        signing = self.credentials is not None
         if isinstance(item, Shard):
             self._check_shard(item)
             kind, extra["images"] = "shard", len(item)
             if self.credentials is not None:
-                out = payload = seal_shard(item, run_id=run_id, signer=self.credentials.signing_key,
-                                           recipient=self.credentials.coordinator_seal_to)
+                out = seal_shard(item, run_id=run_id, signer=self.credentials.signing_key,
+                                 recipient=self.credentials.coordinator_seal_to)
                 extra["sealed_to"] = self.credentials.coordinator_sealing_key_id
-                extra["signed_by"] = key_id(self.credentials.signing_key.public_key())
             else:
-                payload = b"".join(a.tobytes() for a in item.to_arrays().values())
-        elif isinstance(item, AuditReport) and self.credentials is not None:
-            if candidate_blob is None:
+                out = self._encode(codec.encode_shard, item, run_id=run_id)
+        elif isinstance(item, AuditReport):
+            if item.site_id != self.site_id:
+                raise GateRefusal(f"{self.site_id}: audit report is marked as from {item.site_id}")
+            if self.credentials is not None and candidate_blob is None:
                 raise GateRefusal(f"{self.site_id}: an audit report leaves only bound to the sealed candidate it answers")
             kind = "metrics"
-            out = payload = sign_audit_report(item, run_id=run_id, candidate_blob=candidate_blob, signer=self.credentials.signing_key)
-            extra["signed_by"] = key_id(self.credentials.signing_key.public_key())
+            if self.credentials is not None:
+                out = sign_audit_report(item, run_id=run_id, candidate_blob=answers, signer=self.credentials.signing_key)
+            else:
+                out = self._encode(codec.encode_audit_report, item, run_id=run_id, candidate=answers)
         elif isinstance(item, RelabelReply):
             if item.site_id != self.site_id:
                 raise GateRefusal(f"{self.site_id}: labels are marked as from {item.site_id}")
-            kind, payload, extra["images"] = "labels", np.ascontiguousarray(item.probs).tobytes(), int(item.probs.shape[0])
+            kind, extra["images"] = "labels", int(np.asarray(item.probs).shape[0])
             if self.credentials is not None:
                 if candidate_blob is None:
                     raise GateRefusal(f"{self.site_id}: labels leave only bound to the sealed request they answer")
-                out = payload = sign_relabel_reply(item.probs, site_id=self.site_id, run_id=run_id, request_blob=candidate_blob,
-                                                   signer=self.credentials.signing_key)
-                extra["signed_by"] = key_id(self.credentials.signing_key.public_key())
-        elif isinstance(item, (FitReport, AuditReport)):
-            kind, payload = "metrics", json.dumps(item.to_dict(), sort_keys=True).encode()
+                out = sign_relabel_reply(item.probs, site_id=self.site_id, run_id=run_id, request_blob=answers,
+                                         signer=self.credentials.signing_key)
+            else:
+                out = self._encode(codec.encode_relabel_reply, item, run_id=run_id, request=answers)
+        elif isinstance(item, FitReport):
+            if item.site_id != self.site_id:
+                raise GateRefusal(f"{self.site_id}: fit report is marked as from {item.site_id}")
+            kind, signing = "metrics", False
+            out = self._encode(codec.encode_fit_report, item, run_id=run_id)
         else:
             raise GateRefusal(f"{self.site_id}: refusing to send {type(item).__name__}: only synthetic shards, labels of synthetic images and metrics may leave")
-        self._append_ledger(run_id, round, kind, payload, recipient, extra)
+        if signing and self.credentials is not None:
+            extra["signed_by"] = key_id(self.credentials.signing_key.public_key())
+        self._append_ledger(run_id, round, kind, out, recipient, extra)
         return out
+
+    def _encode(self, encode, item: object, **kwargs) -> bytes:  # type: ignore[no-untyped-def]
+        try:
+            return encode(item, **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise GateRefusal(f"{self.site_id}: cannot encode {type(item).__name__}: {codec.one_line(exc)}") from None
 
     def count_sent(self, run_id: str, kind: str) -> int:
         """How many items of `kind` this site has sent in `run_id`, by its ledger."""

@@ -33,7 +33,6 @@ from fedkr.shared.dp import DPConfig, DPReport
 from fedkr.shared.generator import ClassConditionalDiffusion
 from fedkr.shared.reports import (
     AuditCandidate,
-    AuditReport,
     FitPlan,
     FitReport,
     RelabelReply,
@@ -41,6 +40,7 @@ from fedkr.shared.reports import (
     check_relabel,
     check_run_id,
 )
+from fedkr.shared import codec
 from fedkr.shared.shard import MAX_OVERSAMPLE, Shard, SynthesisRequest
 from fedkr.shared.shard_wire import open_candidate, open_relabel
 from safetensors.torch import load_file, save_file
@@ -98,26 +98,30 @@ class Site:
     (`gate.py`), which checks the item, records it in the site's ledger and, with keys, signs
     and seals it:
 
-    - `fit(FitPlan) -> FitReport`: train the teacher (`CompactCNN`) and the class-conditional
+    - `fit(FitPlan)` -> `FitReport`: train the teacher (`CompactCNN`) and the class-conditional
       diffusion generator (diffusers `UNet2DModel`, DDPM objective with v-prediction, DDIM sampling;
       Ho et al. 2020; classifier-free guidance after Ho & Salimans 2022) on the members, optionally
       with DP-SGD (opacus); metrics only leave.
-    - `synthesize(SynthesisRequest) -> Shard`: fresh images, uint8 (N, H, W, C), with the teacher's
+    - `synthesize(SynthesisRequest)` -> `Shard`: fresh images, uint8 (N, H, W, C), with the teacher's
       soft labels, float32 (N, K), at the requested temperature (knowledge recycling, arXiv
       2407.15526), after the in-distribution filter.
-    - `relabel(RelabelRequest) -> RelabelReply`: the teacher's probabilities, float32 (N, K), for
+    - `relabel(RelabelRequest)` -> `RelabelReply`: the teacher's probabilities, float32 (N, K), for
       the coordinator's distilled images, once per run.
-    - `audit(AuditCandidate) -> AuditReport`: every membership-inference attack of the auditor on
+    - `audit(AuditCandidate)` -> `AuditReport`: every membership-inference attack of the auditor on
       the candidate, members against holdout; only metrics leave.
 
     Models live in `state_dir/runs/<run id>/`, so a site rebuilt for every request (Flower's
     simulation engine does) loses nothing. Requests for a run the site has not fitted raise
     `SiteNotFitted`; malformed requests raise `ValueError`; the gate's refusals raise `GateRefusal`.
+
+    Each method takes the coordinator's message, as the object or as the bytes that arrived
+    (`shared/codec.py`; sealed bytes for candidates and relabelling requests when the site has keys),
+    and returns the exact bytes that leave through the site's gate.
     """
 
     def __init__(self, site_id: str, data: SiteData, state_dir: Path, credentials: SiteCredentials | None = None) -> None:
-        """With `credentials` (deployment) every shard leaves sealed and signed, and only sealed,
-        coordinator-signed audit candidates are accepted."""
+        """With `credentials` (deployment) every shard leaves sealed and signed, reports and labels signed,
+        and only sealed, coordinator-signed audit candidates and relabelling requests are accepted."""
         if credentials is not None and credentials.site_name != site_id:
             raise ValueError(f"site name {site_id!r} differs from the name in its keys, {credentials.site_name!r}")
         self.site_id = site_id
@@ -130,7 +134,13 @@ class Site:
         self._manifold: tuple[str, MemberManifold | None] | None = None  # (run id, members in that run's teacher space)
 
     # -- fit -----------------------------------------------------------------------------------
-    def fit(self, plan: FitPlan) -> FitReport:
+    def fit(self, plan: FitPlan | bytes) -> bytes:
+        """Train the teacher and the generator on the members; the encoded `FitReport` that leaves.
+
+        Raises `ValueError` (`codec.CodecError`) on plan bytes that do not decode.
+        """
+        if isinstance(plan, (bytes, bytearray)):
+            plan = codec.decode_fit_plan(plan)
         check_run_id(plan.run_id)
         members, holdout = self.data.members, self.data.holdout
         counts = members.class_counts()
@@ -173,16 +183,18 @@ class Site:
             generator_summary=generator.summary(),
             dp=dp_record,
         )
-        return self.gate.send(report, run_id=plan.run_id, round=0)  # type: ignore[return-value]
+        return self.gate.send(report, run_id=plan.run_id, round=0)
 
     # -- synthesize ----------------------------------------------------------------------------
-    def synthesize(self, request: SynthesisRequest) -> Shard | bytes:
-        """Fresh images for the requested budget, labelled by the teacher at the requested temperature
-        (sealed bytes when the site has keys).
+    def synthesize(self, request: SynthesisRequest | bytes) -> bytes:
+        """Fresh images for the requested budget, labelled by the teacher at the requested temperature:
+        the encoded shard that leaves (sealed and signed when the site has keys).
 
         The site draws `oversample` times the request and keeps what its in-distribution filter
         passes (see `synthesis_filter`); the shard's summary carries the filter's four figures.
         """
+        if isinstance(request, (bytes, bytearray)):
+            request = codec.decode_synthesis_request(request)
         teacher, generator = self._load(request.run_id)
         if len(request.per_class) != generator.num_classes:
             raise ValueError(f"request names {len(request.per_class)} classes, the site has {generator.num_classes}")
@@ -221,7 +233,7 @@ class Site:
         log.info("%s: round %d shard of %d images (drew %d, %.0f%% failed the filter); teacher agrees with the "
                  "requested class on %.1f%%, precision %.2f, recall %.2f", self.site_id, request.round, len(shard),
                  len(drawn), 100 * outcome.rejection_rate, 100 * outcome.teacher_agreement, outcome.precision, outcome.recall)
-        return self.gate.send(shard, run_id=request.run_id, round=request.round)  # type: ignore[return-value]
+        return self.gate.send(shard, run_id=request.run_id, round=request.round)
 
     def _member_manifold(self, run_id: str, teacher: CompactCNN) -> MemberManifold | None:
         if self._manifold is None or self._manifold[0] != run_id:
@@ -230,21 +242,24 @@ class Site:
         return self._manifold[1]
 
     # -- relabel -------------------------------------------------------------------------------
-    def relabel(self, request: RelabelRequest | bytes) -> RelabelReply | bytes:
-        """This site's teacher's probabilities for the coordinator's distilled images (cross-site relabelling).
+    def relabel(self, request: RelabelRequest | bytes) -> bytes:
+        """This site's teacher's probabilities for the coordinator's distilled images (cross-site relabelling):
+        the encoded `RelabelReply`, float32 (N, classes), bound to the request bytes it answers.
 
         Once per run: the teacher is not released, and answering any number of chosen images would
-        make it a query oracle on the members. With keys the reply is signed and bound to the
-        sealed request it answers.
+        make it a query oracle on the members. With keys the request must arrive sealed and the reply
+        is signed.
         """
-        sealed = request if isinstance(request, bytes) else None
+        received = bytes(request) if isinstance(request, (bytes, bytearray)) else None
         if self.credentials is None:
-            if sealed is not None:
-                raise ValueError("sealed relabel request, but this site has no keys (set keys-dir in the node config)")
+            if received is not None:
+                if not codec.is_plain(received):
+                    raise ValueError("sealed relabel request, but this site has no keys (set keys-dir in the node config)")
+                request = codec.decode_relabel_request(received, site_id=self.site_id)
         else:
-            if sealed is None:
+            if received is None or codec.is_plain(received):
                 raise ValueError("unsealed relabel request: a site with keys accepts only requests sealed and signed by its coordinator")
-            request = open_relabel(sealed, recipient_key=self.credentials.sealing_key,
+            request = open_relabel(received, recipient_key=self.credentials.sealing_key,
                                    coordinator_key=self.credentials.coordinator_verify_key, site_id=self.site_id)
         assert isinstance(request, RelabelRequest)
         check_relabel(request, self.data.members.image_shape)
@@ -252,14 +267,14 @@ class Site:
             raise ValueError(f"run {request.run_id} has had its relabelling already; a site labels one set per run")
         teacher, _ = self._load(request.run_id)
         probs = predict_proba(teacher, request.images, temperature=request.temperature)
-        return self.gate.send(RelabelReply(self.site_id, probs), run_id=request.run_id, round=-2,  # type: ignore[return-value]
-                              candidate_blob=sealed)
+        return self.gate.send(RelabelReply(self.site_id, probs), run_id=request.run_id, round=-2, candidate_blob=received)
 
     # -- audit ---------------------------------------------------------------------------------
-    def audit(self, candidate: AuditCandidate | bytes, seed: int = 0) -> AuditReport | bytes:
-        """Every attack of the auditor on the candidate, with this site's members against its holdout
-        (with keys: the report signed and bound to the sealed candidate)."""
-        sealed = candidate if isinstance(candidate, bytes) else None
+    def audit(self, candidate: AuditCandidate | bytes, seed: int = 0) -> bytes:
+        """Every attack of the auditor on the candidate, with this site's members against its holdout:
+        the encoded `AuditReport`, bound to the candidate bytes it answers (with keys: the candidate
+        must arrive sealed, and the report is signed)."""
+        received = bytes(candidate) if isinstance(candidate, (bytes, bytearray)) else None
         candidate = self._open_candidate(candidate)
         teacher, _ = self._load(candidate.run_id)
         student = CompactCNN(candidate.student_config)
@@ -271,16 +286,18 @@ class Site:
             released_images=np.asarray(candidate.released_images), feature_model=teacher,
             dp=self.dp_record(candidate.run_id),
         )
-        return self.gate.send(report, run_id=candidate.run_id, round=-1, candidate_blob=sealed)  # type: ignore[return-value]
+        return self.gate.send(report, run_id=candidate.run_id, round=-1, candidate_blob=received)
 
     def _open_candidate(self, candidate: AuditCandidate | bytes) -> AuditCandidate:
         if self.credentials is None:
-            if isinstance(candidate, bytes):
-                raise ValueError("sealed audit candidate, but this site has no keys (set keys-dir in the node config)")
+            if isinstance(candidate, (bytes, bytearray)):
+                if not codec.is_plain(candidate):
+                    raise ValueError("sealed audit candidate, but this site has no keys (set keys-dir in the node config)")
+                return codec.decode_candidate(bytes(candidate), site_id=self.site_id)
             return candidate
-        if not isinstance(candidate, bytes):
+        if not isinstance(candidate, (bytes, bytearray)) or codec.is_plain(candidate):
             raise ValueError("unsealed audit candidate: a site with keys accepts only candidates sealed and signed by its coordinator")
-        return open_candidate(candidate, recipient_key=self.credentials.sealing_key,
+        return open_candidate(bytes(candidate), recipient_key=self.credentials.sealing_key,
                               coordinator_key=self.credentials.coordinator_verify_key, site_id=self.site_id)
 
     def dp_record(self, run_id: str) -> dict | None:

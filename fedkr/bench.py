@@ -32,9 +32,9 @@ import numpy as np
 from fedkr.client.auditor import AuditSettings, ReferenceCache, audit_model
 from fedkr.client.site import Site
 from fedkr.client.site_data import SiteData, SiteDataSpec, load_site_data
+from fedkr.inprocess import InProcessLink
 from fedkr.server.coordinator import Coordinator, FitResult
 from fedkr.shared.config import BenchSettings, RunConfig
-from fedkr.server.link import InProcessLink
 from fedkr.shared.classifier import ClassifierConfig, CompactCNN, accuracy, build_classifier, one_hot, train_classifier
 from fedkr.shared.data import DataError, ImageSet, load_dataset
 from fedkr.client.gate import read_ledger

@@ -387,7 +387,7 @@ class Coordinator:
     # -- helpers ---------------------------------------------------------------------------------
     def _intake(self, run_dir: Path) -> PlainIntake | SealedIntake:
         if self.keys is None:
-            return PlainIntake()
+            return PlainIntake(self.config.run_id)
         return SealedIntake(self.keys, self.config.run_id, ReplayGuard(run_dir / "seen_nonces.txt"))
 
     def _check_quorum(self, active: dict[str, FitReport], dropped: dict[str, str], stage: str) -> None:

@@ -1,7 +1,8 @@
 """Flower `ServerApp`: the coordinator's loop over Flower's `Grid`.
 
-`GridLink` implements `SiteLink` with Flower messages (`train`, `query.synthesize`,
-`query.audit`); everything else is the transport-free `Coordinator`.
+`GridLink` implements `SiteLink` with Flower messages (`train`, `query.synthesize`, `query.relabel`,
+`query.audit`), each holding one message's bytes (`fedkr/flower_records.py`, `shared/codec.py`);
+everything else is the transport-free `Coordinator`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from typing import Callable, Iterable
 from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from fedkr.shared import flower_records as rec
+from fedkr import flower_records as rec
+from fedkr.shared import codec
 from fedkr.shared.logs import ensure_fedkr_logging
 from fedkr.shared.data import ImageSet, load_dataset  # test split only: the coordinator never loads site data
-from fedkr.shared.reports import AuditCandidate, AuditReport, FitPlan, FitReport, RelabelReply, RelabelRequest
-from fedkr.shared.shard import Shard, SynthesisRequest
+from fedkr.shared.reports import FitPlan, FitReport
+from fedkr.shared.shard import SynthesisRequest
 
 from fedkr.shared.config import RunConfig
 from .coordinator import Coordinator, Progress, RunOutcome
@@ -69,7 +71,8 @@ class GridLink:
             out[node] = RuntimeError(reply.error.reason) if reply.has_error() else reply
         return out
 
-    def _decode(self, replies: dict[int, Message | Exception], decode: Callable) -> dict[str, object]:
+    def _decode(self, replies: dict[int, Message | Exception], decode: Callable[[RecordDict], object]) -> dict[str, object]:
+        """Each reply's decoded content by site id; a reply that does not decode stands as its `ValueError`."""
         site_of = {node: sid for sid, node in self.node_of.items()}
         out: dict[str, object] = {}
         for node, reply in replies.items():
@@ -84,14 +87,15 @@ class GridLink:
         return out
 
     def fit(self, plan: FitPlan) -> dict[str, FitReport | Exception]:
-        replies = self._exchange({n: rec.encode_fit_plan(plan) for n in self.nodes}, rec.MSG_TRAIN, "0")
+        data = codec.encode_fit_plan(plan)
+        replies = self._exchange({n: rec.to_record(data) for n in self.nodes}, rec.MSG_TRAIN, "0")
         out: dict[str, FitReport | Exception] = {}
         for node, reply in replies.items():
             if isinstance(reply, Exception):
                 out[f"node-{node}"] = reply
                 continue
             try:
-                report = rec.decode_fit_report(reply.content)
+                report = codec.decode_fit_report(rec.from_record(reply.content), run_id=plan.run_id)
             except ValueError as exc:
                 out[f"node-{node}"] = exc
                 continue
@@ -106,19 +110,18 @@ class GridLink:
             out[report.site_id] = report
         return out
 
-    def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, Shard | bytes | Exception]:
-        content = {self.node_of[sid]: rec.encode_request(req) for sid, req in requests.items()}
+    def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, bytes | Exception]:
+        content = {self.node_of[sid]: rec.to_record(codec.encode_synthesis_request(req)) for sid, req in requests.items()}
         group = str(next(iter(requests.values())).round) if requests else "0"
-        return self._decode(self._exchange(content, rec.MSG_SYNTHESIZE, group), rec.decode_shard)  # type: ignore[return-value]
+        return self._decode(self._exchange(content, rec.MSG_SYNTHESIZE, group), rec.from_record)  # type: ignore[return-value]
 
-    def relabel(self, requests: dict[str, RelabelRequest | bytes]) -> dict[str, RelabelReply | bytes | Exception]:
-        content = {self.node_of[sid]: rec.encode_relabel_request(req) for sid, req in requests.items()}
-        return self._decode(self._exchange(content, rec.MSG_RELABEL, "relabel"), rec.decode_relabel_reply)  # type: ignore[return-value]
+    def relabel(self, requests: dict[str, bytes]) -> dict[str, bytes | Exception]:
+        content = {self.node_of[sid]: rec.to_record(req) for sid, req in requests.items()}
+        return self._decode(self._exchange(content, rec.MSG_RELABEL, "relabel"), rec.from_record)  # type: ignore[return-value]
 
-    def audit(self, sites: list[str], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | bytes | Exception]:
-        shared = {id(c): rec.encode_candidate(c) for c in candidates.values() if isinstance(c, AuditCandidate)}
-        content = {self.node_of[sid]: shared.get(id(candidates[sid])) or rec.encode_candidate(candidates[sid]) for sid in sites}
-        return self._decode(self._exchange(content, rec.MSG_AUDIT, "audit"), rec.decode_audit_report)  # type: ignore[return-value]
+    def audit(self, sites: list[str], candidates: dict[str, bytes]) -> dict[str, bytes | Exception]:
+        content = {self.node_of[sid]: rec.to_record(candidates[sid]) for sid in sites}
+        return self._decode(self._exchange(content, rec.MSG_AUDIT, "audit"), rec.from_record)  # type: ignore[return-value]
 
 
 def _log_stage(stage: str, done: int, total: int) -> None:

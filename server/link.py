@@ -1,55 +1,35 @@
 """How the coordinator reaches its sites. One loop, several transports.
 
-`SiteLink` is the seam: the in-process link calls `Site` objects directly (fast tests); the Flower
-adapter implements the same four calls over a `Grid` (simulation and deployment). A call returns,
-per site, either the reply or the exception that stood in its place, so one failing site never
-takes the others down.
+`SiteLink` is the seam: the Flower adapter (`server/flower_app.py`) implements it over a `Grid`
+(simulation and deployment), and `fedkr/inprocess.py` calls `Site` objects in this process (fast
+tests). Every transport moves the same bytes (`shared/codec.py`): the link encodes fit plans and
+synthesis requests and decodes fit reports; shards, labels and audit reports come back as the
+bytes that left each site, for the coordinator's intake to open, and relabelling requests and
+audit candidates go out as the intake's bytes. A call returns, per site, either the reply or the
+exception that stood in its place, so one failing site never takes the others down.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Protocol
 
-from fedkr.client.site import Site
-from fedkr.shared.reports import AuditCandidate, AuditReport, FitPlan, FitReport, RelabelReply, RelabelRequest
-from fedkr.shared.shard import Shard, SynthesisRequest
-
-log = logging.getLogger(__name__)
+from fedkr.shared.reports import FitPlan, FitReport
+from fedkr.shared.shard import SynthesisRequest
 
 
 class SiteLink(Protocol):
-    def fit(self, plan: FitPlan) -> dict[str, FitReport | Exception]: ...
-
-    def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, Shard | bytes | Exception]: ...
-
-    def relabel(self, requests: dict[str, RelabelRequest | bytes]) -> dict[str, RelabelReply | bytes | Exception]: ...
-
-    def audit(self, sites: list[str], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | bytes | Exception]: ...
-
-
-class InProcessLink:
-    """Sites in this process, called one after another."""
-
-    def __init__(self, sites: list[Site]) -> None:
-        self.sites = {site.site_id: site for site in sites}
-
     def fit(self, plan: FitPlan) -> dict[str, FitReport | Exception]:
-        return {sid: _call(sid, site.fit, plan) for sid, site in self.sites.items()}
+        """Every site's decoded fit report for `plan`, by site id."""
+        ...
 
-    def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, Shard | bytes | Exception]:
-        return {sid: _call(sid, self.sites[sid].synthesize, req) for sid, req in requests.items()}
+    def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, bytes | Exception]:
+        """Each requested site's shard bytes, as they left the site."""
+        ...
 
-    def relabel(self, requests: dict[str, RelabelRequest | bytes]) -> dict[str, RelabelReply | bytes | Exception]:
-        return {sid: _call(sid, self.sites[sid].relabel, req) for sid, req in requests.items()}
+    def relabel(self, requests: dict[str, bytes]) -> dict[str, bytes | Exception]:
+        """Each site's label bytes for its request bytes."""
+        ...
 
-    def audit(self, sites: list[str], candidates: dict[str, AuditCandidate | bytes]) -> dict[str, AuditReport | bytes | Exception]:
-        return {sid: _call(sid, self.sites[sid].audit, candidates[sid]) for sid in sites}
-
-
-def _call(site_id: str, fn, arg):  # type: ignore[no-untyped-def]
-    try:
-        return fn(arg)
-    except Exception as exc:  # a site's failure is reported, not raised
-        log.warning("%s failed: %s", site_id, exc)
-        return exc
+    def audit(self, sites: list[str], candidates: dict[str, bytes]) -> dict[str, bytes | Exception]:
+        """Each of `sites`' audit report bytes for its candidate bytes."""
+        ...

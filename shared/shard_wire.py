@@ -1,25 +1,24 @@
-"""Shards and audit candidates on the wire: protobuf bodies, signed by their author, sealed to their reader.
+"""Deployment's form of fedkr's messages: the codec's bytes, signed by their author, sealed to their reader.
 
 In deployment the SuperLink stores every message it relays, so nothing that holds images may reach it
-in the clear. A site signs each shard with its Ed25519 key and seals it to the coordinator's X25519
-key; the coordinator does the same with each audit candidate, sealed to one site (`shared/sealing.py`
-has the envelope). The signed body repeats the run id, round, sender and recipient key id, so a shard
-cannot be moved to another run, round, site or coordinator, and carries a random nonce, so it cannot
-be replayed.
+in the clear. Each message is first encoded by `shared/codec.py`, exactly as in simulation; a site
+signs those bytes with its Ed25519 key and, for a shard, seals the signed bytes to the coordinator's
+X25519 key; the coordinator does the same with each audit candidate and relabelling request, sealed
+to one site (`shared/sealing.py` has the envelope). Audit reports and relabelling replies are signed,
+not sealed: they hold metrics and labels of the coordinator's own images. A signed body repeats the
+run id, round, sender and recipient key id, so a shard cannot be moved to another run, round, site or
+coordinator, and carries a random nonce, so it cannot be replayed; a reply carries the SHA-256 of the
+exact sealed request it answers.
 
-Decoding treats the blob as hostile: the size is checked before parsing, every length and shape is
+Opening treats the blob as hostile: the size is checked before parsing, every length and shape is
 checked against the receiver's own expectations before an array is built, and every failure raises
-`ShardWireError` (shards) or `SealError` (candidates), both `ValueError`s with one-line reasons.
+`ShardWireError` (shards) or `SealError` (everything else), both `ValueError`s with one-line reasons.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import os
 import re
-import struct
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,35 +26,31 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from google.protobuf.message import DecodeError
 
 from fedkr.v1 import messages_pb2 as pb
 
-from .classifier import ClassifierConfig
+from . import codec
+from .codec import (
+    DEFAULT_MAX_CANDIDATE_BYTES,
+    DEFAULT_MAX_REPORT_BYTES,
+    DEFAULT_MAX_SHARD_BYTES,
+    KIND_AUDIT_REPORT,
+    KIND_CANDIDATE,
+    KIND_RELABEL,
+    KIND_RELABEL_REPLY,
+    KIND_SHARD,
+    MALFORMED,
+    REPLY_OVERHEAD,
+    CodecError,
+    one_line,
+)
 from .keys import key_id
-from .reports import AuditCandidate, AuditReport, RelabelRequest, check_run_id
+from .reports import AuditCandidate, AuditReport, RelabelReply, RelabelRequest
 from .sealing import Header, SealError, open_sealed, seal, sign, verify
-from .shard import MAX_SUMMARY_KEYS, Shard, ShardError, ShardSpec, validate_shard
+from .shard import Shard, ShardError, ShardSpec, validate_shard
 
-DEFAULT_MAX_SHARD_BYTES = 64 * 2**20
-DEFAULT_MAX_CANDIDATE_BYTES = 256 * 2**20
-KIND_SHARD = "shard"
-KIND_CANDIDATE = "audit_candidate"
-KIND_RELABEL = "relabel_request"
 COORDINATOR = "coordinator"
 NONCE_BYTES = 32
-MAX_SUMMARY_JSON = 16 * 1024
-MAX_CONFIG_JSON = 4 * 1024
-MAX_CONFIG_VALUE = 2**16
-MAX_ARRAYS = 1024
-MAX_NDIM = 8
-MAX_DIM = 2**31 - 1
-MAX_NAME = 200
-ARRAY_DTYPES = ("float16", "float32", "float64", "int32", "int64", "uint8")
-
-# What parsing and array building can raise on hostile input; each becomes a one-line rejection.
-_MALFORMED = (DecodeError, ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError,
-              UnicodeError, struct.error)
 _SITE_ID = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 
 
@@ -112,29 +107,21 @@ class ReplayGuard:
 
 
 def seal_shard(shard: Shard, *, run_id: str, signer: Ed25519PrivateKey, recipient: X25519PublicKey) -> bytes:
-    """Sign `shard` as its site and seal it to the coordinator's `recipient` key.
+    """`codec.encode_shard` bytes of `shard`, with a fresh nonce and the recipient's key id, signed as its
+    site by `signer` and sealed to the coordinator's `recipient` key: the bytes that leave the site.
 
     The shard is validated against its own shape first, so a site never sends what no coordinator
-    could accept.
+    could accept; any failure raises `ShardWireError`.
     """
     try:
-        _check_sendable(shard)
-        check_run_id(run_id)
         recipient_id = key_id(recipient)
-        n = len(shard)
-        _, height, width, channels = shard.images.shape
-        body = pb.SyntheticShard(
-            site_id=shard.site_id, run_id=run_id, round=shard.round, count=n, height=height, width=width,
-            channels=channels, images=_le_bytes(shard.images), num_classes=shard.soft_labels.shape[1],
-            soft_labels=_le_bytes(shard.soft_labels), hard_labels=_le_bytes(shard.hard_labels),
-            nonce=os.urandom(NONCE_BYTES), recipient_key_id=recipient_id, summary_json=json.dumps(shard.summary),
-        )
-        payload = sign(body.SerializeToString(), kind=KIND_SHARD, signer=signer)
+        data = codec.encode_shard(shard, run_id=run_id, nonce=os.urandom(NONCE_BYTES), recipient_key_id=recipient_id)
+        payload = sign(data, kind=KIND_SHARD, signer=signer)
         return seal(payload, Header(KIND_SHARD, shard.site_id, run_id, shard.round, recipient_id), recipient)
     except ShardWireError:
         raise
-    except ValueError as exc:  # SealError, ShardError, an invalid run id or an out-of-range field
-        raise ShardWireError(f"cannot seal shard: {_one_line(exc)}") from None
+    except (ValueError, AttributeError) as exc:  # SealError, ShardError, CodecError, an invalid run id or field
+        raise ShardWireError(f"cannot seal shard: {one_line(exc)}") from None
 
 
 def open_shard(
@@ -153,16 +140,16 @@ def open_shard(
     """The shard in `blob`, if `expected_site` signed it for this coordinator, run and round, once.
 
     Its nonce is remembered only once everything else has passed, so a rejected blob does not use up
-    a nonce and the guard holds only shards that were accepted.
+    a nonce and the guard holds only shards that were accepted. Raises `ShardWireError`.
     """
     try:
         return _open_shard(blob, recipient_key, site_keys, expected_site, run_id, round, spec, replay,
                            expected_count, max_bytes)
     except ShardWireError:
         raise
-    except (SealError, ShardError) as exc:
-        raise ShardWireError(_one_line(exc)) from None
-    except _MALFORMED as exc:
+    except (SealError, ShardError, CodecError) as exc:
+        raise ShardWireError(one_line(exc)) from None
+    except MALFORMED as exc:
         raise ShardWireError(f"malformed shard ({type(exc).__name__})") from None
 
 
@@ -174,99 +161,39 @@ def _open_shard(
     if site_key is None:
         raise ShardWireError(f"unknown site {expected_site!r}: no signing key on record")
     header, plaintext = open_sealed(blob, kind=KIND_SHARD, recipient_key=recipient_key, max_bytes=max_bytes)
-    _expect("shard sender", header.sender, expected_site)
-    _expect("wrong run id: shard is for run", header.run_id, run_id)
-    _expect("wrong round: shard is for round", header.round, round)
-    message = pb.SyntheticShard()
-    message.ParseFromString(verify(plaintext, kind=KIND_SHARD, key=site_key))
+    codec.expect("shard sender", header.sender, expected_site)
+    codec.expect("wrong run id: shard is for run", header.run_id, run_id)
+    codec.expect("wrong round: shard is for round", header.round, round)
+    message = codec.unwrap(verify(plaintext, kind=KIND_SHARD, key=site_key), KIND_SHARD, pb.SyntheticShard, max_bytes)
     # The header is only as trustworthy as the signed body that repeats it.
-    _expect("shard's signed site id", message.site_id, expected_site)
-    _expect("wrong run id: signed shard is for run", message.run_id, run_id)
-    _expect("wrong round: signed shard is for round", message.round, round)
+    codec.expect("shard's signed site id", message.site_id, expected_site)
+    codec.expect("wrong run id: signed shard is for run", message.run_id, run_id)
+    codec.expect("wrong round: signed shard is for round", message.round, round)
     if message.recipient_key_id != header.recipient_key_id:
         raise ShardWireError("shard was signed for another coordinator key (re-sealed by a third party)")
     if len(message.nonce) != NONCE_BYTES:
         raise ShardWireError(f"shard nonce must be {NONCE_BYTES} bytes")
-    shard = _decode_shard(message, spec)
+    shard = codec.shard_of(message, spec)
     with np.errstate(all="ignore"):  # overflowing sums of hostile soft labels are rejected, not warned about
         validate_shard(shard, spec, expected_count)
     replay.check_and_remember(expected_site, message.nonce)
     return shard
 
 
-def _decode_shard(message: pb.SyntheticShard, spec: ShardSpec) -> Shard:
-    """Arrays built only once their sizes agree with the receiver's spec and the bytes present."""
-    n = message.count
-    if n > spec.max_images:
-        raise ShardWireError(f"shard declares {n} images, more than the limit {spec.max_images}")
-    shape = (message.height, message.width, message.channels)
-    if shape != tuple(spec.image_shape):
-        raise ShardWireError(f"images are {'x'.join(map(str, shape))}, expected {'x'.join(map(str, spec.image_shape))}")
-    if message.num_classes != spec.num_classes:
-        raise ShardWireError(f"shard has {message.num_classes} classes, expected {spec.num_classes}")
-    return Shard(
-        site_id=message.site_id,
-        round=message.round,
-        images=_from_le(message.images, np.dtype(np.uint8), (n, *shape), "images"),
-        soft_labels=_from_le(message.soft_labels, np.dtype(np.float32), (n, spec.num_classes), "soft_labels"),
-        hard_labels=_from_le(message.hard_labels, np.dtype(np.int64), (n,), "hard_labels"),
-        declared_count=n,
-        summary=_decode_summary(message),
-    )
-
-
-def _decode_summary(message: pb.SyntheticShard) -> dict:
-    """JSON keeps numbers numbers; the older string map is read as strings. `validate_shard` bounds both."""
-    text = message.summary_json
-    if text and len(message.summary):
-        raise ShardWireError("shard carries its summary twice (summary and summary_json)")
-    if len(message.summary) > MAX_SUMMARY_KEYS:
-        raise ShardWireError(f"summary must be a mapping of at most {MAX_SUMMARY_KEYS} settings")
-    if not text:
-        return dict(message.summary)
-    if len(text) > MAX_SUMMARY_JSON:
-        raise ShardWireError(f"summary is longer than {MAX_SUMMARY_JSON} characters")
-    summary = json.loads(text)
-    if not isinstance(summary, dict):
-        raise ShardWireError("summary must be a JSON object")
-    return summary
-
-
-def _check_sendable(shard: Shard) -> None:
-    if not isinstance(shard, Shard):
-        raise ShardWireError(f"cannot seal {type(shard).__name__}: not a shard")
-    images, soft = shard.images, shard.soft_labels
-    if not isinstance(images, np.ndarray) or images.ndim != 4 or not isinstance(soft, np.ndarray) or soft.ndim != 2:
-        raise ShardWireError("cannot seal shard: images must be (N, H, W, C) and soft_labels (N, K) arrays")
-    h, w, c = (int(s) for s in images.shape[1:])
-    validate_shard(shard, ShardSpec((h, w, c), int(soft.shape[1]), max_images=max(len(images), 1)))
-
-
 # --- audit candidates -----------------------------------------------------------------------------
 
 
 def seal_candidate(candidate: AuditCandidate, *, site_id: str, signer: Ed25519PrivateKey, recipient: X25519PublicKey) -> bytes:
-    """Sign `candidate` as the coordinator and seal it to `site_id`'s `recipient` key."""
+    """`codec.encode_candidate` bytes for `site_id`, signed as the coordinator and sealed to the site's
+    `recipient` key; `SealError` on what no site could accept."""
     try:
-        check_run_id(candidate.run_id)
-        if not isinstance(candidate.student_weights, Mapping) or len(candidate.student_weights) > MAX_ARRAYS:
-            raise SealError(f"student weights must be a mapping of at most {MAX_ARRAYS} arrays")
-        released = candidate.released_images
-        if not isinstance(released, np.ndarray) or released.dtype != np.uint8 or released.ndim != 4:
-            raise SealError("released images must be a uint8 (N, H, W, C) array")
         recipient_id = key_id(recipient)
-        body = pb.AuditCandidate(
-            run_id=candidate.run_id, site_id=site_id, recipient_key_id=recipient_id, nonce=os.urandom(NONCE_BYTES),
-            student_config_json=json.dumps(candidate.student_config.to_dict()),
-            student_weights=[_raw_array(name, array) for name, array in candidate.student_weights.items()],
-            released_images=_raw_array("released_images", released),
-            reference_models=candidate.reference_models, lira=candidate.lira,
-        )
-        return _seal_from_coordinator(body, KIND_CANDIDATE, candidate.run_id, recipient_id, signer, recipient)
+        data = codec.encode_candidate(candidate, site_id=site_id, nonce=os.urandom(NONCE_BYTES), recipient_key_id=recipient_id)
+        return _seal_from_coordinator(data, KIND_CANDIDATE, candidate.run_id, recipient_id, signer, recipient)
     except SealError:
         raise
     except (ValueError, TypeError, AttributeError) as exc:
-        raise SealError(f"cannot seal candidate: {_one_line(exc)}") from None
+        raise SealError(f"cannot seal candidate: {one_line(exc)}") from None
 
 
 def open_candidate(
@@ -277,64 +204,33 @@ def open_candidate(
     site_id: str,
     max_bytes: int = DEFAULT_MAX_CANDIDATE_BYTES,
 ) -> AuditCandidate:
-    """The candidate in `blob`, if the coordinator signed it for this site and this site's key."""
+    """The candidate in `blob`, if the coordinator signed it for this site and this site's key; `SealError` otherwise."""
     try:
-        return _open_candidate(blob, recipient_key, coordinator_key, site_id, max_bytes)
+        message = _open_from_coordinator(blob, KIND_CANDIDATE, "candidate", pb.AuditCandidate, recipient_key,
+                                         coordinator_key, site_id, max_bytes)
+        return codec.candidate_of(message)
     except SealError:
         raise
-    except _MALFORMED as exc:  # checked on the way: never a ShardWireError here, which is no SealError
+    except CodecError as exc:
+        raise SealError(one_line(exc)) from None
+    except MALFORMED as exc:  # checked on the way: never a ShardWireError here, which is no SealError
         raise SealError(f"malformed audit candidate ({type(exc).__name__})") from None
-
-
-def _open_candidate(blob: bytes, recipient_key: X25519PrivateKey, coordinator_key: Ed25519PublicKey, site_id: str,
-                    max_bytes: int) -> AuditCandidate:
-    message = _open_from_coordinator(blob, KIND_CANDIDATE, "candidate", pb.AuditCandidate(), recipient_key, coordinator_key,
-                                     site_id, max_bytes)
-    if len(message.student_weights) > MAX_ARRAYS:
-        raise SealError(f"candidate holds more than {MAX_ARRAYS} weight arrays")
-    weights: dict[str, np.ndarray] = {}
-    for raw in message.student_weights:
-        if raw.name in weights:
-            raise SealError(f"weight array {raw.name[:40]!r} appears twice")
-        weights[raw.name] = _array_of(raw)
-    if not message.HasField("released_images"):
-        raise SealError("candidate has no released images")
-    released = _array_of(message.released_images)
-    if released.dtype != np.uint8 or released.ndim != 4:
-        raise SealError("released images must be a uint8 (N, H, W, C) array")
-    try:
-        check_run_id(message.run_id)
-    except ValueError as exc:
-        raise SealError(_one_line(exc)) from None
-    return AuditCandidate(
-        run_id=message.run_id,
-        student_config=_decode_config(message.student_config_json),
-        student_weights=weights,
-        released_images=released,
-        reference_models=int(message.reference_models),
-        lira=bool(message.lira),
-    )
 
 
 # --- relabelling requests ------------------------------------------------------------------------
 
 
 def seal_relabel(request: RelabelRequest, *, site_id: str, signer: Ed25519PrivateKey, recipient: X25519PublicKey) -> bytes:
-    """Sign `request` as the coordinator and seal it to `site_id`'s `recipient` key."""
+    """`codec.encode_relabel_request` bytes for `site_id`, signed as the coordinator and sealed to the
+    site's `recipient` key; `SealError` on images that are not uint8 (N, H, W, C)."""
     try:
-        check_run_id(request.run_id)
-        images = request.images
-        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
-            raise SealError("relabel images must be a uint8 (N, H, W, C) array")
         recipient_id = key_id(recipient)
-        body = pb.RelabelRequest(run_id=request.run_id, site_id=site_id, recipient_key_id=recipient_id,
-                                 nonce=os.urandom(NONCE_BYTES), images=_raw_array("images", images),
-                                 temperature=float(request.temperature))
-        return _seal_from_coordinator(body, KIND_RELABEL, request.run_id, recipient_id, signer, recipient)
+        data = codec.encode_relabel_request(request, site_id=site_id, nonce=os.urandom(NONCE_BYTES), recipient_key_id=recipient_id)
+        return _seal_from_coordinator(data, KIND_RELABEL, request.run_id, recipient_id, signer, recipient)
     except SealError:
         raise
     except (ValueError, TypeError, AttributeError) as exc:
-        raise SealError(f"cannot seal relabel request: {_one_line(exc)}") from None
+        raise SealError(f"cannot seal relabel request: {one_line(exc)}") from None
 
 
 def open_relabel(
@@ -345,31 +241,27 @@ def open_relabel(
     site_id: str,
     max_bytes: int = DEFAULT_MAX_CANDIDATE_BYTES,
 ) -> RelabelRequest:
-    """The request in `blob`, if the coordinator signed it for this site and this site's key."""
+    """The request in `blob`, if the coordinator signed it for this site and this site's key; `SealError` otherwise."""
     try:
-        message = _open_from_coordinator(blob, KIND_RELABEL, "relabel request", pb.RelabelRequest(), recipient_key,
+        message = _open_from_coordinator(blob, KIND_RELABEL, "relabel request", pb.RelabelRequest, recipient_key,
                                          coordinator_key, site_id, max_bytes)
-        if not message.HasField("images"):
-            raise SealError("relabel request has no images")
-        images = _array_of(message.images)
-        if images.dtype != np.uint8 or images.ndim != 4:
-            raise SealError("relabel images must be a uint8 (N, H, W, C) array")
-        check_run_id(message.run_id)
-        return RelabelRequest(run_id=message.run_id, images=images, temperature=float(message.temperature))
+        return codec.relabel_request_of(message)
     except SealError:
         raise
-    except _MALFORMED as exc:
+    except CodecError as exc:
+        raise SealError(one_line(exc)) from None
+    except MALFORMED as exc:
         raise SealError(f"malformed relabel request ({type(exc).__name__})") from None
 
 
-def _open_from_coordinator(blob: bytes, kind: str, what: str, message, recipient_key: X25519PrivateKey,  # type: ignore[no-untyped-def]
+def _open_from_coordinator(blob: bytes, kind: str, what: str, message_type, recipient_key: X25519PrivateKey,  # type: ignore[no-untyped-def]
                            coordinator_key: Ed25519PublicKey, site_id: str, max_bytes: int):
     """Open, verify and parse a message the coordinator sealed to one site: what every such message must
     satisfy (sender, signature, addressed site, run id and site key both signed and on the envelope, nonce)."""
     header, plaintext = open_sealed(blob, kind=kind, recipient_key=recipient_key, max_bytes=max_bytes)
     if header.sender != COORDINATOR:
         raise SealError(f"{what} sent by {header.sender[:40]!r}, not the coordinator")
-    message.ParseFromString(verify(plaintext, kind=kind, key=coordinator_key))
+    message = codec.unwrap(verify(plaintext, kind=kind, key=coordinator_key), kind, message_type, max_bytes)
     if message.site_id != site_id:
         raise SealError(f"{what} is for site {message.site_id[:40]!r}, not {site_id!r}")
     if message.run_id != header.run_id:
@@ -381,97 +273,23 @@ def _open_from_coordinator(blob: bytes, kind: str, what: str, message, recipient
     return message
 
 
-def _seal_from_coordinator(body, kind: str, run_id: str, recipient_id: str, signer: Ed25519PrivateKey,  # type: ignore[no-untyped-def]
+def _seal_from_coordinator(data: bytes, kind: str, run_id: str, recipient_id: str, signer: Ed25519PrivateKey,
                            recipient: X25519PublicKey) -> bytes:
-    payload = sign(body.SerializeToString(), kind=kind, signer=signer)
+    payload = sign(data, kind=kind, signer=signer)
     return seal(payload, Header(kind, COORDINATOR, run_id, 0, recipient_id), recipient)
-
-
-def _decode_config(text: str) -> ClassifierConfig:
-    """Bounded so that a candidate cannot ask a site to build an absurdly large network."""
-    if len(text) > MAX_CONFIG_JSON:
-        raise SealError("student config is too long")
-    data = json.loads(text)
-    if not isinstance(data, dict):
-        raise SealError("student config must be a JSON object")
-    try:
-        config = ClassifierConfig.from_dict(data)
-    except (KeyError, TypeError, ValueError, OverflowError):
-        raise SealError("student config is malformed") from None
-    if not all(0 < value <= MAX_CONFIG_VALUE for value in config.to_dict().values()):
-        raise SealError(f"student config values must lie in [1, {MAX_CONFIG_VALUE}]")
-    return config
-
-
-# --- arrays ---------------------------------------------------------------------------------------
-
-
-def _raw_array(name: str, array: np.ndarray) -> pb.RawArray:
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
-        raise SealError(f"array names must be 1 to {MAX_NAME} characters")
-    if not isinstance(array, np.ndarray) or array.dtype.name not in ARRAY_DTYPES or array.ndim > MAX_NDIM:
-        raise SealError(f"array {name!r} must be an array of at most {MAX_NDIM} dimensions of one of {', '.join(ARRAY_DTYPES)}")
-    return pb.RawArray(name=name, dtype=array.dtype.name, shape=array.shape, data=_le_bytes(array))
-
-
-def _array_of(raw: pb.RawArray) -> np.ndarray:
-    if raw.dtype not in ARRAY_DTYPES:
-        raise SealError(f"array {raw.name[:40]!r} has dtype {raw.dtype[:20]!r}, not one of {', '.join(ARRAY_DTYPES)}")
-    if not 0 < len(raw.name) <= MAX_NAME:
-        raise SealError(f"array names must be 1 to {MAX_NAME} characters")
-    if len(raw.shape) > MAX_NDIM or any(d > MAX_DIM for d in raw.shape):
-        raise SealError(f"array {raw.name[:40]!r} has more than {MAX_NDIM} dimensions or a dimension over {MAX_DIM}")
-    try:
-        return _from_le(raw.data, np.dtype(raw.dtype), tuple(raw.shape), f"array {raw.name[:40]!r}")
-    except ShardWireError as exc:
-        raise SealError(str(exc)) from None
-
-
-def _le_bytes(array: np.ndarray) -> bytes:
-    """Row-major, little-endian bytes, whatever the sender's byte order."""
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-
-
-def _from_le(data: bytes, dtype: np.dtype, shape: tuple[int, ...], name: str) -> np.ndarray:
-    """A fresh, writable native array, built only once the byte count matches the shape exactly."""
-    expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow whatever the shape
-    if len(data) != expected:
-        raise ShardWireError(f"{name} hold {len(data)} bytes, but shape {tuple(shape)} needs {expected}")
-    return np.frombuffer(data, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
-
-
-# --- helpers --------------------------------------------------------------------------------------
-
-
-def _expect(what: str, got: object, want: object) -> None:
-    if got != want:
-        shown = repr(got[:40]) if isinstance(got, str) else repr(got)
-        raise ShardWireError(f"{what} {shown}, expected {want!r}")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
 
 
 # --- audit reports: signed by the site, bound to the candidate it audited ---------------------------
 
-KIND_AUDIT_REPORT = "audit_report"
-DEFAULT_MAX_REPORT_BYTES = 4 * 2**20
-
 
 def sign_audit_report(report: AuditReport, *, run_id: str, candidate_blob: bytes, signer: Ed25519PrivateKey) -> bytes:
-    """The site's verdict material, signed and tied to the exact sealed candidate it attacked.
+    """`codec.encode_audit_report` bytes of `report`, bound to the exact sealed candidate it attacked and
+    signed by the site: the bytes that leave the site.
 
     Without this, whoever relays messages (the SuperLink) could forge a passing report, or replay
     a site's genuine report on an older candidate as the verdict on a new one.
     """
-    body = json.dumps({
-        "site_id": report.site_id,
-        "run_id": run_id,
-        "candidate_sha256": hashlib.sha256(candidate_blob).hexdigest(),
-        "report": report.to_dict(),
-    }, sort_keys=True, allow_nan=False).encode()
-    return sign(body, kind=KIND_AUDIT_REPORT, signer=signer)
+    return sign(codec.encode_audit_report(report, run_id=run_id, candidate=candidate_blob), kind=KIND_AUDIT_REPORT, signer=signer)
 
 
 def open_audit_report(
@@ -483,59 +301,33 @@ def open_audit_report(
         raise SealError(f"audit report is not bytes of at most {max_bytes} bytes")
     body = verify(bytes(blob), kind=KIND_AUDIT_REPORT, key=site_key)
     try:
-        data = json.loads(body)
-        if not isinstance(data, dict):
-            raise ValueError("not an object")
-        if data.get("site_id") != site_id:
-            raise SealError(f"audit report signed for site {str(data.get('site_id'))[:64]!r}, expected {site_id!r}")
-        if data.get("run_id") != run_id:
-            raise SealError(f"audit report signed for run {str(data.get('run_id'))[:80]!r}, expected {run_id!r}")
-        if data.get("candidate_sha256") != hashlib.sha256(candidate_blob).hexdigest():
-            raise SealError("audit report is for another candidate than the one sent")
-        report = AuditReport.from_dict(data["report"])
-    except SealError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a remote party's bytes: any failure is a malformed report
-        raise SealError(f"malformed audit report: {type(exc).__name__}") from None
-    if report.site_id != site_id:
-        raise SealError("audit report's inner site differs from what was signed")
-    return report
+        return codec.decode_audit_report(body, site_id=site_id, run_id=run_id, candidate=candidate_blob, max_bytes=max_bytes)
+    except ValueError as exc:
+        raise SealError(one_line(exc)) from None
 
 
 # --- relabel replies: signed by the site, bound to the request they answer -------------------------
 
-KIND_RELABEL_REPLY = "relabel_reply"
-
 
 def sign_relabel_reply(probs: np.ndarray, *, site_id: str, run_id: str, request_blob: bytes, signer: Ed25519PrivateKey) -> bytes:
-    """A site's labels, signed and tied to the exact sealed request: they become the student's targets,
-    so whoever relays messages must be able neither to forge them nor to replay older ones."""
-    probs = np.asarray(probs)
-    if probs.dtype != np.float32 or probs.ndim != 2:
-        raise SealError("labels must be a float32 (N, classes) array")
-    header = json.dumps({"site_id": site_id, "run_id": run_id, "request_sha256": hashlib.sha256(request_blob).hexdigest(),
-                         "shape": list(probs.shape)}, sort_keys=True).encode()
-    return sign(struct.pack("<I", len(header)) + header + _le_bytes(probs), kind=KIND_RELABEL_REPLY, signer=signer)
+    """`codec.encode_relabel_reply` bytes of a site's labels (float32 (N, classes)), bound to the exact
+    sealed request and signed by the site: they become the student's targets, so whoever relays
+    messages must be able neither to forge them nor to replay older ones. `SealError` on other arrays."""
+    try:
+        data = codec.encode_relabel_reply(RelabelReply(site_id, np.asarray(probs)), run_id=run_id, request=request_blob)
+    except (CodecError, ValueError) as exc:
+        raise SealError(one_line(exc)) from None
+    return sign(data, kind=KIND_RELABEL_REPLY, signer=signer)
 
 
 def open_relabel_reply(blob: bytes, *, site_key: Ed25519PublicKey, site_id: str, run_id: str, request_blob: bytes,
                        shape: tuple[int, int]) -> np.ndarray:
-    """The labels, if `site_id`'s key signed exactly `shape` of them for this request; `SealError` otherwise."""
+    """The labels, float32 `shape`, if `site_id`'s key signed exactly that many for this request; `SealError` otherwise."""
     expected = 4 * shape[0] * shape[1]
-    if not isinstance(blob, (bytes, bytearray)) or len(blob) > expected + 64 * 1024:
+    if not isinstance(blob, (bytes, bytearray)) or len(blob) > expected + REPLY_OVERHEAD:
         raise SealError("relabel reply is not bytes of the expected size")
     body = verify(bytes(blob), kind=KIND_RELABEL_REPLY, key=site_key)
     try:
-        (length,) = struct.unpack_from("<I", body)
-        data = json.loads(body[4:4 + length])
-        if data.get("site_id") != site_id or data.get("run_id") != run_id:
-            raise SealError("relabel reply was signed for another site or run")
-        if data.get("request_sha256") != hashlib.sha256(request_blob).hexdigest():
-            raise SealError("relabel reply answers another request than the one sent")
-        if tuple(data.get("shape", ())) != tuple(shape):
-            raise SealError(f"relabel reply holds {data.get('shape')} labels, expected {list(shape)}")
-        return _from_le(body[4 + length:], np.dtype(np.float32), tuple(shape), "labels")
-    except SealError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a remote party's bytes: any failure is a malformed reply
-        raise SealError(f"malformed relabel reply: {type(exc).__name__}") from None
+        return codec.decode_relabel_reply(body, site_id=site_id, run_id=run_id, request=request_blob, shape=shape).probs
+    except ValueError as exc:
+        raise SealError(one_line(exc)) from None

@@ -32,14 +32,22 @@ def digits_sites(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def inprocess_run(tmp_path_factory, digits_sites):
+def inprocess_sent(digits_sites):
+    """What each site of `inprocess_run` answered, as the bytes the in-process link received, by site id."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def inprocess_run(tmp_path_factory, digits_sites, inprocess_sent):
     """One whole pipeline run on digits through the in-process link (about a minute on 2 cores)."""
+    from fedkr.inprocess import InProcessLink
     from fedkr.server.coordinator import Coordinator
-    from fedkr.server.link import InProcessLink
     from fedkr.shared.data import load_digits_splits
-    from helpers import tiny_run_config
+    from helpers import RecordingSite, tiny_run_config
 
     out = tmp_path_factory.mktemp("runs")
     config = tiny_run_config(out)
-    outcome = Coordinator(config, load_digits_splits().test).run(InProcessLink(digits_sites))
+    sites = [RecordingSite(site) for site in digits_sites]
+    outcome = Coordinator(config, load_digits_splits().test).run(InProcessLink(sites))
+    inprocess_sent.update({site.site_id: site.sent for site in sites})
     return config, outcome

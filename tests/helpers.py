@@ -28,3 +28,38 @@ def tiny_run_config(out: Path, **overrides):
     )
     settings.update(overrides)
     return RunConfig.from_profile("demo", **settings)
+
+
+class RecordingSite:
+    """A site behind the in-process link that keeps every answer it gave, as the bytes the link received."""
+
+    def __init__(self, site) -> None:  # type: ignore[no-untyped-def]
+        self.site, self.site_id = site, site.site_id
+        self.sent: list[bytes] = []
+
+    def _answer(self, method: str, message: object) -> bytes:
+        out = getattr(self.site, method)(message)
+        self.sent.append(out)
+        return out
+
+    def fit(self, plan: bytes) -> bytes:
+        return self._answer("fit", plan)
+
+    def synthesize(self, request: bytes) -> bytes:
+        return self._answer("synthesize", request)
+
+    def relabel(self, request: bytes) -> bytes:
+        return self._answer("relabel", request)
+
+    def audit(self, candidate: bytes) -> bytes:
+        return self._answer("audit", candidate)
+
+
+def ledger_matches(ledger: Path, run_id: str, sent: list[bytes]) -> list[dict]:
+    """The ledger's lines for `run_id`, checked to hash exactly the bytes in `sent`, in order."""
+    import hashlib
+    import json
+
+    entries = [e for e in map(json.loads, ledger.read_text().splitlines()) if e["run"] == run_id][:len(sent)]
+    assert [(e["bytes"], e["sha256"]) for e in entries] == [(len(b), hashlib.sha256(b).hexdigest()) for b in sent]
+    return entries

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from fedkr.server.coordinator import Coordinator
-from fedkr.server.link import InProcessLink
+from fedkr.inprocess import InProcessLink
+from fedkr.shared import codec
 from fedkr.shared.release_inspect import RELEASE_FILES, inspect_release
 from fedkr.shared.data import load_digits_splits
-from fedkr.shared.shard import SynthesisRequest
-from helpers import tiny_run_config
+from fedkr.shared.shard import ShardSpec, SynthesisRequest
+from helpers import ledger_matches, tiny_run_config
 
 
 def test_release_bundle_complete_and_consistent(inprocess_run):
@@ -57,7 +58,8 @@ def test_each_request_gives_fresh_images(inprocess_run, digits_sites):
     config, _ = inprocess_run
     site = digits_sites[0]
     request = SynthesisRequest(config.run_id, 9, (2,) * 10, 4.0)
-    a, b = site.synthesize(request), site.synthesize(request)
+    a, b = (codec.decode_shard(site.synthesize(request), site_id="site-0", run_id=config.run_id, round=9,
+                               spec=ShardSpec((8, 8, 1), 10)) for _ in range(2))
     assert not (a.images == b.images).all()
     assert len(a) == 20 and (a.hard_labels == np.repeat(np.arange(10), 2)).all()
 
@@ -66,6 +68,15 @@ def test_site_ledger_lists_everything_that_left(inprocess_run, digits_sites):
     entries = [json.loads(line) for line in (digits_sites[1].state_dir / "ledger.jsonl").read_text().splitlines()]
     kinds = [e["kind"] for e in entries if e["run"] == "test-run"]
     assert kinds[:5] == ["metrics", "shard", "shard", "labels", "metrics"]  # fit, 2 rounds, relabel, audit
+
+
+def test_each_ledger_line_hashes_the_bytes_that_left_the_site(inprocess_run, inprocess_sent, digits_sites):
+    config, _ = inprocess_run
+    for site in digits_sites:
+        sent = inprocess_sent[site.site_id]
+        assert len(sent) == 5  # fit, 2 rounds, relabel, audit: each reached the coordinator as these bytes
+        entries = ledger_matches(site.state_dir / "ledger.jsonl", config.run_id, sent)
+        assert [e["kind"] for e in entries] == ["metrics", "shard", "shard", "labels", "metrics"]
 
 
 def test_audit_failure_writes_refusal_and_no_release(tmp_path, digits_sites, inprocess_run):
@@ -135,7 +146,8 @@ def test_same_seed_same_site_results(tmp_path):
         torch.rand(attempt + 3)  # disturb the global random state between the two sites
         site = Site("site-0", data, tmp_path / f"state-{attempt}")
         site.fit(plan)
-        shards.append(site.synthesize(SynthesisRequest("repeat", 1, (2,) * 10, 4.0)))
+        sent = site.synthesize(codec.encode_synthesis_request(SynthesisRequest("repeat", 1, (2,) * 10, 4.0)))
+        shards.append(codec.decode_shard(sent, site_id="site-0", run_id="repeat", round=1, spec=ShardSpec((8, 8, 1), 10)))
     assert (shards[0].images == shards[1].images).all()
     assert (shards[0].soft_labels == shards[1].soft_labels).all()
 

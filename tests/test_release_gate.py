@@ -112,14 +112,15 @@ def test_inspect_rejects_crafted_manifests(tmp_path):
     assert checks["distilled.npz"] == "NOT IN MANIFEST"
 
 
-@pytest.mark.parametrize("payload", ['{"site_id": "s", "results": [], "num_members": 1e999}', "[" * 100_000 + "]" * 100_000])
-def test_decoder_turns_overflow_and_deep_nesting_into_value_error(payload):
-    from flwr.app import ConfigRecord, RecordDict
+@pytest.mark.parametrize("settings", ["[" * 20_000 + "]" * 20_000, '{"n": 10000000000000000000}', '{"a": {"b": {"c": {"d": 1}}}}',
+                                      "[1, 2]", "{" * 70_000])
+def test_decoder_turns_overflow_and_deep_nesting_into_value_error(settings):
+    from fedkr.shared import codec
+    from fedkr.v1 import messages_pb2 as pb
 
-    from fedkr.shared import flower_records as rec
-
-    with pytest.raises(ValueError):
-        rec.decode_audit_report(RecordDict({"audit": ConfigRecord({"json": payload})}))
+    body = pb.AuditReport(site_id="s", run_id="r1", candidate_sha256=codec.sha256(b"c"), settings_json=settings)
+    with pytest.raises(codec.CodecError):
+        codec.decode_audit_report(codec.wrap(codec.KIND_AUDIT_REPORT, body), site_id="s", run_id="r1", candidate=b"c")
 
 
 def test_a_release_that_fails_part_way_leaves_nothing_behind(tmp_path):

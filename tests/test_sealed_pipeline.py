@@ -7,14 +7,14 @@ import json
 
 import numpy as np
 import pytest
-from helpers import tiny_run_config
+from helpers import RecordingSite, ledger_matches, tiny_run_config
 
 from fedkr.client.credentials import init_site, load_site_credentials
 from fedkr.client.site import Site
 from fedkr.client.site_data import SiteDataSpec, load_site_data
 from fedkr.server.coordinator import Coordinator, RunError
 from fedkr.server.keyring import init_coordinator, load_coordinator_keys, read_site_file, record_site
-from fedkr.server.link import InProcessLink
+from fedkr.inprocess import InProcessLink
 from fedkr.shared.keys import load_verify_key
 from fedkr.shared.reports import RelabelRequest
 from fedkr.shared.release_verify import verify_release
@@ -57,13 +57,15 @@ def mixed_run(deployment):
     root, data = deployment
     init_site(root / "stranger", "site-9", root / "coordinator" / "public")
     sites = [
-        sealed_site(root, data, 0),
+        RecordingSite(sealed_site(root, data, 0)),
         sealed_site(root, data, 1),
         sealed_site(root, data, 2, impostor_keys(root)),
         Site("site-3", data[2], root / "state" / "plain-3"),  # registered, but runs without its keys
         Site("site-9", data[2], root / "state" / "site-9", load_site_credentials(root / "stranger")),
     ]
-    return root, run(root, sites, "mixed", min_sites=2)
+    outcome = run(root, sites, "mixed", min_sites=2)
+    outcome.metrics["sent_by_site_0"] = sites[0].sent  # what site-0's answers were, as the link received them
+    return root, outcome
 
 
 def test_sealed_run_releases_a_signed_bundle_and_ledgers_sealed_shards(mixed_run):
@@ -73,6 +75,8 @@ def test_sealed_run_releases_a_signed_bundle_and_ledgers_sealed_shards(mixed_run
     result = verify_release(outcome.release_dir, load_verify_key(root / "coordinator" / "public" / "signing.pub"))
     assert result.ok, result.problems
     ledger = [json.loads(line) for line in (root / "state" / "site-0" / "ledger.jsonl").read_text().splitlines()]
+    # Each line hashes the exact signed or sealed bytes that reached the coordinator.
+    assert len(ledger_matches(root / "state" / "site-0" / "ledger.jsonl", "mixed", outcome.metrics["sent_by_site_0"])) == 5
     shards = [e for e in ledger if e["run"] == "mixed" and e["kind"] == "shard"]
     assert len(shards) == 2 and all(e["sealed_to"] and e["signed_by"] for e in shards)
     labels = [e for e in ledger if e["run"] == "mixed" and e["kind"] == "labels"]

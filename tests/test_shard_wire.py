@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from fedkr.shared import codec
 from fedkr.shared.classifier import ClassifierConfig
 from fedkr.shared.keys import key_id, new_sealing_key, new_signing_key
 from fedkr.shared.reports import AuditCandidate, RelabelRequest
@@ -62,14 +63,20 @@ def plaintext_of(blob: bytes, kind: str = "shard", key=COORD_SEAL) -> bytes:
     return open_sealed(blob, kind=kind, recipient_key=key, max_bytes=2**26)[1]
 
 
+def signed_body(blob: bytes, kind: str = "shard", key=COORD_SEAL) -> bytes:
+    """The message bytes a site or the coordinator signed: the codec's envelope."""
+    return pb.SignedPayload.FromString(plaintext_of(blob, kind, key)).body
+
+
 def body_of(blob: bytes) -> pb.SyntheticShard:
-    return pb.SyntheticShard.FromString(pb.SignedPayload.FromString(plaintext_of(blob)).body)
+    return pb.SyntheticShard.FromString(pb.Envelope.FromString(signed_body(blob)).body)
 
 
 def forge(body: bytes | pb.SyntheticShard, *, signer: str = "site-0", sender: str = "site-0", run_id: str = RUN,
-          round: int = 1, kind: str = "shard", recipient=COORD_SEAL, signing_key=None) -> bytes:
-    """A correctly signed and sealed blob around any body: gets past the crypto to the decoder."""
+          round: int = 1, kind: str = "shard", recipient=COORD_SEAL, signing_key=None, version: int = codec.WIRE_VERSION) -> bytes:
+    """A correctly signed and sealed blob around any body, in an envelope of `version`: gets past the crypto to the decoder."""
     raw = body if isinstance(body, bytes) else body.SerializeToString()
+    raw = pb.Envelope(version=version, kind=kind, body=raw).SerializeToString()
     payload = sign(raw, kind=kind, signer=signing_key or SITE_SIGN[signer])
     return seal(payload, Header(kind, sender, run_id, round, key_id(recipient.public_key())), recipient.public_key())
 
@@ -92,12 +99,12 @@ def open_c(blob: bytes, **overrides) -> AuditCandidate:
 
 
 def candidate_body_of(blob: bytes) -> pb.AuditCandidate:
-    plain = plaintext_of(blob, "audit_candidate", SITE_SEAL["site-0"])
-    return pb.AuditCandidate.FromString(pb.SignedPayload.FromString(plain).body)
+    return pb.AuditCandidate.FromString(pb.Envelope.FromString(signed_body(blob, "audit_candidate", SITE_SEAL["site-0"])).body)
 
 
-def forge_candidate(body: pb.AuditCandidate | bytes, *, sender: str = "coordinator", kind: str = "audit_candidate") -> bytes:
-    return forge(body, sender=sender, kind=kind, round=0, recipient=SITE_SEAL["site-0"], signing_key=COORD_SIGN)
+def forge_candidate(body: pb.AuditCandidate | bytes, *, sender: str = "coordinator", kind: str = "audit_candidate",
+                    version: int = codec.WIRE_VERSION) -> bytes:
+    return forge(body, sender=sender, kind=kind, round=0, recipient=SITE_SEAL["site-0"], signing_key=COORD_SIGN, version=version)
 
 
 SHARD_BLOB = sealed_shard()
@@ -374,8 +381,7 @@ def test_a_signature_is_bound_to_its_kind():
 
 
 def test_candidate_body_signed_as_a_shard_is_refused():
-    body = candidate_body_of(CANDIDATE_BLOB)
-    payload = sign(body.SerializeToString(), kind="shard", signer=COORD_SIGN)
+    payload = sign(signed_body(CANDIDATE_BLOB, "audit_candidate", SITE_SEAL["site-0"]), kind="shard", signer=COORD_SIGN)
     header = Header("audit_candidate", "coordinator", RUN, 0, key_id(SITE_SEAL["site-0"].public_key()))
     with pytest.raises(SealError, match="bad signature"):
         open_c(seal(payload, header, SITE_SEAL["site-0"].public_key()))

@@ -6,6 +6,74 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Envelope(_message.Message):
+    __slots__ = ("version", "kind", "body")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    kind: str
+    body: bytes
+    def __init__(self, version: _Optional[int] = ..., kind: _Optional[str] = ..., body: _Optional[bytes] = ...) -> None: ...
+
+class FitPlan(_message.Message):
+    __slots__ = ("run_id", "teacher_json", "generator_json", "teacher_channels", "dp_json")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_JSON_FIELD_NUMBER: _ClassVar[int]
+    GENERATOR_JSON_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    DP_JSON_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    teacher_json: str
+    generator_json: str
+    teacher_channels: int
+    dp_json: str
+    def __init__(self, run_id: _Optional[str] = ..., teacher_json: _Optional[str] = ..., generator_json: _Optional[str] = ..., teacher_channels: _Optional[int] = ..., dp_json: _Optional[str] = ...) -> None: ...
+
+class FitReport(_message.Message):
+    __slots__ = ("site_id", "run_id", "num_members", "num_holdout", "class_names", "image_shape", "member_class_counts", "teacher_holdout_accuracy", "generator_final_loss", "teacher_seconds", "generator_seconds", "generator_summary_json", "dp_json")
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    NUM_HOLDOUT_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_CLASS_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_HOLDOUT_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    GENERATOR_FINAL_LOSS_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GENERATOR_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GENERATOR_SUMMARY_JSON_FIELD_NUMBER: _ClassVar[int]
+    DP_JSON_FIELD_NUMBER: _ClassVar[int]
+    site_id: str
+    run_id: str
+    num_members: int
+    num_holdout: int
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    image_shape: _containers.RepeatedScalarFieldContainer[int]
+    member_class_counts: _containers.RepeatedScalarFieldContainer[int]
+    teacher_holdout_accuracy: float
+    generator_final_loss: float
+    teacher_seconds: float
+    generator_seconds: float
+    generator_summary_json: str
+    dp_json: str
+    def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., num_members: _Optional[int] = ..., num_holdout: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., image_shape: _Optional[_Iterable[int]] = ..., member_class_counts: _Optional[_Iterable[int]] = ..., teacher_holdout_accuracy: _Optional[float] = ..., generator_final_loss: _Optional[float] = ..., teacher_seconds: _Optional[float] = ..., generator_seconds: _Optional[float] = ..., generator_summary_json: _Optional[str] = ..., dp_json: _Optional[str] = ...) -> None: ...
+
+class SynthesisRequest(_message.Message):
+    __slots__ = ("run_id", "round", "per_class", "temperature", "oversample")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    PER_CLASS_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    OVERSAMPLE_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    round: int
+    per_class: _containers.RepeatedScalarFieldContainer[int]
+    temperature: float
+    oversample: float
+    def __init__(self, run_id: _Optional[str] = ..., round: _Optional[int] = ..., per_class: _Optional[_Iterable[int]] = ..., temperature: _Optional[float] = ..., oversample: _Optional[float] = ...) -> None: ...
+
 class SyntheticShard(_message.Message):
     __slots__ = ("site_id", "run_id", "round", "count", "height", "width", "channels", "images", "num_classes", "soft_labels", "hard_labels", "summary", "nonce", "recipient_key_id", "summary_json")
     class SummaryEntry(_message.Message):
@@ -129,6 +197,18 @@ class RelabelRequest(_message.Message):
     temperature: float
     def __init__(self, run_id: _Optional[str] = ..., site_id: _Optional[str] = ..., recipient_key_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., images: _Optional[_Union[RawArray, _Mapping]] = ..., temperature: _Optional[float] = ...) -> None: ...
 
+class RelabelReply(_message.Message):
+    __slots__ = ("site_id", "run_id", "request_sha256", "probs")
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PROBS_FIELD_NUMBER: _ClassVar[int]
+    site_id: str
+    run_id: str
+    request_sha256: bytes
+    probs: RawArray
+    def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., request_sha256: _Optional[bytes] = ..., probs: _Optional[_Union[RawArray, _Mapping]] = ...) -> None: ...
+
 class Interval(_message.Message):
     __slots__ = ("lower", "upper")
     LOWER_FIELD_NUMBER: _ClassVar[int]
@@ -164,7 +244,7 @@ class PerClassResult(_message.Message):
     def __init__(self, class_name: _Optional[str] = ..., members: _Optional[int] = ..., nonmembers: _Optional[int] = ..., auc: _Optional[float] = ...) -> None: ...
 
 class AttackResult(_message.Message):
-    __slots__ = ("attack", "target", "num_members", "num_nonmembers", "auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci", "tpr_at_01pct_fpr", "tpr_at_01pct_fpr_ci", "epsilon_lower_bound", "control", "roc_fpr", "roc_tpr", "histogram_edges", "histogram_members", "histogram_nonmembers", "per_class", "description")
+    __slots__ = ("attack", "target", "num_members", "num_nonmembers", "auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci", "tpr_at_01pct_fpr", "tpr_at_01pct_fpr_ci", "epsilon_lower_bound", "control", "roc_fpr", "roc_tpr", "histogram_edges", "histogram_members", "histogram_nonmembers", "per_class", "description", "histogram_score")
     ATTACK_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     NUM_MEMBERS_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +264,7 @@ class AttackResult(_message.Message):
     HISTOGRAM_NONMEMBERS_FIELD_NUMBER: _ClassVar[int]
     PER_CLASS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    HISTOGRAM_SCORE_FIELD_NUMBER: _ClassVar[int]
     attack: str
     target: str
     num_members: int
@@ -203,48 +284,27 @@ class AttackResult(_message.Message):
     histogram_nonmembers: _containers.RepeatedScalarFieldContainer[int]
     per_class: _containers.RepeatedCompositeFieldContainer[PerClassResult]
     description: str
-    def __init__(self, attack: _Optional[str] = ..., target: _Optional[str] = ..., num_members: _Optional[int] = ..., num_nonmembers: _Optional[int] = ..., auc: _Optional[float] = ..., auc_ci: _Optional[_Union[Interval, _Mapping]] = ..., tpr_at_1pct_fpr: _Optional[float] = ..., tpr_at_1pct_fpr_ci: _Optional[_Union[Interval, _Mapping]] = ..., tpr_at_01pct_fpr: _Optional[float] = ..., tpr_at_01pct_fpr_ci: _Optional[_Union[Interval, _Mapping]] = ..., epsilon_lower_bound: _Optional[float] = ..., control: _Optional[_Union[ControlResult, _Mapping]] = ..., roc_fpr: _Optional[_Iterable[float]] = ..., roc_tpr: _Optional[_Iterable[float]] = ..., histogram_edges: _Optional[_Iterable[float]] = ..., histogram_members: _Optional[_Iterable[int]] = ..., histogram_nonmembers: _Optional[_Iterable[int]] = ..., per_class: _Optional[_Iterable[_Union[PerClassResult, _Mapping]]] = ..., description: _Optional[str] = ...) -> None: ...
+    histogram_score: str
+    def __init__(self, attack: _Optional[str] = ..., target: _Optional[str] = ..., num_members: _Optional[int] = ..., num_nonmembers: _Optional[int] = ..., auc: _Optional[float] = ..., auc_ci: _Optional[_Union[Interval, _Mapping]] = ..., tpr_at_1pct_fpr: _Optional[float] = ..., tpr_at_1pct_fpr_ci: _Optional[_Union[Interval, _Mapping]] = ..., tpr_at_01pct_fpr: _Optional[float] = ..., tpr_at_01pct_fpr_ci: _Optional[_Union[Interval, _Mapping]] = ..., epsilon_lower_bound: _Optional[float] = ..., control: _Optional[_Union[ControlResult, _Mapping]] = ..., roc_fpr: _Optional[_Iterable[float]] = ..., roc_tpr: _Optional[_Iterable[float]] = ..., histogram_edges: _Optional[_Iterable[float]] = ..., histogram_members: _Optional[_Iterable[int]] = ..., histogram_nonmembers: _Optional[_Iterable[int]] = ..., per_class: _Optional[_Iterable[_Union[PerClassResult, _Mapping]]] = ..., description: _Optional[str] = ..., histogram_score: _Optional[str] = ...) -> None: ...
 
-class NearDuplicates(_message.Message):
-    __slots__ = ("count", "threshold", "holdout_count")
-    COUNT_FIELD_NUMBER: _ClassVar[int]
-    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
-    HOLDOUT_COUNT_FIELD_NUMBER: _ClassVar[int]
-    count: int
-    threshold: float
-    holdout_count: int
-    def __init__(self, count: _Optional[int] = ..., threshold: _Optional[float] = ..., holdout_count: _Optional[int] = ...) -> None: ...
-
-class DPAccounting(_message.Message):
-    __slots__ = ("epsilon", "delta", "target_epsilon", "max_grad_norm", "accountant")
-    EPSILON_FIELD_NUMBER: _ClassVar[int]
-    DELTA_FIELD_NUMBER: _ClassVar[int]
-    TARGET_EPSILON_FIELD_NUMBER: _ClassVar[int]
-    MAX_GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
-    ACCOUNTANT_FIELD_NUMBER: _ClassVar[int]
-    epsilon: float
-    delta: float
-    target_epsilon: float
-    max_grad_norm: float
-    accountant: str
-    def __init__(self, epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., target_epsilon: _Optional[float] = ..., max_grad_norm: _Optional[float] = ..., accountant: _Optional[str] = ...) -> None: ...
-
-class AuditResult(_message.Message):
-    __slots__ = ("site_id", "run_id", "results", "num_members", "num_nonmembers", "pixel_near_duplicates", "feature_near_duplicates", "dp")
+class AuditReport(_message.Message):
+    __slots__ = ("site_id", "run_id", "results", "num_members", "num_nonmembers", "candidate_sha256", "near_duplicates_json", "dp_json", "settings_json")
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     NUM_MEMBERS_FIELD_NUMBER: _ClassVar[int]
     NUM_NONMEMBERS_FIELD_NUMBER: _ClassVar[int]
-    PIXEL_NEAR_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
-    FEATURE_NEAR_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
-    DP_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    NEAR_DUPLICATES_JSON_FIELD_NUMBER: _ClassVar[int]
+    DP_JSON_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_JSON_FIELD_NUMBER: _ClassVar[int]
     site_id: str
     run_id: str
     results: _containers.RepeatedCompositeFieldContainer[AttackResult]
     num_members: int
     num_nonmembers: int
-    pixel_near_duplicates: NearDuplicates
-    feature_near_duplicates: NearDuplicates
-    dp: DPAccounting
-    def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[AttackResult, _Mapping]]] = ..., num_members: _Optional[int] = ..., num_nonmembers: _Optional[int] = ..., pixel_near_duplicates: _Optional[_Union[NearDuplicates, _Mapping]] = ..., feature_near_duplicates: _Optional[_Union[NearDuplicates, _Mapping]] = ..., dp: _Optional[_Union[DPAccounting, _Mapping]] = ...) -> None: ...
+    candidate_sha256: bytes
+    near_duplicates_json: str
+    dp_json: str
+    settings_json: str
+    def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[AttackResult, _Mapping]]] = ..., num_members: _Optional[int] = ..., num_nonmembers: _Optional[int] = ..., candidate_sha256: _Optional[bytes] = ..., near_duplicates_json: _Optional[str] = ..., dp_json: _Optional[str] = ..., settings_json: _Optional[str] = ...) -> None: ...
