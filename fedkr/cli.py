@@ -208,7 +208,7 @@ def audit(
     holdout_fraction: Annotated[float | None, typer.Option(help="The run's holdout fraction." + _d("holdout_fraction"))] = None,
     partition: Annotated[str | None, typer.Option(help="Simulation only: the run's partition; leave out for a real site's own data, read whole.")] = None,
     sites: Annotated[int | None, typer.Option(help="Simulation only: the number of simulated sites." + _d("sites"))] = None,
-    site_index: Annotated[int | None, typer.Option(help="Simulation only: which simulated site this is (0-based); needed with --partition.")] = None,
+    site_index: Annotated[int, typer.Option(help="Simulation only: which simulated site this is (0-based).")] = 0,
     reference_models: Annotated[int | None, typer.Option(help="Reference models for RMIA (and LiRA), 2 to 8." + _d("audit_reference_models"))] = None,
     lira: Annotated[bool | None, typer.Option("--lira/--no-lira", help="Also run offline LiRA." + _d("audit_lira"))] = None,
     max_auc: Annotated[float | None, typer.Option(help="Policy: AUC upper 95% bound of every attack on the student." + _d("audit_max_auc"))] = None,
@@ -230,10 +230,8 @@ def audit(
     run = _config("default", seed=seed, holdout_fraction=holdout_fraction, sites=sites, audit_reference_models=reference_models,
                   audit_lira=lira, audit_max_auc=max_auc, audit_max_tpr=max_tpr, audit_max_distance_auc=max_distance_auc,
                   partition=partition)
-    if partition is None and (sites is not None or site_index is not None):
+    if partition is None and (sites is not None or site_index != 0):
         fail("--sites and --site-index describe a simulated run: give its --partition as well")
-    if partition is not None and site_index is None:
-        fail("--partition describes a simulated run: give this site's --site-index as well")
     try:
         # the split follows the run's seed; the attacks use the same fixed seed as the audit inside a run
         settings = AuditSettings(reference_models=run.audit_reference_models, lira=run.audit_lira)
@@ -241,9 +239,9 @@ def audit(
         if partition is None:
             spec = SiteDataSpec(data, seed=run.seed, holdout_fraction=run.holdout_fraction)
         else:
-            if not 0 <= site_index < run.sites:  # type: ignore[operator]
+            if not 0 <= site_index < run.sites:
                 raise ValueError(f"site-index must be in [0, {run.sites}), got {site_index}")
-            spec = SiteDataSpec(data, site_index, run.sites, run.partition, run.seed, run.holdout_fraction)  # type: ignore[arg-type]
+            spec = SiteDataSpec(data, site_index, run.sites, run.partition, run.seed, run.holdout_fraction)
         with console.status("loading the site's data"):
             site_data = load_site_data(spec)
         with console.status(f"attacking the release with {len(site_data.members)} members and {len(site_data.holdout)} holdout images"):
