@@ -28,7 +28,7 @@ DEFAULT_CHUNK = 1024
 
 
 def as_rows(points: np.ndarray, name: str = "points") -> np.ndarray:
-    """`points` (N, ...) as a float64 (N, D) array of flattened rows; ValueError on N = 0 dims or non-finite values."""
+    """`points` (N, ...) as a float64 (N, D) array of flattened rows; ValueError for a scalar or non-finite values."""
     array = np.asarray(points, dtype=np.float64)
     if array.ndim == 0:
         raise ValueError(f"{name} must have a leading sample axis, got a scalar")
@@ -46,8 +46,11 @@ def nearest_distances(queries: np.ndarray, references: np.ndarray, chunk: int = 
     """Euclidean distance from each query row to its closest reference row.
 
     `queries` (N, ...) and `references` (M, ...) are flattened to (N, D) and (M, D); returns float64
-    (N,), in the units of the inputs. Raises ValueError if M = 0 or the widths D differ.
+    (N,), in the units of the inputs. Raises ValueError if M = 0, the widths D differ or a
+    reference holds a non-finite value.
     """
+    if len(references) == 0:
+        raise ValueError("need at least one reference")
     r = as_rows(references, "references")
     q = np.asarray(queries, dtype=np.float64).reshape(len(queries), -1 if len(queries) else r.shape[1])
     if r.shape[0] == 0 or q.shape[1] != r.shape[1]:
