@@ -37,8 +37,12 @@ def bootstrap_auc_ci(
 ) -> tuple[float, float]:
     """Percentile interval of ROC AUC, resampling members and non-members separately.
 
+    `members`, `nonmembers`: scores as for `mia.roc_auc`. Returns (low, high) in [0, 1].
     Each resample is weights over the sorted non-members, so one resample costs O(n) after a
-    single sort: a thousand resamples of ten thousand scores take well under a second.
+    single sort. Kept by hand for speed: on 1000 resamples of 10,000 + 10,000 scores,
+    `scipy.stats.bootstrap` around `roc_auc` took 10 times as long (53 s against 5.3 s, measured
+    together on a loaded 2-core machine). Raises ValueError as `check_scores`, for a confidence
+    outside (0, 1) or fewer than 10 resamples.
     """
     members, nonmembers = check_scores(members, nonmembers)
     if not 0.0 < confidence < 1.0:
