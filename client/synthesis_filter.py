@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedkr.shared.synthesis_quality import DEFAULT_K, knn_radii, precision_recall
+from fedkr.shared import knn
+from fedkr.shared.synthesis_quality import DEFAULT_K, precision_recall
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,17 @@ class FilterOutcome:
 
 
 class MemberManifold:
-    """The members' k-NN balls in the teacher's feature space, computed once per fitted teacher."""
+    """The members' k-NN balls in the teacher's feature space, computed once per fitted teacher.
+
+    `features` float64 (N, D); `radii` float64 (N,): each member's Euclidean distance to its k-th
+    nearest other member; `labels` (N,) or None.
+    """
 
     def __init__(self, member_features: np.ndarray, labels: np.ndarray | None = None, k: int = DEFAULT_K) -> None:
         self.features = np.asarray(member_features, dtype=np.float64)
         self.labels = None if labels is None else np.asarray(labels)
         self.k = k
-        self.radii = knn_radii(self.features, k)
+        self.radii = knn.kth_neighbour_distances(self.features, k)
 
     @classmethod
     def of(cls, member_features: np.ndarray, labels: np.ndarray, k: int = DEFAULT_K) -> MemberManifold | None:
@@ -54,14 +59,8 @@ class MemberManifold:
         return cls(member_features, labels, k) if member_features.shape[0] > k else None
 
     def contains(self, features: np.ndarray, batch: int = 1024) -> np.ndarray:
-        x = np.asarray(features, dtype=np.float64)
-        inside = np.zeros(x.shape[0], dtype=bool)
-        sq_m = (self.features ** 2).sum(1)
-        for start in range(0, x.shape[0], batch):
-            part = x[start:start + batch]
-            d = (part ** 2).sum(1)[:, None] + sq_m[None, :] - 2.0 * part @ self.features.T
-            inside[start:start + batch] = (np.maximum(d, 0.0) <= self.radii[None, :]).any(axis=1)
-        return inside
+        """bool (M,): whether each row of `features` (M, D) lies inside some member's ball (boundary included)."""
+        return knn.inside_any_ball(features, self.features, self.radii, batch)
 
 
 def filter_samples(

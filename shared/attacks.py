@@ -10,6 +10,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_softmax, logsumexp
 
+from . import knn
+
+
 def _check(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -112,18 +115,8 @@ def rmia_scores(
 
 
 def nearest_distances(queries: np.ndarray, references: np.ndarray, chunk: int = 1024) -> np.ndarray:
-    """Euclidean distance from each query row to its closest reference row (flattened vectors)."""
-    import torch
-
-    references = np.asarray(references, dtype=np.float32)
-    r = torch.from_numpy(references.reshape(len(references), -1))
-    q = torch.from_numpy(np.asarray(queries, dtype=np.float32).reshape(len(queries), r.shape[1] if len(queries) == 0 else -1))
-    if r.shape[0] == 0 or (q.shape[0] and q.shape[1] != r.shape[1]):
-        raise ValueError(f"need references of the queries' size, got {tuple(q.shape)} and {tuple(r.shape)}")
-    # the exact (non-matrix-product) path: near-zero distances are what the near-duplicate count is about
-    out = [torch.cdist(q[i : i + chunk], r, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
-           for i in range(0, q.shape[0], chunk)]
-    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+    """Euclidean distance from each query row to its closest reference row: float64 (N,), see `knn.nearest_distances`."""
+    return knn.nearest_distances(queries, references, chunk)
 
 
 def distance_scores(distances: np.ndarray) -> np.ndarray:

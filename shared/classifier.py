@@ -7,8 +7,10 @@ BatchNorm so that the same network can later be trained with DP-SGD (opacus reje
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -132,46 +134,71 @@ def train_classifier(
 ) -> list[float]:
     """Train against probability targets (one-hot for real labels, soft for synthetic); returns epoch losses.
 
-    With `dp` the same budget is spent with DP-SGD instead (see `train_classifier_private`) and
-    what it cost is left on `model.dp_report`; without it the run is exactly the non-private one.
+    `images` uint8 (N, H, W, C), `target_probs` float (N, num_classes) rows summing to 1. AdamW
+    with a one-cycle schedule over `config.epochs` epochs of at least `config.min_steps` steps in
+    all, random shifts (and flips) per batch, and the loss `soft_label_loss`; returns
+    `config.epochs` mean per-example losses. The model is left in eval mode.
+
+    Without `dp` each epoch takes shuffled passes over the data (from the same seeded generator
+    as the augmentation, so a run repeats exactly). With `dp` the same model, optimizer and loop
+    are made private by opacus' `PrivacyEngine` (DP-SGD, Abadi et al. 2016): the same number of
+    steps, Poisson-sampled batches of expected size about `config.batch_size` (possibly empty:
+    such a step is still taken, as noise only), and every example's gradient clipped to
+    `dp.max_grad_norm` before noise is added. What a private run spent is left on
+    `model.dp_report`; after non-private training it is None.
+    Raises ValueError for zero images, and as `make_private_training` for an unreachable budget.
     """
-    if dp is not None:
-        losses, _ = train_classifier_private(model, images, target_probs, config, dp, on_epoch)
-        return losses
-    if images.shape[0] == 0:
+    num_examples = int(images.shape[0])
+    if num_examples == 0:
         raise ValueError("cannot train a classifier on zero images")
-    model.dp_report = None  # whatever guarantee the weights had, further non-private training voids it
+    model.dp_report = None  # whatever guarantee the weights had, further training without one voids it
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     x_all = to_tensor(images)
     y_all = torch.from_numpy(np.asarray(target_probs, dtype=np.float32))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    passes, steps_per_epoch = _schedule(x_all.shape[0], config)
+    passes, steps_per_epoch = _schedule(num_examples, config)
+    total_steps = config.epochs * steps_per_epoch
     # translation scaled to the image: 2 px at 28 px, 1 px at 8 px
     shift = max(1, round(config.max_shift * min(x_all.shape[2:]) / 28)) if config.max_shift > 0 else 0
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
-    )
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=0.15)
+    private = None
+    if dp is None:
+        epochs = _shuffled_epochs(num_examples, passes, config.batch_size, gen)
+    else:
+        private = make_private_training(
+            model, optimizer, num_examples=num_examples, batch_size=config.batch_size, steps=total_steps,
+            config=dp, seed=config.seed,
+        )
+        optimizer, epochs = private.optimizer, _poisson_epochs(private.batches(), steps_per_epoch)
     losses: list[float] = []
-    model.train()
-    for epoch in range(config.epochs):
-        order = torch.cat([torch.randperm(x_all.shape[0], generator=gen) for _ in range(passes)])
-        total = 0.0
-        for start in range(0, order.shape[0], config.batch_size):
-            idx = order[start : start + config.batch_size]
-            x = x_all[idx]
-            if config.augment:
-                x = augment_batch(x, shift, config.hflip, gen)
-            loss = soft_label_loss(model(x), y_all[idx], config.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * idx.shape[0]
-        losses.append(total / order.shape[0])
-        if on_epoch is not None:
-            on_epoch(epoch, losses[-1])
+    with private or contextlib.nullcontext(), warnings.catch_warnings():
+        # torch notes once that the input images need no gradient; per-sample hooks do not need one
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        model.train()
+        for epoch, batches in zip(range(config.epochs), epochs):
+            total, seen = 0.0, 0
+            for idx in batches:
+                if idx.numel() == 0:
+                    private.step_on_empty_batch()
+                    scheduler.step()
+                    continue
+                x = x_all[idx]
+                if config.augment:
+                    x = augment_batch(x, shift, config.hflip, gen)
+                loss = soft_label_loss(model(x), y_all[idx], config.temperature)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total += loss.item() * idx.shape[0]
+                seen += idx.shape[0]
+            losses.append(total / max(1, seen))
+            if on_epoch is not None:
+                on_epoch(epoch, losses[-1])
+        report = private.report() if private is not None else None
     model.eval()
+    model.dp_report = report
     return losses
 
 
@@ -182,6 +209,20 @@ def _schedule(num_examples: int, config: TrainConfig) -> tuple[int, int]:
     return passes, int(np.ceil(passes * num_examples / config.batch_size))
 
 
+def _shuffled_epochs(
+    num_examples: int, passes: int, batch_size: int, gen: torch.Generator
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Each epoch's index batches: `passes` shuffles of 0..N-1, drawn from `gen` when the epoch starts."""
+    while True:
+        yield torch.cat([torch.randperm(num_examples, generator=gen) for _ in range(passes)]).split(batch_size)
+
+
+def _poisson_epochs(batches: Iterator[torch.Tensor], steps_per_epoch: int) -> Iterator[Iterator[torch.Tensor]]:
+    """The private loader's Poisson index batches, `steps_per_epoch` to an epoch."""
+    while True:
+        yield itertools.islice(batches, steps_per_epoch)
+
+
 def train_classifier_private(
     model: CompactCNN,
     images: np.ndarray,
@@ -190,66 +231,9 @@ def train_classifier_private(
     dp: DPConfig,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> tuple[list[float], DPReport]:
-    """DP-SGD with the non-private protocol's step budget, optimizer and schedule; returns epoch losses and the spend.
-
-    Differences from `train_classifier`, each required by the privacy analysis: batches are
-    Poisson-sampled (expected size about `config.batch_size`, possibly empty) instead of shuffled
-    passes, and every example's gradient is clipped to `dp.max_grad_norm` before noise is added.
-    Augmentation still runs per batch (each sampled example contributes one augmented view).
-    An "epoch" is `steps per epoch` steps, so the loss list has `config.epochs` entries as before.
-    The model stays a plain CompactCNN (opacus hooks are removed afterwards) with
-    `model.dp_report` set.
-    """
-    num_examples = int(images.shape[0])
-    if num_examples == 0:
-        raise ValueError("cannot train a classifier on zero images")
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    x_all = to_tensor(images)
-    y_all = torch.from_numpy(np.asarray(target_probs, dtype=np.float32))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    _, steps_per_epoch = _schedule(num_examples, config)
-    total_steps = config.epochs * steps_per_epoch
-    shift = max(1, round(config.max_shift * min(x_all.shape[2:]) / 28)) if config.max_shift > 0 else 0
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=0.15
-    )
-    model.dp_report = None
-    losses: list[float] = []
-    private = make_private_training(
-        model, optimizer, num_examples=num_examples, batch_size=config.batch_size, steps=total_steps,
-        config=dp, seed=config.seed,
-    )
-    with private, warnings.catch_warnings():
-        # torch notes once that the input images need no gradient; per-sample hooks do not need one
-        warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        batches = private.batches()
-        model.train()
-        for epoch in range(config.epochs):
-            total, seen = 0.0, 0
-            for _ in range(steps_per_epoch):
-                idx = next(batches)
-                if idx.numel() == 0:
-                    private.step_on_empty_batch()
-                    scheduler.step()
-                    continue
-                x = x_all[idx]
-                if config.augment:
-                    x = augment_batch(x, shift, config.hflip, gen)
-                loss = soft_label_loss(model(x), y_all[idx], config.temperature)
-                private.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                private.optimizer.step()
-                scheduler.step()
-                total += loss.item() * idx.shape[0]
-                seen += idx.shape[0]
-            losses.append(total / max(1, seen))
-            if on_epoch is not None:
-                on_epoch(epoch, losses[-1])
-        report = private.report()
-    model.eval()
-    model.dp_report = report
-    return losses, report
+    """`train_classifier` with `dp`: returns the epoch losses and what the run spent (also on `model.dp_report`)."""
+    losses = train_classifier(model, images, target_probs, config, on_epoch, dp)
+    return losses, model.dp_report
 
 
 @torch.no_grad()

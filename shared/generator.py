@@ -5,11 +5,13 @@ A `UNet2DModel` with a class embedding is trained from scratch on the DDPM objec
 cores: working at a lower resolution than the data (16 px for 28 px MedMNIST) and spending the
 budget on optimisation steps gives recognisable images in minutes, where larger models give only
 texture. Training drops the class label 10% of the time so that classifier-free guidance is
-available at sampling time; an exponential moving average of the weights is what samples.
+available at sampling time; an exponential moving average of the weights (diffusers' `EMAModel`)
+is what samples.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers.training_utils import EMAModel
 
 from .classifier import to_tensor
 from .dp import DPConfig, DPReport, make_private_training
@@ -94,6 +97,7 @@ class ClassConditionalDiffusion:
             num_class_embeds=num_classes + 1,  # the last index is the "no label" class for guidance
         )
         torch.random.set_rng_state(rng_state)
+        #: The EMA weights that sample, keyed as `unet.state_dict()`.
         self.ema = {k: v.detach().clone() for k, v in self.unet.state_dict().items()}
         self.noise_scheduler = DDPMScheduler(
             num_train_timesteps=config.num_train_timesteps,
@@ -121,18 +125,6 @@ class ClassConditionalDiffusion:
         progress = (step - warmup) / max(1, cfg.train_steps - warmup)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    def _training_setup(self, images: np.ndarray, labels: np.ndarray) -> tuple:
-        """What both training loops start from, seeded so that a run repeats exactly."""
-        cfg = self.config
-        torch.manual_seed(cfg.seed)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        x_all = resize(to_tensor(images), (self.size, self.size))
-        y_all = torch.from_numpy(labels.astype(np.int64))
-        optimizer = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=1e-4)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
-        ema_params = [self.ema[name] for name, _ in self.unet.named_parameters()]
-        return gen, x_all, y_all, optimizer, scheduler, ema_params, list(self.unet.parameters())
-
     def _batch_loss(self, x0: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """The v-prediction loss of one batch, with flips and label dropout drawn from `gen` in a fixed order."""
         cfg = self.config
@@ -156,100 +148,84 @@ class ClassConditionalDiffusion:
     ) -> float:
         """Run `train_steps` optimisation steps; returns the mean loss of the last 10% of steps.
 
-        With `dp` the steps are DP-SGD steps instead (see `_train_private`) and what they cost is
-        kept in `self.dp_report`; without it the run is exactly the non-private one.
-        """
-        if dp is not None:
-            return self._train_private(images, labels, dp, on_progress)
-        cfg = self.config
-        if images.shape[0] == 0:
-            raise ValueError("cannot train a generator on zero images")
-        self.dp_report = None  # whatever guarantee the weights had, non-private training voids it
-        gen, x_all, y_all, optimizer, scheduler, ema_params, params = self._training_setup(images, labels)
-        self.unet.train()
-        started = time.perf_counter()
-        tail: list[float] = []
-        report_every = max(1, cfg.train_steps // 10)
-        for step in range(cfg.train_steps):
-            idx = torch.randint(0, x_all.shape[0], (min(cfg.batch_size, x_all.shape[0]),), generator=gen)
-            loss = self._batch_loss(x_all[idx], y_all[idx], gen)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1.0 - decay)
-            if step >= cfg.train_steps * 0.9:
-                tail.append(loss.item())
-            if on_progress is not None and ((step + 1) % report_every == 0 or step + 1 == cfg.train_steps):
-                on_progress(step + 1, cfg.train_steps, loss.item())
-        self.unet.eval()
-        self.trained_steps += cfg.train_steps
-        self.train_seconds += time.perf_counter() - started
-        return float(np.mean(tail)) if tail else float("nan")
+        `images` uint8 (N, H, W, C), resized to the working resolution; `labels` int (N,) in
+        [0, num_classes). AdamW with linear warm-up and cosine decay (`_lr_factor`), the
+        v-prediction DDPM loss (Salimans & Ho 2022) with random flips and 10% label dropout, and an
+        EMA of the weights for sampling. `on_progress(step, total, loss)` is called ten times.
 
-    def _train_private(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        dp: DPConfig,
-        on_progress: Callable[[int, int, float], None] | None,
-    ) -> float:
-        """`train_steps` DP-SGD steps with the non-private schedule, objective and EMA.
-
-        Differences from the non-private loop, each required by the privacy analysis: batches are
-        Poisson-sampled (expected size about `batch_size`, possibly empty) instead of drawn with
-        replacement, and every example's gradient is clipped to `dp.max_grad_norm` (this replaces
-        the whole-batch norm clipping) before noise is added. Flips, label dropout, diffusion time
-        and noise stay per example. The EMA is post-processing of the private weights, so the
-        sampling weights carry the same guarantee. The accounting covers one run from the initial
-        weights, so a generator that has already been trained is refused.
+        Without `dp` each batch is drawn with replacement from the same seeded generator as the
+        flips and noise (so a run repeats exactly), and the whole batch's gradient norm is clipped
+        to 1. With `dp` the same UNet, optimizer and loop are made private by opacus'
+        `PrivacyEngine` (DP-SGD): Poisson-sampled batches of expected size about `batch_size`
+        (an empty one is still taken, as noise only), and every example's gradient clipped to
+        `dp.max_grad_norm` (in place of the batch clipping) before noise is added. The EMA is
+        post-processing of the private weights, so the sampling weights carry the same guarantee;
+        what the run spent is kept in `self.dp_report` (None after non-private training).
+        Raises ValueError for zero images, for private training of an already trained generator
+        (the accounting covers one run from fresh weights), and as `make_private_training`.
         """
         cfg = self.config
         num_examples = int(images.shape[0])
         if num_examples == 0:
             raise ValueError("cannot train a generator on zero images")
-        if self.trained_steps > 0:
+        if dp is not None and self.trained_steps > 0:
             raise ValueError(
                 f"this generator has already been trained for {self.trained_steps} steps; DP accounting here covers "
                 "a single run from fresh weights, so build a new ClassConditionalDiffusion for private training"
             )
-        gen, x_all, y_all, optimizer, scheduler, ema_params, params = self._training_setup(images, labels)
-        self.dp_report = None
-        private = make_private_training(
-            self.unet, optimizer, num_examples=num_examples, batch_size=cfg.batch_size, steps=cfg.train_steps,
-            config=dp, seed=cfg.seed,
-        )
+        self.dp_report = None  # whatever guarantee the weights had, training without one voids it
+        torch.manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        x_all = resize(to_tensor(images), (self.size, self.size))
+        y_all = torch.from_numpy(labels.astype(np.int64))
+        optimizer = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=1e-4)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+        params = list(self.unet.parameters())
+        names = [name for name, _ in self.unet.named_parameters()]
+        # continues from the current EMA weights. diffusers' EMAModel: the first update copies the
+        # weights, the (s + 1)-th decays by min(ema_decay, (1 + s) / (10 + s)). Measured on one core:
+        # a 200-step training takes the same time as with a hand-written torch._foreach_lerp_
+        # (ratio 0.98; the update itself costs 3.2 ms against 1.5 ms of a 270 ms step).
+        ema = EMAModel([self.ema[name] for name in names], decay=cfg.ema_decay, foreach=True)
+        private = None
+        if dp is None:
+            size = min(cfg.batch_size, num_examples)
+            batches = (torch.randint(0, num_examples, (size,), generator=gen) for _ in range(cfg.train_steps))
+        else:
+            private = make_private_training(
+                self.unet, optimizer, num_examples=num_examples, batch_size=cfg.batch_size, steps=cfg.train_steps,
+                config=dp, seed=cfg.seed,
+            )
+            optimizer, batches = private.optimizer, private.batches()
         started = time.perf_counter()
         tail: list[float] = []
         last = float("nan")
         report_every = max(1, cfg.train_steps // 10)
-        with private, warnings.catch_warnings():
+        with private or contextlib.nullcontext(), warnings.catch_warnings():
             # torch notes once that the noisy inputs need no gradient; per-sample hooks do not need one
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             self.unet.train()
-            for step, idx in enumerate(private.batches()):
+            for step, idx in enumerate(batches):
                 if idx.numel() == 0:
                     private.step_on_empty_batch()
                 else:
                     loss = self._batch_loss(x_all[idx], y_all[idx], gen)
-                    private.optimizer.zero_grad(set_to_none=True)
+                    optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    private.optimizer.step()
+                    if private is None:
+                        torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    optimizer.step()
                     last = loss.item()
                     if step >= cfg.train_steps * 0.9:
                         tail.append(last)
                 scheduler.step()
-                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-                with torch.no_grad():
-                    torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1.0 - decay)
+                ema.step(params)
                 if on_progress is not None and ((step + 1) % report_every == 0 or step + 1 == cfg.train_steps):
                     on_progress(step + 1, cfg.train_steps, last)
-            report = private.report()
+            report = private.report() if private is not None else None
+        self.ema.update(zip(names, ema.shadow_params))
         self.unet.eval()
-        self.trained_steps += report.steps
+        self.trained_steps += report.steps if report is not None else cfg.train_steps
         self.train_seconds += time.perf_counter() - started
         self.dp_report = report
         return float(np.mean(tail)) if tail else float("nan")

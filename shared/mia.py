@@ -8,9 +8,11 @@ benchmark, so they validate their input and never touch models or files.
 from __future__ import annotations
 
 import numpy as np
+from sklearn import metrics
 
 
 def check_scores(members: np.ndarray, nonmembers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both score sets as flat float64 arrays; ValueError if either is empty or holds a non-finite score."""
     members = np.asarray(members, dtype=np.float64).reshape(-1)
     nonmembers = np.asarray(nonmembers, dtype=np.float64).reshape(-1)
     if members.size == 0 or nonmembers.size == 0:
@@ -21,37 +23,44 @@ def check_scores(members: np.ndarray, nonmembers: np.ndarray) -> tuple[np.ndarra
 
 
 def roc_auc(members: np.ndarray, nonmembers: np.ndarray) -> float:
-    """P(member score > non-member score) + 0.5 P(tie): the Mann-Whitney form of ROC AUC."""
+    """ROC AUC of members (positives) against non-members: P(member > non-member) + 0.5 P(tie).
+
+    `members`, `nonmembers`: 1-D float scores (any shape is flattened), higher meaning member.
+    Returns a float in [0, 1]; 0.5 is chance. scikit-learn's `roc_auc_score` with members labelled
+    1, whose trapezoidal area counts a tie as half a win (the Mann-Whitney U statistic / (m n)).
+    Raises ValueError on an empty side or a non-finite score (`check_scores`).
+    """
     members, nonmembers = check_scores(members, nonmembers)
-    scores = np.concatenate([members, nonmembers])
-    order = scores.argsort(kind="mergesort")
-    ranks = np.empty_like(scores)
-    sorted_scores = scores[order]
-    # average ranks for ties
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(avg, counts)
-    rank_sum = ranks[: members.size].sum()
-    u = rank_sum - members.size * (members.size + 1) / 2.0
-    return float(u / (members.size * nonmembers.size))
+    labels, scores = _labelled(members, nonmembers)
+    return float(metrics.roc_auc_score(labels, scores))
 
 
 def roc_curve(members: np.ndarray, nonmembers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(FPR, TPR) at every distinct threshold "member if score >= t", from (0,0) to (1,1)."""
+    """(FPR, TPR) at every distinct threshold "member if score >= t", from (0,0) to (1,1).
+
+    Two float64 arrays of equal length (distinct scores + 1), both non-decreasing. scikit-learn's
+    `roc_curve` with `drop_intermediate=False`: every threshold is kept, so that `tpr_at_fpr` never
+    loses a point on a straight stretch of the curve. Raises ValueError as `check_scores`.
+    """
     members, nonmembers = check_scores(members, nonmembers)
-    thresholds = np.unique(np.concatenate([members, nonmembers]))[::-1]
-    m_sorted = np.sort(members)
-    n_sorted = np.sort(nonmembers)
-    tpr = (members.size - np.searchsorted(m_sorted, thresholds, side="left")) / members.size
-    fpr = (nonmembers.size - np.searchsorted(n_sorted, thresholds, side="left")) / nonmembers.size
-    return np.concatenate([[0.0], fpr]), np.concatenate([[0.0], tpr])
+    labels, scores = _labelled(members, nonmembers)
+    fpr, tpr, _ = metrics.roc_curve(labels, scores, drop_intermediate=False)
+    return fpr, tpr
 
 
 def tpr_at_fpr(members: np.ndarray, nonmembers: np.ndarray, max_fpr: float) -> float:
-    """The highest TPR of any threshold whose FPR is at most `max_fpr`."""
+    """The highest TPR of any threshold whose FPR is at most `max_fpr` (a fraction in [0, 1]).
+
+    Raises ValueError for `max_fpr` outside [0, 1] and as `check_scores`.
+    """
     if not 0.0 <= max_fpr <= 1.0:
         raise ValueError(f"max_fpr must be in [0, 1], got {max_fpr}")
     fpr, tpr = roc_curve(members, nonmembers)
     ok = fpr <= max_fpr + 1e-12
     return float(tpr[ok].max())
 
+
+def _labelled(members: np.ndarray, nonmembers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's (y_true, y_score): members labelled 1, non-members 0."""
+    labels = np.concatenate([np.ones(members.size), np.zeros(nonmembers.size)])
+    return labels, np.concatenate([members, nonmembers])

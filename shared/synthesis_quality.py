@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import knn
+
 DEFAULT_K = 3
 
 
@@ -44,38 +46,28 @@ def _check(features: np.ndarray, name: str, k: int) -> np.ndarray:
     return array
 
 
-def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return np.maximum(d, 0.0)
-
-
 def knn_radii(features: np.ndarray, k: int = DEFAULT_K, batch: int = 1024) -> np.ndarray:
-    """Squared distance from each point to its k-th nearest other point of the same set."""
+    """Squared Euclidean distance from each row of `features` (N, D) to its k-th nearest other row: float64 (N,).
+
+    Raises ValueError for a non-2-D array, N <= k or non-finite values.
+    """
     x = _check(features, "features", k)
-    radii = np.empty(x.shape[0])
-    for start in range(0, x.shape[0], batch):
-        d = _squared_distances(x[start:start + batch], x)
-        # column k of the sorted row: column 0 is the point itself (distance 0)
-        radii[start:start + batch] = np.partition(d, k, axis=1)[:, k]
-    return radii
-
-
-def _share_inside(points: np.ndarray, centres: np.ndarray, radii: np.ndarray, batch: int) -> float:
-    inside = 0
-    for start in range(0, points.shape[0], batch):
-        d = _squared_distances(points[start:start + batch], centres)
-        inside += int((d <= radii[None, :]).any(axis=1).sum())
-    return inside / points.shape[0]
+    return knn.kth_neighbour_distances(x, k, batch) ** 2
 
 
 def precision_recall(real: np.ndarray, synthetic: np.ndarray, k: int = DEFAULT_K, batch: int = 1024) -> PrecisionRecall:
-    """Kynkaanniemi precision and recall of `synthetic` against `real` (both (N, D) features)."""
+    """Kynkaanniemi precision and recall of `synthetic` against `real` (both (N, D) float features).
+
+    Precision: share of synthetic rows within the k-NN radius of some real row; recall the other
+    way round. `batch` bounds the rows of one neighbour query. Raises ValueError for k < 1, a set
+    of at most k rows, non-2-D or non-finite input, or sets of different widths.
+    """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     r = _check(real, "real", k)
     s = _check(synthetic, "synthetic", k)
     if r.shape[1] != s.shape[1]:
         raise ValueError(f"real and synthetic features differ in width: {r.shape[1]} and {s.shape[1]}")
-    precision = _share_inside(s, r, knn_radii(r, k, batch), batch)
-    recall = _share_inside(r, s, knn_radii(s, k, batch), batch)
+    precision = float(knn.inside_any_ball(s, r, knn.kth_neighbour_distances(r, k, batch), batch).mean())
+    recall = float(knn.inside_any_ball(r, s, knn.kth_neighbour_distances(s, k, batch), batch).mean())
     return PrecisionRecall(precision, recall, k, int(r.shape[0]), int(s.shape[0]))
