@@ -68,6 +68,16 @@ NEAR_DUPLICATE_PERCENTILE = 1.0
 
 @dataclass(frozen=True)
 class AuditSettings:
+    """How a site attacks a candidate.
+
+    `reference_models` models of the target's architecture trained on folds of the site's population
+    (RMIA, Zarifzadeh et al. 2024; offline LiRA, Carlini et al. 2022, with `lira`), each for
+    `reference_epochs` epochs and at least `reference_min_steps` steps; at most `max_per_side`
+    members and as many holdout images are scored; intervals at `confidence`; `delta` for the
+    empirical epsilon lower bound; `rmia_offline_a` RMIA's offline scaling; `seed` fixes folds and
+    subsampling. Raises `ValueError` for a setting out of range.
+    """
+
     reference_models: int = 2
     reference_epochs: int = 15
     reference_min_steps: int = 300

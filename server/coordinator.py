@@ -108,6 +108,7 @@ class RunRecord:
         return self.config.run_dir
 
     def need(self, stage: str, value: T | None) -> T:
+        """`value`, which `stage` produces; raises `RunError` when that stage has not run."""
         if value is None:
             raise RunError(f"the {stage} stage has not run")
         return value

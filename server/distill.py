@@ -20,6 +20,9 @@ from fedkr.shared.config import SELECTIONS
 
 @dataclass(frozen=True)
 class DistilledSet:
+    """The distilled set: uint8 images (N, H, W, C), float32 soft labels (N, K), int64 hard labels (N,),
+    the K class names, and each image's row in the pool it came from (int64, (N,))."""
+
     images: np.ndarray
     soft_labels: np.ndarray
     hard_labels: np.ndarray

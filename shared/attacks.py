@@ -24,6 +24,10 @@ def _check(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def true_class_probability(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """float64 (N,): softmax probability of each row's true class, from logits (N, K) and int labels (N,).
+
+    Raises `ValueError` for mismatched shapes or labels outside [0, K).
+    """
     logits, labels = _check(logits, labels)
     return np.exp(log_softmax(logits, axis=1)[np.arange(labels.size), labels])
 

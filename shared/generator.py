@@ -32,6 +32,17 @@ from .dp import DPConfig, DPReport, make_private_training
 
 @dataclass(frozen=True)
 class GeneratorConfig:
+    """The generator's settings, as diffusers models keep theirs: saved with the weights (`generator.json`).
+
+    `resolution` is the working size in pixels (capped by the data's, rounded to the UNet's
+    downsampling); `block_channels` the UNet's widths per level; `train_steps` optimisation steps
+    of `batch_size` images at learning rate `lr` (linear warm-up over `warmup_steps`, cosine decay);
+    `ema_decay` the EMA of the sampling weights; `label_dropout` the share of steps trained
+    unconditionally, for classifier-free guidance at `guidance_scale` (1: none; Ho & Salimans 2022);
+    `hflip` random horizontal flips; `num_train_timesteps` the DDPM schedule's length and
+    `sample_steps` the DDIM steps at sampling; `seed` fixes the initial weights and batches.
+    """
+
     resolution: int = 16
     block_channels: tuple[int, ...] = (32, 64, 64)
     layers_per_block: int = 1
@@ -68,6 +79,7 @@ def effective_resolution(requested: int, height: int, width: int, levels: int) -
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """float (N, C, H, W) resized to `size` (bilinear, antialiased); the same tensor when it is that size already."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
