@@ -11,11 +11,13 @@ torch.set_num_threads(2)
 #: Markers whose tests take minutes (Ray, real processes, real datasets): each also counts as `slow`,
 #: so `pytest -m "not slow"` is the fast loop and plain `pytest` runs everything.
 SLOW_MARKERS = ("flower", "deployment", "medmnist")
+#: Fixtures that run a whole pipeline: a test that uses one is slow too.
+SLOW_FIXTURES = ("inprocess_run",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if any(item.get_closest_marker(name) for name in SLOW_MARKERS):
+        if any(item.get_closest_marker(name) for name in SLOW_MARKERS) or set(SLOW_FIXTURES) & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
 
 

@@ -1,12 +1,16 @@
 """The auditor's positive and negative controls on real digits: it must catch a leaking model, and pass a clean one."""
 
 import numpy as np
+import pytest
 from fedkr.client.auditor import AuditSettings, audit_model
 from fedkr.shared.audit_policy import AuditPolicy, decide_release
 from fedkr.shared.classifier import ClassifierConfig, TrainConfig, build_classifier, one_hot, train_classifier
 from fedkr.shared.data import load_digits_splits
 
 CONFIG = ClassifierConfig(1, 8, 8, 10, 16)
+
+#: Whole runs or many model fits: outside the fast loop (`pytest -m "not slow"`).
+pytestmark = pytest.mark.slow
 
 
 def split(seed: int):

@@ -48,6 +48,7 @@ def _opacus_leftovers(model: torch.nn.Module) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_private_teacher_keeps_its_budget_learns_and_reloads(digits, tmp_path):
     train, test = digits.train, digits.test
     n = train.images.shape[0]
@@ -110,6 +111,7 @@ def test_train_classifier_with_dp_handles_empty_batches_and_repeats(monkeypatch)
     assert runs[0][1].dp_report is None
 
 
+@pytest.mark.slow
 def test_private_generator_reports_and_survives_reload(digits, tmp_path):
     images, labels = digits.train.images[:300], digits.train.labels[:300]
     config = GeneratorConfig(train_steps=10, batch_size=16, block_channels=(16, 32), sample_steps=3)
@@ -184,6 +186,7 @@ def test_configs_and_reports_round_trip():
     assert DPReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
 
 
+@pytest.mark.slow
 def test_without_dp_training_is_unchanged(digits):
     images, labels = digits.train.images[:200], digits.train.labels[:200]
     config = TrainConfig(epochs=2, min_steps=20)

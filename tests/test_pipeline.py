@@ -13,6 +13,9 @@ from fedkr.shared.data import load_digits_splits
 from fedkr.shared.shard import ShardSpec, SynthesisRequest
 from helpers import ledger_matches, tiny_run_config
 
+#: Whole runs or many model fits: outside the fast loop (`pytest -m "not slow"`).
+pytestmark = pytest.mark.slow
+
 
 def test_release_bundle_complete_and_consistent(inprocess_run):
     config, outcome = inprocess_run

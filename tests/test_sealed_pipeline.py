@@ -21,6 +21,9 @@ from fedkr.shared.release_verify import verify_release
 
 FAST = dict(rounds=2, generator_steps=1, teacher_epochs=1, student_epochs=1, audit_max_auc=1.0, audit_max_distance_auc=1.0)
 
+#: Whole runs or many model fits: outside the fast loop (`pytest -m "not slow"`).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
