@@ -7,7 +7,9 @@ profiles, or the older `fedkr.server.config` and bench profiles.
 
     python benchmarks/same_figures.py /tmp/figures-a demo     # or: quick
 """
-import json, sys, time, hashlib
+import json
+import sys
+import time
 from pathlib import Path
 import torch
 torch.set_num_threads(2)
