@@ -99,7 +99,7 @@ def fetch(
     out: Annotated[Path | None, typer.Option("--out", help="Folder to create for the release; must not exist (default: ./RELEASE_ID).")] = None,
     key: Annotated[Path | None, typer.Option("--key", help="The coordinator's signing public key (signing.pub, from the coordinator); needed to fetch.")] = None,
     list_only: Annotated[bool, typer.Option("--list", help="List the releases on offer instead of fetching one.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds allowed for each call: the manifest, each file.")] = 60.0,
+    timeout: Annotated[float, typer.Option(help="Seconds allowed for each call: the manifest, each file (at most 900).")] = 60.0,
 ) -> None:
     """Fetch a release from the coordinator over TLS and verify it before it lands in --out (or --list them).
 
@@ -113,10 +113,11 @@ def fetch(
         health,
         list_releases,
     )
+    from fedkr.shared.release_verify import MAX_DOWNLOAD_SECONDS
 
     ca_pem = _read_ca(ca)
-    if timeout <= 0:
-        _fail("timeout must be positive")
+    if not 0 < timeout <= MAX_DOWNLOAD_SECONDS:
+        _fail(f"--timeout must be more than 0 and at most {MAX_DOWNLOAD_SECONDS:g} s (the release service's limit for one call)")
     try:
         if list_only:
             if release_id is not None:
@@ -174,7 +175,8 @@ def serve_releases(
     verify_key: Annotated[Path, typer.Option("--verify-key", help="The coordinator's signing public key (public/signing.pub): only releases it verifies are served.")],
     runs: Annotated[Path, typer.Option("--runs", help="The coordinator's runs folder (runs/<run-id>/release), or a folder of release folders.")] = Path("runs"),
     address: Annotated[str, typer.Option("--address", help="Where to listen, HOST:PORT.", metavar="HOST:PORT")] = DEFAULT_ADDRESS,
-    workers: Annotated[int, typer.Option(help="Threads serving calls; more callers than 4x this are told to retry.")] = 4,
+    workers: Annotated[int, typer.Option(help="Threads reading and checking release files.")] = 4,
+    max_downloads: Annotated[int | None, typer.Option(help="Downloads served at once; one more is told to retry (RESOURCE_EXHAUSTED); 16 when not given.", show_default=False)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show gRPC's own log lines.")] = False,
 ) -> None:
     """Serve the signed, audited releases under --runs to researchers over TLS, until Ctrl-C or SIGTERM.
@@ -190,14 +192,17 @@ def serve_releases(
         _fail(f"{runs} is not a folder (give the coordinator's runs folder with --runs)")
     if workers < 1:
         _fail("workers must be at least 1")
+    if max_downloads is not None and max_downloads < 1:
+        _fail("max-downloads must be at least 1")
     cert_pem, key_pem = _tls_pair(cert, key_file)
     public_key = _verify_key(verify_key)
 
-    from fedkr.server.release_service import serve
+    from fedkr.server.release_service import MAX_DOWNLOADS, serve
     from fedkr.shared.pki import certificate_names
 
     try:
-        server = serve(runs, address, cert_pem, key_pem, public_key, max_workers=workers)
+        server = serve(runs, address, cert_pem, key_pem, public_key, workers=workers,
+                       max_downloads=MAX_DOWNLOADS if max_downloads is None else max_downloads)
     except OSError as exc:
         _fail(str(exc))
     log.info("clients must dial one of the certificate's names: %s", ", ".join(certificate_names(cert_pem)))
@@ -210,5 +215,5 @@ def serve_releases(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("stopping: finishing calls in progress (up to 5 s)")
-        server.stop(grace=5).wait()
+        server.stop(grace=5)
     log.info("release service stopped")

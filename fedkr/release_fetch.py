@@ -1,7 +1,8 @@
 """A researcher's side of the release service: list releases, check health, fetch one and verify it.
 
 Trust comes from the coordinator's public key, not from the connection: the manifest's signature
-is checked before anything is downloaded, every file's streamed SHA-256 and size are checked
+is checked before anything is downloaded, the audit report is fetched first and must certify this
+release's artefacts with a passed decision, every file's streamed SHA-256 and size are checked
 against the signed manifest as it arrives, and the finished folder is checked once more with
 `verify_release` before it is moved into place. Everything is written to a temporary folder next
 to the destination, so a failed fetch leaves nothing behind that could be mistaken for a release.
@@ -28,8 +29,10 @@ from fedkr.v1 import release_service_pb2_grpc as pb_grpc
 
 from fedkr.shared.release_verify import (
     MANIFEST_FILE,
+    MAX_DOWNLOAD_SECONDS,
     SIGNATURE_FILE,
     ManifestEntry,
+    audit_problems,
     is_valid_release_id,
     parse_manifest,
     signature_problem,
@@ -132,9 +135,12 @@ def fetch_release(address: str, release_id: str, out_dir: Path, ca_cert_pem: byt
                   timeout: float = 60.0) -> Path:
     """Download release `release_id` into `out_dir` and verify it; return `out_dir`.
 
-    `timeout` bounds each call (the manifest, and each file's download) in seconds. `out_dir` must
-    not exist; it appears only once every check passed. Raises FetchError otherwise.
+    `timeout` bounds each call (the manifest, and each file's download) in seconds, at most
+    MAX_DOWNLOAD_SECONDS. `out_dir` must not exist; it appears only once every check passed.
+    Raises FetchError otherwise.
     """
+    if not 0 < timeout <= MAX_DOWNLOAD_SECONDS:
+        raise FetchError(f"the timeout must be more than 0 and at most {MAX_DOWNLOAD_SECONDS:g} s (the release service's limit for one call)")
     if not is_valid_release_id(release_id):
         raise FetchError(f"invalid release id {release_id[:80]!r}: letters, digits, '.', '_' and '-' only")
     out_dir = Path(out_dir)
@@ -156,8 +162,14 @@ def fetch_release(address: str, release_id: str, out_dir: Path, ca_cert_pem: byt
         staging = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(4)}.partial"
         staging.mkdir()
         try:
+            report = parsed.files[parsed.audit_report or ""]  # parse_manifest found it among the files
+            _download(stub, address, release_id, report, staging, timeout)
+            found = audit_problems((staging / report.name).read_bytes(), parsed)
+            if found:
+                raise FetchError(f"release {release_id}: {found[0]}; nothing was kept")
             for entry in parsed.files.values():
-                _download(stub, address, release_id, entry, staging, timeout)
+                if entry is not report:
+                    _download(stub, address, release_id, entry, staging, timeout)
             (staging / MANIFEST_FILE).write_bytes(reply.manifest_json)
             (staging / SIGNATURE_FILE).write_bytes(reply.manifest_signature)
             result = verify_release(staging, verify_key)

@@ -13,10 +13,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file as load_numpy_file
 
-from .release_verify import sha256_of
+from .release_verify import ARTEFACTS, sha256_of
 
-#: The files a release's audit names by their hashes.
-ARTEFACTS = ("distilled.npz", "student.safetensors", "student_config.json")
 #: Every file a release folder holds besides manifest.json (and its signature, when signed).
 RELEASE_FILES = ARTEFACTS + ("metrics.json", "contact_sheet.png", "audit.json", "audit.html")
 

@@ -6,8 +6,14 @@ server, the network or the person who copied it. Every check reports a plain sen
 or broken manifest yields problems, never an exception, because the person reading the output is
 deciding whether to use the data.
 
-The format (what is signed, the file names) lives here because both sides need it; the coordinator
-writes signatures with server/release_signing.py.
+The format (what is signed, the file names, the audit report's binding to the release) lives here
+because both sides need it; the coordinator writes signatures with server/release_signing.py.
+
+A release's verdict is the audit report's, not the manifest's: the manifest only says which file
+is the report. Verifying therefore reads the report (audit.json, schema "fedkr.audit/1",
+docs/audit.md) and requires that its decision passed, that it is about this release, and that it
+names exactly the release's artefacts by the SHA-256s the manifest lists. A report for other
+files, another release or a failed audit does not verify, whoever signed the manifest.
 """
 
 from __future__ import annotations
@@ -29,6 +35,14 @@ from .keys import key_id
 
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
+#: The files that carry a release's knowledge; its audit report names each by SHA-256.
+ARTEFACTS = ("distilled.npz", "student.safetensors", "student_config.json")
+AUDIT_SCHEMA = "fedkr.audit/1"
+#: The release service serves a report this large whole (GetAuditReport); a real one is a few hundred kB.
+MAX_AUDIT_BYTES = 15 << 20
+#: The longest deadline a Download call may carry (seconds): the release service refuses a call with
+#: none or a longer one, so that gRPC ends every download in this time even if its client stops reading.
+MAX_DOWNLOAD_SECONDS = 900.0
 SIGNATURE_ALGORITHM = "ed25519"
 #: Prefixed to the manifest's bytes before signing; part of the format, never change it in place.
 SIGNATURE_DOMAIN = b"fedkr/v1/release-manifest\n"
@@ -143,6 +157,52 @@ def parse_manifest(data: bytes) -> ParsedManifest:
     elif parsed.audit_report is None or parsed.audit_report not in files:
         parsed.problems.append("manifest's audit report is not among the files it lists")
     return parsed
+
+
+def audit_problems(audit_bytes: bytes, parsed: ParsedManifest) -> list[str]:
+    """Why the audit report's bytes do not certify the release `parsed` describes; [] when they do.
+
+    The report must be a "fedkr.audit/1" JSON object whose `decision.passed` is true, whose
+    `release.id` is the manifest's `release`, and whose `release.artefacts` maps exactly the names in
+    ARTEFACTS to the SHA-256s the manifest lists for them. Never raises: a hostile report is a problem.
+    """
+    name = shown(parsed.audit_report or "the audit report")
+    if len(audit_bytes) > MAX_AUDIT_BYTES:
+        return [f"{name} is {len(audit_bytes)} bytes (at most {MAX_AUDIT_BYTES}): not a fedkr audit report"]
+    try:
+        document = json.loads(audit_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return [f"{name} is not valid JSON"]
+    if not isinstance(document, dict) or document.get("schema") != AUDIT_SCHEMA:
+        return [f"{name} is not a {AUDIT_SCHEMA} audit report"]
+    problems: list[str] = []
+    decision = document.get("decision")
+    passed = decision.get("passed") if isinstance(decision, dict) else None
+    if passed is not True:
+        problems.append(f"{name} says the audit did not pass" if passed is False else f"{name} records no decision")
+    release = document.get("release") if isinstance(document.get("release"), dict) else {}
+    audited_id, manifest_id = release.get("id"), parsed.document.get("release")
+    if not isinstance(audited_id, str) or audited_id != manifest_id:
+        problems.append(f"{name} is the audit of release {_quoted(audited_id)}, the manifest is of release {_quoted(manifest_id)}")
+    artefacts = release.get("artefacts")
+    if not isinstance(artefacts, dict):
+        problems.append(f"{name} names no artefacts by hash")
+        return problems
+    for artefact in ARTEFACTS:
+        audited, entry = artefacts.get(artefact), parsed.files.get(artefact)
+        if entry is None:
+            problems.append(f"the manifest lists no {artefact}, which {name} must certify")
+        elif not isinstance(audited, str):
+            problems.append(f"{name} names no SHA-256 for {artefact}: it did not audit it")
+        elif audited != entry.sha256:
+            problems.append(f"{name} audited another {artefact} (SHA-256 {shown(audited[:16])}..., the manifest lists {entry.sha256[:16]}...)")
+    for extra in sorted(set(artefacts) - set(ARTEFACTS), key=str)[:5]:
+        problems.append(f"{name} names {_quoted(extra)}, which is not an artefact of a release")
+    return problems
+
+
+def _quoted(value: object) -> str:
+    return repr(shown(value, 40)) if isinstance(value, str) else "(none)"
 
 
 def signature_problem(manifest_bytes: bytes, signature_bytes: bytes, key: Ed25519PublicKey) -> str | None:
@@ -260,5 +320,19 @@ def _verify_into(release_dir: Path, key: Ed25519PublicKey, problems: list[str], 
         problems.append(f"{shown(name)}: not listed in the manifest (added after signing)")
     if listed and not unlisted:
         checked.append("no files beyond those the manifest lists")
-    if parsed.audit_passed and parsed.audit_report in parsed.files:
-        checked.append(f"audit: passed ({shown(parsed.audit_report or '')})")
+    report = parsed.files.get(parsed.audit_report or "") if parsed.audit_passed else None
+    if report is not None:
+        _check_audit(release_dir, report, parsed, problems, checked)
+
+
+def _check_audit(release_dir: Path, report: ManifestEntry, parsed: ParsedManifest, problems: list[str], checked: list[str]) -> None:
+    """Read the audit report once and check those very bytes: their hash, then what they certify."""
+    data = _read_small(release_dir / report.name, MAX_AUDIT_BYTES)
+    if data is None or len(data) != report.size or hashlib.sha256(data).hexdigest() != report.sha256:
+        return  # missing or changed: _check_file has said so
+    found = audit_problems(data, parsed)
+    if found:
+        problems.extend(found)
+        return
+    checked.append(f"audit: {shown(report.name)} says passed, for release {shown(str(parsed.document.get('release')))}, "
+                   f"naming {', '.join(ARTEFACTS)} by the manifest's SHA-256s")

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from fedkr.server.release_service import ReleaseStore, build_server
+from fedkr.server.release_service import MAX_WATCHES, Release, ReleaseServer, ReleaseStore
 from fedkr.server.release_signing import SIGNATURE_FILE, sign_release
 from fedkr.shared.keys import key_id, new_signing_key, public_pem, write_public
 from fedkr.shared.pki import new_ca, new_server_certificate, write_server_certificate
 from fedkr.release_fetch import FetchError, fetch_release, health, list_releases
-from fedkr.shared.release_verify import verify_release
+from fedkr.shared.release_verify import MAX_DOWNLOAD_SECONDS, parse_manifest, verify_release
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -35,23 +35,29 @@ from fedkr.v1 import release_service_pb2 as pb
 from fedkr.v1 import release_service_pb2_grpc as pb_grpc
 
 # the names a release holds (shared/release_inspect.py: RELEASE_FILES), restated so these tests need no torch
-RELEASE_FILES = ("distilled.npz", "student.safetensors", "student_config.json", "metrics.json", "contact_sheet.png",
-                 "audit.json", "audit.html")
+ARTEFACTS = ("distilled.npz", "student.safetensors", "student_config.json")
+RELEASE_FILES = (*ARTEFACTS, "metrics.json", "contact_sheet.png", "audit.json", "audit.html")
 SIGNER = new_signing_key()
 OTHER = new_signing_key()
 
 
-def make_release(directory: Path, key=SIGNER, *, passed: bool = True, sign: bool = True, seed: int = 0) -> Path:
+def make_release(directory: Path, key=SIGNER, *, passed: bool = True, sign: bool = True, seed: int = 0,
+                 student_bytes: int = 150_000) -> Path:
     """A release folder as server/release.py writes it: the files, then manifest.json, then the signature."""
     directory.mkdir(parents=True)
+    release_id = directory.parent.name if directory.name == "release" else directory.name
     rng = __import__("random").Random(seed)
     contents = {name: rng.randbytes(300) for name in RELEASE_FILES}
-    contents["student.safetensors"] = rng.randbytes(150_000)  # three 64 KiB chunks
-    contents["audit.json"] = json.dumps({"passed": passed, "sites": {}}).encode()
+    contents["student.safetensors"] = rng.randbytes(student_bytes)  # by default three 64 KiB chunks
+    artefacts = {name: hashlib.sha256(contents[name]).hexdigest() for name in ARTEFACTS}
+    contents["audit.json"] = json.dumps({
+        "schema": "fedkr.audit/1", "release": {"id": release_id, "artefacts": artefacts},
+        "decision": {"passed": passed, "failures": []}, "sites": {},
+    }).encode()
     for name, data in contents.items():
         (directory / name).write_bytes(data)
     manifest = {
-        "release": directory.parent.name if directory.name == "release" else directory.name,
+        "release": release_id,
         "created": "2025-01-01T00:00:00+0000",
         "fedkr_version": "0.1.0",
         "classes": ["a", "b"],
@@ -72,6 +78,21 @@ def write_manifest(directory: Path, manifest: object) -> None:
     sign_release(directory, SIGNER)
 
 
+def rewrite_audit(directory: Path, edit) -> None:
+    """Change audit.json with `edit` (a function of the loaded report, or bytes to write), then list its
+    new hash in the manifest and sign again with the coordinator's key: everything but the audit agrees."""
+    path = directory / "audit.json"
+    if isinstance(edit, bytes):
+        path.write_bytes(edit)
+    else:
+        report = json.loads(path.read_text())
+        edit(report)
+        path.write_text(json.dumps(report))
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["files"]["audit.json"] = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "bytes": path.stat().st_size}
+    write_manifest(directory, manifest)
+
+
 # --- verify ---------------------------------------------------------------------------------------
 
 
@@ -81,7 +102,8 @@ def test_signed_release_verifies(tmp_path):
     assert result.ok and result.problems == []
     assert any(line.startswith("signature: valid") and key_id(SIGNER.public_key()) in line for line in result.checked)
     assert "student.safetensors: 150000 bytes, SHA-256 matches" in result.checked
-    assert "audit: passed (audit.json)" in result.checked
+    assert ("audit: audit.json says passed, for release run, naming distilled.npz, student.safetensors, "
+            "student_config.json by the manifest's SHA-256s") in result.checked
     sig = json.loads((release / SIGNATURE_FILE).read_text())
     assert sig["algorithm"] == "ed25519" and sig["key_id"] == key_id(SIGNER.public_key())
 
@@ -144,6 +166,39 @@ def test_not_a_release(tmp_path, case, expected):
         (release / SIGNATURE_FILE).write_bytes(b"\xff\x00")
     result = verify_release(release, SIGNER.public_key())
     assert not result.ok and any(p.startswith(expected) for p in result.problems), result.problems
+
+
+# audit.json changed, then the manifest re-signed by the coordinator's key: only reading the report shows it
+AUDIT_EDITS = {
+    "failed": (lambda a: a["decision"].update(passed=False), "audit.json says the audit did not pass"),
+    "no-decision": (lambda a: a.pop("decision"), "audit.json records no decision"),
+    "passed-as-text": (lambda a: a["decision"].update(passed="true"), "audit.json records no decision"),
+    "other-release": (lambda a: a["release"].update(id="run-other"),
+                      "audit.json is the audit of release 'run-other', the manifest is of release 'r'"),
+    "other-student": (lambda a: a["release"]["artefacts"].update({"student.safetensors": "0" * 64}),
+                      "audit.json audited another student.safetensors (SHA-256 0000000000000000..., the manifest lists"),
+    "artefact-missing": (lambda a: a["release"]["artefacts"].pop("distilled.npz"),
+                         "audit.json names no SHA-256 for distilled.npz: it did not audit it"),
+    "artefact-extra": (lambda a: a["release"]["artefacts"].update({"extra.bin": "0" * 64}),
+                       "audit.json names 'extra.bin', which is not an artefact of a release"),
+    "no-artefacts": (lambda a: a["release"].pop("artefacts"), "audit.json names no artefacts by hash"),
+    "other-schema": (lambda a: a.update(schema="fedkr.audit/0"), "audit.json is not a fedkr.audit/1 audit report"),
+    "not-json": (b"{\"schema\": ", "audit.json is not valid JSON"),
+    "deep": (b"[" * 100_000, "audit.json is not valid JSON"),
+    "list": (b"[]", "audit.json is not a fedkr.audit/1 audit report"),
+}
+
+
+@pytest.mark.parametrize("case", AUDIT_EDITS)
+def test_verify_reads_the_verdict_from_the_audit_report(tmp_path, case):
+    edit, expected = AUDIT_EDITS[case]
+    release = make_release(tmp_path / "r")
+    rewrite_audit(release, edit)
+    result = verify_release(release, SIGNER.public_key())
+    assert not result.ok, result.checked
+    assert any(p.startswith(expected) for p in result.problems), result.problems
+    assert not any(line.startswith("audit:") for line in result.checked)
+    assert any(line.startswith("signature: valid") for line in result.checked)  # the signature alone is not enough
 
 
 HOSTILE_MANIFESTS = [
@@ -215,6 +270,7 @@ def service(tmp_path_factory):
     make_release(runs / "run-unsigned" / "release", sign=False)
     make_release(runs / "run-otherkey" / "release", key=OTHER)
     make_release(runs / "run-swap" / "release", seed=3)
+    rewrite_audit(make_release(runs / "run-auditfail" / "release", seed=4), lambda a: a["decision"].update(passed=False))
     refused = runs / "run-refused"
     refused.mkdir()
     for name in ("refusal.json", "audit.json", "audit.html"):
@@ -227,9 +283,10 @@ def service(tmp_path_factory):
     write_public(root / "ca.pem", ca_pem)
     write_public(root / "signing.pub", public_pem(SIGNER.public_key()))
     write_public(root / "other.pub", public_pem(OTHER.public_key()))
-    server, port, _ = build_server(ReleaseStore(runs, SIGNER.public_key()), "127.0.0.1:0", cert.cert_pem, cert.key_pem)
+    server = ReleaseServer(ReleaseStore(runs, SIGNER.public_key()), "127.0.0.1:0", cert.cert_pem, cert.key_pem)
     server.start()
-    yield {"address": f"127.0.0.1:{port}", "ca": ca_pem, "root": root, "runs": runs, "cert": cert_path, "key": key_path}
+    yield {"address": f"127.0.0.1:{server.port}", "ca": ca_pem, "root": root, "runs": runs, "cert": cert_path,
+           "key": key_path, "tls": cert}
     server.stop(0)
 
 
@@ -252,7 +309,7 @@ def test_fetch_downloads_and_verifies(service, tmp_path):
         fetch_release(service["address"], "run-ok", out, service["ca"], SIGNER.public_key())
 
 
-@pytest.mark.parametrize("release_id", ["run-failed", "run-unsigned", "run-otherkey", "run-refused", "nope"])
+@pytest.mark.parametrize("release_id", ["run-failed", "run-auditfail", "run-unsigned", "run-otherkey", "run-refused", "nope"])
 def test_fetch_of_a_release_not_on_offer_is_not_found(service, tmp_path, release_id):
     with pytest.raises(FetchError) as info:
         fetch_release(service["address"], release_id, tmp_path / "got", service["ca"], SIGNER.public_key())
@@ -266,18 +323,27 @@ def test_fetch_with_the_wrong_key_downloads_nothing(service, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_file_changed_after_the_check_is_refused_mid_download(service, tmp_path):
-    list_releases(service["address"], service["ca"])  # the store has checked run-swap
-    path = service["runs"] / "run-swap" / "release" / "student.safetensors"
+def change_in_place(path: Path, offset: int) -> None:
+    """Flip one byte of `path` keeping its size and inode, and put its modification time back."""
     before = path.stat()
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF
-    with path.open("r+b") as fh:  # same size, same inode, and the time put back: only re-hashing sees it
-        fh.write(data)
+    whence = os.SEEK_END if offset < 0 else os.SEEK_SET
+    with path.open("r+b") as fh:
+        fh.seek(offset, whence)
+        byte = fh.read(1)
+        fh.seek(offset, whence)
+        fh.write(bytes([byte[0] ^ 0xFF]))
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_ino, after.st_mtime_ns) == (before.st_size, before.st_ino, before.st_mtime_ns)
+
+
+def test_a_file_changed_in_place_is_no_longer_listed(service, tmp_path):
+    assert "run-swap" in {r.release_id for r in list_releases(service["address"], service["ca"])}  # checked and cached
+    change_in_place(service["runs"] / "run-swap" / "release" / "student.safetensors", -1)
+    assert "run-swap" not in {r.release_id for r in list_releases(service["address"], service["ca"])}
     with pytest.raises(FetchError) as info:
         fetch_release(service["address"], "run-swap", tmp_path / "got", service["ca"], SIGNER.public_key())
-    assert info.value.code == grpc.StatusCode.DATA_LOSS and "changed on the server" in str(info.value)
+    assert info.value.code == grpc.StatusCode.NOT_FOUND
     assert os.listdir(tmp_path) == []
 
 
@@ -344,6 +410,138 @@ def test_fuzzed_requests_get_clean_status_codes(service, release_id, file_name):
                 assert file_name in RELEASE_FILES and reply[-1].WhichOneof("payload") == "digest"
 
 
+def test_fetch_refuses_a_release_whose_audit_report_does_not_certify_it(service, tmp_path):
+    """A server that offers what the key signed without reading the audit: fetch reads it itself."""
+
+    class UncheckedStore(ReleaseStore):
+        def _load(self, release_id: str, directory: Path) -> Release | None:
+            manifest = (directory / "manifest.json").read_bytes()
+            return Release(release_id, directory, manifest, (directory / SIGNATURE_FILE).read_bytes(), parse_manifest(manifest))
+
+    server = ReleaseServer(UncheckedStore(service["runs"], SIGNER.public_key()), "127.0.0.1:0",
+                           service["tls"].cert_pem, service["tls"].key_pem)
+    server.start()
+    try:
+        with pytest.raises(FetchError, match=r"^release run-auditfail: audit.json says the audit did not pass; nothing was kept$"):
+            fetch_release(f"127.0.0.1:{server.port}", "run-auditfail", tmp_path / "got", service["ca"], SIGNER.public_key())
+    finally:
+        server.stop(0)
+    assert os.listdir(tmp_path) == []
+
+
+# --- clients that stop reading --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_service(tmp_path_factory, service):
+    """The service with a release holding a 4 MiB file (more than a gRPC client buffers) and one of 16 MiB."""
+    runs = tmp_path_factory.mktemp("big") / "runs"
+    make_release(runs / "big" / "release", seed=5, student_bytes=4 * 1024 * 1024)
+    make_release(runs / "huge" / "release", seed=6, student_bytes=16 * 1024 * 1024)
+    server = ReleaseServer(ReleaseStore(runs, SIGNER.public_key()), "127.0.0.1:0", service["tls"].cert_pem,
+                           service["tls"].key_pem)
+    server.start()
+    yield {**service, "address": f"127.0.0.1:{server.port}", "runs": runs}
+    server.stop(0)
+
+
+def open_downloads(target: dict, count: int, release_id: str = "big", timeout: float = 60) -> tuple[list, list]:
+    """`count` Download streams of release_id's student.safetensors, each on its own connection, each read
+    up to its first chunk (so the server is sending) and then left unread."""
+    channels = [grpc.secure_channel(target["address"], grpc.ssl_channel_credentials(target["ca"])) for _ in range(count)]
+    streams = [pb_grpc.ReleaseServiceStub(channel).Download(
+        pb.DownloadRequest(release_id=release_id, file_name="student.safetensors"), timeout=timeout) for channel in channels]
+    for stream in streams:
+        assert next(stream).offset == 0
+    return channels, streams
+
+
+@pytest.mark.parametrize("idle", [4, 8])
+def test_idle_downloads_leave_the_service_to_everyone_else(big_service, tmp_path, idle):
+    address, ca = big_service["address"], big_service["ca"]
+    channels, _ = open_downloads(big_service, idle)
+    try:
+        started = time.monotonic()
+        assert health(address, ca, timeout=5) == "SERVING"
+        assert [r.release_id for r in list_releases(address, ca, timeout=5)] == ["big", "huge"]
+        out = fetch_release(address, "big", tmp_path / "got", ca, SIGNER.public_key(), timeout=20)
+        assert verify_release(out, SIGNER.public_key()).ok
+        assert time.monotonic() - started < 20
+    finally:
+        for channel in channels:
+            channel.close()
+
+
+def test_downloads_beyond_the_limit_are_refused_at_once(big_service, tmp_path):
+    server = ReleaseServer(ReleaseStore(big_service["runs"], SIGNER.public_key()), "127.0.0.1:0",
+                           big_service["tls"].cert_pem, big_service["tls"].key_pem, max_downloads=2)
+    server.start()
+    target = {**big_service, "address": f"127.0.0.1:{server.port}"}
+    try:
+        channels, _ = open_downloads(target, 2)
+        started = time.monotonic()
+        with pytest.raises(FetchError) as info:
+            fetch_release(target["address"], "big", tmp_path / "refused", target["ca"], SIGNER.public_key(), timeout=20)
+        assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "try again later" in str(info.value)
+        assert time.monotonic() - started < 5 and os.listdir(tmp_path) == []
+        assert health(target["address"], target["ca"], timeout=5) == "SERVING"
+        for channel in channels:  # the clients go: their slots come back
+            channel.close()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                fetch_release(target["address"], "big", tmp_path / "got", target["ca"], SIGNER.public_key(), timeout=20)
+                break
+            except FetchError as exc:
+                assert exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline, str(exc)
+                time.sleep(0.2)
+    finally:
+        server.stop(0)
+
+
+@pytest.mark.parametrize("timeout", [None, MAX_DOWNLOAD_SECONDS + 60])
+def test_a_download_without_a_bounded_deadline_is_refused(big_service, timeout):
+    with grpc.secure_channel(big_service["address"], grpc.ssl_channel_credentials(big_service["ca"])) as channel:
+        stream = pb_grpc.ReleaseServiceStub(channel).Download(
+            pb.DownloadRequest(release_id="big", file_name="audit.json"), timeout=timeout)
+        with pytest.raises(grpc.RpcError) as info:
+            list(stream)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == f"a download must carry a deadline of at most {MAX_DOWNLOAD_SECONDS:g} s (gRPC timeout)"
+
+
+def test_health_watches_beyond_the_limit_are_refused(big_service):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    channels = [grpc.secure_channel(big_service["address"], grpc.ssl_channel_credentials(big_service["ca"]))
+                for _ in range(MAX_WATCHES + 1)]
+    try:
+        watch = [health_pb2_grpc.HealthStub(channel).Watch for channel in channels]
+        held = [call(health_pb2.HealthCheckRequest(service="")) for call in watch[:-1]]
+        for stream in held:
+            assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as info:
+            next(watch[-1](health_pb2.HealthCheckRequest(service="")))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert health(big_service["address"], big_service["ca"], timeout=5) == "SERVING"
+    finally:
+        for channel in channels:
+            channel.close()
+
+
+def test_a_file_changed_during_a_download_ends_in_data_loss(big_service, tmp_path):
+    channels, streams = open_downloads(big_service, 1, "huge")  # the server is blocked about 4 MiB in
+    try:
+        change_in_place(big_service["runs"] / "huge" / "release" / "student.safetensors", -1)
+        with pytest.raises(grpc.RpcError) as info:
+            for _ in streams[0]:
+                pass
+        assert info.value.code() == grpc.StatusCode.DATA_LOSS and "changed on the server" in info.value.details()
+    finally:
+        channels[0].close()
+    assert "huge" not in {r.release_id for r in list_releases(big_service["address"], big_service["ca"])}
+
+
 # --- the CLI --------------------------------------------------------------------------------------
 
 
@@ -369,6 +567,15 @@ def test_cli_verify_success_and_failure(service, tmp_path, cli):
     assert result.exit_code == 1
     assert "student.safetensors: SHA-256 differs from the manifest (file changed after signing)" in result.output
     assert "does not verify (1 problem(s))" in result.output
+
+
+def test_cli_verify_refuses_a_failed_audit_under_a_valid_signature(service, tmp_path, cli):
+    release = make_release(tmp_path / "r")
+    rewrite_audit(release, lambda a: a["decision"].update(passed=False))
+    result = cli("verify", release, "--key", service["root"] / "signing.pub")
+    assert result.exit_code == 1, result.output
+    assert "FAIL  audit.json says the audit did not pass" in result.output
+    assert "verified" not in result.output and "does not verify (1 problem(s))" in result.output
 
 
 def test_cli_verify_bad_key_file(tmp_path, cli):
