@@ -7,6 +7,7 @@ its format with true SHA-256s, signed with a real Ed25519 key, served by a real 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,6 +18,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -445,31 +448,38 @@ def big_service(tmp_path_factory, service):
     server.stop(0)
 
 
-def open_downloads(target: dict, count: int, release_id: str = "big", timeout: float = 60) -> tuple[list, list]:
-    """`count` Download streams of release_id's student.safetensors, each on its own connection, each read
-    up to its first chunk (so the server is sending) and then left unread."""
-    channels = [grpc.secure_channel(target["address"], grpc.ssl_channel_credentials(target["ca"])) for _ in range(count)]
-    streams = [pb_grpc.ReleaseServiceStub(channel).Download(
-        pb.DownloadRequest(release_id=release_id, file_name="student.safetensors"), timeout=timeout) for channel in channels]
-    for stream in streams:
-        assert next(stream).offset == 0
-    return channels, streams
+@contextlib.contextmanager
+def open_downloads(target: dict, count: int, release_id: str = "big", timeout: float = 60) -> Iterator[list]:
+    """`count` Download streams of release_id's student.safetensors, each on its own connection, none ever
+    read; each must have started (the server sent its headers, with the first chunk) within 10 s. The
+    connections close on leaving the block. Without BDP probing a client's window stays at gRPC's
+    initial 64 KiB: the server is held as surely as by a client that grants no window at all."""
+    options = [("grpc.http2.bdp_probe", 0)]
+    channels = [grpc.secure_channel(target["address"], grpc.ssl_channel_credentials(target["ca"]), options=options)
+                for _ in range(count)]
+    waiting = ThreadPoolExecutor(max_workers=count)
+    try:
+        streams = [pb_grpc.ReleaseServiceStub(channel).Download(
+            pb.DownloadRequest(release_id=release_id, file_name="student.safetensors"), timeout=timeout) for channel in channels]
+        # initial_metadata reads no message: gRPC's window stays as small as a client that never reads leaves it
+        list(waiting.map(lambda stream: stream.initial_metadata(), streams, timeout=10))
+        yield streams
+    finally:
+        for channel in channels:
+            channel.close()
+        waiting.shutdown(wait=False)
 
 
 @pytest.mark.parametrize("idle", [4, 8])
 def test_idle_downloads_leave_the_service_to_everyone_else(big_service, tmp_path, idle):
     address, ca = big_service["address"], big_service["ca"]
-    channels, _ = open_downloads(big_service, idle)
-    try:
+    with open_downloads(big_service, idle):
         started = time.monotonic()
         assert health(address, ca, timeout=5) == "SERVING"
         assert [r.release_id for r in list_releases(address, ca, timeout=5)] == ["big", "huge"]
         out = fetch_release(address, "big", tmp_path / "got", ca, SIGNER.public_key(), timeout=20)
         assert verify_release(out, SIGNER.public_key()).ok
         assert time.monotonic() - started < 20
-    finally:
-        for channel in channels:
-            channel.close()
 
 
 def test_downloads_beyond_the_limit_are_refused_at_once(big_service, tmp_path):
@@ -478,15 +488,14 @@ def test_downloads_beyond_the_limit_are_refused_at_once(big_service, tmp_path):
     server.start()
     target = {**big_service, "address": f"127.0.0.1:{server.port}"}
     try:
-        channels, _ = open_downloads(target, 2)
-        started = time.monotonic()
-        with pytest.raises(FetchError) as info:
-            fetch_release(target["address"], "big", tmp_path / "refused", target["ca"], SIGNER.public_key(), timeout=20)
-        assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "try again later" in str(info.value)
-        assert time.monotonic() - started < 5 and os.listdir(tmp_path) == []
-        assert health(target["address"], target["ca"], timeout=5) == "SERVING"
-        for channel in channels:  # the clients go: their slots come back
-            channel.close()
+        with open_downloads(target, 2):
+            started = time.monotonic()
+            with pytest.raises(FetchError) as info:
+                fetch_release(target["address"], "big", tmp_path / "refused", target["ca"], SIGNER.public_key(), timeout=20)
+            assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "try again later" in str(info.value)
+            assert time.monotonic() - started < 5 and os.listdir(tmp_path) == []
+            assert health(target["address"], target["ca"], timeout=5) == "SERVING"
+        # the clients went: their slots come back
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -530,15 +539,12 @@ def test_health_watches_beyond_the_limit_are_refused(big_service):
 
 
 def test_a_file_changed_during_a_download_ends_in_data_loss(big_service, tmp_path):
-    channels, streams = open_downloads(big_service, 1, "huge")  # the server is blocked about 4 MiB in
-    try:
+    with open_downloads(big_service, 1, "huge") as streams:  # the server is blocked near the start
         change_in_place(big_service["runs"] / "huge" / "release" / "student.safetensors", -1)
         with pytest.raises(grpc.RpcError) as info:
             for _ in streams[0]:
                 pass
         assert info.value.code() == grpc.StatusCode.DATA_LOSS and "changed on the server" in info.value.details()
-    finally:
-        channels[0].close()
     assert "huge" not in {r.release_id for r in list_releases(big_service["address"], big_service["ca"])}
 
 
