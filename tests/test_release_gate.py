@@ -142,3 +142,23 @@ def test_dp_settings_must_be_finite():
     for bad in ({"dp_epsilon": float("inf")}, {"dp_max_grad_norm": float("inf")}, {"dp_epsilon": -1.0}):
         with pytest.raises(ConfigError):
             RunConfig(**bad)
+
+
+def test_a_written_and_signed_release_verifies_with_its_audit_report(tmp_path):
+    """The audit report write_release puts in a release certifies exactly that release's artefacts."""
+    from fedkr.server.distill import DistilledSet
+    from fedkr.server.release import write_release
+    from fedkr.shared.classifier import ClassifierConfig, build_classifier
+    from fedkr.shared.keys import new_signing_key
+    from fedkr.shared.release_verify import verify_release
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
+    distilled = DistilledSet(images, np.full((4, 2), 0.5, np.float32), np.array([0, 1, 0, 1]), ("a", "b"), np.arange(4))
+    student = build_classifier(ClassifierConfig(1, 8, 8, 2, 8), 0)
+    decision = decide_release({"site-0": report()}, POLICY)
+    key = new_signing_key()
+    release = write_release(tmp_path / "r1" / "release", distilled, student, {"run_id": "r1"}, decision, signer=key)
+    result = verify_release(release, key.public_key())
+    assert result.ok, result.problems
+    assert ("audit: audit.json says passed, for release r1, naming distilled.npz, student.safetensors, "
+            "student_config.json by the manifest's SHA-256s") in result.checked

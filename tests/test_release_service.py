@@ -608,6 +608,9 @@ def test_cli_fetch_and_list(service, tmp_path, cli):
     result = cli("fetch", *common, "run-ok")
     assert result.exit_code == 2 and "--key is required" in result.output
 
+    result = cli("fetch", *common, "run-ok", "--key", service["root"] / "signing.pub", "--timeout", 1000)
+    assert result.exit_code == 2 and "--timeout must be more than 0 and at most 900 s" in result.output
+
 
 def test_cli_serve_releases_until_sigterm(service):
     command = [sys.executable, "-m", "fedkr", "coordinator", "serve-releases", "--runs", str(service["runs"]),
