@@ -43,6 +43,7 @@ from fedkr.shared.classifier import (
 )
 from fedkr.shared.data import ImageSet
 from fedkr.shared.reports import AuditReport
+from fedkr.shared.utility import count_correct
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +144,9 @@ class ReferenceCache:
 def _model_attacks(
     target: CompactCNN, members: ImageSet, holdout: ImageSet, settings: AuditSettings,
     cache: ReferenceCache | None = None,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-example scores (members, holdout) of every black-box attack on `target`."""
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Per-example scores (members, holdout) of every black-box attack on `target`, and the holdout's
+    reference logits (N, C): each image's from the reference model that never saw it."""
     k = settings.reference_models
     rng = np.random.default_rng(settings.seed + 1)
     folds = rng.permutation(len(holdout)) % k
@@ -174,7 +176,7 @@ def _model_attacks(
         phi_tgt = np.concatenate([lira_logit(t_m, members.labels), lira_logit(t_h, holdout.labels)])
         z = lira_offline_scores(phi_tgt, phi_ref[:, None])
         scores["lira"] = (z[: len(members)], z[len(members) :])
-    return scores
+    return scores, out_h
 
 
 def _flat_pixels(images: np.ndarray) -> np.ndarray:
@@ -215,15 +217,27 @@ def audit_model(
     target_name: str = "student",
     dp: dict | None = None,
     references: ReferenceCache | None = None,
+    comparator: CompactCNN | None = None,
 ) -> AuditReport:
-    """Attack `target` (and, given them, the released images) with members against holdout."""
+    """Attack `target` (and, given them, the released images) with members against holdout, and
+    score it on the holdout next to `comparator` (the utility check, `fedkr.shared.utility`).
+
+    `comparator` is the site's teacher; without it the audit's cross-fitted reference models stand
+    in (each holdout image scored by the one that never saw it), and the report says so.
+    """
     rng = np.random.default_rng(settings.seed)
     members = _subsample(members, settings.max_per_side, rng)
     holdout = _subsample(holdout, settings.max_per_side, rng)
     started = time.perf_counter()
+    model_scores, reference_logits = _model_attacks(target, members, holdout, settings, references)
     scored: list[tuple[str, str, tuple[np.ndarray, np.ndarray]]] = [
-        (name, target_name, pair) for name, pair in _model_attacks(target, members, holdout, settings, references).items()
+        (name, target_name, pair) for name, pair in model_scores.items()
     ]
+    utility = count_correct(
+        holdout.labels, predict_logits(target, holdout.images).argmax(1),
+        (predict_logits(comparator, holdout.images) if comparator is not None else reference_logits).argmax(1),
+        holdout.num_classes, comparator="teacher" if comparator is not None else "reference models",
+    )
     near: dict = {}
     if released_images is not None:
         distance, near = _distance_attacks(released_images, feature_model or target, members, holdout)
@@ -242,5 +256,5 @@ def audit_model(
                        "seconds": round(time.perf_counter() - started, 1)}
     return AuditReport(
         site_id=site_id, results=tuple(results), num_members=len(members), num_nonmembers=len(holdout),
-        near_duplicates=near, dp=dp, settings=settings_record,
+        near_duplicates=near, dp=dp, settings=settings_record, utility=utility,
     )

@@ -284,7 +284,7 @@ class Site:
         report = audit_model(
             self.site_id, student, self.data.members, self.data.holdout, settings,
             released_images=np.asarray(candidate.released_images), feature_model=teacher,
-            dp=self.dp_record(candidate.run_id),
+            dp=self.dp_record(candidate.run_id), comparator=teacher,
         )
         return self.gate.send(report, run_id=candidate.run_id, round=-1, candidate_blob=received)
 

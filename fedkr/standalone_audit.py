@@ -91,7 +91,7 @@ def audit_release_dir(
         raise ReleaseError(f"the release's images are {release.images.shape[1:]}, the site's {data.members.image_shape}")
     teacher = load_teacher(state_dir, release.release_id)
     report = audit_model(site_id, release.student, data.members, data.holdout, settings,
-                         released_images=release.images, feature_model=teacher)
+                         released_images=release.images, feature_model=teacher, comparator=teacher)
     decision = decide_release({site_id: report}, policy)
     document = build_audit_document(release.release_id, release.artefacts, list(release.class_names), decision)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from fedkr.shared.audit_policy import AuditDecision
+from fedkr.shared.audit_policy import AuditDecision, utility_figures
 from fedkr.shared.reports import AuditReport
 
 import fedkr
@@ -40,6 +40,7 @@ def _site_entry(reply: AuditReport | str) -> dict:
         "near_duplicates": reply.near_duplicates,
         "settings": reply.settings,
         "attacks": [r.to_dict() for r in reply.results],
+        "utility": utility_figures(reply.utility),
     }
 
 
@@ -53,6 +54,7 @@ def build_audit_document(release_id: str, artefacts: dict[str, str], classes: li
         "classes": list(classes),
         "policy": decision.policy.to_dict(),
         "decision": {"passed": decision.passed, "failures": [f.to_dict() for f in decision.failures]},
+        "utility": utility_figures(decision.utility),
         "sites": {sid: _site_entry(reply) for sid, reply in sorted(decision.reports.items())},
     }
 
@@ -73,7 +75,16 @@ def audit_summary(decision: AuditDecision) -> dict:
         }
         if reply.dp:
             sites[sid]["dp"] = reply.dp
-    return {"passed": decision.passed, "failures": decision.reasons, "sites": sites}
+        if reply.utility is not None:
+            sites[sid]["utility"] = _utility_headline(utility_figures(reply.utility))
+    pooled = utility_figures(decision.utility)
+    return {"passed": decision.passed, "failures": decision.reasons, "sites": sites,
+            "utility": None if pooled is None else _utility_headline(pooled)}
+
+
+def _utility_headline(figures: dict) -> dict:
+    """The utility figures without the per-class counts, for metrics.json."""
+    return {key: value for key, value in figures.items() if key != "counts"}
 
 
 def sample_per_class(images: np.ndarray, labels: np.ndarray, per_class: int = 10) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from .attack_report import AttackResult
 from .reports import AuditReport
+from .utility import UtilityCounts, pool
 
 STUDENT_ATTACKS = ("loss", "entropy", "rmia")
 DISTANCE_ATTACKS = ("dcr_pixel", "dcr_feature")
@@ -28,6 +29,11 @@ class AuditPolicy:
     the members in 2% to 7% of audits per attack at these site sizes (measured; docs/audit.md), and
     a rule on it would block releases on chance. The lower bound fails only when the data show an
     attacker catching more than the limit.
+
+    The utility rule (`fedkr.shared.utility`): pooled over every site's holdout, the student's
+    chance-adjusted balanced accuracy must reach `min_utility_ratio` times the sites' teachers'
+    (0 turns the rule off). A student that learned little leaks little, so the attacks alone would
+    pass it; this rule refuses it. The default is set by measured runs (docs/audit.md).
     """
 
     confidence: float = 0.95
@@ -36,8 +42,11 @@ class AuditPolicy:
     max_distance_auc_upper: float = 0.60
     required_attacks: tuple[str, ...] = STUDENT_ATTACKS + DISTANCE_ATTACKS
     min_examples: int = 10
+    min_utility_ratio: float = 0.5
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.min_utility_ratio <= 1.0:
+            raise ValueError(f"min_utility_ratio must be in [0, 1], got {self.min_utility_ratio}")
         if not 0.5 <= self.confidence < 1.0:
             raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence}")
         for name in ("max_auc_upper", "max_distance_auc_upper", "max_tpr_at_1pct_fpr"):
@@ -73,6 +82,8 @@ class AuditDecision:
     policy: AuditPolicy
     failures: tuple[Failure, ...] = ()
     reports: dict[str, AuditReport | str] = field(default_factory=dict)  # site -> report, or why there is none
+    #: Every answering site's utility counts summed per class; None when no site sent any.
+    utility: UtilityCounts | None = None
 
     @property
     def reasons(self) -> list[str]:
@@ -83,6 +94,7 @@ class AuditDecision:
             "passed": self.passed,
             "policy": self.policy.to_dict(),
             "failures": [f.to_dict() for f in self.failures],
+            "utility": utility_figures(self.utility),
             "sites": {sid: (r.to_dict() if isinstance(r, AuditReport) else {"error": r}) for sid, r in self.reports.items()},
         }
 
@@ -115,8 +127,51 @@ def _check_result(site: str, result: AttackResult, policy: AuditPolicy) -> list[
     return failures
 
 
+def utility_figures(counts: UtilityCounts | None) -> dict | None:
+    """The utility check's headline figures for a report (accuracy, balanced accuracy, adjusted, ratio); None without counts."""
+    if counts is None:
+        return None
+    figures: dict = {"num_examples": counts.num_examples, "classes_present": counts.classes_present,
+                     "comparator": counts.comparator}
+    for model in ("student", "teacher"):
+        figures[model] = {"accuracy": counts.accuracy(model), "balanced_accuracy": counts.balanced_accuracy(model),
+                          "adjusted_balanced_accuracy": counts.balanced_accuracy(model, adjusted=True)}
+    figures["utility_ratio"] = counts.utility_ratio()
+    figures["counts"] = counts.to_dict()
+    return figures
+
+
+def _check_utility(reports: dict[str, AuditReport], policy: AuditPolicy) -> tuple[UtilityCounts | None, list[Failure]]:
+    """Pool the sites' utility counts and apply the utility rule."""
+    failures = [Failure(sid, "utility", "present", None, None, f"{sid}: no utility figures (the student's accuracy on the "
+                        "site's holdout)") for sid, report in reports.items() if report.utility is None]
+    counts = [r.utility for r in reports.values() if r.utility is not None]
+    try:
+        pooled = pool(counts)
+    except ValueError:
+        return None, failures + [Failure("", "utility", "classes", None, None,
+                                         "sites sent utility counts over different numbers of classes")]
+    if pooled is None or policy.min_utility_ratio == 0.0:
+        return pooled, failures
+    teacher = pooled.balanced_accuracy("teacher", adjusted=True)
+    student = pooled.balanced_accuracy("student", adjusted=True)
+    ratio = pooled.utility_ratio()
+    where = f"on {pooled.num_examples} holdout images of {len(counts)} site{'s' if len(counts) != 1 else ''}"
+    if not teacher > 0:
+        failures.append(Failure("", "utility", "teacher_adjusted_balanced_accuracy", teacher, 0.0,
+                                f"the sites' own models are at chance {where} (adjusted balanced accuracy "
+                                f"{teacher:.3f}): there is no knowledge to release"))
+    elif not ratio >= policy.min_utility_ratio:
+        failures.append(Failure("", "utility", "utility_ratio", ratio, policy.min_utility_ratio,
+                                f"the student keeps {ratio:.2f} of what the sites' own models know {where} "
+                                f"(adjusted balanced accuracy {student:.3f} vs {teacher:.3f}; the policy needs at "
+                                f"least {policy.min_utility_ratio:.2f}): a release that teaches this little is not released"))
+    return pooled, failures
+
+
 def decide_release(replies: dict[str, AuditReport | Exception | str], policy: AuditPolicy) -> AuditDecision:
-    """Pass only if every site answered, with every required attack, and every result meets every rule."""
+    """Pass only if every site answered, with every required attack, every result meets every rule,
+    and the student keeps enough of what the sites' own models know (the utility rule)."""
     failures: list[Failure] = []
     reports: dict[str, AuditReport | str] = {}
     for sid, reply in sorted(replies.items()):
@@ -140,4 +195,6 @@ def decide_release(replies: dict[str, AuditReport | Exception | str], policy: Au
             failures.extend(_check_result(sid, result, policy))
     if not replies:
         failures.append(Failure("", "", "answered", None, None, "no site returned an audit"))
-    return AuditDecision(passed=not failures, policy=policy, failures=tuple(failures), reports=reports)
+    pooled, utility_failures = _check_utility({s: r for s, r in reports.items() if isinstance(r, AuditReport)}, policy)
+    failures.extend(utility_failures)
+    return AuditDecision(passed=not failures, policy=policy, failures=tuple(failures), reports=reports, utility=pooled)

@@ -21,7 +21,8 @@ DISTANCE_ATTACKS = ("dcr_pixel", "dcr_feature")
 Number = int | float
 
 __all__ = ["AuditDocument", "Attack", "Check", "Control", "Decision", "DP", "DPPart", "Failure", "Histogram",
-           "Interval", "NearDuplicates", "NearSpace", "PerClass", "Policy", "PolicyEntry", "Release", "Roc", "Site"]
+           "Interval", "ModelScore", "NearDuplicates", "NearSpace", "PerClass", "Policy", "PolicyEntry", "Release", "Roc",
+           "Site", "Utility"]
 
 
 def _dict(value: Any) -> dict:
@@ -267,6 +268,51 @@ class NearDuplicates:
 
 
 @dataclass(frozen=True)
+class ModelScore:
+    """Accuracy, balanced accuracy and its chance-adjusted form of one model on a holdout."""
+
+    accuracy: float | None
+    balanced_accuracy: float | None
+    adjusted_balanced_accuracy: float | None
+
+    @classmethod
+    def parse(cls, value: Any) -> ModelScore:
+        score = _dict(value)
+        return cls(_real(score.get("accuracy")), _real(score.get("balanced_accuracy")),
+                   _real(score.get("adjusted_balanced_accuracy")))
+
+
+@dataclass(frozen=True)
+class Utility:
+    """The utility check of one site (or pooled over all sites): the student next to the comparator.
+
+    `recall` holds, per class index, (holdout images, student recall, comparator recall)."""
+
+    num_examples: Number | None
+    comparator: str | None
+    student: ModelScore
+    teacher: ModelScore
+    utility_ratio: float | None
+    recall: tuple[tuple[Number | None, float | None, float | None], ...]
+
+    @classmethod
+    def parse(cls, value: Any) -> Utility | None:
+        if not isinstance(value, dict):
+            return None
+        counts = _dict(value.get("counts"))
+        support = [_int(v) for v in _list(counts.get("support"))]
+        student = [_int(v) for v in _list(counts.get("student_correct"))]
+        teacher = [_int(v) for v in _list(counts.get("teacher_correct"))]
+        recall = tuple(
+            (n, s / n if n and s is not None else None, t / n if n and t is not None else None)
+            for n, s, t in zip(support, student + [None] * len(support), teacher + [None] * len(support))
+        )
+        return cls(_number(value.get("num_examples")), _text(value.get("comparator")),
+                   ModelScore.parse(value.get("student")), ModelScore.parse(value.get("teacher")),
+                   _real(value.get("utility_ratio")), recall)
+
+
+@dataclass(frozen=True)
 class Site:
     """One site's audit: its results, or why there are none."""
 
@@ -278,6 +324,7 @@ class Site:
     dp: DP | None
     near_duplicates: NearDuplicates | None
     attacks: tuple[Attack, ...]
+    utility: Utility | None = None
 
     @classmethod
     def parse(cls, name: str, value: Any) -> Site:
@@ -287,6 +334,7 @@ class Site:
             num_members=_number(site.get("num_members")), num_nonmembers=_number(site.get("num_nonmembers")),
             dp=DP.parse(site.get("dp")), near_duplicates=NearDuplicates.parse(site.get("near_duplicates")),
             attacks=tuple(Attack.parse(a) for a in _list(site.get("attacks")) if isinstance(a, dict)),
+            utility=Utility.parse(site.get("utility")),
         )
 
     @property
@@ -319,6 +367,7 @@ class Policy:
     max_distance_auc_upper: float | None
     required_attacks: tuple[str, ...]
     entries: tuple[PolicyEntry, ...]
+    min_utility_ratio: float | None = None
 
     @classmethod
     def parse(cls, value: Any) -> Policy:
@@ -329,7 +378,8 @@ class Policy:
             for key, item in policy.items())
         return cls(_real(policy.get("confidence")), _real(policy.get("max_auc_upper")),
                    _real(policy.get("max_tpr_at_1pct_fpr")), _real(policy.get("max_distance_auc_upper")),
-                   tuple(str(r) for r in _list(policy.get("required_attacks"))), entries)
+                   tuple(str(r) for r in _list(policy.get("required_attacks"))), entries,
+                   _real(policy.get("min_utility_ratio")))
 
     def checks(self, attack: Attack) -> tuple[Check, ...]:
         """The rules that apply to `attack`, for display: the document's decision is authoritative."""
@@ -397,6 +447,7 @@ class AuditDocument:
     policy: Policy
     decision: Decision
     sites: tuple[Site, ...]
+    utility: Utility | None = None  # pooled over every site
 
     @classmethod
     def parse(cls, value: Any) -> AuditDocument:
@@ -414,6 +465,7 @@ class AuditDocument:
             classes=tuple(str(c) for c in _list(audit.get("classes"))),
             release=Release.parse(audit.get("release")), policy=Policy.parse(audit.get("policy")),
             decision=Decision.parse(audit.get("decision")), sites=tuple(Site.parse(n, s) for n, s in named),
+            utility=Utility.parse(audit.get("utility")),
         )
 
     @property

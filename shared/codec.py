@@ -491,6 +491,7 @@ def encode_audit_report(report: AuditReport, *, run_id: str, candidate: bytes) -
         num_members=report.num_members, num_nonmembers=report.num_nonmembers, candidate_sha256=sha256(candidate),
         near_duplicates_json=json.dumps(report.near_duplicates),
         dp_json="" if report.dp is None else json.dumps(report.dp), settings_json=json.dumps(report.settings),
+        utility=None if report.utility is None else pb.UtilityCounts(**report.utility.to_dict()),
     ))
 
 
@@ -514,6 +515,9 @@ def decode_audit_report(data: bytes, *, site_id: str, run_id: str, candidate: by
         "near_duplicates": _json_object(message.near_duplicates_json, "near duplicates", MAX_OBJECT_JSON),
         "dp": _json_object(message.dp_json, "DP accounting", MAX_OBJECT_JSON) if message.dp_json else None,
         "settings": _json_object(message.settings_json, "settings", MAX_OBJECT_JSON),
+        "utility": {"support": list(message.utility.support), "student_correct": list(message.utility.student_correct),
+                    "teacher_correct": list(message.utility.teacher_correct),
+                    "comparator": message.utility.comparator} if message.HasField("utility") else None,
     })
 
 

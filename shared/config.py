@@ -81,6 +81,7 @@ class RunConfig:
     audit_max_auc: float = 0.6
     audit_max_tpr: float = 0.03
     audit_max_distance_auc: float = 0.6
+    audit_min_utility: float = 0.5
     audit_reference_models: int = 2
     audit_lira: bool = False
     # differential privacy at every site: off when dp_epsilon is 0
@@ -122,6 +123,7 @@ class RunConfig:
             (0.0 < self.audit_max_auc <= 1.0, "audit-max-auc must be in (0, 1]"),
             (0.0 < self.audit_max_tpr <= 1.0, "audit-max-tpr must be in (0, 1]"),
             (0.0 < self.audit_max_distance_auc <= 1.0, "audit-max-distance-auc must be in (0, 1]"),
+            (0.0 <= self.audit_min_utility <= 1.0, "audit-min-utility must be in [0, 1]"),
             (MIN_REFERENCE_MODELS <= self.audit_reference_models <= MAX_REFERENCE_MODELS,
              f"audit-reference-models must be between {MIN_REFERENCE_MODELS} and {MAX_REFERENCE_MODELS}"),
             (0 <= self.dp_epsilon < float("inf"), "dp-epsilon must be a finite number >= 0 (0 turns DP off)"),
@@ -186,7 +188,8 @@ class RunConfig:
     def audit_policy(self) -> AuditPolicy:
         required = STUDENT_ATTACKS + (("lira",) if self.audit_lira else ()) + DISTANCE_ATTACKS
         return AuditPolicy(max_auc_upper=self.audit_max_auc, max_tpr_at_1pct_fpr=self.audit_max_tpr,
-                           max_distance_auc_upper=self.audit_max_distance_auc, required_attacks=required)
+                           max_distance_auc_upper=self.audit_max_distance_auc, required_attacks=required,
+                           min_utility_ratio=self.audit_min_utility)
 
     @classmethod
     def from_flat(cls, values: dict[str, object]) -> RunConfig:

@@ -52,7 +52,7 @@ class GeneratorConfig:
     warmup_steps: int = 100
     ema_decay: float = 0.999
     label_dropout: float = 0.1
-    hflip: bool = True
+    hflip: bool = False
     num_train_timesteps: int = 1000
     sample_steps: int = 25
     guidance_scale: float = 1.0

@@ -15,6 +15,7 @@ from .attack_report import AttackResult
 from .classifier import ClassifierConfig, TrainConfig
 from .dp import DPConfig
 from .generator import GeneratorConfig
+from .utility import UtilityCounts
 
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 
@@ -188,6 +189,8 @@ class AuditReport:
     near_duplicates: dict = field(default_factory=dict)
     dp: dict | None = None
     settings: dict = field(default_factory=dict)
+    #: The candidate student's and the site teacher's per-class counts on the site's holdout (fedkr.shared.utility).
+    utility: UtilityCounts | None = None
 
     def result(self, attack: str) -> AttackResult | None:
         return next((r for r in self.results if r.attack == attack), None)
@@ -197,6 +200,7 @@ class AuditReport:
             "site_id": self.site_id, "results": [r.to_dict() for r in self.results],
             "num_members": self.num_members, "num_nonmembers": self.num_nonmembers,
             "near_duplicates": self.near_duplicates, "dp": self.dp, "settings": self.settings,
+            "utility": None if self.utility is None else self.utility.to_dict(),
         }
 
     @classmethod
@@ -213,4 +217,5 @@ class AuditReport:
             near_duplicates=_small_dict(data.get("near_duplicates"), "near_duplicates"),
             dp=None if dp is None else _small_dict(dp, "dp"),
             settings=_small_dict(data.get("settings"), "settings"),
+            utility=None if data.get("utility") is None else UtilityCounts.from_dict(data["utility"]),
         )

@@ -369,7 +369,10 @@ def test_write_audit_renders_the_documents_the_coordinator_and_the_standalone_au
     results = tuple(AttackResult(a, "distilled_set" if a.startswith("dcr") else "student", 100, 100, 0.5,
                                  (0.45, 0.55), 0.01, (0.0, 0.02), 0.0, (0.0, 0.03), 0.0)
                     for a in policy.required_attacks)
-    replies = {"site-0": AuditReport("site-0", results, 100, 100, settings={"confidence": 0.95}),
+    from fedkr.shared.utility import UtilityCounts
+
+    utility = UtilityCounts(np.full(len(CLASSES), 10), np.full(len(CLASSES), 8), np.full(len(CLASSES), 9))
+    replies = {"site-0": AuditReport("site-0", results, 100, 100, settings={"confidence": 0.95}, utility=utility),
                EVIL_SITE: "timed out <script>x</script>"}
     document = build_audit_document("run-1", {"distilled.npz": "d" * 64}, CLASSES, decide_release(replies, policy))
     images, labels = make_samples()
@@ -378,4 +381,8 @@ def test_write_audit_renders_the_documents_the_coordinator_and_the_standalone_au
     assert "BLOCKED" in page and "site-&lt;b&gt;x&lt;/b&gt;" in page and "<script" not in page.lower()
     assert "&lt;script&gt;x&lt;/script&gt;" in page and 'src="data:image/png;base64,' in page
     assert "ROC curves not available" in page  # these results carry no curve
+    # the utility check: pooled and per site, the student next to the teacher, and the share kept
+    assert "Utility check" in page and "all sites, pooled" in page
+    ratio = f"{utility.utility_ratio():.2f}"
+    assert page.count(f"<strong>{ratio}</strong>") == 2
     assert render_audit_html(json.loads((tmp_path / "audit.json").read_text())).count("<section") == 9

@@ -97,6 +97,37 @@ def test_audit_failure_writes_refusal_and_no_release(tmp_path, digits_sites, inp
     assert not any(name.endswith((".npz", ".safetensors")) for name in leftovers), leftovers
 
 
+class BrokenStudentCoordinator(Coordinator):
+    """Trains the student, then swaps it for an untrained network: a candidate that teaches nothing."""
+
+    def train_student(self, record):
+        from fedkr.shared.classifier import build_classifier
+
+        trained = super().train_student(record)
+        record.student = build_classifier(trained.config, seed=12345)
+        return record.student
+
+
+def test_the_utility_check_passes_a_normal_run_and_refuses_a_student_broken_on_purpose(tmp_path, digits_sites, inprocess_run):
+    config, normal = inprocess_run
+    utility = normal.metrics["audit"]["utility"]
+    assert normal.released and utility["utility_ratio"] >= config.audit_min_utility > 0
+    assert utility["num_examples"] == sum(len(s.data.holdout) for s in digits_sites)
+    assert set(normal.metrics["audit"]["sites"]["site-0"]["utility"]) >= {"student", "teacher", "utility_ratio"}
+
+    broken = tiny_run_config(tmp_path, run_id="broken-student")
+    for site in digits_sites:  # the same sites, models and data: only the student differs
+        site.reuse_fit(site.state_dir / "runs" / config.run_id, broken.run_id)
+    outcome = BrokenStudentCoordinator(broken, load_digits_splits().test).run(InProcessLink(digits_sites), fit=normal.record.fit)
+    assert not outcome.released and not (broken.run_dir / "release").exists()
+    reasons = json.loads(outcome.refusal_path.read_text())["reasons"]
+    assert len(reasons) == 1 and reasons[0].startswith("the student keeps"), reasons
+    assert "a release that teaches this little is not released" in reasons[0]
+    audit = json.loads((broken.run_dir / "audit.json").read_text())
+    assert audit["utility"]["utility_ratio"] < config.audit_min_utility
+    assert "Utility check" in (broken.run_dir / "audit.html").read_text()
+
+
 def test_failing_site_is_left_out_of_synthesis_but_blocks_nothing_else(tmp_path, digits_sites):
     class BrokenSite:
         site_id = "site-x"

@@ -7,8 +7,11 @@ from fedkr.shared.release_inspect import inspect_release
 from fedkr.shared.attack_report import AttackResult, measure_attack
 from fedkr.shared.audit_policy import AuditPolicy, decide_release
 from fedkr.shared.reports import AuditReport
+from fedkr.shared.utility import UtilityCounts
 
 POLICY = AuditPolicy()
+#: The utility check of a student that kept most of what the site's teacher knows.
+USEFUL = UtilityCounts(np.array([50, 50]), np.array([45, 44]), np.array([48, 47]))
 
 
 def result(attack="loss", auc=0.5, ci=(0.45, 0.55), tpr=0.01, tpr_ci=(0.0, 0.05), n=100, target=None):
@@ -16,10 +19,10 @@ def result(attack="loss", auc=0.5, ci=(0.45, 0.55), tpr=0.01, tpr_ci=(0.0, 0.05)
     return AttackResult(attack, target, n, n, auc, ci, tpr, tpr_ci, 0.0, (0.0, 0.03), 0.0)
 
 
-def report(site="site-0", **changes):
+def report(site="site-0", utility=USEFUL, **changes):
     """A complete audit; `changes` maps an attack name to the keyword changes of its result."""
     results = tuple(result(a, **changes.get(a, {})) for a in POLICY.required_attacks)
-    return AuditReport(site, results, settings={"confidence": 0.95})
+    return AuditReport(site, results, settings={"confidence": 0.95}, utility=utility)
 
 
 def test_passes_when_every_site_is_close_to_chance():
@@ -41,6 +44,9 @@ def test_passes_when_every_site_is_close_to_chance():
         ({"site-0": AuditReport("site-0", report().results, settings={"confidence": 0.5})}, "site-0", "", "confidence"),
         ({"site-0": report(), "site-1": TimeoutError("no reply")}, "site-1", "", "answered"),
         ({}, "", "", "answered"),
+        ({"site-0": report(utility=None)}, "site-0", "utility", "present"),
+        ({"site-0": report(utility=UtilityCounts(np.array([50, 50]), np.array([50, 0]), np.array([48, 47])))},
+         "", "utility", "utility_ratio"),
     ],
 )
 def test_blocks_and_names_site_attack_metric(replies, site, attack, metric):

@@ -288,7 +288,7 @@ class AttackResult(_message.Message):
     def __init__(self, attack: _Optional[str] = ..., target: _Optional[str] = ..., num_members: _Optional[int] = ..., num_nonmembers: _Optional[int] = ..., auc: _Optional[float] = ..., auc_ci: _Optional[_Union[Interval, _Mapping]] = ..., tpr_at_1pct_fpr: _Optional[float] = ..., tpr_at_1pct_fpr_ci: _Optional[_Union[Interval, _Mapping]] = ..., tpr_at_01pct_fpr: _Optional[float] = ..., tpr_at_01pct_fpr_ci: _Optional[_Union[Interval, _Mapping]] = ..., epsilon_lower_bound: _Optional[float] = ..., control: _Optional[_Union[ControlResult, _Mapping]] = ..., roc_fpr: _Optional[_Iterable[float]] = ..., roc_tpr: _Optional[_Iterable[float]] = ..., histogram_edges: _Optional[_Iterable[float]] = ..., histogram_members: _Optional[_Iterable[int]] = ..., histogram_nonmembers: _Optional[_Iterable[int]] = ..., per_class: _Optional[_Iterable[_Union[PerClassResult, _Mapping]]] = ..., description: _Optional[str] = ..., histogram_score: _Optional[str] = ...) -> None: ...
 
 class AuditReport(_message.Message):
-    __slots__ = ("site_id", "run_id", "results", "num_members", "num_nonmembers", "candidate_sha256", "near_duplicates_json", "dp_json", "settings_json")
+    __slots__ = ("site_id", "run_id", "results", "num_members", "num_nonmembers", "candidate_sha256", "near_duplicates_json", "dp_json", "settings_json", "utility")
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
@@ -298,6 +298,7 @@ class AuditReport(_message.Message):
     NEAR_DUPLICATES_JSON_FIELD_NUMBER: _ClassVar[int]
     DP_JSON_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    UTILITY_FIELD_NUMBER: _ClassVar[int]
     site_id: str
     run_id: str
     results: _containers.RepeatedCompositeFieldContainer[AttackResult]
@@ -307,4 +308,17 @@ class AuditReport(_message.Message):
     near_duplicates_json: str
     dp_json: str
     settings_json: str
-    def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[AttackResult, _Mapping]]] = ..., num_members: _Optional[int] = ..., num_nonmembers: _Optional[int] = ..., candidate_sha256: _Optional[bytes] = ..., near_duplicates_json: _Optional[str] = ..., dp_json: _Optional[str] = ..., settings_json: _Optional[str] = ...) -> None: ...
+    utility: UtilityCounts
+    def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[AttackResult, _Mapping]]] = ..., num_members: _Optional[int] = ..., num_nonmembers: _Optional[int] = ..., candidate_sha256: _Optional[bytes] = ..., near_duplicates_json: _Optional[str] = ..., dp_json: _Optional[str] = ..., settings_json: _Optional[str] = ..., utility: _Optional[_Union[UtilityCounts, _Mapping]] = ...) -> None: ...
+
+class UtilityCounts(_message.Message):
+    __slots__ = ("support", "student_correct", "teacher_correct", "comparator")
+    SUPPORT_FIELD_NUMBER: _ClassVar[int]
+    STUDENT_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    COMPARATOR_FIELD_NUMBER: _ClassVar[int]
+    support: _containers.RepeatedScalarFieldContainer[int]
+    student_correct: _containers.RepeatedScalarFieldContainer[int]
+    teacher_correct: _containers.RepeatedScalarFieldContainer[int]
+    comparator: str
+    def __init__(self, support: _Optional[_Iterable[int]] = ..., student_correct: _Optional[_Iterable[int]] = ..., teacher_correct: _Optional[_Iterable[int]] = ..., comparator: _Optional[str] = ...) -> None: ...

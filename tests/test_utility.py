@@ -1,0 +1,133 @@
+"""The utility check: per-class counts, the figures drawn from them, the policy's rule, and the round trip."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+from fedkr.shared import codec
+from fedkr.shared.audit_policy import AuditPolicy, decide_release
+from fedkr.shared.reports import AuditReport
+from fedkr.shared.utility import UtilityCounts, count_correct, pool
+
+
+def _predictions(rng: np.random.Generator, labels: np.ndarray, skill: float, k: int) -> np.ndarray:
+    """Right with probability `skill`, otherwise a uniform random class."""
+    guess = rng.integers(0, k, size=labels.shape)
+    return np.where(rng.random(labels.shape) < skill, labels, guess)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_figures_equal_scikit_learns(seed):
+    rng = np.random.default_rng(seed)
+    k = 6
+    labels = rng.choice(k, size=200, p=[0.5, 0.2, 0.1, 0.1, 0.1, 0.0])  # one class absent, skewed like a site
+    student, teacher = _predictions(rng, labels, 0.6, k), _predictions(rng, labels, 0.9, k)
+    counts = count_correct(labels, student, teacher, k)
+    for model, predicted in (("student", student), ("teacher", teacher)):
+        assert counts.accuracy(model) == pytest.approx(accuracy_score(labels, predicted))
+        with warnings.catch_warnings():  # "y_pred contains classes not in y_true": scikit-learn skips them, as we do
+            warnings.simplefilter("ignore")
+            for adjusted in (False, True):
+                assert counts.balanced_accuracy(model, adjusted=adjusted) == pytest.approx(
+                    balanced_accuracy_score(labels, predicted, adjusted=adjusted))
+
+
+def test_majority_class_student_scores_zero_adjusted_though_its_accuracy_is_high():
+    labels = np.array([0] * 90 + [1] * 10)
+    counts = count_correct(labels, np.zeros(100, int), labels, 2)
+    assert counts.accuracy("student") == 0.9
+    assert counts.balanced_accuracy("student", adjusted=True) == 0.0
+    assert counts.utility_ratio() == 0.0
+
+
+def test_pooling_sums_per_class_and_refuses_mismatched_classes():
+    a = UtilityCounts(np.array([10, 0]), np.array([5, 0]), np.array([9, 0]))
+    b = UtilityCounts(np.array([0, 10]), np.array([0, 1]), np.array([0, 8]))
+    pooled = pool([a, b])
+    assert pooled.support.tolist() == [10, 10] and pooled.student_correct.tolist() == [5, 1]
+    assert pooled.balanced_accuracy("student") == pytest.approx(0.3)
+    assert pool([]) is None
+    with pytest.raises(ValueError):
+        pool([a, UtilityCounts(np.array([1]), np.array([1]), np.array([1]))])
+
+
+@pytest.mark.parametrize("bad", [
+    {"support": [1, 2], "student_correct": [1], "teacher_correct": [1, 2]},
+    {"support": [1, 2], "student_correct": [2, 0], "teacher_correct": [1, 2]},   # more correct than images
+    {"support": [1, -2], "student_correct": [0, 0], "teacher_correct": [0, 0]},
+    {"support": [True, 2], "student_correct": [0, 0], "teacher_correct": [0, 0]},
+    {"support": [1.5, 2], "student_correct": [0, 0], "teacher_correct": [0, 0]},
+    {"support": list(range(2000)), "student_correct": [0] * 2000, "teacher_correct": [0] * 2000},
+    {"support": [1], "student_correct": [1], "teacher_correct": [1], "comparator": "oracle"},
+    [1, 2, 3],
+])
+def test_remote_counts_are_validated(bad):
+    with pytest.raises(ValueError):
+        UtilityCounts.from_dict(bad)
+
+
+def _report(site: str, counts: UtilityCounts | None) -> AuditReport:
+    from fedkr.shared.attack_report import measure_attack
+
+    scores = np.random.default_rng(0).normal(size=400)  # members and holdout alike: AUC 0.5, every attack passes
+    results = tuple(
+        measure_attack(name, "distilled_set" if name.startswith("dcr") else "student", scores, scores,
+                       np.zeros(400, int), np.zeros(400, int), ("a",), seed=0)
+        for name in ("loss", "entropy", "rmia", "dcr_pixel", "dcr_feature"))
+    return AuditReport(site, results, 400, 400, settings={"confidence": 0.95}, utility=counts)
+
+
+def _site_counts(rng: np.random.Generator, skill: float, k: int = 5, n: int = 300) -> UtilityCounts:
+    labels = rng.integers(0, k, size=n)
+    return count_correct(labels, _predictions(rng, labels, skill, k), _predictions(rng, labels, 0.95, k), k)
+
+
+def test_a_student_that_learned_nothing_is_refused_and_a_normal_one_passes():
+    rng = np.random.default_rng(1)
+    policy = AuditPolicy()
+    broken = {s: _report(s, _site_counts(rng, skill=0.0)) for s in ("site-0", "site-1")}
+    decision = decide_release(broken, policy)
+    assert not decision.passed
+    [failure] = decision.failures
+    assert failure.attack == "utility" and failure.metric == "utility_ratio"
+    assert "a release that teaches this little is not released" in failure.message
+    assert "600 holdout images of 2 sites" in failure.message
+
+    normal = {s: _report(s, _site_counts(rng, skill=0.85)) for s in ("site-0", "site-1")}
+    decision = decide_release(normal, policy)
+    assert decision.passed, decision.reasons
+    assert decision.utility.num_examples == 600
+    assert decision.to_dict()["utility"]["utility_ratio"] == pytest.approx(decision.utility.utility_ratio())
+
+
+def test_a_site_without_utility_figures_fails_and_zero_turns_the_rule_off():
+    rng = np.random.default_rng(2)
+    replies = {"site-0": _report("site-0", _site_counts(rng, 0.9)), "site-1": _report("site-1", None)}
+    decision = decide_release(replies, AuditPolicy())
+    assert [(f.site, f.metric) for f in decision.failures] == [("site-1", "present")]
+    broken = {"site-0": _report("site-0", _site_counts(rng, 0.0))}
+    assert decide_release(broken, AuditPolicy(min_utility_ratio=0.0)).passed
+    with pytest.raises(ValueError):
+        AuditPolicy(min_utility_ratio=1.5)
+
+
+def test_teachers_at_chance_refuse_the_release():
+    labels = np.arange(100) % 4
+    at_chance = count_correct(labels, labels, (labels + 1) % 4, 4)
+    decision = decide_release({"site-0": _report("site-0", at_chance)}, AuditPolicy())
+    assert [f.metric for f in decision.failures] == ["teacher_adjusted_balanced_accuracy"]
+    assert "no knowledge to release" in decision.failures[0].message
+
+
+def test_counts_cross_the_wire_unchanged():
+    rng = np.random.default_rng(3)
+    counts = _site_counts(rng, 0.7)
+    report = _report("site-0", counts)
+    data = codec.encode_audit_report(report, run_id="r1", candidate=b"candidate")
+    back = codec.decode_audit_report(data, site_id="site-0", run_id="r1", candidate=b"candidate")
+    assert back.utility.to_dict() == counts.to_dict()
+    assert AuditReport.from_dict(report.to_dict()).utility.to_dict() == counts.to_dict()
