@@ -5,14 +5,13 @@ shards, labels of the coordinator's images and metrics reports, refuses a shard 
 byte-identical to one of the site's real images, and encodes what it lets through
 (`shared/codec.py`); when the site has keys (deployment) it signs those bytes, and seals shards.
 It returns the exact bytes that leave the site, and appends a line for them to a ledger the site
-operator can read: time, run, round, kind, the size and SHA-256 of those bytes, and the recipient
-(`client/ledger.py` reads it).
+operator can read: time, run, round, kind, the size and SHA-256 of those bytes, and the recipient,
+each line chained to the one before by its hash (`client/ledger.py`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from fedkr.shared.shard import Shard, ShardError, ShardSpec, validate_shard
 from fedkr.shared.shard_wire import seal_shard, sign_audit_report, sign_relabel_reply
 
 from .credentials import SiteCredentials
-from .ledger import read_ledger
+from .ledger import append_entry, read_ledger
 
 __all__ = ["GateRefusal", "OutboundGate", "Outbound", "image_digests", "read_ledger"]
 
@@ -145,6 +144,4 @@ class OutboundGate:
             "recipient": recipient,
             **extra,
         }
-        self.ledger_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.ledger_path.open("a") as fh:
-            fh.write(json.dumps(entry) + "\n")
+        append_entry(self.ledger_path, entry)

@@ -10,9 +10,10 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from fedkr.cli_common import fail as _fail
-from fedkr.cli_common import out_console, wide_console
+from fedkr.cli_common import out_console, printable, wide_console
 from fedkr.shared.json_input import JSONInputError, parse_json
 
 
@@ -173,17 +174,29 @@ def site_ledger(
     state_dir: Annotated[Path, typer.Option(help="The site's state folder (the SuperNode's `state-dir`).")],
     run: Annotated[str, typer.Option(help="Only this run id.")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, as stored.")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Check the ledger's hash chain instead: every line holds the hash of the one before. Exit 1 if it is broken.")] = False,
 ) -> None:
     """Show every item that left this site: time, run, round, kind, size, SHA-256, recipient, and the keys that sealed and signed it."""
-    from fedkr.client.ledger import read_ledger
+    from fedkr.client.ledger import read_ledger, verify_ledger
 
     path = state_dir / "ledger.jsonl"
     if not path.is_file():
         _fail(f"no ledger at {path}: nothing has left this site from that state folder")
     try:
-        entries, skipped = read_ledger(path)
+        if verify:
+            check = verify_ledger(path)
+        else:
+            entries, skipped = read_ledger(path)
     except OSError as exc:
         _fail(f"cannot read the ledger {path}: {exc.strerror}")
+    if verify:
+        for problem in check.problems:
+            out_console.print(Text.assemble(("  FAIL  ", "bold red"), printable(problem)))
+        if not check.ok:
+            _fail(f"{path}: the hash chain is broken ({len(check.problems)} problem(s) in {check.lines} line(s))", 1)
+        out_console.print(f"{path}: {check.lines} line(s), hash chain intact")
+        out_console.print(f"  head sha256 {check.head} (record it elsewhere: a later check against it shows lines cut from the end or rewritten)")
+        return
     entries = [e for e in entries if not run or e.get("run") == run]
     if as_json:
         for entry in entries:
