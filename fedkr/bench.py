@@ -38,7 +38,6 @@ from fedkr.shared.config import BenchSettings, RunConfig
 from fedkr.shared.classifier import ClassifierConfig, CompactCNN, accuracy, build_classifier, one_hot, train_classifier
 from fedkr.shared.data import DataError, ImageSet, load_dataset
 from fedkr.client.gate import read_ledger
-from fedkr.shared.generator import META_SCHEMA
 from fedkr.shared.json_input import JSONInputError, read_json_file
 from fedkr.shared.release_inspect import METRICS_LIMITS
 from fedkr.shared.reports import FitReport
@@ -175,6 +174,14 @@ _REUSED_METRICS_SCHEMA = {
                    "stage_seconds": {"type": "object", "required": ["fit"], "properties": {"fit": {"type": "number"}}}},
 }
 
+#: The parts of a reused generator's generator.json that `check_generator` reads.
+_REUSED_GENERATOR_SCHEMA = {
+    "type": "object",
+    "required": ["config", "trained_steps"],
+    "properties": {"config": {"type": "object", "properties": {"hflip": {"type": "boolean"}}},
+                   "trained_steps": {"type": "integer", "minimum": 0}},
+}
+
 
 @dataclass(frozen=True)
 class ReusedFit:
@@ -226,7 +233,7 @@ def check_generator(generator_dir: Path, config: RunConfig) -> None:
     """Refuse a reused generator not trained on the profile's budget (steps, flips); guidance may differ:
     it changes sampling only, and the sites sample at the profile's (`Site.reuse_fit`)."""
     try:
-        meta = read_json_file(generator_dir / "generator.json", schema=META_SCHEMA)
+        meta = read_json_file(generator_dir / "generator.json", schema=_REUSED_GENERATOR_SCHEMA)
     except JSONInputError as exc:
         raise DataError(str(exc)) from None
     trained, hflip = int(meta["trained_steps"]), bool(meta["config"].get("hflip", False))
