@@ -146,7 +146,10 @@ def registry_entries(directory: Path) -> dict[str, dict]:
         raise KeyringError(f"{exc.where} is not a site registry: {exc.detail}") from None
     seen: dict[str, str] = {}
     for name in entries:
-        check_site_name(name)
+        try:
+            check_site_name(name)
+        except KeyringError as exc:
+            raise KeyringError(f"{path}: {exc}") from None
         other = seen.setdefault(site_name_key(name), name)
         if other != name:
             raise KeyringError(f"{path} files {other!r} and {name!r}, which name one site: keep one of them")

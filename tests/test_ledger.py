@@ -65,9 +65,12 @@ def test_lines_cut_from_the_end_show_only_as_another_head(tmp_path):
     """What the chain cannot show by itself (deploy/site.md, section 7): compare the head with one kept elsewhere."""
     ledger = sent(tmp_path)
     head = verify_ledger(ledger).head
-    ledger.write_bytes(b"".join(ledger.read_bytes().splitlines(keepends=True)[:-1]))
+    append_entry(ledger, {"time": "t", "run": "r1", "round": 5, "kind": "metrics", "bytes": 1, "sha256": "0" * 64,
+                          "recipient": "coordinator"})
+    assert f'"prev_sha256": "{head}"' in ledger.read_text(), "a recorded head stays findable as the next line's link"
+    ledger.write_bytes(b"".join(ledger.read_bytes().splitlines(keepends=True)[:-2]))
     cut = verify_ledger(ledger)
-    assert cut.ok and cut.lines == 3 and cut.head != head
+    assert cut.ok and cut.lines == 3 and cut.head != head and head not in ledger.read_text()
 
 
 def test_a_hostile_or_torn_line_is_reported_and_the_chain_goes_on(tmp_path):
