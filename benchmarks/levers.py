@@ -28,6 +28,8 @@ from fedkr.server.coordinator import Coordinator, FitResult
 from fedkr.shared.classifier import accuracy, build_classifier, one_hot, train_classifier
 from fedkr.shared.config import RunConfig
 from fedkr.shared.data import load_dataset
+from fedkr.shared.json_input import read_json_file
+from fedkr.shared.release_inspect import METRICS_LIMITS
 from fedkr.shared.reports import FitReport
 from fedkr.student_protocol import StudentProtocol
 
@@ -73,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    saved = json.loads(args.fit_reports.read_text())
+    saved = read_json_file(args.fit_reports, limits=METRICS_LIMITS)
     reports = {sid: FitReport.from_dict(r) for sid, r in (saved.get("sites") or saved.get("fit")).items()}
     sites = [Site(f"site-{i}", load_site_data(SiteDataSpec(args.data, i, args.sites, args.partition, 0)),
                   args.sites_dir / f"site-{i}") for i in range(args.sites)]

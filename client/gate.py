@@ -5,13 +5,13 @@ shards, labels of the coordinator's images and metrics reports, refuses a shard 
 byte-identical to one of the site's real images, and encodes what it lets through
 (`shared/codec.py`); when the site has keys (deployment) it signs those bytes, and seals shards.
 It returns the exact bytes that leave the site, and appends a line for them to a ledger the site
-operator can read: time, run, round, kind, the size and SHA-256 of those bytes, and the recipient.
+operator can read: time, run, round, kind, the size and SHA-256 of those bytes, and the recipient,
+each line chained to the one before by its hash (`client/ledger.py`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -25,29 +25,14 @@ from fedkr.shared.shard import Shard, ShardError, ShardSpec, validate_shard
 from fedkr.shared.shard_wire import seal_shard, sign_audit_report, sign_relabel_reply
 
 from .credentials import SiteCredentials
+from .ledger import append_entry, read_ledger
+
+__all__ = ["GateRefusal", "OutboundGate", "Outbound", "image_digests", "read_ledger"]
 
 log = logging.getLogger(__name__)
 
 #: What may leave a site, before the gate encodes it.
 Outbound = Shard | FitReport | AuditReport | RelabelReply
-
-
-def read_ledger(path: Path) -> tuple[list[dict], int]:
-    """The ledger's entries in order, and how many lines could not be read (a torn last line, say)."""
-    entries: list[dict] = []
-    skipped = 0
-    with Path(path).open(errors="replace") as fh:
-        for line in fh:
-            try:
-                entry = json.loads(line)
-            except (json.JSONDecodeError, RecursionError):
-                skipped += 1
-                continue
-            if isinstance(entry, dict):
-                entries.append(entry)
-            else:
-                skipped += 1
-    return entries, skipped
 
 
 class GateRefusal(RuntimeError):
@@ -159,6 +144,4 @@ class OutboundGate:
             "recipient": recipient,
             **extra,
         }
-        self.ledger_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.ledger_path.open("a") as fh:
-            fh.write(json.dumps(entry) + "\n")
+        append_entry(self.ledger_path, entry)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedkr.shared.config import ConfigError, RunConfig
+from fedkr.shared.site_identity import KeyringError, check_site_name
 
 from .credentials import load_site_credentials
 from .site_data import SiteDataSpec
@@ -50,6 +51,10 @@ class SiteSettings:
             spec = SiteDataSpec(source=str(node["data-path"]), seed=run.seed, holdout_fraction=run.holdout_fraction)
             default_name = load_site_credentials(Path(keys_dir)).site_name if keys_dir else f"node-{node_id}"
             site_id = str(node.get("site-name", default_name))
+            try:
+                check_site_name(site_id)
+            except KeyringError as exc:
+                raise ConfigError(f"node config 'site-name': {exc}") from None
             state_dir = Path(str(node.get("state-dir", Path.home() / ".fedkr" / "site" / site_id)))
         elif "partition-id" in node and "num-partitions" in node:
             index = int(node["partition-id"])  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from fedkr.shared.classifier import (
+    CONFIG_SCHEMA,
     ClassifierConfig,
     CompactCNN,
     accuracy,
@@ -42,7 +43,9 @@ from fedkr.shared.reports import (
 )
 from fedkr.shared import codec
 from fedkr.shared.shard import MAX_OVERSAMPLE, Shard, SynthesisRequest
+from fedkr.shared.json_input import read_json_file
 from fedkr.shared.shard_wire import open_candidate, open_relabel
+from fedkr.shared.site_identity import check_site_name
 from safetensors.torch import load_file, save_file
 
 from .auditor import AuditSettings, audit_model
@@ -77,7 +80,7 @@ def dp_summary(budget: DPConfig, teacher: DPReport, generator: DPReport) -> dict
 
 def load_teacher(run_dir: Path) -> CompactCNN:
     """The teacher a site saved for one run (`teacher.json` and `teacher.safetensors` in `run_dir`)."""
-    teacher = CompactCNN(ClassifierConfig.from_dict(json.loads((run_dir / "teacher.json").read_text())))
+    teacher = CompactCNN(ClassifierConfig.from_dict(read_json_file(run_dir / "teacher.json", schema=CONFIG_SCHEMA)))
     teacher.load_state_dict(load_file(run_dir / "teacher.safetensors"))
     teacher.eval()
     return teacher
@@ -85,6 +88,8 @@ def load_teacher(run_dir: Path) -> CompactCNN:
 
 #: In a run folder: the run answers with another run's models (`Site.reuse_fit`).
 REUSED_FIT = "reused_fit.json"
+_REUSED_FIT_SCHEMA = {"type": "object", "required": ["fit_dir"],
+                      "properties": {"fit_dir": {"type": "string"}, "guidance_scale": {"type": ["number", "null"]}}}
 
 
 class SiteNotFitted(RuntimeError):
@@ -121,7 +126,10 @@ class Site:
 
     def __init__(self, site_id: str, data: SiteData, state_dir: Path, credentials: SiteCredentials | None = None) -> None:
         """With `credentials` (deployment) every shard leaves sealed and signed, reports and labels signed,
-        and only sealed, coordinator-signed audit candidates and relabelling requests are accepted."""
+        and only sealed, coordinator-signed audit candidates and relabelling requests are accepted.
+
+        Raises `ValueError` (`KeyringError`) if `site_id` is not a site name (`check_site_name`)."""
+        check_site_name(site_id)
         if credentials is not None and credentials.site_name != site_id:
             raise ValueError(f"site name {site_id!r} differs from the name in its keys, {credentials.site_name!r}")
         self.site_id = site_id
@@ -303,7 +311,7 @@ class Site:
     def dp_record(self, run_id: str) -> dict | None:
         """The DP accounting of this run's teacher and generator, as saved at fit; None without DP."""
         path = self._models_dir(run_id)[0] / "dp.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_json_file(path, schema={"type": "object"}) if path.is_file() else None
 
     def reuse_fit(self, fit_dir: Path, run_id: str, guidance_scale: float | None = None) -> None:
         """Answer run `run_id` with the teacher and generator another run saved in `fit_dir`, fitting nothing.
@@ -329,7 +337,7 @@ class Site:
         pointer = directory / REUSED_FIT
         if not pointer.is_file():
             return directory, None
-        meta = json.loads(pointer.read_text())
+        meta = read_json_file(pointer, schema=_REUSED_FIT_SCHEMA)
         return Path(meta["fit_dir"]), meta.get("guidance_scale")
 
     # -- state ---------------------------------------------------------------------------------

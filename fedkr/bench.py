@@ -38,6 +38,8 @@ from fedkr.shared.config import BenchSettings, RunConfig
 from fedkr.shared.classifier import ClassifierConfig, CompactCNN, accuracy, build_classifier, one_hot, train_classifier
 from fedkr.shared.data import DataError, ImageSet, load_dataset
 from fedkr.client.gate import read_ledger
+from fedkr.shared.json_input import JSONInputError, read_json_file
+from fedkr.shared.release_inspect import METRICS_LIMITS
 from fedkr.shared.reports import FitReport
 
 from .bench_fedavg import FedAvgSettings, run_fedavg
@@ -163,6 +165,24 @@ def ledger_bytes(site: Site, run_id: str, kinds: tuple[str, ...] | None = None) 
     return sum(int(e.get("bytes", 0)) for e in entries if e.get("run") == run_id and (kinds is None or e.get("kind") in kinds))
 
 
+#: The parts of a finished run's metrics.json that a reused fit reads.
+_REUSED_METRICS_SCHEMA = {
+    "type": "object",
+    "required": ["run_id", "sites", "stage_seconds"],
+    "properties": {"run_id": {"type": "string"}, "config": {"type": "object"},
+                   "sites": {"type": "object", "additionalProperties": {"type": "object"}},
+                   "stage_seconds": {"type": "object", "required": ["fit"], "properties": {"fit": {"type": "number"}}}},
+}
+
+#: The parts of a reused generator's generator.json that `check_generator` reads.
+_REUSED_GENERATOR_SCHEMA = {
+    "type": "object",
+    "required": ["config", "trained_steps"],
+    "properties": {"config": {"type": "object", "properties": {"hflip": {"type": "boolean"}}},
+                   "trained_steps": {"type": "integer", "minimum": 0}},
+}
+
+
 @dataclass(frozen=True)
 class ReusedFit:
     """A finished `fedkr simulate` run whose sites' teachers and generators the bench reuses instead of fitting.
@@ -184,7 +204,10 @@ class ReusedFit:
             metrics_path = self.run_dir / "metrics.json"
         if not metrics_path.is_file():
             raise DataError(f"{self.run_dir}: no metrics.json of a finished run")
-        metrics = json.loads(metrics_path.read_text())
+        try:
+            metrics = read_json_file(metrics_path, schema=_REUSED_METRICS_SCHEMA, limits=METRICS_LIMITS)
+        except JSONInputError as exc:
+            raise DataError(f"{self.run_dir}: not a finished run's metrics: {exc}") from None
         if expected is not None:
             self._check(metrics.get("config") or {}, expected)
         reports = {sid: FitReport.from_dict(r) for sid, r in metrics["sites"].items()}
@@ -209,8 +232,11 @@ def _same_data(a: str, b: str) -> bool:
 def check_generator(generator_dir: Path, config: RunConfig) -> None:
     """Refuse a reused generator not trained on the profile's budget (steps, flips); guidance may differ:
     it changes sampling only, and the sites sample at the profile's (`Site.reuse_fit`)."""
-    meta = json.loads((generator_dir / "generator.json").read_text())
-    trained, hflip = int(meta["trained_steps"]), bool(meta["config"]["hflip"])
+    try:
+        meta = read_json_file(generator_dir / "generator.json", schema=_REUSED_GENERATOR_SCHEMA)
+    except JSONInputError as exc:
+        raise DataError(str(exc)) from None
+    trained, hflip = int(meta["trained_steps"]), bool(meta["config"].get("hflip", False))
     if (trained, hflip) != (config.generator_steps, config.generator_hflip):
         raise DataError(f"{generator_dir}: trained {trained} steps with hflip={hflip}, the profile asks for "
                         f"{config.generator_steps} steps with hflip={config.generator_hflip}")

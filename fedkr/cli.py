@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from fedkr.cli_common import console, fail, out_console, print_audit_sites, setup_logging
 from fedkr.shared.config import PROFILES, RunConfig
@@ -48,7 +49,7 @@ def _run(config: RunConfig, verbose: bool) -> None:
     except (ConfigError, DataError) as exc:
         fail(str(exc))
     started = time.perf_counter()
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         task = progress.add_task("starting Flower simulation", total=config.rounds + 4)
 
@@ -73,9 +74,9 @@ def _run(config: RunConfig, verbose: bool) -> None:
         out_console.print(f"  metrics:  {outcome.release_dir / 'metrics.json'}")
         out_console.print(f"  check it: fedkr inspect {outcome.release_dir}")
     else:
-        out_console.print("  [bold red]release refused[/]:")
+        out_console.print("  [bold red]release refused[/]:", markup=True)
         for reason in m["audit"]["failures"]:
-            out_console.print(f"    - {reason}", highlight=False, markup=False)
+            out_console.print(f"    - {reason}")
         out_console.print(f"  refusal:  {outcome.refusal_path}")
         out_console.print(f"  audit:    {outcome.run_dir / 'audit.html'}")
         raise typer.Exit(3)
@@ -159,14 +160,14 @@ def show_config(
     chosen = PROFILES[profile]
     described = chosen.describe()
     overridden = {k.replace("_", "-") for k in described["overrides"]}
-    out_console.print(f"# profile {chosen.name}: {chosen.description}", highlight=False, markup=False)
+    out_console.print(f"# profile {chosen.name}: {chosen.description}")
     for key, value in described["run"].items():
         text = f'"{value}"' if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
-        out_console.print(f"{key} = {text}{'  # *' if key in overridden else ''}", highlight=False, markup=False)
-    out_console.print("# bench only", highlight=False, markup=False)
+        out_console.print(f"{key} = {text}{'  # *' if key in overridden else ''}")
+    out_console.print("# bench only")
     for key, value in described["bench"].items():
         dashed = key.replace("_", "-")
-        out_console.print(f"{dashed} = {value}{'  # *' if dashed in overridden else ''}", highlight=False, markup=False)
+        out_console.print(f"{dashed} = {value}{'  # *' if dashed in overridden else ''}")
 
 
 @app.command()
@@ -193,7 +194,7 @@ def inspect(release_dir: Annotated[Path, typer.Argument(help="A release folder, 
                 out_console.print(f"    {sid} {name}: AUC {r['auc']:.3f}, TPR@1%FPR {r['tpr_at_1pct_fpr']:.3f} ({r['num_members']} v {r['num_nonmembers']})")
     table = Table("file", "sha256 check")
     for name, status in result.file_checks.items():
-        table.add_row(name, status if status != "OK" else "[green]OK[/]")
+        table.add_row(name, Text(status, style="green" if status == "OK" else ""))
     out_console.print(table)
     if not result.all_ok:
         fail("some files do not match the manifest", 1)
@@ -227,9 +228,14 @@ def audit(
     from fedkr.client.auditor import AuditSettings
     from fedkr.client.site_data import SiteDataSpec, load_site_data
     from fedkr.shared.data import DataError
+    from fedkr.shared.site_identity import KeyringError, check_site_name
     from fedkr.standalone_audit import ReleaseError, audit_release_dir
 
     setup_logging(verbose)
+    try:
+        check_site_name(site_name)  # it names the report's folder and the site in audit.json
+    except KeyringError as exc:
+        fail(str(exc))
     run = _config("default", seed=seed, holdout_fraction=holdout_fraction, sites=sites, audit_reference_models=reference_models,
                   audit_lira=lira, audit_max_auc=max_auc, audit_max_tpr=max_tpr, audit_max_distance_auc=max_distance_auc,
                   audit_min_utility=min_utility, partition=partition)
@@ -254,11 +260,11 @@ def audit(
     print_audit_sites(audit_summary_sites(decision))
     out_console.print(f"  report: {written / 'audit.html'} and {written / 'audit.json'}")
     if decision.passed:
-        out_console.print("  verdict: [bold green]PASSED[/]")
+        out_console.print("  verdict: [bold green]PASSED[/]", markup=True)
     else:
-        out_console.print("  verdict: [bold red]BLOCKED[/]")
+        out_console.print("  verdict: [bold red]BLOCKED[/]", markup=True)
         for reason in decision.reasons:
-            out_console.print(f"    - {reason}", highlight=False, markup=False)
+            out_console.print(f"    - {reason}")
         raise typer.Exit(3)
 
 
@@ -326,7 +332,7 @@ def bench(
     started = time.perf_counter()
 
     def progress(message: str) -> None:
-        console.print(f"[{time.perf_counter() - started:6.0f} s] {message}", highlight=False)
+        console.print(f"[{time.perf_counter() - started:6.0f} s] {message}")
 
     try:
         result = run_bench(config, settings, out, progress, ReusedFit(reuse_fit) if reuse_fit else None, profile=profile)

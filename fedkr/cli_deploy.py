@@ -9,15 +9,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from fedkr.cli_common import fail as _fail
-
-out_console = Console(soft_wrap=True)
-
-
+from fedkr.cli_common import out_console, printable, wide_console
+from fedkr.shared.json_input import JSONInputError, parse_json
 
 
 def coordinator_init(
@@ -31,7 +28,7 @@ def coordinator_init(
 
     try:
         made = init_coordinator(directory, host, overwrite=force)
-    except (FileExistsError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         _fail(str(exc))
     names = ", ".join(certificate_names(made["certificate"].read_bytes()))
     out_console.print(f"coordinator keys in {directory} (private files are mode 600)")
@@ -50,19 +47,30 @@ def coordinator_register_site(
     flower: Annotated[bool, typer.Option(help="Register the node key with the running SuperLink (`flwr supernode register`).")] = True,
 ) -> None:
     """Trust a site: register its SuperNode key with the SuperLink and record its signing and sealing keys."""
-    from fedkr.server.keyring import KeyringError, read_site_file, record_site, registry_entries
+    from fedkr.server.keyring import (
+        KeyringError,
+        check_unregistered_spelling,
+        read_site_file,
+        record_site,
+        registry_entries,
+    )
 
     try:
         site = read_site_file(site_file)
+        entries = registry_entries(directory)
+        check_unregistered_spelling(entries, site.name)  # before the SuperLink hears of it
+        previous = entries.get(site.name)
     except KeyringError as exc:
         _fail(str(exc))
-    previous = registry_entries(directory).get(site.name)
     node_id = previous.get("node_id") if previous and previous.get("node_key") == site.node_key_openssh else None
     if flower and (node_id is None or node_id not in _listed_nodes(connection)):
         if previous and previous.get("node_id") and previous.get("node_id") != node_id:
             _flwr(["supernode", "unregister", str(previous["node_id"])], connection, ok_fail=True)  # a rotated key
         node_id = _register_node(site.node_key_openssh, site.name, connection)
-    record_site(directory, site, node_id)
+    try:
+        record_site(directory, site, node_id)
+    except (KeyringError, OSError) as exc:
+        _fail(str(exc))
     out_console.print(f"site {site.name} registered" + (f" (Flower node {node_id})" if node_id else " (keys only)"))
 
 
@@ -78,8 +86,8 @@ def _flwr(args: list[str], connection: str, ok_fail: bool = False) -> dict:
         _fail(f"`flwr {' '.join(args[:2])}` failed: {detail[-1] if detail else done.returncode}")
     start = done.stdout.find("{")  # flwr may print a line about the connection first
     try:
-        parsed = json.loads(done.stdout[start:]) if start >= 0 else {}
-    except json.JSONDecodeError:
+        parsed = parse_json(done.stdout[start:], where=f"`flwr {' '.join(args[:2])}`") if start >= 0 else {}
+    except JSONInputError:
         parsed = {}
     return parsed if isinstance(parsed, dict) else {}
 
@@ -110,13 +118,17 @@ def coordinator_sites(directory: Annotated[Path, typer.Argument(help="The coordi
     """List the registered sites with their key fingerprints and Flower node ids."""
     from fedkr.server.keyring import read_registry, registry_entries
     from fedkr.shared.keys import key_id
+    from fedkr.shared.site_identity import KeyringError
 
-    entries = registry_entries(directory)
+    try:
+        entries, sites = registry_entries(directory), read_registry(directory)
+    except KeyringError as exc:
+        _fail(str(exc))
     table = Table("site", "node id", "signing key", "sealing key", "registered")
-    for name, site in read_registry(directory).items():
+    for name, site in sites.items():
         table.add_row(name, str(entries[name].get("node_id") or "-"), key_id(site.verify_key), key_id(site.seal_to),
                       str(entries[name].get("registered", "")))
-    Console(width=max(out_console.width, 150)).print(table if entries else "no site registered yet")
+    wide_console(150).print(table if entries else "no site registered yet")
 
 
 def site_init(
@@ -132,7 +144,7 @@ def site_init(
 
     try:
         public = init_site(directory, name, coordinator, overwrite=force)
-    except (FileExistsError, KeyringError) as exc:
+    except (OSError, KeyringError) as exc:
         _fail(str(exc))
     out_console.print(f"site {name}: keys in {directory} (private files are mode 600)")
     out_console.print(f"  send {directory / 'site.json'} to the coordinator operator; it holds only public keys:")
@@ -162,26 +174,41 @@ def site_ledger(
     state_dir: Annotated[Path, typer.Option(help="The site's state folder (the SuperNode's `state-dir`).")],
     run: Annotated[str, typer.Option(help="Only this run id.")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, as stored.")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Check the ledger's hash chain instead: every line holds the hash of the one before. Exit 1 if it is broken.")] = False,
 ) -> None:
     """Show every item that left this site: time, run, round, kind, size, SHA-256, recipient, and the keys that sealed and signed it."""
-    from fedkr.client.gate import read_ledger
+    from fedkr.client.ledger import read_ledger, verify_ledger
 
     path = state_dir / "ledger.jsonl"
     if not path.is_file():
         _fail(f"no ledger at {path}: nothing has left this site from that state folder")
-    entries, skipped = read_ledger(path)
+    try:
+        if verify:
+            check = verify_ledger(path)
+        else:
+            entries, skipped = read_ledger(path)
+    except OSError as exc:
+        _fail(f"cannot read the ledger {path}: {exc.strerror}")
+    if verify:
+        for problem in check.problems:
+            out_console.print(Text.assemble(("  FAIL  ", "bold red"), printable(problem)))
+        if not check.ok:
+            _fail(f"{path}: the hash chain is broken ({len(check.problems)} problem(s) in {check.lines} line(s))", 1)
+        out_console.print(f"{path}: {check.lines} line(s), hash chain intact")
+        out_console.print(f"  head sha256 {check.head} (record it elsewhere: a later check against it shows lines cut from the end or rewritten)")
+        return
     entries = [e for e in entries if not run or e.get("run") == run]
     if as_json:
         for entry in entries:
             print(json.dumps(entry))
         return
     table = Table("time", "run", "round", "kind", "images", "bytes", "sha256", "recipient", "sealed to", "signed by",
-                  title=escape(str(path)))
+                  title=str(path))
     for e in entries:
         cells = (e.get("time"), e.get("run"), e.get("round"), e.get("kind"), e.get("images", ""), _size(e.get("bytes")),
                  str(e.get("sha256", ""))[:16], e.get("recipient"), e.get("sealed_to", "-"), e.get("signed_by", "-"))
-        table.add_row(*(escape(str(c)) for c in cells))
-    Console(width=max(out_console.width, 190)).print(table)
+        table.add_row(*(str(c) for c in cells))
+    wide_console(190).print(table)
     total = sum(b for b in (e.get("bytes") for e in entries) if isinstance(b, int))
     out_console.print(f"{len(entries)} item(s), {total:,} bytes in all" + (f"; {skipped} unreadable line(s) skipped" if skipped else ""))
 

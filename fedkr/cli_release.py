@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from fedkr.cli_common import console, out_console
+from fedkr.cli_common import console, out_console, printable
 from fedkr.cli_common import fail as _fail
 from fedkr.cli_common import setup_logging as _setup_logging
 
@@ -80,16 +80,16 @@ def verify(
 
     verify_key = _verify_key(key)
     if not release_dir.is_dir():
-        _fail(f"{escape(str(release_dir))} is not a folder (give a release folder, e.g. runs/<run-id>/release)")
+        _fail(f"{release_dir} is not a folder (give a release folder, e.g. runs/<run-id>/release)")
     result = verify_release(release_dir, verify_key)
-    out_console.print(f"release {escape(str(release_dir))}", highlight=False, soft_wrap=True)
+    out_console.print(f"release {release_dir}", soft_wrap=True)
     for line in result.checked:
-        out_console.print(f"  [green]ok[/]    {escape(line)}", highlight=False, soft_wrap=True)
+        out_console.print(Text.assemble(("  ok    ", "green"), printable(line)), soft_wrap=True)
     for line in result.problems:
-        out_console.print(f"  [bold red]FAIL[/]  {escape(line)}", highlight=False, soft_wrap=True)
+        out_console.print(Text.assemble(("  FAIL  ", "bold red"), printable(line)), soft_wrap=True)
     if not result.ok:
-        _fail(f"{escape(str(release_dir))} does not verify ({len(result.problems)} problem(s)): do not use it", 1)
-    out_console.print("[bold green]verified[/]: signed by the coordinator, unchanged since, audit passed", highlight=False)
+        _fail(f"{release_dir} does not verify ({len(result.problems)} problem(s)): do not use it", 1)
+    out_console.print("[bold green]verified[/]: signed by the coordinator, unchanged since, audit passed", markup=True)
 
 
 def fetch(
@@ -124,7 +124,7 @@ def fetch(
                 _fail("give either a RELEASE_ID to fetch or --list, not both")
             status = health(address, ca_pem, timeout=min(timeout, 10.0))
             releases = list_releases(address, ca_pem, timeout=timeout)
-            out_console.print(f"{address}: release service {status}, {len(releases)} release(s) on offer", highlight=False)
+            out_console.print(f"{address}: release service {status}, {len(releases)} release(s) on offer")
             if releases:
                 table = Table("release", "created", "classes", "IPC", "files", "MB", "signed by key")
                 for r in releases:
@@ -141,11 +141,11 @@ def fetch(
         with console.status(f"fetching {release_id} from {address}"):
             fetched = fetch_release(address, release_id, destination, ca_pem, verify_key, timeout=timeout)
     except FetchError as exc:
-        _fail(escape(str(exc)), 1)
+        _fail(str(exc), 1)
     except OSError as exc:
-        _fail(escape(f"cannot write the release: {exc}"), 1)
-    out_console.print(f"fetched and verified release {release_id} into {escape(str(fetched))}", highlight=False, soft_wrap=True)
-    out_console.print(f"  re-check any time: fedkr verify {escape(str(fetched))} --key {escape(str(key))}", highlight=False, soft_wrap=True)
+        _fail(f"cannot write the release: {exc}", 1)
+    out_console.print(f"fetched and verified release {release_id} into {fetched}", soft_wrap=True)
+    out_console.print(f"  re-check any time: fedkr verify {fetched} --key {key}", soft_wrap=True)
 
 
 def _tls_pair(cert: Path, key_file: Path) -> tuple[bytes, bytes]:

@@ -6,7 +6,6 @@ received (or re-check one later) and hand its privacy officer the same audit.htm
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,8 @@ from fedkr.client.site_data import SiteData
 from fedkr.shared.audit_document import build_audit_document, write_audit
 from fedkr.shared.release_inspect import ARTEFACTS, inspect_release
 from fedkr.shared.audit_policy import AuditDecision, AuditPolicy, decide_release
-from fedkr.shared.classifier import ClassifierConfig, CompactCNN
+from fedkr.shared.classifier import CONFIG_SCHEMA, ClassifierConfig, CompactCNN
+from fedkr.shared.json_input import JSONInputError, Limits, read_json_file
 from fedkr.shared.reports import check_run_id
 
 
@@ -38,7 +38,11 @@ class LoadedRelease:
 
 
 def load_release(release_dir: Path) -> LoadedRelease:
-    """Check every hash against the manifest first: auditing a tampered file would certify the wrong thing."""
+    """Check every hash against the manifest first: auditing a tampered file would certify the wrong thing.
+
+    manifest.json and student_config.json are read through the bounded loader against their schemas
+    (`MANIFEST_SCHEMA`, `classifier.CONFIG_SCHEMA`), so a hostile value is a `ReleaseError`, never a crash.
+    """
     try:
         checked = inspect_release(release_dir)
     except (FileNotFoundError, ValueError) as exc:
@@ -46,10 +50,14 @@ def load_release(release_dir: Path) -> LoadedRelease:
     bad = {name: status for name, status in checked.file_checks.items() if name in ARTEFACTS and status != "OK"}
     if bad:
         raise ReleaseError("release files do not match the manifest: " + ", ".join(f"{n} {s}" for n, s in bad.items()))
+    manifest = checked.manifest
     try:
-        manifest = json.loads((release_dir / "manifest.json").read_text())
+        config = read_json_file(release_dir / "student_config.json", schema=CONFIG_SCHEMA,
+                                limits=Limits(max_bytes=64 * 1024, max_depth=4))
+    except JSONInputError as exc:
+        raise ReleaseError(f"{release_dir}: the release's files do not load: {exc}") from None
+    try:
         release_id = check_run_id(str(manifest.get("release")))
-        config = json.loads((release_dir / "student_config.json").read_text())
         student = CompactCNN(ClassifierConfig.from_dict(config))
         student.load_state_dict(load_file(release_dir / "student.safetensors"))
         student.eval()

@@ -20,6 +20,7 @@ from fedkr.shared.logs import ensure_fedkr_logging
 from fedkr.shared.data import ImageSet, load_dataset  # test split only: the coordinator never loads site data
 from fedkr.shared.reports import FitPlan, FitReport
 from fedkr.shared.shard import SynthesisRequest
+from fedkr.shared.site_identity import site_name_key
 
 from fedkr.shared.config import RunConfig
 from .coordinator import Coordinator, Progress, RunOutcome
@@ -99,8 +100,10 @@ class GridLink:
             except ValueError as exc:
                 out[f"node-{node}"] = exc
                 continue
-            if report.site_id in self.node_of:
-                out[f"node-{node}"] = ValueError(f"site id {report.site_id} claimed by two nodes")
+            taken = {site_name_key(sid): sid for sid in self.node_of}
+            if site_name_key(report.site_id) in taken:
+                out[f"node-{node}"] = ValueError(f"site id {report.site_id} claimed by two nodes "
+                                                 f"(as {taken[site_name_key(report.site_id)]})")
                 continue
             registered = self.registered_nodes.get(report.site_id)
             if registered is not None and registered != node:

@@ -23,7 +23,15 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from fedkr.shared import keys, pki
-from fedkr.shared.site_identity import COORDINATOR_FORMAT, KeyringError, SitePublicKeys
+from fedkr.shared.json_input import JSONInputError, Limits, read_json_file
+from fedkr.shared.site_identity import (
+    COORDINATOR_FORMAT,
+    SITE_FILE_LIMITS,
+    KeyringError,
+    SitePublicKeys,
+    check_site_name,
+    site_name_key,
+)
 
 @dataclass
 class CoordinatorKeys:
@@ -41,20 +49,22 @@ class CoordinatorKeys:
 
 
 def init_coordinator(directory: Path, hosts: list[str], *, overwrite: bool = False) -> dict[str, Path]:
-    """Create the CA, the server certificate and the two key pairs; return where each went."""
+    """Create the CA, the server certificate and the two key pairs; return where each went.
+
+    Every file is checked before any is written (`keys.check_writable`): an existing one without
+    `overwrite`, or a symbolic link at any of them or at `public/`, and nothing is written at all.
+
+    Raises:
+        FileExistsError: a file exists (without `overwrite`), or a path is a symbolic link.
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    directory.chmod(0o700)  # the folder of private keys: only its owner lists it
-    ca_cert, ca_key = pki.new_ca()
-    keys.write_public(directory / "ca.pem", ca_cert, overwrite=overwrite)
-    keys.write_secret(directory / "ca.key", ca_key, overwrite=overwrite)
-    cert_path, key_path = pki.write_server_certificate(directory, "server", pki.new_server_certificate(ca_cert, ca_key, hosts), overwrite=overwrite)
-    signing, sealing = keys.new_signing_key(), keys.new_sealing_key()
-    keys.write_secret(directory / "signing.key", keys.signing_key_pem(signing), overwrite=overwrite)
-    keys.write_secret(directory / "sealing.key", keys.sealing_key_pem(sealing), overwrite=overwrite)
     public = directory / "public"
-    keys.write_public(public / "ca.pem", ca_cert, overwrite=overwrite)
-    keys.write_public(public / "signing.pub", keys.public_pem(signing.public_key()), overwrite=overwrite)
+    registry = directory / "sites.json"
+    if public.is_symlink():
+        raise FileExistsError(f"{public} is a symbolic link; refusing to write the public files through it (remove the link)")
+    ca_cert, ca_key = pki.new_ca()
+    server = pki.new_server_certificate(ca_cert, ca_key, hosts)
+    signing, sealing = keys.new_signing_key(), keys.new_sealing_key()
     bundle = {
         "format": COORDINATOR_FORMAT,
         "signing_key": keys.public_pem(signing.public_key()).decode(),
@@ -62,11 +72,23 @@ def init_coordinator(directory: Path, hosts: list[str], *, overwrite: bool = Fal
         "sealing_key": keys.public_pem(sealing.public_key()).decode(),
         "sealing_key_id": keys.key_id(sealing.public_key()),
     }
-    keys.write_public(public / "coordinator.json", json.dumps(bundle, indent=2).encode(), overwrite=overwrite)
-    registry = directory / "sites.json"
-    if not registry.exists():
-        registry.write_text(json.dumps({"sites": {}}, indent=2))
-    return {"ca": directory / "ca.pem", "certificate": cert_path, "certificate_key": key_path,
+    secret = {directory / "ca.key": ca_key, directory / "server.key": server.key_pem,
+              directory / "signing.key": keys.signing_key_pem(signing), directory / "sealing.key": keys.sealing_key_pem(sealing)}
+    shared = {directory / "ca.pem": ca_cert, directory / "server.pem": server.cert_pem, public / "ca.pem": ca_cert,
+              public / "signing.pub": keys.public_pem(signing.public_key()),
+              public / "coordinator.json": json.dumps(bundle, indent=2).encode()}
+    new_registry = not registry.exists() and not registry.is_symlink()
+    for path in [*secret, *shared, *([registry] if new_registry else [])]:
+        keys.check_writable(path, overwrite=overwrite and path != registry)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)  # the folder of private keys: only its owner lists it
+    for path, data in secret.items():
+        keys.write_secret(path, data, overwrite=overwrite)
+    for path, data in shared.items():
+        keys.write_public(path, data, overwrite=overwrite)
+    if new_registry:
+        keys.write_public(registry, json.dumps({"sites": {}}, indent=2).encode())
+    return {"ca": directory / "ca.pem", "certificate": directory / "server.pem", "certificate_key": directory / "server.key",
             "signing_key": directory / "signing.key", "sealing_key": directory / "sealing.key", "public": public}
 
 
@@ -84,45 +106,86 @@ def load_coordinator_keys(directory: Path) -> CoordinatorKeys:
     )
 
 
+#: JSON Schema of sites.json: site name -> the site's public keys (checked by `SitePublicKeys.from_dict`) and its record.
+REGISTRY_SCHEMA = {
+    "type": "object",
+    "required": ["sites"],
+    "properties": {"sites": {"type": "object", "maxProperties": 10_000, "additionalProperties": {
+        "type": "object",
+        "properties": {"node_id": {"type": ["integer", "null"]}, "registered": {"type": "string", "maxLength": 64}},
+    }}},
+}
+
+
 def read_registry(directory: Path) -> dict[str, SitePublicKeys]:
+    """The registered sites by name, each entry checked as a site file and filed under its own name."""
     path = Path(directory) / "sites.json"
     if not path.is_file():
         return {}
     entries = registry_entries(directory)
-    return {name: SitePublicKeys.from_dict(entry, f"{path} entry {name!r}") for name, entry in entries.items()}
+    sites = {name: SitePublicKeys.from_dict(entry, f"{path} entry {name[:80]!r}") for name, entry in entries.items()}
+    for name, site in sites.items():
+        if site.name != name:
+            raise KeyringError(f"{path}: the entry filed as {name[:80]!r} names the site {site.name!r}")
+    return sites
 
 
 def registry_entries(directory: Path) -> dict[str, dict]:
-    """The registry as stored, with node ids and times, for `fedkr coordinator sites`."""
+    """The registry as stored, with node ids and times, for `fedkr coordinator sites`.
+
+    Raises:
+        KeyringError: sites.json is not a registry (`REGISTRY_SCHEMA`, through the bounded loader),
+            or it files two names that are one site (`site_name_key`).
+    """
     path = Path(directory) / "sites.json"
     if not path.is_file():
         return {}
     try:
-        entries = json.loads(path.read_text()).get("sites", {})
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, RecursionError) as exc:
-        raise KeyringError(f"{path} is not a site registry: {exc.__class__.__name__}") from None
-    if not isinstance(entries, dict):
-        raise KeyringError(f"{path} is not a site registry: 'sites' must map names to entries")
+        entries = read_json_file(path, schema=REGISTRY_SCHEMA, limits=Limits(max_bytes=64 * 2**20))["sites"]
+    except JSONInputError as exc:
+        raise KeyringError(f"{exc.where} is not a site registry: {exc.detail}") from None
+    seen: dict[str, str] = {}
+    for name in entries:
+        try:
+            check_site_name(name)
+        except KeyringError as exc:
+            raise KeyringError(f"{path}: {exc}") from None
+        other = seen.setdefault(site_name_key(name), name)
+        if other != name:
+            raise KeyringError(f"{path} files {other!r} and {name!r}, which name one site: keep one of them")
     return entries
 
 
+def check_unregistered_spelling(entries: dict[str, dict], name: str) -> None:
+    """Raise `KeyringError` if the registry `entries` hold `name` under another spelling (`site_name_key`)."""
+    same = [other for other in entries if site_name_key(other) == site_name_key(name) and other != name]
+    if same:
+        raise KeyringError(f"site {name!r} is already registered as {same[0]!r}: a site has one name "
+                           f"(names are compared without regard to case)")
+
+
 def record_site(directory: Path, site: SitePublicKeys, node_id: int | None) -> None:
-    """Add or replace a site in the registry (a replaced entry is a key rotation)."""
+    """Add or replace a site in the registry (a replaced entry is a key rotation).
+
+    Raises:
+        KeyringError: another registered name is the same site's name in another case (`site_name_key`).
+        FileExistsError: sites.json is a symbolic link (`keys.write_file_atomic`).
+    """
     path = Path(directory) / "sites.json"
-    data = json.loads(path.read_text()) if path.is_file() else {"sites": {}}
-    previous = data["sites"].get(site.name)
+    sites = registry_entries(directory)
+    check_unregistered_spelling(sites, site.name)
+    previous = sites.get(site.name)
     entry = {**site.to_dict(), "node_id": node_id, "registered": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if previous:
         entry["replaces_signing_key_id"] = keys.key_id(SitePublicKeys.from_dict(previous).verify_key)
-    data["sites"][site.name] = entry
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    sites[site.name] = entry
+    keys.write_public(path, json.dumps({"sites": sites}, indent=2).encode(), overwrite=True)
 
 
 def read_site_file(path: Path) -> SitePublicKeys:
+    """The site file (`site.json`) a site operator sent, through the bounded loader; `KeyringError` if it is not one."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise KeyringError(f"cannot read site file {path}: {exc}") from None
+        data = read_json_file(path, limits=SITE_FILE_LIMITS)
+    except JSONInputError as exc:
+        raise KeyringError(f"cannot read site file {exc}") from None
     return SitePublicKeys.from_dict(data, str(path))

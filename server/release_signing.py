@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fedkr.shared.keys import key_id
+from fedkr.shared.keys import key_id, write_public
 from fedkr.shared.release_verify import (
     MANIFEST_FILE,
     SIGNATURE_ALGORITHM,
@@ -33,7 +32,8 @@ def sign_release(release_dir: Path, key: Ed25519PrivateKey) -> Path:
     Call it only after the release gate passed and the folder is complete: the signature covers
     the manifest, and through its hashes every file; anything changed afterwards fails
     verification. The file is written to a temporary name and renamed, so a reader never sees a
-    half-written signature. Signing again (key rotation) replaces the old signature.
+    half-written signature, and never through a symbolic link (`keys.write_file_atomic`). Signing
+    again (key rotation) replaces the old signature.
     """
     release_dir = Path(release_dir)
     manifest_path = release_dir / MANIFEST_FILE
@@ -46,7 +46,5 @@ def sign_release(release_dir: Path, key: Ed25519PrivateKey) -> Path:
         "signature": base64.b64encode(key.sign(signed_message(manifest_bytes))).decode("ascii"),
     }
     path = release_dir / SIGNATURE_FILE
-    tmp = release_dir / f".{SIGNATURE_FILE}.tmp"
-    tmp.write_text(json.dumps(document, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_public(path, (json.dumps(document, indent=2) + "\n").encode(), overwrite=True)
     return path

@@ -21,6 +21,19 @@ from torch import nn
 from .dp import DPConfig, DPReport, make_private_training
 
 
+#: The largest value of each `ClassifierConfig` field that a config read from outside (a release's
+#: student_config.json, an audit candidate) may hold: wide enough for any network fedkr builds, small
+#: enough that building one cannot exhaust a site's memory. Every field is at least 1.
+CONFIG_LIMITS = {"in_channels": 16, "height": 4096, "width": 4096, "num_classes": 10_000, "channels": 1024}
+
+#: JSON Schema (Draft 2020-12) of a saved `ClassifierConfig`: `shared/json_input.py` checks it.
+CONFIG_SCHEMA = {
+    "type": "object",
+    "required": list(CONFIG_LIMITS),
+    "properties": {key: {"type": "integer", "minimum": 1, "maximum": top} for key, top in CONFIG_LIMITS.items()},
+}
+
+
 @dataclass(frozen=True)
 class ClassifierConfig:
     """Everything needed to rebuild the network from its saved weights."""
@@ -37,6 +50,13 @@ class ClassifierConfig:
     @classmethod
     def from_dict(cls, data: dict) -> ClassifierConfig:
         return cls(**{k: int(data[k]) for k in ("in_channels", "height", "width", "num_classes", "channels")})
+
+    def out_of_bounds(self) -> str | None:
+        """Which field lies outside [1, `CONFIG_LIMITS`] (as a sentence), or None when all are inside."""
+        for key, top in CONFIG_LIMITS.items():
+            if not 1 <= getattr(self, key) <= top:
+                return f"{key} must lie in [1, {top}], got {getattr(self, key)}"
+        return None
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from fedkr.v1 import messages_pb2 as pb
 
 from .attack_report import AttackResult
 from .classifier import ClassifierConfig
+from .json_input import JSONInputError, parse_json
 from .reports import (
     AuditCandidate,
     AuditReport,
@@ -39,6 +40,7 @@ from .reports import (
     RelabelRequest,
     check_run_id,
 )
+from .site_identity import KeyringError, check_site_name
 from .shard import MAX_SUMMARY_KEYS, Shard, ShardError, ShardSpec, SynthesisRequest, validate_shard
 
 #: The version of every message this build writes, and the only one it reads.
@@ -65,7 +67,6 @@ REPLY_OVERHEAD = 64 * 1024
 MAX_SUMMARY_JSON = 16 * 1024
 MAX_CONFIG_JSON = 4 * 1024
 MAX_OBJECT_JSON = 64 * 1024
-MAX_CONFIG_VALUE = 2**16
 MAX_CLASSES = 10_000
 MAX_ARRAYS = 1024
 MAX_NDIM = 8
@@ -217,6 +218,10 @@ def decode_fit_report(data: bytes, *, run_id: str, max_bytes: int = MAX_FIT_REPO
         raise CodecError("fit report's image shape must be three sizes (H, W, C)")
     if len(message.class_names) > MAX_CLASSES or len(message.member_class_counts) != len(message.class_names):
         raise CodecError(f"fit report must name at most {MAX_CLASSES} classes, with one member count each")
+    try:
+        check_site_name(message.site_id)  # where a site's name enters the coordinator
+    except KeyringError as exc:
+        raise CodecError(f"fit report: {one_line(exc)}") from None
     return FitReport.from_dict({
         "site_id": message.site_id, "num_members": message.num_members, "num_holdout": message.num_holdout,
         "class_names": list(message.class_names), "image_shape": list(message.image_shape),
@@ -331,7 +336,7 @@ def _shard_summary(message: pb.SyntheticShard) -> dict:
 def _summary_json(text: str) -> dict:
     if len(text) > MAX_SUMMARY_JSON:
         raise CodecError(f"summary is longer than {MAX_SUMMARY_JSON} characters")
-    summary = json.loads(text) if text else {}
+    summary = _parsed(text, "summary") if text else {}
     if not isinstance(summary, dict):
         raise CodecError("summary must be a JSON object")
     return summary
@@ -406,18 +411,19 @@ def candidate_of(message: pb.AuditCandidate) -> AuditCandidate:
 
 
 def _student_config(text: str) -> ClassifierConfig:
-    """Bounded so that a candidate cannot ask a site to build an absurdly large network."""
+    """Bounded (`CONFIG_LIMITS`) so that a candidate cannot ask a site to build an absurdly large network."""
     if len(text) > MAX_CONFIG_JSON:
         raise CodecError("student config is too long")
-    data = json.loads(text)
+    data = _parsed(text, "student config")
     if not isinstance(data, dict):
         raise CodecError("student config must be a JSON object")
     try:
         config = ClassifierConfig.from_dict(data)
     except (KeyError, TypeError, ValueError, OverflowError):
         raise CodecError("student config is malformed") from None
-    if not all(0 < value <= MAX_CONFIG_VALUE for value in config.to_dict().values()):
-        raise CodecError(f"student config values must lie in [1, {MAX_CONFIG_VALUE}]")
+    problem = config.out_of_bounds()
+    if problem is not None:
+        raise CodecError(f"student config's {problem}")
     return config
 
 
@@ -625,7 +631,15 @@ def _run_id(run_id: str) -> None:
 def _json_object(text: str, what: str, limit: int) -> dict:
     if len(text) > limit:
         raise CodecError(f"{what} is longer than {limit} characters")
-    data = json.loads(text) if text else {}
+    data = _parsed(text, what) if text else {}
     if not isinstance(data, dict):
         raise CodecError(f"{what} must be a JSON object")
     return data
+
+
+def _parsed(text: str, what: str) -> object:
+    """A JSON field of a message, through the bounded loader (`shared/json_input.py`)."""
+    try:
+        return parse_json(text, where=what)
+    except JSONInputError as exc:
+        raise CodecError(one_line(exc)) from None

@@ -28,6 +28,7 @@ from diffusers.training_utils import EMAModel
 
 from .classifier import to_tensor
 from .dp import DPConfig, DPReport, make_private_training
+from .json_input import read_json_file
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,23 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+#: JSON Schema of the generator.json `ClassConditionalDiffusion.save` writes beside the UNet.
+META_SCHEMA = {
+    "type": "object",
+    "required": ["config", "num_classes", "image_shape", "trained_steps", "train_seconds"],
+    "properties": {
+        "config": {"type": "object", "required": ["block_channels"],
+                   "properties": {"block_channels": {"type": "array", "items": {"type": "integer"}},
+                                  "hflip": {"type": "boolean"}}},
+        "num_classes": {"type": "integer", "minimum": 1},
+        "image_shape": {"type": "array", "minItems": 3, "maxItems": 3, "items": {"type": "integer", "minimum": 1}},
+        "trained_steps": {"type": "integer", "minimum": 0},
+        "train_seconds": {"type": "number"},
+        "dp_report": {"type": ["object", "null"]},
+    },
+}
 
 
 class ClassConditionalDiffusion:
@@ -309,7 +327,7 @@ class ClassConditionalDiffusion:
     @classmethod
     def load(cls, directory: Path) -> ClassConditionalDiffusion:
         directory = Path(directory)
-        meta = json.loads((directory / "generator.json").read_text())
+        meta = read_json_file(directory / "generator.json", schema=META_SCHEMA)
         model = cls(GeneratorConfig.from_dict(meta["config"]), int(meta["num_classes"]), tuple(meta["image_shape"]))
         unet = UNet2DModel.from_pretrained(directory / "unet", low_cpu_mem_usage=False)
         model.unet.load_state_dict(unet.state_dict())

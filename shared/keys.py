@@ -7,14 +7,17 @@ Three kinds of key, each for one job:
 - EC P-384 *node* keys in OpenSSH format: what Flower's SuperNode authentication accepts
   (`flower-supernode --auth-supernode-private-key`, `flwr supernode register`).
 
-Private keys are written with mode 0600 from the first byte (never chmod-ed after the fact) and a
-file that exists is never silently replaced. Nothing here logs key material.
+Private keys are written with mode 0600 from the first byte (never chmod-ed after the fact), a
+file that exists is never silently replaced, every file is written atomically, and none is ever
+written through a symbolic link (`write_file_atomic`). Nothing here logs key material.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+import stat
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,33 +35,84 @@ class KeyFileError(ValueError):
     """A key file that is missing, unreadable, of the wrong kind, or too open."""
 
 
-def write_secret(path: Path, data: bytes, *, overwrite: bool = False) -> None:
-    """Create `path` with mode 0600 and write `data`; refuse to replace a file unless `overwrite`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; refusing to replace a key (rotate keys with --force)")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    if overwrite:
-        os.replace(tmp, path)
-        return
+def check_writable(path: Path, *, overwrite: bool = False) -> None:
+    """Raise `FileExistsError` unless a key, certificate or public file may be written at `path`.
+
+    Refused: a symbolic link at `path` (whatever it points to: a key is never written through a
+    link), anything there that is not a regular file, and an existing file unless `overwrite`.
+    Callers that write several files check them all first, so a refusal leaves every file as it was.
+    """
     try:
-        os.link(tmp, path)  # fails if a file appeared since the check above: never replace a key silently
-    except FileExistsError:
-        raise FileExistsError(f"{path} exists; refusing to replace a key (rotate keys with --force)") from None
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        raise FileExistsError(f"{path} is a symbolic link; refusing to write a key or certificate through it (remove the link)")
+    if not stat.S_ISREG(info.st_mode):
+        raise FileExistsError(f"{path} exists and is not a regular file; refusing to replace it")
+    if not overwrite:
+        raise FileExistsError(f"{path} exists; refusing to replace it (rotate keys with --force)")
+
+
+def write_file_atomic(path: Path, data: bytes, *, mode: int, overwrite: bool = False) -> None:
+    """Write `data` to `path` with permissions `mode`, all at once, never through a symbolic link.
+
+    The bytes go to a new temporary file beside `path` (created exclusively, not following links,
+    with `mode` from the first byte), are flushed to disk, and then take `path`'s place: renamed
+    over it with `overwrite` (a rename replaces a link that appeared meanwhile, never its target),
+    hard-linked to it otherwise (which fails if anything appeared meanwhile). A reader sees the old
+    file or the new one, never a part.
+
+    Raises:
+        FileExistsError: as `check_writable`.
+        OSError: the folder cannot be created or written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(path, overwrite=overwrite)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)  # exactly `mode`, whatever the umask
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if overwrite:
+            check_writable(path, overwrite=True)
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                check_writable(path, overwrite=False)  # says why: a link or a file appeared since the first check
+                raise
     finally:
         tmp.unlink(missing_ok=True)
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_secret(path: Path, data: bytes, *, overwrite: bool = False) -> None:
+    """A private key: `write_file_atomic` with mode 0600; an existing file is replaced only with `overwrite`."""
+    write_file_atomic(path, data, mode=PRIVATE_MODE, overwrite=overwrite)
 
 
 def write_public(path: Path, data: bytes, *, overwrite: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; refusing to replace it (rotate keys with --force)")
-    path.write_bytes(data)
-    path.chmod(PUBLIC_MODE)
+    """A public key, certificate or public file: `write_file_atomic` with mode 0644."""
+    write_file_atomic(path, data, mode=PUBLIC_MODE, overwrite=overwrite)
 
 
 def _read_private(path: Path) -> bytes:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .keys import write_public, write_secret
+from .keys import check_writable, write_public, write_secret
 
 CA_DAYS = 3650
 SERVER_DAYS = 397
@@ -105,7 +105,10 @@ def new_server_certificate(ca_cert_pem: bytes, ca_key_pem: bytes, hosts: list[st
 
 
 def write_server_certificate(directory: Path, stem: str, cert: ServerCertificate, *, overwrite: bool = False) -> tuple[Path, Path]:
+    """`<stem>.pem` and `<stem>.key` in `directory`, both checked before either is written (`keys.write_file_atomic`)."""
     cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
+    check_writable(cert_path, overwrite=overwrite)
+    check_writable(key_path, overwrite=overwrite)
     write_public(cert_path, cert.cert_pem, overwrite=overwrite)
     write_secret(key_path, cert.key_pem, overwrite=overwrite)
     return cert_path, key_path

@@ -31,6 +31,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from .json_input import JSONInputError, Limits, parse_json
 from .keys import key_id
 
 MANIFEST_FILE = "manifest.json"
@@ -124,8 +125,8 @@ def parse_manifest(data: bytes) -> ParsedManifest:
         parsed.problems.append(f"{MANIFEST_FILE} is {len(data)} bytes (at most {MAX_MANIFEST_BYTES}): not a fedkr manifest")
         return parsed
     try:
-        document = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        document = parse_json(data, where=MANIFEST_FILE, limits=Limits(max_bytes=MAX_MANIFEST_BYTES))
+    except JSONInputError:
         parsed.problems.append(f"{MANIFEST_FILE} is not valid JSON")
         return parsed
     if not isinstance(document, dict):
@@ -211,8 +212,8 @@ def signature_problem(manifest_bytes: bytes, signature_bytes: bytes, key: Ed2551
     if len(signature_bytes) > MAX_SIGNATURE_BYTES:
         return f"{SIGNATURE_FILE} is {len(signature_bytes)} bytes: not a fedkr signature"
     try:
-        document = json.loads(signature_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        document = parse_json(signature_bytes, where=SIGNATURE_FILE, limits=Limits(max_bytes=MAX_SIGNATURE_BYTES))
+    except JSONInputError:
         return f"{SIGNATURE_FILE} is not valid JSON"
     if not isinstance(document, dict) or document.get("algorithm") != SIGNATURE_ALGORITHM:
         return f"{SIGNATURE_FILE} is not an {SIGNATURE_ALGORITHM} signature"

@@ -63,3 +63,26 @@ def ledger_matches(ledger: Path, run_id: str, sent: list[bytes]) -> list[dict]:
     entries = [e for e in map(json.loads, ledger.read_text().splitlines()) if e["run"] == run_id][:len(sent)]
     assert [(e["bytes"], e["sha256"]) for e in entries] == [(len(b), hashlib.sha256(b).hexdigest()) for b in sent]
     return entries
+
+
+def run_fedkr(*args: str):  # type: ignore[no-untyped-def]
+    """The `fedkr` command run in-process with typer's CliRunner; an exception a user would see as a
+    traceback is raised here, so the test fails on it. Returns click's `Result` (exit_code, stdout, stderr)."""
+    from fedkr.cli import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def one_line_error(result, expected: str, code: int = 2) -> None:  # type: ignore[no-untyped-def]
+    """`result` (a CliRunner `Result` or a `CompletedProcess`) ended with `code` and exactly one stderr line,
+    `error: ...`, holding `expected`; no traceback anywhere."""
+    stdout, stderr = result.stdout, result.stderr
+    code_seen = getattr(result, "exit_code", getattr(result, "returncode", None))
+    assert "Traceback" not in stdout + stderr, stderr[-3000:]
+    assert code_seen == code, stdout[-2000:] + stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], stderr

@@ -323,7 +323,7 @@ def test_summary_is_bounded():
         open_(forge(body))
     body.summary_json = ""
     assert open_(forge(body)).summary == {"a": "b"}
-    for text, reason in (("[1]", "JSON object"), ('{"a": [1]}', "not a scalar"), ("{" * 5000, "malformed shard"),
+    for text, reason in (("[1]", "JSON object"), ('{"a": [1]}', "not a scalar"), ("{" * 5000, "nested more than 32 levels"),
                          ('{"a": "' + "x" * 300 + '"}', "longer than 200"), ("1" * 20000, "longer than 16384")):
         body = body_of(SHARD_BLOB)
         body.summary_json = text
@@ -446,7 +446,7 @@ def _with_array(mutate) -> bytes:
     (lambda b: setattr(b, "student_config_json", '{"in_channels": 1, "height": 8, "width": 8, "num_classes": 3, '
                                                  '"channels": 1000000000}'), "must lie in"),
     (lambda b: setattr(b, "student_config_json", "[]"), "JSON object"),
-    (lambda b: setattr(b, "student_config_json", "nope"), "malformed audit candidate"),
+    (lambda b: setattr(b, "student_config_json", "nope"), "student config: not valid JSON"),
     (lambda b: setattr(b, "nonce", b""), "nonce must be"),
 ])
 def test_candidate_decoding_is_bounded(mutate, reason):
