@@ -56,7 +56,7 @@ def resolve_device(name: str) -> torch.device:
 
 def describe(device: torch.device) -> str:
     """`cpu`, or `cuda:0 (NVIDIA H200)`: what the logs and metrics name."""
-    if device.type == "cuda":
+    if device.type == "cuda" and torch.cuda.is_available():
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return str(device)
 
