@@ -42,6 +42,7 @@ from fedkr.shared.classifier import (
     train_classifier,
 )
 from fedkr.shared.data import ImageSet
+from fedkr.shared.device import Device
 from fedkr.shared.reports import AuditReport
 from fedkr.shared.utility import count_correct
 
@@ -103,8 +104,9 @@ def _subsample(images: ImageSet, limit: int, rng: np.random.Generator) -> ImageS
     return images.subset(np.sort(rng.choice(len(images), limit, replace=False)))
 
 
-def _train_references(target: CompactCNN, population: ImageSet, folds: np.ndarray, settings: AuditSettings) -> list[CompactCNN]:
-    """Reference model j: the target's architecture trained on the population minus fold j, with hard labels."""
+def _train_references(target: CompactCNN, population: ImageSet, folds: np.ndarray, settings: AuditSettings,
+                      device: Device = None) -> list[CompactCNN]:
+    """Reference model j: the target's architecture trained on the population minus fold j, with hard labels, on `device`."""
     models = []
     for j in range(settings.reference_models):
         keep = folds != j
@@ -114,6 +116,7 @@ def _train_references(target: CompactCNN, population: ImageSet, folds: np.ndarra
             population.images[keep],
             one_hot(population.labels[keep], population.num_classes),
             TrainConfig(epochs=settings.reference_epochs, min_steps=settings.reference_min_steps, seed=settings.seed + j),
+            device=device,
         )
         models.append(model)
     return models
@@ -130,34 +133,36 @@ class ReferenceCache:
     def __init__(self) -> None:
         self._models: dict[tuple, list[CompactCNN]] = {}
 
-    def models(self, target: CompactCNN, population: ImageSet, folds: np.ndarray, settings: AuditSettings) -> list[CompactCNN]:
+    def models(self, target: CompactCNN, population: ImageSet, folds: np.ndarray, settings: AuditSettings,
+               device: Device = None) -> list[CompactCNN]:
+        """The reference models for these inputs, trained on `device` the first time they are asked for."""
         digest = hashlib.sha256(repr(tuple(population.class_names)).encode())
         for array in (population.images, population.labels, folds):
             digest.update(f"{array.shape}{array.dtype}".encode())
             digest.update(np.ascontiguousarray(array).tobytes())
         key = (target.config, settings, digest.hexdigest())
         if key not in self._models:
-            self._models[key] = _train_references(target, population, folds, settings)
+            self._models[key] = _train_references(target, population, folds, settings, device)
         return self._models[key]
 
 
 def _model_attacks(
     target: CompactCNN, members: ImageSet, holdout: ImageSet, settings: AuditSettings,
-    cache: ReferenceCache | None = None,
+    cache: ReferenceCache | None = None, device: Device = None,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
-    """Per-example scores (members, holdout) of every black-box attack on `target`, and the holdout's
-    reference logits (N, C): each image's from the reference model that never saw it."""
+    """Per-example scores (members, holdout) of every black-box attack on `target`, models run on `device`,
+    and the holdout's reference logits (N, C): each image's from the reference model that never saw it."""
     k = settings.reference_models
     rng = np.random.default_rng(settings.seed + 1)
     folds = rng.permutation(len(holdout)) % k
     started = time.perf_counter()
-    references = (cache or ReferenceCache()).models(target, holdout, folds, settings)
+    references = (cache or ReferenceCache()).models(target, holdout, folds, settings, device)
     log.info("audit: %d reference models ready in %.0f s", k, time.perf_counter() - started)
 
-    t_m, t_h = predict_logits(target, members.images), predict_logits(target, holdout.images)
+    t_m, t_h = predict_logits(target, members.images, device=device), predict_logits(target, holdout.images, device=device)
     member_ref = rng.permutation(len(members)) % k  # each member uses one reference model, as holdout images do
-    r_m = np.stack([predict_logits(m, members.images) for m in references])  # (K, N, C)
-    r_h = np.stack([predict_logits(m, holdout.images) for m in references])
+    r_m = np.stack([predict_logits(m, members.images, device=device) for m in references])  # (K, N, C)
+    r_h = np.stack([predict_logits(m, holdout.images, device=device) for m in references])
     out_m = r_m[member_ref, np.arange(len(members))]
     out_h = r_h[folds, np.arange(len(holdout))]
 
@@ -184,14 +189,14 @@ def _flat_pixels(images: np.ndarray) -> np.ndarray:
 
 
 def _distance_attacks(
-    released: np.ndarray, feature_model: CompactCNN, members: ImageSet, holdout: ImageSet
+    released: np.ndarray, feature_model: CompactCNN, members: ImageSet, holdout: ImageSet, device: Device = None,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
     """DCR of members and holdout to the released images, and how many members the release nearly copies."""
     if released.ndim != 4 or released.shape[1:] != members.images.shape[1:]:
         raise ValueError(f"released images have shape {released.shape[1:]}, the site's images {members.images.shape[1:]}")
     spaces = {
         "pixel": (_flat_pixels(members.images), _flat_pixels(holdout.images), _flat_pixels(released)),
-        "feature": (embed(feature_model, members.images), embed(feature_model, holdout.images), embed(feature_model, released)),
+        "feature": tuple(embed(feature_model, x, device=device) for x in (members.images, holdout.images, released)),
     }
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     near: dict = {"members_checked": len(members), "percentile": NEAR_DUPLICATE_PERCENTILE}
@@ -218,18 +223,20 @@ def audit_model(
     dp: dict | None = None,
     references: ReferenceCache | None = None,
     comparator: CompactCNN | None = None,
+    device: Device = None,
 ) -> AuditReport:
     """Attack `target` (and, given them, the released images) with members against holdout, and
     score it on the holdout next to `comparator` (the utility check, `fedkr.shared.utility`).
 
     `comparator` is the site's teacher; without it the audit's cross-fitted reference models stand
     in (each holdout image scored by the one that never saw it), and the report says so.
+    Reference models train, and every model runs, on `device` (`shared/device.py`; None: the CPU).
     """
     rng = np.random.default_rng(settings.seed)
     members = _subsample(members, settings.max_per_side, rng)
     holdout = _subsample(holdout, settings.max_per_side, rng)
     started = time.perf_counter()
-    model_scores, reference_logits = _model_attacks(target, members, holdout, settings, references)
+    model_scores, reference_logits = _model_attacks(target, members, holdout, settings, references, device)
     scored: list[tuple[str, str, tuple[np.ndarray, np.ndarray]]] = [
         (name, target_name, pair) for name, pair in model_scores.items()
     ]
@@ -240,7 +247,7 @@ def audit_model(
     )
     near: dict = {}
     if released_images is not None:
-        distance, near = _distance_attacks(released_images, feature_model or target, members, holdout)
+        distance, near = _distance_attacks(released_images, feature_model or target, members, holdout, device)
         scored += [(name, "distilled_set", pair) for name, pair in distance.items()]
     results: list[AttackResult] = []
     for name, where, (m_scores, h_scores) in scored:

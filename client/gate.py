@@ -1,7 +1,8 @@
 """The one door out of a site.
 
 Everything the site sends passes `OutboundGate.send`. It lets through only validated synthetic
-shards, labels of the coordinator's images and metrics reports, refuses a shard holding any image
+shards, labels of the coordinator's images, metrics reports and refusals (one line of settings and
+counts, naming a cap), refuses a shard holding any image
 byte-identical to one of the site's real images, and encodes what it lets through
 (`shared/codec.py`); when the site has keys (deployment) it signs those bytes, and seals shards.
 It returns the exact bytes that leave the site, and appends a line for them to a ledger the site
@@ -20,7 +21,7 @@ import numpy as np
 
 from fedkr.shared import codec
 from fedkr.shared.keys import key_id
-from fedkr.shared.reports import AuditReport, FitReport, RelabelReply
+from fedkr.shared.reports import AuditReport, FitReport, RelabelReply, SiteRefusal
 from fedkr.shared.shard import Shard, ShardError, ShardSpec, validate_shard
 from fedkr.shared.shard_wire import seal_shard, sign_audit_report, sign_relabel_reply
 
@@ -32,7 +33,7 @@ __all__ = ["GateRefusal", "OutboundGate", "Outbound", "image_digests", "read_led
 log = logging.getLogger(__name__)
 
 #: What may leave a site, before the gate encodes it.
-Outbound = Shard | FitReport | AuditReport | RelabelReply
+Outbound = Shard | FitReport | AuditReport | RelabelReply | SiteRefusal
 
 
 class GateRefusal(RuntimeError):
@@ -44,10 +45,13 @@ def image_digests(images: np.ndarray) -> set[bytes]:
 
 
 class OutboundGate:
-    def __init__(self, site_id: str, real_images: np.ndarray, ledger_path: Path | None, credentials: SiteCredentials | None = None) -> None:
+    def __init__(self, site_id: str, real_images: np.ndarray | None, ledger_path: Path | None,
+                 credentials: SiteCredentials | None = None) -> None:
+        """`real_images` uint8 (N, H, W, C), the site's own; None where the site could not load them, and
+        then only refusals may leave."""
         self.site_id = site_id
-        self._real_digests = image_digests(real_images)
-        self._image_shape = tuple(real_images.shape[1:])
+        self._real_digests = image_digests(real_images) if real_images is not None else set()
+        self._image_shape = tuple(real_images.shape[1:]) if real_images is not None else None
         self.ledger_path = ledger_path
         self.credentials = credentials
 
@@ -57,14 +61,21 @@ class OutboundGate:
         """The bytes that leave the site for `item`, ledgered; `GateRefusal` if it may not leave.
 
         `item` is a `Shard` (encoded; with keys signed and sealed to the coordinator), a `FitReport`
-        (encoded), an `AuditReport` or a `RelabelReply` (encoded and bound to `candidate_blob`, the
+        or a `SiteRefusal` (encoded; `run_id` "" when the site could not read the request's run), an `AuditReport` or a `RelabelReply` (encoded and bound to `candidate_blob`, the
         exact bytes of the candidate or relabelling request they answer; with keys signed, and then
         `candidate_blob` is required). The ledger line's size and SHA-256 are those of the returned bytes.
         """
         extra: dict[str, object] = {}
         answers = b"" if candidate_blob is None else candidate_blob
         signing = self.credentials is not None
-        if isinstance(item, Shard):
+        if self._image_shape is None and not isinstance(item, SiteRefusal):
+            raise GateRefusal(f"{self.site_id}: this gate knows none of the site's images, so only refusals may leave")
+        if isinstance(item, SiteRefusal):
+            if item.site_id != self.site_id:
+                raise GateRefusal(f"{self.site_id}: refusal is marked as from {item.site_id}")
+            kind, signing = "refusal", False
+            out = self._encode(codec.encode_refusal, item, run_id=run_id)
+        elif isinstance(item, Shard):
             self._check_shard(item)
             kind, extra["images"] = "shard", len(item)
             if self.credentials is not None:

@@ -8,6 +8,11 @@ Where a site's data comes from:
   given with `flower-supernode --node-config 'data-path="/data/blood.npz" keys-dir="/etc/fedkr/site"'`.
   With `keys-dir` the site seals and signs every shard and accepts only sealed audit candidates.
 
+Either way the node config may name the site's `device` (`auto`, `cpu`, `cuda`, `cuda:N`; without
+it, the run config's `device`) and its resource caps (`caps.py`: `max-generator-steps`,
+`max-shard-images`, `max-reference-models`, `max-fit-seconds`). A key not listed in `NODE_KEYS`
+is refused, so that a misspelt cap is never silently ignored.
+
 The run config is read through `RunConfig`, so a site and its coordinator share every default.
 """
 
@@ -19,29 +24,45 @@ from pathlib import Path
 
 from fedkr.shared.config import ConfigError, RunConfig
 from fedkr.shared.site_identity import KeyringError, check_site_name
+from fedkr.shared.device import DeviceError, check_device
 
+from .caps import CAP_KEYS, SiteCaps
 from .credentials import load_site_credentials
 from .site_data import SiteDataSpec
 
 #: Node-config keys a SuperNode may be given (`--node-config`); Flower adds the partition keys in simulation.
-NODE_KEYS = ("data-path", "site-name", "state-dir", "keys-dir", "threads", "partition-id", "num-partitions")
+NODE_KEYS = ("data-path", "site-name", "state-dir", "keys-dir", "threads", "device", *CAP_KEYS.values(),
+             "partition-id", "num-partitions")
 
 
 @dataclass(frozen=True)
 class SiteSettings:
-    """A site's identity, data, state folder, keys folder ("" without keys) and torch threads (0: torch's default)."""
+    """A site's identity, data, state folder, keys folder ("" without keys), torch threads (0: torch's default),
+    device setting (resolved where the site is built) and resource caps."""
 
     site_id: str
     data: SiteDataSpec
     state_dir: Path
     keys_dir: str
     threads: int
+    device: str = "auto"
+    caps: SiteCaps = SiteCaps()
 
     @classmethod
     def parse(cls, run_config: Mapping[str, object], node_config: Mapping[str, object], node_id: int) -> SiteSettings:
-        """Raises `ConfigError` for a bad run-config value or a node config that names neither data source."""
+        """Raises `ConfigError` for a bad run-config value, an unknown or bad node-config key, or a node
+        config that names neither data source."""
         run = RunConfig.from_flat(dict(run_config))
         node = dict(node_config)
+        unknown = sorted(set(node) - set(NODE_KEYS))
+        if unknown:
+            raise ConfigError(f"node config has unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(NODE_KEYS)}")
+        device = str(node.get("device", run.device))
+        try:
+            check_device(device)
+        except DeviceError as exc:
+            raise ConfigError(f"node config {exc}") from None
+        caps = SiteCaps.from_node_config(node)
         try:
             threads = int(node.get("threads", run.site_threads))  # type: ignore[arg-type]
         except (TypeError, ValueError):
@@ -64,4 +85,4 @@ class SiteSettings:
             state_dir = Path(run.out) / "sites" / site_id
         else:
             raise ConfigError("node config names no data: give data-path (deployment) or run in Flower's simulation")
-        return cls(site_id, spec, state_dir, keys_dir, threads)
+        return cls(site_id, spec, state_dir, keys_dir, threads, device, caps)

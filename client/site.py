@@ -30,6 +30,7 @@ from fedkr.shared.classifier import (
     probabilities,
     train_classifier,
 )
+from fedkr.shared.device import describe, resolve_device
 from fedkr.shared.dp import DPConfig, DPReport
 from fedkr.shared.generator import ClassConditionalDiffusion
 from fedkr.shared.reports import (
@@ -38,6 +39,7 @@ from fedkr.shared.reports import (
     FitReport,
     RelabelReply,
     RelabelRequest,
+    SiteRefusal,
     check_relabel,
     check_run_id,
 )
@@ -49,6 +51,7 @@ from fedkr.shared.site_identity import check_site_name
 from safetensors.torch import load_file, save_file
 
 from .auditor import AuditSettings, audit_model
+from .caps import FitClock, OverCap, SiteCaps
 from .credentials import SiteCredentials
 from .gate import OutboundGate
 from .synthesis_filter import MemberManifold, filter_samples
@@ -121,17 +124,27 @@ class Site:
 
     Each method takes the coordinator's message, as the object or as the bytes that arrived
     (`shared/codec.py`; sealed bytes for candidates and relabelling requests when the site has keys),
-    and returns the exact bytes that leave through the site's gate.
+    and returns the exact bytes that leave through the site's gate. A request over one of the site's
+    caps (`caps.py`) is answered with a `SiteRefusal` that names the cap, through the same gate.
     """
 
-    def __init__(self, site_id: str, data: SiteData, state_dir: Path, credentials: SiteCredentials | None = None) -> None:
+    def __init__(
+        self, site_id: str, data: SiteData, state_dir: Path, credentials: SiteCredentials | None = None,
+        device: torch.device | str = "cpu", caps: SiteCaps = SiteCaps(),
+    ) -> None:
         """With `credentials` (deployment) every shard leaves sealed and signed, reports and labels signed,
         and only sealed, coordinator-signed audit candidates and relabelling requests are accepted.
 
-        Raises `ValueError` (`KeyringError`) if `site_id` is not a site name (`check_site_name`)."""
+        Every model trains and runs on `device` (`auto`, `cpu`, `cuda`, `cuda:N`, or a `torch.device`;
+        `shared/device.py`, which raises `DeviceError` for one this machine lacks); `caps` are the most
+        the site accepts of a coordinator's requests.
+        Raises `ValueError` (`KeyringError`) if `site_id` is not a site name (`check_site_name`).
+        """
         check_site_name(site_id)
         if credentials is not None and credentials.site_name != site_id:
             raise ValueError(f"site name {site_id!r} differs from the name in its keys, {credentials.site_name!r}")
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.caps = caps
         self.site_id = site_id
         self.data = data
         self.state_dir = Path(state_dir)
@@ -150,6 +163,15 @@ class Site:
         if isinstance(plan, (bytes, bytearray)):
             plan = codec.decode_fit_plan(plan)
         check_run_id(plan.run_id)
+        try:
+            self.caps.check_plan(plan, tuple(int(n) for n in self.data.members.class_counts()))
+            report = self._fit(plan, self.caps.fit_clock())
+        except OverCap as exc:
+            return self._refuse("fit", plan.run_id, exc, round=0)
+        return self.gate.send(report, run_id=plan.run_id, round=0)
+
+    def _fit(self, plan: FitPlan, clock: FitClock) -> FitReport:
+        """Train and save the teacher and the generator; the report. `clock` raises `OverCap` past the wall-time cap."""
         members, holdout = self.data.members, self.data.holdout
         counts = members.class_counts()
         for cls in np.flatnonzero(counts == 0):
@@ -157,18 +179,27 @@ class Site:
         h, w, c = members.image_shape
         teacher = build_classifier(ClassifierConfig(c, h, w, members.num_classes, plan.teacher_channels), plan.teacher.seed)
         teacher_dp, generator_dp = split_budget(plan.dp, len(members))
+        log.info("%s: fit on %s", self.site_id, describe(self.device))
         started = time.perf_counter()
-        train_classifier(teacher, members.images, one_hot(members.labels, members.num_classes), plan.teacher, dp=teacher_dp)
+        teacher_started = time.monotonic()
+
+        def epoch_done(epoch: int, loss: float) -> None:
+            clock.check("teacher", epoch + 1, plan.teacher.epochs, teacher_started)
+
+        train_classifier(teacher, members.images, one_hot(members.labels, members.num_classes), plan.teacher,
+                         on_epoch=epoch_done, dp=teacher_dp, device=self.device)
         teacher_seconds = time.perf_counter() - started
-        teacher_acc = accuracy(teacher, holdout.images, holdout.labels)
+        teacher_acc = accuracy(teacher, holdout.images, holdout.labels, device=self.device)
         log.info("%s: teacher trained in %.0f s, holdout accuracy %.3f", self.site_id, teacher_seconds, teacher_acc)
 
         generator = ClassConditionalDiffusion(plan.generator, members.num_classes, members.image_shape)
+        generator_started = time.monotonic()
 
         def progress(step: int, total: int, loss: float) -> None:
             log.info("%s: generator step %d/%d, loss %.4f", self.site_id, step, total, loss)
+            clock.check("generator", step, total, generator_started)
 
-        final_loss = generator.train(members.images, members.labels, on_progress=progress, dp=generator_dp)
+        final_loss = generator.train(members.images, members.labels, on_progress=progress, dp=generator_dp, device=self.device)
         self._save(plan.run_id, teacher, generator)
         dp_record = None
         (self._run_dir(plan.run_id) / "dp.json").unlink(missing_ok=True)
@@ -191,7 +222,13 @@ class Site:
             generator_summary=generator.summary(),
             dp=dp_record,
         )
-        return self.gate.send(report, run_id=plan.run_id, round=0)
+        return report
+
+    def _refuse(self, request: str, run_id: str, over: OverCap, round: int) -> bytes:
+        """The refusal that leaves, through the gate, for a request over one of the caps."""
+        log.warning("%s: refusing to %s in run %s: %s", self.site_id, request, run_id, over.reason)
+        refusal = SiteRefusal(self.site_id, request, over.reason, over.cap)
+        return self.gate.send(refusal, run_id=run_id, round=round)
 
     # -- synthesize ----------------------------------------------------------------------------
     def synthesize(self, request: SynthesisRequest | bytes) -> bytes:
@@ -212,12 +249,16 @@ class Site:
             raise ValueError(f"temperature must be > 0, got {request.temperature}")
         if not 1.0 <= request.oversample <= MAX_OVERSAMPLE:
             raise ValueError(f"oversample must be between 1 and {MAX_OVERSAMPLE}, got {request.oversample}")
+        try:
+            self.caps.check_shard(request.total)
+        except OverCap as exc:
+            return self._refuse("synthesize", request.run_id, exc, round=request.round)
         drawn_per_class = [math.ceil(n * request.oversample) for n in request.per_class]
         drawn_labels = np.repeat(np.arange(generator.num_classes), drawn_per_class).astype(np.int64)
         seed = self._next_seed(request, generator.config.seed)
         started = time.perf_counter()
-        drawn = generator.sample(drawn_labels, seed=seed)
-        features, logits = embed_and_logits(teacher, drawn)  # one teacher pass serves the filter and the labels
+        drawn = generator.sample(drawn_labels, seed=seed, device=self.device)
+        features, logits = embed_and_logits(teacher, drawn, device=self.device)  # one pass serves the filter and the labels
         outcome = filter_samples(drawn_labels, probabilities(logits), features, request.per_class,
                                  self._member_manifold(request.run_id, teacher), seed)
         images, labels = drawn[outcome.keep], drawn_labels[outcome.keep]
@@ -246,7 +287,7 @@ class Site:
     def _member_manifold(self, run_id: str, teacher: CompactCNN) -> MemberManifold | None:
         if self._manifold is None or self._manifold[0] != run_id:
             members = self.data.members
-            self._manifold = (run_id, MemberManifold.of(embed(teacher, members.images), members.labels))
+            self._manifold = (run_id, MemberManifold.of(embed(teacher, members.images, device=self.device), members.labels))
         return self._manifold[1]
 
     # -- relabel -------------------------------------------------------------------------------
@@ -274,7 +315,7 @@ class Site:
         if self.gate.count_sent(request.run_id, "labels") > 0:
             raise ValueError(f"run {request.run_id} has had its relabelling already; a site labels one set per run")
         teacher, _ = self._load(request.run_id)
-        probs = predict_proba(teacher, request.images, temperature=request.temperature)
+        probs = predict_proba(teacher, request.images, temperature=request.temperature, device=self.device)
         return self.gate.send(RelabelReply(self.site_id, probs), run_id=request.run_id, round=-2, candidate_blob=received)
 
     # -- audit ---------------------------------------------------------------------------------
@@ -284,6 +325,10 @@ class Site:
         must arrive sealed, and the report is signed)."""
         received = bytes(candidate) if isinstance(candidate, (bytes, bytearray)) else None
         candidate = self._open_candidate(candidate)
+        try:
+            self.caps.check_reference_models(candidate.reference_models)
+        except OverCap as exc:
+            return self._refuse("audit", candidate.run_id, exc, round=-1)
         teacher, _ = self._load(candidate.run_id)
         student = CompactCNN(candidate.student_config)
         student.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in candidate.student_weights.items()})
@@ -292,7 +337,7 @@ class Site:
         report = audit_model(
             self.site_id, student, self.data.members, self.data.holdout, settings,
             released_images=np.asarray(candidate.released_images), feature_model=teacher,
-            dp=self.dp_record(candidate.run_id), comparator=teacher,
+            dp=self.dp_record(candidate.run_id), comparator=teacher, device=self.device,
         )
         return self.gate.send(report, run_id=candidate.run_id, round=-1, candidate_blob=received)
 

@@ -265,7 +265,7 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
     rows = {name: MethodRow(name) for name in METHODS}
     members_x = np.concatenate([s.members.images for s in site_data])
     members_y = np.concatenate([s.members.labels for s in site_data])
-    sites = [Site(f"site-{i}", d, out / "sites" / f"site-{i}") for i, d in enumerate(site_data)]
+    sites = [Site(f"site-{i}", d, out / "sites" / f"site-{i}", device=config.device) for i, d in enumerate(site_data)]
     link = InProcessLink(sites)
     fit: FitResult | None = None
     fit_dirs: dict[str, Path] = {}

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from fedkr.cli_common import console, fail, out_console, print_audit_sites, setup_logging
+from fedkr.cli_common import console, fail, out_console, print_audit_sites, print_left_out, setup_logging
 from fedkr.shared.config import PROFILES, RunConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -40,14 +40,17 @@ def _run(config: RunConfig, verbose: bool) -> None:
     from fedkr.server.coordinator import RunError
     from fedkr.shared.config import ConfigError
     from fedkr.shared.data import DataError, load_dataset
+    from fedkr.shared.device import DeviceError, describe, resolve_device
     from fedkr.simulation import check_partition, run_flower_simulation
 
     setup_logging(verbose)
     try:
+        device = resolve_device(config.device)
         splits = load_dataset(config.data, seed=config.seed)
         check_partition(splits, config)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, DeviceError) as exc:
         fail(str(exc))
+    console.print(f"computing on {describe(device)} (device {config.device})", highlight=False)
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
@@ -68,6 +71,7 @@ def _run(config: RunConfig, verbose: bool) -> None:
     out_console.print(f"run {config.run_id} finished in {elapsed:.0f} s")
     out_console.print(f"  student test accuracy: {acc:.4f} on {m.get('test_images')} real test images" if acc is not None else "  no test split: accuracy not measured")
     print_audit_sites(m["audit"]["sites"])
+    print_left_out(m.get("sites_left_out") or {})
     if outcome.released:
         out_console.print(f"  release:  {outcome.release_dir}")
         out_console.print(f"  audit:    {outcome.release_dir / 'audit.html'}")
@@ -92,6 +96,8 @@ def _config(profile: str, **given: object) -> RunConfig:
         fail(str(exc))
 
 
+DEVICE_HELP = ("Where torch computes: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N. "
+               "Seeded runs on the CPU repeat exactly.")
 PROFILE_HELP = f"Named settings to start from: {', '.join(PROFILES)} (`fedkr config --profile NAME` prints one)."
 
 
@@ -134,6 +140,7 @@ def simulate(
     dp_delta: Annotated[float | None, typer.Option(help="DP delta per site (0: 1/(10 N) for N members)." + _d("dp_delta"))] = None,
     dp_max_grad_norm: Annotated[float | None, typer.Option(help="DP-SGD per-example gradient clipping norm." + _d("dp_max_grad_norm"))] = None,
     hflip: Annotated[bool | None, typer.Option("--hflip/--no-hflip", help="Augment generators and teachers with horizontal flips: right for cells and skin, wrong for digits, text, chest X-rays and any classes that differ by side." + _d("generator_hflip"))] = None,
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP + _d("device"))] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's logs.")] = False,
 ) -> None:
     """Simulate N hospital sites on one dataset through Flower's simulation engine."""
@@ -146,7 +153,7 @@ def simulate(
                      audit_max_distance_auc=audit_max_distance_auc, audit_min_utility=audit_min_utility,
                      audit_reference_models=reference_models,
                      audit_lira=lira, dp_epsilon=dp_epsilon, dp_delta=dp_delta, dp_max_grad_norm=dp_max_grad_norm,
-                     generator_hflip=hflip, classifier_hflip=hflip)
+                     generator_hflip=hflip, classifier_hflip=hflip, device=device)
     _run(config, verbose=verbose)
 
 
@@ -218,6 +225,7 @@ def audit(
     max_tpr: Annotated[float | None, typer.Option(help="Policy: lower 95% bound of TPR at 1% FPR of every attack on the student." + _d("audit_max_tpr"))] = None,
     max_distance_auc: Annotated[float | None, typer.Option(help="Policy: AUC upper 95% bound of the distance tests." + _d("audit_max_distance_auc"))] = None,
     min_utility: Annotated[float | None, typer.Option(help="Policy: the share of the comparator's chance-adjusted balanced accuracy the student must keep (0: no utility rule)." + _d("audit_min_utility"))] = None,
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP + _d("device"))] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show each attack as it finishes.")] = False,
 ) -> None:
     """Audit a release with this site's own data: every attack, the policy's verdict, audit.json and audit.html.
@@ -229,6 +237,7 @@ def audit(
     from fedkr.client.site_data import SiteDataSpec, load_site_data
     from fedkr.shared.data import DataError
     from fedkr.shared.site_identity import KeyringError, check_site_name
+    from fedkr.shared.device import resolve_device
     from fedkr.standalone_audit import ReleaseError, audit_release_dir
 
     setup_logging(verbose)
@@ -238,12 +247,13 @@ def audit(
         fail(str(exc))
     run = _config("default", seed=seed, holdout_fraction=holdout_fraction, sites=sites, audit_reference_models=reference_models,
                   audit_lira=lira, audit_max_auc=max_auc, audit_max_tpr=max_tpr, audit_max_distance_auc=max_distance_auc,
-                  audit_min_utility=min_utility, partition=partition)
+                  audit_min_utility=min_utility, partition=partition, device=device)
     if partition is None and (sites is not None or site_index != 0):
         fail("--sites and --site-index describe a simulated run: give its --partition as well")
     try:
         # the split follows the run's seed; the attacks use the same fixed seed as the audit inside a run
         settings = AuditSettings(reference_models=run.audit_reference_models, lira=run.audit_lira)
+        where = resolve_device(run.device)
         policy = run.audit_policy()
         if partition is None:
             spec = SiteDataSpec(data, seed=run.seed, holdout_fraction=run.holdout_fraction)
@@ -254,7 +264,7 @@ def audit(
         with console.status("loading the site's data"):
             site_data = load_site_data(spec)
         with console.status(f"attacking the release with {len(site_data.members)} members and {len(site_data.holdout)} holdout images"):
-            decision, written = audit_release_dir(release_dir, site_name, site_data, out, settings, policy, state_dir)
+            decision, written = audit_release_dir(release_dir, site_name, site_data, out, settings, policy, state_dir, where)
     except (DataError, ReleaseError, ValueError) as exc:
         fail(str(exc))
     print_audit_sites(audit_summary_sites(decision))

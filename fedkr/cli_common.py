@@ -98,6 +98,20 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def left_out_lines(left_out: dict[str, dict]) -> list[str]:
+    """One line per site that left the run (metrics' `sites_left_out`): its name, the stage and the reason."""
+    return [f"{sid} left at {entry.get('stage', '?')}: {entry.get('reason', 'no reason given')}" for sid, entry in left_out.items()]
+
+
+def print_left_out(left_out: dict[str, dict]) -> None:
+    """The sites that left the run, under the audit table; nothing when every site stayed."""
+    lines = left_out_lines(left_out)
+    if lines:
+        out_console.print(f"  [bold yellow]{len(lines)} site(s) left the run[/] (not in the release, not audited):")
+        for line in lines:
+            out_console.print(f"    - {line}", highlight=False, markup=False)
+
+
 def print_audit_sites(sites: dict[str, dict]) -> None:
     """One table row per site and attack: AUC with its interval, TPR at 1% FPR, and the control run's AUC."""
     table = Table("site", "attack", "AUC [95% CI]", "TPR@1%FPR", "control AUC", "eps lower bound", "members v holdout")

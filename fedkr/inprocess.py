@@ -2,7 +2,8 @@
 
 A `SiteLink` (`server/link.py`) for simulation and tests. Requests are encoded with
 `shared/codec.py` and handed to each site as bytes; what a site returns is the exact bytes its
-outbound gate let out and ledgered, and those reach the coordinator unchanged.
+outbound gate let out and ledgered, and those reach the coordinator unchanged, except a site's
+refusal, which stands as a `Refused` exception in place of the reply (`server/link.py`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from fedkr.client.site import Site
+from fedkr.server.link import refusal_or
 from fedkr.shared import codec
 from fedkr.shared.reports import FitPlan, FitReport
 from fedkr.shared.shard import SynthesisRequest
@@ -30,7 +32,7 @@ class InProcessLink:
         data = codec.encode_fit_plan(plan)
 
         def fit(site: Site) -> FitReport:
-            return codec.decode_fit_report(site.fit(data), run_id=plan.run_id)
+            return codec.decode_fit_report(refusal_or(site.fit(data), site.site_id), run_id=plan.run_id)
 
         return {sid: _call(sid, fit, site) for sid, site in self.sites.items()}
 
@@ -49,7 +51,7 @@ class InProcessLink:
 
 def _call(site_id: str, fn: Callable, arg: object):  # type: ignore[no-untyped-def]
     try:
-        return fn(arg)
-    except Exception as exc:  # a site's failure is reported, not raised
+        return refusal_or(fn(arg), site_id)
+    except Exception as exc:  # a site's failure or refusal is reported, not raised
         log.warning("%s failed: %s", site_id, exc)
         return exc

@@ -3,29 +3,59 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 
+from fedkr.client.site_data import MIN_HOLDOUT, MIN_MEMBERS
 from fedkr.shared.config import RunConfig
 from fedkr.server.coordinator import Progress, RunError, RunOutcome
 from fedkr.shared.data import DataError, DataSplits, load_dataset
-from fedkr.shared.partition import PartitionSpec, partition
+from fedkr.shared.partition import PartitionSpec, members_holdout_split, partition
 
 log = logging.getLogger(__name__)
 
-MIN_IMAGES_PER_SITE = 20
+
+def site_sizes(splits: DataSplits, config: RunConfig) -> list[tuple[int, int]]:
+    """(members, holdout) of each of `config.sites` simulated sites, split as each site splits its part.
+
+    The same partition and the same stratified members/holdout split as `load_site_data`; their
+    sizes depend on each part's class counts and the holdout fraction, not on the seed.
+    Raises `DataError` when the data cannot be partitioned over that many sites.
+    """
+    try:
+        parts = partition(splits.train.labels, config.sites, PartitionSpec.parse(config.partition), config.seed)
+    except ValueError as exc:
+        raise DataError(f"{config.data}: {exc}") from None
+    sizes = []
+    for index, part in enumerate(parts):
+        members, holdout = members_holdout_split(splits.train.labels[part], config.holdout_fraction, config.seed + index)
+        sizes.append((int(members.size), int(holdout.size)))
+    return sizes
 
 
 def check_partition(splits: DataSplits, config: RunConfig) -> list[int]:
-    """Fail early, with a clear message, if the data cannot be spread over `config.sites` sites; the sites' sizes."""
-    num_sites = config.sites
-    try:
-        parts = partition(splits.train.labels, num_sites, PartitionSpec.parse(config.partition), config.seed)
-    except ValueError as exc:
-        raise DataError(f"{config.data}: {exc}") from None
-    sizes = [int(p.size) for p in parts]
-    if min(sizes) < MIN_IMAGES_PER_SITE:
-        raise DataError(f"{config.data}: a site would hold only {min(sizes)} images; use fewer sites")
-    return sizes
+    """The sites' sizes (images each), once every site would hold what a site needs; before any training.
+
+    A site refuses to start below `MIN_MEMBERS` members or `MIN_HOLDOUT` holdout images
+    (`client/site_data.py`); this checks every simulated site against the same minimums, on the
+    same split, so that a run starts only when every site can fit.
+    Raises `DataError` naming each site that would fall short, and what to change.
+    """
+    sizes = site_sizes(splits, config)
+    short = [(i, m, h) for i, (m, h) in enumerate(sizes) if m < MIN_MEMBERS or h < MIN_HOLDOUT]
+    if short:
+        fraction = config.holdout_fraction
+        need = math.ceil(max(MIN_HOLDOUT / fraction, MIN_MEMBERS / (1 - fraction)))
+        most = len(splits.train) // need
+        shown = ", ".join(f"site-{i} ({m} members, {h} holdout)" for i, m, h in short[:6])
+        more = f" and {len(short) - 6} more" if len(short) > 6 else ""
+        raise DataError(
+            f"{config.data}: {len(short)} of {config.sites} sites would hold too few images: {shown}{more}; "
+            f"a site needs at least {MIN_MEMBERS} members and {MIN_HOLDOUT} holdout images (about {need} images "
+            f"at holdout fraction {fraction:g}); {len(splits.train)} training images allow at most about {most} "
+            f"such sites: use fewer sites{'' if config.partition == 'iid' else ', an iid partition'} "
+            f"or a larger holdout fraction")
+    return [m + h for m, h in sizes]
 
 
 def run_flower_simulation(
@@ -33,10 +63,13 @@ def run_flower_simulation(
     progress: Progress | None = None,
     verbose: bool = False,
     splits: DataSplits | None = None,
+    node_config: dict[str, object] | None = None,
 ) -> RunOutcome:
     """Run `config` with `config.sites` simulated sites, each in Flower's simulation engine.
 
     `splits`, when the caller has loaded and checked them already, saves loading them twice.
+    `node_config` is added to every simulated site's node config (`client/node_config.py`): a
+    site's own `device` or its resource caps, as a SuperNode's `--node-config` gives them.
     Raises `DataError` when the data cannot be spread over the sites, `RunError` when the run stops.
     """
     from flwr.simulation import run_simulation
@@ -54,7 +87,9 @@ def run_flower_simulation(
     outcomes: list[RunOutcome | Exception] = []
     server_app = build_server_app(config, splits.test, expected_sites=num_sites, progress=progress, outcomes=outcomes)
     # Flower's Python simulation API passes no run config: the sites get the whole effective one
-    client_app = build_client_app(overrides={**config.to_flat(), "site-threads": site_threads})
+    client_app = build_client_app(overrides={**config.to_flat(), "site-threads": site_threads}, node_overrides=node_config)
+    # Ray hides GPUs from actors that reserve none unless told not to; a site's `device` decides instead
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     backend_config = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
         "init_args": {"num_cpus": concurrency, "num_gpus": 0, "log_to_driver": True, "logging_level": "ERROR"},

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors.torch import load_file
 
 from fedkr.client.auditor import AuditSettings, audit_model
@@ -85,9 +86,10 @@ def load_teacher(state_dir: Path | None, release_id: str) -> CompactCNN | None:
 
 def audit_release_dir(
     release_dir: Path, site_id: str, data: SiteData, out_dir: Path | None, settings: AuditSettings, policy: AuditPolicy,
-    state_dir: Path | None = None,
+    state_dir: Path | None = None, device: torch.device | str | None = None,
 ) -> tuple[AuditDecision, Path]:
-    """`out_dir` None means ./audit-<release id>-<site>; the release folder itself is refused, its report is signed off."""
+    """`out_dir` None means ./audit-<release id>-<site>; the release folder itself is refused, its report is signed off.
+    The reference models train, and every model runs, on `device` (None: the CPU)."""
     release = load_release(Path(release_dir))
     out_dir = Path(out_dir) if out_dir is not None else Path(f"audit-{release.release_id}-{site_id}")
     if out_dir.resolve() == Path(release_dir).resolve():
@@ -99,7 +101,7 @@ def audit_release_dir(
         raise ReleaseError(f"the release's images are {release.images.shape[1:]}, the site's {data.members.image_shape}")
     teacher = load_teacher(state_dir, release.release_id)
     report = audit_model(site_id, release.student, data.members, data.holdout, settings,
-                         released_images=release.images, feature_model=teacher, comparator=teacher)
+                         released_images=release.images, feature_model=teacher, comparator=teacher, device=device)
     decision = decide_release({site_id: report}, policy)
     document = build_audit_document(release.release_id, release.artefacts, list(release.class_names), decision)
     out_dir.mkdir(parents=True, exist_ok=True)

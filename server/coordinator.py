@@ -20,7 +20,8 @@ from typing import TypeVar
 from fedkr.shared.audit_policy import AuditDecision, decide_release
 from fedkr.shared.classifier import CompactCNN, accuracy
 from fedkr.shared.data import ImageSet
-from fedkr.shared.reports import AuditCandidate, FitPlan, FitReport, RelabelRequest
+from fedkr.shared.device import describe, resolve_device
+from fedkr.shared.reports import AuditCandidate, FitPlan, FitReport, Refused, RelabelRequest
 from fedkr.shared.shard import ShardError, ShardSpec, SynthesisRequest
 from fedkr.shared.shard_wire import ReplayGuard
 
@@ -107,6 +108,18 @@ class RunRecord:
     def run_dir(self) -> Path:
         return self.config.run_dir
 
+    def left_out(self) -> dict[str, dict[str, str]]:
+        """Every site that left the run, by name: the stage (`fit` or `synthesis`) and the reason.
+
+        A site left out at fit never trained for the run or was not accepted; one dropped during
+        synthesis had its shards taken out of the pool. Either way its data reached neither the
+        release nor the audit, so the release names it here (metrics, manifest, audit report).
+        """
+        failed = self.fit.failed if self.fit is not None else {}
+        out = {sid: {"stage": "fit", "reason": reason} for sid, reason in failed.items()}
+        out.update({sid: {"stage": "synthesis", "reason": reason} for sid, reason in self.dropped.items()})
+        return dict(sorted(out.items()))
+
     def need(self, stage: str, value: T | None) -> T:
         """`value`, which `stage` produces; raises `RunError` when that stage has not run."""
         if value is None:
@@ -130,6 +143,12 @@ def _no_progress(stage: str, done: int, total: int) -> None:
     return None
 
 
+def _one_line(exc: object) -> str:
+    """A site's failure as the run's records keep it: its first line, at most 300 characters."""
+    text = str(exc)
+    return text.splitlines()[0][:300] if text.strip() else type(exc).__name__
+
+
 class Coordinator:
     """The coordinator's side of a run, transport-free: it reaches sites through a `SiteLink`.
 
@@ -144,9 +163,12 @@ class Coordinator:
     ) -> None:
         """`keys` (or the config's `coordinator_dir`) switches to deployment: sealed shards, signed releases.
 
-        Raises `KeyFileError`/`ValueError` (from `load_coordinator_keys`) for an unreadable key folder.
+        The student trains on the config's `device` (`shared/device.py`). Raises `KeyFileError`/`ValueError`
+        (from `load_coordinator_keys`) for an unreadable key folder, and `DeviceError` (a `ValueError`)
+        for a device this machine lacks.
         """
         self.config = config
+        self.device = resolve_device(config.device)
         self.test_set = test_set
         self.progress = progress or _no_progress
         if keys is None and config.coordinator_dir:
@@ -200,10 +222,18 @@ class Coordinator:
         cfg = self.config
         self.progress("fit: sites train teacher and generator", 0, self._total())
         started = time.perf_counter()
-        plan = FitPlan(run_id=cfg.run_id, teacher=cfg.teacher_config(), generator=cfg.generator_config(), dp=cfg.dp_config())
+        plan = FitPlan(run_id=cfg.run_id, teacher=cfg.teacher_config(), generator=cfg.generator_config(), dp=cfg.dp_config(),
+                       samples_per_class=cfg.samples_per_class, min_class_members=cfg.min_class_members,
+                       reference_models=cfg.audit_reference_models)
         replies = link.fit(plan)
         reports = {sid: r for sid, r in replies.items() if isinstance(r, FitReport)}
-        failed = {sid: str(r) for sid, r in replies.items() if not isinstance(r, FitReport)}
+        failed = {sid: _one_line(r) for sid, r in replies.items() if not isinstance(r, FitReport)}
+        for sid in sorted(failed):
+            reply = replies[sid]
+            if isinstance(reply, Refused) and reply.refusal.cap:
+                log.warning("%s refused the fit plan: over its cap %s: %s", sid, reply.refusal.cap, reply.refusal.reason)
+            else:
+                log.warning("%s failed fit: %s", sid, failed[sid])
         for sid in sorted(reports):
             refused = record.intake.check_site(sid)
             if refused:
@@ -246,8 +276,10 @@ class Coordinator:
                 if sid not in requests:
                     continue  # a reply nobody asked for
                 try:
+                    if isinstance(reply, Refused) and reply.refusal.cap:
+                        log.warning("%s refused round %d's request: over its cap %s", sid, rnd, reply.refusal.cap)
                     if isinstance(reply, Exception):
-                        raise ShardError(f"no shard: {reply}")
+                        raise ShardError(f"no shard: {_one_line(reply)}")
                     shard = intake.open(reply, sid, rnd, spec, requests[sid].total)
                 except (ShardError, ValueError) as exc:
                     reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
@@ -270,7 +302,7 @@ class Coordinator:
         self.progress("distill and train the student", cfg.rounds + 1, self._total())
         started = time.perf_counter()
         arrays = pool.arrays()
-        feats = pool_features(arrays.images, arrays.soft_labels, fit.image_shape, cfg.seed)
+        feats = pool_features(arrays.images, arrays.soft_labels, fit.image_shape, cfg.seed, device=self.device)
         sites = sorted(record.active)
         support = class_support(record.active, sites)
         row_of_site = {sid: i for i, sid in enumerate(sites)}
@@ -318,10 +350,11 @@ class Coordinator:
         """Stage 5: the student on the distilled set, scored on the test split when the coordinator has one."""
         distilled, fit = record.need("distill", record.distilled), record.need("fit", record.fit)
         started = time.perf_counter()
-        student = record.student = train_student(distilled, fit.image_shape, self.config.student_config())
+        log.info("student trains on %s", describe(self.device))
+        student = record.student = train_student(distilled, fit.image_shape, self.config.student_config(), device=self.device)
         self._timed(record, "student", started)
         if self.test_set is not None:
-            record.test_accuracy = accuracy(student, self.test_set.images, self.test_set.labels)
+            record.test_accuracy = accuracy(student, self.test_set.images, self.test_set.labels, device=self.device)
             log.info("student test accuracy %.4f on %d real test images", record.test_accuracy, len(self.test_set))
         return student
 
@@ -334,7 +367,7 @@ class Coordinator:
         candidate = AuditCandidate(
             run_id=cfg.run_id,
             student_config=student.config,
-            student_weights={k: v.detach().numpy().copy() for k, v in student.state_dict().items()},
+            student_weights={k: v.detach().cpu().numpy().copy() for k, v in student.state_dict().items()},
             released_images=distilled.images,
             reference_models=cfg.audit_reference_models,
             lira=cfg.audit_lira,
@@ -359,6 +392,8 @@ class Coordinator:
             "sites_failed_fit": fit.failed,
             "contributors": sorted(record.active),
             "sites_dropped": record.dropped,
+            "sites_left_out": record.left_out(),
+            "coordinator_device": describe(self.device),
             "min_sites": cfg.min_sites,
             "sealed_transport": record.intake.sealed,
             "pool_size_by_round": {str(k): v for k, v in pool.size_by_round().items()},
@@ -375,6 +410,9 @@ class Coordinator:
             "stage_seconds": {"fit": fit.seconds, **record.timings},
         }
         self.progress("release", cfg.rounds + 3, self._total())
+        if metrics["sites_left_out"]:
+            log.warning("%d site(s) left out of this run: %s", len(metrics["sites_left_out"]), "; ".join(
+                f"{sid} ({entry['stage']}: {entry['reason']})" for sid, entry in metrics["sites_left_out"].items()))
         if decision.passed:
             signer = self.keys.signing_key if self.keys is not None else None
             release_dir = write_release(record.run_dir / "release", distilled, student, metrics, decision, signer=signer)

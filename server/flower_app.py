@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterable
+from typing import Iterable
 
 from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
@@ -18,18 +18,23 @@ from fedkr import flower_records as rec
 from fedkr.shared import codec
 from fedkr.shared.logs import ensure_fedkr_logging
 from fedkr.shared.data import ImageSet, load_dataset  # test split only: the coordinator never loads site data
-from fedkr.shared.reports import FitPlan, FitReport
+from fedkr.shared.reports import FitPlan, FitReport, Refused
 from fedkr.shared.shard import SynthesisRequest
 from fedkr.shared.site_identity import site_name_key
 
 from fedkr.shared.config import RunConfig
 from .coordinator import Coordinator, Progress, RunOutcome
+from .link import refusal_or
 
 log = logging.getLogger(__name__)
 
 
 class GridLink:
-    """Reach sites through a Flower `Grid`; node ids are mapped to site ids at fit time."""
+    """Reach sites through a Flower `Grid`; node ids are mapped to site ids at fit time.
+
+    A site names itself in its fit report, or in the refusal it sends in its place; a node whose
+    reply names no site (a SuperLink error, a reply that does not decode) stands as `node-<id>`.
+    """
 
     def __init__(
         self, grid: Grid, expected_sites: int = 0, timeout: float | None = None, wait_seconds: float = 120.0,
@@ -72,8 +77,8 @@ class GridLink:
             out[node] = RuntimeError(reply.error.reason) if reply.has_error() else reply
         return out
 
-    def _decode(self, replies: dict[int, Message | Exception], decode: Callable[[RecordDict], object]) -> dict[str, object]:
-        """Each reply's decoded content by site id; a reply that does not decode stands as its `ValueError`."""
+    def _decode(self, replies: dict[int, Message | Exception]) -> dict[str, object]:
+        """Each reply's bytes by site id; a refusal stands as `Refused`, a reply that does not decode as its `ValueError`."""
         site_of = {node: sid for sid, node in self.node_of.items()}
         out: dict[str, object] = {}
         for node, reply in replies.items():
@@ -82,7 +87,9 @@ class GridLink:
                 out[sid] = reply
                 continue
             try:
-                out[sid] = decode(reply.content)
+                out[sid] = refusal_or(rec.from_record(reply.content), sid)
+            except Refused as exc:
+                out[sid] = exc
             except Exception as exc:  # noqa: BLE001 - a site's reply must never take the coordinator down
                 out[sid] = ValueError(f"undecodable reply: {type(exc).__name__}: {exc}"[:300])
         return out
@@ -95,36 +102,40 @@ class GridLink:
             if isinstance(reply, Exception):
                 out[f"node-{node}"] = reply
                 continue
+            answer: FitReport | Refused
             try:
-                report = codec.decode_fit_report(rec.from_record(reply.content), run_id=plan.run_id)
+                answer = codec.decode_fit_report(refusal_or(rec.from_record(reply.content), None), run_id=plan.run_id)
+            except Refused as exc:
+                answer = exc
             except ValueError as exc:
                 out[f"node-{node}"] = exc
                 continue
-            taken = {site_name_key(sid): sid for sid in self.node_of}
-            if site_name_key(report.site_id) in taken:
-                out[f"node-{node}"] = ValueError(f"site id {report.site_id} claimed by two nodes "
-                                                 f"(as {taken[site_name_key(report.site_id)]})")
+            sid = answer.site_id if isinstance(answer, FitReport) else answer.refusal.site_id
+            taken = {site_name_key(s): s for s in [*self.node_of, *out]}
+            if site_name_key(sid) in taken:
+                out[f"node-{node}"] = ValueError(f"site id {sid} claimed by two nodes (as {taken[site_name_key(sid)]})")
                 continue
-            registered = self.registered_nodes.get(report.site_id)
+            registered = self.registered_nodes.get(sid)
             if registered is not None and registered != node:
-                out[f"node-{node}"] = ValueError(f"node {node} claims to be {report.site_id}, registered as node {registered}")
+                out[f"node-{node}"] = ValueError(f"node {node} claims to be {sid}, registered as node {registered}")
                 continue
-            self.node_of[report.site_id] = node
-            out[report.site_id] = report
+            if isinstance(answer, FitReport):
+                self.node_of[sid] = node
+            out[sid] = answer
         return out
 
     def synthesize(self, requests: dict[str, SynthesisRequest]) -> dict[str, bytes | Exception]:
         content = {self.node_of[sid]: rec.to_record(codec.encode_synthesis_request(req)) for sid, req in requests.items()}
         group = str(next(iter(requests.values())).round) if requests else "0"
-        return self._decode(self._exchange(content, rec.MSG_SYNTHESIZE, group), rec.from_record)  # type: ignore[return-value]
+        return self._decode(self._exchange(content, rec.MSG_SYNTHESIZE, group))  # type: ignore[return-value]
 
     def relabel(self, requests: dict[str, bytes]) -> dict[str, bytes | Exception]:
         content = {self.node_of[sid]: rec.to_record(req) for sid, req in requests.items()}
-        return self._decode(self._exchange(content, rec.MSG_RELABEL, "relabel"), rec.from_record)  # type: ignore[return-value]
+        return self._decode(self._exchange(content, rec.MSG_RELABEL, "relabel"))  # type: ignore[return-value]
 
     def audit(self, sites: list[str], candidates: dict[str, bytes]) -> dict[str, bytes | Exception]:
         content = {self.node_of[sid]: rec.to_record(candidates[sid]) for sid in sites}
-        return self._decode(self._exchange(content, rec.MSG_AUDIT, "audit"), rec.from_record)  # type: ignore[return-value]
+        return self._decode(self._exchange(content, rec.MSG_AUDIT, "audit"))  # type: ignore[return-value]
 
 
 def _log_stage(stage: str, done: int, total: int) -> None:

@@ -6,15 +6,34 @@ tests). Every transport moves the same bytes (`shared/codec.py`): the link encod
 synthesis requests and decodes fit reports; shards, labels and audit reports come back as the
 bytes that left each site, for the coordinator's intake to open, and relabelling requests and
 audit candidates go out as the intake's bytes. A call returns, per site, either the reply or the
-exception that stood in its place, so one failing site never takes the others down.
+exception that stood in its place, so one failing site never takes the others down; a site's
+refusal (`SiteRefusal`, a request over one of its caps, or a failure it could name) stands as
+`Refused` (`refusal_or`).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from fedkr.shared.reports import FitPlan, FitReport
+from fedkr.shared import codec
+from fedkr.shared.reports import FitPlan, FitReport, Refused
 from fedkr.shared.shard import SynthesisRequest
+
+T = TypeVar("T")
+
+
+def refusal_or(reply: T, site_id: str | None) -> T:
+    """`reply` unchanged unless it is a site's encoded refusal: then raise `Refused` with it.
+
+    `site_id`, when given, is the site asked: a refusal in another site's name raises `CodecError`.
+    Raises `CodecError` for a refusal that does not decode.
+    """
+    if codec.kind_of(reply) != codec.KIND_REFUSAL:
+        return reply
+    refusal, _ = codec.decode_refusal(reply)  # type: ignore[arg-type]
+    if site_id is not None and refusal.site_id != site_id:
+        raise codec.CodecError(f"refusal is marked as from {refusal.site_id[:40]!r}, not {site_id!r}")
+    raise Refused(refusal)
 
 
 class SiteLink(Protocol):

@@ -110,7 +110,8 @@ def _fill_release(staging: Path, distilled: DistilledSet, student: CompactCNN, m
     hashes = _write_artefacts(staging, distilled, student)
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     write_contact_sheet(distilled, staging / "contact_sheet.png")
-    document = build_audit_document(release_id, hashes, list(distilled.class_names), decision)
+    document = build_audit_document(release_id, hashes, list(distilled.class_names), decision,
+                                    left_out=metrics.get("sites_left_out"))
     write_audit(staging, document, distilled.images, distilled.hard_labels)
     manifest = {
         "release": release_id,
@@ -120,6 +121,8 @@ def _fill_release(staging: Path, distilled: DistilledSet, student: CompactCNN, m
         "ipc": int(distilled.per_class().max()) if len(distilled) else 0,
         "audit": {"report": "audit.json", "passed": decision.passed},
         "contributors": list(metrics.get("contributors") or sorted(decision.reports)),
+        # sites that left the run (at fit, or dropped during synthesis), with the stage and the reason
+        "sites_left_out": dict(metrics.get("sites_left_out") or {}),
         "files": {
             name: {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size}
             for name in RELEASE_FILES
@@ -140,7 +143,8 @@ def write_refusal(
     run_dir = Path(run_dir)
     with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
         hashes = _write_artefacts(Path(tmp), distilled, student)
-    document = build_audit_document(str(metrics.get("run_id")), hashes, list(distilled.class_names), decision)
+    document = build_audit_document(str(metrics.get("run_id")), hashes, list(distilled.class_names), decision,
+                                    left_out=metrics.get("sites_left_out"))
     write_audit(run_dir, document, None, None)
     path = run_dir / "refusal.json"
     _atomic_write_text(path, json.dumps({"released": False, "reasons": decision.reasons, "audit_report": "audit.json",

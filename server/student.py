@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedkr.shared.classifier import ClassifierConfig, CompactCNN, TrainConfig, build_classifier, embed, train_classifier
+from fedkr.shared.device import Device
 
 from .distill import DistilledSet
 
@@ -14,22 +15,25 @@ def student_config_for(image_shape: tuple[int, int, int], num_classes: int, chan
     return ClassifierConfig(c, h, w, num_classes, channels)
 
 
-def train_student(distilled: DistilledSet, image_shape: tuple[int, int, int], config: TrainConfig) -> CompactCNN:
-    """KL loss against the soft labels at the labels' temperature, with light augmentation."""
+def train_student(distilled: DistilledSet, image_shape: tuple[int, int, int], config: TrainConfig,
+                  device: Device = None) -> CompactCNN:
+    """KL loss against the soft labels at the labels' temperature, with light augmentation, on `device`
+    (None: the CPU); the model is returned on the CPU."""
     model = build_classifier(student_config_for(image_shape, len(distilled.class_names)), config.seed)
-    train_classifier(model, distilled.images, distilled.soft_labels, config)
+    train_classifier(model, distilled.images, distilled.soft_labels, config, device=device)
     return model
 
 
-def pool_features(images: np.ndarray, soft_labels: np.ndarray, image_shape: tuple[int, int, int], seed: int) -> np.ndarray:
+def pool_features(images: np.ndarray, soft_labels: np.ndarray, image_shape: tuple[int, int, int], seed: int,
+                  device: Device = None) -> np.ndarray:
     """A feature space for selection: a small network fitted briefly to the pool's own soft labels.
 
     The coordinator has no real data and no site teacher, so it learns its features from what it
     holds; the embedding groups images the teachers see alike.
     """
     scout = build_classifier(student_config_for(image_shape, soft_labels.shape[1], channels=16), seed)
-    train_classifier(scout, images, soft_labels, TrainConfig(epochs=4, seed=seed, augment=False))
-    feats = embed(scout, images)
+    train_classifier(scout, images, soft_labels, TrainConfig(epochs=4, seed=seed, augment=False), device=device)
+    feats = embed(scout, images, device=device)
     norms = np.linalg.norm(feats, axis=1, keepdims=True)
     return feats / np.maximum(norms, 1e-8)
 

@@ -44,8 +44,15 @@ def _site_entry(reply: AuditReport | str) -> dict:
     }
 
 
-def build_audit_document(release_id: str, artefacts: dict[str, str], classes: list[str], decision: AuditDecision) -> dict:
-    return {
+def build_audit_document(release_id: str, artefacts: dict[str, str], classes: list[str], decision: AuditDecision,
+                         left_out: dict[str, dict[str, str]] | None = None) -> dict:
+    """The audit document of one release (or refused candidate).
+
+    `left_out`: the sites that left the run before the audit, by name, each with its `stage` (fit or
+    synthesis) and `reason` (`RunRecord.left_out`); their data reached neither the release nor the
+    audit. None where that is not known (a site's standalone audit).
+    """
+    document = {
         "schema": SCHEMA,
         "release": {"id": release_id, "artefacts": dict(sorted(artefacts.items()))},
         "fedkr_version": fedkr.__version__,
@@ -57,6 +64,10 @@ def build_audit_document(release_id: str, artefacts: dict[str, str], classes: li
         "utility": utility_figures(decision.utility),
         "sites": {sid: _site_entry(reply) for sid, reply in sorted(decision.reports.items())},
     }
+    if left_out is not None:
+        document["sites_left_out"] = {sid: {"stage": str(entry.get("stage", "")), "reason": str(entry.get("reason", ""))}
+                                      for sid, entry in sorted(left_out.items())}
+    return document
 
 
 def audit_summary(decision: AuditDecision) -> dict:

@@ -21,8 +21,8 @@ DISTANCE_ATTACKS = ("dcr_pixel", "dcr_feature")
 Number = int | float
 
 __all__ = ["AuditDocument", "Attack", "Check", "Control", "Decision", "DP", "DPPart", "Failure", "Histogram",
-           "Interval", "ModelScore", "NearDuplicates", "NearSpace", "PerClass", "Policy", "PolicyEntry", "Release", "Roc",
-           "Site", "Utility"]
+           "Interval", "LeftOut", "ModelScore", "NearDuplicates", "NearSpace", "PerClass", "Policy", "PolicyEntry",
+           "Release", "Roc", "Site", "Utility"]
 
 
 def _dict(value: Any) -> dict:
@@ -435,6 +435,20 @@ class Release:
 
 
 @dataclass(frozen=True)
+class LeftOut:
+    """A site that left the run before the audit: at which stage (fit or synthesis) and why."""
+
+    site: str
+    stage: str | None
+    reason: str | None
+
+    @classmethod
+    def parse(cls, name: str, value: Any) -> LeftOut:
+        entry = _dict(value)
+        return cls(name, _text(entry.get("stage")), _text(entry.get("reason")) or _text(value))
+
+
+@dataclass(frozen=True)
 class AuditDocument:
     """The whole audit document, typed; build it with `AuditDocument.parse`."""
 
@@ -448,6 +462,8 @@ class AuditDocument:
     decision: Decision
     sites: tuple[Site, ...]
     utility: Utility | None = None  # pooled over every site
+    #: Sites that left the run before the audit; None where the document does not say (a standalone audit).
+    left_out: tuple[LeftOut, ...] | None = None
 
     @classmethod
     def parse(cls, value: Any) -> AuditDocument:
@@ -466,6 +482,8 @@ class AuditDocument:
             release=Release.parse(audit.get("release")), policy=Policy.parse(audit.get("policy")),
             decision=Decision.parse(audit.get("decision")), sites=tuple(Site.parse(n, s) for n, s in named),
             utility=Utility.parse(audit.get("utility")),
+            left_out=(tuple(LeftOut.parse(str(n), v) for n, v in audit["sites_left_out"].items())
+                      if isinstance(audit.get("sites_left_out"), dict) else None),
         )
 
     @property

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .device import Device, placed
 from .dp import DPConfig, DPReport, make_private_training
 
 
@@ -132,7 +133,7 @@ def augment_batch(x: torch.Tensor, max_shift: int, hflip: bool, generator: torch
         dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
         x = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
     if hflip:
-        flip = torch.rand(n, generator=generator) < 0.5
+        flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     return x
 
@@ -151,6 +152,7 @@ def train_classifier(
     config: TrainConfig,
     on_epoch: Callable[[int, float], None] | None = None,
     dp: DPConfig | None = None,
+    device: Device = None,
 ) -> list[float]:
     """Train against probability targets (one-hot for real labels, soft for synthetic); returns epoch losses.
 
@@ -166,16 +168,33 @@ def train_classifier(
     such a step is still taken, as noise only), and every example's gradient clipped to
     `dp.max_grad_norm` before noise is added. What a private run spent is left on
     `model.dp_report`; after non-private training it is None.
+
+    Computes on `device` (`shared/device.py`; None: where the model is) and leaves the model where
+    it was. Batches, augmentation and DP noise are drawn from seeded generators whatever the
+    device, so a seeded run on the CPU repeats exactly.
     Raises ValueError for zero images, and as `make_private_training` for an unreachable budget.
     """
     num_examples = int(images.shape[0])
     if num_examples == 0:
         raise ValueError("cannot train a classifier on zero images")
     model.dp_report = None  # whatever guarantee the weights had, further training without one voids it
+    with placed(model, device) as where:
+        losses, report = _train(model, images, target_probs, config, on_epoch, dp, where)
+    model.eval()
+    model.dp_report = report
+    return losses
+
+
+def _train(
+    model: CompactCNN, images: np.ndarray, target_probs: np.ndarray, config: TrainConfig,
+    on_epoch: Callable[[int, float], None] | None, dp: DPConfig | None, device: torch.device,
+) -> tuple[list[float], DPReport | None]:
+    """`train_classifier`'s loop with the model already on `device`: the epoch losses and the DP report (None without DP)."""
+    num_examples = int(images.shape[0])
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    x_all = to_tensor(images)
-    y_all = torch.from_numpy(np.asarray(target_probs, dtype=np.float32))
+    x_all = to_tensor(images).to(device)
+    y_all = torch.from_numpy(np.asarray(target_probs, dtype=np.float32)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     passes, steps_per_epoch = _schedule(num_examples, config)
     total_steps = config.epochs * steps_per_epoch
@@ -188,7 +207,7 @@ def train_classifier(
     else:
         private = make_private_training(
             model, optimizer, num_examples=num_examples, batch_size=config.batch_size, steps=total_steps,
-            config=dp, seed=config.seed,
+            config=dp, seed=config.seed, device=device,
         )
         optimizer, epochs = private.optimizer, _poisson_epochs(private.batches(), steps_per_epoch)
     losses: list[float] = []
@@ -203,6 +222,7 @@ def train_classifier(
                     private.step_on_empty_batch()
                     scheduler.step()
                     continue
+                idx = idx.to(device)
                 x = x_all[idx]
                 if config.augment:
                     x = augment_batch(x, shift, config.hflip, gen)
@@ -217,9 +237,7 @@ def train_classifier(
             if on_epoch is not None:
                 on_epoch(epoch, losses[-1])
         report = private.report() if private is not None else None
-    model.eval()
-    model.dp_report = report
-    return losses
+    return losses, report
 
 
 def _schedule(num_examples: int, config: TrainConfig) -> tuple[int, int]:
@@ -250,21 +268,24 @@ def train_classifier_private(
     config: TrainConfig,
     dp: DPConfig,
     on_epoch: Callable[[int, float], None] | None = None,
+    device: Device = None,
 ) -> tuple[list[float], DPReport]:
     """`train_classifier` with `dp`: returns the epoch losses and what the run spent (also on `model.dp_report`)."""
-    losses = train_classifier(model, images, target_probs, config, on_epoch, dp)
+    losses = train_classifier(model, images, target_probs, config, on_epoch, dp, device)
     return losses, model.dp_report
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 512, device: Device = None) -> np.ndarray:
+    """float32 (N, classes) logits for uint8 (N, H, W, C) images, computed on `device` (None: where the model is)."""
     model.eval()
-    out = [model(to_tensor(images[i : i + batch_size])) for i in range(0, images.shape[0], batch_size)]
+    with placed(model, device) as where:
+        out = [model(to_tensor(images[i : i + batch_size]).to(where)).cpu() for i in range(0, images.shape[0], batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 
-def predict_proba(model: nn.Module, images: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    return probabilities(predict_logits(model, images), temperature)
+def predict_proba(model: nn.Module, images: np.ndarray, temperature: float = 1.0, device: Device = None) -> np.ndarray:
+    return probabilities(predict_logits(model, images, device=device), temperature)
 
 
 def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -273,27 +294,31 @@ def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 @torch.no_grad()
-def embed_and_logits(model: CompactCNN, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def embed_and_logits(model: CompactCNN, images: np.ndarray, device: Device = None) -> tuple[np.ndarray, np.ndarray]:
     """Features and logits from one pass (the head reads the features), for callers that need both."""
-    features = embed(model, images)
-    return features, model.head(torch.from_numpy(features)).numpy()
+    with placed(model, device) as where:
+        features = embed(model, images, device=where)
+        logits = model.head(torch.from_numpy(features).to(where)).cpu()
+    return features, logits.numpy()
 
 
 @torch.no_grad()
-def embed(model: CompactCNN, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+def embed(model: CompactCNN, images: np.ndarray, batch_size: int = 512, device: Device = None) -> np.ndarray:
+    """float32 (N, features) penultimate-layer features, computed on `device` (None: where the model is)."""
     model.eval()
-    out = [model.features(to_tensor(images[i : i + batch_size])) for i in range(0, images.shape[0], batch_size)]
+    with placed(model, device) as where:
+        out = [model.features(to_tensor(images[i : i + batch_size]).to(where)).cpu() for i in range(0, images.shape[0], batch_size)]
     return torch.cat(out).numpy()
 
 
-def per_example_loss(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def per_example_loss(model: nn.Module, images: np.ndarray, labels: np.ndarray, device: Device = None) -> np.ndarray:
     """Cross-entropy of each example at its true label: the loss attack's raw signal."""
-    logits = torch.from_numpy(predict_logits(model, images))
+    logits = torch.from_numpy(predict_logits(model, images, device=device))
     return F.cross_entropy(logits, torch.from_numpy(labels.astype(np.int64)), reduction="none").numpy()
 
 
-def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
-    return float((predict_logits(model, images).argmax(1) == labels).mean())
+def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray, device: Device = None) -> float:
+    return float((predict_logits(model, images, device=device).argmax(1) == labels).mean())
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -36,8 +36,11 @@ from .reports import (
     AuditReport,
     FitPlan,
     FitReport,
+    MAX_REASON,
+    REQUESTS,
     RelabelReply,
     RelabelRequest,
+    SiteRefusal,
     check_run_id,
 )
 from .site_identity import KeyringError, check_site_name
@@ -54,8 +57,10 @@ KIND_RELABEL = "relabel_request"
 KIND_RELABEL_REPLY = "relabel_reply"
 KIND_CANDIDATE = "audit_candidate"
 KIND_AUDIT_REPORT = "audit_report"
+KIND_REFUSAL = "refusal"
 
 MAX_PLAN_BYTES = 64 * 1024
+MAX_REFUSAL_BYTES = 4 * 1024
 MAX_FIT_REPORT_BYTES = 1 * 2**20
 MAX_REQUEST_BYTES = 64 * 1024
 DEFAULT_MAX_SHARD_BYTES = 64 * 2**20
@@ -177,6 +182,8 @@ def encode_fit_plan(plan: FitPlan) -> bytes:
         run_id=check_run_id(plan.run_id), teacher_json=json.dumps(asdict(plan.teacher)),
         generator_json=json.dumps(plan.generator.to_dict()), teacher_channels=plan.teacher_channels,
         dp_json="" if plan.dp is None else json.dumps(plan.dp.to_dict()),
+        samples_per_class=plan.samples_per_class, min_class_members=plan.min_class_members,
+        reference_models=plan.reference_models,
     ))
 
 
@@ -190,6 +197,8 @@ def decode_fit_plan(data: bytes, *, max_bytes: int = MAX_PLAN_BYTES) -> FitPlan:
         "generator": _json_object(message.generator_json, "generator settings", MAX_CONFIG_JSON),
         "teacher_channels": message.teacher_channels,
         "dp": _json_object(message.dp_json, "DP settings", MAX_CONFIG_JSON) if message.dp_json else None,
+        "samples_per_class": message.samples_per_class, "min_class_members": message.min_class_members,
+        "reference_models": message.reference_models,
     })
 
 
@@ -231,6 +240,55 @@ def decode_fit_report(data: bytes, *, run_id: str, max_bytes: int = MAX_FIT_REPO
         "generator_summary": _summary_json(message.generator_summary_json),
         "dp": _json_object(message.dp_json, "DP accounting", MAX_OBJECT_JSON) if message.dp_json else None,
     })
+
+
+# --- refusals ------------------------------------------------------------------------------------
+
+
+def encode_refusal(refusal: SiteRefusal, *, run_id: str) -> bytes:
+    """A site's `SiteRefusal` for `run_id` ("" when the site could not read the request's run) as envelope bytes.
+
+    Raises `CodecError` unless the request is one of `REQUESTS` and the reason one line of at most
+    `MAX_REASON` characters.
+    """
+    if run_id:
+        check_run_id(run_id)
+    _check_refusal(refusal.site_id, refusal.request, refusal.reason, refusal.cap)
+    return wrap(KIND_REFUSAL, pb.SiteRefusal(site_id=refusal.site_id, run_id=run_id, request=refusal.request,
+                                             reason=refusal.reason, cap=refusal.cap))
+
+
+@_decoder("refusal")
+def decode_refusal(data: bytes, *, max_bytes: int = MAX_REFUSAL_BYTES) -> tuple[SiteRefusal, str]:
+    """The `SiteRefusal` in `data` and the run id it names (""; unknown to the site); `CodecError` otherwise."""
+    message = unwrap(data, KIND_REFUSAL, pb.SiteRefusal, max_bytes)
+    if message.run_id:
+        _run_id(message.run_id)
+    _check_refusal(message.site_id, message.request, message.reason, message.cap)
+    return SiteRefusal(message.site_id, message.request, message.reason, message.cap), message.run_id
+
+
+def kind_of(data: object) -> str | None:
+    """The kind a plain envelope names, without decoding its body; None for anything else (signed, sealed, not bytes)."""
+    if not isinstance(data, (bytes, bytearray)):
+        return None
+    envelope = pb.Envelope()
+    try:
+        envelope.ParseFromString(bytes(data))
+    except DecodeError:
+        return None
+    return envelope.kind if envelope.version == WIRE_VERSION else None
+
+
+def _check_refusal(site_id: str, request: str, reason: str, cap: str) -> None:
+    if not 0 < len(site_id) <= MAX_NAME:
+        raise CodecError(f"a refusal's site id must be 1 to {MAX_NAME} characters")
+    if request not in REQUESTS:
+        raise CodecError(f"a refusal names request {request[:20]!r}, not one of {', '.join(REQUESTS)}")
+    if not 0 < len(reason) <= MAX_REASON or "\n" in reason or "\r" in reason:
+        raise CodecError(f"a refusal's reason must be one line of 1 to {MAX_REASON} characters")
+    if len(cap) > 64:
+        raise CodecError("a refusal's cap must be a node-config key of at most 64 characters")
 
 
 # --- synthesis requests ---------------------------------------------------------------------------

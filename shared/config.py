@@ -26,6 +26,7 @@ from typing import Any
 
 from .audit_policy import DISTANCE_ATTACKS, STUDENT_ATTACKS, AuditPolicy
 from .classifier import TrainConfig
+from .device import DEVICE_CHOICES, DEVICE_PATTERN
 from .dp import DPConfig
 from .generator import GeneratorConfig
 from .partition import PartitionSpec
@@ -56,7 +57,9 @@ class RunConfig:
     `data` is what simulated sites read; `test_data` is the real test split the coordinator scores
     the student on ("" means the test split of `data` in simulation, none in deployment, where the
     coordinator holds no site's data source). `sites` is the number of simulated sites (`fedkr
-    simulate`, the bench); under `flwr run` the federation's `num-supernodes` decides.
+    simulate`, the bench); under `flwr run` the federation's `num-supernodes` decides. `device` is
+    where torch computes (`auto`, `cpu`, `cuda`, `cuda:N`; `shared/device.py`): the coordinator's
+    student, and every simulated site's models; a deployed site's node config may name its own.
 
     Raises:
         ConfigError: on construction, for any setting out of its range, naming it.
@@ -91,6 +94,8 @@ class RunConfig:
     out: str = "runs"
     run_id: str = field(default_factory=new_run_id)
     site_threads: int = 0
+    #: Where torch computes: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N.
+    device: str = "auto"
     reply_timeout: float = 7200.0
     # deployment: quorum, how many sites to wait for, and the coordinator's key folder ("" in simulation)
     min_sites: int = 1
@@ -140,6 +145,7 @@ class RunConfig:
              f"generator-guidance must be between {MIN_GUIDANCE:g} (no guidance) and {MAX_GUIDANCE:g}"),
             (self.min_class_members >= 1, "min-class-members must be at least 1"),
             (self.site_threads >= 0, "site-threads must be >= 0 (0: share the cores between sites)"),
+            (DEVICE_PATTERN.fullmatch(self.device) is not None, f"device must be {DEVICE_CHOICES}, got {self.device!r}"),
             (self.reply_timeout > 0, "reply-timeout must be > 0"),
             (self.min_sites >= 1, "min-sites (the quorum) must be at least 1"),
             (self.expected_sites >= 0, "expected-sites must be >= 0 (0: every site in the registry, or whoever connects)"),

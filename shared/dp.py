@@ -269,6 +269,7 @@ def make_private_training(
     config: DPConfig,
     seed: int,
     grad_sample_mode: str = "hooks",
+    device: torch.device | str = "cpu",
 ) -> PrivateTraining:
     """Make `module` and `optimizer` private for `steps` Poisson-sampled steps of expected size about `batch_size`.
 
@@ -277,7 +278,8 @@ def make_private_training(
     with each batch. Learning-rate schedulers built on `optimizer` keep working: the private
     optimizer steps the original one.
 
-    `seed` seeds both the Poisson sampler and the noise, so that a private run repeats exactly.
+    `seed` seeds both the Poisson sampler and the noise, so that a private run repeats exactly; the
+    noise is drawn on `device`, where the module's gradients are (opacus draws noise where they are).
     `grad_sample_mode` "hooks" (opacus' per-layer rules) covers Conv2d, GroupNorm, Linear and
     Embedding, which is everything with weights in CompactCNN and in diffusers' UNet2DModel
     (attention included: its projections are Linear layers).
@@ -305,7 +307,7 @@ def make_private_training(
         noise_multiplier=noise_multiplier,
         max_grad_norm=config.max_grad_norm,
         poisson_sampling=True,
-        noise_generator=torch.Generator().manual_seed(seed + 1),
+        noise_generator=torch.Generator(device=device).manual_seed(seed + 1),
         grad_sample_mode=grad_sample_mode,
         wrap_model=False,
     )

@@ -27,6 +27,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
 from .classifier import to_tensor
+from .device import Device, placed
 from .dp import DPConfig, DPReport, make_private_training
 from .json_input import read_json_file
 
@@ -158,13 +159,14 @@ class ClassConditionalDiffusion:
     def _batch_loss(self, x0: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """The v-prediction loss of one batch, with flips and label dropout drawn from `gen` in a fixed order."""
         cfg = self.config
+        device = x0.device
         if cfg.hflip:
-            flip = torch.rand(x0.shape[0], generator=gen) < 0.5
+            flip = (torch.rand(x0.shape[0], generator=gen) < 0.5).to(device)
             x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
         y = labels.clone()
-        y[torch.rand(y.shape[0], generator=gen) < cfg.label_dropout] = self.null_class
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), generator=gen)
+        y[(torch.rand(y.shape[0], generator=gen) < cfg.label_dropout).to(device)] = self.null_class
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), generator=gen).to(device)
         noisy = self.noise_scheduler.add_noise(x0, noise, t)
         target = self.noise_scheduler.get_velocity(x0, noise, t)
         return F.mse_loss(self.unet(noisy, t, class_labels=y).sample, target)
@@ -175,6 +177,7 @@ class ClassConditionalDiffusion:
         labels: np.ndarray,
         on_progress: Callable[[int, int, float], None] | None = None,
         dp: DPConfig | None = None,
+        device: Device = None,
     ) -> float:
         """Run `train_steps` optimisation steps; returns the mean loss of the last 10% of steps.
 
@@ -191,6 +194,11 @@ class ClassConditionalDiffusion:
         `dp.max_grad_norm` (in place of the batch clipping) before noise is added. The EMA is
         post-processing of the private weights, so the sampling weights carry the same guarantee;
         what the run spent is kept in `self.dp_report` (None after non-private training).
+
+        Computes on `device` (`shared/device.py`; None: where the UNet is) and leaves the UNet and
+        the EMA weights on the CPU. Batches, flips, label dropout, noise and timesteps are drawn from
+        the seeded CPU generator whatever the device, so a seeded run on the CPU repeats exactly.
+        `on_progress` may raise to stop training (a site's wall-time cap does).
         Raises ValueError for zero images, for private training of an already trained generator
         (the accounting covers one run from fresh weights), and as `make_private_training`.
         """
@@ -204,10 +212,20 @@ class ClassConditionalDiffusion:
                 "a single run from fresh weights, so build a new ClassConditionalDiffusion for private training"
             )
         self.dp_report = None  # whatever guarantee the weights had, training without one voids it
+        with placed(self.unet, device) as where:
+            return self._train(images, labels, on_progress, dp, where)
+
+    def _train(
+        self, images: np.ndarray, labels: np.ndarray, on_progress: Callable[[int, int, float], None] | None,
+        dp: DPConfig | None, device: torch.device,
+    ) -> float:
+        """`train`'s loop with the UNet already on `device`."""
+        cfg = self.config
+        num_examples = int(images.shape[0])
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
-        x_all = resize(to_tensor(images), (self.size, self.size))
-        y_all = torch.from_numpy(labels.astype(np.int64))
+        x_all = resize(to_tensor(images), (self.size, self.size)).to(device)
+        y_all = torch.from_numpy(labels.astype(np.int64)).to(device)
         optimizer = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=1e-4)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         params = list(self.unet.parameters())
@@ -217,6 +235,7 @@ class ClassConditionalDiffusion:
         # a 200-step training takes the same time as with a hand-written torch._foreach_lerp_
         # (ratio 0.98; the update itself costs 3.2 ms against 1.5 ms of a 270 ms step).
         ema = EMAModel([self.ema[name] for name in names], decay=cfg.ema_decay, foreach=True)
+        ema.to(device)
         private = None
         if dp is None:
             size = min(cfg.batch_size, num_examples)
@@ -224,7 +243,7 @@ class ClassConditionalDiffusion:
         else:
             private = make_private_training(
                 self.unet, optimizer, num_examples=num_examples, batch_size=cfg.batch_size, steps=cfg.train_steps,
-                config=dp, seed=cfg.seed,
+                config=dp, seed=cfg.seed, device=device,
             )
             optimizer, batches = private.optimizer, private.batches()
         started = time.perf_counter()
@@ -239,6 +258,7 @@ class ClassConditionalDiffusion:
                 if idx.numel() == 0:
                     private.step_on_empty_batch()
                 else:
+                    idx = idx.to(device)
                     loss = self._batch_loss(x_all[idx], y_all[idx], gen)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -253,7 +273,7 @@ class ClassConditionalDiffusion:
                 if on_progress is not None and ((step + 1) % report_every == 0 or step + 1 == cfg.train_steps):
                     on_progress(step + 1, cfg.train_steps, last)
             report = private.report() if private is not None else None
-        self.ema.update(zip(names, ema.shadow_params))
+        self.ema.update(zip(names, (p.detach().cpu() for p in ema.shadow_params)))
         self.unet.eval()
         self.trained_steps += report.steps if report is not None else cfg.train_steps
         self.train_seconds += time.perf_counter() - started
@@ -267,11 +287,17 @@ class ClassConditionalDiffusion:
 
     @torch.no_grad()
     def sample(
-        self, labels: np.ndarray, seed: int, batch_size: int = 256, guidance_scale: float | None = None
+        self, labels: np.ndarray, seed: int, batch_size: int = 256, guidance_scale: float | None = None,
+        device: Device = None,
     ) -> np.ndarray:
-        """Fresh images for the given classes: uint8 (N, H, W, C) at the data's own size."""
+        """Fresh images for the given classes: uint8 (N, H, W, C) at the data's own size.
+
+        DDIM on `device` (None: the CPU); the starting noise comes from a CPU generator seeded with
+        `seed`, so the same seed draws the same images on the CPU.
+        """
         scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
-        unet = self._sampling_unet()
+        where = torch.device("cpu") if device is None else torch.device(device)
+        unet = self._sampling_unet().to(where)
         sampler = DDIMScheduler.from_config(self.noise_scheduler.config, timestep_spacing="trailing")
         sampler.set_timesteps(self.config.sample_steps)
         gen = torch.Generator().manual_seed(int(seed))
@@ -279,8 +305,8 @@ class ClassConditionalDiffusion:
         out: list[np.ndarray] = []
         labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64))
         for start in range(0, labels_t.shape[0], batch_size):
-            y = labels_t[start : start + batch_size]
-            x = torch.randn((y.shape[0], channels, self.size, self.size), generator=gen)
+            y = labels_t[start : start + batch_size].to(where)
+            x = torch.randn((y.shape[0], channels, self.size, self.size), generator=gen).to(where)
             for t in sampler.timesteps:
                 if scale == 1.0:
                     pred = unet(x, t, class_labels=y).sample
@@ -290,7 +316,7 @@ class ClassConditionalDiffusion:
                     pred = uncond + scale * (cond - uncond)
                 x = sampler.step(pred, t, x).prev_sample
             x = resize(x.clamp(-1, 1), (height, width)).clamp(-1, 1)
-            pixels = ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            pixels = ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             out.append(pixels)
         if not out:
             return np.zeros((0, height, width, channels), dtype=np.uint8)

@@ -35,6 +35,16 @@ class FitPlan:
     teacher_channels: int = 32
     #: The site's whole DP budget, or None to train without DP; the site splits it between its two models.
     dp: DPConfig | None = None
+    #: What the run will ask after fit, for a site to check against its caps before training (0: not stated):
+    #: images per class per shard, for every class with at least `min_class_members` members, and the
+    #: audit's reference models.
+    samples_per_class: int = 0
+    min_class_members: int = 1
+    reference_models: int = 0
+
+    def shard_images(self, member_class_counts: tuple[int, ...] | list[int]) -> int:
+        """The images one shard will ask of a site holding `member_class_counts` members per class."""
+        return self.samples_per_class * sum(n >= self.min_class_members for n in member_class_counts)
 
     def to_dict(self) -> dict:
         return {
@@ -43,6 +53,9 @@ class FitPlan:
             "generator": self.generator.to_dict(),
             "teacher_channels": self.teacher_channels,
             "dp": None if self.dp is None else self.dp.to_dict(),
+            "samples_per_class": self.samples_per_class,
+            "min_class_members": self.min_class_members,
+            "reference_models": self.reference_models,
         }
 
     @classmethod
@@ -53,6 +66,9 @@ class FitPlan:
             generator=GeneratorConfig.from_dict(data["generator"]),
             teacher_channels=int(data["teacher_channels"]),
             dp=None if data.get("dp") is None else DPConfig.from_dict(data["dp"]),
+            samples_per_class=int(data.get("samples_per_class", 0)),
+            min_class_members=max(1, int(data.get("min_class_members", 1))),
+            reference_models=int(data.get("reference_models", 0)),
         )
 
 
@@ -98,6 +114,39 @@ class FitReport:
             generator_summary=dict(data.get("generator_summary", {})),
             dp=None if data.get("dp") is None else _small_dict(data["dp"], "dp"),
         )
+
+
+#: The requests a site answers, as a refusal names them.
+REQUESTS = ("fit", "synthesize", "relabel", "audit")
+#: The longest reason a refusal carries.
+MAX_REASON = 300
+
+
+@dataclass(frozen=True)
+class SiteRefusal:
+    """A site's answer in place of the one asked for: why it will not (a cap) or could not answer.
+
+    `request` is one of `REQUESTS`; `reason` one line of at most `MAX_REASON` characters, built
+    from settings and counts only, never from the site's paths or data (the site's log has the
+    detail); `cap` the node-config key of the cap the request is over (`client/caps.py`), "" when
+    no cap is at issue.
+    """
+
+    site_id: str
+    request: str
+    reason: str
+    cap: str = ""
+
+    def __str__(self) -> str:
+        return f"refused to {self.request}: {self.reason}" if self.cap else f"could not {self.request}: {self.reason}"
+
+
+class Refused(RuntimeError):
+    """A site's refusal, where it stands in for the reply asked for; `refusal` is the message, `str()` its one line."""
+
+    def __init__(self, refusal: SiteRefusal) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,11 @@ def test_killed_supernode_with_quorum_releases_from_the_rest(federation: Federat
     assert manifest["contributors"] == ["site-1", "site-2"]
     metrics = json.loads((release / "metrics.json").read_text())
     assert "site-3" in metrics["sites_dropped"]
+    # the lost site is named wherever a reader of the release looks, with the stage and the reason
+    assert manifest["sites_left_out"]["site-3"]["stage"] == "synthesis"
+    assert manifest["sites_left_out"] == metrics["sites_left_out"]
+    page = (release / "audit.html").read_text()
+    assert "left the run before the audit" in page and "<td>site-3</td>" in page
 
 
 def test_killed_supernode_below_quorum_writes_no_release(federation: Federation) -> None:

@@ -46,3 +46,23 @@ def test_flower_simulation_end_to_end(tmp_path, monkeypatch):
         ledgered += len(ledger)
     assert len(received) == ledgered == 8
     assert metrics["relabelled_by"] == ["site-0", "site-1"], "query.relabel reached both sites through Flower"
+
+
+@pytest.mark.flower
+def test_sites_refuse_a_plan_over_their_cap_and_are_named(tmp_path, caplog):
+    """Through Flower's simulation engine: each site refuses a plan over its node config's cap before it
+    trains, the ServerApp reads each refusal under the site's name, logs the cap, and the run says why."""
+    import logging
+
+    from fedkr.server.coordinator import RunError
+
+    config = tiny_run_config(tmp_path, run_id="capped", rounds=1, generator_steps=10)
+    with caplog.at_level(logging.WARNING, logger="fedkr"), pytest.raises(RunError) as caught:
+        run_flower_simulation(config, node_config={"max-generator-steps": 5})
+    why = "refused to fit: the plan asks 10 generator steps, more than this site accepts (max-generator-steps = 5)"
+    assert str(caught.value) == f"no site completed fit: site-0: {why}; site-1: {why}"
+    assert "site-0 refused the fit plan: over its cap max-generator-steps" in caplog.text
+    for site in ("site-0", "site-1"):
+        ledger = [json.loads(line) for line in (tmp_path / "sites" / site / "ledger.jsonl").read_text().splitlines()]
+        assert [entry["kind"] for entry in ledger] == ["refusal"]
+        assert not (tmp_path / "sites" / site / "runs" / "capped" / "teacher.safetensors").exists()

@@ -17,18 +17,24 @@ class Envelope(_message.Message):
     def __init__(self, version: _Optional[int] = ..., kind: _Optional[str] = ..., body: _Optional[bytes] = ...) -> None: ...
 
 class FitPlan(_message.Message):
-    __slots__ = ("run_id", "teacher_json", "generator_json", "teacher_channels", "dp_json")
+    __slots__ = ("run_id", "teacher_json", "generator_json", "teacher_channels", "dp_json", "samples_per_class", "min_class_members", "reference_models")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     TEACHER_JSON_FIELD_NUMBER: _ClassVar[int]
     GENERATOR_JSON_FIELD_NUMBER: _ClassVar[int]
     TEACHER_CHANNELS_FIELD_NUMBER: _ClassVar[int]
     DP_JSON_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_PER_CLASS_FIELD_NUMBER: _ClassVar[int]
+    MIN_CLASS_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_MODELS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     teacher_json: str
     generator_json: str
     teacher_channels: int
     dp_json: str
-    def __init__(self, run_id: _Optional[str] = ..., teacher_json: _Optional[str] = ..., generator_json: _Optional[str] = ..., teacher_channels: _Optional[int] = ..., dp_json: _Optional[str] = ...) -> None: ...
+    samples_per_class: int
+    min_class_members: int
+    reference_models: int
+    def __init__(self, run_id: _Optional[str] = ..., teacher_json: _Optional[str] = ..., generator_json: _Optional[str] = ..., teacher_channels: _Optional[int] = ..., dp_json: _Optional[str] = ..., samples_per_class: _Optional[int] = ..., min_class_members: _Optional[int] = ..., reference_models: _Optional[int] = ...) -> None: ...
 
 class FitReport(_message.Message):
     __slots__ = ("site_id", "run_id", "num_members", "num_holdout", "class_names", "image_shape", "member_class_counts", "teacher_holdout_accuracy", "generator_final_loss", "teacher_seconds", "generator_seconds", "generator_summary_json", "dp_json")
@@ -208,6 +214,20 @@ class RelabelReply(_message.Message):
     request_sha256: bytes
     probs: RawArray
     def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., request_sha256: _Optional[bytes] = ..., probs: _Optional[_Union[RawArray, _Mapping]] = ...) -> None: ...
+
+class SiteRefusal(_message.Message):
+    __slots__ = ("site_id", "run_id", "request", "reason", "cap")
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CAP_FIELD_NUMBER: _ClassVar[int]
+    site_id: str
+    run_id: str
+    request: str
+    reason: str
+    cap: str
+    def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., request: _Optional[str] = ..., reason: _Optional[str] = ..., cap: _Optional[str] = ...) -> None: ...
 
 class Interval(_message.Message):
     __slots__ = ("lower", "upper")

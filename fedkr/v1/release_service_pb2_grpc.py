@@ -77,6 +77,8 @@ class ReleaseServiceServicer:
 
     def Download(self, request, context):
         """One file named in the release's manifest, in chunks; the last message carries its digest.
+        The call must carry a deadline of at most 900 s (INVALID_ARGUMENT otherwise); when as many
+        downloads as the service allows are in progress, one more gets RESOURCE_EXHAUSTED: retry later.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
