@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 import warnings
@@ -28,6 +29,8 @@ from diffusers.training_utils import EMAModel
 
 from .classifier import to_tensor
 from .dp import DPConfig, DPReport, make_private_training
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,8 @@ class ClassConditionalDiffusion:
         self.dp_report = None  # whatever guarantee the weights had, training without one voids it
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
+        log.info("generator: %d images of %dx%d px, trained at the working size %dx%d px", num_examples,
+                 images.shape[1], images.shape[2], self.size, self.size)
         x_all = resize(to_tensor(images), (self.size, self.size))
         y_all = torch.from_numpy(labels.astype(np.int64))
         optimizer = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=1e-4)

@@ -63,3 +63,31 @@ def ledger_matches(ledger: Path, run_id: str, sent: list[bytes]) -> list[dict]:
     entries = [e for e in map(json.loads, ledger.read_text().splitlines()) if e["run"] == run_id][:len(sent)]
     assert [(e["bytes"], e["sha256"]) for e in entries] == [(len(b), hashlib.sha256(b).hexdigest()) for b in sent]
     return entries
+
+
+#: The patient name every test DICOM file carries: it must appear in nothing fedkr writes.
+PATIENT_NAME = "Testpatient^Jane"
+
+
+def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int = 12,
+                sop_class: str | None = None, **attributes) -> str:
+    """A real DICOM file written with pydicom (explicit VR little endian) that carries `PATIENT_NAME`; its SOP Instance UID."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class or SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, uid
+    ds.PatientName, ds.PatientID, ds.Modality = PATIENT_NAME, "PID-424242", "OT"
+    if pixels is not None:
+        ds.set_pixel_data(pixels, photometric, bits_stored)
+    for key, value in attributes.items():
+        setattr(ds, key, value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return str(ds.SOPInstanceUID)  # set_pixel_data gives the instance a new UID
