@@ -118,13 +118,13 @@ def test_medmnist_plus_64_px_in_process(tmp_path):
     data = str(_medmnist_plus(tmp_path / "pathmnist_64.npz", 64, 240, 60))
     config = tiny_run_config(tmp_path / "runs", data=data, rounds=1, ipc=5, samples_per_class=10, generator_steps=20,
                              teacher_epochs=2, student_epochs=2, audit_max_auc=1.0, audit_max_tpr=1.0,
-                             audit_max_distance_auc=1.0)
+                             audit_max_distance_auc=1.0, image_size=16)
     sites = [Site(f"site-{i}", load_site_data(SiteDataSpec(data, i, 2, "iid", 0, 0.2, config.image_size)),
                   tmp_path / "sites" / f"site-{i}") for i in range(2)]
     test = load_dataset(data, image_size=config.image_size).test
     outcome = Coordinator(config, test).run(InProcessLink(sites))
     assert outcome.released
-    assert outcome.metrics["working_size"] == {"images": [32, 32, 3], "generator_resolution": 16}
+    assert outcome.metrics["working_size"] == {"images": [16, 16, 3], "generator_resolution": 16}
     with np.load(outcome.release_dir / "distilled.npz") as released_set:
-        assert released_set["images"].shape[1:] == (32, 32, 3)
+        assert released_set["images"].shape[1:] == (16, 16, 3)
         assert tuple(released_set["class_names"])[0] == "adipose"
