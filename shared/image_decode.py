@@ -117,7 +117,7 @@ def _read_pil(path: Path) -> Decoded:
                 pixels = gray_or_rgb(np.asarray(rgba.convert("RGB"), dtype=np.uint8))
     except SkippedFile:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise UnreadableFile(f"{exc.__class__.__name__}: {exc}") from None
     return Decoded(pixels, "8", float(pixels.min()), float(pixels.max()))
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 TINY = ("--sites", "2", "--partition", "iid", "--rounds", "1", "--ipc", "5", "--samples-per-class", "10",
         "--oversample", "1", "--generator-steps", "20", "--generator-guidance", "1", "--teacher-epochs", "2",
         "--student-epochs", "2", "--reference-models", "2", "--audit-max-auc", "1", "--audit-max-tpr", "1",
-        "--audit-max-distance-auc", "1")
+        "--audit-max-distance-auc", "1", "--holdout-fraction", "0.3")
 
 
 def simulate(data: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -50,7 +50,7 @@ def _pattern(label: int, i: int, size: tuple[int, int]) -> np.ndarray:
 def test_simulate_on_a_dicom_export_with_a_csv_keyed_by_uid(tmp_path):
     export = tmp_path / "export"
     rows = ["SOPInstanceUID,label"]
-    for i in range(96):
+    for i in range(120):
         label = i % 2
         attributes = dict(RescaleSlope=1, RescaleIntercept=-1024, WindowCenter=300, WindowWidth=3000) if i % 3 else {}
         uid = write_dicom(export / f"patient{i:03d}" / "study" / f"IM{i:05d}", _pattern(label, i, (48, 40)),
@@ -74,7 +74,7 @@ def test_simulate_on_a_dicom_export_with_a_csv_keyed_by_uid(tmp_path):
 
 def test_simulate_on_a_csv_manifest_of_png_files(tmp_path):
     lines = ["file,finding"]
-    for i in range(90):
+    for i in range(120):
         label = i % 2
         Image.fromarray((_pattern(label, i, (20, 20)) // 16).astype(np.uint8)).save(tmp_path / f"{i:03d}.PNG")
         lines.append(f"{i:03d}.PNG,{'pneumonia' if label else 'normal'}")
