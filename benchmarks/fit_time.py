@@ -26,16 +26,18 @@ def main() -> None:
     parser.add_argument("--profile", default="full", choices=sorted(PROFILES))
     parser.add_argument("--site", type=int, default=0)
     parser.add_argument("--generator-steps", type=int, default=None)
+    parser.add_argument("--image-size", type=int, default=None, help="the working size in pixels [default: RunConfig's]")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    config = PROFILES[args.profile].run_config(data=args.data, generator_steps=args.generator_steps, run_id="fit-time")
+    config = PROFILES[args.profile].run_config(data=args.data, generator_steps=args.generator_steps, image_size=args.image_size,
+                                                 run_id="fit-time")
     site_data, _ = load_bench_sites(config)
     if not 0 <= args.site < len(site_data):
         parser.error(f"--site must be between 0 and {len(site_data) - 1} for the {args.profile} profile")
     plan = FitPlan(run_id="fit-time", teacher=config.teacher_config(), generator=config.generator_config())
     with tempfile.TemporaryDirectory() as state:
         report = Site(f"site-{args.site}", site_data[args.site], Path(state)).fit(plan)
-    print(json.dumps({"site": f"site-{args.site}", "members": report.num_members,
+    print(json.dumps({"site": f"site-{args.site}", "members": report.num_members, "image_shape": list(report.image_shape),
                       "teacher_seconds": round(report.teacher_seconds, 1),
                       "generator_seconds": round(report.generator_seconds, 1),
                       "fit_seconds": round(report.teacher_seconds + report.generator_seconds, 1),

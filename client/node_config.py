@@ -69,7 +69,8 @@ class SiteSettings:
             raise ConfigError(f"node config 'threads' has a bad value {node.get('threads')!r}") from None
         keys_dir = str(node.get("keys-dir", ""))
         if "data-path" in node:
-            spec = SiteDataSpec(source=str(node["data-path"]), seed=run.seed, holdout_fraction=run.holdout_fraction)
+            spec = SiteDataSpec(source=str(node["data-path"]), seed=run.seed, holdout_fraction=run.holdout_fraction,
+                                image_size=run.image_size)
             default_name = load_site_credentials(Path(keys_dir)).site_name if keys_dir else f"node-{node_id}"
             site_id = str(node.get("site-name", default_name))
             try:
@@ -80,7 +81,8 @@ class SiteSettings:
         elif "partition-id" in node and "num-partitions" in node:
             index = int(node["partition-id"])  # type: ignore[arg-type]
             spec = SiteDataSpec(source=run.data, site_index=index, num_sites=int(node["num-partitions"]),  # type: ignore[arg-type]
-                                partition=run.partition, seed=run.seed, holdout_fraction=run.holdout_fraction)
+                                partition=run.partition, seed=run.seed, holdout_fraction=run.holdout_fraction,
+                                image_size=run.image_size)
             site_id = f"site-{index}"
             state_dir = Path(run.out) / "sites" / site_id
         else:

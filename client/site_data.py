@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedkr.shared.data import DataError, ImageSet, load_dataset
+from fedkr.shared.data import DEFAULT_IMAGE_SIZE, DataError, ImageSet, load_dataset
 from fedkr.shared.partition import PartitionSpec, members_holdout_split, partition
 
 
@@ -19,7 +19,7 @@ class SiteDataSpec:
 
     In simulation every site reads the same source and keeps its own part (`partition`,
     `site_index` of `num_sites`); in deployment a site reads its own source whole (`partition`
-    "none").
+    "none"). Images are brought to the working size `image_size` (pixels) as they load.
     """
 
     source: str
@@ -28,6 +28,7 @@ class SiteDataSpec:
     partition: str = "none"
     seed: int = 0
     holdout_fraction: float = 0.2
+    image_size: int = DEFAULT_IMAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ def load_site_data(spec: SiteDataSpec) -> SiteData:
         raise DataError(f"holdout fraction must be in (0, 1), got {spec.holdout_fraction}")
     simulated = spec.partition != "none"
     # A deployed site trains on all of its images; only in simulation is part of a folder held back as the test split.
-    splits = load_dataset(spec.source, seed=spec.seed, folder_test_fraction=0.2 if simulated else 0.0)
+    splits = load_dataset(spec.source, seed=spec.seed, folder_test_fraction=0.2 if simulated else 0.0,
+                          image_size=spec.image_size)
     train = splits.train
     if simulated:
         parts = partition(train.labels, spec.num_sites, PartitionSpec.parse(spec.partition), spec.seed)

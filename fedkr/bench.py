@@ -116,10 +116,11 @@ class BenchResult:
 
 def load_bench_sites(config: RunConfig) -> tuple[list[SiteData], ImageSet]:
     """Every site's members and holdout as simulation would split them, and the test split."""
-    splits = load_dataset(config.data, seed=config.seed)
+    splits = load_dataset(config.data, seed=config.seed, image_size=config.image_size)
     if splits.test is None:
         raise DataError(f"{config.data}: no test split to score on")
-    sites = [load_site_data(SiteDataSpec(config.data, i, config.sites, config.partition, config.seed, config.holdout_fraction))
+    sites = [load_site_data(SiteDataSpec(config.data, i, config.sites, config.partition, config.seed, config.holdout_fraction,
+                                         config.image_size))
              for i in range(config.sites)]
     return sites, splits.test
 

@@ -46,7 +46,7 @@ def _run(config: RunConfig, verbose: bool) -> None:
     setup_logging(verbose)
     try:
         device = resolve_device(config.device)
-        splits = load_dataset(config.data, seed=config.seed)
+        splits = load_dataset(config.data, seed=config.seed, image_size=config.image_size)
         check_partition(splits, config)
     except (ConfigError, DataError, DeviceError) as exc:
         fail(str(exc))
@@ -69,6 +69,10 @@ def _run(config: RunConfig, verbose: bool) -> None:
     m = outcome.metrics
     acc = m.get("student_test_accuracy")
     out_console.print(f"run {config.run_id} finished in {elapsed:.0f} s")
+    size = m.get("working_size") or {}
+    if size:
+        h, w, c = size["images"]
+        out_console.print(f"  working size: {h}x{w} px, {c} channel(s); generator {size['generator_resolution']} px")
     out_console.print(f"  student test accuracy: {acc:.4f} on {m.get('test_images')} real test images" if acc is not None else "  no test split: accuracy not measured")
     print_audit_sites(m["audit"]["sites"])
     print_left_out(m.get("sites_left_out") or {})
@@ -98,6 +102,10 @@ def _config(profile: str, **given: object) -> RunConfig:
 
 DEVICE_HELP = ("Where torch computes: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N. "
                "Seeded runs on the CPU repeat exactly.")
+DATA_HELP = ("'digits', a MedMNIST .npz file, a CSV label manifest (labels.csv, columns path and label; "
+             "labels.csv?path=COL&label=COL to name others) or an image folder (one subfolder per class); "
+             "image and DICOM files.")
+IMAGE_SIZE_HELP = "Working size in pixels: images with a side larger are resized to it as they load."
 PROFILE_HELP = f"Named settings to start from: {', '.join(PROFILES)} (`fedkr config --profile NAME` prints one)."
 
 
@@ -112,7 +120,7 @@ def demo(
 
 @app.command()
 def simulate(
-    data: Annotated[str | None, typer.Option(help="'digits', a MedMNIST .npz file, or an image folder (one subfolder per class)." + _d("data"))] = None,
+    data: Annotated[str | None, typer.Option(help=DATA_HELP + _d("data"))] = None,
     profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "default",
     sites: Annotated[int | None, typer.Option(help="Number of simulated hospital sites." + _d("sites"))] = None,
     partition: Annotated[str | None, typer.Option(help="'iid' or 'dirichlet:ALPHA' label skew across sites." + _d("partition"))] = None,
@@ -125,6 +133,7 @@ def simulate(
     holdout_fraction: Annotated[float | None, typer.Option(help="Share of each site's images held out of training for the audit: more gives the audit more power." + _d("holdout_fraction"))] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for runs." + _d("out"))] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for partitions, splits and training." + _d("seed"))] = None,
+    image_size: Annotated[int | None, typer.Option(help=IMAGE_SIZE_HELP + _d("image_size"))] = None,
     generator_steps: Annotated[int | None, typer.Option(help="Diffusion training steps per site." + _d("generator_steps"))] = None,
     generator_guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale the sites sample with: higher draws images their teacher recognises more often, at twice the sampling cost (1: none)." + _d("generator_guidance"))] = None,
     teacher_epochs: Annotated[int | None, typer.Option(help="Teacher training epochs." + _d("teacher_epochs"))] = None,
@@ -147,7 +156,7 @@ def simulate(
     config = _config(profile, data=data, sites=sites, partition=partition, rounds=rounds, ipc=ipc,
                      samples_per_class=samples_per_class, oversample=oversample, selection=selection, relabel=relabel,
                      holdout_fraction=holdout_fraction, out=None if out is None else str(out), seed=seed,
-                     generator_steps=generator_steps, generator_guidance=generator_guidance,
+                     image_size=image_size, generator_steps=generator_steps, generator_guidance=generator_guidance,
                      teacher_epochs=teacher_epochs, student_epochs=student_epochs, temperature=temperature,
                      audit_max_auc=audit_max_auc, audit_max_tpr=audit_max_tpr,
                      audit_max_distance_auc=audit_max_distance_auc, audit_min_utility=audit_min_utility,
@@ -210,12 +219,13 @@ def inspect(release_dir: Annotated[Path, typer.Argument(help="A release folder, 
 @app.command()
 def audit(
     release_dir: Annotated[Path, typer.Argument(help="The release folder to audit.")],
-    data: Annotated[str, typer.Option(help="This site's data: a MedMNIST .npz file, an image folder, or 'digits'.")],
+    data: Annotated[str, typer.Option(help="This site's data: " + DATA_HELP)],
     site_name: Annotated[str, typer.Option(help="This site's name, as it appears in the report.")] = "site",
     out: Annotated[Path | None, typer.Option(help="Folder for audit.json and audit.html [default: ./audit-<release>-<site>].")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="The site's state folder: its teacher for the run gives the feature-space distance test.")] = None,
     seed: Annotated[int | None, typer.Option(help="The run's seed: it fixes the members/holdout split." + _d("seed"))] = None,
     holdout_fraction: Annotated[float | None, typer.Option(help="The run's holdout fraction." + _d("holdout_fraction"))] = None,
+    image_size: Annotated[int | None, typer.Option(help="The run's working size, pixels." + _d("image_size"))] = None,
     partition: Annotated[str | None, typer.Option(help="Simulation only: the run's partition; leave out for a real site's own data, read whole.")] = None,
     sites: Annotated[int | None, typer.Option(help="Simulation only: the number of simulated sites." + _d("sites"))] = None,
     site_index: Annotated[int, typer.Option(help="Simulation only: which simulated site this is (0-based).")] = 0,
@@ -247,7 +257,7 @@ def audit(
         fail(str(exc))
     run = _config("default", seed=seed, holdout_fraction=holdout_fraction, sites=sites, audit_reference_models=reference_models,
                   audit_lira=lira, audit_max_auc=max_auc, audit_max_tpr=max_tpr, audit_max_distance_auc=max_distance_auc,
-                  audit_min_utility=min_utility, partition=partition, device=device)
+                  audit_min_utility=min_utility, partition=partition, device=device, image_size=image_size)
     if partition is None and (sites is not None or site_index != 0):
         fail("--sites and --site-index describe a simulated run: give its --partition as well")
     try:
@@ -256,11 +266,11 @@ def audit(
         where = resolve_device(run.device)
         policy = run.audit_policy()
         if partition is None:
-            spec = SiteDataSpec(data, seed=run.seed, holdout_fraction=run.holdout_fraction)
+            spec = SiteDataSpec(data, seed=run.seed, holdout_fraction=run.holdout_fraction, image_size=run.image_size)
         else:
             if not 0 <= site_index < run.sites:
                 raise ValueError(f"site-index must be in [0, {run.sites}), got {site_index}")
-            spec = SiteDataSpec(data, site_index, run.sites, run.partition, run.seed, run.holdout_fraction)
+            spec = SiteDataSpec(data, site_index, run.sites, run.partition, run.seed, run.holdout_fraction, run.image_size)
         with console.status("loading the site's data"):
             site_data = load_site_data(spec)
         with console.status(f"attacking the release with {len(site_data.members)} members and {len(site_data.holdout)} holdout images"):
@@ -286,7 +296,7 @@ def audit_summary_sites(decision) -> dict:  # type: ignore[no-untyped-def]
 
 @app.command()
 def centralized(
-    data: Annotated[str, typer.Option(help="'digits', a MedMNIST .npz file, or an image folder.")],
+    data: Annotated[str, typer.Option(help=DATA_HELP)],
     epochs: Annotated[int | None, typer.Option(help="Training epochs: the student's budget, for a fair bound." + _d("student_epochs"))] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for initialisation and batching." + _d("seed"))] = None,
     hflip: Annotated[bool | None, typer.Option("--hflip/--no-hflip", help="Augment with horizontal flips, as the run's classifiers do." + _d("classifier_hflip"))] = None,
@@ -298,7 +308,7 @@ def centralized(
     setup_logging(False)
     run = _config("default", data=data, student_epochs=epochs, seed=seed, classifier_hflip=hflip)
     try:
-        splits = load_dataset(run.data, seed=run.seed)
+        splits = load_dataset(run.data, seed=run.seed, image_size=run.image_size)
         with console.status(f"training on {len(splits.train)} real images for {run.student_epochs} epochs"):
             result = centralized_upper_bound(splits, run.teacher_config().__class__(
                 epochs=run.student_epochs, seed=run.seed, hflip=run.classifier_hflip))
@@ -310,7 +320,7 @@ def centralized(
 
 @app.command()
 def bench(
-    data: Annotated[str | None, typer.Option(help="'digits', a MedMNIST .npz file, or an image folder [default: the profile's].")] = None,
+    data: Annotated[str | None, typer.Option(help=DATA_HELP + " [default: the profile's]")] = None,
     profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "quick",
     out: Annotated[Path, typer.Option(help="Folder for bench.json, bench.md, bench.png and the fedkr runs.")] = Path("bench"),
     seeds: Annotated[int | None, typer.Option(help="Seeds per method [default: the profile's].")] = None,

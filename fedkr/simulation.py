@@ -77,7 +77,7 @@ def run_flower_simulation(
     from fedkr.client.flower_app import build_client_app
     from fedkr.server.flower_app import build_server_app
 
-    splits = splits if splits is not None else load_dataset(config.data, seed=config.seed)
+    splits = splits if splits is not None else load_dataset(config.data, seed=config.seed, image_size=config.image_size)
     num_sites = config.sites
     sizes = check_partition(splits, config)
     log.info("%s: %d training images over %d sites %s (%s)", splits.name, len(splits.train), num_sites, sizes, config.partition)

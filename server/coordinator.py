@@ -21,7 +21,7 @@ from fedkr.shared.audit_policy import AuditDecision, decide_release
 from fedkr.shared.classifier import CompactCNN, accuracy
 from fedkr.shared.data import ImageSet
 from fedkr.shared.device import describe, resolve_device
-from fedkr.shared.reports import AuditCandidate, FitPlan, FitReport, Refused, RelabelRequest
+from fedkr.shared.reports import AuditCandidate, FitPlan, FitReport, Refused, RelabelRequest, working_size
 from fedkr.shared.shard import ShardError, ShardSpec, SynthesisRequest
 from fedkr.shared.shard_wire import ReplayGuard
 
@@ -389,6 +389,7 @@ class Coordinator:
             "config": {k: v for k, v in vars(cfg).items()},
             "fit_run_id": fit.run_id,
             "sites": {sid: rep.to_dict() for sid, rep in sorted(record.active.items())},
+            "working_size": working_size(fit.image_shape, list(record.active.values())),
             "sites_failed_fit": fit.failed,
             "contributors": sorted(record.active),
             "sites_dropped": record.dropped,

@@ -146,7 +146,7 @@ def _log_stage(stage: str, done: int, total: int) -> None:
 def _test_split(cfg: RunConfig) -> ImageSet | None:
     """The coordinator's test split: `test-data`'s, or in simulation (no coordinator keys) the test split of `data`."""
     source = cfg.test_data or ("" if cfg.coordinator_dir else cfg.data)
-    return load_dataset(source, seed=cfg.seed).test if source else None
+    return load_dataset(source, seed=cfg.seed, image_size=cfg.image_size).test if source else None
 
 
 def build_server_app(

@@ -30,13 +30,20 @@ def sha256_file(path: Path) -> str:
 
 
 def write_contact_sheet(distilled: DistilledSet, path: Path, per_row: int = 10) -> None:
-    """One row per class: up to `per_row` distilled images, scaled up for viewing."""
+    """One row per class: up to `per_row` distilled images, scaled up for viewing.
+
+    Class names are drawn with an installed font that has their glyphs (CJK included); where none
+    has, rows are labelled "class i" and the title says so (`shared/fonts.py`).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = distilled.class_names
+    from fedkr.shared.fonts import drawable
+
+    text = drawable(tuple(distilled.class_names))
+    names = text.labels
     h, w, c = distilled.images.shape[1:]
     scale = max(1, 32 // max(h, w))
     fig, axes = plt.subplots(len(names), 1, figsize=(per_row * 0.9 + 2.2, len(names) * 0.95 + 0.4), squeeze=False)
@@ -49,8 +56,10 @@ def write_contact_sheet(distilled: DistilledSet, path: Path, per_row: int = 10) 
         ax.imshow(row[..., 0] if c == 1 else row, cmap="gray" if c == 1 else None, vmin=0, vmax=255, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_ylabel(f"{names[cls]} ({len(imgs)} of {int((distilled.hard_labels == cls).sum())})", rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle("fedkr distilled set: one row per class", fontsize=9)
+        ax.set_ylabel(f"{names[cls]} ({len(imgs)} of {int((distilled.hard_labels == cls).sum())})", rotation=0, ha="right",
+                      va="center", fontsize=8, fontfamily=list(text.family))
+    note = " (no installed font draws the class names: see class_names in distilled.npz)" if text.substituted else ""
+    fig.suptitle("fedkr distilled set: one row per class" + note, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

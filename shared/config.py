@@ -29,6 +29,7 @@ from .classifier import TrainConfig
 from .device import DEVICE_CHOICES, DEVICE_PATTERN
 from .dp import DPConfig
 from .generator import GeneratorConfig
+from .image_set import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIDE
 from .partition import PartitionSpec
 from .reports import RUN_ID_PATTERN
 from .shard import MAX_OVERSAMPLE
@@ -102,6 +103,9 @@ class RunConfig:
     expected_sites: int = 0
     wait_for_sites: float = 120.0
     coordinator_dir: str = ""
+    #: The working size, pixels: images with a side larger are resized to it at load; teacher, student
+    #: and released images have it (the generator works at `generator_resolution`, capped by it).
+    image_size: int = DEFAULT_IMAGE_SIZE
     # training budgets
     generator_steps: int = 1500
     generator_resolution: int = 16
@@ -141,6 +145,7 @@ class RunConfig:
              "run-id may hold only letters, digits, '.', '_' and '-' (at most 80)"),
             (self.generator_batch >= 1, "generator-batch must be at least 1"),
             (self.generator_resolution >= 8, "generator-resolution must be at least 8"),
+            (self.image_size >= MIN_IMAGE_SIDE, f"image-size must be at least {MIN_IMAGE_SIDE} pixels"),
             (MIN_GUIDANCE <= self.generator_guidance <= MAX_GUIDANCE,
              f"generator-guidance must be between {MIN_GUIDANCE:g} (no guidance) and {MAX_GUIDANCE:g}"),
             (self.min_class_members >= 1, "min-class-members must be at least 1"),

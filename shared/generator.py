@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 import warnings
@@ -30,6 +31,8 @@ from .classifier import to_tensor
 from .device import Device, placed
 from .dp import DPConfig, DPReport, make_private_training
 from .json_input import read_json_file
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,8 @@ class ClassConditionalDiffusion:
         num_examples = int(images.shape[0])
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
+        log.info("generator: %d images of %dx%d px, trained at the working size %dx%d px", num_examples,
+                 images.shape[1], images.shape[2], self.size, self.size)
         x_all = resize(to_tensor(images), (self.size, self.size)).to(device)
         y_all = torch.from_numpy(labels.astype(np.int64)).to(device)
         optimizer = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=1e-4)

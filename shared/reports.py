@@ -268,3 +268,12 @@ class AuditReport:
             settings=_small_dict(data.get("settings"), "settings"),
             utility=None if data.get("utility") is None else UtilityCounts.from_dict(data["utility"]),
         )
+
+
+def working_size(image_shape: tuple[int, int, int], reports: list[FitReport]) -> dict:
+    """The sizes a run worked at, as its metrics.json states them: the images' (H, W, C), which the teachers,
+    the student and the released images share, and the generators' resolution in pixels (one figure when
+    every site's is the same)."""
+    resolutions = sorted({int(r.generator_summary["generator_resolution"]) for r in reports
+                          if "generator_resolution" in r.generator_summary})
+    return {"images": list(image_shape), "generator_resolution": resolutions[0] if len(resolutions) == 1 else resolutions}

@@ -86,3 +86,31 @@ def one_line_error(result, expected: str, code: int = 2) -> None:  # type: ignor
     assert code_seen == code, stdout[-2000:] + stderr[-3000:]
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], stderr
+
+
+#: The patient name every test DICOM file carries: it must appear in nothing fedkr writes.
+PATIENT_NAME = "Testpatient^Jane"
+
+
+def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int = 12,
+                sop_class: str | None = None, **attributes) -> str:
+    """A real DICOM file written with pydicom (explicit VR little endian) that carries `PATIENT_NAME`; its SOP Instance UID."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class or SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, uid
+    ds.PatientName, ds.PatientID, ds.Modality = PATIENT_NAME, "PID-424242", "OT"
+    if pixels is not None:
+        ds.set_pixel_data(pixels, photometric, bits_stored)
+    for key, value in attributes.items():
+        setattr(ds, key, value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return str(ds.SOPInstanceUID)  # set_pixel_data gives the instance a new UID
