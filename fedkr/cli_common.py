@@ -13,6 +13,7 @@ from typing import NoReturn
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(stderr=True)
@@ -33,8 +34,8 @@ def setup_logging(verbose: bool) -> None:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print `error: <message>` on one line to stderr and exit with `code` (2: bad input)."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    """Print `error: <message>` on one line to stderr and exit with `code` (2: bad input); brackets in the message print as they are."""
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, markup=True)
     raise typer.Exit(code)
 
 
