@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 
@@ -101,3 +102,15 @@ def test_standalone_audit_rejects_malformed_release_files_and_its_own_folder(inp
     (copy / "manifest.json").write_text(json.dumps(manifest))
     bad = fedkr("audit", str(copy), "--data", "digits", "--sites", "3", "--partition", "iid", "--out", str(tmp_path / "a"))
     assert bad.returncode == 2 and "do not load" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("labels, expected", [
+    (np.array([[i % 2] for i in range(20)], dtype=object), "[train split, train_labels]: holds Python objects"),
+    (np.zeros((20, 14), np.uint8), "[train split, train_labels]: 14 labels per image (multi-label"),
+])
+def test_npz_errors_name_split_and_key_on_one_line(tmp_path, labels, expected):
+    path = tmp_path / "data.npz"
+    np.savez(path, train_images=np.zeros((20, 28, 28), np.uint8), train_labels=labels)
+    result = fedkr("simulate", "--data", str(path))
+    assert result.returncode == 2 and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len([line for line in result.stderr.splitlines() if line.strip()]) == 1

@@ -28,7 +28,7 @@ TINY = ("--sites", "2", "--partition", "iid", "--rounds", "1", "--ipc", "5", "--
 
 def simulate(data: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "fedkr", "simulate", "--data", data, "--out", str(out), *TINY, *extra],
-                            capture_output=True, text=True, timeout=900)
+                            capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
