@@ -117,7 +117,7 @@ def test_error_messages_keep_their_brackets(tmp_path):
              train_labels=np.array([0, 1, 0, 1, 0, 1]), test_images=rng.integers(0, 256, (3, 8, 8), dtype=np.uint8),
              test_labels=np.array([0, 1]))
     result = run_fedkr("simulate", "--data", str(folder / "blood.npz"))
-    one_line_error(result, f"{folder / 'blood.npz'} [test]: 3 images but 2 labels")
+    one_line_error(result, f"{folder / 'blood.npz'} [test split]: 3 images but 2 labels")
 
 
 # --- the loader itself ----------------------------------------------------------------------------
