@@ -39,8 +39,9 @@ def test_release_bundle_complete_and_consistent(inprocess_run):
         assert set(quality) == {"teacher_agreement", "rejection_rate", "precision", "recall"}
         assert all(0.0 <= v <= 1.0 for v in quality.values()), quality
     for site in metrics["audit"]["sites"].values():
-        assert set(site) >= {"loss", "entropy", "rmia", "dcr_pixel", "dcr_feature"}
-        assert all(r["auc_ci"][1] <= config.audit_max_auc for r in site.values())
+        attacks = {"loss", "entropy", "rmia", "dcr_pixel", "dcr_feature"}
+        assert set(site) >= attacks | {"utility"}
+        assert all(site[a]["auc_ci"][1] <= config.audit_max_auc for a in attacks)
     audit = json.loads((release / "audit.json").read_text())
     assert audit["schema"] == "fedkr.audit/1" and audit["decision"]["passed"] is True
     manifest = json.loads((release / "manifest.json").read_text())
