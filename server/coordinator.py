@@ -242,7 +242,7 @@ class Coordinator:
                 del reports[sid]
         self._check_dp(reports, failed)
         if not reports:
-            raise RunError("no site completed fit: " + "; ".join(f"{s}: {e}" for s, e in failed.items()))
+            raise RunError("no site completed fit: " + "; ".join(f"{s}: {failed[s]}" for s in sorted(failed)))
         self._check_quorum(reports, failed, "after fit")
         class_names, image_shape = self._agree_on_data(reports, failed)
         self._check_test_set(class_names, image_shape)
