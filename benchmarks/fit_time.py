@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fedkr.bench import load_bench_sites
 from fedkr.client.site import Site
+from fedkr.inprocess import InProcessLink
 from fedkr.shared.config import PROFILES
 from fedkr.shared.reports import FitPlan
 
@@ -36,8 +37,11 @@ def main() -> None:
         parser.error(f"--site must be between 0 and {len(site_data) - 1} for the {args.profile} profile")
     plan = FitPlan(run_id="fit-time", teacher=config.teacher_config(), generator=config.generator_config())
     with tempfile.TemporaryDirectory() as state:
-        report = Site(f"site-{args.site}", site_data[args.site], Path(state)).fit(plan)
-    print(json.dumps({"site": f"site-{args.site}", "members": report.num_members, "image_shape": list(report.image_shape),
+        site = Site(f"site-{args.site}", site_data[args.site], Path(state), device=config.device)
+        report = InProcessLink([site]).fit(plan)[site.site_id]
+    if isinstance(report, Exception):
+        raise SystemExit(f"error: {site.site_id} did not fit: {report}")
+    print(json.dumps({"site": site.site_id, "members": report.num_members, "image_shape": list(report.image_shape),
                       "teacher_seconds": round(report.teacher_seconds, 1),
                       "generator_seconds": round(report.generator_seconds, 1),
                       "fit_seconds": round(report.teacher_seconds + report.generator_seconds, 1),
