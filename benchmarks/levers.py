@@ -88,7 +88,7 @@ def main() -> None:
         name, _, changes = spec.partition(":")
         for seed in (int(s) for s in args.seeds.split(",")):
             flat = {"data": args.data, "partition": args.partition, "seed": seed, "out": str(args.out),
-                    "run-id": f"{name}-s{seed}", "audit-max-auc": 1, "audit-max-tpr": 1, "audit-max-distance-auc": 1,
+                    "run-id": f"{name}-s{seed}", "audit-max-auc": 1, "audit-max-tpr": 1, "audit-max-distance-auc": 1, "audit-max-generator-auc": 1,
                     "audit-min-utility": 0}
             for pair in filter(None, (args.base + "," + changes).split(",")):
                 key, _, value = pair.partition("=")

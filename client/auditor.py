@@ -43,6 +43,8 @@ from fedkr.shared.classifier import (
 )
 from fedkr.shared.data import ImageSet
 from fedkr.shared.device import Device
+from fedkr.shared.generator import ClassConditionalDiffusion
+from fedkr.shared.generator_attack import cross_fitted_scores, denoising_errors
 from fedkr.shared.reports import AuditReport
 from fedkr.shared.utility import count_correct
 
@@ -55,6 +57,8 @@ DESCRIPTIONS = {
     "lira": "Carlini et al., offline LiRA (fixed variance) with cross-fitted reference models",
     "dcr_pixel": "distance to the closest released image, pixel space: closer means member",
     "dcr_feature": "distance to the closest released image, the site teacher's feature space: closer means member",
+    "generator_loss": "white-box, the site's own generator: a lower denoising error means member (Carlini et al. 2023), "
+                      "noise level chosen on one half, scored on the other",
 }
 SCORES = {
     "loss": "log-probability of the true class",
@@ -63,6 +67,7 @@ SCORES = {
     "lira": "z-score of phi against reference models",
     "dcr_pixel": "negated pixel distance (0-1 scale)",
     "dcr_feature": "negated feature distance",
+    "generator_loss": "negated denoising error, in holdout standard deviations",
 }
 #: A member closer to a released image than this percentile of real-to-real nearest distances is a near duplicate.
 NEAR_DUPLICATE_PERCENTILE = 1.0
@@ -211,6 +216,17 @@ def _distance_attacks(
     return scores, near
 
 
+def _generator_attack(
+    generator: ClassConditionalDiffusion, members: ImageSet, holdout: ImageSet, seed: int, device: Device,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Member and holdout scores of the white-box attack on the site's generator (`generator_attack`)."""
+    member_errors = denoising_errors(generator, members.images, members.labels, seed=seed, device=device)
+    holdout_errors = denoising_errors(generator, holdout.images, holdout.labels, seed=seed + 1, device=device)
+    scores = cross_fitted_scores(member_errors, holdout_errors, seed=seed)
+    log.info("white-box generator attack: noise level chosen per half: %s", ", ".join(scores.chosen))
+    return scores.members, scores.holdout
+
+
 def audit_model(
     site_id: str,
     target: CompactCNN,
@@ -224,12 +240,15 @@ def audit_model(
     references: ReferenceCache | None = None,
     comparator: CompactCNN | None = None,
     device: Device = None,
+    generator: ClassConditionalDiffusion | None = None,
 ) -> AuditReport:
     """Attack `target` (and, given them, the released images) with members against holdout, and
     score it on the holdout next to `comparator` (the utility check, `fedkr.shared.utility`).
 
     `comparator` is the site's teacher; without it the audit's cross-fitted reference models stand
     in (each holdout image scored by the one that never saw it), and the report says so.
+    `generator`, the site's own generator of the run, adds the white-box attack on it
+    (`fedkr.shared.generator_attack`): its denoising error on the same members and holdout.
     Reference models train, and every model runs, on `device` (`shared/device.py`; None: the CPU).
     """
     rng = np.random.default_rng(settings.seed)
@@ -249,6 +268,8 @@ def audit_model(
     if released_images is not None:
         distance, near = _distance_attacks(released_images, feature_model or target, members, holdout, device)
         scored += [(name, "distilled_set", pair) for name, pair in distance.items()]
+    if generator is not None:
+        scored.append(("generator_loss", "generator", _generator_attack(generator, members, holdout, settings.seed, device)))
     results: list[AttackResult] = []
     for name, where, (m_scores, h_scores) in scored:
         result = measure_attack(

@@ -329,7 +329,7 @@ class Site:
             self.caps.check_reference_models(candidate.reference_models)
         except OverCap as exc:
             return self._refuse("audit", candidate.run_id, exc, round=-1)
-        teacher, _ = self._load(candidate.run_id)
+        teacher, generator = self._load(candidate.run_id)
         student = CompactCNN(candidate.student_config)
         student.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in candidate.student_weights.items()})
         student.eval()
@@ -337,7 +337,7 @@ class Site:
         report = audit_model(
             self.site_id, student, self.data.members, self.data.holdout, settings,
             released_images=np.asarray(candidate.released_images), feature_model=teacher,
-            dp=self.dp_record(candidate.run_id), comparator=teacher, device=self.device,
+            dp=self.dp_record(candidate.run_id), comparator=teacher, device=self.device, generator=generator,
         )
         return self.gate.send(report, run_id=candidate.run_id, round=-1, candidate_blob=received)
 

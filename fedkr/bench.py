@@ -58,7 +58,8 @@ def bench_run_config(config: RunConfig, out: Path, seed: int) -> RunConfig:
     """The fedkr run of one bench seed: the profile's settings, this seed, and a policy that never refuses
     (the bench scores what would be released; its attacks are reported in the table instead)."""
     return config.with_overrides(seed=seed, run_id=f"bench-seed{seed}", out=str(out / "runs"), audit_max_auc=1.0,
-                                 audit_max_tpr=1.0, audit_max_distance_auc=1.0, audit_min_utility=0.0)
+                                 audit_max_tpr=1.0, audit_max_distance_auc=1.0, audit_max_generator_auc=1.0,
+                                 audit_min_utility=0.0)
 
 
 def student_protocol(config: RunConfig) -> StudentProtocol:

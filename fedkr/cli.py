@@ -142,6 +142,7 @@ def simulate(
     audit_max_auc: Annotated[float | None, typer.Option(help="Release only if, at every site, every attack on the student has an AUC upper 95% bound at most this." + _d("audit_max_auc"))] = None,
     audit_max_tpr: Annotated[float | None, typer.Option(help="Release only if no attack on the student is shown (lower 95% bound) to catch more than this share of members at 1% FPR." + _d("audit_max_tpr"))] = None,
     audit_max_distance_auc: Annotated[float | None, typer.Option(help="Release only if the distance tests' AUC upper 95% bound is at most this." + _d("audit_max_distance_auc"))] = None,
+    audit_max_generator_auc: Annotated[float | None, typer.Option(help="Release only if, at every site, the white-box attack on the site's own generator has an AUC upper 95% bound at most this." + _d("audit_max_generator_auc"))] = None,
     audit_min_utility: Annotated[float | None, typer.Option(help="Release only if the student keeps at least this share of what the sites' own teachers know: chance-adjusted balanced accuracy on the sites' holdouts, pooled (0: no utility rule)." + _d("audit_min_utility"))] = None,
     reference_models: Annotated[int | None, typer.Option(help="Reference models each site trains for RMIA (and LiRA), 2 to 8." + _d("audit_reference_models"))] = None,
     lira: Annotated[bool | None, typer.Option("--lira/--no-lira", help="Also run offline LiRA at every site (and require it to pass)." + _d("audit_lira"))] = None,
@@ -159,7 +160,8 @@ def simulate(
                      image_size=image_size, generator_steps=generator_steps, generator_guidance=generator_guidance,
                      teacher_epochs=teacher_epochs, student_epochs=student_epochs, temperature=temperature,
                      audit_max_auc=audit_max_auc, audit_max_tpr=audit_max_tpr,
-                     audit_max_distance_auc=audit_max_distance_auc, audit_min_utility=audit_min_utility,
+                     audit_max_distance_auc=audit_max_distance_auc, audit_max_generator_auc=audit_max_generator_auc,
+                     audit_min_utility=audit_min_utility,
                      audit_reference_models=reference_models,
                      audit_lira=lira, dp_epsilon=dp_epsilon, dp_delta=dp_delta, dp_max_grad_norm=dp_max_grad_norm,
                      generator_hflip=hflip, classifier_hflip=hflip, device=device)
@@ -234,6 +236,7 @@ def audit(
     max_auc: Annotated[float | None, typer.Option(help="Policy: AUC upper 95% bound of every attack on the student." + _d("audit_max_auc"))] = None,
     max_tpr: Annotated[float | None, typer.Option(help="Policy: lower 95% bound of TPR at 1% FPR of every attack on the student." + _d("audit_max_tpr"))] = None,
     max_distance_auc: Annotated[float | None, typer.Option(help="Policy: AUC upper 95% bound of the distance tests." + _d("audit_max_distance_auc"))] = None,
+    max_generator_auc: Annotated[float | None, typer.Option(help="Policy: AUC upper 95% bound of the white-box attack on the site's generator (needs --state-dir holding the run's generator)." + _d("audit_max_generator_auc"))] = None,
     min_utility: Annotated[float | None, typer.Option(help="Policy: the share of the comparator's chance-adjusted balanced accuracy the student must keep (0: no utility rule)." + _d("audit_min_utility"))] = None,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP + _d("device"))] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show each attack as it finishes.")] = False,
@@ -257,7 +260,7 @@ def audit(
         fail(str(exc))
     run = _config("default", seed=seed, holdout_fraction=holdout_fraction, sites=sites, audit_reference_models=reference_models,
                   audit_lira=lira, audit_max_auc=max_auc, audit_max_tpr=max_tpr, audit_max_distance_auc=max_distance_auc,
-                  audit_min_utility=min_utility, partition=partition, device=device, image_size=image_size)
+                  audit_max_generator_auc=max_generator_auc, audit_min_utility=min_utility, partition=partition, device=device, image_size=image_size)
     if partition is None and (sites is not None or site_index != 0):
         fail("--sites and --site-index describe a simulated run: give its --partition as well")
     try:

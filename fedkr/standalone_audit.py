@@ -20,6 +20,7 @@ from fedkr.shared.audit_document import build_audit_document, write_audit
 from fedkr.shared.release_inspect import ARTEFACTS, inspect_release
 from fedkr.shared.audit_policy import AuditDecision, AuditPolicy, decide_release
 from fedkr.shared.classifier import CONFIG_SCHEMA, ClassifierConfig, CompactCNN
+from fedkr.shared.generator import ClassConditionalDiffusion
 from fedkr.shared.json_input import JSONInputError, Limits, read_json_file
 from fedkr.shared.reports import check_run_id
 
@@ -84,6 +85,23 @@ def load_teacher(state_dir: Path | None, release_id: str) -> CompactCNN | None:
     return saved_teacher(directory)
 
 
+def load_generator(state_dir: Path | None, release_id: str) -> ClassConditionalDiffusion | None:
+    """The site's generator of the run that made the release, when the site still holds it.
+
+    Without it the white-box generator attack cannot run, and a policy that requires it refuses
+    the release (`fedkr.shared.audit_policy`).
+    """
+    if state_dir is None:
+        return None
+    directory = Path(state_dir) / "runs" / check_run_id(release_id) / "generator"
+    if not (directory / "generator.json").is_file():
+        return None
+    try:
+        return ClassConditionalDiffusion.load(directory)
+    except (JSONInputError, OSError, ValueError, RuntimeError) as exc:
+        raise ReleaseError(f"{directory}: the site's generator does not load ({exc})") from None
+
+
 def audit_release_dir(
     release_dir: Path, site_id: str, data: SiteData, out_dir: Path | None, settings: AuditSettings, policy: AuditPolicy,
     state_dir: Path | None = None, device: torch.device | str | None = None,
@@ -100,8 +118,10 @@ def audit_release_dir(
     if release.images.shape[1:] != data.members.image_shape:
         raise ReleaseError(f"the release's images are {release.images.shape[1:]}, the site's {data.members.image_shape}")
     teacher = load_teacher(state_dir, release.release_id)
+    generator = load_generator(state_dir, release.release_id)
     report = audit_model(site_id, release.student, data.members, data.holdout, settings,
-                         released_images=release.images, feature_model=teacher, comparator=teacher, device=device)
+                         released_images=release.images, feature_model=teacher, comparator=teacher, device=device,
+                         generator=generator)
     decision = decide_release({site_id: report}, policy)
     document = build_audit_document(release.release_id, release.artefacts, list(release.class_names), decision)
     out_dir.mkdir(parents=True, exist_ok=True)

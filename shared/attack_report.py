@@ -24,8 +24,9 @@ from .mia_stats import (
     score_histogram,
 )
 
-#: Where an attack looks: the released student's outputs, or the released (distilled) images.
-TARGETS = ("student", "distilled_set", "model")
+#: Where an attack looks: the released student's outputs, the released (distilled) images, a model
+#: attacked on its own (a bench method's), or the site's generator, white-box (`generator_attack`).
+TARGETS = ("student", "distilled_set", "model", "generator")
 #: A class needs this many examples on each side before its own AUC is shown.
 MIN_PER_CLASS = 5
 _MAX_LIST = 1000

@@ -16,6 +16,8 @@ from .utility import UtilityCounts, pool
 
 STUDENT_ATTACKS = ("loss", "entropy", "rmia")
 DISTANCE_ATTACKS = ("dcr_pixel", "dcr_feature")
+#: White-box attacks the site runs on its own generator (`fedkr.shared.generator_attack`).
+GENERATOR_ATTACKS = ("generator_loss",)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,12 @@ class AuditPolicy:
     a rule on it would block releases on chance. The lower bound fails only when the data show an
     attacker catching more than the limit.
 
+    The generator rule holds the site's white-box attack on its own generator (its denoising error
+    on members against holdout, `fedkr.shared.generator_attack`) to `max_generator_auc_upper` and
+    to the TPR rule, as the attacks on the student: the generator is never released, but every
+    released image is its sample, so a generator that tells its members apart is the leak's source
+    (docs/audit.md, "The white-box generator attack").
+
     The utility rule (`fedkr.shared.utility`): pooled over every site's holdout, the student's
     chance-adjusted balanced accuracy must reach `min_utility_ratio` times the sites' teachers'
     (0 turns the rule off). A student that learned little leaks little, so the attacks alone would
@@ -40,7 +48,8 @@ class AuditPolicy:
     max_auc_upper: float = 0.60
     max_tpr_at_1pct_fpr: float = 0.03
     max_distance_auc_upper: float = 0.60
-    required_attacks: tuple[str, ...] = STUDENT_ATTACKS + DISTANCE_ATTACKS
+    max_generator_auc_upper: float = 0.60
+    required_attacks: tuple[str, ...] = STUDENT_ATTACKS + DISTANCE_ATTACKS + GENERATOR_ATTACKS
     min_examples: int = 10
     min_utility_ratio: float = 0.5
 
@@ -49,7 +58,7 @@ class AuditPolicy:
             raise ValueError(f"min_utility_ratio must be in [0, 1], got {self.min_utility_ratio}")
         if not 0.5 <= self.confidence < 1.0:
             raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence}")
-        for name in ("max_auc_upper", "max_distance_auc_upper", "max_tpr_at_1pct_fpr"):
+        for name in ("max_auc_upper", "max_distance_auc_upper", "max_generator_auc_upper", "max_tpr_at_1pct_fpr"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if self.min_examples < 2:
@@ -109,11 +118,14 @@ def _check_result(site: str, result: AttackResult, policy: AuditPolicy) -> list[
         return [Failure(site, name, "auc", None, None, f"{site}: {name} attack returned a non-finite figure")]
     failures = []
     on_images = name in DISTANCE_ATTACKS
+    on_generator = name in GENERATOR_ATTACKS
     # the attack's name, not the label a site put on it, decides which rules apply
-    if result.target != ("distilled_set" if on_images else "student"):
+    expected = "distilled_set" if on_images else "generator" if on_generator else "student"
+    if result.target != expected:
         return [Failure(site, name, "target", None, None, f"{site}: {name} attack reported on {result.target!r}, "
-                        f"expected {'distilled_set' if on_images else 'student'}")]
-    limit = policy.max_distance_auc_upper if on_images else policy.max_auc_upper
+                        f"expected {expected}")]
+    limit = (policy.max_distance_auc_upper if on_images else policy.max_generator_auc_upper if on_generator
+             else policy.max_auc_upper)
     upper = result.auc_ci[1]
     if not upper <= limit:
         failures.append(Failure(site, name, "auc_upper", upper, limit,

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 DISTANCE_TARGET = "distilled_set"
+GENERATOR_TARGET = "generator"
 DISTANCE_ATTACKS = ("dcr_pixel", "dcr_feature")
 
 Number = int | float
@@ -368,6 +369,7 @@ class Policy:
     required_attacks: tuple[str, ...]
     entries: tuple[PolicyEntry, ...]
     min_utility_ratio: float | None = None
+    max_generator_auc_upper: float | None = None
 
     @classmethod
     def parse(cls, value: Any) -> Policy:
@@ -379,12 +381,13 @@ class Policy:
         return cls(_real(policy.get("confidence")), _real(policy.get("max_auc_upper")),
                    _real(policy.get("max_tpr_at_1pct_fpr")), _real(policy.get("max_distance_auc_upper")),
                    tuple(str(r) for r in _list(policy.get("required_attacks"))), entries,
-                   _real(policy.get("min_utility_ratio")))
+                   _real(policy.get("min_utility_ratio")), _real(policy.get("max_generator_auc_upper")))
 
     def checks(self, attack: Attack) -> tuple[Check, ...]:
         """The rules that apply to `attack`, for display: the document's decision is authoritative."""
         auc_high = attack.auc_ci.high if attack.auc_ci else None
-        auc_limits = [self.max_distance_auc_upper] if attack.is_distance else [self.max_auc_upper]
+        auc_limits = ([self.max_distance_auc_upper] if attack.is_distance
+                      else [self.max_generator_auc_upper] if attack.target == GENERATOR_TARGET else [self.max_auc_upper])
         out = [Check(None if auc_high is None else auc_high <= limit, f"AUC upper \u2264 {limit:g}")
                for limit in auc_limits if limit is not None]
         limit = self.max_tpr_at_1pct_fpr

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .audit_policy import DISTANCE_ATTACKS, STUDENT_ATTACKS, AuditPolicy
+from .audit_policy import DISTANCE_ATTACKS, GENERATOR_ATTACKS, STUDENT_ATTACKS, AuditPolicy
 from .classifier import TrainConfig
 from .device import DEVICE_CHOICES, DEVICE_PATTERN
 from .dp import DPConfig
@@ -85,6 +85,7 @@ class RunConfig:
     audit_max_auc: float = 0.6
     audit_max_tpr: float = 0.03
     audit_max_distance_auc: float = 0.6
+    audit_max_generator_auc: float = 0.6
     audit_min_utility: float = 0.5
     audit_reference_models: int = 2
     audit_lira: bool = False
@@ -132,6 +133,7 @@ class RunConfig:
             (0.0 < self.audit_max_auc <= 1.0, "audit-max-auc must be in (0, 1]"),
             (0.0 < self.audit_max_tpr <= 1.0, "audit-max-tpr must be in (0, 1]"),
             (0.0 < self.audit_max_distance_auc <= 1.0, "audit-max-distance-auc must be in (0, 1]"),
+            (0.0 < self.audit_max_generator_auc <= 1.0, "audit-max-generator-auc must be in (0, 1]"),
             (0.0 <= self.audit_min_utility <= 1.0, "audit-min-utility must be in [0, 1]"),
             (MIN_REFERENCE_MODELS <= self.audit_reference_models <= MAX_REFERENCE_MODELS,
              f"audit-reference-models must be between {MIN_REFERENCE_MODELS} and {MAX_REFERENCE_MODELS}"),
@@ -197,9 +199,10 @@ class RunConfig:
         return DPConfig(self.dp_epsilon, self.dp_delta or None, self.dp_max_grad_norm)
 
     def audit_policy(self) -> AuditPolicy:
-        required = STUDENT_ATTACKS + (("lira",) if self.audit_lira else ()) + DISTANCE_ATTACKS
+        required = STUDENT_ATTACKS + (("lira",) if self.audit_lira else ()) + DISTANCE_ATTACKS + GENERATOR_ATTACKS
         return AuditPolicy(max_auc_upper=self.audit_max_auc, max_tpr_at_1pct_fpr=self.audit_max_tpr,
-                           max_distance_auc_upper=self.audit_max_distance_auc, required_attacks=required,
+                           max_distance_auc_upper=self.audit_max_distance_auc,
+                           max_generator_auc_upper=self.audit_max_generator_auc, required_attacks=required,
                            min_utility_ratio=self.audit_min_utility)
 
     @classmethod

@@ -24,7 +24,7 @@ def tiny_run_config(out: Path, **overrides):
     settings = dict(
         sites=2, data="digits", partition="iid", rounds=2, ipc=10, samples_per_class=20, generator_steps=250,
         generator_hflip=False, teacher_epochs=20, student_epochs=30, out=str(out), run_id="test-run",
-        audit_max_auc=0.7, audit_max_distance_auc=0.7,
+        audit_max_auc=0.7, audit_max_distance_auc=0.7, audit_max_generator_auc=0.7,
     )
     settings.update(overrides)
     return RunConfig.from_profile("demo", **settings)

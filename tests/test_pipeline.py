@@ -42,6 +42,8 @@ def test_release_bundle_complete_and_consistent(inprocess_run):
         attacks = {"loss", "entropy", "rmia", "dcr_pixel", "dcr_feature"}
         assert set(site) >= attacks | {"utility"}
         assert all(site[a]["auc_ci"][1] <= config.audit_max_auc for a in attacks)
+        # the white-box attack on the site's own generator ran too, under its own rule
+        assert site["generator_loss"]["auc_ci"][1] <= config.audit_max_generator_auc
     audit = json.loads((release / "audit.json").read_text())
     assert audit["schema"] == "fedkr.audit/1" and audit["decision"]["passed"] is True
     manifest = json.loads((release / "manifest.json").read_text())

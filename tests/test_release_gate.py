@@ -15,7 +15,7 @@ USEFUL = UtilityCounts(np.array([50, 50]), np.array([45, 44]), np.array([48, 47]
 
 
 def result(attack="loss", auc=0.5, ci=(0.45, 0.55), tpr=0.01, tpr_ci=(0.0, 0.05), n=100, target=None):
-    target = target or ("distilled_set" if attack.startswith("dcr") else "student")
+    target = target or ("distilled_set" if attack.startswith("dcr") else "generator" if attack == "generator_loss" else "student")
     return AttackResult(attack, target, n, n, auc, ci, tpr, tpr_ci, 0.0, (0.0, 0.03), 0.0)
 
 
@@ -36,6 +36,12 @@ def test_passes_when_every_site_is_close_to_chance():
         ({"site-0": report(loss={"auc": 0.58, "ci": (0.55, 0.61)})}, "site-0", "loss", "auc_upper"),
         ({"site-0": report(rmia={"tpr": 0.08, "tpr_ci": (0.04, 0.13)})}, "site-0", "rmia", "tpr_at_1pct_fpr_lower"),
         ({"site-0": report(dcr_feature={"auc": 0.6, "ci": (0.52, 0.68)})}, "site-0", "dcr_feature", "auc_upper"),
+        ({"site-0": report(generator_loss={"auc": 0.67, "ci": (0.61, 0.73)})}, "site-0", "generator_loss", "auc_upper"),
+        ({"site-0": report(generator_loss={"tpr": 0.2, "tpr_ci": (0.16, 0.25)})}, "site-0", "generator_loss",
+         "tpr_at_1pct_fpr_lower"),
+        ({"site-0": report(generator_loss={"target": "student"})}, "site-0", "generator_loss", "target"),
+        ({"site-0": AuditReport("site-0", tuple(r for r in report().results if r.attack != "generator_loss"),
+                                settings={"confidence": 0.95}, utility=USEFUL)}, "site-0", "generator_loss", "present"),
         ({"site-0": report(entropy={"auc": float("nan")})}, "site-0", "entropy", "auc"),
         ({"site-0": report(loss={"n": 5})}, "site-0", "loss", "examples"),
         ({"site-0": AuditReport("site-0", ())}, "site-0", "loss", "present"),
@@ -71,6 +77,14 @@ def test_distance_rule_has_its_own_threshold():
     replies = {"site-0": report(dcr_pixel={"auc": 0.6, "ci": (0.55, 0.65)})}
     assert not decide_release(replies, POLICY).passed
     assert decide_release(replies, AuditPolicy(max_distance_auc_upper=0.7)).passed
+
+
+def test_generator_rule_has_its_own_threshold():
+    replies = {"site-0": report(generator_loss={"auc": 0.62, "ci": (0.56, 0.68)})}
+    (failure,) = decide_release(replies, POLICY).failures
+    assert failure.message == "site-0: generator_loss attack AUC 0.620, upper 95% bound 0.680 > 0.600"
+    assert decide_release(replies, AuditPolicy(max_generator_auc_upper=0.7)).passed
+    assert not decide_release(replies, AuditPolicy(max_auc_upper=0.7, max_distance_auc_upper=0.7)).passed
 
 
 def test_report_round_trips_through_its_dict_form():

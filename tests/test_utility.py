@@ -75,9 +75,9 @@ def _report(site: str, counts: UtilityCounts | None) -> AuditReport:
 
     scores = np.random.default_rng(0).normal(size=400)  # members and holdout alike: AUC 0.5, every attack passes
     results = tuple(
-        measure_attack(name, "distilled_set" if name.startswith("dcr") else "student", scores, scores,
-                       np.zeros(400, int), np.zeros(400, int), ("a",), seed=0)
-        for name in ("loss", "entropy", "rmia", "dcr_pixel", "dcr_feature"))
+        measure_attack(name, "distilled_set" if name.startswith("dcr") else "generator" if name == "generator_loss" else "student",
+                       scores, scores, np.zeros(400, int), np.zeros(400, int), ("a",), seed=0)
+        for name in ("loss", "entropy", "rmia", "dcr_pixel", "dcr_feature", "generator_loss"))
     return AuditReport(site, results, 400, 400, settings={"confidence": 0.95}, utility=counts)
 
 
