@@ -6,6 +6,7 @@ received (or re-check one later) and hand its privacy officer the same audit.htm
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from fedkr.shared.classifier import CONFIG_SCHEMA, ClassifierConfig, CompactCNN
 from fedkr.shared.generator import ClassConditionalDiffusion
 from fedkr.shared.json_input import JSONInputError, Limits, read_json_file
 from fedkr.shared.reports import check_run_id
+
+log = logging.getLogger(__name__)
 
 
 class ReleaseError(ValueError):
@@ -119,6 +122,9 @@ def audit_release_dir(
         raise ReleaseError(f"the release's images are {release.images.shape[1:]}, the site's {data.members.image_shape}")
     teacher = load_teacher(state_dir, release.release_id)
     generator = load_generator(state_dir, release.release_id)
+    if generator is None:
+        log.warning("no generator of run %s in %s: the white-box generator attack cannot run, and a policy that "
+                    "requires it blocks the release", release.release_id, state_dir or "(no --state-dir)")
     report = audit_model(site_id, release.student, data.members, data.holdout, settings,
                          released_images=release.images, feature_model=teacher, comparator=teacher, device=device,
                          generator=generator)

@@ -24,7 +24,9 @@ THREAT_MODEL = (
     "on, the negatives. Attacks on the student: loss (Yeom et al.), modified entropy (Song & Mittal), offline RMIA "
     "(Zarifzadeh et al.) and, when enabled, offline LiRA (Carlini et al.), with reference models the site trains on "
     "its holdout. Attacks on the released images: distance to the closest released image in pixel space and in the "
-    "site teacher's feature space. The sites' own teachers and generators are not released and not attacked here."
+    "site teacher's feature space. The sites' own teachers and generators are not released; every released image is "
+    "a sample of a site's generator, so each site also attacks its own generator white-box (its denoising error on "
+    "members against holdout, Carlini et al. 2023): an attacker stronger than anyone who holds only the release."
 )
 
 

@@ -33,10 +33,11 @@ class AuditPolicy:
     attacker catching more than the limit.
 
     The generator rule holds the site's white-box attack on its own generator (its denoising error
-    on members against holdout, `fedkr.shared.generator_attack`) to `max_generator_auc_upper` and
-    to the TPR rule, as the attacks on the student: the generator is never released, but every
-    released image is its sample, so a generator that tells its members apart is the leak's source
-    (docs/audit.md, "The white-box generator attack").
+    on members against holdout, `fedkr.shared.generator_attack`) to `max_generator_auc_upper`, an
+    AUC rule of its own as the distance tests have theirs (its TPR at 1% and 0.1% FPR is reported,
+    not gated): the generator is never released, but every released image is its sample, so a
+    generator that tells its members apart is where a leak starts (docs/audit.md, "The white-box
+    attack on the site's generator").
 
     The utility rule (`fedkr.shared.utility`): pooled over every site's holdout, the student's
     chance-adjusted balanced accuracy must reach `min_utility_ratio` times the sites' teachers'
@@ -132,7 +133,7 @@ def _check_result(site: str, result: AttackResult, policy: AuditPolicy) -> list[
                                 f"{site}: {name} attack AUC {result.auc:.3f}, upper {policy.confidence:.0%} bound "
                                 f"{upper:.3f} > {limit:.3f}"))
     tpr_lower = result.tpr_at_1pct_fpr_ci[0]
-    if not on_images and not tpr_lower <= policy.max_tpr_at_1pct_fpr:
+    if not (on_images or on_generator) and not tpr_lower <= policy.max_tpr_at_1pct_fpr:
         failures.append(Failure(site, name, "tpr_at_1pct_fpr_lower", tpr_lower, policy.max_tpr_at_1pct_fpr,
                                 f"{site}: {name} attack TPR at 1% FPR {result.tpr_at_1pct_fpr:.3f}, lower "
                                 f"{policy.confidence:.0%} bound {tpr_lower:.3f} > {policy.max_tpr_at_1pct_fpr:.3f}"))

@@ -391,7 +391,7 @@ class Policy:
         out = [Check(None if auc_high is None else auc_high <= limit, f"AUC upper \u2264 {limit:g}")
                for limit in auc_limits if limit is not None]
         limit = self.max_tpr_at_1pct_fpr
-        if not attack.is_distance and limit is not None:
+        if not attack.is_distance and attack.target != GENERATOR_TARGET and limit is not None:
             tpr_low = attack.tpr_at_1pct_fpr_ci.low if attack.tpr_at_1pct_fpr_ci else None
             out.append(Check(None if tpr_low is None else tpr_low <= limit, f"TPR@1% lower \u2264 {limit:g}"))
         return tuple(out)

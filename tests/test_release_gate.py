@@ -37,8 +37,6 @@ def test_passes_when_every_site_is_close_to_chance():
         ({"site-0": report(rmia={"tpr": 0.08, "tpr_ci": (0.04, 0.13)})}, "site-0", "rmia", "tpr_at_1pct_fpr_lower"),
         ({"site-0": report(dcr_feature={"auc": 0.6, "ci": (0.52, 0.68)})}, "site-0", "dcr_feature", "auc_upper"),
         ({"site-0": report(generator_loss={"auc": 0.67, "ci": (0.61, 0.73)})}, "site-0", "generator_loss", "auc_upper"),
-        ({"site-0": report(generator_loss={"tpr": 0.2, "tpr_ci": (0.16, 0.25)})}, "site-0", "generator_loss",
-         "tpr_at_1pct_fpr_lower"),
         ({"site-0": report(generator_loss={"target": "student"})}, "site-0", "generator_loss", "target"),
         ({"site-0": AuditReport("site-0", tuple(r for r in report().results if r.attack != "generator_loss"),
                                 settings={"confidence": 0.95}, utility=USEFUL)}, "site-0", "generator_loss", "present"),
@@ -85,6 +83,8 @@ def test_generator_rule_has_its_own_threshold():
     assert failure.message == "site-0: generator_loss attack AUC 0.620, upper 95% bound 0.680 > 0.600"
     assert decide_release(replies, AuditPolicy(max_generator_auc_upper=0.7)).passed
     assert not decide_release(replies, AuditPolicy(max_auc_upper=0.7, max_distance_auc_upper=0.7)).passed
+    # its TPR at 1% FPR is reported, not gated: the AUC rule is the generator's rule
+    assert decide_release({"site-0": report(generator_loss={"tpr": 0.2, "tpr_ci": (0.16, 0.25)})}, POLICY).passed
 
 
 def test_report_round_trips_through_its_dict_form():
