@@ -27,6 +27,7 @@ from fedkr.bench import load_bench_sites
 from fedkr.client.site_data import SiteData, SiteDataSpec, load_site_data
 from fedkr.shared.attack_report import measure_attack
 from fedkr.shared.config import PROFILES, RunConfig
+from fedkr.shared.device import resolve_device
 from fedkr.shared.generator import ClassConditionalDiffusion
 from fedkr.shared.generator_attack import DEFAULT_REPEATS, cross_fitted_scores, denoising_errors
 
@@ -48,7 +49,7 @@ def fitted(data: str, profile: str) -> Iterator[tuple[str, SiteData, ClassCondit
     sites, _ = load_bench_sites(config)
     for i, site in enumerate(sites):
         generator = ClassConditionalDiffusion(config.generator_config(), site.members.num_classes, site.members.image_shape)
-        generator.train(site.members.images, site.members.labels, device=config.device)
+        generator.train(site.members.images, site.members.labels, device=resolve_device(config.device))
         yield f"site-{i}", site, generator
 
 
