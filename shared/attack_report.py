@@ -97,6 +97,11 @@ class AttackResult:
     tpr_at_01pct_fpr: float
     tpr_at_01pct_fpr_ci: tuple[float, float]
     epsilon_lower_bound: float
+    #: The lowest false-positive rate the holdout resolves, 1 / `num_nonmembers` (one held-out image
+    #: above the threshold), and the TPR there: below it a rate is TPR at zero false positives.
+    lowest_fpr: float
+    tpr_at_lowest_fpr: float
+    tpr_at_lowest_fpr_ci: tuple[float, float]
     description: str = ""
     control: dict | None = None
     roc: dict = field(default_factory=dict)
@@ -111,6 +116,8 @@ class AttackResult:
             "tpr_at_1pct_fpr": self.tpr_at_1pct_fpr, "tpr_at_1pct_fpr_ci": list(self.tpr_at_1pct_fpr_ci),
             "tpr_at_01pct_fpr": self.tpr_at_01pct_fpr, "tpr_at_01pct_fpr_ci": list(self.tpr_at_01pct_fpr_ci),
             "epsilon_lower_bound": self.epsilon_lower_bound,
+            "lowest_fpr": self.lowest_fpr, "tpr_at_lowest_fpr": self.tpr_at_lowest_fpr,
+            "tpr_at_lowest_fpr_ci": list(self.tpr_at_lowest_fpr_ci),
             "control": self.control, "roc": self.roc, "histogram": self.histogram, "per_class": list(self.per_class),
         }
 
@@ -147,12 +154,26 @@ class AttackResult:
             tpr_at_1pct_fpr=_rate(data["tpr_at_1pct_fpr"]), tpr_at_1pct_fpr_ci=_interval(data["tpr_at_1pct_fpr_ci"]),
             tpr_at_01pct_fpr=_rate(data["tpr_at_01pct_fpr"]), tpr_at_01pct_fpr_ci=_interval(data["tpr_at_01pct_fpr_ci"]),
             epsilon_lower_bound=_number(data["epsilon_lower_bound"], 0.0, 1e6),
+            lowest_fpr=_rate(data["lowest_fpr"]), tpr_at_lowest_fpr=_rate(data["tpr_at_lowest_fpr"]),
+            tpr_at_lowest_fpr_ci=_interval(data["tpr_at_lowest_fpr_ci"]),
             control=control, roc=roc, histogram=hist, per_class=per_class,
         )
 
     @property
     def is_finite(self) -> bool:
         return all(math.isfinite(v) for v in (self.auc, *self.auc_ci, self.tpr_at_1pct_fpr))
+
+
+def lowest_resolvable_fpr(num_nonmembers: int) -> float:
+    """The lowest nonzero false-positive rate a holdout of `num_nonmembers` images can show: 1 / that count.
+
+    A threshold's FPR is k / `num_nonmembers` for a whole k, so below this rate every "TPR at FPR"
+    is the TPR at zero false positives (TPR at 0.1% FPR needs at least 1,000 held-out images to mean
+    what it says). Raises ValueError for a count below 1.
+    """
+    if num_nonmembers < 1:
+        raise ValueError(f"a holdout needs at least one image, got {num_nonmembers}")
+    return 1.0 / num_nonmembers
 
 
 def _tpr_with_interval(members: np.ndarray, nonmembers: np.ndarray, max_fpr: float, confidence: float) -> tuple[float, tuple[float, float]]:
@@ -193,6 +214,8 @@ def measure_attack(
     members, nonmembers = check_scores(member_scores, nonmember_scores)
     tpr1, tpr1_ci = _tpr_with_interval(members, nonmembers, 0.01, confidence)
     tpr01, tpr01_ci = _tpr_with_interval(members, nonmembers, 0.001, confidence)
+    lowest_fpr = lowest_resolvable_fpr(nonmembers.size)
+    tpr_lowest, tpr_lowest_ci = _tpr_with_interval(members, nonmembers, lowest_fpr, confidence)
     eps, _ = empirical_epsilon(members, nonmembers, delta=delta, confidence=confidence, seed=seed)
     control = control_run(nonmembers, confidence, seed=seed)
     return AttackResult(
@@ -208,6 +231,9 @@ def measure_attack(
         tpr_at_01pct_fpr=tpr01,
         tpr_at_01pct_fpr_ci=tpr01_ci,
         epsilon_lower_bound=eps,
+        lowest_fpr=lowest_fpr,
+        tpr_at_lowest_fpr=tpr_lowest,
+        tpr_at_lowest_fpr_ci=tpr_lowest_ci,
         control=None if control is None else control.to_dict(),
         roc=roc_on_log_grid(members, nonmembers),
         histogram={**score_histogram(members, nonmembers), "score": score_name},

@@ -81,6 +81,7 @@ def audit_summary(decision: AuditDecision) -> dict:
             continue
         sites[sid] = {
             r.attack: {"auc": r.auc, "auc_ci": list(r.auc_ci), "tpr_at_1pct_fpr": r.tpr_at_1pct_fpr,
+                       "tpr_at_01pct_fpr": r.tpr_at_01pct_fpr, "lowest_fpr": r.lowest_fpr,
                        "control_auc": None if r.control is None else r.control["auc"],
                        "epsilon_lower_bound": r.epsilon_lower_bound, "num_members": r.num_members,
                        "num_nonmembers": r.num_nonmembers}

@@ -180,6 +180,9 @@ class Attack:
     epsilon_lower_bound: Number | None
     control: Control | None
     roc: Roc | None
+    lowest_fpr: float | None  # 1 / non-members: the lowest FPR this holdout resolves
+    tpr_at_lowest_fpr: Number | None
+    tpr_at_lowest_fpr_ci: Interval | None
     histogram: Histogram | None
     per_class: tuple[PerClass, ...]
 
@@ -198,7 +201,9 @@ class Attack:
             tpr_at_01pct_fpr_ci=Interval.parse(value.get("tpr_at_01pct_fpr_ci")),
             epsilon_lower_bound=_number(value.get("epsilon_lower_bound")),
             control=Control.parse(value.get("control")),
-            roc=Roc.parse(value.get("roc")), histogram=Histogram.parse(value.get("histogram")),
+            roc=Roc.parse(value.get("roc")),
+            lowest_fpr=_real(value.get("lowest_fpr")), tpr_at_lowest_fpr=_number(value.get("tpr_at_lowest_fpr")),
+            tpr_at_lowest_fpr_ci=Interval.parse(value.get("tpr_at_lowest_fpr_ci")), histogram=Histogram.parse(value.get("histogram")),
             per_class=tuple(PerClass.parse(p) for p in _list(value.get("per_class")) if isinstance(p, dict)),
         )
 
@@ -341,6 +346,13 @@ class Site:
     @property
     def answered(self) -> bool:
         return not self.refused and not (self.error and not self.attacks)
+
+    @property
+    def lowest_fpr(self) -> float | None:
+        """The lowest false-positive rate this site's holdout resolves (1 / its non-members), None if unknown."""
+        counts = [a.num_nonmembers for a in self.attacks if a.num_nonmembers] or (
+            [self.num_nonmembers] if self.num_nonmembers else [])
+        return 1.0 / max(counts) if counts else None
 
 
 @dataclass(frozen=True)

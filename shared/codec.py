@@ -595,6 +595,8 @@ def _attack_message(result: AttackResult) -> pb.AttackResult:
         auc=result.auc, auc_ci=_interval(result.auc_ci), tpr_at_1pct_fpr=result.tpr_at_1pct_fpr,
         tpr_at_1pct_fpr_ci=_interval(result.tpr_at_1pct_fpr_ci), tpr_at_01pct_fpr=result.tpr_at_01pct_fpr,
         tpr_at_01pct_fpr_ci=_interval(result.tpr_at_01pct_fpr_ci), epsilon_lower_bound=result.epsilon_lower_bound,
+        lowest_fpr=result.lowest_fpr, tpr_at_lowest_fpr=result.tpr_at_lowest_fpr,
+        tpr_at_lowest_fpr_ci=_interval(result.tpr_at_lowest_fpr_ci),
         roc_fpr=result.roc.get("fpr", []), roc_tpr=result.roc.get("tpr", []),
         histogram_edges=result.histogram.get("edges", []), histogram_members=result.histogram.get("members", []),
         histogram_nonmembers=result.histogram.get("nonmembers", []), histogram_score=result.histogram.get("score", ""),
@@ -622,6 +624,8 @@ def _attack_dict(message: pb.AttackResult) -> dict:
         "tpr_at_01pct_fpr": message.tpr_at_01pct_fpr,
         "tpr_at_01pct_fpr_ci": [message.tpr_at_01pct_fpr_ci.lower, message.tpr_at_01pct_fpr_ci.upper],
         "epsilon_lower_bound": message.epsilon_lower_bound,
+        "lowest_fpr": message.lowest_fpr, "tpr_at_lowest_fpr": message.tpr_at_lowest_fpr,
+        "tpr_at_lowest_fpr_ci": [message.tpr_at_lowest_fpr_ci.lower, message.tpr_at_lowest_fpr_ci.upper],
         "control": None if not message.HasField("control") else {
             "auc": message.control.auc, "auc_ci": [message.control.auc_ci.lower, message.control.auc_ci.upper],
             "tpr_at_1pct_fpr": message.control.tpr_at_1pct_fpr, "num_a": message.control.num_a, "num_b": message.control.num_b},

@@ -367,7 +367,7 @@ def test_write_audit_renders_the_documents_the_coordinator_and_the_standalone_au
 
     policy = AuditPolicy()
     results = tuple(AttackResult(a, "distilled_set" if a.startswith("dcr") else "student", 100, 100, 0.5,
-                                 (0.45, 0.55), 0.01, (0.0, 0.02), 0.0, (0.0, 0.03), 0.0)
+                                 (0.45, 0.55), 0.01, (0.0, 0.02), 0.0, (0.0, 0.03), 0.0, 0.01, 0.01, (0.0, 0.05))
                     for a in policy.required_attacks)
     from fedkr.shared.utility import UtilityCounts
 

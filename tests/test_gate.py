@@ -61,7 +61,7 @@ def test_invalid_or_misattributed_shard_refused(gate):
 
 
 def test_metrics_and_labels_leave_bound_to_what_they_answer(gate):
-    report = AuditReport("site-0", (AttackResult("loss", "student", 10, 10, 0.5, (0.3, 0.7), 0.0, (0.0, 0.3), 0.0, (0.0, 0.3), 0.0),))
+    report = AuditReport("site-0", (AttackResult("loss", "student", 10, 10, 0.5, (0.3, 0.7), 0.0, (0.0, 0.3), 0.0, (0.0, 0.3), 0.0, 0.1, 0.0, (0.0, 0.3)),))
     out = gate.send(report, run_id="r1", round=-1, candidate_blob=b"candidate")
     labels = gate.send(RelabelReply("site-0", np.full((2, 3), 1 / 3, np.float32)), run_id="r1", round=-2, candidate_blob=b"request")
     entries = [json.loads(line) for line in gate.ledger_path.read_text().splitlines()]

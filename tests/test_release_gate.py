@@ -16,7 +16,7 @@ USEFUL = UtilityCounts(np.array([50, 50]), np.array([45, 44]), np.array([48, 47]
 
 def result(attack="loss", auc=0.5, ci=(0.45, 0.55), tpr=0.01, tpr_ci=(0.0, 0.05), n=100, target=None):
     target = target or ("distilled_set" if attack.startswith("dcr") else "generator" if attack == "generator_loss" else "student")
-    return AttackResult(attack, target, n, n, auc, ci, tpr, tpr_ci, 0.0, (0.0, 0.03), 0.0)
+    return AttackResult(attack, target, n, n, auc, ci, tpr, tpr_ci, 0.0, (0.0, 0.03), 0.0, 1 / n, tpr, tpr_ci)
 
 
 def report(site="site-0", utility=USEFUL, **changes):

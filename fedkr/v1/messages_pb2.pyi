@@ -264,7 +264,7 @@ class PerClassResult(_message.Message):
     def __init__(self, class_name: _Optional[str] = ..., members: _Optional[int] = ..., nonmembers: _Optional[int] = ..., auc: _Optional[float] = ...) -> None: ...
 
 class AttackResult(_message.Message):
-    __slots__ = ("attack", "target", "num_members", "num_nonmembers", "auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci", "tpr_at_01pct_fpr", "tpr_at_01pct_fpr_ci", "epsilon_lower_bound", "control", "roc_fpr", "roc_tpr", "histogram_edges", "histogram_members", "histogram_nonmembers", "per_class", "description", "histogram_score")
+    __slots__ = ("attack", "target", "num_members", "num_nonmembers", "auc", "auc_ci", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_ci", "tpr_at_01pct_fpr", "tpr_at_01pct_fpr_ci", "epsilon_lower_bound", "control", "roc_fpr", "roc_tpr", "histogram_edges", "histogram_members", "histogram_nonmembers", "per_class", "description", "histogram_score", "lowest_fpr", "tpr_at_lowest_fpr", "tpr_at_lowest_fpr_ci")
     ATTACK_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     NUM_MEMBERS_FIELD_NUMBER: _ClassVar[int]
@@ -285,6 +285,9 @@ class AttackResult(_message.Message):
     PER_CLASS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     HISTOGRAM_SCORE_FIELD_NUMBER: _ClassVar[int]
+    LOWEST_FPR_FIELD_NUMBER: _ClassVar[int]
+    TPR_AT_LOWEST_FPR_FIELD_NUMBER: _ClassVar[int]
+    TPR_AT_LOWEST_FPR_CI_FIELD_NUMBER: _ClassVar[int]
     attack: str
     target: str
     num_members: int
@@ -305,7 +308,10 @@ class AttackResult(_message.Message):
     per_class: _containers.RepeatedCompositeFieldContainer[PerClassResult]
     description: str
     histogram_score: str
-    def __init__(self, attack: _Optional[str] = ..., target: _Optional[str] = ..., num_members: _Optional[int] = ..., num_nonmembers: _Optional[int] = ..., auc: _Optional[float] = ..., auc_ci: _Optional[_Union[Interval, _Mapping]] = ..., tpr_at_1pct_fpr: _Optional[float] = ..., tpr_at_1pct_fpr_ci: _Optional[_Union[Interval, _Mapping]] = ..., tpr_at_01pct_fpr: _Optional[float] = ..., tpr_at_01pct_fpr_ci: _Optional[_Union[Interval, _Mapping]] = ..., epsilon_lower_bound: _Optional[float] = ..., control: _Optional[_Union[ControlResult, _Mapping]] = ..., roc_fpr: _Optional[_Iterable[float]] = ..., roc_tpr: _Optional[_Iterable[float]] = ..., histogram_edges: _Optional[_Iterable[float]] = ..., histogram_members: _Optional[_Iterable[int]] = ..., histogram_nonmembers: _Optional[_Iterable[int]] = ..., per_class: _Optional[_Iterable[_Union[PerClassResult, _Mapping]]] = ..., description: _Optional[str] = ..., histogram_score: _Optional[str] = ...) -> None: ...
+    lowest_fpr: float
+    tpr_at_lowest_fpr: float
+    tpr_at_lowest_fpr_ci: Interval
+    def __init__(self, attack: _Optional[str] = ..., target: _Optional[str] = ..., num_members: _Optional[int] = ..., num_nonmembers: _Optional[int] = ..., auc: _Optional[float] = ..., auc_ci: _Optional[_Union[Interval, _Mapping]] = ..., tpr_at_1pct_fpr: _Optional[float] = ..., tpr_at_1pct_fpr_ci: _Optional[_Union[Interval, _Mapping]] = ..., tpr_at_01pct_fpr: _Optional[float] = ..., tpr_at_01pct_fpr_ci: _Optional[_Union[Interval, _Mapping]] = ..., epsilon_lower_bound: _Optional[float] = ..., control: _Optional[_Union[ControlResult, _Mapping]] = ..., roc_fpr: _Optional[_Iterable[float]] = ..., roc_tpr: _Optional[_Iterable[float]] = ..., histogram_edges: _Optional[_Iterable[float]] = ..., histogram_members: _Optional[_Iterable[int]] = ..., histogram_nonmembers: _Optional[_Iterable[int]] = ..., per_class: _Optional[_Iterable[_Union[PerClassResult, _Mapping]]] = ..., description: _Optional[str] = ..., histogram_score: _Optional[str] = ..., lowest_fpr: _Optional[float] = ..., tpr_at_lowest_fpr: _Optional[float] = ..., tpr_at_lowest_fpr_ci: _Optional[_Union[Interval, _Mapping]] = ...) -> None: ...
 
 class AuditReport(_message.Message):
     __slots__ = ("site_id", "run_id", "results", "num_members", "num_nonmembers", "candidate_sha256", "near_duplicates_json", "dp_json", "settings_json", "utility")
