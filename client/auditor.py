@@ -282,6 +282,8 @@ def audit_model(
         results.append(result)
     settings_record = {**asdict(settings), "feature_space": "site teacher" if feature_model is not None else target_name,
                        "seconds": round(time.perf_counter() - started, 1)}
+    if generator is not None:  # what the white-box attack attacked: the audit's summary names it in a remedy
+        settings_record["generator_trained_steps"] = int(generator.trained_steps)
     return AuditReport(
         site_id=site_id, results=tuple(results), num_members=len(members), num_nonmembers=len(holdout),
         near_duplicates=near, dp=dp, settings=settings_record, utility=utility,

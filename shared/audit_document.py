@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 from fedkr.shared.audit_policy import AuditDecision, utility_figures
+from fedkr.shared.audit_summary import summarize
+from fedkr.shared.audit_view import AuditDocument
 from fedkr.shared.reports import AuditReport
 
 import fedkr
@@ -69,6 +71,7 @@ def build_audit_document(release_id: str, artefacts: dict[str, str], classes: li
     if left_out is not None:
         document["sites_left_out"] = {sid: {"stage": str(entry.get("stage", "")), "reason": str(entry.get("reason", ""))}
                                       for sid, entry in sorted(left_out.items())}
+    document["summary"] = [entry.to_dict() for entry in summarize(AuditDocument.parse(document))]
     return document
 
 

@@ -24,6 +24,7 @@ import jinja2
 import numpy as np
 
 from .audit_figures import RC_PARAMS, Plot, Png, as_uint8_images, histogram_plot, png_strip, roc_plot
+from .audit_summary import summarize
 from .audit_view import AuditDocument, Attack, Site
 
 TEMPLATE = "audit.html.j2"
@@ -174,6 +175,7 @@ def render_audit_html(audit: dict | AuditDocument, sample_images: np.ndarray | N
         figures = [_figures(site, doc) for site in doc.sites]
         samples = _samples(doc, sample_images, sample_labels)
     per_class = [_per_class(site, doc) for site in doc.sites]
+    summary = doc.summary if doc.summary is not None else summarize(doc)  # an older document carries none
     return environment().get_template(TEMPLATE).render(
-        doc=doc, figures=figures, per_class=per_class, samples=samples,
+        doc=doc, figures=figures, per_class=per_class, samples=samples, summary=summary,
         max_images_per_class=MAX_IMAGES_PER_CLASS)

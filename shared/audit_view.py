@@ -23,7 +23,7 @@ Number = int | float
 
 __all__ = ["AuditDocument", "Attack", "Check", "Control", "Decision", "DP", "DPPart", "Failure", "Histogram",
            "Interval", "LeftOut", "ModelScore", "NearDuplicates", "NearSpace", "PerClass", "Policy", "PolicyEntry",
-           "Release", "Roc", "Site", "Utility"]
+           "Release", "Roc", "Site", "SiteSummary", "Utility"]
 
 
 def _dict(value: Any) -> dict:
@@ -331,6 +331,7 @@ class Site:
     near_duplicates: NearDuplicates | None
     attacks: tuple[Attack, ...]
     utility: Utility | None = None
+    generator_trained_steps: int | None = None  # the attacked generator's training steps, as the site reported them
 
     @classmethod
     def parse(cls, name: str, value: Any) -> Site:
@@ -341,6 +342,7 @@ class Site:
             dp=DP.parse(site.get("dp")), near_duplicates=NearDuplicates.parse(site.get("near_duplicates")),
             attacks=tuple(Attack.parse(a) for a in _list(site.get("attacks")) if isinstance(a, dict)),
             utility=Utility.parse(site.get("utility")),
+            generator_trained_steps=_int(_dict(site.get("settings")).get("generator_trained_steps")),
         )
 
     @property
@@ -464,6 +466,30 @@ class LeftOut:
 
 
 @dataclass(frozen=True)
+class SiteSummary:
+    """One site's plain-language summary (`fedkr.shared.audit_summary`): `sentence` says what was
+    attacked, the strongest result and what it means; `remedies`, for each failure, what would make
+    the site pass (empty when it passed)."""
+
+    site: str
+    passed: bool
+    sentence: str
+    remedies: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return {"site": self.site, "passed": self.passed, "sentence": self.sentence, "remedies": list(self.remedies)}
+
+    @classmethod
+    def parse(cls, value: Any) -> SiteSummary | None:
+        entry = _dict(value)
+        site, sentence = _text(entry.get("site")), _text(entry.get("sentence"))
+        if site is None or sentence is None:
+            return None
+        return cls(site, entry.get("passed") is True, sentence,
+                   tuple(r for r in _list(entry.get("remedies")) if isinstance(r, str) and r))
+
+
+@dataclass(frozen=True)
 class AuditDocument:
     """The whole audit document, typed; build it with `AuditDocument.parse`."""
 
@@ -479,6 +505,8 @@ class AuditDocument:
     utility: Utility | None = None  # pooled over every site
     #: Sites that left the run before the audit; None where the document does not say (a standalone audit).
     left_out: tuple[LeftOut, ...] | None = None
+    #: The plain-language summary the document carries; None where it carries none (an older document).
+    summary: tuple[SiteSummary, ...] | None = None
 
     @classmethod
     def parse(cls, value: Any) -> AuditDocument:
@@ -499,6 +527,8 @@ class AuditDocument:
             utility=Utility.parse(audit.get("utility")),
             left_out=(tuple(LeftOut.parse(str(n), v) for n, v in audit["sites_left_out"].items())
                       if isinstance(audit.get("sites_left_out"), dict) else None),
+            summary=(tuple(e for e in map(SiteSummary.parse, audit["summary"]) if e is not None)
+                     if isinstance(audit.get("summary"), list) else None),
         )
 
     @property

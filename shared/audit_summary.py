@@ -1,0 +1,263 @@
+"""The plain-language summary that opens the privacy officer's page: one sentence per site, and for
+each failure what would make that site pass, drawn from the site's own figures.
+
+`summarize(document)` is a pure function of the typed audit document (`audit_view.AuditDocument`);
+`build_audit_document` stores its result in `audit.json` under "summary" and the page shows it.
+Every remedy is computed from the measurements, with the rule that computes it named in the text:
+
+- **more holdout**: where an AUC's point estimate meets the limit but its upper bound does not, the
+  interval is too wide. Its half-width is scaled by the Hanley-McNeil standard error of the AUC
+  (Hanley & McNeil, Radiology 1982) at the same AUC and members and a larger holdout, and the
+  smallest holdout whose predicted upper bound meets the limit is named.
+- **differential privacy at a named epsilon**: an (epsilon, delta)-DP training bounds every
+  membership test by TPR <= e^epsilon FPR + delta (Kairouz et al. 2015). Integrating that region
+  bounds any attack's AUC by e^epsilon / (1 + e^epsilon) (delta neglected), and at 1% FPR bounds the
+  TPR by e^epsilon x 1% + delta. The epsilon that meets the failed limit is named.
+- **a smaller generator budget**: where the white-box attack on the generator or a distance test on
+  its released samples separates members by its point estimate, the generator's training steps (as
+  the site reported them) are named, since memorisation grows with training relative to data size.
+"""
+
+from __future__ import annotations
+
+import math
+from .audit_view import GENERATOR_TARGET, Attack, AuditDocument, Failure, Policy, Site, SiteSummary
+
+#: The attacks in plain words, for the summary's sentences.
+PLAIN_NAMES = {
+    "loss": "the loss attack on the student",
+    "entropy": "the entropy attack on the student",
+    "rmia": "the RMIA attack on the student",
+    "lira": "the LiRA attack on the student",
+    "dcr_pixel": "the pixel-distance test on the released images",
+    "dcr_feature": "the feature-distance test on the released images",
+    "generator_loss": "the white-box attack on the site's own generator",
+}
+#: Largest holdout, as a multiple of today's, that a "more holdout" remedy proposes.
+MAX_HOLDOUT_FACTOR = 20
+
+__all__ = ["SiteSummary", "summarize", "dp_epsilon_for_auc", "dp_epsilon_for_tpr", "holdout_for_auc_upper",
+           "hanley_mcneil_se"]
+
+
+def hanley_mcneil_se(auc: float, num_members: int, num_nonmembers: int) -> float:
+    """Standard error of an AUC estimate (Hanley & McNeil 1982, eq. 2), for `auc` in (0, 1) and counts >= 1."""
+    if not 0.0 < auc < 1.0 or num_members < 1 or num_nonmembers < 1:
+        raise ValueError("hanley_mcneil_se needs 0 < auc < 1 and at least one member and one non-member")
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    variance = (auc * (1 - auc) + (num_members - 1) * (q1 - auc * auc)
+                + (num_nonmembers - 1) * (q2 - auc * auc)) / (num_members * num_nonmembers)
+    return math.sqrt(max(variance, 0.0))
+
+
+def holdout_for_auc_upper(auc: float, upper: float, limit: float, num_members: int, num_nonmembers: int,
+                          max_factor: int = MAX_HOLDOUT_FACTOR) -> int | None:
+    """The smallest holdout whose AUC upper bound would meet `limit` if the AUC stayed at `auc`.
+
+    The measured half-width `upper - auc` is scaled by the ratio of Hanley-McNeil standard errors at
+    the larger holdout (members unchanged). Returns None when the point estimate itself exceeds
+    `limit` (no holdout helps) or more than `max_factor` times today's holdout would be needed.
+    """
+    if not auc < limit or num_members < 1 or num_nonmembers < 1 or not 0.0 < auc < 1.0:
+        return None
+    if upper <= limit:
+        return num_nonmembers
+    width, base = upper - auc, hanley_mcneil_se(auc, num_members, num_nonmembers)
+    low, high = num_nonmembers, num_nonmembers * max_factor
+    if auc + width * hanley_mcneil_se(auc, num_members, high) / base > limit:
+        return None
+    while high - low > 1:  # the predicted bound falls as the holdout grows
+        mid = (low + high) // 2
+        if auc + width * hanley_mcneil_se(auc, num_members, mid) / base <= limit:
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+def dp_epsilon_for_auc(max_auc: float) -> float:
+    """The largest epsilon whose DP guarantee bounds every attack's AUC by `max_auc` (in (0.5, 1)): ln(a / (1 - a))."""
+    if not 0.5 < max_auc < 1.0:
+        raise ValueError(f"max_auc must be in (0.5, 1), got {max_auc}")
+    return math.log(max_auc / (1 - max_auc))
+
+
+def dp_epsilon_for_tpr(max_tpr: float, fpr: float = 0.01) -> float:
+    """The largest epsilon whose DP guarantee bounds TPR at `fpr` by `max_tpr` (> `fpr`): ln(max_tpr / fpr)."""
+    if not 0.0 < fpr < max_tpr <= 1.0:
+        raise ValueError(f"need 0 < fpr < max_tpr <= 1, got fpr {fpr}, max_tpr {max_tpr}")
+    return math.log(max_tpr / fpr)
+
+
+def _plain(attack: Attack | None, name: str | None) -> str:
+    key = attack.name if attack is not None else name
+    return PLAIN_NAMES.get(key or "", f"the {key or 'unnamed'} attack")
+
+
+def _targets(site: Site) -> str:
+    parts = []
+    if any(not a.is_distance and a.target != GENERATOR_TARGET for a in site.attacks):
+        parts.append("the released student")
+    if any(a.is_distance for a in site.attacks):
+        parts.append("the released images")
+    if any(a.target == GENERATOR_TARGET for a in site.attacks):
+        parts.append("its own generator")
+    return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] if parts else "nothing"
+
+
+def _count(value: float | int | None) -> str:
+    return "?" if value is None else f"{int(value):,}"
+
+
+def _limit_of(attack: Attack, policy: Policy) -> float | None:
+    if attack.is_distance:
+        return policy.max_distance_auc_upper
+    return policy.max_generator_auc_upper if attack.target == GENERATOR_TARGET else policy.max_auc_upper
+
+
+def _strongest(site: Site) -> Attack | None:
+    scored = [a for a in site.attacks if a.auc is not None]
+    return max(scored, key=lambda a: a.auc) if scored else None
+
+
+def _sentence(site: Site, failures: list[Failure], policy: Policy) -> str:
+    if not site.answered:
+        why = f" ({site.error})" if site.error else ""
+        return (f"{site.name} did not answer the audit{why}: nothing was measured there, so the release cannot "
+                "pass on its behalf.")
+    strongest = _strongest(site)
+    head = (f"{site.name}: {len(site.attacks)} attacks on {_targets(site)}, with its {_count(site.num_members)} "
+            f"training images against {_count(site.num_nonmembers)} held-out images")
+    if strongest is None:
+        return head + "; no attack reported a figure, so the release cannot pass on its behalf."
+    ci = strongest.auc_ci
+    interval = f" [{ci.low:.2f}, {ci.high:.2f}]" if ci is not None and ci.known else ""
+    tpr = ("" if strongest.tpr_at_1pct_fpr is None
+           else f", catching {strongest.tpr_at_1pct_fpr:.0%} of members at 1% false positives")
+    result = f"; the strongest was {_plain(strongest, None)}, AUC {strongest.auc:.2f}{interval}{tpr}"
+    attack_failures = [f for f in failures if f.attack not in (None, "", "utility")]
+    leaks = [f for f in attack_failures if _is_measured_leak(f, site, policy)]
+    if not failures:
+        meaning = ("no attack told this site's patients from unseen ones beyond the policy's limits at this "
+                   "sample size")
+    elif leaks:
+        meaning = (f"{_plain(_attack(site, leaks[0].attack), leaks[0].attack)} tells this site's training images "
+                   "from unseen ones: a measured leak")
+    elif attack_failures:
+        meaning = (f"that is compatible with no leak, but {_count(site.num_nonmembers)} held-out images are too few "
+                   f"to show it at the policy's {policy.confidence or 0.95:.0%} confidence")
+    else:
+        meaning = "the attacks stayed within the policy's limits, but the site fails another rule (below)"
+    return head + result + ": " + meaning + "."
+
+
+def _attack(site: Site, name: str | None) -> Attack | None:
+    return next((a for a in site.attacks if a.name == name), None)
+
+
+def _is_measured_leak(failure: Failure, site: Site, policy: Policy) -> bool:
+    """A failure that more holdout cannot fix: a point estimate over its limit, or a TPR lower bound over it."""
+    attack = _attack(site, failure.attack)
+    if failure.metric == "tpr_at_1pct_fpr_lower":
+        return True
+    if failure.metric != "auc_upper" or attack is None or attack.auc is None:
+        return False
+    limit = _limit_of(attack, policy)
+    return limit is not None and attack.auc > limit
+
+
+def _dp_text(site: Site, epsilon: float, what: str) -> str:
+    already = ""
+    if site.dp is not None and site.dp.epsilon is not None:
+        already = f" (it trained at \u03b5 = {site.dp.epsilon:.2f}, which does not guarantee it)"
+    return (f"differential privacy for its teacher and generator at \u03b5 \u2264 {epsilon:.2f} per site, which bounds "
+            f"{what} whatever the attack{already}")
+
+
+def _remedies(site: Site, failures: list[Failure], policy: Policy) -> tuple[str, ...]:
+    out: list[str] = []
+    for failure in failures:
+        attack = _attack(site, failure.attack)
+        words = _plain(attack, failure.attack)
+        if failure.metric == "answered":
+            out.append("the site answers the audit; until it does the release cannot pass")
+        elif failure.metric == "present":
+            if failure.attack == "generator_loss":
+                out.append("the site runs the white-box attack on its generator: the generator of the run must be "
+                           "at the site when it audits (`fedkr audit --state-dir`)")
+            elif failure.attack == "utility":
+                out.append("the site sends its utility figures (a site of an older version does not)")
+            else:
+                out.append(f"the site runs {words}, which the policy requires")
+        elif failure.metric == "examples":
+            out.append(f"more holdout: {words} needs at least {_policy_min(failure)} images on each side")
+        elif failure.metric == "auc_upper" and attack is not None and attack.auc is not None:
+            out.extend(_auc_remedies(site, attack, failure, policy))
+        elif failure.metric == "tpr_at_1pct_fpr_lower" and failure.threshold is not None:
+            tpr = attack.tpr_at_1pct_fpr if attack is not None else None
+            caught = f"{tpr:.0%} of members" if tpr is not None else "members"
+            out.append(f"{words} catches {caught} at 1% false positives, and more holdout will not change that; "
+                       + _dp_text(site, dp_epsilon_for_tpr(float(failure.threshold)),
+                                  f"TPR at 1% FPR by {float(failure.threshold):.0%}"))
+        elif failure.metric == "confidence":
+            out.append(f"the site audits at the policy's confidence ({policy.confidence})")
+    return tuple(dict.fromkeys(out))
+
+
+def _policy_min(failure: Failure) -> str:
+    return "?" if failure.threshold is None else f"{int(failure.threshold):,}"
+
+
+def _auc_remedies(site: Site, attack: Attack, failure: Failure, policy: Policy) -> list[str]:
+    limit = _limit_of(attack, policy)
+    words = _plain(attack, None)
+    if limit is None or attack.auc_ci is None or attack.auc_ci.high is None:
+        return []
+    auc, upper = float(attack.auc), float(attack.auc_ci.high)
+    members, nonmembers = attack.num_members, attack.num_nonmembers
+    out: list[str] = []
+    if auc <= limit:
+        needed = (holdout_for_auc_upper(auc, upper, limit, int(members), int(nonmembers))
+                  if members and nonmembers else None)
+        if needed is not None:
+            out.append(f"more holdout: at the measured AUC {auc:.3f}, about {needed:,} held-out images (now "
+                       f"{int(nonmembers):,}) would bring the upper bound of {words} to {limit:g} or below "
+                       "(the interval scaled by the Hanley-McNeil standard error)")
+        else:
+            out.append(f"more holdout alone will not do: at the measured AUC {auc:.3f} and {_count(members)} members, "
+                       f"even {MAX_HOLDOUT_FACTOR} times today's {_count(nonmembers)} held-out images would leave the "
+                       f"upper bound of {words} above {limit:g}")
+    on_generator = attack.is_distance or attack.target == GENERATOR_TARGET
+    if on_generator and auc > limit:
+        steps = site.generator_trained_steps
+        budget = f" than its {steps:,}" if steps else ""
+        out.append(f"a smaller generator budget: {words} separates members at AUC {auc:.3f}, so the generator "
+                   f"memorises its {_count(site.num_members)} training images; train it for fewer steps{budget}")
+    if 0.5 < limit < 1.0:
+        out.append(_dp_text(site, dp_epsilon_for_auc(limit), f"every attack's AUC by {limit:g}"))
+    return out
+
+
+def summarize(document: AuditDocument) -> tuple[SiteSummary, ...]:
+    """One `SiteSummary` per site of `document`, in its order; failures not tied to a site (the
+    pooled utility rule) are summarised under the site name "all sites"."""
+    failures = document.decision.failures
+    out = []
+    for site in document.sites:
+        own = [f for f in failures if f.site == site.name]
+        out.append(SiteSummary(site.name, not own and site.answered, _sentence(site, own, document.policy),
+                               _remedies(site, own, document.policy)))
+    pooled = [f for f in failures if not f.site]
+    if pooled:
+        out.append(SiteSummary("all sites", False, " ".join(f.message or "" for f in pooled).strip(),
+                               tuple(_pooled_remedy(f) for f in pooled)))
+    return tuple(out)
+
+
+def _pooled_remedy(failure: Failure) -> str:
+    if failure.metric == "utility_ratio":
+        return ("a student that learns more from the sites' synthetic data (more student epochs, more synthetic "
+                "images per class, better site generators), audited again")
+    if failure.metric == "teacher_adjusted_balanced_accuracy":
+        return "sites whose own models learn their task: check the sites' data and labels"
+    return "a complete audit from every site"
