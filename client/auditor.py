@@ -42,6 +42,7 @@ from fedkr.shared.classifier import (
     train_classifier,
 )
 from fedkr.shared.data import ImageSet
+from fedkr.shared.density_attack import density_ratio_scores
 from fedkr.shared.device import Device
 from fedkr.shared.generator import ClassConditionalDiffusion
 from fedkr.shared.generator_attack import cross_fitted_scores, denoising_errors
@@ -59,6 +60,7 @@ DESCRIPTIONS = {
     "dcr_feature": "distance to the closest released image, the site teacher's feature space: closer means member",
     "generator_loss": "white-box, the site's own generator: a lower denoising error means member (Carlini et al. 2023), "
                       "noise level chosen on one half, scored on the other",
+    "domias": "van Breugel et al. 2023 (DOMIAS): synthetic over population density in the feature space, higher means member",
 }
 SCORES = {
     "loss": "log-probability of the true class",
@@ -68,6 +70,7 @@ SCORES = {
     "dcr_pixel": "negated pixel distance (0-1 scale)",
     "dcr_feature": "negated feature distance",
     "generator_loss": "negated denoising error, in holdout standard deviations",
+    "domias": "log density ratio, synthetic over reference",
 }
 #: A member closer to a released image than this percentile of real-to-real nearest distances is a near duplicate.
 NEAR_DUPLICATE_PERCENTILE = 1.0
@@ -214,6 +217,43 @@ def _distance_attacks(
         near[space] = {"count": int((d_m <= threshold).sum()), "threshold": threshold,
                        "holdout_count": int((d_h <= threshold).sum()), "holdout_checked": len(holdout)}
     return scores, near
+
+
+def audit_synthetic(
+    site_id: str,
+    synthetic: np.ndarray,
+    members: ImageSet,
+    holdout: ImageSet,
+    reference: np.ndarray,
+    feature_model: CompactCNN,
+    settings: AuditSettings = AuditSettings(),
+    target: str = "shards",
+    device: Device = None,
+) -> tuple[AttackResult, ...]:
+    """The attacks on synthetic images a party received from this site: distance to the closest
+    synthetic image in pixel and feature space, and the DOMIAS density ratio
+    (`fedkr.shared.density_attack`), members against holdout.
+
+    `synthetic` uint8 (N, H, W, C), the site's images; `reference` uint8 (R, H, W, C), a population
+    sample holding no member of any site (the density attack's reference); `feature_model` gives
+    the feature space (the attacker's own model). Members and holdout are subsampled as in
+    `audit_model`. Raises ValueError for images of another shape than the site's.
+    """
+    rng = np.random.default_rng(settings.seed)
+    members = _subsample(members, settings.max_per_side, rng)
+    holdout = _subsample(holdout, settings.max_per_side, rng)
+    scored, _ = _distance_attacks(synthetic, feature_model, members, holdout, device)
+    features = [embed(feature_model, x, device=device) for x in (synthetic, reference, members.images, holdout.images)]
+    density = density_ratio_scores(features[0], features[1], np.concatenate(features[2:]), seed=settings.seed)
+    scored["domias"] = (density[: len(members)], density[len(members):])
+    results = []
+    for name, (m_scores, h_scores) in scored.items():
+        result = measure_attack(name, target, m_scores, h_scores, members.labels, holdout.labels, members.class_names,
+                                description=DESCRIPTIONS[name], score_name=SCORES[name],
+                                confidence=settings.confidence, delta=settings.delta, seed=settings.seed)
+        log.info("%s: %s attack on %s AUC %.3f [%.3f, %.3f]", site_id, name, target, result.auc, *result.auc_ci)
+        results.append(result)
+    return tuple(results)
 
 
 def _generator_attack(

@@ -406,6 +406,11 @@ class Site:
         generator.save(directory / "generator")
         self._models = (run_id, teacher, generator)
 
+    def teacher(self, run_id: str) -> CompactCNN:
+        """The teacher of run `run_id`, the model whose probabilities this site's relabel replies carry.
+        Raises `SiteNotFitted` where the site holds none for that run."""
+        return self._load(run_id)[0]
+
     def _load(self, run_id: str) -> tuple[CompactCNN, ClassConditionalDiffusion]:
         if self._models is not None and self._models[0] == run_id:
             return self._models[1], self._models[2]

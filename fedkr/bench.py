@@ -43,6 +43,7 @@ from fedkr.shared.release_inspect import METRICS_LIMITS
 from fedkr.shared.reports import FitReport
 
 from .bench_fedavg import FedAvgSettings, run_fedavg
+from .coordinator_view import ViewEntry, fedavg_view, relabel_view, shards_view, worst
 from .student_protocol import StudentProtocol
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,10 @@ class MethodRow:
     mia_site: str | None = None
     bytes_uploaded_per_site: float | None = None
     seconds: list[float] = field(default_factory=list)
+    #: The coordinator view (`fedkr.coordinator_view`): the strongest attack, at the worst site, on
+    #: what the coordinator received (`ViewEntry.to_dict`), or {"note": ...} where there is nothing to
+    #: attack (local only) or nothing to infer (centralized: the coordinator holds the images).
+    coordinator_view: dict | None = None
 
     def complete(self, seeds: int) -> bool:
         return (len(self.accuracy) == seeds and len(self.seconds) == seeds and self.mia_auc is not None
@@ -104,6 +109,8 @@ class BenchResult:
     fit: dict[str, dict]
     fedkr_runs: list[dict]
     seconds: float
+    #: Every coordinator-view attack, by method (`ViewEntry.to_dict`), first seed.
+    coordinator_view: dict[str, list[dict]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         central = self.rows["centralized"].summary()["accuracy_mean"]
@@ -115,6 +122,7 @@ class BenchResult:
             "methods": {name: row.summary() for name, row in self.rows.items()},
             "fedkr_over_centralized": (fedkr / central) if central and fedkr is not None else None,
             "site_sizes": self.site_sizes, "fit": self.fit, "fedkr_runs": self.fedkr_runs, "seconds": self.seconds,
+            "coordinator_view": self.coordinator_view,
         }
 
 
@@ -172,6 +180,9 @@ def ledger_bytes(site: Site, run_id: str, kinds: tuple[str, ...] | None = None) 
     entries, _ = read_ledger(path)
     return sum(int(e.get("bytes", 0)) for e in entries if e.get("run") == run_id and (kinds is None or e.get("kind") in kinds))
 
+
+#: Population images (from the test split, no site's member) the coordinator view's density attack uses.
+COORDINATOR_REFERENCE_IMAGES = 2000
 
 #: The parts of a finished run's metrics.json that a reused fit reads.
 _REUSED_METRICS_SCHEMA = {
@@ -289,6 +300,7 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
         first = next(iter(reports.values()))
         fit = FitResult(fit_run, reports, {}, first.class_names, first.image_shape, reused_seconds)
     fedkr_runs: list[dict] = []
+    views: dict[str, list[ViewEntry]] = {}
     for seed in range(settings.seeds):
         first_seed = seed == 0
         say(f"seed {seed}: centralized")
@@ -298,6 +310,7 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
         if first_seed:
             _set_mia(rows["centralized"], worst_site_mia([model] * len(site_data), site_data, audit, references))
             rows["centralized"].bytes_uploaded_per_site = float(np.mean([s.members.images.nbytes for s in site_data]))
+            rows["centralized"].coordinator_view = {"note": "receives the images"}
 
         say(f"seed {seed}: local-only")
         local = [train_on_real(s.members.images, s.members.labels, test, protocol, seed, num_classes) for s in site_data]
@@ -311,18 +324,22 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
             for name in ("local_mean", "local_worst"):
                 _set_mia(rows[name], mia)
                 rows[name].bytes_uploaded_per_site = 0.0
+                rows[name].coordinator_view = {"note": "receives nothing"}
 
         say(f"seed {seed}: Flower FedAvg")
         # the protocol's floor of optimisation steps spread over the rounds, not demanded of every round
         per_round = replace(protocol.train_config(seed, soft=False), min_steps=-(-600 // settings.fedavg_rounds))
         fed = run_fedavg([s.members for s in site_data], test, per_round,
                          FedAvgSettings(rounds=settings.fedavg_rounds, local_epochs=settings.fedavg_local_epochs,
-                                        seed=seed, channels=protocol.channels))
+                                        seed=seed, channels=protocol.channels, keep_uploads=first_seed))
         rows["fedavg"].accuracy.append(fed.test_accuracy)
         rows["fedavg"].seconds.append(fed.seconds)
         if first_seed:
             _set_mia(rows["fedavg"], worst_site_mia([fed.model] * len(site_data), site_data, audit, references))
             rows["fedavg"].bytes_uploaded_per_site = float(np.mean(fed.bytes_uploaded_per_site))
+            say("seed 0: coordinator view of FedAvg (every site's every upload)")
+            views["fedavg"] = fedavg_view(fed.uploads, fed.model.config, site_data, audit, references, config.device)
+            del fed.uploads[:]
 
         say(f"seed {seed}: fedkr" + (" (sites fit their teacher and generator)" if fit is None else ""))
         run_config = bench_run_config(config, out, seed)
@@ -356,9 +373,19 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
             run_id = run_config.run_id
             rows["fedkr"].bytes_uploaded_per_site = float(np.mean([ledger_bytes(s, run_id) for s in sites]))
             rows["naive_pooling"].bytes_uploaded_per_site = float(np.mean([ledger_bytes(s, run_id, ("shard",)) for s in sites]))
+            say("seed 0: coordinator view of fedkr (shards and relabel replies)")
+            reference = test.images[:COORDINATOR_REFERENCE_IMAGES]
+            views["naive_pooling"] = shards_view(pool.images, pool.site_ids, site_data, reference, student, audit,
+                                                 config.device)
+            teachers = [site.teacher(run_id) for site in sites]
+            views["fedkr"] = views["naive_pooling"] + relabel_view(teachers, site_data, audit, references, config.device)
+    for name, entries in views.items():
+        top = worst(entries)
+        rows[name].coordinator_view = None if top is None else top.to_dict()
     reports = {sid: r.to_dict() for sid, r in fit.reports.items()} if fit is not None else {}
     sizes = {f"site-{i}": {"members": len(d.members), "holdout": len(d.holdout)} for i, d in enumerate(site_data)}
-    return BenchResult(config, settings, profile, rows, sizes, reports, fedkr_runs, time.perf_counter() - started)
+    return BenchResult(config, settings, profile, rows, sizes, reports, fedkr_runs, time.perf_counter() - started,
+                       {name: [e.to_dict() for e in entries] for name, entries in views.items()})
 
 
 # --- output ---------------------------------------------------------------------------------------
@@ -371,12 +398,14 @@ LABELS = {"centralized": "centralized (real images pooled)", "local_mean": "loca
 def markdown_table(result: dict) -> str:
     seeds = result["profile"]["seeds"]
     lines = [f"| method | test accuracy (mean ± sd, {seeds} seeds) | worst-site MIA AUC | worst-site TPR@1%FPR "
-             "| worst-site TPR@0.1%FPR | bytes uploaded per site | wall time (s) |", "|---|---|---|---|---|---|---|"]
+             "| worst-site TPR@0.1%FPR | coordinator view: worst-site AUC | coordinator view: TPR@0.1%FPR "
+             "| bytes uploaded per site | wall time (s) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, row in result["methods"].items():
         lines.append(
             f"| {LABELS.get(name, name)} | {row['accuracy_mean']:.3f} ± {row['accuracy_std']:.3f} | {row['mia_auc']:.3f} "
             f"({row['mia_attack']}, {row['mia_site']}) | {row['mia_tpr_at_1pct_fpr']:.3f} "
             f"| {_low_fpr_cell(row.get('mia_tpr_at_01pct_fpr'), row.get('mia_lowest_fpr'))} "
+            f"| {_view_cells(row.get('coordinator_view'))} "
             f"| {_size(row['bytes_uploaded_per_site'])} | {row['seconds_mean']:.0f} |")
     ratio = result.get("fedkr_over_centralized")
     if ratio is not None:
@@ -386,7 +415,10 @@ def markdown_table(result: dict) -> str:
                  "for fedkr; fit, synthesis and the student for naive pooling. MIA: the highest AUC of the loss, "
                  "entropy and RMIA attacks on the trained network at any site (first seed), with that attack's TPR; where that "
                  "site's holdout resolves no FPR as low as 0.1% (fewer than 1,000 held-out images), the TPR@0.1%FPR is "
-                 "the TPR at zero false positives and the cell gives the lowest FPR it resolves.")
+                 "the TPR at zero false positives and the cell gives the lowest FPR it resolves. Coordinator view: the "
+                 "strongest attack at the worst site on what the coordinator received from it (FedAvg: every weight "
+                 "upload, every round; fedkr: the site's synthetic shards, by distance tests and DOMIAS, and its "
+                 "relabel reply, attacked as the teacher it reveals), first seed.")
     return "\n".join(lines) + "\n"
 
 
@@ -395,6 +427,17 @@ def _low_fpr_cell(tpr: float | None, lowest_fpr: float | None) -> str:
     if tpr is None:
         return "n/a"
     return f"{tpr:.3f}" if lowest_fpr is None or lowest_fpr <= 0.001 else f"{tpr:.3f} (FPR floor {lowest_fpr:.2%})"
+
+
+def _view_cells(view: dict | None) -> str:
+    """The two coordinator-view cells: AUC with interval and where, then TPR at 0.1% FPR."""
+    if not view:
+        return "n/a | n/a"
+    if "note" in view:
+        return f"{view['note']} | {view['note']}"
+    low, high = view["auc_ci"]
+    return (f"{view['auc']:.3f} [{low:.3f}, {high:.3f}] ({view['attack']}, {view['site']}, {view['received']}) "
+            f"| {_low_fpr_cell(view['tpr_at_01pct_fpr'], view['lowest_fpr'])}")
 
 
 def _size(n: float) -> str:

@@ -69,6 +69,9 @@ class FedAvgSettings:
     seed: int = 0
     #: CompactCNN width, as in `ClassifierConfig.channels`.
     channels: int = 32
+    #: Keep every weight upload the server receives (`FedAvgResult.uploads`), for the bench's
+    #: coordinator-view attacks; off by default (rounds x sites copies of the network in memory).
+    keep_uploads: bool = False
 
 
 @dataclass
@@ -85,6 +88,9 @@ class FedAvgResult:
     rounds: int
     #: Wall time of the whole federated run (`run_simulation`, engine start-up included).
     seconds: float
+    #: With `FedAvgSettings.keep_uploads`: per round (0-based), per site (in site order), the state
+    #: dict the site uploaded after its local training; empty otherwise.
+    uploads: list[list[dict[str, torch.Tensor]]] = dataclasses.field(default_factory=list)
 
 
 def run_fedavg(sites: list[ImageSet], test: ImageSet, train: TrainConfig, settings: FedAvgSettings) -> FedAvgResult:
@@ -128,6 +134,7 @@ def run_fedavg(sites: list[ImageSet], test: ImageSet, train: TrainConfig, settin
         bytes_uploaded_per_site=done.bytes_per_site,
         rounds=settings.rounds,
         seconds=seconds,
+        uploads=done.uploads,
     )
 
 
@@ -246,10 +253,12 @@ def _build_client_app(setup: _ClientSetup) -> ClientApp:
 class _ServerOutcome:
     state_dict: dict[str, torch.Tensor]
     bytes_per_site: list[int]
+    uploads: list[list[dict[str, torch.Tensor]]]
 
 
-def _counting_fedavg(num_sites: int) -> FedAvg:
-    """Flower's FedAvg, unchanged in what it averages, that also counts each site's uploaded bytes.
+def _counting_fedavg(num_sites: int, keep_uploads: bool = False) -> FedAvg:
+    """Flower's FedAvg, unchanged in what it averages, that also counts each site's uploaded bytes
+    (and, with `keep_uploads`, keeps a copy of every upload, by round and partition).
 
     Every site trains every round (`min_train_nodes = num_sites`); client-side evaluation is off
     because the server evaluates the final model itself on the test set.
@@ -262,6 +271,7 @@ def _counting_fedavg(num_sites: int) -> FedAvg:
                              min_available_nodes=num_sites, weighted_by_key=NUM_EXAMPLES_KEY)
             self.bytes_by_node: dict[int, int] = {}
             self.partition_of_node: dict[int, int] = {}
+            self.uploads: dict[int, dict[int, dict[str, torch.Tensor]]] = {}
 
         def aggregate_train(
             self, server_round: int, replies: Iterable[Message]
@@ -281,6 +291,9 @@ def _counting_fedavg(num_sites: int) -> FedAvg:
                     raise RuntimeError(f"node {node} reported partition {partition_id}, earlier {known}")
                 sent = sum(weights_nbytes(record.values()) for record in reply.content.array_records.values())
                 self.bytes_by_node[node] = self.bytes_by_node.get(node, 0) + sent
+                if keep_uploads:
+                    record = next(iter(reply.content.array_records.values()))
+                    self.uploads.setdefault(server_round, {})[partition_id] = record.to_torch_state_dict()
             return super().aggregate_train(server_round, replies)
 
         def bytes_per_site(self) -> list[int]:
@@ -292,6 +305,9 @@ def _counting_fedavg(num_sites: int) -> FedAvg:
             if sorted(by_partition) != list(range(num_sites)):
                 raise RuntimeError(f"replies came from partitions {sorted(by_partition)}, expected 0..{num_sites - 1}")
             return [by_partition[i] for i in range(num_sites)]
+
+        def uploads_by_round(self) -> list[list[dict[str, torch.Tensor]]]:
+            return [[self.uploads[r][i] for i in range(num_sites)] for r in sorted(self.uploads)]
 
     return CountingFedAvg()
 
@@ -307,7 +323,7 @@ def _build_server_app(num_sites: int, model_config: ClassifierConfig, settings: 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            strategy = _counting_fedavg(num_sites)
+            strategy = _counting_fedavg(num_sites, settings.keep_uploads)
             initial = build_classifier(model_config, settings.seed)
             result = strategy.start(
                 grid=grid,
@@ -315,7 +331,8 @@ def _build_server_app(num_sites: int, model_config: ClassifierConfig, settings: 
                 num_rounds=settings.rounds,
                 train_config=ConfigRecord({"seed": settings.seed}),
             )
-            outcome.append(_ServerOutcome(result.arrays.to_torch_state_dict(), strategy.bytes_per_site()))  # type: ignore[attr-defined]
+            outcome.append(_ServerOutcome(result.arrays.to_torch_state_dict(), strategy.bytes_per_site(),  # type: ignore[attr-defined]
+                                          strategy.uploads_by_round()))  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - reported by run_fedavg, not just logged by Flower's thread
             outcome.append(exc)
 

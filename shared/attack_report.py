@@ -25,8 +25,9 @@ from .mia_stats import (
 )
 
 #: Where an attack looks: the released student's outputs, the released (distilled) images, a model
-#: attacked on its own (a bench method's), or the site's generator, white-box (`generator_attack`).
-TARGETS = ("student", "distilled_set", "model", "generator")
+#: attacked on its own (a bench method's), the site's generator, white-box (`generator_attack`), or
+#: the synthetic shards a site sent the coordinator (the bench's coordinator view).
+TARGETS = ("student", "distilled_set", "model", "generator", "shards")
 #: A class needs this many examples on each side before its own AUC is shown.
 MIN_PER_CLASS = 5
 _MAX_LIST = 1000

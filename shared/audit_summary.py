@@ -141,8 +141,9 @@ def _sentence(site: Site, failures: list[Failure], policy: Policy) -> str:
         meaning = ("no attack told this site's patients from unseen ones beyond the policy's limits at this "
                    "sample size")
     elif leaks:
-        meaning = (f"{_plain(_attack(site, leaks[0].attack), leaks[0].attack)} tells this site's training images "
-                   "from unseen ones: a measured leak")
+        who = ("it" if leaks[0].attack == strongest.name
+               else _plain(_attack(site, leaks[0].attack), leaks[0].attack))
+        meaning = f"{who} tells this site's training images from unseen ones: a measured leak"
     elif attack_failures:
         meaning = (f"that is compatible with no leak, but {_count(site.num_nonmembers)} held-out images are too few "
                    f"to show it at the policy's {policy.confidence or 0.95:.0%} confidence")
@@ -166,16 +167,18 @@ def _is_measured_leak(failure: Failure, site: Site, policy: Policy) -> bool:
     return limit is not None and attack.auc > limit
 
 
-def _dp_text(site: Site, epsilon: float, what: str) -> str:
-    already = ""
-    if site.dp is not None and site.dp.epsilon is not None:
-        already = f" (it trained at \u03b5 = {site.dp.epsilon:.2f}, which does not guarantee it)"
-    return (f"differential privacy for its teacher and generator at \u03b5 \u2264 {epsilon:.2f} per site, which bounds "
-            f"{what} whatever the attack{already}")
+def _and(items: list[str]) -> str:
+    return ", ".join(items[:-1]) + (" and " if len(items) > 1 else "") + items[-1] if items else ""
 
 
 def _remedies(site: Site, failures: list[Failure], policy: Policy) -> tuple[str, ...]:
+    """What would make the site pass, grouped: the cause first (a memorising generator, a measured
+    leak at low FPR), then the one DP epsilon that bounds every failed rule, then more holdout."""
     out: list[str] = []
+    memorising: list[str] = []  # the generator-side attacks whose point estimate is over the limit
+    epsilons: list[tuple[float, str]] = []  # (epsilon, the bound it gives)
+    holdout: list[tuple[int, str]] = []  # (held-out images needed, the attack)
+    no_holdout: list[str] = []
     for failure in failures:
         attack = _attack(site, failure.attack)
         words = _plain(attack, failure.attack)
@@ -191,51 +194,58 @@ def _remedies(site: Site, failures: list[Failure], policy: Policy) -> tuple[str,
                 out.append(f"the site runs {words}, which the policy requires")
         elif failure.metric == "examples":
             out.append(f"more holdout: {words} needs at least {_policy_min(failure)} images on each side")
-        elif failure.metric == "auc_upper" and attack is not None and attack.auc is not None:
-            out.extend(_auc_remedies(site, attack, failure, policy))
+        elif failure.metric == "confidence":
+            out.append(f"the site audits at the policy's confidence ({policy.confidence})")
         elif failure.metric == "tpr_at_1pct_fpr_lower" and failure.threshold is not None:
             tpr = attack.tpr_at_1pct_fpr if attack is not None else None
             caught = f"{tpr:.0%} of members" if tpr is not None else "members"
-            out.append(f"{words} catches {caught} at 1% false positives, and more holdout will not change that; "
-                       + _dp_text(site, dp_epsilon_for_tpr(float(failure.threshold)),
-                                  f"TPR at 1% FPR by {float(failure.threshold):.0%}"))
-        elif failure.metric == "confidence":
-            out.append(f"the site audits at the policy's confidence ({policy.confidence})")
+            out.append(f"{words} catches {caught} at 1% false positives: a leak that more holdout will not hide")
+            epsilons.append((dp_epsilon_for_tpr(float(failure.threshold)), f"TPR at 1% FPR by {float(failure.threshold):.0%}"))
+        elif failure.metric == "auc_upper" and attack is not None and attack.auc is not None:
+            limit = _limit_of(attack, policy)
+            if limit is None or attack.auc_ci is None or attack.auc_ci.high is None:
+                continue
+            auc = float(attack.auc)
+            if 0.5 < limit < 1.0:
+                epsilons.append((dp_epsilon_for_auc(limit), f"every attack's AUC by {limit:g}"))
+            if auc > limit:
+                if attack.is_distance or attack.target == GENERATOR_TARGET:
+                    memorising.append(f"{words} (AUC {auc:.3f})")
+                continue
+            members, nonmembers = attack.num_members, attack.num_nonmembers
+            needed = (holdout_for_auc_upper(auc, float(attack.auc_ci.high), limit, int(members), int(nonmembers))
+                      if members and nonmembers else None)
+            if needed is None:
+                no_holdout.append(f"{words} (AUC {auc:.3f})")
+            else:
+                holdout.append((needed, f"{words} (AUC {auc:.3f})"))
+    if memorising:
+        steps = site.generator_trained_steps
+        budget = f" than its {steps:,}" if steps else ""
+        out.insert(0, f"a smaller generator budget: {_and(memorising)} separate{'s' if len(memorising) == 1 else ''} "
+                      f"members by the point estimate, so the generator memorises its {_count(site.num_members)} "
+                      f"training images; train it for fewer steps{budget}")
+    if epsilons:
+        epsilon = min(e for e, _ in epsilons)
+        bounds = _and(list(dict.fromkeys(b for _, b in epsilons)))
+        already = ""
+        if site.dp is not None and site.dp.epsilon is not None:
+            already = f"; it trained at \u03b5 = {site.dp.epsilon:.2f}, which does not guarantee that"
+        out.append(f"differential privacy for its teacher and generator at \u03b5 \u2264 {epsilon:.2f} per site, which "
+                   f"bounds {bounds} whatever the attack{already}")
+    if holdout:
+        needed = max(n for n, _ in holdout)
+        out.append(f"more holdout: about {needed:,} held-out images (now {_count(site.num_nonmembers)}) would bring the "
+                   f"upper bound of {_and([w for _, w in holdout])} under the limit if the AUC stayed where it is "
+                   "(the interval scaled by the Hanley-McNeil standard error)")
+    if no_holdout:
+        out.append(f"for {_and(no_holdout)} more holdout alone will not do: at {_count(site.num_members)} members even "
+                   f"{MAX_HOLDOUT_FACTOR} times today's held-out images leave the upper bound over the limit")
     return tuple(dict.fromkeys(out))
 
 
 def _policy_min(failure: Failure) -> str:
     return "?" if failure.threshold is None else f"{int(failure.threshold):,}"
-
-
-def _auc_remedies(site: Site, attack: Attack, failure: Failure, policy: Policy) -> list[str]:
-    limit = _limit_of(attack, policy)
-    words = _plain(attack, None)
-    if limit is None or attack.auc_ci is None or attack.auc_ci.high is None:
-        return []
-    auc, upper = float(attack.auc), float(attack.auc_ci.high)
-    members, nonmembers = attack.num_members, attack.num_nonmembers
-    out: list[str] = []
-    if auc <= limit:
-        needed = (holdout_for_auc_upper(auc, upper, limit, int(members), int(nonmembers))
-                  if members and nonmembers else None)
-        if needed is not None:
-            out.append(f"more holdout: at the measured AUC {auc:.3f}, about {needed:,} held-out images (now "
-                       f"{int(nonmembers):,}) would bring the upper bound of {words} to {limit:g} or below "
-                       "(the interval scaled by the Hanley-McNeil standard error)")
-        else:
-            out.append(f"more holdout alone will not do: at the measured AUC {auc:.3f} and {_count(members)} members, "
-                       f"even {MAX_HOLDOUT_FACTOR} times today's {_count(nonmembers)} held-out images would leave the "
-                       f"upper bound of {words} above {limit:g}")
-    on_generator = attack.is_distance or attack.target == GENERATOR_TARGET
-    if on_generator and auc > limit:
-        steps = site.generator_trained_steps
-        budget = f" than its {steps:,}" if steps else ""
-        out.append(f"a smaller generator budget: {words} separates members at AUC {auc:.3f}, so the generator "
-                   f"memorises its {_count(site.num_members)} training images; train it for fewer steps{budget}")
-    if 0.5 < limit < 1.0:
-        out.append(_dp_text(site, dp_epsilon_for_auc(limit), f"every attack's AUC by {limit:g}"))
-    return out
 
 
 def summarize(document: AuditDocument) -> tuple[SiteSummary, ...]:

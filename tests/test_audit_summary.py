@@ -116,6 +116,7 @@ def test_a_generator_that_memorises_is_named_with_a_budget_and_an_epsilon():
     assert "the strongest was the white-box attack on the site's own generator, AUC 0.7" in entry.sentence
     assert "tells this site's training images from unseen ones: a measured leak" in entry.sentence
     remedies = " | ".join(entry.remedies)
+    assert entry.remedies[0].startswith("a smaller generator budget: the white-box attack on the site's own generator")
     assert "train it for fewer steps than its 600" in remedies
     assert "\u03b5 \u2264 0.41" in remedies
     assert "memorises its 2,000 training images" in remedies
@@ -128,9 +129,10 @@ def test_a_site_too_small_to_show_it_is_told_how_much_holdout_would():
     assert "the strongest was the loss attack on the student, AUC 0.55 [0.49, 0.62]" in entry.sentence
     assert "95 held-out images are too few to show it at the policy's 95% confidence" in entry.sentence
     needed = holdout_for_auc_upper(0.55, 0.62, 0.60, 385, 95)
-    assert entry.remedies[0] == (f"more holdout: at the measured AUC 0.550, about {needed:,} held-out images (now 95) "
-                                 "would bring the upper bound of the loss attack on the student to 0.6 or below (the "
-                                 "interval scaled by the Hanley-McNeil standard error)")
+    assert entry.remedies[-1] == (f"more holdout: about {needed:,} held-out images (now 95) would bring the upper "
+                                  "bound of the loss attack on the student (AUC 0.550) under the limit if the AUC "
+                                  "stayed where it is (the interval scaled by the Hanley-McNeil standard error)")
+    assert entry.remedies[0].startswith("differential privacy for its teacher and generator at \u03b5 \u2264 0.41")
     assert not any("generator budget" in r for r in entry.remedies)  # the generator did not fail
 
 
@@ -144,8 +146,10 @@ def test_a_tpr_failure_names_the_epsilon_that_bounds_tpr_at_one_percent():
     document = _document({"site-0": AuditReport("site-0", results, 385, 95, settings=report.settings, utility=USEFUL)})
     (entry,) = AuditDocument.parse(document).summary
     assert "a measured leak" in entry.sentence
-    assert any("catches 12% of members at 1% false positives" in r and "ε ≤ 1.10" in r
-               and "TPR at 1% FPR by 3%" in r for r in entry.remedies), entry.remedies
+    assert entry.remedies[0] == ("the RMIA attack on the student catches 12% of members at 1% false positives: a "
+                                 "leak that more holdout will not hide")
+    assert entry.remedies[1].startswith("differential privacy for its teacher and generator at \u03b5 \u2264 1.10 per "
+                                        "site, which bounds TPR at 1% FPR by 3% whatever the attack")
 
 
 def test_a_site_that_did_not_answer_and_a_useless_student_are_summarised():

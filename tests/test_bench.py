@@ -30,6 +30,16 @@ def test_quick_bench_rows_complete_and_fedkr_beats_naive_pooling(tmp_path):
     # what crossed: fedkr's sites uploaded synthetic shards (plus metrics), centralized the members' pixels
     assert 0 < naive["bytes_uploaded_per_site"] <= fedkr["bytes_uploaded_per_site"]
     assert data["methods"]["local_mean"]["bytes_uploaded_per_site"] == 0
+    # the coordinator view: FedAvg's every upload, fedkr's shards and relabel replies, naive pooling's shards
+    views = data["coordinator_view"]
+    assert len({(e["site"], e["received"]) for e in views["fedavg"]}) == settings.fedavg_rounds * len(data["site_sizes"])
+    assert {e["received"] for e in views["fedkr"]} == {"shards", "relabel reply"}
+    assert {e["attack"] for e in views["naive_pooling"]} == {"dcr_pixel", "dcr_feature", "domias"}
+    for name in ("fedavg", "fedkr", "naive_pooling"):
+        top = data["methods"][name]["coordinator_view"]
+        assert top["auc"] == max(e["auc"] for e in views[name]) and 0.0 <= top["tpr_at_01pct_fpr"] <= 1.0
+    assert data["methods"]["centralized"]["coordinator_view"] == {"note": "receives the images"}
+    assert data["methods"]["local_mean"]["coordinator_view"] == {"note": "receives nothing"}
     paths = write_outputs(result, tmp_path / "out")
     assert json.loads(paths["json"].read_text())["schema"] == "fedkr.bench/2"
     table = paths["markdown"].read_text()

@@ -1,0 +1,123 @@
+"""The bench's coordinator view: each method attacked through what its coordinator receives.
+
+The release view (`bench.worst_site_mia`) attacks the final model that everyone receives. The
+coordinator sees more, and differently per method; here each site's members are attacked against
+its holdout, with the auditor's statistics, through exactly that:
+
+- **Flower FedAvg**: every weight upload of every site, every round (the site's model after its
+  local training), attacked with the auditor's model attacks (loss, entropy, RMIA with the site's
+  cross-fitted reference models; `client.auditor.audit_model`). The most-leaking round is reported.
+- **fedkr**: each site's synthetic shards (the images it sent), attacked with the distance tests
+  in pixel and feature space and the DOMIAS density ratio (`client.auditor.audit_synthetic`; the
+  coordinator's own student gives the feature space, the bench's test split the population
+  reference); and its relabel reply: a site answers one request per run with its teacher's
+  softened probabilities, from which the teacher's logits follow up to a constant, so a
+  coordinator that put patients' images into that request learns what the teacher says about
+  them. That reply is attacked as the teacher itself, with the model attacks.
+- **naive synthetic pooling**: the same shards, without relabelling.
+- **centralized**: the coordinator receives the images themselves; **local only**: nothing.
+
+A `ViewEntry` is one attack on one thing received from one site; `worst` picks the entry with
+the highest AUC (scores are oriented: higher means member).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from fedkr.client.auditor import AuditSettings, ReferenceCache, audit_model, audit_synthetic
+from fedkr.client.site_data import SiteData
+from fedkr.shared.attack_report import AttackResult
+from fedkr.shared.classifier import ClassifierConfig, CompactCNN, build_classifier
+from fedkr.shared.device import Device
+
+#: The model attacks of the auditor, the ones a weight upload or a relabel reply is attacked with.
+MODEL_ATTACKS = ("loss", "entropy", "rmia", "lira")
+
+__all__ = ["ViewEntry", "fedavg_view", "shards_view", "relabel_view", "worst"]
+
+
+@dataclass(frozen=True)
+class ViewEntry:
+    """One attack on one thing the coordinator received from one site."""
+
+    site: str
+    received: str  # what was attacked, in words: "round 3 weights", "shards", "relabel reply"
+    attack: str
+    auc: float
+    auc_ci: tuple[float, float]
+    tpr_at_1pct_fpr: float
+    tpr_at_01pct_fpr: float
+    tpr_at_01pct_fpr_ci: tuple[float, float]
+    lowest_fpr: float
+    num_members: int
+    num_nonmembers: int
+
+    @classmethod
+    def of(cls, site: str, received: str, result: AttackResult) -> ViewEntry:
+        return cls(site, received, result.attack, result.auc, result.auc_ci, result.tpr_at_1pct_fpr,
+                   result.tpr_at_01pct_fpr, result.tpr_at_01pct_fpr_ci, result.lowest_fpr, result.num_members,
+                   result.num_nonmembers)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+
+def worst(entries: Iterable[ViewEntry]) -> ViewEntry | None:
+    """The entry with the highest AUC, None for none."""
+    entries = list(entries)
+    return max(entries, key=lambda e: e.auc) if entries else None
+
+
+def _model_entries(site_index: int, received: str, model: CompactCNN, site: SiteData, settings: AuditSettings,
+                   reference: ReferenceCache, device: Device) -> list[ViewEntry]:
+    report = audit_model(f"site-{site_index}", model, site.members, site.holdout, settings, references=reference,
+                         device=device)
+    return [ViewEntry.of(f"site-{site_index}", received, r) for r in report.results if r.attack in MODEL_ATTACKS]
+
+
+def fedavg_view(uploads: list[list[dict[str, torch.Tensor]]], model_config: ClassifierConfig, sites: list[SiteData],
+                settings: AuditSettings, references: list[ReferenceCache], device: Device = None) -> list[ViewEntry]:
+    """Every site's every weight upload (`uploads[round][site]`, `FedAvgResult.uploads`) attacked with its own
+    members against its holdout. Raises ValueError when a round's uploads do not match the sites."""
+    entries: list[ViewEntry] = []
+    for round_index, by_site in enumerate(uploads):
+        if len(by_site) != len(sites):
+            raise ValueError(f"round {round_index + 1} holds {len(by_site)} uploads for {len(sites)} sites")
+        for i, (state, site) in enumerate(zip(by_site, sites)):
+            model = build_classifier(model_config, 0)
+            model.load_state_dict(state)
+            model.eval()
+            entries += _model_entries(i, f"round {round_index + 1} weights", model, site, settings, references[i], device)
+    return entries
+
+
+def shards_view(images: np.ndarray, site_ids: np.ndarray, sites: list[SiteData], reference: np.ndarray,
+                feature_model: CompactCNN, settings: AuditSettings, device: Device = None) -> list[ViewEntry]:
+    """Each site's synthetic shards (the pool's `images` whose `site_ids` name it, "site-i") attacked with
+    the distance tests and DOMIAS, `reference` (uint8, no member of any site) as the population."""
+    entries: list[ViewEntry] = []
+    for i, site in enumerate(sites):
+        mine = images[np.asarray(site_ids) == f"site-{i}"]
+        if len(mine) < 2:
+            continue  # the site sent nothing the pool kept: nothing to attack
+        results = audit_synthetic(f"site-{i}", mine, site.members, site.holdout, reference, feature_model, settings,
+                                  device=device)
+        entries += [ViewEntry.of(f"site-{i}", "shards", r) for r in results]
+    return entries
+
+
+def relabel_view(teachers: list[CompactCNN], sites: list[SiteData], settings: AuditSettings,
+                 references: list[ReferenceCache], device: Device = None) -> list[ViewEntry]:
+    """Each site's relabel reply, for a coordinator that sends patients' images in its one request:
+    the site's teacher attacked with the model attacks (the reply's softened probabilities give its
+    logits up to a constant)."""
+    entries: list[ViewEntry] = []
+    for i, (teacher, site) in enumerate(zip(teachers, sites, strict=True)):
+        entries += _model_entries(i, "relabel reply", teacher, site, settings, references[i], device)
+    return entries
