@@ -37,6 +37,7 @@ from fedkr.server.coordinator import Coordinator, FitResult
 from fedkr.shared.config import BenchSettings, RunConfig
 from fedkr.shared.classifier import ClassifierConfig, CompactCNN, accuracy, build_classifier, one_hot, train_classifier
 from fedkr.shared.data import DataError, ImageSet, load_dataset
+from fedkr.shared.device import resolve_device
 from fedkr.client.gate import read_ledger
 from fedkr.shared.json_input import JSONInputError, read_json_file
 from fedkr.shared.release_inspect import METRICS_LIMITS
@@ -301,6 +302,7 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
         fit = FitResult(fit_run, reports, {}, first.class_names, first.image_shape, reused_seconds)
     fedkr_runs: list[dict] = []
     views: dict[str, list[ViewEntry]] = {}
+    device = resolve_device(config.device)
     for seed in range(settings.seeds):
         first_seed = seed == 0
         say(f"seed {seed}: centralized")
@@ -338,7 +340,7 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
             _set_mia(rows["fedavg"], worst_site_mia([fed.model] * len(site_data), site_data, audit, references))
             rows["fedavg"].bytes_uploaded_per_site = float(np.mean(fed.bytes_uploaded_per_site))
             say("seed 0: coordinator view of FedAvg (every site's every upload)")
-            views["fedavg"] = fedavg_view(fed.uploads, fed.model.config, site_data, audit, references, config.device)
+            views["fedavg"] = fedavg_view(fed.uploads, fed.model.config, site_data, audit, references, device)
             del fed.uploads[:]
 
         say(f"seed {seed}: fedkr" + (" (sites fit their teacher and generator)" if fit is None else ""))
@@ -376,9 +378,9 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
             say("seed 0: coordinator view of fedkr (shards and relabel replies)")
             reference = test.images[:COORDINATOR_REFERENCE_IMAGES]
             views["naive_pooling"] = shards_view(pool.images, pool.site_ids, site_data, reference, student, audit,
-                                                 config.device)
+                                                 device)
             teachers = [site.teacher(run_id) for site in sites]
-            views["fedkr"] = views["naive_pooling"] + relabel_view(teachers, site_data, audit, references, config.device)
+            views["fedkr"] = views["naive_pooling"] + relabel_view(teachers, site_data, audit, references, device)
     for name, entries in views.items():
         top = worst(entries)
         rows[name].coordinator_view = None if top is None else top.to_dict()

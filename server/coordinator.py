@@ -18,6 +18,7 @@ import numpy as np
 from typing import TypeVar
 
 from fedkr.shared.audit_policy import AuditDecision, decide_release
+from fedkr.shared.gate_power import small_holdout_warning
 from fedkr.shared.classifier import CompactCNN, accuracy
 from fedkr.shared.data import ImageSet
 from fedkr.shared.device import describe, resolve_device
@@ -246,6 +247,12 @@ class Coordinator:
         self._check_quorum(reports, failed, "after fit")
         class_names, image_shape = self._agree_on_data(reports, failed)
         self._check_test_set(class_names, image_shape)
+        policy = cfg.audit_policy()
+        for sid in sorted(reports):
+            warning = small_holdout_warning(sid, reports[sid].num_members, reports[sid].num_holdout,
+                                            policy.auc_limits(), policy.confidence)
+            if warning:
+                log.warning("%s", warning)
         budget = cfg.samples_per_class * len(class_names)
         if budget > MAX_SHARD_IMAGES:
             raise RunError(f"samples-per-class {cfg.samples_per_class} x {len(class_names)} classes = {budget} images "

@@ -67,6 +67,11 @@ class AuditPolicy:
         if not self.required_attacks:
             raise ValueError("a policy must require at least one attack")
 
+    def auc_limits(self) -> tuple[float, ...]:
+        """The AUC upper-bound limit of each required attack, in `required_attacks` order."""
+        return tuple(self.max_distance_auc_upper if a in DISTANCE_ATTACKS else self.max_generator_auc_upper
+                     if a in GENERATOR_ATTACKS else self.max_auc_upper for a in self.required_attacks)
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["required_attacks"] = list(self.required_attacks)

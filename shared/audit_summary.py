@@ -21,7 +21,9 @@ Every remedy is computed from the measurements, with the rule that computes it n
 from __future__ import annotations
 
 import math
+
 from .audit_view import GENERATOR_TARGET, Attack, AuditDocument, Failure, Policy, Site, SiteSummary
+from .gate_power import MAX_HOLDOUT_FACTOR, holdout_for_auc_upper
 
 #: The attacks in plain words, for the summary's sentences.
 PLAIN_NAMES = {
@@ -33,46 +35,7 @@ PLAIN_NAMES = {
     "dcr_feature": "the feature-distance test on the released images",
     "generator_loss": "the white-box attack on the site's own generator",
 }
-#: Largest holdout, as a multiple of today's, that a "more holdout" remedy proposes.
-MAX_HOLDOUT_FACTOR = 20
-
-__all__ = ["SiteSummary", "summarize", "dp_epsilon_for_auc", "dp_epsilon_for_tpr", "holdout_for_auc_upper",
-           "hanley_mcneil_se"]
-
-
-def hanley_mcneil_se(auc: float, num_members: int, num_nonmembers: int) -> float:
-    """Standard error of an AUC estimate (Hanley & McNeil 1982, eq. 2), for `auc` in (0, 1) and counts >= 1."""
-    if not 0.0 < auc < 1.0 or num_members < 1 or num_nonmembers < 1:
-        raise ValueError("hanley_mcneil_se needs 0 < auc < 1 and at least one member and one non-member")
-    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-    variance = (auc * (1 - auc) + (num_members - 1) * (q1 - auc * auc)
-                + (num_nonmembers - 1) * (q2 - auc * auc)) / (num_members * num_nonmembers)
-    return math.sqrt(max(variance, 0.0))
-
-
-def holdout_for_auc_upper(auc: float, upper: float, limit: float, num_members: int, num_nonmembers: int,
-                          max_factor: int = MAX_HOLDOUT_FACTOR) -> int | None:
-    """The smallest holdout whose AUC upper bound would meet `limit` if the AUC stayed at `auc`.
-
-    The measured half-width `upper - auc` is scaled by the ratio of Hanley-McNeil standard errors at
-    the larger holdout (members unchanged). Returns None when the point estimate itself exceeds
-    `limit` (no holdout helps) or more than `max_factor` times today's holdout would be needed.
-    """
-    if not auc < limit or num_members < 1 or num_nonmembers < 1 or not 0.0 < auc < 1.0:
-        return None
-    if upper <= limit:
-        return num_nonmembers
-    width, base = upper - auc, hanley_mcneil_se(auc, num_members, num_nonmembers)
-    low, high = num_nonmembers, num_nonmembers * max_factor
-    if auc + width * hanley_mcneil_se(auc, num_members, high) / base > limit:
-        return None
-    while high - low > 1:  # the predicted bound falls as the holdout grows
-        mid = (low + high) // 2
-        if auc + width * hanley_mcneil_se(auc, num_members, mid) / base <= limit:
-            high = mid
-        else:
-            low = mid
-    return high
+__all__ = ["summarize", "dp_epsilon_for_auc", "dp_epsilon_for_tpr"]
 
 
 def dp_epsilon_for_auc(max_auc: float) -> float:

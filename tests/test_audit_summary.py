@@ -12,14 +12,9 @@ from fedkr.shared.attack_report import AttackResult, measure_attack
 from fedkr.shared.audit_document import build_audit_document
 from fedkr.shared.audit_html import render_audit_html
 from fedkr.shared.audit_policy import AuditPolicy, decide_release
-from fedkr.shared.audit_summary import (
-    dp_epsilon_for_auc,
-    dp_epsilon_for_tpr,
-    hanley_mcneil_se,
-    holdout_for_auc_upper,
-    summarize,
-)
+from fedkr.shared.audit_summary import dp_epsilon_for_auc, dp_epsilon_for_tpr, summarize
 from fedkr.shared.audit_view import AuditDocument
+from fedkr.shared.gate_power import hanley_mcneil_se, holdout_for_auc_upper
 from fedkr.shared.mia_stats import bootstrap_auc_ci
 from fedkr.shared.reports import AuditReport
 from fedkr.shared.utility import UtilityCounts

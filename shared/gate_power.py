@@ -1,0 +1,119 @@
+"""How much a site's audit can show at its size: the standard error of an attack's AUC, the holdout
+that would close an interval, and how often a release that leaks nothing is refused by chance.
+
+The release gate passes an attack only when the upper end of its AUC interval is at most the
+policy's limit, and a release only when every attack at every site passes (an intersection-union
+test, Berger 1982: each attack at the policy's confidence already bounds the chance of releasing
+a leak, so no multiplicity correction is owed there). Its price is power: a site whose holdout is
+small has wide intervals, and a release that leaks nothing fails some attack by chance. These
+functions estimate that from the sizes alone, with the Hanley-McNeil standard error (Hanley &
+McNeil, Radiology 1982) and a normal approximation of the AUC; `benchmarks/gate_null.py` measures
+the same rates by simulating whole audits (docs/audit.md, "The gate at small sites").
+"""
+
+from __future__ import annotations
+
+import math
+
+from scipy.stats import norm
+
+#: Largest holdout, as a multiple of today's, that a "more holdout" remedy proposes.
+MAX_HOLDOUT_FACTOR = 20
+
+#: A site whose clean release would fail by chance more often than this is warned at fit.
+WARN_NULL_REFUSAL = 0.20
+
+__all__ = ["MAX_HOLDOUT_FACTOR", "WARN_NULL_REFUSAL", "hanley_mcneil_se", "holdout_for_auc_upper", "null_refusal_rate",
+           "holdout_for_null_refusal", "small_holdout_warning"]
+
+
+def hanley_mcneil_se(auc: float, num_members: int, num_nonmembers: int) -> float:
+    """Standard error of an AUC estimate (Hanley & McNeil 1982, eq. 2), for `auc` in (0, 1) and counts >= 1."""
+    if not 0.0 < auc < 1.0 or num_members < 1 or num_nonmembers < 1:
+        raise ValueError("hanley_mcneil_se needs 0 < auc < 1 and at least one member and one non-member")
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    variance = (auc * (1 - auc) + (num_members - 1) * (q1 - auc * auc)
+                + (num_nonmembers - 1) * (q2 - auc * auc)) / (num_members * num_nonmembers)
+    return math.sqrt(max(variance, 0.0))
+
+
+def holdout_for_auc_upper(auc: float, upper: float, limit: float, num_members: int, num_nonmembers: int,
+                          max_factor: int = MAX_HOLDOUT_FACTOR) -> int | None:
+    """The smallest holdout whose AUC upper bound would meet `limit` if the AUC stayed at `auc`.
+
+    The measured half-width `upper - auc` is scaled by the ratio of Hanley-McNeil standard errors at
+    the larger holdout (members unchanged). Returns None when the point estimate itself exceeds
+    `limit` (no holdout helps) or more than `max_factor` times today's holdout would be needed.
+    """
+    if not auc < limit or num_members < 1 or num_nonmembers < 1 or not 0.0 < auc < 1.0:
+        return None
+    if upper <= limit:
+        return num_nonmembers
+    width, base = upper - auc, hanley_mcneil_se(auc, num_members, num_nonmembers)
+    low, high = num_nonmembers, num_nonmembers * max_factor
+    if auc + width * hanley_mcneil_se(auc, num_members, high) / base > limit:
+        return None
+    while high - low > 1:  # the predicted bound falls as the holdout grows
+        mid = (low + high) // 2
+        if auc + width * hanley_mcneil_se(auc, num_members, mid) / base <= limit:
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+def null_refusal_rate(num_members: int, num_holdout: int, limits: tuple[float, ...], confidence: float = 0.95) -> float:
+    """The chance that a release that leaks nothing fails at least one of the AUC rules `limits` (one per
+    attack, each an upper-bound limit in (0.5, 1)) at a site of `num_members` members and
+    `num_holdout` held-out images, in [0, 1].
+
+    Under the null every attack's AUC estimate is taken as normal around 0.5 with the Hanley-McNeil
+    standard error, and its interval's upper end as estimate + z * SE (z at `confidence`, two-sided);
+    attacks are treated as independent, so for correlated attacks (loss and entropy) this is an upper
+    bound. Raises ValueError for counts below 1 or a limit outside (0.5, 1].
+    """
+    if num_members < 1 or num_holdout < 1:
+        raise ValueError("null_refusal_rate needs at least one member and one held-out image")
+    se = hanley_mcneil_se(0.5, num_members, num_holdout)
+    z = float(norm.ppf(0.5 + confidence / 2))
+    passing = 1.0
+    for limit in limits:
+        if not 0.5 < limit <= 1.0:
+            raise ValueError(f"an AUC limit must be in (0.5, 1], got {limit}")
+        passing *= float(norm.cdf((limit - 0.5) / se - z))
+    return 1.0 - passing
+
+
+def holdout_for_null_refusal(num_images: int, limits: tuple[float, ...], target: float,
+                             confidence: float = 0.95) -> int | None:
+    """The smallest holdout, out of a site's `num_images` images, at which `null_refusal_rate` is at most
+    `target`; None when no split of those images gets there. The rate falls as the holdout grows up to
+    half the images (the product members x holdout grows), so the search stops there."""
+    low, high = 1, num_images // 2
+    if high < 1 or null_refusal_rate(num_images - high, high, limits, confidence) > target:
+        return None
+    while low < high:
+        middle = (low + high) // 2
+        if null_refusal_rate(num_images - middle, middle, limits, confidence) <= target:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def small_holdout_warning(site: str, num_members: int, num_holdout: int, limits: tuple[float, ...],
+                          confidence: float = 0.95, threshold: float = WARN_NULL_REFUSAL) -> str | None:
+    """One line for the operator when a site's holdout is too small for the policy's AUC rules
+    (`null_refusal_rate` above `threshold`), naming the holdout that would do; None otherwise."""
+    if num_members < 1 or num_holdout < 1:
+        return None
+    rate = null_refusal_rate(num_members, num_holdout, limits, confidence)
+    if rate <= threshold:
+        return None
+    total = num_members + num_holdout
+    needed = holdout_for_null_refusal(total, limits, threshold, confidence)
+    advice = (f"a holdout of about {needed:,} of its {total:,} images would bring that under {threshold:.0%}"
+              if needed is not None else f"no split of its {total:,} images brings that under {threshold:.0%}")
+    return (f"{site}: with {num_members:,} members and {num_holdout:,} held-out images, a release that leaks nothing "
+            f"fails the policy's AUC rules there by chance in about {rate:.0%} of audits; {advice} "
+            "(docs/audit.md, \"The gate at small sites\")")

@@ -1,0 +1,49 @@
+"""How much an audit can show at a site's size: the null refusal rate of the gate, against simulation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedkr.shared.audit_policy import AuditPolicy
+from fedkr.shared.gate_power import holdout_for_null_refusal, null_refusal_rate, small_holdout_warning
+from fedkr.shared.mia_stats import bootstrap_auc_ci
+
+LIMITS = AuditPolicy().auc_limits()
+
+
+def test_the_policy_has_one_auc_limit_per_required_attack():
+    policy = AuditPolicy(max_auc_upper=0.61, max_distance_auc_upper=0.62, max_generator_auc_upper=0.63)
+    limits = dict(zip(policy.required_attacks, policy.auc_limits(), strict=True))
+    assert limits == {"loss": 0.61, "entropy": 0.61, "rmia": 0.61, "dcr_pixel": 0.62, "dcr_feature": 0.62,
+                      "generator_loss": 0.63}
+
+
+def test_the_null_refusal_rate_matches_simulated_audits():
+    """One attack at 400 members v 100 held-out images: the share of null audits whose bootstrap upper
+    bound passes 0.6, simulated, against the normal approximation."""
+    rng = np.random.default_rng(0)
+    trials = 300
+    over = sum(bootstrap_auc_ci(rng.normal(size=400), rng.normal(size=100), num_resamples=300, seed=t)[1] > 0.6
+               for t in range(trials))
+    approx = null_refusal_rate(400, 100, (0.6,))
+    assert over / trials == pytest.approx(approx, abs=0.06), (over / trials, approx)
+
+
+def test_more_holdout_lowers_the_rate_and_the_search_finds_the_smallest():
+    assert null_refusal_rate(385, 95, LIMITS) > null_refusal_rate(273, 207, LIMITS)
+    needed = holdout_for_null_refusal(480, LIMITS, 0.2)
+    assert needed is not None
+    assert null_refusal_rate(480 - needed, needed, LIMITS) <= 0.2 < null_refusal_rate(481 - needed, needed - 1, LIMITS)
+    assert holdout_for_null_refusal(100, LIMITS, 0.2) is None  # 100 images cannot show AUC <= 0.6 six times
+    with pytest.raises(ValueError):
+        null_refusal_rate(10, 10, (0.5,))
+
+
+def test_a_small_site_is_warned_in_one_line_and_a_large_one_is_not():
+    warning = small_holdout_warning("site-0", 385, 95, LIMITS)
+    assert warning is not None and "\n" not in warning
+    assert warning.startswith("site-0: with 385 members and 95 held-out images, a release that leaks nothing fails")
+    assert f"a holdout of about {holdout_for_null_refusal(480, LIMITS, 0.2)} of its 480 images" in warning
+    assert small_holdout_warning("site-0", 4000, 1000, LIMITS) is None
+    assert "no split of its 100 images" in small_holdout_warning("site-0", 80, 20, LIMITS)
