@@ -148,15 +148,19 @@ class AttackResult:
              "auc": None if c.get("auc") is None else _rate(c["auc"])}
             for c in per_class
         )
+        num_nonmembers = _count(data["num_nonmembers"])
         return cls(
             attack=_text(data["attack"], 64), target=target, description=_text(data.get("description", ""), 500),
-            num_members=_count(data["num_members"]), num_nonmembers=_count(data["num_nonmembers"]),
+            num_members=_count(data["num_members"]), num_nonmembers=num_nonmembers,
             auc=_rate(data["auc"]), auc_ci=_interval(data["auc_ci"]),
             tpr_at_1pct_fpr=_rate(data["tpr_at_1pct_fpr"]), tpr_at_1pct_fpr_ci=_interval(data["tpr_at_1pct_fpr_ci"]),
             tpr_at_01pct_fpr=_rate(data["tpr_at_01pct_fpr"]), tpr_at_01pct_fpr_ci=_interval(data["tpr_at_01pct_fpr_ci"]),
             epsilon_lower_bound=_number(data["epsilon_lower_bound"], 0.0, 1e6),
-            lowest_fpr=_rate(data["lowest_fpr"]), tpr_at_lowest_fpr=_rate(data["tpr_at_lowest_fpr"]),
-            tpr_at_lowest_fpr_ci=_interval(data["tpr_at_lowest_fpr_ci"]),
+            # the floor follows from the counts, whatever a party says; a report of an older version has no TPR there
+            lowest_fpr=1.0 / num_nonmembers if num_nonmembers else math.nan,
+            tpr_at_lowest_fpr=_rate(data["tpr_at_lowest_fpr"]) if "tpr_at_lowest_fpr" in data else math.nan,
+            tpr_at_lowest_fpr_ci=(_interval(data["tpr_at_lowest_fpr_ci"]) if "tpr_at_lowest_fpr_ci" in data
+                                  else (math.nan, math.nan)),
             control=control, roc=roc, histogram=hist, per_class=per_class,
         )
 

@@ -175,7 +175,10 @@ def render_audit_html(audit: dict | AuditDocument, sample_images: np.ndarray | N
         figures = [_figures(site, doc) for site in doc.sites]
         samples = _samples(doc, sample_images, sample_labels)
     per_class = [_per_class(site, doc) for site in doc.sites]
-    summary = doc.summary if doc.summary is not None else summarize(doc)  # an older document carries none
+    try:  # recomputed from the figures, never taken from the document: a stored one could disagree with them
+        summary = summarize(doc)
+    except (ValueError, ArithmeticError):  # figures no estimate can use: the page goes on without the summary
+        summary = ()
     return environment().get_template(TEMPLATE).render(
         doc=doc, figures=figures, per_class=per_class, samples=samples, summary=summary,
         max_images_per_class=MAX_IMAGES_PER_CLASS)

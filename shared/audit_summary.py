@@ -9,10 +9,11 @@ Every remedy is computed from the measurements, with the rule that computes it n
   interval is too wide. Its half-width is scaled by the Hanley-McNeil standard error of the AUC
   (Hanley & McNeil, Radiology 1982) at the same AUC and members and a larger holdout, and the
   smallest holdout whose predicted upper bound meets the limit is named.
-- **differential privacy at a named epsilon**: an (epsilon, delta)-DP training bounds every
-  membership test by TPR <= e^epsilon FPR + delta (Kairouz et al. 2015). Integrating that region
-  bounds any attack's AUC by e^epsilon / (1 + e^epsilon) (delta neglected), and at 1% FPR bounds the
-  TPR by e^epsilon x 1% + delta. The epsilon that meets the failed limit is named.
+- **differential privacy at a named epsilon**, for a leak the point estimate shows: an
+  (epsilon, delta)-DP training bounds every membership test by TPR <= e^epsilon FPR + delta and
+  1 - FPR <= e^epsilon (1 - TPR) + delta (Kairouz et al. 2015). Integrating the region both allow
+  bounds any attack's AUC by e^epsilon / (1 + e^epsilon) (delta neglected); the first alone bounds
+  TPR at 1% FPR by e^epsilon x 1% + delta. The epsilon that meets the failed limit is named.
 - **a smaller generator budget**: where the white-box attack on the generator or a distance test on
   its released samples separates members by its point estimate, the generator's training steps (as
   the site reported them) are named, since memorisation grows with training relative to data size.
@@ -68,8 +69,16 @@ def _targets(site: Site) -> str:
     return ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1] if parts else "nothing"
 
 
+#: Counts above this, from a remote party, are shown as unknown and used in no estimate.
+_MAX_COUNT = 10**9
+
+
 def _count(value: float | int | None) -> str:
-    return "?" if value is None else f"{int(value):,}"
+    return "?" if value is None or not 0 <= value <= _MAX_COUNT else f"{int(value):,}"
+
+
+def _usable(value: float | int | None) -> int | None:
+    return int(value) if value is not None and 1 <= value <= _MAX_COUNT else None
 
 
 def _limit_of(attack: Attack, policy: Policy) -> float | None:
@@ -107,12 +116,22 @@ def _sentence(site: Site, failures: list[Failure], policy: Policy) -> str:
         who = ("it" if leaks[0].attack == strongest.name
                else _plain(_attack(site, leaks[0].attack), leaks[0].attack))
         meaning = f"{who} tells this site's training images from unseen ones: a measured leak"
-    elif attack_failures:
+    elif any(f.metric == "present" for f in attack_failures):
+        meaning = "a required attack is missing, so the release cannot pass on its behalf"
+    elif attack_failures and all(_interval_holds_chance(f, site) for f in attack_failures if f.metric == "auc_upper"):
         meaning = (f"that is compatible with no leak, but {_count(site.num_nonmembers)} held-out images are too few "
                    f"to show it at the policy's {policy.confidence or 0.95:.0%} confidence")
+    elif attack_failures:
+        meaning = ("a weak leak is likely (an interval lies wholly above 0.5), and too few held-out images to bound "
+                   "it under the limit")
     else:
         meaning = "the attacks stayed within the policy's limits, but the site fails another rule (below)"
     return head + result + ": " + meaning + "."
+
+
+def _interval_holds_chance(failure: Failure, site: Site) -> bool:
+    attack = _attack(site, failure.attack)
+    return attack is None or attack.auc_ci is None or attack.auc_ci.low is None or attack.auc_ci.low <= 0.5
 
 
 def _attack(site: Site, name: str | None) -> Attack | None:
@@ -163,20 +182,22 @@ def _remedies(site: Site, failures: list[Failure], policy: Policy) -> tuple[str,
             tpr = attack.tpr_at_1pct_fpr if attack is not None else None
             caught = f"{tpr:.0%} of members" if tpr is not None else "members"
             out.append(f"{words} catches {caught} at 1% false positives: a leak that more holdout will not hide")
-            epsilons.append((dp_epsilon_for_tpr(float(failure.threshold)), f"TPR at 1% FPR by {float(failure.threshold):.0%}"))
+            if 0.01 < float(failure.threshold) <= 1.0:
+                epsilons.append((dp_epsilon_for_tpr(float(failure.threshold)),
+                                 f"TPR at 1% FPR by {float(failure.threshold):.0%}"))
         elif failure.metric == "auc_upper" and attack is not None and attack.auc is not None:
             limit = _limit_of(attack, policy)
             if limit is None or attack.auc_ci is None or attack.auc_ci.high is None:
                 continue
             auc = float(attack.auc)
-            if 0.5 < limit < 1.0:
+            if auc > limit and 0.5 < limit < 1.0:  # DP bounds the AUC; it does not narrow an interval
                 epsilons.append((dp_epsilon_for_auc(limit), f"every attack's AUC by {limit:g}"))
             if auc > limit:
                 if attack.is_distance or attack.target == GENERATOR_TARGET:
                     memorising.append(f"{words} (AUC {auc:.3f})")
                 continue
-            members, nonmembers = attack.num_members, attack.num_nonmembers
-            needed = (holdout_for_auc_upper(auc, float(attack.auc_ci.high), limit, int(members), int(nonmembers))
+            members, nonmembers = _usable(attack.num_members), _usable(attack.num_nonmembers)
+            needed = (holdout_for_auc_upper(auc, float(attack.auc_ci.high), limit, members, nonmembers)
                       if members and nonmembers else None)
             if needed is None:
                 no_holdout.append(f"{words} (AUC {auc:.3f})")
@@ -192,10 +213,10 @@ def _remedies(site: Site, failures: list[Failure], policy: Policy) -> tuple[str,
         epsilon = min(e for e, _ in epsilons)
         bounds = _and(list(dict.fromkeys(b for _, b in epsilons)))
         already = ""
-        if site.dp is not None and site.dp.epsilon is not None:
+        if site.dp is not None and site.dp.epsilon is not None and site.dp.epsilon > epsilon:
             already = f"; it trained at \u03b5 = {site.dp.epsilon:.2f}, which does not guarantee that"
-        out.append(f"differential privacy for its teacher and generator at \u03b5 \u2264 {epsilon:.2f} per site, which "
-                   f"bounds {bounds} whatever the attack{already}")
+        out.append(f"differential privacy at a total \u03b5 \u2264 {epsilon:.2f} for the site (teacher and generator "
+                   f"together), which bounds {bounds} whatever the attack{already}")
     if holdout:
         needed = max(n for n, _ in holdout)
         out.append(f"more holdout: about {needed:,} held-out images (now {_count(site.num_nonmembers)}) would bring the "

@@ -2,7 +2,7 @@
 
 `AuditDocument.parse` takes whatever was loaded from the JSON file and never raises: a part that is
 missing or of the wrong type becomes None (or an empty tuple), which the page shows as "not
-available". Numbers are int or finite float (a numeric string is read as a float), texts are
+available". Numbers are int (at most 10^15 in size) or finite float (a numeric string is read as a float), texts are
 non-empty str, curves and histograms are kept only when they are well formed. The schema is
 documented in docs/audit.md.
 """
@@ -45,12 +45,19 @@ def _real(value: Any) -> float | None:
 
 
 def _number(value: Any) -> Number | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else _real(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if abs(value) <= 10**15 else None  # beyond any count or figure a report holds
+    return _real(value)
 
 
 def _int(value: Any) -> int | None:
     number = _real(value)
     return int(number) if number is not None and number == int(number) else None
+
+
+def _positive(value: Any) -> int | None:
+    number = _int(value)
+    return number if number is not None and 0 < number <= 10**12 else None
 
 
 def _text(value: Any) -> str | None:
@@ -342,7 +349,7 @@ class Site:
             dp=DP.parse(site.get("dp")), near_duplicates=NearDuplicates.parse(site.get("near_duplicates")),
             attacks=tuple(Attack.parse(a) for a in _list(site.get("attacks")) if isinstance(a, dict)),
             utility=Utility.parse(site.get("utility")),
-            generator_trained_steps=_int(_dict(site.get("settings")).get("generator_trained_steps")),
+            generator_trained_steps=_positive(_dict(site.get("settings")).get("generator_trained_steps")),
         )
 
     @property
@@ -352,8 +359,8 @@ class Site:
     @property
     def lowest_fpr(self) -> float | None:
         """The lowest false-positive rate this site's holdout resolves (1 / its non-members), None if unknown."""
-        counts = [a.num_nonmembers for a in self.attacks if a.num_nonmembers] or (
-            [self.num_nonmembers] if self.num_nonmembers else [])
+        counts = [n for n in [a.num_nonmembers for a in self.attacks] or [self.num_nonmembers]
+                  if n is not None and 1 <= n <= 1e12]
         return 1.0 / max(counts) if counts else None
 
 

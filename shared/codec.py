@@ -624,8 +624,6 @@ def _attack_dict(message: pb.AttackResult) -> dict:
         "tpr_at_01pct_fpr": message.tpr_at_01pct_fpr,
         "tpr_at_01pct_fpr_ci": [message.tpr_at_01pct_fpr_ci.lower, message.tpr_at_01pct_fpr_ci.upper],
         "epsilon_lower_bound": message.epsilon_lower_bound,
-        "lowest_fpr": message.lowest_fpr, "tpr_at_lowest_fpr": message.tpr_at_lowest_fpr,
-        "tpr_at_lowest_fpr_ci": [message.tpr_at_lowest_fpr_ci.lower, message.tpr_at_lowest_fpr_ci.upper],
         "control": None if not message.HasField("control") else {
             "auc": message.control.auc, "auc_ci": [message.control.auc_ci.lower, message.control.auc_ci.upper],
             "tpr_at_1pct_fpr": message.control.tpr_at_1pct_fpr, "num_a": message.control.num_a, "num_b": message.control.num_b},
@@ -634,6 +632,10 @@ def _attack_dict(message: pb.AttackResult) -> dict:
                       "nonmembers": list(message.histogram_nonmembers), "score": message.histogram_score},
         "per_class": [{"class": c.class_name, "members": c.members, "nonmembers": c.nonmembers,
                        "auc": c.auc if c.HasField("auc") else None} for c in message.per_class],
+        # a site of an older version leaves these at proto3's zero: absent, not a TPR of 0 at FPR 0
+        **({"tpr_at_lowest_fpr": message.tpr_at_lowest_fpr,
+            "tpr_at_lowest_fpr_ci": [message.tpr_at_lowest_fpr_ci.lower, message.tpr_at_lowest_fpr_ci.upper]}
+           if message.lowest_fpr > 0 else {}),
     }
 
 

@@ -45,7 +45,7 @@ def holdout_for_auc_upper(auc: float, upper: float, limit: float, num_members: i
     the larger holdout (members unchanged). Returns None when the point estimate itself exceeds
     `limit` (no holdout helps) or more than `max_factor` times today's holdout would be needed.
     """
-    if not auc < limit or num_members < 1 or num_nonmembers < 1 or not 0.0 < auc < 1.0:
+    if not auc < limit or not 1 <= num_members <= 10**9 or not 1 <= num_nonmembers <= 10**9 or not 0.0 < auc < 1.0:
         return None
     if upper <= limit:
         return num_nonmembers
@@ -70,7 +70,7 @@ def null_refusal_rate(num_members: int, num_holdout: int, limits: tuple[float, .
     Under the null every attack's AUC estimate is taken as normal around 0.5 with the Hanley-McNeil
     standard error, and its interval's upper end as estimate + z * SE (z at `confidence`, two-sided);
     attacks are treated as independent, so for correlated attacks (loss and entropy) this is an upper
-    bound. Raises ValueError for counts below 1 or a limit outside (0.5, 1].
+    bound. Raises ValueError for counts below 1 or a limit outside (0, 1] (a policy's range).
     """
     if num_members < 1 or num_holdout < 1:
         raise ValueError("null_refusal_rate needs at least one member and one held-out image")
@@ -78,8 +78,8 @@ def null_refusal_rate(num_members: int, num_holdout: int, limits: tuple[float, .
     z = float(norm.ppf(0.5 + confidence / 2))
     passing = 1.0
     for limit in limits:
-        if not 0.5 < limit <= 1.0:
-            raise ValueError(f"an AUC limit must be in (0.5, 1], got {limit}")
+        if not 0.0 < limit <= 1.0:
+            raise ValueError(f"an AUC limit must be in (0, 1], got {limit}")
         passing *= float(norm.cdf((limit - 0.5) / se - z))
     return 1.0 - passing
 

@@ -37,7 +37,7 @@ def test_more_holdout_lowers_the_rate_and_the_search_finds_the_smallest():
     assert null_refusal_rate(480 - needed, needed, LIMITS) <= 0.2 < null_refusal_rate(481 - needed, needed - 1, LIMITS)
     assert holdout_for_null_refusal(100, LIMITS, 0.2) is None  # 100 images cannot show AUC <= 0.6 six times
     with pytest.raises(ValueError):
-        null_refusal_rate(10, 10, (0.5,))
+        null_refusal_rate(10, 10, (1.5,))
 
 
 def test_a_small_site_is_warned_in_one_line_and_a_large_one_is_not():
@@ -47,3 +47,8 @@ def test_a_small_site_is_warned_in_one_line_and_a_large_one_is_not():
     assert f"a holdout of about {holdout_for_null_refusal(480, LIMITS, 0.2)} of its 480 images" in warning
     assert small_holdout_warning("site-0", 4000, 1000, LIMITS) is None
     assert "no split of its 100 images" in small_holdout_warning("site-0", 80, 20, LIMITS)
+
+
+def test_a_policy_limit_at_or_below_chance_warns_instead_of_failing():
+    warning = small_holdout_warning("site-0", 4000, 1000, (0.5,) * 6)
+    assert warning is not None and "about 100% of audits" in warning

@@ -82,3 +82,17 @@ def test_the_bench_table_gives_the_fpr_floor_where_the_holdout_is_small():
     assert _low_fpr_cell(0.0, 1 / 95) == "0.000 (FPR floor 1.05%)"
     assert _low_fpr_cell(0.12, 1 / 2000) == "0.120"
     assert _low_fpr_cell(None, None) == "n/a"
+
+
+def test_a_result_of_an_older_version_reads_with_its_floor_from_the_counts():
+    from fedkr.shared.attack_report import AttackResult
+
+    members, holdout = _outlier_case()
+    data = measure_attack("loss", "student", members, holdout, np.zeros(20, int), np.zeros(95, int), ("a",)).to_dict()
+    for key in ("lowest_fpr", "tpr_at_lowest_fpr", "tpr_at_lowest_fpr_ci"):
+        del data[key]
+    old = AttackResult.from_dict(data)
+    assert old.lowest_fpr == pytest.approx(1 / 95) and np.isnan(old.tpr_at_lowest_fpr)
+    data["lowest_fpr"] = 0.5  # a party's own floor is not taken: it follows from the counts
+    assert AttackResult.from_dict({**data, "tpr_at_lowest_fpr": 1.0,
+                                   "tpr_at_lowest_fpr_ci": [0.8, 1.0]}).lowest_fpr == pytest.approx(1 / 95)
