@@ -67,10 +67,14 @@ class AuditPolicy:
         if not self.required_attacks:
             raise ValueError("a policy must require at least one attack")
 
+    def auc_limit(self, attack: str) -> float:
+        """The AUC upper-bound limit that applies to the attack named `attack`."""
+        return (self.max_distance_auc_upper if attack in DISTANCE_ATTACKS else self.max_generator_auc_upper
+                if attack in GENERATOR_ATTACKS else self.max_auc_upper)
+
     def auc_limits(self) -> tuple[float, ...]:
         """The AUC upper-bound limit of each required attack, in `required_attacks` order."""
-        return tuple(self.max_distance_auc_upper if a in DISTANCE_ATTACKS else self.max_generator_auc_upper
-                     if a in GENERATOR_ATTACKS else self.max_auc_upper for a in self.required_attacks)
+        return tuple(self.auc_limit(a) for a in self.required_attacks)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -130,8 +134,7 @@ def _check_result(site: str, result: AttackResult, policy: AuditPolicy) -> list[
     if result.target != expected:
         return [Failure(site, name, "target", None, None, f"{site}: {name} attack reported on {result.target!r}, "
                         f"expected {expected}")]
-    limit = (policy.max_distance_auc_upper if on_images else policy.max_generator_auc_upper if on_generator
-             else policy.max_auc_upper)
+    limit = policy.auc_limit(name)
     upper = result.auc_ci[1]
     if not upper <= limit:
         failures.append(Failure(site, name, "auc_upper", upper, limit,

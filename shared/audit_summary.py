@@ -81,12 +81,6 @@ def _usable(value: float | int | None) -> int | None:
     return int(value) if value is not None and 1 <= value <= _MAX_COUNT else None
 
 
-def _limit_of(attack: Attack, policy: Policy) -> float | None:
-    if attack.is_distance:
-        return policy.max_distance_auc_upper
-    return policy.max_generator_auc_upper if attack.target == GENERATOR_TARGET else policy.max_auc_upper
-
-
 def _strongest(site: Site) -> Attack | None:
     scored = [a for a in site.attacks if a.auc is not None]
     return max(scored, key=lambda a: a.auc) if scored else None
@@ -145,7 +139,7 @@ def _is_measured_leak(failure: Failure, site: Site, policy: Policy) -> bool:
         return True
     if failure.metric != "auc_upper" or attack is None or attack.auc is None:
         return False
-    limit = _limit_of(attack, policy)
+    limit = policy.auc_limit(attack)
     return limit is not None and attack.auc > limit
 
 
@@ -186,7 +180,7 @@ def _remedies(site: Site, failures: list[Failure], policy: Policy) -> tuple[str,
                 epsilons.append((dp_epsilon_for_tpr(float(failure.threshold)),
                                  f"TPR at 1% FPR by {float(failure.threshold):.0%}"))
         elif failure.metric == "auc_upper" and attack is not None and attack.auc is not None:
-            limit = _limit_of(attack, policy)
+            limit = policy.auc_limit(attack)
             if limit is None or attack.auc_ci is None or attack.auc_ci.high is None:
                 continue
             auc = float(attack.auc)

@@ -404,11 +404,16 @@ class Policy:
                    tuple(str(r) for r in _list(policy.get("required_attacks"))), entries,
                    _real(policy.get("min_utility_ratio")), _real(policy.get("max_generator_auc_upper")))
 
+    def auc_limit(self, attack: Attack) -> float | None:
+        """The AUC upper-bound limit that applies to `attack` (distance test, generator or student), None if unknown."""
+        if attack.is_distance:
+            return self.max_distance_auc_upper
+        return self.max_generator_auc_upper if attack.target == GENERATOR_TARGET else self.max_auc_upper
+
     def checks(self, attack: Attack) -> tuple[Check, ...]:
         """The rules that apply to `attack`, for display: the document's decision is authoritative."""
         auc_high = attack.auc_ci.high if attack.auc_ci else None
-        auc_limits = ([self.max_distance_auc_upper] if attack.is_distance
-                      else [self.max_generator_auc_upper] if attack.target == GENERATOR_TARGET else [self.max_auc_upper])
+        auc_limits = [self.auc_limit(attack)]
         out = [Check(None if auc_high is None else auc_high <= limit, f"AUC upper \u2264 {limit:g}")
                for limit in auc_limits if limit is not None]
         limit = self.max_tpr_at_1pct_fpr
