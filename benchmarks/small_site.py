@@ -5,7 +5,8 @@ student, audit), the default policy's limits unchanged, so the verdict is the on
 would get. A variant is a profile's settings with some changed (RunConfig keys, as
 `fedkr config` prints them). Prints one JSON line per run: the verdict and the policy's reasons,
 the student's test accuracy, and per site the white-box generator attack's AUC with its 95%
-interval, the attack with the highest upper bound, the site's sizes and its fit seconds.
+interval, the attack with the highest upper bound and the site's sizes; the run's seconds per
+stage. Leave the `audit-*` keys alone to keep the default policy.
 Used to choose the small-site mechanism (a variant per candidate) and to measure the demo's
 pass rate over seeds.
 
