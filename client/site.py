@@ -61,23 +61,32 @@ log = logging.getLogger(__name__)
 
 
 def split_budget(dp: DPConfig | None, num_members: int) -> tuple[DPConfig | None, DPConfig | None]:
-    """Half the site's epsilon and delta for each model: by basic composition the two together stay within the budget."""
+    """The (teacher, generator) budgets: half the site's epsilon and delta for each model, so that by basic
+    composition the two together stay within the budget; with `dp.models` "generator", none for the
+    teacher and the whole budget for the generator."""
     if dp is None:
         return None, None
-    half = DPConfig(dp.target_epsilon / 2, dp.delta_for(num_members) / 2, dp.max_grad_norm, dp.accountant)
+    if dp.models == "generator":
+        return None, replace(dp, target_delta=dp.delta_for(num_members))
+    half = DPConfig(dp.target_epsilon / 2, dp.delta_for(num_members) / 2, dp.max_grad_norm, dp.accountant, dp.models)
     return half, half
 
 
-def dp_summary(budget: DPConfig, teacher: DPReport, generator: DPReport) -> dict:
-    """The site's DP accounting as the audit report shows it: the total and each model's part."""
+def dp_summary(budget: DPConfig, teacher: DPReport | None, generator: DPReport) -> dict:
+    """The site's DP accounting as the audit report shows it: the total and each private model's part
+    (the generator's alone when the teacher trained without DP, `DPConfig.models` "generator")."""
+    parts = {"generator": generator} if teacher is None else {"teacher": teacher, "generator": generator}
     return {
-        "epsilon": teacher.epsilon + generator.epsilon,
-        "delta": teacher.delta + generator.delta,
+        "epsilon": sum(p.epsilon for p in parts.values()),
+        "delta": sum(p.delta for p in parts.values()),
         "target_epsilon": budget.target_epsilon,
         "max_grad_norm": budget.max_grad_norm,
         "accountant": budget.accountant,
-        "composition": "basic: the sum over teacher and generator, both trained on the same members",
-        "parts": {"teacher": teacher.to_dict(), "generator": generator.to_dict()},
+        "models": budget.models,
+        "composition": ("basic: the sum over teacher and generator, both trained on the same members" if teacher is not None
+                        else "the generator only: the teacher trained without DP, so its soft labels and the student "
+                             "are covered by the audit's attacks, not by epsilon"),
+        "parts": {name: p.to_dict() for name, p in parts.items()},
     }
 
 
@@ -203,11 +212,11 @@ class Site:
         self._save(plan.run_id, teacher, generator)
         dp_record = None
         (self._run_dir(plan.run_id) / "dp.json").unlink(missing_ok=True)
-        if plan.dp is not None and teacher.dp_report is not None and generator.dp_report is not None:
+        if plan.dp is not None and generator.dp_report is not None and (teacher.dp_report is not None or teacher_dp is None):
             dp_record = dp_summary(plan.dp, teacher.dp_report, generator.dp_report)
             (self._run_dir(plan.run_id) / "dp.json").write_text(json.dumps(dp_record, indent=2))
-            log.info("%s: DP-SGD spent epsilon %.2f (teacher %.2f + generator %.2f) at delta %.2g", self.site_id,
-                     dp_record["epsilon"], teacher.dp_report.epsilon, generator.dp_report.epsilon, dp_record["delta"])
+            log.info("%s: DP-SGD spent epsilon %.2f (%s) at delta %.2g", self.site_id, dp_record["epsilon"],
+                     " + ".join(f"{name} {part['epsilon']:.2f}" for name, part in dp_record["parts"].items()), dp_record["delta"])
         report = FitReport(
             site_id=self.site_id,
             num_members=len(members),

@@ -76,6 +76,11 @@ def _run(config: RunConfig, verbose: bool) -> None:
     out_console.print(f"  student test accuracy: {acc:.4f} on {m.get('test_images')} real test images" if acc is not None else "  no test split: accuracy not measured")
     print_audit_sites(m["audit"]["sites"])
     print_left_out(m.get("sites_left_out") or {})
+    dp = config.dp_config()
+    if dp is not None:
+        covered = ("each site's generator (the teacher without DP: the audit's attacks speak for its soft labels)"
+                   if dp.models == "generator" else "each site's teacher and generator, the budget split between them")
+        out_console.print(f"  privacy mechanism: DP-SGD (opacus) within epsilon {dp.target_epsilon:g} per site, on {covered}")
     if outcome.released:
         out_console.print(f"  release:  {outcome.release_dir}")
         out_console.print(f"  audit:    {outcome.release_dir / 'audit.html'}")
@@ -112,10 +117,19 @@ PROFILE_HELP = f"Named settings to start from: {', '.join(PROFILES)} (`fedkr con
 @app.command()
 def demo(
     out: Annotated[Path | None, typer.Option(help="Folder for runs." + _d("out"))] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for partitions, splits and training." + _d("seed"))] = None,
+    leaky: Annotated[bool, typer.Option("--leaky", help="Train the generators without DP, the rest unchanged: "
+                                        "the audit's white-box attack finds what they memorized and the release is refused.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's logs.")] = False,
 ) -> None:
-    """Three simulated sites on scikit-learn's bundled digits: the whole pipeline in a few minutes (the demo profile)."""
-    _run(_config("demo", out=None if out is None else str(out)), verbose=verbose)
+    """Three small simulated sites on scikit-learn's bundled digits: the whole pipeline in a few minutes (the demo profile).
+
+    Each site's generator trains with DP-SGD (epsilon 4, the teacher without), so the audit finds nothing
+    it memorized and the release goes out; with --leaky the generators train without DP and the
+    release is refused (exit status 3).
+    """
+    _run(_config("demo", out=None if out is None else str(out), seed=seed, dp_epsilon=0.0 if leaky else None),
+         verbose=verbose)
 
 
 @app.command()
@@ -146,9 +160,10 @@ def simulate(
     audit_min_utility: Annotated[float | None, typer.Option(help="Release only if the student keeps at least this share of what the sites' own teachers know: chance-adjusted balanced accuracy on the sites' holdouts, pooled (0: no utility rule)." + _d("audit_min_utility"))] = None,
     reference_models: Annotated[int | None, typer.Option(help="Reference models each site trains for RMIA (and LiRA), 2 to 8." + _d("audit_reference_models"))] = None,
     lira: Annotated[bool | None, typer.Option("--lira/--no-lira", help="Also run offline LiRA at every site (and require it to pass)." + _d("audit_lira"))] = None,
-    dp_epsilon: Annotated[float | None, typer.Option(help="Train every site's teacher and generator with DP-SGD within this total epsilon per site (0: no DP)." + _d("dp_epsilon"))] = None,
+    dp_epsilon: Annotated[float | None, typer.Option(help="Train every site's models (those dp-models names) with DP-SGD within this total epsilon per site (0: no DP)." + _d("dp_epsilon"))] = None,
     dp_delta: Annotated[float | None, typer.Option(help="DP delta per site (0: 1/(10 N) for N members)." + _d("dp_delta"))] = None,
     dp_max_grad_norm: Annotated[float | None, typer.Option(help="DP-SGD per-example gradient clipping norm." + _d("dp_max_grad_norm"))] = None,
+    dp_models: Annotated[str | None, typer.Option(help="Which models DP-SGD trains: 'teacher+generator' (the budget split between them) or 'generator' (all of it; the teacher trains without DP, so only the audit speaks for its soft labels)." + _d("dp_models"))] = None,
     hflip: Annotated[bool | None, typer.Option("--hflip/--no-hflip", help="Augment generators and teachers with horizontal flips: right for cells and skin, wrong for digits, text, chest X-rays and any classes that differ by side." + _d("generator_hflip"))] = None,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP + _d("device"))] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's logs.")] = False,
@@ -163,7 +178,7 @@ def simulate(
                      audit_max_distance_auc=audit_max_distance_auc, audit_max_generator_auc=audit_max_generator_auc,
                      audit_min_utility=audit_min_utility,
                      audit_reference_models=reference_models,
-                     audit_lira=lira, dp_epsilon=dp_epsilon, dp_delta=dp_delta, dp_max_grad_norm=dp_max_grad_norm,
+                     audit_lira=lira, dp_epsilon=dp_epsilon, dp_delta=dp_delta, dp_max_grad_norm=dp_max_grad_norm, dp_models=dp_models,
                      generator_hflip=hflip, classifier_hflip=hflip, device=device)
     _run(config, verbose=verbose)
 

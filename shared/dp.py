@@ -46,6 +46,9 @@ if TYPE_CHECKING:  # opacus is only imported when private training actually star
 #: fails at the edges of its domain. opacus' "gdp" is only an asymptotic approximation, so it is
 #: not offered.
 ACCOUNTANTS = ("rdp", "prv")
+#: Which of a site's models DP-SGD trains (`DPConfig.models`): both, sharing the budget, or only the
+#: generator, with the whole budget, while the teacher trains without DP.
+DP_MODELS = ("teacher+generator", "generator")
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,19 @@ class DPConfig:
     `target_delta` None means 1 / (10 N) for N training examples: delta must be well below 1/N
     (a mechanism that leaks one whole record with probability 1/N would satisfy delta = 1/N), and a
     tenth of it is a common, data-size-aware choice.
+
+    `models` (one of `DP_MODELS`) says which of a site's models are trained with DP-SGD:
+    "teacher+generator" splits the budget between the two, so everything the site sends is
+    covered; "generator" spends it all on the generator, the model that memorizes first at small
+    sites, and trains the teacher without DP: the synthetic images are covered, the teacher's soft
+    labels (and the student they teach) are not, and only the audit's attacks speak for those.
     """
 
     target_epsilon: float
     target_delta: float | None = None
     max_grad_norm: float = 1.0
     accountant: str = "rdp"
+    models: str = "teacher+generator"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.target_epsilon, (int, float)) and math.isfinite(self.target_epsilon)) or self.target_epsilon <= 0:
@@ -71,6 +81,8 @@ class DPConfig:
             raise ValueError(f"max_grad_norm must be a finite number > 0, got {self.max_grad_norm!r}")
         if self.accountant not in ACCOUNTANTS:
             raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}")
+        if self.models not in DP_MODELS:
+            raise ValueError(f"models must be one of {DP_MODELS}, got {self.models!r}")
 
     def delta_for(self, num_examples: int) -> float:
         """The delta used for a training set of `num_examples`; refuses one that protects nobody (>= 1/N)."""
@@ -95,6 +107,7 @@ class DPConfig:
             target_delta=None if delta is None else float(delta),
             max_grad_norm=float(data.get("max_grad_norm", 1.0)),
             accountant=str(data.get("accountant", "rdp")),
+            models=str(data.get("models", "teacher+generator")),
         )
 
 

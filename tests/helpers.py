@@ -28,6 +28,8 @@ def tiny_run_config(out: Path, **overrides):
         sites=2, data="digits", partition="iid", rounds=2, ipc=10, samples_per_class=20, generator_steps=250,
         generator_hflip=False, teacher_epochs=20, student_epochs=30, out=str(out), run_id="test-run",
         audit_max_auc=0.7, audit_max_distance_auc=0.7, audit_max_generator_auc=0.8,
+        # the pipeline's mechanics, as before the demo's private generators: no DP, the default holdout
+        holdout_fraction=0.2, dp_epsilon=0.0, dp_models="teacher+generator",
     )
     settings.update(overrides)
     return RunConfig.from_profile("demo", **settings)

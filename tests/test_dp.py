@@ -161,6 +161,7 @@ def test_private_generator_reports_and_survives_reload(digits, tmp_path):
         {"target_epsilon": 1.0, "max_grad_norm": -1.0},
         {"target_epsilon": 1.0, "accountant": "gdp"},
         {"target_epsilon": 1.0, "accountant": "moments"},
+        {"target_epsilon": 1.0, "models": "teacher"},
     ],
 )
 def test_bad_config_is_refused(kwargs):
@@ -179,8 +180,9 @@ def test_unreachable_budgets_are_refused():
 
 
 def test_configs_and_reports_round_trip():
-    config = DPConfig(3.0, target_delta=1e-6, max_grad_norm=0.5, accountant="prv")
+    config = DPConfig(3.0, target_delta=1e-6, max_grad_norm=0.5, accountant="prv", models="generator")
     assert DPConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert DPConfig.from_dict({"target_epsilon": 2.0}).models == "teacher+generator", "plans written before models existed"
     assert DPConfig.from_dict(DPConfig(2.0).to_dict()).target_delta is None
     report = DPReport(1.5, 1e-5, 1.1, 1.0, 0.04, 100, "rdp", 1000)
     assert DPReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
@@ -198,3 +200,18 @@ def test_without_dp_training_is_unchanged(digits):
         runs.append((losses, model.state_dict()))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+
+
+def test_a_generator_only_budget_goes_whole_to_the_generator_and_the_record_says_the_teacher_is_not_covered():
+    from fedkr.client.site import dp_summary, split_budget
+
+    both = split_budget(DPConfig(8.0), 400)
+    assert both[0] == both[1] and both[0].target_epsilon == 4.0 and both[0].target_delta == pytest.approx(1 / 8000)
+    teacher, generator = split_budget(DPConfig(8.0, models="generator"), 400)
+    assert teacher is None and (generator.target_epsilon, generator.target_delta) == (8.0, pytest.approx(1 / 4000))
+    spent = DPReport(7.9, 1 / 4000, 2.0, 1.0, 0.1, 100, "rdp", 400)
+    record = dp_summary(DPConfig(8.0, models="generator"), None, spent)
+    assert record["epsilon"] == 7.9 and list(record["parts"]) == ["generator"] and record["models"] == "generator"
+    assert "teacher trained without DP" in record["composition"]
+    record = dp_summary(DPConfig(8.0), spent, spent)
+    assert record["epsilon"] == pytest.approx(15.8) and list(record["parts"]) == ["teacher", "generator"]
