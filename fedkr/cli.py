@@ -128,8 +128,12 @@ def demo(
     it memorized and the release goes out; with --leaky the generators train without DP and the
     release is refused (exit status 3).
     """
-    _run(_config("demo", out=None if out is None else str(out), seed=seed, dp_epsilon=0.0 if leaky else None),
-         verbose=verbose)
+    _run(demo_config(out, seed, leaky), verbose=verbose)
+
+
+def demo_config(out: Path | None, seed: int | None, leaky: bool) -> RunConfig:
+    """The demo profile's settings for `fedkr demo`; `leaky` turns its generators' DP off and changes nothing else."""
+    return _config("demo", out=None if out is None else str(out), seed=seed, dp_epsilon=0.0 if leaky else None)
 
 
 @app.command()

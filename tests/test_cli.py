@@ -37,6 +37,22 @@ def test_bad_npz_named_in_error(tmp_path):
     assert result.returncode == 2 and str(bad) in result.stderr and "Traceback" not in result.stderr
 
 
+def test_the_leaky_demo_differs_from_the_demo_only_by_its_generators_dp():
+    from dataclasses import replace
+
+    from fedkr.cli import demo_config
+
+    demo, leaky = demo_config(None, 3, False), demo_config(None, 3, True)
+    assert demo.dp_config() is not None and demo.dp_config().models == "generator" and demo.seed == 3
+    assert leaky.dp_config() is None
+    assert replace(leaky, run_id=demo.run_id, dp_epsilon=demo.dp_epsilon) == demo
+
+
+def test_bad_dp_models_is_one_line():
+    result = fedkr("simulate", "--dp-models", "teacher")
+    assert result.returncode == 2 and "dp-models must be one of" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_help_lists_commands():
     result = fedkr("--help")
     assert result.returncode == 0
