@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--monitor", type=float, default=0.25, help="share of each class's members kept out [default: 0.25]")
     parser.add_argument("--steps", default="10,25,50,100,150", help="step budgets [default: 10,25,50,100,150]")
     args = parser.parse_args()
+    if not 0 < args.monitor < 1:
+        parser.error("--monitor must be in (0, 1)")
     steps = [int(s) for s in args.steps.split(",")]
     config = PROFILES[args.profile].run_config(run_id="onset", seed=args.seed, sites=args.sites, dp_epsilon=0.0,
                                                 holdout_fraction=args.holdout_fraction)

@@ -215,7 +215,8 @@ class ReusedFit:
 
     #: Settings that shape the sites' data or their models' training: a reused fit must share them.
     MUST_MATCH = ("partition", "seed", "holdout_fraction", "teacher_epochs", "generator_steps",
-                  "generator_resolution", "generator_channels", "generator_batch", "generator_hflip")
+                  "generator_resolution", "generator_channels", "generator_batch", "generator_hflip",
+                  "dp_epsilon", "dp_models")
 
     def load(self, expected: RunConfig | None = None) -> tuple[Path, str, dict[str, FitReport], float]:
         """The sites folder, run id, fit reports and fit seconds; with `expected`, refuse a run fitted otherwise."""

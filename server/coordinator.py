@@ -484,17 +484,23 @@ class Coordinator:
         return class_names, image_shape
 
     def _check_dp(self, reports: dict[str, FitReport], failed: dict[str, str]) -> None:
-        """With DP asked for, a site that reports no accounting, or more than the budget, is left out."""
+        """With DP asked for, a site that reports no accounting, more than the budget, or DP on other models than
+        the run asked for (`DPConfig.models`), is left out."""
         budget = self.config.dp_config()
         if budget is None:
             return
         for sid in sorted(reports):
             spent = (reports[sid].dp or {}).get("epsilon")
+            models = (reports[sid].dp or {}).get("models", "teacher+generator")
             if not isinstance(spent, (int, float)) or not spent <= budget.target_epsilon * 1.001:
                 reason = f"reports DP epsilon {spent!r}, the run's budget is {budget.target_epsilon}"
-                log.warning("%s left out: %s", sid, reason)
-                failed[sid] = reason
-                del reports[sid]
+            elif models != budget.models:
+                reason = f"reports DP on {models!r}, the run asked for {budget.models!r}"
+            else:
+                continue
+            log.warning("%s left out: %s", sid, reason)
+            failed[sid] = reason
+            del reports[sid]
 
     def _check_test_set(self, class_names: tuple[str, ...], image_shape: tuple[int, int, int]) -> None:
         test = self.test_set

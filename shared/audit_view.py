@@ -233,6 +233,10 @@ class DP:
     max_grad_norm: float | None
     accountant: str | None
     parts: tuple[DPPart, ...]
+    #: Which models trained with DP (`DPConfig.models`) and what the accounting covers, in the site's words;
+    #: None in reports written before `DPConfig.models`.
+    models: str | None = None
+    composition: str | None = None
 
     @classmethod
     def parse(cls, value: Any) -> DP | None:
@@ -242,7 +246,8 @@ class DP:
                              _real(_dict(p).get("noise_multiplier")), _number(_dict(p).get("steps")))
                       for name, p in _dict(value.get("parts")).items())
         return cls(_number(value.get("epsilon")), _real(value.get("delta")), _real(value.get("max_grad_norm")),
-                   _text(value.get("accountant")), parts)
+                   _text(value.get("accountant")), parts, _text(value.get("models")),
+                   _text(value.get("composition")))
 
 
 @dataclass(frozen=True)

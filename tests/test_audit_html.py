@@ -386,3 +386,15 @@ def test_write_audit_renders_the_documents_the_coordinator_and_the_standalone_au
     ratio = f"{utility.utility_ratio():.2f}"
     assert page.count(f"<strong>{ratio}</strong>") == 2
     assert render_audit_html(json.loads((tmp_path / "audit.json").read_text())).count("<section") == 9
+
+
+def test_a_generator_only_dp_site_is_shown_with_what_its_epsilon_does_not_cover():
+    doc = make_audit()
+    doc["sites"]["site-0"]["dp"] = {
+        "epsilon": 3.99, "delta": 4e-4, "max_grad_norm": 1.0, "accountant": "rdp", "models": "generator",
+        "composition": "the generator only: the teacher trained without DP, so its soft labels and the student "
+                       "are covered by the audit's attacks, not by epsilon",
+        "parts": {"generator": {"epsilon": 3.99, "delta": 4e-4, "noise_multiplier": 3.5, "steps": 200}}}
+    html = render_audit_html(doc)
+    assert "Covers: the generator only: the teacher trained without DP" in html
+    assert "<td>teacher</td>" not in html.split("site-0", 2)[-1].split("site-1")[0]

@@ -215,3 +215,23 @@ def test_a_generator_only_budget_goes_whole_to_the_generator_and_the_record_says
     assert "teacher trained without DP" in record["composition"]
     record = dp_summary(DPConfig(8.0), spent, spent)
     assert record["epsilon"] == pytest.approx(15.8) and list(record["parts"]) == ["teacher", "generator"]
+
+
+def test_the_coordinator_leaves_out_a_site_whose_dp_covers_other_models_than_the_run_asked_for(tmp_path):
+    from fedkr.server.coordinator import Coordinator
+    from fedkr.shared.config import RunConfig
+    from fedkr.shared.reports import FitReport
+
+    def report(site: str, dp: dict | None) -> FitReport:
+        return FitReport(site, 40, 10, ("a", "b"), (8, 8, 1), (20, 20), 0.9, 0.1, 1.0, 1.0, dp=dp)
+
+    config = RunConfig(out=str(tmp_path), run_id="dp-check", dp_epsilon=4.0, dp_models="generator")
+    reports = {"site-0": report("site-0", {"epsilon": 3.99, "models": "generator"}),
+               "site-1": report("site-1", {"epsilon": 3.99, "models": "teacher+generator"}),
+               "site-2": report("site-2", {"epsilon": 4.5, "models": "generator"}),
+               "site-3": report("site-3", {"epsilon": 3.99})}  # a site that predates dp-models: both models
+    failed: dict[str, str] = {}
+    Coordinator(config, None)._check_dp(reports, failed)
+    assert list(reports) == ["site-0"]
+    assert "asked for 'generator'" in failed["site-1"] and "budget is 4.0" in failed["site-2"]
+    assert "'teacher+generator'" in failed["site-3"]
