@@ -66,7 +66,7 @@ def split_budget(dp: DPConfig | None, num_members: int) -> tuple[DPConfig | None
     teacher and the whole budget for the generator."""
     if dp is None:
         return None, None
-    if dp.models == "generator":
+    if dp.generator_only:
         return None, replace(dp, target_delta=dp.delta_for(num_members))
     half = DPConfig(dp.target_epsilon / 2, dp.delta_for(num_members) / 2, dp.max_grad_norm, dp.accountant, dp.models)
     return half, half

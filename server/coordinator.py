@@ -22,6 +22,7 @@ from fedkr.shared.gate_power import small_holdout_warning
 from fedkr.shared.classifier import CompactCNN, accuracy
 from fedkr.shared.data import ImageSet
 from fedkr.shared.device import describe, resolve_device
+from fedkr.shared.dp import DP_BOTH_MODELS
 from fedkr.shared.reports import AuditCandidate, FitPlan, FitReport, Refused, RelabelRequest, working_size
 from fedkr.shared.shard import ShardError, ShardSpec, SynthesisRequest
 from fedkr.shared.shard_wire import ReplayGuard
@@ -491,7 +492,7 @@ class Coordinator:
             return
         for sid in sorted(reports):
             spent = (reports[sid].dp or {}).get("epsilon")
-            models = (reports[sid].dp or {}).get("models", "teacher+generator")
+            models = (reports[sid].dp or {}).get("models", DP_BOTH_MODELS)
             if not isinstance(spent, (int, float)) or not spent <= budget.target_epsilon * 1.001:
                 reason = f"reports DP epsilon {spent!r}, the run's budget is {budget.target_epsilon}"
             elif models != budget.models:

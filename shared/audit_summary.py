@@ -209,7 +209,7 @@ def _remedies(site: Site, failures: list[Failure], policy: Policy) -> tuple[str,
         already = ""
         if site.dp is not None and site.dp.epsilon is not None and site.dp.epsilon > epsilon:
             already = f"; it trained at \u03b5 = {site.dp.epsilon:.2f}, which does not guarantee that"
-        if site.dp is not None and site.dp.models == "generator":
+        if site.dp is not None and site.dp.generator_only:
             already = "; it trained only its generator with DP, which does not cover the teacher's soft labels (--dp-models teacher+generator)"
         out.append(f"differential privacy at a total \u03b5 \u2264 {epsilon:.2f} for the site (teacher and generator "
                    f"together), which bounds {bounds} whatever the attack{already}")

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .dp import DP_GENERATOR_ONLY
+
 DISTANCE_TARGET = "distilled_set"
 GENERATOR_TARGET = "generator"
 DISTANCE_ATTACKS = ("dcr_pixel", "dcr_feature")
@@ -237,6 +239,11 @@ class DP:
     #: None in reports written before `DPConfig.models`.
     models: str | None = None
     composition: str | None = None
+
+    @property
+    def generator_only(self) -> bool:
+        """True when the site trained only its generator with DP (`DPConfig.generator_only`)."""
+        return self.models == DP_GENERATOR_ONLY
 
     @classmethod
     def parse(cls, value: Any) -> DP | None:

@@ -27,7 +27,7 @@ from typing import Any
 from .audit_policy import DISTANCE_ATTACKS, GENERATOR_ATTACKS, STUDENT_ATTACKS, AuditPolicy
 from .classifier import TrainConfig
 from .device import DEVICE_CHOICES, DEVICE_PATTERN
-from .dp import DP_MODELS, DPConfig
+from .dp import DP_BOTH_MODELS, DP_MODELS, DPConfig
 from .generator import GeneratorConfig
 from .image_set import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIDE
 from .partition import PartitionSpec
@@ -94,7 +94,7 @@ class RunConfig:
     dp_delta: float = 0.0
     dp_max_grad_norm: float = 1.0
     #: Which models DP-SGD trains: "teacher+generator" (the budget split) or "generator" (all of it; the teacher without DP).
-    dp_models: str = "teacher+generator"
+    dp_models: str = DP_BOTH_MODELS
     out: str = "runs"
     run_id: str = field(default_factory=new_run_id)
     site_threads: int = 0

@@ -48,7 +48,9 @@ if TYPE_CHECKING:  # opacus is only imported when private training actually star
 ACCOUNTANTS = ("rdp", "prv")
 #: Which of a site's models DP-SGD trains (`DPConfig.models`): both, sharing the budget, or only the
 #: generator, with the whole budget, while the teacher trains without DP.
-DP_MODELS = ("teacher+generator", "generator")
+DP_BOTH_MODELS = "teacher+generator"
+DP_GENERATOR_ONLY = "generator"
+DP_MODELS = (DP_BOTH_MODELS, DP_GENERATOR_ONLY)
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,12 @@ class DPConfig:
     target_delta: float | None = None
     max_grad_norm: float = 1.0
     accountant: str = "rdp"
-    models: str = "teacher+generator"
+    models: str = DP_BOTH_MODELS
+
+    @property
+    def generator_only(self) -> bool:
+        """True when the whole budget goes to the generator and the teacher trains without DP."""
+        return self.models == DP_GENERATOR_ONLY
 
     def __post_init__(self) -> None:
         if not (isinstance(self.target_epsilon, (int, float)) and math.isfinite(self.target_epsilon)) or self.target_epsilon <= 0:
@@ -107,7 +114,7 @@ class DPConfig:
             target_delta=None if delta is None else float(delta),
             max_grad_norm=float(data.get("max_grad_norm", 1.0)),
             accountant=str(data.get("accountant", "rdp")),
-            models=str(data.get("models", "teacher+generator")),
+            models=str(data.get("models", DP_BOTH_MODELS)),
         )
 
 
