@@ -79,7 +79,7 @@ def _run(config: RunConfig, verbose: bool) -> None:
     dp = config.dp_config()
     if dp is not None:
         covered = ("each site's generator (the teacher without DP: the audit's attacks speak for its soft labels)"
-                   if dp.models == "generator" else "each site's teacher and generator, the budget split between them")
+                   if dp.generator_only else "each site's teacher and generator, the budget split between them")
         out_console.print(f"  privacy mechanism: DP-SGD (opacus) within epsilon {dp.target_epsilon:g} per site, on {covered}")
     if outcome.released:
         out_console.print(f"  release:  {outcome.release_dir}")
@@ -122,11 +122,9 @@ def demo(
                                         "the audit's white-box attack finds what they memorized and the release is refused.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's logs.")] = False,
 ) -> None:
-    """Three small simulated sites on scikit-learn's bundled digits: the whole pipeline in a few minutes (the demo profile).
+    """Three small simulated sites on scikit-learn's bundled digits: the whole pipeline (the demo profile).
 
-    Each site's generator trains with DP-SGD (epsilon 4, the teacher without), which kept the audit's
-    white-box attack on it near chance in the measured runs; with --leaky the generators train
-    without DP, to show the audit refusing what they memorize (exit status 3 when it does).
+    Each site's generator trains with DP-SGD (epsilon 4, the teacher without), which kept the audit's white-box attack on it near chance in the measured runs; with --leaky the generators train without DP, to show the audit refusing what they memorize (exit status 3 when it does).
     """
     _run(demo_config(out, seed, leaky), verbose=verbose)
 
