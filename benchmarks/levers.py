@@ -41,18 +41,19 @@ class LeverLink(InProcessLink):
         super().__init__(sites)
         self.shards: dict[tuple, object] = {}
         self.seed = 0
+        self.guidance = 0.0  # the variant's guidance: shards drawn at another guidance are other shards
 
     def synthesize(self, requests: dict) -> dict:
         out, missing = {}, {}
         for sid, req in requests.items():
-            key = (self.seed, sid, req.round, req.per_class, req.temperature, req.oversample)
+            key = (self.seed, sid, req.round, req.per_class, req.temperature, req.oversample, self.guidance)
             if key in self.shards:
                 out[sid] = self.shards[key]
             else:
                 missing[sid] = req
         for sid, reply in super().synthesize(missing).items():
             req = missing[sid]
-            self.shards[(self.seed, sid, req.round, req.per_class, req.temperature, req.oversample)] = reply
+            self.shards[(self.seed, sid, req.round, req.per_class, req.temperature, req.oversample, self.guidance)] = reply
             out[sid] = reply
         return out
 
@@ -72,17 +73,20 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--variant", action="append", required=True, help="NAME:key=value,key=value (RunConfig keys)")
     parser.add_argument("--base", default="", help="key=value,... applied to every variant")
+    parser.add_argument("--split-seed", type=int, default=0, help="the fit run's seed: it chose the sites' splits")
+    parser.add_argument("--holdout-fraction", type=float, default=0.2, help="the fit run's holdout fraction")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     saved = read_json_file(args.fit_reports, limits=METRICS_LIMITS)
     reports = {sid: FitReport.from_dict(r) for sid, r in (saved.get("sites") or saved.get("fit")).items()}
-    sites = [Site(f"site-{i}", load_site_data(SiteDataSpec(args.data, i, args.sites, args.partition, 0)),
+    sites = [Site(f"site-{i}", load_site_data(SiteDataSpec(args.data, i, args.sites, args.partition, args.split_seed,
+                                                                 args.holdout_fraction)),
                   args.sites_dir / f"site-{i}") for i in range(args.sites)]
     link = LeverLink(sites)
     first = next(iter(reports.values()))
     fit = FitResult(args.fit_run, reports, {}, first.class_names, first.image_shape, 0.0)
-    test = load_dataset(args.data, seed=0).test
+    test = load_dataset(args.data, seed=args.split_seed).test  # digits draws its test part by the seed too
     results = []
     for spec in args.variant:
         name, _, changes = spec.partition(":")
@@ -94,9 +98,10 @@ def main() -> None:
                 key, _, value = pair.partition("=")
                 flat[key] = value
             config = RunConfig.from_flat(flat)
-            link.seed = seed
-            for site in sites:  # every variant runs the stages after fit on the one fit
-                site.reuse_fit(args.sites_dir / site.site_id / "runs" / args.fit_run, config.run_id)
+            link.seed, link.guidance = seed, config.generator_guidance
+            for site in sites:  # every variant runs the stages after fit on the one fit, sampling at its guidance
+                site.reuse_fit(args.sites_dir / site.site_id / "runs" / args.fit_run, config.run_id,
+                               config.generator_guidance)
             started = time.perf_counter()
             outcome = Coordinator(config, test).run(link, fit=fit)
             m, record = outcome.metrics, outcome.record
