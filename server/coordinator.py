@@ -22,7 +22,7 @@ from fedkr.shared.gate_power import small_holdout_warning
 from fedkr.shared.classifier import CompactCNN, accuracy
 from fedkr.shared.data import ImageSet
 from fedkr.shared.device import describe, resolve_device
-from fedkr.shared.dp import DP_BOTH_MODELS
+from fedkr.shared.dp_models import DP_BOTH_MODELS
 from fedkr.shared.reports import AuditCandidate, FitPlan, FitReport, Refused, RelabelRequest, working_size
 from fedkr.shared.shard import ShardError, ShardSpec, SynthesisRequest
 from fedkr.shared.shard_wire import ReplayGuard

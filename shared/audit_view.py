@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .dp import DP_GENERATOR_ONLY
+from .dp_models import DP_GENERATOR_ONLY
 
 DISTANCE_TARGET = "distilled_set"
 GENERATOR_TARGET = "generator"

@@ -27,7 +27,8 @@ from typing import Any
 from .audit_policy import DISTANCE_ATTACKS, GENERATOR_ATTACKS, STUDENT_ATTACKS, AuditPolicy
 from .classifier import TrainConfig
 from .device import DEVICE_CHOICES, DEVICE_PATTERN
-from .dp import DP_BOTH_MODELS, DP_MODELS, DPConfig
+from .dp import DPConfig
+from .dp_models import DP_BOTH_MODELS, DP_GENERATOR_ONLY, DP_MODELS
 from .generator import GeneratorConfig
 from .image_set import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIDE
 from .partition import PartitionSpec
@@ -308,7 +309,7 @@ PROFILES: dict[str, Profile] = {
         "demo", "Three small sites on scikit-learn's digits: the whole pipeline in minutes; their generators "
                 "trained with DP-SGD (epsilon 4), which kept the audit's white-box attack on them near chance.",
         run=dict(data="digits", sites=3, partition="iid", rounds=2, ipc=20, samples_per_class=40, oversample=1.0,
-                 holdout_fraction=0.5, dp_epsilon=4.0, dp_models="generator",
+                 holdout_fraction=0.5, dp_epsilon=4.0, dp_models=DP_GENERATOR_ONLY,
                  generator_steps=200, generator_guidance=1.0, teacher_epochs=30, student_epochs=60),
     ),
     "quick": Profile(

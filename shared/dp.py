@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Self
 import torch
 from torch import nn
 
+from .dp_models import DP_BOTH_MODELS, DP_GENERATOR_ONLY, DP_MODELS
+
 if TYPE_CHECKING:  # opacus is only imported when private training actually starts
     from opacus import PrivacyEngine
     from opacus.grad_sample import GradSampleHooks
@@ -46,11 +48,7 @@ if TYPE_CHECKING:  # opacus is only imported when private training actually star
 #: fails at the edges of its domain. opacus' "gdp" is only an asymptotic approximation, so it is
 #: not offered.
 ACCOUNTANTS = ("rdp", "prv")
-#: Which of a site's models DP-SGD trains (`DPConfig.models`): both, sharing the budget, or only the
-#: generator, with the whole budget, while the teacher trains without DP.
-DP_BOTH_MODELS = "teacher+generator"
-DP_GENERATOR_ONLY = "generator"
-DP_MODELS = (DP_BOTH_MODELS, DP_GENERATOR_ONLY)
+
 
 
 @dataclass(frozen=True)
