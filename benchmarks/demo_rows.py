@@ -6,7 +6,7 @@ README's demo table quotes.
 Each RUNS_DIR is a demo's `--out` folder. A row gives the run id, the seed and whether the generators
 trained with DP (from the run's own settings), the verdict and its reasons, the student's test accuracy
 (measured whether or not the release went out), and per site the white-box generator
-attack's AUC with its 95% interval and the attack with the highest upper bound.
+attack's AUC with its 95% interval and the attack with the highest upper bound, and the run's seconds by stage (the coordinator's clock).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def demo_row(run: Path) -> dict:
     row: dict = {"run": run.name, "seed": config.get("seed"), "dp_epsilon": config.get("dp_epsilon"),
                  "released": bool(audit["decision"]["passed"]),
                  "reasons": [f["message"] for f in audit["decision"].get("failures", [])],
-                 "acc": metrics.get("student_test_accuracy")}
+                 "acc": metrics.get("student_test_accuracy"), "stage_seconds": metrics.get("stage_seconds")}
     for site, report in sorted(audit["sites"].items()):
         attacks = report.get("attacks") or []
         generator = next((a for a in attacks if a["target"] == "generator"), None)

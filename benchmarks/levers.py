@@ -6,10 +6,12 @@ for the same shards (same seed and synthesis settings) get the very same shards,
 comparison of distillation or relabelling sees one pool. The audit is skipped (every run is
 refused for want of audit reports): accuracy is what a lever study measures; `fedkr bench` audits. Sites' state folders
 and fit reports come from an earlier run or bench (`--fit-reports` is its metrics.json or
-bench.json).
+bench.json; a refused run's refusal.json will do). The sites' split (seed, holdout fraction) and
+the test part are the fit run's, read from that file where it holds the run's settings; a
+variant samples at the fit's own guidance unless it, or `--base`, sets `generator-guidance`.
 
     python benchmarks/levers.py --data ../shared/data/medmnist/bloodmnist.npz --sites 4 \\
-        --partition dirichlet:0.5 --sites-dir runs/sites --fit-run RUN --fit-reports runs/RUN/metrics.json \\
+        --partition dirichlet:0.5 --sites-dir runs/sites --fit-run RUN --fit-reports runs/RUN/release/metrics.json \\
         --variant base: --variant ipc200:ipc=200 --variant norelabel:relabel=false --seeds 0,1
 """
 
@@ -41,7 +43,7 @@ class LeverLink(InProcessLink):
         super().__init__(sites)
         self.shards: dict[tuple, object] = {}
         self.seed = 0
-        self.guidance = 0.0  # the variant's guidance: shards drawn at another guidance are other shards
+        self.guidance: float | None = None  # the variant's guidance: shards drawn at another guidance are other shards
 
     def synthesize(self, requests: dict) -> dict:
         out, missing = {}, {}
@@ -73,20 +75,31 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--variant", action="append", required=True, help="NAME:key=value,key=value (RunConfig keys)")
     parser.add_argument("--base", default="", help="key=value,... applied to every variant")
-    parser.add_argument("--split-seed", type=int, default=0, help="the fit run's seed: it chose the sites' splits")
-    parser.add_argument("--holdout-fraction", type=float, default=0.2, help="the fit run's holdout fraction")
+    parser.add_argument("--split-seed", type=int, default=None,
+                        help="the fit run's seed, which chose the sites' splits (default: the fit's own, else 0)")
+    parser.add_argument("--holdout-fraction", type=float, default=None,
+                        help="the fit run's holdout fraction (default: the fit's own, else 0.2)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     saved = read_json_file(args.fit_reports, limits=METRICS_LIMITS)
-    reports = {sid: FitReport.from_dict(r) for sid, r in (saved.get("sites") or saved.get("fit")).items()}
-    sites = [Site(f"site-{i}", load_site_data(SiteDataSpec(args.data, i, args.sites, args.partition, args.split_seed,
-                                                                 args.holdout_fraction)),
+    saved = saved.get("metrics", saved)  # a refused run's refusal.json holds its metrics
+    fit_config = saved.get("config") or {}
+    for flag, key, given in (("--split-seed", "seed", args.split_seed), ("--holdout-fraction", "holdout_fraction", args.holdout_fraction)):
+        if given is not None and key in fit_config and fit_config[key] != given:
+            parser.error(f"{flag} {given} is not the fit run's {key} ({fit_config[key]}): the sites' splits would differ")
+    split_seed = args.split_seed if args.split_seed is not None else int(fit_config.get("seed", 0))
+    holdout_fraction = args.holdout_fraction if args.holdout_fraction is not None else float(fit_config.get("holdout_fraction", 0.2))
+    reports = {sid: FitReport.from_dict(r) for sid, r in (saved.get("sites") or saved.get("fit") or {}).items()}
+    if not reports:
+        parser.error(f"{args.fit_reports}: no fit reports (a metrics.json or bench.json with 'sites' or 'fit')")
+    sites = [Site(f"site-{i}", load_site_data(SiteDataSpec(args.data, i, args.sites, args.partition, split_seed,
+                                                                 holdout_fraction)),
                   args.sites_dir / f"site-{i}") for i in range(args.sites)]
     link = LeverLink(sites)
     first = next(iter(reports.values()))
     fit = FitResult(args.fit_run, reports, {}, first.class_names, first.image_shape, 0.0)
-    test = load_dataset(args.data, seed=args.split_seed).test  # digits draws its test part by the seed too
+    test = load_dataset(args.data, seed=split_seed).test  # digits draws its test part by the seed too
     results = []
     for spec in args.variant:
         name, _, changes = spec.partition(":")
@@ -98,10 +111,11 @@ def main() -> None:
                 key, _, value = pair.partition("=")
                 flat[key] = value
             config = RunConfig.from_flat(flat)
-            link.seed, link.guidance = seed, config.generator_guidance
-            for site in sites:  # every variant runs the stages after fit on the one fit, sampling at its guidance
-                site.reuse_fit(args.sites_dir / site.site_id / "runs" / args.fit_run, config.run_id,
-                               config.generator_guidance)
+            # the fit's own guidance (None) unless the variant or --base sets one
+            guidance = config.generator_guidance if "generator-guidance" in flat else None
+            link.seed, link.guidance = seed, guidance
+            for site in sites:  # every variant runs the stages after fit on the one fit
+                site.reuse_fit(args.sites_dir / site.site_id / "runs" / args.fit_run, config.run_id, guidance)
             started = time.perf_counter()
             outcome = Coordinator(config, test).run(link, fit=fit)
             m, record = outcome.metrics, outcome.record
@@ -109,7 +123,7 @@ def main() -> None:
             naive = build_classifier(record.student.config, seed)
             train_classifier(naive, pool.images, one_hot(pool.hard_labels, test.num_classes),
                              StudentProtocol(epochs=config.student_epochs).train_config(seed, soft=False))
-            row = {"variant": name, "seed": seed, "accuracy": m["student_test_accuracy"], "pool": m["pool_size"],
+            row = {"variant": name, "seed": seed, "guidance": guidance, "accuracy": m["student_test_accuracy"], "pool": m["pool_size"],
                    "naive_pooling": accuracy(naive, test.images, test.labels),
                    "seconds": round(time.perf_counter() - started, 1), "quality": m["synthesis_quality"],
                    "stages": m["stage_seconds"]}

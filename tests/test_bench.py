@@ -19,7 +19,7 @@ def test_run_and_bench_train_the_student_by_the_same_protocol():
 def test_quick_bench_rows_complete_and_fedkr_beats_naive_pooling(tmp_path):
     profile = PROFILES["quick"]
     # two seeds, not the profile's three: the first fits the sites and attacks every method, the second
-    # runs every stage after fit again on that fit, so both paths are covered at two thirds of the time
+    # runs every stage after fit again on that fit, so both paths stay covered without a third seed's stages
     settings = profile.bench_settings(seeds=2)
     result = run_bench(profile.run_config(), settings, tmp_path, profile="quick")
     for name in METHODS:
