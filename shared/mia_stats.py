@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.special import betaincinv
 
 from .mia import check_scores, roc_auc
 
@@ -20,16 +20,21 @@ def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tu
     """Exact two-sided binomial interval (Clopper & Pearson 1934) for a rate of `successes` in `trials`.
 
     Returns (low, high) as floats in [0, 1]; low is 0 at 0 successes and high is 1 at `trials`.
-    Conservative: it covers the true rate at least `confidence` of the time. scipy's
-    `binomtest(successes, trials).proportion_ci(confidence, method="exact")`.
+    Conservative: it covers the true rate at least `confidence` of the time. The interval's closed
+    form, quantiles of the beta distribution by scipy's `betaincinv` (statsmodels' `method="beta"`):
+    the same interval as `scipy.stats.binomtest(...).proportion_ci(method="exact")` to 1e-9, which
+    finds it by root-finding and took 3.6 s of an attack's 3.8 s (the epsilon bound calls this
+    about 500 times an attack; measured on 400 v 400 scores).
     Raises ValueError unless 0 <= successes <= trials, trials > 0 and 0 < confidence < 1.
     """
     if trials <= 0 or not 0 <= successes <= trials:
         raise ValueError(f"need 0 <= successes <= trials and trials > 0, got {successes} of {trials}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    interval = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=confidence, method="exact")
-    return float(interval.low), float(interval.high)
+    k, n, alpha = int(successes), int(trials), 1.0 - confidence
+    low = 0.0 if k == 0 else float(betaincinv(k, n - k + 1, alpha / 2))
+    high = 1.0 if k == n else float(betaincinv(k + 1, n - k, 1 - alpha / 2))
+    return low, high
 
 
 def bootstrap_auc_ci(

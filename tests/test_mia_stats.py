@@ -18,10 +18,11 @@ from fedkr.shared.mia_stats import (
 )
 
 
-@pytest.mark.parametrize("k, n", [(0, 10), (10, 10), (3, 50), (0, 1), (17, 1000)])
-def test_clopper_pearson_matches_scipy_exact_interval(k, n):
-    expected = binomtest(k, n).proportion_ci(0.95, method="exact")
-    assert clopper_pearson(k, n) == pytest.approx((expected.low, expected.high), abs=1e-9)
+@pytest.mark.parametrize("k, n", [(0, 10), (10, 10), (3, 50), (0, 1), (1, 1), (17, 1000), (4999, 5000), (1234, 20000)])
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.999])
+def test_clopper_pearson_matches_scipy_exact_interval(k, n, confidence):
+    expected = binomtest(k, n).proportion_ci(confidence, method="exact")
+    assert clopper_pearson(k, n, confidence) == pytest.approx((expected.low, expected.high), abs=1e-9)
 
 
 def test_clopper_pearson_rejects_bad_counts():
