@@ -10,9 +10,10 @@ decide). Attacks are drawn independently: real attacks on one site are correlate
 entropy most), so the family-wise figures here are an upper bound on the null refusal rate.
 
     python benchmarks/gate_null.py [--trials 200] [--sites 3] [--members 100,400,1000] [--leak-auc 0.74]
-           [--out benchmarks/results/gate_null-COMMIT.json]
+           [--holdout-fraction 0.2] [--out benchmarks/results/gate_null-COMMIT.json]
 
-Site sizes are members; the holdout is a quarter of that (the default holdout fraction, 0.2 of the site).
+Site sizes are members; the holdout is the site's `--holdout-fraction` (by default the run's default,
+0.2 of the site: a quarter of the members; the demo's 0.5: as many as the members).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from scipy.stats import norm
 
 from fedkr.shared.attack_report import AttackResult, lowest_resolvable_fpr
 from fedkr.shared.audit_policy import AuditPolicy, decide_release
+from fedkr.shared.config import RunConfig
 from fedkr.shared.mia import roc_auc
 from fedkr.shared.mia_stats import bootstrap_auc_ci, clopper_pearson, operating_point_at_fpr
 from fedkr.shared.reports import AuditReport
@@ -47,9 +49,13 @@ def _result(attack: str, members: np.ndarray, holdout: np.ndarray, seed: int) ->
                         0.0, (0.0, 1.0), 0.0, lowest_resolvable_fpr(holdout.size), 0.0, (0.0, 1.0))
 
 
-def one_audit(num_members: int, sites: int, shift: float, rng: np.random.Generator) -> tuple[bool, set[str]]:
+def holdout_size(num_members: int, holdout_fraction: float) -> int:
+    """Holdout images of a site with `num_members` members when `holdout_fraction` of the site is held out."""
+    return max(1, round(num_members * holdout_fraction / (1.0 - holdout_fraction)))
+
+
+def one_audit(num_members: int, holdout: int, sites: int, shift: float, rng: np.random.Generator) -> tuple[bool, set[str]]:
     """One simulated audit: whether the policy passes it, and the attacks that failed anywhere."""
-    holdout = max(1, num_members // 4)
     replies = {}
     for s in range(sites):
         results = []
@@ -63,13 +69,13 @@ def one_audit(num_members: int, sites: int, shift: float, rng: np.random.Generat
     return decision.passed, {f.attack for f in decision.failures}
 
 
-def rate(trials: int, num_members: int, sites: int, shift: float, seed: int) -> dict:
+def rate(trials: int, num_members: int, holdout: int, sites: int, shift: float, seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    outcomes = [one_audit(num_members, sites, shift, rng) for _ in range(trials)]
+    outcomes = [one_audit(num_members, holdout, sites, shift, rng) for _ in range(trials)]
     refused = sum(not passed for passed, _ in outcomes)
     low, high = clopper_pearson(refused, trials, 0.95)
     by_attack = {a: sum(a in failed for _, failed in outcomes) / trials for a in POLICY.required_attacks}
-    return {"members": num_members, "holdout": max(1, num_members // 4), "sites": sites, "trials": trials,
+    return {"members": num_members, "holdout": holdout, "sites": sites, "trials": trials,
             "refused": refused / trials, "refused_ci": [low, high], "failed_by_attack": by_attack}
 
 
@@ -79,21 +85,26 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=3)
     parser.add_argument("--members", default="100,400,1000")
     parser.add_argument("--leak-auc", type=float, default=0.74, help="the memorising generator attack's AUC")
+    parser.add_argument("--holdout-fraction", type=float, default=RunConfig().holdout_fraction,
+                        help="share of each site held out for the audit (default: the run's default)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if not 0.0 < args.holdout_fraction < 1.0:
+        parser.error(f"--holdout-fraction must be in (0, 1), got {args.holdout_fraction}")
     shift = math.sqrt(2) * float(norm.ppf(args.leak_auc))  # members ~ N(shift, 1) against N(0, 1): AUC = Phi(shift / sqrt 2)
     started = time.perf_counter()
     rows = []
     for members in (int(m) for m in args.members.split(",")):
-        null = rate(args.trials, members, args.sites, 0.0, seed=members)
-        leak = rate(args.trials, members, args.sites, shift, seed=members + 1)
+        holdout = holdout_size(members, args.holdout_fraction)
+        null = rate(args.trials, members, holdout, args.sites, 0.0, seed=members)
+        leak = rate(args.trials, members, holdout, args.sites, shift, seed=members + 1)
         rows.append({"null": null, "leak": leak})
         print(f"{members} members v {null['holdout']} holdout x {args.sites} sites: null refused "
               f"{null['refused']:.1%} [{null['refused_ci'][0]:.1%}, {null['refused_ci'][1]:.1%}], leak (generator AUC "
               f"{args.leak_auc}) caught {leak['refused']:.1%} [{leak['refused_ci'][0]:.1%}, {leak['refused_ci'][1]:.1%}]; "
               f"null failures by attack: " + ", ".join(f"{a} {r:.0%}" for a, r in null["failed_by_attack"].items()),
               flush=True)
-    result = {"policy": POLICY.to_dict(), "leak_auc": args.leak_auc, "rows": rows,
+    result = {"policy": POLICY.to_dict(), "leak_auc": args.leak_auc, "holdout_fraction": args.holdout_fraction, "rows": rows,
               "seconds": round(time.perf_counter() - started, 1)}
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
