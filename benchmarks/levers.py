@@ -45,17 +45,18 @@ class LeverLink(InProcessLink):
         self.seed = 0
         self.guidance: float | None = None  # the variant's guidance: shards drawn at another guidance are other shards
 
+    def _key(self, sid: str, req) -> tuple:  # type: ignore[no-untyped-def]
+        return (self.seed, sid, req.round, req.per_class, req.temperature, req.oversample, self.guidance)
+
     def synthesize(self, requests: dict) -> dict:
         out, missing = {}, {}
         for sid, req in requests.items():
-            key = (self.seed, sid, req.round, req.per_class, req.temperature, req.oversample, self.guidance)
-            if key in self.shards:
-                out[sid] = self.shards[key]
+            if self._key(sid, req) in self.shards:
+                out[sid] = self.shards[self._key(sid, req)]
             else:
                 missing[sid] = req
         for sid, reply in super().synthesize(missing).items():
-            req = missing[sid]
-            self.shards[(self.seed, sid, req.round, req.per_class, req.temperature, req.oversample, self.guidance)] = reply
+            self.shards[self._key(sid, missing[sid])] = reply
             out[sid] = reply
         return out
 
@@ -76,20 +77,23 @@ def main() -> None:
     parser.add_argument("--variant", action="append", required=True, help="NAME:key=value,key=value (RunConfig keys)")
     parser.add_argument("--base", default="", help="key=value,... applied to every variant")
     parser.add_argument("--split-seed", type=int, default=None,
-                        help="the fit run's seed, which chose the sites' splits (default: the fit's own, else 0)")
+                        help="the fit run's seed, which chose the sites' splits (default: the fit's own, else the run's default)")
     parser.add_argument("--holdout-fraction", type=float, default=None,
-                        help="the fit run's holdout fraction (default: the fit's own, else 0.2)")
+                        help="the fit run's holdout fraction (default: the fit's own, else the run's default)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     saved = read_json_file(args.fit_reports, limits=METRICS_LIMITS)
     saved = saved.get("metrics", saved)  # a refused run's refusal.json holds its metrics
     fit_config = saved.get("config") or {}
-    for flag, key, given in (("--split-seed", "seed", args.split_seed), ("--holdout-fraction", "holdout_fraction", args.holdout_fraction)):
+    for flag, key, given in (("--split-seed", "seed", args.split_seed), ("--holdout-fraction", "holdout_fraction", args.holdout_fraction),
+                             ("--sites", "sites", args.sites), ("--partition", "partition", args.partition)):
         if given is not None and key in fit_config and fit_config[key] != given:
-            parser.error(f"{flag} {given} is not the fit run's {key} ({fit_config[key]}): the sites' splits would differ")
-    split_seed = args.split_seed if args.split_seed is not None else int(fit_config.get("seed", 0))
-    holdout_fraction = args.holdout_fraction if args.holdout_fraction is not None else float(fit_config.get("holdout_fraction", 0.2))
+            parser.error(f"{flag} {given} is not the fit run's {key} ({fit_config[key]}): the sites' data would differ")
+    defaults = RunConfig()
+    split_seed = args.split_seed if args.split_seed is not None else int(fit_config.get("seed", defaults.seed))
+    holdout_fraction = (args.holdout_fraction if args.holdout_fraction is not None
+                        else float(fit_config.get("holdout_fraction", defaults.holdout_fraction)))
     reports = {sid: FitReport.from_dict(r) for sid, r in (saved.get("sites") or saved.get("fit") or {}).items()}
     if not reports:
         parser.error(f"{args.fit_reports}: no fit reports (a metrics.json or bench.json with 'sites' or 'fit')")
