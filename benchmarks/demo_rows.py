@@ -15,25 +15,35 @@ import json
 import sys
 from pathlib import Path
 
+from fedkr.shared.audit_view import AuditDocument
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
 
 def demo_row(run: Path) -> dict:
     release = run / "release"
     if release.is_dir():  # released: the audit and the metrics are in the signed release
-        audit, metrics = (json.loads((release / name).read_text()) for name in ("audit.json", "metrics.json"))
+        audit_json, metrics = (json.loads((release / name).read_text()) for name in ("audit.json", "metrics.json"))
     else:  # refused: the audit beside refusal.json, which carries the metrics
-        audit = json.loads((run / "audit.json").read_text())
+        audit_json = json.loads((run / "audit.json").read_text())
         metrics = json.loads((run / "refusal.json").read_text())["metrics"]
+    audit = AuditDocument.parse(audit_json)
     config = metrics["config"]
     row: dict = {"run": run.name, "seed": config.get("seed"), "dp_epsilon": config.get("dp_epsilon"),
-                 "released": bool(audit["decision"]["passed"]),
-                 "reasons": [f["message"] for f in audit["decision"].get("failures", [])],
+                 "released": bool(audit.decision.passed),
+                 "reasons": [f.message for f in audit.decision.failures],
                  "acc": metrics.get("student_test_accuracy"), "stage_seconds": metrics.get("stage_seconds")}
-    for site, report in sorted(audit["sites"].items()):
-        attacks = report.get("attacks") or []
-        generator = next((a for a in attacks if a["target"] == "generator"), None)
-        top = max(attacks, key=lambda a: a["auc_ci"][1]) if attacks else None
-        row[site] = {"gen": None if generator is None else [round(generator["auc"], 3), [round(x, 3) for x in generator["auc_ci"]]],
-                     "top": None if top is None else [top["attack"], round(top["auc"], 3), round(top["auc_ci"][1], 3)]}
+    for site in sorted(audit.sites, key=lambda s: s.name):
+        bounded = [a for a in site.attacks if a.auc_ci is not None and a.auc_ci.high is not None]
+        generator = next((a for a in site.attacks if a.target == "generator"), None)
+        top = max(bounded, key=lambda a: a.auc_ci.high) if bounded else None  # type: ignore[union-attr]
+        row[site.name] = {
+            "gen": None if generator is None or generator.auc_ci is None else
+            [_rounded(generator.auc), [_rounded(generator.auc_ci.low), _rounded(generator.auc_ci.high)]],
+            "top": None if top is None else [top.name, _rounded(top.auc), _rounded(top.auc_ci.high)],  # type: ignore[union-attr]
+        }
     return row
 
 
