@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from fedkr.shared.audit_view import AuditDocument
+from run_folder import run_metrics
 
 
 def _rounded(value: float | None) -> float | None:
@@ -23,13 +24,9 @@ def _rounded(value: float | None) -> float | None:
 
 
 def demo_row(run: Path) -> dict:
-    release = run / "release"
-    if release.is_dir():  # released: the audit and the metrics are in the signed release
-        audit_json, metrics = (json.loads((release / name).read_text()) for name in ("audit.json", "metrics.json"))
-    else:  # refused: the audit beside refusal.json, which carries the metrics
-        audit_json = json.loads((run / "audit.json").read_text())
-        metrics = json.loads((run / "refusal.json").read_text())["metrics"]
-    audit = AuditDocument.parse(audit_json)
+    released = run / "release" / "audit.json"  # released: the audit is in the signed release; refused: beside refusal.json
+    audit = AuditDocument.parse(json.loads((released if released.is_file() else run / "audit.json").read_text()))
+    metrics = run_metrics(run)
     config = metrics["config"]
     row: dict = {"run": run.name, "seed": config.get("seed"), "dp_epsilon": config.get("dp_epsilon"),
                  "released": bool(audit.decision.passed),

@@ -9,8 +9,9 @@ intervals, the holdout-split control's AUC and the noise level each half chose
     python benchmarks/generator_attack.py --run RUN_DIR [--sites-dir DIR]
     python benchmarks/generator_attack.py --data ../shared/data/medmnist/bloodmnist.npz --profile full
 
-RUN_DIR is a run folder written by `fedkr simulate` (or the demo): its metrics.json or refusal.json
-names the settings and the fit; the sites' state is in RUN_DIR/../sites unless `--sites-dir` says.
+RUN_DIR is a finished run's folder written by `fedkr simulate` (or the demo), or its release/ folder:
+its metrics (release/metrics.json, or refusal.json when refused) name the settings and the fit; the
+sites' state is in `sites/` beside the run folders unless `--sites-dir` says (`run_folder.py`).
 """
 
 from __future__ import annotations
@@ -24,24 +25,21 @@ from pathlib import Path
 import torch
 
 from fedkr.bench import load_bench_sites
-from fedkr.client.site_data import SiteData, SiteDataSpec, load_site_data
+from fedkr.client.site_data import SiteData
 from fedkr.shared.attack_report import measure_attack
-from fedkr.shared.config import PROFILES, RunConfig
+from fedkr.shared.config import PROFILES
 from fedkr.shared.device import resolve_device
 from fedkr.shared.generator import ClassConditionalDiffusion
 from fedkr.shared.generator_attack import DEFAULT_REPEATS, cross_fitted_scores, denoising_errors
+from run_folder import run_config, run_metrics, site_data, sites_folder
 
 
 def from_run(run_dir: Path, sites_dir: Path | None) -> Iterator[tuple[str, SiteData, ClassConditionalDiffusion]]:
-    saved = run_dir / "metrics.json" if (run_dir / "metrics.json").is_file() else run_dir / "refusal.json"
-    metrics = json.loads(saved.read_text())
-    metrics = metrics.get("metrics", metrics)
-    config = RunConfig.from_flat({k.replace("_", "-"): v for k, v in metrics["config"].items()})
-    sites_dir = sites_dir or run_dir.parent / "sites"
+    metrics = run_metrics(run_dir)
+    config = run_config(metrics)
+    sites_dir = sites_dir or sites_folder(run_dir)
     for i, sid in enumerate(sorted(metrics["sites"])):
-        data = load_site_data(SiteDataSpec(config.data, i, config.sites, config.partition, config.seed,
-                                           config.holdout_fraction, config.image_size))
-        yield sid, data, ClassConditionalDiffusion.load(sites_dir / sid / "runs" / metrics["fit_run_id"] / "generator")
+        yield sid, site_data(config, i), ClassConditionalDiffusion.load(sites_dir / sid / "runs" / metrics["fit_run_id"] / "generator")
 
 
 def fitted(data: str, profile: str) -> Iterator[tuple[str, SiteData, ClassConditionalDiffusion]]:

@@ -9,8 +9,9 @@ These set the policy's default floor (`audit-min-utility`, docs/audit.md).
 
     python benchmarks/utility_floor.py RUN_DIR [--variants trained,one-epoch,untrained]
 
-RUN_DIR is a run folder written by `fedkr simulate` (or the demo): its metrics.json or
-refusal.json names the settings and the fit; the sites' state is in RUN_DIR/../sites.
+RUN_DIR is a finished run's folder written by `fedkr simulate` (or the demo), or its release/
+folder: its metrics (release/metrics.json, or refusal.json when refused) name the settings and the
+fit; the sites' state is in `sites/` beside the run folders (`run_folder.py`).
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ from pathlib import Path
 import torch
 
 from fedkr.client.site import Site
-from fedkr.client.site_data import SiteDataSpec, load_site_data
 from fedkr.inprocess import InProcessLink
 from fedkr.server.coordinator import Coordinator, FitResult
 from fedkr.shared.classifier import build_classifier
-from fedkr.shared.config import RunConfig
 from fedkr.shared.data import load_dataset
 from fedkr.shared.reports import FitReport
+from run_folder import run_config, run_folder, run_metrics, site_data, sites_folder
 
 
 class UntrainedStudent(Coordinator):
@@ -45,19 +45,15 @@ def main() -> None:
     parser.add_argument("--variants", default="trained,one-epoch,untrained")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    run_dir = args.run_dir.resolve()
-    saved = run_dir / "metrics.json" if (run_dir / "metrics.json").is_file() else run_dir / "refusal.json"
-    metrics = json.loads(saved.read_text())
-    metrics = metrics.get("metrics", metrics)
-    flat = dict(metrics["config"])
-    base = RunConfig.from_flat({k.replace("_", "-"): v for k, v in flat.items()})
+    run_dir = run_folder(args.run_dir)
+    metrics = run_metrics(run_dir)
+    base = run_config(metrics)
     fit_run = metrics["fit_run_id"]
     reports = {sid: FitReport.from_dict(r) for sid, r in metrics["sites"].items()}
     first = next(iter(reports.values()))
     fit = FitResult(fit_run, reports, {}, first.class_names, first.image_shape, 0.0)
-    sites_dir = run_dir.parent / "sites"
-    sites = [Site(sid, load_site_data(SiteDataSpec(base.data, i, base.sites, base.partition, base.seed, base.holdout_fraction)),
-                  sites_dir / sid) for i, sid in enumerate(sorted(reports))]
+    sites_dir = sites_folder(run_dir)
+    sites = [Site(sid, site_data(base, i), sites_dir / sid) for i, sid in enumerate(sorted(reports))]
     test = load_dataset(base.test_data or base.data, seed=base.seed).test
     for variant in args.variants.split(","):
         started = time.perf_counter()
