@@ -6,7 +6,9 @@ README's demo table quotes.
 Each RUNS_DIR is a demo's `--out` folder. A row gives the run id, the seed and whether the generators
 trained with DP (from the run's own settings), the verdict and its reasons, the student's test accuracy
 (measured whether or not the release went out), and per site the white-box generator
-attack's AUC with its 95% interval and the attack with the highest upper bound, and the run's seconds by stage (the coordinator's clock).
+attack's AUC with its 95% interval and the attack with the highest upper bound (its AUC, upper and
+lower bound, and its control's AUC: the same attack on two halves of the holdout), and the run's
+seconds by stage (the coordinator's clock).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 from pathlib import Path
 
 from fedkr.shared.audit_view import AuditDocument
-from run_folder import run_metrics
+from run_folder import run_folder, run_metrics
 
 
 def _rounded(value: float | None) -> float | None:
@@ -24,12 +26,13 @@ def _rounded(value: float | None) -> float | None:
 
 
 def demo_row(run: Path) -> dict:
+    run = run_folder(run)
     released = run / "release" / "audit.json"  # released: the audit is in the signed release; refused: beside refusal.json
     audit = AuditDocument.parse(json.loads((released if released.is_file() else run / "audit.json").read_text()))
     metrics = run_metrics(run)
     config = metrics["config"]
     row: dict = {"run": run.name, "seed": config.get("seed"), "dp_epsilon": config.get("dp_epsilon"),
-                 "released": bool(audit.decision.passed),
+                 "released": audit.decision.passed,  # None: the audit holds no decision
                  "reasons": [f.message for f in audit.decision.failures],
                  "acc": metrics.get("student_test_accuracy"), "stage_seconds": metrics.get("stage_seconds")}
     for site in sorted(audit.sites, key=lambda s: s.name):
@@ -40,6 +43,8 @@ def demo_row(run: Path) -> dict:
             "gen": None if generator is None or generator.auc_ci is None else
             [_rounded(generator.auc), [_rounded(generator.auc_ci.low), _rounded(generator.auc_ci.high)]],
             "top": None if top is None else [top.name, _rounded(top.auc), _rounded(top.auc_ci.high)],  # type: ignore[union-attr]
+            "top_low": None if top is None else _rounded(top.auc_ci.low),  # type: ignore[union-attr]
+            "top_control": None if top is None or top.control is None else _rounded(top.control.auc),
         }
     return row
 

@@ -50,7 +50,11 @@ def _result(attack: str, members: np.ndarray, holdout: np.ndarray, seed: int) ->
 
 
 def holdout_size(num_members: int, holdout_fraction: float) -> int:
-    """Holdout images of a site with `num_members` members when `holdout_fraction` of the site is held out."""
+    """Holdout images of a site with `num_members` members when `holdout_fraction` of the site is held out.
+
+    Rounded to the nearest whole image; a real site's stratified split rounds per class, so its
+    holdout may differ from this by an image or two.
+    """
     return max(1, round(num_members * holdout_fraction / (1.0 - holdout_fraction)))
 
 

@@ -97,8 +97,9 @@ def main() -> None:
     reports = {sid: FitReport.from_dict(r) for sid, r in (saved.get("sites") or saved.get("fit") or {}).items()}
     if not reports:
         parser.error(f"{args.fit_reports}: no fit reports (a metrics.json or bench.json with 'sites' or 'fit')")
+    image_size = fit_config.get("image_size", defaults.image_size)  # the working size the sites fitted at
     sites = [Site(f"site-{i}", load_site_data(SiteDataSpec(args.data, i, args.sites, args.partition, split_seed,
-                                                                 holdout_fraction)),
+                                                                 holdout_fraction, image_size)),
                   args.sites_dir / f"site-{i}") for i in range(args.sites)]
     link = LeverLink(sites)
     first = next(iter(reports.values()))

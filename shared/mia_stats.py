@@ -20,20 +20,24 @@ def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tu
     """Exact two-sided binomial interval (Clopper & Pearson 1934) for a rate of `successes` in `trials`.
 
     Returns (low, high) as floats in [0, 1]; low is 0 at 0 successes and high is 1 at `trials`.
-    Conservative: it covers the true rate at least `confidence` of the time. The interval's closed
-    form, quantiles of the beta distribution by scipy's `betaincinv` (statsmodels' `method="beta"`):
-    the same interval as `scipy.stats.binomtest(...).proportion_ci(method="exact")` to 1e-9, which
-    finds it by root-finding and took 3.6 s of an attack's 3.8 s (the epsilon bound calls this
-    about 500 times an attack; measured on 400 v 400 scores).
-    Raises ValueError unless 0 <= successes <= trials, trials > 0 and 0 < confidence < 1.
+    Conservative: it covers the true rate at least `confidence` of the time. Computed in closed form,
+    as quantiles of the beta distribution by scipy's `betaincinv` (statsmodels' `method="beta"`); the
+    upper end as one minus the mirrored lower end, which keeps its precision at confidences near 1.
+    The same interval as `scipy.stats.binomtest(...).proportion_ci(method="exact")` within 1e-12
+    (tested), which finds it by root-finding: 3.6 s against 0.1 s for the roughly 500 intervals
+    the epsilon bound of one attack on 400 v 400 scores asks for (measured on one core).
+    Raises ValueError unless `successes` and `trials` are whole numbers with 0 <= successes <= trials
+    and trials > 0, and 0 < confidence < 1.
     """
+    if int(successes) != successes or int(trials) != trials:
+        raise ValueError(f"successes and trials must be whole numbers, got {successes} of {trials}")
     if trials <= 0 or not 0 <= successes <= trials:
         raise ValueError(f"need 0 <= successes <= trials and trials > 0, got {successes} of {trials}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     k, n, alpha = int(successes), int(trials), 1.0 - confidence
     low = 0.0 if k == 0 else float(betaincinv(k, n - k + 1, alpha / 2))
-    high = 1.0 if k == n else float(betaincinv(k + 1, n - k, 1 - alpha / 2))
+    high = 1.0 if k == n else 1.0 - float(betaincinv(n - k, k + 1, alpha / 2))
     return low, high
 
 

@@ -22,11 +22,21 @@ from fedkr.shared.mia_stats import (
 @pytest.mark.parametrize("confidence", [0.9, 0.95, 0.999])
 def test_clopper_pearson_matches_scipy_exact_interval(k, n, confidence):
     expected = binomtest(k, n).proportion_ci(confidence, method="exact")
-    assert clopper_pearson(k, n, confidence) == pytest.approx((expected.low, expected.high), abs=1e-9)
+    assert clopper_pearson(k, n, confidence) == pytest.approx((expected.low, expected.high), abs=1e-12)
+
+
+@pytest.mark.parametrize("k, n", [(500, 1000), (1, 7), (6, 7)])
+def test_clopper_pearson_is_symmetric_at_confidences_near_one(k, n):
+    """The interval of k in n mirrors that of n - k in n; the upper end keeps its precision near 1."""
+    for confidence in (1 - 1e-8, 1 - 1e-12):
+        low, high = clopper_pearson(k, n, confidence)
+        mirror_low, mirror_high = clopper_pearson(n - k, n, confidence)
+        assert (low, high) == pytest.approx((1 - mirror_high, 1 - mirror_low), abs=1e-15)
+        assert 0.0 < low < k / n < high < 1.0
 
 
 def test_clopper_pearson_rejects_bad_counts():
-    for k, n in [(3, 2), (-1, 5), (0, 0)]:
+    for k, n in [(3, 2), (-1, 5), (0, 0), (2.7, 10), (2, 10.5)]:
         with pytest.raises(ValueError):
             clopper_pearson(k, n)
 
