@@ -26,7 +26,7 @@ def _rounded(value: float | None) -> float | None:
 
 
 def demo_row(run: Path) -> dict:
-    run = run_folder(run)
+    run = run_folder(run)  # a run's release/ folder names its run
     released = run / "release" / "audit.json"  # released: the audit is in the signed release; refused: beside refusal.json
     audit = AuditDocument.parse(json.loads((released if released.is_file() else run / "audit.json").read_text()))
     metrics = run_metrics(run)

@@ -51,8 +51,9 @@ class LeverLink(InProcessLink):
     def synthesize(self, requests: dict) -> dict:
         out, missing = {}, {}
         for sid, req in requests.items():
-            if self._key(sid, req) in self.shards:
-                out[sid] = self.shards[self._key(sid, req)]
+            cached = self.shards.get(self._key(sid, req))
+            if cached is not None:
+                out[sid] = cached
             else:
                 missing[sid] = req
         for sid, reply in super().synthesize(missing).items():
