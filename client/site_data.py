@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from fedkr.shared.data import DEFAULT_IMAGE_SIZE, DataError, ImageSet, load_dataset
 from fedkr.shared.partition import PartitionSpec, members_holdout_split, partition
 
@@ -37,6 +39,18 @@ class SiteData:
     holdout: ImageSet
 
 
+def site_members_holdout(
+    labels: np.ndarray, holdout_fraction: float, run_seed: int, site_index: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A site's stratified members/holdout split of its part: indices into `labels` (int64, (n,)), two int arrays.
+
+    The one place the split's seed is derived from the run's seed and the site's index, so that the
+    simulation's pre-check (`fedkr.simulation.site_sizes`) and the site itself split alike.
+    Raises ValueError (`members_holdout_split`) for a fraction outside (0, 1).
+    """
+    return members_holdout_split(labels, holdout_fraction, run_seed + 1000 + site_index)
+
+
 def load_site_data(spec: SiteDataSpec) -> SiteData:
     if not 0.0 < spec.holdout_fraction < 1.0:
         raise DataError(f"holdout fraction must be in (0, 1), got {spec.holdout_fraction}")
@@ -48,7 +62,7 @@ def load_site_data(spec: SiteDataSpec) -> SiteData:
     if simulated:
         parts = partition(train.labels, spec.num_sites, PartitionSpec.parse(spec.partition), spec.seed)
         train = train.subset(parts[spec.site_index])
-    members_idx, holdout_idx = members_holdout_split(train.labels, spec.holdout_fraction, spec.seed + 1000 + spec.site_index)
+    members_idx, holdout_idx = site_members_holdout(train.labels, spec.holdout_fraction, spec.seed, spec.site_index)
     if members_idx.size < MIN_MEMBERS or holdout_idx.size < MIN_HOLDOUT:
         raise DataError(f"{spec.source}: site {spec.site_index} would have {members_idx.size} member and "
                         f"{holdout_idx.size} holdout images; at least {MIN_MEMBERS} and {MIN_HOLDOUT} are needed")

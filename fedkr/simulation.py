@@ -6,11 +6,11 @@ import logging
 import math
 import os
 
-from fedkr.client.site_data import MIN_HOLDOUT, MIN_MEMBERS
+from fedkr.client.site_data import MIN_HOLDOUT, MIN_MEMBERS, site_members_holdout
 from fedkr.shared.config import RunConfig
 from fedkr.server.coordinator import Progress, RunError, RunOutcome
 from fedkr.shared.data import DataError, DataSplits, load_dataset
-from fedkr.shared.partition import PartitionSpec, members_holdout_split, partition
+from fedkr.shared.partition import PartitionSpec, partition
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def site_sizes(splits: DataSplits, config: RunConfig) -> list[tuple[int, int]]:
         raise DataError(f"{config.data}: {exc}") from None
     sizes = []
     for index, part in enumerate(parts):
-        members, holdout = members_holdout_split(splits.train.labels[part], config.holdout_fraction, config.seed + index)
+        members, holdout = site_members_holdout(splits.train.labels[part], config.holdout_fraction, config.seed, index)
         sizes.append((int(members.size), int(holdout.size)))
     return sizes
 
