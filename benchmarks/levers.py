@@ -27,6 +27,7 @@ from fedkr.client.site import Site
 from fedkr.client.site_data import SiteDataSpec, load_site_data
 from fedkr.inprocess import InProcessLink
 from fedkr.server.coordinator import Coordinator, FitResult
+from fedkr.shared import codec
 from fedkr.shared.classifier import accuracy, build_classifier, one_hot, train_classifier
 from fedkr.shared.config import RunConfig
 from fedkr.shared.data import load_dataset
@@ -34,6 +35,16 @@ from fedkr.shared.json_input import read_json_file
 from fedkr.shared.release_inspect import METRICS_LIMITS
 from fedkr.shared.reports import FitReport
 from fedkr.student_protocol import StudentProtocol
+from fedkr.v1 import messages_pb2 as pb
+
+
+def _for_run(reply: bytes | Exception, run_id: str) -> bytes | Exception:
+    """A cached site reply (shard bytes, or the site's failure) readdressed to `run_id`: each variant is its own run."""
+    if isinstance(reply, Exception):
+        return reply
+    message = codec.unwrap(reply, codec.KIND_SHARD, pb.SyntheticShard, len(reply))
+    message.run_id = run_id
+    return codec.wrap(codec.KIND_SHARD, message)
 
 
 class LeverLink(InProcessLink):
@@ -53,7 +64,7 @@ class LeverLink(InProcessLink):
         for sid, req in requests.items():
             cached = self.shards.get(self._key(sid, req))
             if cached is not None:
-                out[sid] = cached
+                out[sid] = _for_run(cached, req.run_id)
             else:
                 missing[sid] = req
         for sid, reply in super().synthesize(missing).items():
