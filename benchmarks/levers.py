@@ -48,7 +48,12 @@ def _for_run(reply: bytes | Exception, run_id: str) -> bytes | Exception:
 
 
 class LeverLink(InProcessLink):
-    """Shards drawn once per (seed, site, round, request); no audit."""
+    """Shards drawn once per (seed, site, round, request); no audit.
+
+    Plain (unsealed) shards only: the sites here have no keys. A shard served from the cache is
+    readdressed to the variant's run id and never passes the site's gate again, so the site's
+    ledger lists it under the run that drew it.
+    """
 
     def __init__(self, sites: list[Site]) -> None:
         super().__init__(sites)
@@ -128,6 +133,10 @@ def main() -> None:
                 key, _, value = pair.partition("=")
                 flat[key] = value
             config = RunConfig.from_flat(flat)
+            used = [site.site_id for site in sites if any(site.gate.count_sent(config.run_id, kind) for kind in ("shard", "labels"))]
+            if used:  # a site labels one set per run, and draws other images for a run id it has sent shards in
+                parser.error(f"run id {config.run_id} is in the ledgers of {', '.join(used)} already (an earlier lever study "
+                             "on these sites): give the variant another name")
             # the fit's own guidance (None) unless the variant or --base sets one
             guidance = config.generator_guidance if "generator-guidance" in flat else None
             link.seed, link.guidance = seed, guidance
@@ -141,6 +150,7 @@ def main() -> None:
             train_classifier(naive, pool.images, one_hot(pool.hard_labels, test.num_classes),
                              StudentProtocol(epochs=config.student_epochs).train_config(seed, soft=False))
             row = {"variant": name, "seed": seed, "guidance": guidance, "accuracy": m["student_test_accuracy"], "pool": m["pool_size"],
+                   "ipc": config.ipc, "student_epochs": config.student_epochs, "relabelled_by": m["relabelled_by"],
                    "naive_pooling": accuracy(naive, test.images, test.labels),
                    "seconds": round(time.perf_counter() - started, 1), "quality": m["synthesis_quality"],
                    "stages": m["stage_seconds"]}
