@@ -308,7 +308,7 @@ PROFILES: dict[str, Profile] = {
     "demo": Profile(
         "demo", "Three small sites on scikit-learn's digits: the whole pipeline in minutes; their generators "
                 "trained with DP-SGD (epsilon 4), which kept the audit's white-box attack on them near chance.",
-        run=dict(data="digits", sites=3, partition="iid", rounds=2, ipc=80, samples_per_class=40, oversample=1.0,
+        run=dict(data="digits", sites=3, partition="iid", rounds=2, ipc=20, samples_per_class=40, oversample=1.0,
                  holdout_fraction=0.5, dp_epsilon=4.0, dp_models=DP_GENERATOR_ONLY,
                  generator_steps=200, generator_guidance=1.0, teacher_epochs=30, student_epochs=60),
     ),
