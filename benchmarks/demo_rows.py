@@ -4,7 +4,7 @@ README's demo table quotes.
     python benchmarks/demo_rows.py RUNS_DIR [RUNS_DIR ...] >> benchmarks/results/demo-COMMIT.jsonl
 
 Each RUNS_DIR is a demo's `--out` folder. A row gives the run id, the seed and whether the generators
-trained with DP (from the run's own settings), the verdict and its reasons, the student's test accuracy
+trained with DP, the IPC released and the student's set (from the run's own settings), the verdict and its reasons, the student's test accuracy
 (measured whether or not the release went out), and per site the white-box generator
 attack's AUC with its 95% interval and the attack with the highest upper bound (its AUC, upper and
 lower bound, and its control's AUC: the same attack on two halves of the holdout), and the run's
@@ -32,6 +32,8 @@ def demo_row(run: Path) -> dict:
     metrics = run_metrics(run)
     config = metrics["config"]
     row: dict = {"run": run.name, "seed": config.get("seed"), "dp_epsilon": config.get("dp_epsilon"),
+                 "ipc": config.get("ipc"), "student_ipc": config.get("student_ipc"),
+                 "student_images": metrics.get("student_images"),
                  "released": audit.decision.passed,  # None: the audit holds no decision
                  "reasons": [f.message for f in audit.decision.failures],
                  "acc": metrics.get("student_test_accuracy"), "stage_seconds": metrics.get("stage_seconds")}

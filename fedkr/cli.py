@@ -124,7 +124,7 @@ def demo(
 ) -> None:
     """Three small simulated sites on scikit-learn's bundled digits: the whole pipeline (the demo profile).
 
-    Each site's generator trains with DP-SGD (epsilon 4, the teacher without), which kept the audit's white-box attack on it near chance in the measured runs; with --leaky the generators train without DP, to show the audit refusing what they memorize (exit status 3 when it does).
+    Each site's generator trains with DP-SGD (epsilon 4, the teacher without), which kept the audit's white-box attack on it near chance in the measured runs; the student trains on 160 relabelled images per class, the release holds 20 of them; with --leaky the generators train without DP, to show the audit refusing what they memorize (exit status 3 when it does).
     """
     _run(demo_config(out, seed, leaky), verbose=verbose)
 
@@ -141,11 +141,12 @@ def simulate(
     sites: Annotated[int | None, typer.Option(help="Number of simulated hospital sites." + _d("sites"))] = None,
     partition: Annotated[str | None, typer.Option(help="'iid' or 'dirichlet:ALPHA' label skew across sites." + _d("partition"))] = None,
     rounds: Annotated[int | None, typer.Option(help="Synthesis rounds after fit; each asks every site for a fresh shard." + _d("rounds"))] = None,
-    ipc: Annotated[int | None, typer.Option(help="Distilled images per class." + _d("ipc"))] = None,
+    ipc: Annotated[int | None, typer.Option(help="Distilled images per class: what the release holds." + _d("ipc"))] = None,
+    student_ipc: Annotated[int | None, typer.Option(help="Images per class the student trains on, chosen and relabelled as the distilled set is; the release holds ipc of them (at or below ipc: the distilled set alone)." + _d("student_ipc"))] = None,
     samples_per_class: Annotated[int | None, typer.Option(help="Images per class each site generates per round." + _d("samples_per_class"))] = None,
     oversample: Annotated[float | None, typer.Option(help="Each site draws this many times the request and keeps what its in-distribution filter passes (1: no filtering, figures only)." + _d("oversample"))] = None,
     selection: Annotated[str | None, typer.Option(help="How the distilled images are chosen: spectral, kcenter, herding or random." + _d("selection"))] = None,
-    relabel: Annotated[bool | None, typer.Option("--relabel/--no-relabel", help="Have every site's teacher relabel the distilled set, weighted by class support." + _d("relabel"))] = None,
+    relabel: Annotated[bool | None, typer.Option("--relabel/--no-relabel", help="Have every site's teacher relabel the distilled set (and the student's set), weighted by class support." + _d("relabel"))] = None,
     holdout_fraction: Annotated[float | None, typer.Option(help="Share of each site's images held out of training for the audit: more gives the audit more power." + _d("holdout_fraction"))] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for runs." + _d("out"))] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for partitions, splits and training." + _d("seed"))] = None,
@@ -153,7 +154,7 @@ def simulate(
     generator_steps: Annotated[int | None, typer.Option(help="Diffusion training steps per site." + _d("generator_steps"))] = None,
     generator_guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale the sites sample with: higher draws images their teacher recognises more often, at twice the sampling cost (1: none)." + _d("generator_guidance"))] = None,
     teacher_epochs: Annotated[int | None, typer.Option(help="Teacher training epochs." + _d("teacher_epochs"))] = None,
-    student_epochs: Annotated[int | None, typer.Option(help="Student training epochs on the distilled set." + _d("student_epochs"))] = None,
+    student_epochs: Annotated[int | None, typer.Option(help="Student training epochs on its set (the distilled set unless student-ipc is larger)." + _d("student_epochs"))] = None,
     temperature: Annotated[float | None, typer.Option(help="Soft-label temperature." + _d("temperature"))] = None,
     audit_max_auc: Annotated[float | None, typer.Option(help="Release only if, at every site, every attack on the student has an AUC upper 95% bound at most this." + _d("audit_max_auc"))] = None,
     audit_max_tpr: Annotated[float | None, typer.Option(help="Release only if no attack on the student is shown (lower 95% bound) to catch more than this share of members at 1% FPR." + _d("audit_max_tpr"))] = None,
@@ -171,7 +172,7 @@ def simulate(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's logs.")] = False,
 ) -> None:
     """Simulate N hospital sites on one dataset through Flower's simulation engine."""
-    config = _config(profile, data=data, sites=sites, partition=partition, rounds=rounds, ipc=ipc,
+    config = _config(profile, data=data, sites=sites, partition=partition, rounds=rounds, ipc=ipc, student_ipc=student_ipc,
                      samples_per_class=samples_per_class, oversample=oversample, selection=selection, relabel=relabel,
                      holdout_fraction=holdout_fraction, out=None if out is None else str(out), seed=seed,
                      image_size=image_size, generator_steps=generator_steps, generator_guidance=generator_guidance,

@@ -23,13 +23,13 @@ from fedkr.shared.classifier import CompactCNN, accuracy
 from fedkr.shared.data import ImageSet
 from fedkr.shared.device import describe, resolve_device
 from fedkr.shared.dp_models import DP_BOTH_MODELS
-from fedkr.shared.reports import AuditCandidate, FitPlan, FitReport, Refused, RelabelRequest, working_size
+from fedkr.shared.reports import MAX_RELABEL_IMAGES, AuditCandidate, FitPlan, FitReport, Refused, RelabelRequest, working_size
 from fedkr.shared.shard import ShardError, ShardSpec, SynthesisRequest
 from fedkr.shared.shard_wire import ReplayGuard
 
 from fedkr.shared.audit_document import audit_summary
 from fedkr.shared.config import RunConfig
-from .distill import DistilledSet, distill
+from .distill import DistilledSet, distill, subset
 from .intake import PlainIntake, SealedIntake
 from .keyring import CoordinatorKeys, load_coordinator_keys
 from .link import SiteLink
@@ -87,9 +87,11 @@ class FitResult:
 class RunRecord:
     """What a run has so far; each stage reads it and adds its own output.
 
-    Stages in order: fit (`fit`), recycle (`pool`, `shard_summaries`), distill (`distilled`),
-    relabel (`distilled` with the sites' labels, `relabelled_by`), student (`student`,
-    `test_accuracy`), audit (`decision`), release (`metrics`, the outcome).
+    Stages in order: fit (`fit`), recycle (`pool`, `shard_summaries`), distill (`student_set`,
+    `released_rows`, `distilled`), relabel (both with the sites' labels, `relabelled_by`), student
+    (`student`, `test_accuracy`), audit (`decision`), release (`metrics`, the outcome). `distilled`
+    is what the release holds: the rows `released_rows` of `student_set`, all of it unless the run
+    sets `student_ipc`.
     """
 
     config: RunConfig
@@ -100,6 +102,8 @@ class RunRecord:
     dropped: dict[str, str] = field(default_factory=dict)
     pool: Pool | None = None
     shard_summaries: list[dict] = field(default_factory=list)
+    student_set: DistilledSet | None = None
+    released_rows: np.ndarray | None = None
     distilled: DistilledSet | None = None
     relabelled_by: list[str] = field(default_factory=list)
     student: CompactCNN | None = None
@@ -305,7 +309,11 @@ class Coordinator:
         return pool
 
     def distill(self, record: RunRecord) -> DistilledSet:
-        """Stage 3: IPC images per class from the pool; spectral matching weighs each row by its site's support for its class."""
+        """Stage 3: the student's set (`student_ipc` images per class) from the pool, and the distilled set
+        (IPC per class) chosen from it by the same rule; spectral matching weighs each row by its
+        site's support for its class. Returns the distilled set; raises `RunError` when the student's
+        set is larger than the distilled set and more than a site relabels.
+        """
         cfg, fit, pool = self.config, record.need("fit", record.fit), record.need("recycle", record.pool)
         self.progress("distill and train the student", cfg.rounds + 1, self._total())
         started = time.perf_counter()
@@ -316,19 +324,32 @@ class Coordinator:
         row_of_site = {sid: i for i, sid in enumerate(sites)}
         weights = support[[row_of_site[str(s)] for s in arrays.site_ids], arrays.hard_labels]
         holds = np.array([[n >= cfg.min_class_members for n in record.active[sid].member_class_counts] for sid in sites])
-        record.distilled = distill(arrays.images, arrays.soft_labels, arrays.hard_labels, feats, fit.class_names, cfg.ipc,
-                                   cfg.drop_fraction, selection=cfg.selection, class_support=holds.mean(axis=0),
-                                   sample_weights=np.maximum(weights, 1e-6), seed=cfg.seed)
+        support_share, weights = holds.mean(axis=0), np.maximum(weights, 1e-6)
+        student_set = distill(arrays.images, arrays.soft_labels, arrays.hard_labels, feats, fit.class_names,
+                              cfg.student_set_ipc, cfg.drop_fraction, selection=cfg.selection, class_support=support_share,
+                              sample_weights=weights, seed=cfg.seed)
+        if cfg.relabel and cfg.student_set_ipc > cfg.ipc and len(student_set) > MAX_RELABEL_IMAGES:
+            raise RunError(f"student-ipc {cfg.student_ipc} chose {len(student_set)} images, more than the "
+                           f"{MAX_RELABEL_IMAGES} a site relabels; lower it")
+        rows = np.arange(len(student_set))
+        if cfg.student_set_ipc > cfg.ipc:
+            rows = distill(student_set.images, student_set.soft_labels, student_set.hard_labels,
+                           feats[student_set.source_index], fit.class_names, cfg.ipc, 0.0, selection=cfg.selection,
+                           class_support=support_share, sample_weights=weights[student_set.source_index],
+                           seed=cfg.seed).source_index
+        record.student_set, record.released_rows = student_set, rows
+        record.distilled = subset(student_set, rows)
         self._timed(record, "distill", started)
         return record.distilled
 
     def relabel(self, record: RunRecord, link: SiteLink) -> DistilledSet:
-        """Stage 4: every contributing site's teacher labels the distilled images; a site that fails has no say.
+        """Stage 4: every contributing site's teacher labels the student's set (the distilled images among
+        it); a site that fails has no say. Returns the distilled set, relabelled when a site answered.
 
         Sites that did not answer are left out of the weights; with no answer at all the shards'
         own labels stay, so relabelling can improve labels but never stop a run.
         """
-        distilled = record.need("distill", record.distilled)
+        distilled = record.need("distill", record.student_set)
         started = time.perf_counter()
         sites = sorted(record.active)
         request = RelabelRequest(self.config.run_id, distilled.images, self.config.temperature)
@@ -350,13 +371,15 @@ class Coordinator:
         except ValueError as exc:
             log.warning("%s; the shards' own labels stay", exc)
         else:
-            record.distilled, record.relabelled_by = replace(distilled, soft_labels=labels), names
+            record.student_set, record.relabelled_by = replace(distilled, soft_labels=labels), names
+            record.distilled = subset(record.student_set, record.need("distill", record.released_rows))
         self._timed(record, "relabel", started)
-        return record.distilled
+        return record.need("distill", record.distilled)
 
     def train_student(self, record: RunRecord) -> CompactCNN:
-        """Stage 5: the student on the distilled set, scored on the test split when the coordinator has one."""
-        distilled, fit = record.need("distill", record.distilled), record.need("fit", record.fit)
+        """Stage 5: the student on its set (the distilled set unless `student_ipc` is set), scored on the
+        test split when the coordinator has one."""
+        distilled, fit = record.need("distill", record.student_set), record.need("fit", record.fit)
         started = time.perf_counter()
         log.info("student trains on %s", describe(self.device))
         student = record.student = train_student(distilled, fit.image_shape, self.config.student_config(), device=self.device)
@@ -413,6 +436,7 @@ class Coordinator:
             "selection": cfg.selection,
             "relabelled_by": record.relabelled_by,
             "distilled_per_class": {fit.class_names[c]: int(n) for c, n in enumerate(distilled.per_class())},
+            "student_images": len(record.need("distill", record.student_set)),
             "student_test_accuracy": record.test_accuracy,
             "test_images": None if self.test_set is None else len(self.test_set),
             "audit": audit_summary(decision),

@@ -36,6 +36,12 @@ class DistilledSet:
         return np.bincount(self.hard_labels, minlength=len(self.class_names))
 
 
+def subset(distilled: DistilledSet, rows: np.ndarray) -> DistilledSet:
+    """The images of `distilled` at `rows` (int64, (M,), positions in it), with their labels and pool rows."""
+    return DistilledSet(distilled.images[rows], distilled.soft_labels[rows], distilled.hard_labels[rows],
+                        distilled.class_names, distilled.source_index[rows])
+
+
 def kcenter_greedy(features: np.ndarray, k: int, first: int = 0) -> np.ndarray:
     """Indices of k points, each the farthest from those already chosen (Gonzalez, 1985)."""
     n = features.shape[0]

@@ -1,4 +1,5 @@
-"""The student: the released model, trained only on the distilled set's soft labels."""
+"""The student: the released model, trained only on soft-labelled synthetic images (the distilled set, or the
+larger set `student_ipc` chooses around it)."""
 
 from __future__ import annotations
 

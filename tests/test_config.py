@@ -100,6 +100,7 @@ def test_profiles_are_overrides_over_the_defaults_and_print(monkeypatch):
     ({"ipc": 2.5}, "setting 'ipc' has a bad value"),
     ({"no-such-key": 1}, "unknown setting 'no-such-key'"),
     ({"audit-reference-models": 9}, "between 2 and 8"),
+    ({"student-ipc": -1}, "student-ipc must be >= 0"),
 ])
 def test_flat_settings_are_typed_and_checked(flat, message):
     with pytest.raises(ConfigError, match=message):

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from fedkr.server import coordinator as coordinator_module
 from fedkr.server.coordinator import Coordinator
 from fedkr.inprocess import InProcessLink
 from fedkr.shared import codec
@@ -203,3 +204,34 @@ def test_run_with_dp_reports_each_sites_epsilon(tmp_path, digits_sites):
         assert teacher["noise_multiplier"] > 0 and dp["delta"] < 1 / 380
         assert outcome.metrics["sites"][sid]["dp"]["epsilon"] == dp["epsilon"]
     assert "DP" in (audit_dir / "audit.html").read_text()
+
+
+def test_student_ipc_trains_the_student_on_a_larger_set_than_the_release_holds(tmp_path, digits_sites, inprocess_run,
+                                                                                 monkeypatch):
+    """student-ipc: the student trains on more images than the distilled set, which is chosen among them,
+    and both carry the sites' relabelled soft labels (on the fit of `inprocess_run`)."""
+    fitted, outcome = inprocess_run
+    config = tiny_run_config(tmp_path, run_id="student-ipc", rounds=1, samples_per_class=12, student_epochs=1, ipc=4,
+                             student_ipc=8)
+    for site in digits_sites:
+        site.reuse_fit(site.state_dir / "runs" / fitted.run_id, config.run_id)
+    coordinator, link = Coordinator(config, None), InProcessLink(digits_sites)
+    record = coordinator.start()
+    record.fit = outcome.record.fit
+    record.active = dict(record.fit.reports)
+    coordinator.recycle(record, link)
+    shard_labels = coordinator.distill(record).soft_labels.copy()
+    coordinator.relabel(record, link)
+    student_set, released = record.student_set, record.distilled
+
+    assert (student_set.per_class() == 8).all() and (released.per_class() == 4).all()
+    assert set(released.source_index) < set(student_set.source_index)
+    np.testing.assert_array_equal(released.images, student_set.images[record.released_rows])
+    np.testing.assert_array_equal(released.soft_labels, student_set.soft_labels[record.released_rows])
+    assert record.relabelled_by == ["site-0", "site-1", "site-2"] and not np.allclose(released.soft_labels, shard_labels)
+    trained_on = []
+    original = coordinator_module.train_student
+    monkeypatch.setattr(coordinator_module, "train_student",
+                        lambda distilled, *a, **k: trained_on.append(len(distilled)) or original(distilled, *a, **k))
+    coordinator.train_student(record)
+    assert trained_on == [80]
