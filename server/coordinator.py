@@ -88,10 +88,10 @@ class RunRecord:
     """What a run has so far; each stage reads it and adds its own output.
 
     Stages in order: fit (`fit`), recycle (`pool`, `shard_summaries`), distill (`student_set`,
-    `released_rows`, `distilled`), relabel (both with the sites' labels, `relabelled_by`), student
+    `released_rows`), relabel (`student_set` with the sites' labels, `relabelled_by`), student
     (`student`, `test_accuracy`), audit (`decision`), release (`metrics`, the outcome). `distilled`
-    is what the release holds: the rows `released_rows` of `student_set`, all of it unless the run
-    sets `student_ipc`.
+    (derived, never stored) is what the release holds: the rows `released_rows` of `student_set`,
+    all of it unless the run sets `student_ipc`.
     """
 
     config: RunConfig
@@ -104,7 +104,6 @@ class RunRecord:
     shard_summaries: list[dict] = field(default_factory=list)
     student_set: DistilledSet | None = None
     released_rows: np.ndarray | None = None
-    distilled: DistilledSet | None = None
     relabelled_by: list[str] = field(default_factory=list)
     student: CompactCNN | None = None
     test_accuracy: float | None = None
@@ -113,6 +112,13 @@ class RunRecord:
     @property
     def run_dir(self) -> Path:
         return self.config.run_dir
+
+    @property
+    def distilled(self) -> DistilledSet | None:
+        """What the release holds: the rows `released_rows` of `student_set`; None before the distill stage."""
+        if self.student_set is None or self.released_rows is None:
+            return None
+        return subset(self.student_set, self.released_rows)
 
     def left_out(self) -> dict[str, dict[str, str]]:
         """Every site that left the run, by name: the stage (`fit` or `synthesis`) and the reason.
@@ -311,8 +317,7 @@ class Coordinator:
     def distill(self, record: RunRecord) -> DistilledSet:
         """Stage 3: the student's set (`student_ipc` images per class) from the pool, and the distilled set
         (IPC per class) chosen from it by the same rule; spectral matching weighs each row by its
-        site's support for its class. Returns the distilled set; raises `RunError` when the student's
-        set is larger than the distilled set and more than a site relabels.
+        site's support for its class. Returns the distilled set.
         """
         cfg, fit, pool = self.config, record.need("fit", record.fit), record.need("recycle", record.pool)
         self.progress("distill and train the student", cfg.rounds + 1, self._total())
@@ -328,9 +333,6 @@ class Coordinator:
         student_set = distill(arrays.images, arrays.soft_labels, arrays.hard_labels, feats, fit.class_names,
                               cfg.student_set_ipc, cfg.drop_fraction, selection=cfg.selection, class_support=support_share,
                               sample_weights=weights, seed=cfg.seed)
-        if cfg.relabel and cfg.student_set_ipc > cfg.ipc and len(student_set) > MAX_RELABEL_IMAGES:
-            raise RunError(f"student-ipc {cfg.student_ipc} chose {len(student_set)} images, more than the "
-                           f"{MAX_RELABEL_IMAGES} a site relabels; lower it")
         rows = np.arange(len(student_set))
         if cfg.student_set_ipc > cfg.ipc:
             rows = distill(student_set.images, student_set.soft_labels, student_set.hard_labels,
@@ -338,21 +340,25 @@ class Coordinator:
                            class_support=support_share, sample_weights=weights[student_set.source_index],
                            seed=cfg.seed).source_index
         record.student_set, record.released_rows = student_set, rows
-        record.distilled = subset(student_set, rows)
         self._timed(record, "distill", started)
-        return record.distilled
+        return record.need("distill", record.distilled)
 
     def relabel(self, record: RunRecord, link: SiteLink) -> DistilledSet:
         """Stage 4: every contributing site's teacher labels the student's set (the distilled images among
         it); a site that fails has no say. Returns the distilled set, relabelled when a site answered.
 
         Sites that did not answer are left out of the weights; with no answer at all the shards'
-        own labels stay, so relabelling can improve labels but never stop a run.
+        own labels stay: a site's failure never stops the run.
+        Raises `RunError`, before any request goes out, when the set holds more images than a site
+        relabels (`MAX_RELABEL_IMAGES`).
         """
         distilled = record.need("distill", record.student_set)
         started = time.perf_counter()
         sites = sorted(record.active)
         request = RelabelRequest(self.config.run_id, distilled.images, self.config.temperature)
+        if len(distilled) > MAX_RELABEL_IMAGES:
+            raise RunError(f"the student's set holds {len(distilled)} images, more than the {MAX_RELABEL_IMAGES} "
+                           "a site relabels; lower ipc or student-ipc")
         requests = record.intake.relabel_requests(sites, request)
         shape = (len(distilled), len(distilled.class_names))
         checked = record.intake.relabel_replies(link.relabel(requests), requests, shape)
@@ -372,7 +378,6 @@ class Coordinator:
             log.warning("%s; the shards' own labels stay", exc)
         else:
             record.student_set, record.relabelled_by = replace(distilled, soft_labels=labels), names
-            record.distilled = subset(record.student_set, record.need("distill", record.released_rows))
         self._timed(record, "relabel", started)
         return record.need("distill", record.distilled)
 

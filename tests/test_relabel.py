@@ -50,3 +50,25 @@ def test_request_and_reply_checks():
     for bad in (ok[:3], ok.astype(np.float64), ok * 2, np.where(ok > 0, np.nan, ok).astype(np.float32)):
         with pytest.raises(ValueError, match="relabel reply"):
             check_relabel_reply(bad, 4, 3)
+
+
+def test_a_student_set_larger_than_a_site_relabels_stops_the_run_before_any_request(tmp_path):
+    from fedkr.server.coordinator import Coordinator, RunError, RunRecord
+    from fedkr.server.distill import DistilledSet
+    from fedkr.server.intake import PlainIntake
+    from fedkr.shared.config import RunConfig
+    from fedkr.shared.reports import MAX_RELABEL_IMAGES
+
+    class NoLink:
+        def relabel(self, requests):
+            raise AssertionError("no relabel request may go out")
+
+    n = MAX_RELABEL_IMAGES + 1
+    config = RunConfig(out=str(tmp_path), run_id="too-many", ipc=20, student_ipc=n)
+    record = RunRecord(config, PlainIntake(config.run_id))
+    record.student_set = DistilledSet(np.zeros((n, 2, 2, 1), np.uint8), np.full((n, 2), 0.5, np.float32),
+                                      np.zeros(n, np.int64), ("a", "b"), np.arange(n))
+    record.released_rows = np.arange(20)
+    with pytest.raises(RunError, match=f"{n} images, more than the {MAX_RELABEL_IMAGES} a site relabels"):
+        Coordinator(config).relabel(record, NoLink())
+    assert len(record.distilled) == 20  # derived from the student set's rows, untouched
