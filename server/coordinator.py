@@ -355,10 +355,11 @@ class Coordinator:
         distilled = record.need("distill", record.student_set)
         started = time.perf_counter()
         sites = sorted(record.active)
-        request = RelabelRequest(self.config.run_id, distilled.images, self.config.temperature)
         if len(distilled) > MAX_RELABEL_IMAGES:
+            larger = "student-ipc" if self.config.student_ipc > self.config.ipc else "ipc"
             raise RunError(f"the student's set holds {len(distilled)} images, more than the {MAX_RELABEL_IMAGES} "
-                           "a site relabels; lower ipc or student-ipc")
+                           f"a site relabels; lower {larger} (or turn relabelling off)")
+        request = RelabelRequest(self.config.run_id, distilled.images, self.config.temperature)
         requests = record.intake.relabel_requests(sites, request)
         shape = (len(distilled), len(distilled.class_names))
         checked = record.intake.relabel_replies(link.relabel(requests), requests, shape)

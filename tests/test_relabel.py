@@ -69,6 +69,6 @@ def test_a_student_set_larger_than_a_site_relabels_stops_the_run_before_any_requ
     record.student_set = DistilledSet(np.zeros((n, 2, 2, 1), np.uint8), np.full((n, 2), 0.5, np.float32),
                                       np.zeros(n, np.int64), ("a", "b"), np.arange(n))
     record.released_rows = np.arange(20)
-    with pytest.raises(RunError, match=f"{n} images, more than the {MAX_RELABEL_IMAGES} a site relabels"):
+    with pytest.raises(RunError, match=f"{n} images, more than the {MAX_RELABEL_IMAGES} a site relabels; lower student-ipc"):
         Coordinator(config).relabel(record, NoLink())
     assert len(record.distilled) == 20  # derived from the student set's rows, untouched
