@@ -1,11 +1,13 @@
 """Screen DP-SGD settings for a site's teacher: holdout accuracy at a fixed epsilon, one site, one setting at a time.
 
-The teacher under DP-SGD keeps the non-private protocol (AdamW at 2e-3, one-cycle, batch 64, 30
-epochs of at least 600 steps in all). On BloodMNIST at epsilon 8 per site (4 for the teacher) that
-protocol took the teachers from 0.89-0.97 to 0.67-0.81 holdout accuracy and site-1 to its majority
-class. This script trains one site's teacher, as the bench splits it, under each variant and
-reports what a site would see: holdout accuracy, balanced accuracy, the share of the holdout
-predicted as the most predicted class (1.0 is a collapse), the noise multiplier and the seconds.
+Under DP-SGD a site's teacher used to keep the non-private protocol (AdamW at 2e-3, one-cycle,
+batch 64, 30 epochs of at least 600 steps in all). On BloodMNIST at epsilon 8 per site (4 for the
+teacher) that protocol took the teachers from 0.89-0.97 to 0.67-0.81 holdout accuracy and site-1 to
+its majority class. The product now steps a private teacher with SGD with momentum at
+`shared.classifier.private_learning_rate` (from the run's own noise multiplier and batch). This
+script trains one site's teacher, as the bench splits it, under each variant and reports what a
+site would see: holdout accuracy, balanced accuracy, the share of the holdout predicted as the most
+predicted class (1.0 is a collapse), the noise multiplier, the learning rate used and the seconds.
 
     python benchmarks/dp_teacher.py --data ../shared/data/medmnist/bloodmnist.npz --site 1 \
         --epsilon 4 --variant 64,2e-3,30
@@ -19,11 +21,13 @@ predicted as the most predicted class (1.0 is a collapse), the noise multiplier 
 adds passes per epoch to small sets, so pass `--min-steps 1` for variants whose epochs should be
 single passes.
 
-`--optimizer sgd` swaps the training loop's AdamW for SGD, for screening only: under DP-SGD's
-noise Adam's second moment is dominated by the noise variance (sigma C / B)^2, so Adam at lr steps
-like SGD at about lr B / (sigma C) (Tang et al. 2023, DP-AdamBC, arXiv 2312.14334); SGD makes the
-step size explicit. The loop's one-cycle schedule cycles SGD's momentum between 0.85 and 0.95, as
-it cycles AdamW's beta1.
+`--optimizer` says what a private run steps with: "product" (the default) is what a site does, and
+its learning rate comes from the noise (the variant's lr is used only without DP); "sgd" and
+"adamw" replace it, for screening, with SGD with momentum or AdamW at the variant's lr, the
+latter being the protocol before the change. Under DP-SGD's noise Adam's second moment is dominated by
+the noise variance (sigma C / B)^2, so Adam at lr steps like SGD at about lr B / (sigma C) (Tang et
+al. 2023, DP-AdamBC, arXiv 2312.14334). The loop's one-cycle schedule cycles SGD's momentum between
+0.85 and 0.95, as it cycles AdamW's beta1.
 """
 
 from __future__ import annotations
@@ -37,9 +41,11 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from sklearn.metrics import balanced_accuracy_score
 
 from fedkr.bench import load_bench_sites
 from fedkr.client.site import split_budget
+from fedkr.shared import classifier
 from fedkr.shared.classifier import ClassifierConfig, build_classifier, one_hot, predict_logits, train_classifier
 from fedkr.shared.config import PROFILES
 from fedkr.shared.dp import DPConfig
@@ -56,11 +62,18 @@ def parse_variant(text: str) -> tuple[int, float, int]:
     return variant
 
 
-def optimizer_swap(name: str) -> contextlib.AbstractContextManager:
-    """Within the block, `torch.optim.AdamW(params, lr=..., weight_decay=...)` builds SGD (with momentum, no weight decay) when `name` is "sgd"."""
-    if name == "adamw":
+def optimizer_swap(name: str, lr: float, weight_decay: float) -> contextlib.AbstractContextManager:
+    """Within the block, a private run steps with `name` at `lr`: "product" changes nothing, "sgd" fixes SGD's lr, "adamw" builds AdamW."""
+    if name == "product":
         return contextlib.nullcontext()
-    return mock.patch.object(torch.optim, "AdamW", lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr, momentum=0.9))
+    stack = contextlib.ExitStack()
+    stack.enter_context(mock.patch.object(classifier, "private_learning_rate", lambda *args: lr))
+    if name == "adamw":
+        stack.enter_context(mock.patch.object(
+            classifier.torch.optim, "SGD",
+            lambda params, lr, momentum: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay),
+        ))
+    return stack
 
 
 def main() -> None:
@@ -73,8 +86,8 @@ def main() -> None:
     parser.add_argument("--min-steps", type=int, default=None, help="TrainConfig.min_steps [default: the protocol's]")
     parser.add_argument("--channels", type=int, default=None, help="the teacher's width [default: ClassifierConfig's]")
     parser.add_argument("--no-augment", action="store_true", help="train without random shifts")
-    parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
-                        help="sgd: SGD with momentum in place of AdamW, for screening [default: adamw]")
+    parser.add_argument("--optimizer", choices=("product", "sgd", "adamw"), default="product",
+                        help="a private run's optimizer: the product's, or SGD/AdamW at the variant's lr [default: product]")
     parser.add_argument("--variant", type=parse_variant, action="append", required=True, help="batch,lr,epochs")
     args = parser.parse_args()
     if args.epsilon < 0:
@@ -100,18 +113,19 @@ def main() -> None:
         channels = args.channels if args.channels is not None else ClassifierConfig(c, h, w, members.num_classes).channels
         model = build_classifier(ClassifierConfig(c, h, w, members.num_classes, channels), protocol.seed)
         started = time.perf_counter()
-        with optimizer_swap(args.optimizer):
+        with optimizer_swap(args.optimizer, lr, protocol.weight_decay):
             train_classifier(model, members.images, one_hot(members.labels, members.num_classes), protocol, dp=budget)
         seconds = time.perf_counter() - started
         predicted = predict_logits(model, holdout.images).argmax(1)
-        recalls = [float(np.mean(predicted[holdout.labels == k] == k)) for k in np.unique(holdout.labels)]
         report = model.dp_report
+        if report is not None and args.optimizer == "product":
+            lr = classifier.private_learning_rate(report.noise_multiplier, batch, args.max_grad_norm)
         print(json.dumps({
             "site": args.site, "members": len(members), "holdout": len(holdout), "epsilon_teacher": args.epsilon,
-            "batch": batch, "lr": lr, "epochs": epochs, "min_steps": protocol.min_steps,
+            "batch": batch, "lr": round(lr, 5), "epochs": epochs, "min_steps": protocol.min_steps,
             "max_grad_norm": args.max_grad_norm, "channels": channels, "augment": protocol.augment, "optimizer": args.optimizer,
             "accuracy": round(float(np.mean(predicted == holdout.labels)), 4),
-            "balanced_accuracy": round(float(np.mean(recalls)), 4),
+            "balanced_accuracy": round(float(balanced_accuracy_score(holdout.labels, predicted)), 4),
             "top_prediction_share": round(float(np.bincount(predicted).max() / len(predicted)), 4),
             "noise_multiplier": None if report is None else round(report.noise_multiplier, 3),
             "steps": None if report is None else report.steps,

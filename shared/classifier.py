@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .device import Device, placed
-from .dp import DPConfig, DPReport, make_private_training
+from .dp import DPConfig, DPReport, make_private_training, noise_multiplier_for
 
 
 #: The largest value of each `ClassifierConfig` field that a config read from outside (a release's
@@ -75,6 +75,36 @@ class TrainConfig:
     seed: int = 0
     #: Small sets get several passes per epoch so that training always takes at least this many steps.
     min_steps: int = 600
+
+
+#: Under DP-SGD the classifier steps with SGD with momentum (not AdamW) at the learning rate whose
+#: step puts noise of this standard deviation on every weight: lr x noise_multiplier x C / B.
+#: Under DP-SGD's noise Adam's second moment is the noise variance, so DP-Adam moves by about
+#: lr B / (sigma C) on clipped gradients (Tang et al. 2023, DP-AdamBC, arXiv 2312.14334): about 0.06
+#: at the non-private settings, too small to learn more than the class prior, and the teacher
+#: predicted its site's majority class at every budget tried, epsilon 100 included. A step tied to
+#: the site's own noise multiplier and batch instead of a constant: measured on BloodMNIST,
+#: `benchmarks/results/dp_teacher-*.jsonl`.
+PRIVATE_NOISE_STEP = 0.02
+#: The largest DP-SGD learning rate `private_learning_rate` gives: SGD at 4.0 collapsed a
+#: BloodMNIST teacher (batch 256, epsilon 4) where 2.0 did not.
+PRIVATE_MAX_LR = 2.0
+#: SGD's momentum under DP-SGD (the one-cycle schedule cycles it between 0.85 and 0.95).
+PRIVATE_MOMENTUM = 0.9
+
+
+def private_learning_rate(noise_multiplier: float, batch_size: int, max_grad_norm: float) -> float:
+    """The SGD learning rate of a private run: `PRIVATE_NOISE_STEP` x B / (sigma x C), at most `PRIVATE_MAX_LR`.
+
+    `noise_multiplier` sigma (> 0, dimensionless), `batch_size` B (expected Poisson batch, >= 1),
+    `max_grad_norm` C (per-example clipping bound, > 0). Raises ValueError outside those ranges.
+    """
+    if not noise_multiplier > 0 or batch_size < 1 or not max_grad_norm > 0:
+        raise ValueError(
+            f"need noise_multiplier > 0, batch_size >= 1 and max_grad_norm > 0, got "
+            f"{noise_multiplier!r}, {batch_size!r}, {max_grad_norm!r}"
+        )
+    return min(PRIVATE_MAX_LR, PRIVATE_NOISE_STEP * batch_size / (noise_multiplier * max_grad_norm))
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -157,14 +187,16 @@ def train_classifier(
     """Train against probability targets (one-hot for real labels, soft for synthetic); returns epoch losses.
 
     `images` uint8 (N, H, W, C), `target_probs` float (N, num_classes) rows summing to 1. AdamW
-    with a one-cycle schedule over `config.epochs` epochs of at least `config.min_steps` steps in
-    all, random shifts (and flips) per batch, and the loss `soft_label_loss`; returns
-    `config.epochs` mean per-example losses. The model is left in eval mode.
+    at `config.lr` with a one-cycle schedule over `config.epochs` epochs of at least
+    `config.min_steps` steps in all, random shifts (and flips) per batch, and the loss
+    `soft_label_loss`; returns `config.epochs` mean per-example losses. The model is left in eval
+    mode.
 
     Without `dp` each epoch takes shuffled passes over the data (from the same seeded generator
     as the augmentation, so a run repeats exactly). With `dp` the same model, optimizer and loop
-    are made private by opacus' `PrivacyEngine` (DP-SGD, Abadi et al. 2016): the same number of
-    steps, Poisson-sampled batches of expected size about `config.batch_size` (possibly empty:
+    are made private by opacus' `PrivacyEngine` (DP-SGD, Abadi et al. 2016), except the optimizer:
+    SGD with momentum at `private_learning_rate` (from the run's noise multiplier) for AdamW; the
+    same number of steps, Poisson-sampled batches of expected size about `config.batch_size` (possibly empty:
     such a step is still taken, as noise only), and every example's gradient clipped to
     `dp.max_grad_norm` before noise is added. What a private run spent is left on
     `model.dp_report`; after non-private training it is None.
@@ -195,12 +227,18 @@ def _train(
     gen = torch.Generator().manual_seed(config.seed)
     x_all = to_tensor(images).to(device)
     y_all = torch.from_numpy(np.asarray(target_probs, dtype=np.float32)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     passes, steps_per_epoch = _schedule(num_examples, config)
     total_steps = config.epochs * steps_per_epoch
+    if dp is None:
+        lr = config.lr
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+    else:
+        noise = noise_multiplier_for(dp, num_examples, config.batch_size, total_steps)
+        lr = private_learning_rate(noise, config.batch_size, dp.max_grad_norm)
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=PRIVATE_MOMENTUM)
     # translation scaled to the image: 2 px at 28 px, 1 px at 8 px
     shift = max(1, round(config.max_shift * min(x_all.shape[2:]) / 28)) if config.max_shift > 0 else 0
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=0.15)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.15)
     private = None
     if dp is None:
         epochs = _shuffled_epochs(num_examples, passes, config.batch_size, gen)
