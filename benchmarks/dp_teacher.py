@@ -37,6 +37,7 @@ import contextlib
 import json
 import time
 from unittest import mock
+from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -63,17 +64,24 @@ def parse_variant(text: str) -> tuple[int, float, int]:
 
 
 def optimizer_swap(name: str, lr: float, weight_decay: float) -> contextlib.AbstractContextManager:
-    """Within the block, a private run steps with `name` at `lr`: "product" changes nothing, "sgd" fixes SGD's lr, "adamw" builds AdamW."""
+    """A context in which a private run steps with `name` at `lr`: "product" changes nothing, "sgd" fixes SGD's lr, "adamw" builds AdamW."""
     if name == "product":
         return contextlib.nullcontext()
-    stack = contextlib.ExitStack()
-    stack.enter_context(mock.patch.object(classifier, "private_learning_rate", lambda *args: lr))
+    patches = [mock.patch.object(classifier, "private_learning_rate", lambda *args, **kwargs: lr)]
     if name == "adamw":
-        stack.enter_context(mock.patch.object(
+        patches.append(mock.patch.object(
             classifier.torch.optim, "SGD",
             lambda params, lr, momentum: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay),
         ))
-    return stack
+    return _all_of(patches)
+
+
+@contextlib.contextmanager
+def _all_of(patches: list) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for patch in patches:
+            stack.enter_context(patch)
+        yield
 
 
 def main() -> None:
@@ -92,6 +100,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.epsilon < 0:
         parser.error("--epsilon must be >= 0 (0 trains without DP)")
+    if args.epsilon == 0 and args.optimizer != "product":
+        parser.error("--optimizer sgd|adamw screens private runs; without DP (--epsilon 0) the teacher uses AdamW at the variant's lr")
     if args.channels is not None and args.channels < 1:
         parser.error("--channels must be at least 1")
     config = PROFILES[args.profile].run_config(data=args.data, run_id="dp-teacher")
@@ -122,7 +132,7 @@ def main() -> None:
             lr = classifier.private_learning_rate(report.noise_multiplier, batch, args.max_grad_norm)
         print(json.dumps({
             "site": args.site, "members": len(members), "holdout": len(holdout), "epsilon_teacher": args.epsilon,
-            "batch": batch, "lr": round(lr, 5), "epochs": epochs, "min_steps": protocol.min_steps,
+            "batch": batch, "lr": float(f"{lr:.4g}"), "epochs": epochs, "min_steps": protocol.min_steps,
             "max_grad_norm": args.max_grad_norm, "channels": channels, "augment": protocol.augment, "optimizer": args.optimizer,
             "accuracy": round(float(np.mean(predicted == holdout.labels)), 4),
             "balanced_accuracy": round(float(balanced_accuracy_score(holdout.labels, predicted)), 4),
