@@ -80,7 +80,7 @@ def test_private_teacher_keeps_its_budget_learns_and_reloads(digits, tmp_path):
     fresh = build_classifier(ClassifierConfig(1, 8, 8, 10, 16), seed=1)
     fresh.load_state_dict(load_file(tmp_path / "teacher.safetensors"))
     acc = accuracy(fresh, test.images, test.labels)
-    # measured 0.58 (seed 0; AdamW at 2e-3 gave 0.43) against 0.10 for chance
+    # measured 0.56 (seed 0; AdamW at 2e-3 gave 0.43) against 0.10 for chance
     assert acc > 0.3, f"DP teacher at epsilon 8 should clearly beat chance, got {acc:.3f}"
 
 
@@ -118,12 +118,13 @@ def test_train_classifier_with_dp_handles_empty_batches_and_repeats(monkeypatch)
 
 
 def test_the_private_learning_rate_follows_the_noise_and_the_batch():
-    # lr = PRIVATE_NOISE_STEP x B / (sigma C): twice the noise, half the step; twice the batch, twice the step
-    assert private_learning_rate(2.0, 64, 1.0) == pytest.approx(classifier.PRIVATE_NOISE_STEP * 32)
-    assert private_learning_rate(4.0, 64, 1.0) == pytest.approx(private_learning_rate(2.0, 64, 1.0) / 2)
-    assert private_learning_rate(2.0, 128, 1.0) == pytest.approx(private_learning_rate(2.0, 64, 1.0) * 2)
-    assert private_learning_rate(2.0, 64, 0.5) == pytest.approx(private_learning_rate(2.0, 64, 1.0) * 2)
-    assert private_learning_rate(0.01, 4096, 1.0) == classifier.PRIVATE_MAX_LR, "tiny noise: capped"
+    # lr = PRIVATE_NOISE_STEP x B / (sigma C) below the cap: twice the noise, half the step; twice the batch, twice the step
+    assert private_learning_rate(16.0, 64, 1.0) == pytest.approx(classifier.PRIVATE_NOISE_STEP * 4)
+    assert private_learning_rate(32.0, 64, 1.0) == pytest.approx(private_learning_rate(16.0, 64, 1.0) / 2)
+    assert private_learning_rate(16.0, 128, 1.0) == pytest.approx(private_learning_rate(16.0, 64, 1.0) * 2)
+    assert private_learning_rate(16.0, 64, 0.5) == pytest.approx(private_learning_rate(16.0, 64, 1.0) * 2)
+    assert private_learning_rate(16.0, 64, 1.0) < classifier.PRIVATE_MAX_LR
+    assert private_learning_rate(1.0, 64, 1.0) == classifier.PRIVATE_MAX_LR, "little noise: capped"
     for bad in ((0.0, 64, 1.0), (2.0, 0, 1.0), (2.0, 64, 0.0), (float("nan"), 64, 1.0)):
         with pytest.raises(ValueError):
             private_learning_rate(*bad)
@@ -154,7 +155,7 @@ def _skewed_digits(digits) -> tuple[np.ndarray, np.ndarray]:
 def test_a_private_teacher_on_a_skewed_site_does_not_collapse_to_its_majority_class(digits):
     # DP-SGD at epsilon 4 on 502 skewed digits (noise multiplier about 2.1). With AdamW at the
     # non-private 2e-3 the teacher predicts one class for every test image; with the private
-    # learning rate it measured 0.24 accuracy, balanced 0.24, top-class share 0.45 (chance 0.10).
+    # learning rate it measured 0.35 accuracy, balanced 0.35, top-class share 0.41 (chance 0.10).
     images, labels = _skewed_digits(digits)
     test = digits.test
 
