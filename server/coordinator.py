@@ -352,16 +352,16 @@ class Coordinator:
         Raises `RunError`, before any request goes out, when the set holds more images than a site
         relabels (`MAX_RELABEL_IMAGES`).
         """
-        distilled = record.need("distill", record.student_set)
+        student_set = record.need("distill", record.student_set)
         started = time.perf_counter()
         sites = sorted(record.active)
-        if len(distilled) > MAX_RELABEL_IMAGES:
+        if len(student_set) > MAX_RELABEL_IMAGES:
             larger = "student-ipc" if self.config.student_ipc > self.config.ipc else "ipc"
-            raise RunError(f"the student's set holds {len(distilled)} images, more than the {MAX_RELABEL_IMAGES} "
+            raise RunError(f"the student's set holds {len(student_set)} images, more than the {MAX_RELABEL_IMAGES} "
                            f"a site relabels; lower {larger} (or turn relabelling off)")
-        request = RelabelRequest(self.config.run_id, distilled.images, self.config.temperature)
+        request = RelabelRequest(self.config.run_id, student_set.images, self.config.temperature)
         requests = record.intake.relabel_requests(sites, request)
-        shape = (len(distilled), len(distilled.class_names))
+        shape = (len(student_set), len(student_set.class_names))
         checked = record.intake.relabel_replies(link.relabel(requests), requests, shape)
         answered: dict[str, np.ndarray] = {}
         for sid in sites:
@@ -373,22 +373,22 @@ class Coordinator:
         names = sorted(answered)
         try:
             if not names:
-                raise ValueError("no site relabelled the distilled set")
+                raise ValueError("no site relabelled the student's set")
             labels = combine_labels([answered[s] for s in names], class_support(record.active, names))
         except ValueError as exc:
             log.warning("%s; the shards' own labels stay", exc)
         else:
-            record.student_set, record.relabelled_by = replace(distilled, soft_labels=labels), names
+            record.student_set, record.relabelled_by = replace(student_set, soft_labels=labels), names
         self._timed(record, "relabel", started)
         return record.need("distill", record.distilled)
 
     def train_student(self, record: RunRecord) -> CompactCNN:
         """Stage 5: the student on its set (the distilled set unless `student_ipc` is set), scored on the
         test split when the coordinator has one."""
-        distilled, fit = record.need("distill", record.student_set), record.need("fit", record.fit)
+        student_set, fit = record.need("distill", record.student_set), record.need("fit", record.fit)
         started = time.perf_counter()
         log.info("student trains on %s", describe(self.device))
-        student = record.student = train_student(distilled, fit.image_shape, self.config.student_config(), device=self.device)
+        student = record.student = train_student(student_set, fit.image_shape, self.config.student_config(), device=self.device)
         self._timed(record, "student", started)
         if self.test_set is not None:
             record.test_accuracy = accuracy(student, self.test_set.images, self.test_set.labels, device=self.device)
