@@ -23,9 +23,9 @@ single passes.
 
 `--optimizer` says what a private run steps with: "product" (the default) is what a site does, and
 its learning rate comes from the noise (the variant's lr is used only without DP); "sgd" and
-"adamw" replace it, for screening, with SGD with momentum or AdamW at the variant's lr, the
-latter being the protocol before the change. Under DP-SGD's noise Adam's second moment is dominated by
-the noise variance (sigma C / B)^2, so Adam at lr steps like SGD at about lr B / (sigma C) (Tang et
+"adamw" replace it, for screening, with SGD with momentum or AdamW at the variant's lr (AdamW at
+2e-3 is the non-private protocol). Under DP-SGD's noise Adam's second moment is dominated by the
+noise variance (sigma C / B)^2, so Adam at lr steps like SGD at about lr B / (sigma C) (Tang et
 al. 2023, DP-AdamBC, arXiv 2312.14334). The loop's one-cycle schedule cycles SGD's momentum between
 0.85 and 0.95, as it cycles AdamW's beta1.
 """

@@ -201,9 +201,10 @@ def train_classifier(
     Without `dp` each epoch takes shuffled passes over the data (from the same seeded generator
     as the augmentation, so a run repeats exactly). With `dp` the same model, optimizer and loop
     are made private by opacus' `PrivacyEngine` (DP-SGD, Abadi et al. 2016), except the optimizer:
-    SGD with momentum `PRIVATE_MOMENTUM` at `private_learning_rate` (from the run's noise multiplier;
-    `config.lr` and `config.weight_decay` are not used) in place of AdamW; the same number of steps, Poisson-sampled batches of expected size about `config.batch_size` (possibly empty:
-    such a step is still taken, as noise only), and every example's gradient clipped to
+    SGD with momentum `PRIVATE_MOMENTUM` at `private_learning_rate` (from the run's noise
+    multiplier; `config.lr` and `config.weight_decay` are not used) in place of AdamW; the same
+    number of steps, Poisson-sampled batches of expected size about `config.batch_size` (possibly
+    empty: such a step is still taken, as noise only), and every example's gradient clipped to
     `dp.max_grad_norm` before noise is added. What a private run spent is left on
     `model.dp_report`; after non-private training it is None.
 
