@@ -1,10 +1,9 @@
 """Screen DP-SGD settings for a site's teacher: holdout accuracy at a fixed epsilon, one site, one setting at a time.
 
-Under DP-SGD a site's teacher used to keep the non-private protocol (AdamW at 2e-3, one-cycle,
-batch 64, 30 epochs of at least 600 steps in all). On BloodMNIST at epsilon 8 per site (4 for the
-teacher) that protocol took the teachers from 0.89-0.97 to 0.67-0.81 holdout accuracy and site-1 to
-its majority class. The product now steps a private teacher with SGD with momentum at
-`shared.classifier.private_learning_rate` (from the run's own noise multiplier and batch). This
+With the non-private protocol (AdamW at 2e-3, one-cycle, batch 64, 30 epochs of at least 600
+steps in all) under DP-SGD, BloodMNIST at epsilon 8 per site (4 for the teacher) took the teachers
+from 0.89-0.97 to 0.67-0.81 holdout accuracy and site-1 to its majority class. A private teacher
+steps with SGD with momentum at `shared.classifier.private_learning_rate` instead. This
 script trains one site's teacher, as the bench splits it, under each variant and reports what a
 site would see: holdout accuracy, balanced accuracy, the share of the holdout predicted as the most
 predicted class (1.0 is a collapse), the noise multiplier, the learning rate used and the seconds.
