@@ -20,10 +20,10 @@ predicted class (1.0 is a collapse), the noise multiplier, the learning rate use
 adds passes per epoch to small sets, so pass `--min-steps 1` for variants whose epochs should be
 single passes.
 
-`--optimizer` says what a private run steps with: "product" (the default) is what a site does, and
-its learning rate comes from the noise (the variant's lr is used only without DP); "sgd" and
-"adamw" replace it, for screening, with SGD with momentum or AdamW at the variant's lr (AdamW at
-2e-3 is the non-private protocol). Under DP-SGD's noise Adam's second moment is dominated by the
+`--optimizer` says what a private run steps with (`shared.classifier.PrivateOptimizer`): "product"
+(the default) is what a site does, and its learning rate comes from the noise (the variant's lr is
+used only without DP); "sgd" and "adamw" replace it, for screening, with SGD with momentum or
+AdamW at the variant's lr (AdamW at 2e-3 is the non-private protocol). Under DP-SGD's noise Adam's second moment is dominated by the
 noise variance (sigma C / B)^2, so Adam at lr steps like SGD at about lr B / (sigma C) (Tang et
 al. 2023, DP-AdamBC, arXiv 2312.14334). The loop's one-cycle schedule cycles SGD's momentum between
 0.85 and 0.95, as it cycles AdamW's beta1.
@@ -32,21 +32,18 @@ al. 2023, DP-AdamBC, arXiv 2312.14334). The loop's one-cycle schedule cycles SGD
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
-from unittest import mock
-from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
-import torch
 from sklearn.metrics import balanced_accuracy_score
 
 from fedkr.bench import load_bench_sites
 from fedkr.client.site import split_budget
-from fedkr.shared import classifier
-from fedkr.shared.classifier import ClassifierConfig, build_classifier, one_hot, predict_logits, train_classifier
+from fedkr.shared.classifier import (
+    ClassifierConfig, PrivateOptimizer, build_classifier, one_hot, predict_logits, train_classifier,
+)
 from fedkr.shared.config import PROFILES
 from fedkr.shared.dp import DPConfig
 
@@ -62,25 +59,13 @@ def parse_variant(text: str) -> tuple[int, float, int]:
     return variant
 
 
-def optimizer_swap(name: str, lr: float, weight_decay: float) -> contextlib.AbstractContextManager:
-    """A context in which a private run steps with `name` at `lr`: "product" changes nothing, "sgd" fixes SGD's lr, "adamw" builds AdamW."""
+def private_optimizer(name: str, lr: float, weight_decay: float) -> PrivateOptimizer:
+    """What a private run steps with: "product" is a site's, "sgd" SGD with momentum at `lr`, "adamw" AdamW at `lr`."""
     if name == "product":
-        return contextlib.nullcontext()
-    patches = [mock.patch.object(classifier, "private_learning_rate", lambda *args, **kwargs: lr)]
-    if name == "adamw":
-        patches.append(mock.patch.object(
-            classifier.torch.optim, "SGD",
-            lambda params, lr, momentum: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay),
-        ))
-    return _all_of(patches)
-
-
-@contextlib.contextmanager
-def _all_of(patches: list) -> Iterator[None]:
-    with contextlib.ExitStack() as stack:
-        for patch in patches:
-            stack.enter_context(patch)
-        yield
+        return PrivateOptimizer()
+    if name == "sgd":
+        return PrivateOptimizer("sgd", lr=lr)
+    return PrivateOptimizer("adamw", lr=lr, weight_decay=weight_decay)
 
 
 def main() -> None:
@@ -122,13 +107,15 @@ def main() -> None:
         channels = args.channels if args.channels is not None else ClassifierConfig(c, h, w, members.num_classes).channels
         model = build_classifier(ClassifierConfig(c, h, w, members.num_classes, channels), protocol.seed)
         started = time.perf_counter()
-        with optimizer_swap(args.optimizer, lr, protocol.weight_decay):
-            train_classifier(model, members.images, one_hot(members.labels, members.num_classes), protocol, dp=budget)
+        optimizer = private_optimizer(args.optimizer, lr, protocol.weight_decay)
+        train_classifier(model, members.images, one_hot(members.labels, members.num_classes), protocol, dp=budget,
+                         private_optimizer=optimizer)
         seconds = time.perf_counter() - started
         predicted = predict_logits(model, holdout.images).argmax(1)
         report = model.dp_report
-        if report is not None and args.optimizer == "product":
-            lr = classifier.private_learning_rate(report.noise_multiplier, batch, args.max_grad_norm)
+        if report is not None:
+            lr = optimizer.peak_learning_rate(report.noise_multiplier, report.sample_rate * report.num_examples,
+                                              args.max_grad_norm)
         print(json.dumps({
             "site": args.site, "members": len(members), "holdout": len(holdout), "epsilon_teacher": args.epsilon,
             "batch": batch, "lr": float(f"{lr:.4g}"), "epochs": epochs, "min_steps": protocol.min_steps,

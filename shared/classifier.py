@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -64,8 +65,8 @@ class ClassifierConfig:
 class TrainConfig:
     """One training protocol: the same object is used for teacher, student and baselines.
 
-    `lr` and `weight_decay` are AdamW's; a private run (DP-SGD) steps with SGD at a learning rate
-    from its noise multiplier instead (`private_learning_rate`) and uses neither.
+    `lr` and `weight_decay` are AdamW's; a private run (DP-SGD) steps with its `PrivateOptimizer`
+    instead (by default SGD at a learning rate from its noise multiplier) and uses neither.
     """
 
     epochs: int = 30
@@ -101,10 +102,11 @@ PRIVATE_MAX_LR = 0.3
 PRIVATE_MOMENTUM = 0.9
 
 
-def private_learning_rate(noise_multiplier: float, batch_size: int, max_grad_norm: float) -> float:
+def private_learning_rate(noise_multiplier: float, batch_size: float, max_grad_norm: float) -> float:
     """The SGD learning rate of a private run: `PRIVATE_NOISE_STEP` x B / (sigma x C), at most `PRIVATE_MAX_LR`.
 
-    `noise_multiplier` sigma (> 0, dimensionless), `batch_size` B (expected Poisson batch, >= 1),
+    `noise_multiplier` sigma (> 0, dimensionless), `batch_size` B (the expected Poisson batch, N x
+    sample rate, >= 1: below the loader's batch on a site with fewer members than it),
     `max_grad_norm` C (per-example clipping bound, > 0). Raises ValueError outside those ranges.
     """
     if not noise_multiplier > 0 or batch_size < 1 or not max_grad_norm > 0:
@@ -113,6 +115,51 @@ def private_learning_rate(noise_multiplier: float, batch_size: int, max_grad_nor
             f"{noise_multiplier!r}, {batch_size!r}, {max_grad_norm!r}"
         )
     return min(PRIVATE_MAX_LR, PRIVATE_NOISE_STEP * batch_size / (noise_multiplier * max_grad_norm))
+
+
+#: The optimizers a private run can step with (`PrivateOptimizer.algorithm`).
+PRIVATE_ALGORITHMS = ("sgd", "adamw")
+
+
+@dataclass(frozen=True)
+class PrivateOptimizer:
+    """What a private (DP-SGD) run steps with: the optimizer opacus wraps, and its peak learning rate.
+
+    The default is a site's: SGD with momentum `PRIVATE_MOMENTUM` (the one-cycle schedule cycles it
+    between 0.85 and 0.95), no weight decay, at `private_learning_rate` from the run's own noise
+    multiplier. `algorithm` "adamw" steps with AdamW instead (the schedule cycles its beta1 alike):
+    at `lr` 2e-3 and `weight_decay` 5e-4 it is the non-private protocol under DP (DP-Adam), which
+    predicts one class on a small skewed site (`benchmarks/dp_teacher.py`, tests/test_dp.py).
+
+    `lr` (> 0, finite) fixes the peak learning rate; None takes `private_learning_rate`.
+    `weight_decay` (>= 0) is the optimizer's (decoupled for AdamW). Raises ValueError for another
+    algorithm or a value out of range.
+    """
+
+    algorithm: str = "sgd"
+    lr: float | None = None
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in PRIVATE_ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {', '.join(PRIVATE_ALGORITHMS)}, got {self.algorithm!r}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0 or None, got {self.lr!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+
+    def build(self, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        """The optimizer to make private. Its learning rate is a placeholder: the one-cycle schedule
+        sets it from `peak_learning_rate` once the noise multiplier is known."""
+        if self.algorithm == "adamw":
+            return torch.optim.AdamW(parameters, lr=PRIVATE_MAX_LR, weight_decay=self.weight_decay)
+        return torch.optim.SGD(parameters, lr=PRIVATE_MAX_LR, momentum=PRIVATE_MOMENTUM, weight_decay=self.weight_decay)
+
+    def peak_learning_rate(self, noise_multiplier: float, batch_size: float, max_grad_norm: float) -> float:
+        """`lr`, or `private_learning_rate(noise_multiplier, batch_size, max_grad_norm)` when it is None."""
+        if self.lr is not None:
+            return self.lr
+        return private_learning_rate(noise_multiplier, batch_size, max_grad_norm)
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -191,6 +238,7 @@ def train_classifier(
     on_epoch: Callable[[int, float], None] | None = None,
     dp: DPConfig | None = None,
     device: Device = None,
+    private_optimizer: PrivateOptimizer = PrivateOptimizer(),
 ) -> list[float]:
     """Train against probability targets (one-hot for real labels, soft for synthetic); returns epoch losses.
 
@@ -203,8 +251,8 @@ def train_classifier(
     Without `dp` each epoch takes shuffled passes over the data (from the same seeded generator
     as the augmentation, so a run repeats exactly). With `dp` the same model, optimizer and loop
     are made private by opacus' `PrivacyEngine` (DP-SGD, Abadi et al. 2016), except the optimizer:
-    SGD with momentum `PRIVATE_MOMENTUM` at `private_learning_rate` (from the run's noise
-    multiplier; `config.lr` and `config.weight_decay` are not used) in place of AdamW; the same
+    `private_optimizer`'s (by default SGD with momentum `PRIVATE_MOMENTUM` at `private_learning_rate`
+    from the run's noise multiplier; `config.lr` and `config.weight_decay` are not used); the same
     number of steps, Poisson-sampled batches of expected size about `config.batch_size` (possibly
     empty: such a step is still taken, as noise only), and every example's gradient clipped to
     `dp.max_grad_norm` before noise is added. What a private run spent is left on
@@ -220,7 +268,7 @@ def train_classifier(
         raise ValueError("cannot train a classifier on zero images")
     model.dp_report = None  # whatever guarantee the weights had, further training without one voids it
     with placed(model, device) as where:
-        losses, report = _train(model, images, target_probs, config, on_epoch, dp, where)
+        losses, report = _train(model, images, target_probs, config, on_epoch, dp, where, private_optimizer)
     model.eval()
     model.dp_report = report
     return losses
@@ -229,6 +277,7 @@ def train_classifier(
 def _train(
     model: CompactCNN, images: np.ndarray, target_probs: np.ndarray, config: TrainConfig,
     on_epoch: Callable[[int, float], None] | None, dp: DPConfig | None, device: torch.device,
+    private_optimizer: PrivateOptimizer,
 ) -> tuple[list[float], DPReport | None]:
     """`train_classifier`'s loop with the model already on `device`: the epoch losses and the DP report (None without DP)."""
     num_examples = int(images.shape[0])
@@ -240,6 +289,7 @@ def _train(
     total_steps = config.epochs * steps_per_epoch
     # translation scaled to the image: 2 px at 28 px, 1 px at 8 px
     shift = max(1, round(config.max_shift * min(x_all.shape[2:]) / 28)) if config.max_shift > 0 else 0
+    model.train()  # before opacus sees it: make_private refuses a model in eval mode
     private = None
     if dp is None:
         lr = config.lr
@@ -247,12 +297,13 @@ def _train(
         epochs = _shuffled_epochs(num_examples, passes, config.batch_size, gen)
     else:
         # the learning rate waits for the noise multiplier; the one-cycle schedule below sets it
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=PRIVATE_MOMENTUM)
+        optimizer = private_optimizer.build(model.parameters())
         private = make_private_training(
             model, optimizer, num_examples=num_examples, batch_size=config.batch_size, steps=total_steps,
             config=dp, seed=config.seed, device=device,
         )
-        lr = private_learning_rate(private.noise_multiplier, config.batch_size, dp.max_grad_norm)
+        expected_batch = private.sample_rate * num_examples  # opacus' Poisson rate x N: at most config.batch_size
+        lr = private_optimizer.peak_learning_rate(private.noise_multiplier, expected_batch, dp.max_grad_norm)
         epochs = _poisson_epochs(private.batches(), steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.15)
     if private is not None:
@@ -261,7 +312,6 @@ def _train(
     with private or contextlib.nullcontext(), warnings.catch_warnings():
         # torch notes once that the input images need no gradient; per-sample hooks do not need one
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        model.train()
         for epoch, batches in zip(range(config.epochs), epochs):
             total, seen = 0.0, 0
             for idx in batches:
@@ -316,9 +366,10 @@ def train_classifier_private(
     dp: DPConfig,
     on_epoch: Callable[[int, float], None] | None = None,
     device: Device = None,
+    private_optimizer: PrivateOptimizer = PrivateOptimizer(),
 ) -> tuple[list[float], DPReport]:
     """`train_classifier` with `dp`: returns the epoch losses and what the run spent (also on `model.dp_report`)."""
-    losses = train_classifier(model, images, target_probs, config, on_epoch, dp, device)
+    losses = train_classifier(model, images, target_probs, config, on_epoch, dp, device, private_optimizer)
     return losses, model.dp_report
 
 

@@ -3,10 +3,8 @@ the models stay plain (same weights layout, reloadable), and dp=None changes not
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ from fedkr.shared import classifier
 from fedkr.shared import dp as dp_module
 from fedkr.shared.classifier import (
     ClassifierConfig,
+    PrivateOptimizer,
     TrainConfig,
     accuracy,
     build_classifier,
@@ -140,6 +139,29 @@ def test_a_private_run_takes_its_learning_rate_from_its_own_noise_multiplier(mon
     assert asked == [(model.dp_report.noise_multiplier, 4, 0.5)]
     train_classifier(model, synthetic_images(40), one_hot(np.arange(40) % 4, 4), config)
     assert len(asked) == 1, "without DP the learning rate is the config's"
+    # the run before left the model in eval mode, which opacus refuses: a private run trains it all the same
+    assert not model.training
+    train_classifier(model, synthetic_images(40), one_hot(np.arange(40) % 4, 4), config, dp=DPConfig(4.0),
+                     private_optimizer=PrivateOptimizer("adamw", lr=1e-3))
+    assert len(asked) == 1, "a fixed private learning rate is not derived from the noise"
+    # fewer members than the batch: every member is in every expected batch, which holds 20, not 64
+    train_classifier(model, synthetic_images(20), one_hot(np.arange(20) % 4, 4), TrainConfig(epochs=1, batch_size=64,
+                     min_steps=5), dp=DPConfig(4.0))
+    assert asked[-1] == (model.dp_report.noise_multiplier, 20, 1.0)
+
+
+def test_a_private_optimizer_builds_what_it_names_and_refuses_bad_settings():
+    weights = [torch.nn.Parameter(torch.zeros(3))]
+    sgd = PrivateOptimizer().build(weights)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == classifier.PRIVATE_MOMENTUM
+    assert sgd.defaults["weight_decay"] == 0.0
+    adamw = PrivateOptimizer("adamw", lr=2e-3, weight_decay=5e-4).build(weights)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["weight_decay"] == 5e-4
+    assert PrivateOptimizer(lr=0.05).peak_learning_rate(2.0, 64, 1.0) == 0.05
+    assert PrivateOptimizer().peak_learning_rate(16.0, 64, 1.0) == private_learning_rate(16.0, 64, 1.0)
+    for bad in ({"algorithm": "adam"}, {"lr": 0.0}, {"lr": float("inf")}, {"weight_decay": -1.0}):
+        with pytest.raises(ValueError):
+            PrivateOptimizer(**bad)
 
 
 def _skewed_digits(digits) -> tuple[np.ndarray, np.ndarray]:
@@ -161,14 +183,9 @@ def test_a_private_teacher_on_a_skewed_site_does_not_collapse_to_its_majority_cl
 
     def top_share_and_balanced(adamw: bool) -> tuple[float, float]:
         model = build_classifier(ClassifierConfig(1, 8, 8, 10, 16), seed=0)
-        with contextlib.ExitStack() as patches:
-            if adamw:
-                patches.enter_context(mock.patch.object(classifier, "private_learning_rate", lambda *a, **k: 2e-3))
-                patches.enter_context(mock.patch.object(
-                    classifier.torch.optim, "SGD",
-                    lambda params, lr, momentum: torch.optim.AdamW(params, lr=lr, weight_decay=5e-4),
-                ))
-            train_classifier(model, images, one_hot(labels, 10), TrainConfig(epochs=10, min_steps=200), dp=DPConfig(4.0))
+        optimizer = PrivateOptimizer("adamw", lr=2e-3, weight_decay=5e-4) if adamw else PrivateOptimizer()
+        train_classifier(model, images, one_hot(labels, 10), TrainConfig(epochs=10, min_steps=200), dp=DPConfig(4.0),
+                         private_optimizer=optimizer)
         predicted = predict_logits(model, test.images).argmax(1)
         return np.bincount(predicted).max() / len(predicted), balanced_accuracy_score(test.labels, predicted)
 
