@@ -12,12 +12,14 @@ would then mix two experiments. Writes OUT.json (one row per run, sorted by epsi
 DP last), OUT.md (the table) and OUT.png (the student's test accuracy against epsilon, the run
 without DP as a dashed line; the worst attack's AUC upper bound beside it).
 
-Per row: the budget each site was given and the largest epsilon any site's accountant spent (RDP,
-teacher + generator by basic composition); the student's test accuracy on the dataset's test split;
-the release decision and its failures; each site's teacher on its own holdout (accuracy and
-balanced accuracy, from the audit's utility check: a teacher that predicts one class has balanced
-accuracy 1 / classes present); the strongest attack over every site (AUC with its 95% interval,
-TPR at 1% FPR); the fit and total stage times in seconds.
+Per row: the budget each site was given, the models it covered, and the largest epsilon any
+site's accountant spent (RDP; teacher + generator by basic composition, or the generator alone
+with `--dp-models generator`); the student's test accuracy on the dataset's test split; the
+release decision and its failures; each site's teacher on its own holdout (accuracy from the
+site's fit report, balanced accuracy from the audit's utility check: a teacher that predicts one
+class has balanced accuracy 1 / classes present); the attack, over every site, whose AUC has the
+highest 95% upper bound (its AUC and interval), and the highest TPR at 1% FPR of any attack; the
+fit and total stage times in seconds.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from pathlib import Path
 
 from run_folder import run_folder, run_metrics
 
-#: Settings that may differ between the runs of one curve: the DP budget and where the run was written.
-VARYING = {"dp_epsilon", "dp_delta", "run_id", "out"}
+#: Settings that may differ between the runs of one curve: the DP budget, where the run was written,
+#: and how the machine ran it (none of these changes what is trained).
+VARYING = {"dp_epsilon", "dp_delta", "run_id", "out", "device", "site_threads", "reply_timeout", "wait_for_sites",
+           "coordinator_dir"}
 
 
 def audit_document(run_dir: Path) -> dict:
@@ -42,10 +46,17 @@ def audit_document(run_dir: Path) -> dict:
 
 
 def curve_row(run_dir: Path) -> dict:
-    """One run's figures (see the module docstring)."""
+    """One run's figures (see the module docstring).
+
+    Raises FileNotFoundError for a folder that holds no finished run, ValueError for a run without
+    a test accuracy or attack results, and KeyError or TypeError for metrics or an audit report not
+    in the form fedkr writes.
+    """
     run_dir = run_folder(run_dir)
     metrics, audit = run_metrics(run_dir), audit_document(run_dir)
     config = metrics["config"]
+    if metrics.get("student_test_accuracy") is None:
+        raise ValueError(f"{run_dir}: the run has no student test accuracy (no test split)")
     spent = [site["dp"]["epsilon"] for site in metrics["sites"].values() if site.get("dp")]
     attacks = [(sid, a) for sid, site in audit["sites"].items() for a in site.get("attacks") or []]
     if not attacks:
@@ -65,7 +76,7 @@ def curve_row(run_dir: Path) -> dict:
         "test_images": metrics["test_images"],
         "released": audit["decision"]["passed"],
         "failures": audit["decision"]["failures"],
-        "utility_ratio": audit.get("utility", {}).get("utility_ratio"),
+        "utility_ratio": (audit.get("utility") or {}).get("utility_ratio"),
         "teachers": teachers,
         "strongest_attack": {"site": strongest_sid, "attack": strongest["attack"], "target": strongest["target"],
                              "auc": round(strongest["auc"], 4), "auc_ci": [round(x, 4) for x in strongest["auc_ci"]]},
@@ -82,19 +93,20 @@ def check_same_experiment(rows: list[dict]) -> None:
     for row in rows[1:]:
         for key in sorted(set(first["config"]) | set(row["config"])):
             if key not in VARYING and first["config"].get(key) != row["config"].get(key):
-                raise SystemExit(f"{row['run']} and {first['run']} differ in {key} "
+                raise SystemExit(f"dp_curve: {row['run']} and {first['run']} differ in {key} "
                                  f"({row['config'].get(key)!r} vs {first['config'].get(key)!r}): not one curve")
 
 
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| epsilon per site (spent) | student test accuracy | released | teachers' holdout accuracy "
-             "(balanced) | strongest attack, AUC [95% CI] | max TPR@1%FPR | fit s |",
+             "(balanced) | attack with the highest AUC bound, AUC [95% CI] | highest TPR@1%FPR | fit s |",
              "|---|---|---|---|---|---|---|"]
     for row in rows:
-        budget = "no DP" if row["epsilon_budget"] is None else f"{row['epsilon_budget']:g} ({row['epsilon_spent_max']:.2f})"
+        spent = "" if row["epsilon_spent_max"] is None else f" ({row['epsilon_spent_max']:.2f})"
+        budget = "no DP" if row["epsilon_budget"] is None else f"{row['epsilon_budget']:g}{spent}"
         teachers = ", ".join(f"{t['holdout_accuracy']:.3f} ({t['balanced_accuracy']:.3f})" for t in row["teachers"].values())
         attack = row["strongest_attack"]
-        verdict = "yes" if row["released"] else "no: " + "; ".join(row["failures"])
+        verdict = "yes" if row["released"] else "no: " + "; ".join(f["message"] for f in row["failures"])
         lines.append(f"| {budget} | {row['student_test_accuracy']:.3f} | {verdict} | {teachers} | "
                      f"{attack['site']} {attack['attack']} on the {attack['target']}, {attack['auc']:.3f} "
                      f"[{attack['auc_ci'][0]:.3f}, {attack['auc_ci'][1]:.3f}] | {row['max_tpr_at_1pct_fpr']:.3f} | "
@@ -136,18 +148,27 @@ def main() -> None:
     parser.add_argument("run_dirs", type=Path, nargs="+")
     parser.add_argument("--out", type=Path, required=True, help="path prefix for OUT.json, OUT.md and OUT.png")
     args = parser.parse_args()
-    try:
-        rows = [curve_row(d) for d in args.run_dirs]
-    except (FileNotFoundError, KeyError, ValueError) as error:
-        raise SystemExit(f"dp_curve: {error}") from None
+    rows = []
+    for run_dir in args.run_dirs:
+        try:
+            rows.append(curve_row(run_dir))
+        except (FileNotFoundError, ValueError) as error:  # these name the run folder
+            raise SystemExit(f"dp_curve: {error}") from None
+        except (OSError, KeyError, TypeError) as error:
+            raise SystemExit(f"dp_curve: {run_dir}: not a run folder as fedkr writes it "
+                             f"({type(error).__name__}: {error})") from None
     check_same_experiment(rows)
     rows.sort(key=lambda r: math.inf if r["epsilon_budget"] is None else r["epsilon_budget"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{args.out}.json").write_text(json.dumps(rows, indent=2) + "\n")
-    Path(f"{args.out}.md").write_text(markdown_table(rows))
-    if any(r["epsilon_budget"] is not None for r in rows):
-        plot(rows, Path(f"{args.out}.png"))
-    print(markdown_table(rows), end="")
+    table = markdown_table(rows)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{args.out}.json").write_text(json.dumps(rows, indent=2) + "\n")
+        Path(f"{args.out}.md").write_text(table)
+        if any(r["epsilon_budget"] is not None for r in rows):
+            plot(rows, Path(f"{args.out}.png"))
+    except OSError as error:
+        raise SystemExit(f"dp_curve: cannot write {args.out}.*: {error}") from None
+    print(table, end="")
 
 
 if __name__ == "__main__":

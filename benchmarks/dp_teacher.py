@@ -23,10 +23,12 @@ single passes.
 `--optimizer` says what a private run steps with (`shared.classifier.PrivateOptimizer`): "product"
 (the default) is what a site does, and its learning rate comes from the noise (the variant's lr is
 used only without DP); "sgd" and "adamw" replace it, for screening, with SGD with momentum or
-AdamW at the variant's lr (AdamW at 2e-3 is the non-private protocol). Under DP-SGD's noise Adam's second moment is dominated by the
-noise variance (sigma C / B)^2, so Adam at lr steps like SGD at about lr B / (sigma C) (Tang et
-al. 2023, DP-AdamBC, arXiv 2312.14334). The loop's one-cycle schedule cycles SGD's momentum between
-0.85 and 0.95, as it cycles AdamW's beta1.
+AdamW at the variant's lr (AdamW at 2e-3 is the non-private protocol). Under DP-SGD's noise
+Adam's second moment is dominated by the noise variance (sigma C / B)^2, so Adam at lr steps like
+SGD at about lr B / (sigma C) (Tang et al. 2023, DP-AdamBC, arXiv 2312.14334). The loop's one-cycle
+schedule cycles SGD's momentum between 0.85 and 0.95, as it cycles AdamW's beta1. The lr printed
+for a private run is the peak the run used (for "product", from its noise multiplier and expected
+Poisson batch).
 """
 
 from __future__ import annotations

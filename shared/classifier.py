@@ -106,7 +106,8 @@ def private_learning_rate(noise_multiplier: float, batch_size: float, max_grad_n
     """The SGD learning rate of a private run: `PRIVATE_NOISE_STEP` x B / (sigma x C), at most `PRIVATE_MAX_LR`.
 
     `noise_multiplier` sigma (> 0, dimensionless), `batch_size` B (the expected Poisson batch, N x
-    sample rate, >= 1: below the loader's batch on a site with fewer members than it),
+    opacus' sample rate = N / ceil(N / loader batch), >= 1: the loader's batch when it divides N,
+    down to about half of it otherwise, and N on a site with fewer members than one batch),
     `max_grad_norm` C (per-example clipping bound, > 0). Raises ValueError outside those ranges.
     """
     if not noise_multiplier > 0 or batch_size < 1 or not max_grad_norm > 0:
@@ -243,10 +244,10 @@ def train_classifier(
     """Train against probability targets (one-hot for real labels, soft for synthetic); returns epoch losses.
 
     `images` uint8 (N, H, W, C), `target_probs` float (N, num_classes) rows summing to 1. AdamW
-    at `config.lr` and `config.weight_decay` (with `dp`: SGD, see below) with a one-cycle schedule
-    over `config.epochs` epochs of at least `config.min_steps` steps in all, random shifts (and
-    flips) per batch, and the loss `soft_label_loss`; returns `config.epochs` mean per-example
-    losses. The model is left in eval mode.
+    at `config.lr` and `config.weight_decay` (with `dp`: `private_optimizer`, see below) with a
+    one-cycle schedule over `config.epochs` epochs of at least `config.min_steps` steps in all,
+    random shifts (and flips) per batch, and the loss `soft_label_loss`; returns `config.epochs`
+    mean per-example losses. The model is left in eval mode.
 
     Without `dp` each epoch takes shuffled passes over the data (from the same seeded generator
     as the augmentation, so a run repeats exactly). With `dp` the same model, optimizer and loop
