@@ -241,6 +241,7 @@ class ClassConditionalDiffusion:
         # (ratio 0.98; the update itself costs 3.2 ms against 1.5 ms of a 270 ms step).
         ema = EMAModel([self.ema[name] for name in names], decay=cfg.ema_decay, foreach=True)
         ema.to(device)
+        self.unet.train()  # before opacus sees it: make_private refuses a model in eval mode (a loaded one is)
         private = None
         if dp is None:
             size = min(cfg.batch_size, num_examples)
@@ -258,7 +259,6 @@ class ClassConditionalDiffusion:
         with private or contextlib.nullcontext(), warnings.catch_warnings():
             # torch notes once that the noisy inputs need no gradient; per-sample hooks do not need one
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            self.unet.train()
             for step, idx in enumerate(batches):
                 if idx.numel() == 0:
                     private.step_on_empty_batch()

@@ -230,6 +230,14 @@ def test_private_generator_reports_and_survives_reload(digits, tmp_path):
     with pytest.raises(ValueError, match="already been trained"):
         gen.train(images, labels, dp=DPConfig(target_epsilon=4.0))
 
+    # an untrained generator, saved and loaded, is in eval mode: opacus refuses such a model, so
+    # training puts it in training mode first
+    ClassConditionalDiffusion(config, 10, images.shape[1:]).save(tmp_path / "fresh")
+    fresh = ClassConditionalDiffusion.load(tmp_path / "fresh")
+    assert not fresh.unet.training and fresh.trained_steps == 0
+    fresh.train(images, labels, dp=DPConfig(target_epsilon=4.0))
+    assert fresh.dp_report is not None and fresh.dp_report.steps == 10
+
 
 @pytest.mark.parametrize(
     "kwargs",
