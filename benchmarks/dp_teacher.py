@@ -116,8 +116,7 @@ def main() -> None:
         predicted = predict_logits(model, holdout.images).argmax(1)
         report = model.dp_report
         if report is not None:
-            lr = optimizer.peak_learning_rate(report.noise_multiplier, report.sample_rate * report.num_examples,
-                                              args.max_grad_norm)
+            lr = report.learning_rate  # the peak the private run derived (or was given)
         print(json.dumps({
             "site": args.site, "members": len(members), "holdout": len(holdout), "epsilon_teacher": args.epsilon,
             "batch": batch, "lr": float(f"{lr:.4g}"), "epochs": epochs, "min_steps": protocol.min_steps,

@@ -224,6 +224,9 @@ class DPPart:
     delta: float | None
     noise_multiplier: float | None
     steps: Number | None
+    #: The private optimizer and its peak learning rate; None in reports written before they were recorded.
+    optimizer: str | None = None
+    learning_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,8 @@ class DP:
         if not isinstance(value, dict):
             return None
         parts = tuple(DPPart(str(name), _number(_dict(p).get("epsilon")), _real(_dict(p).get("delta")),
-                             _real(_dict(p).get("noise_multiplier")), _number(_dict(p).get("steps")))
+                             _real(_dict(p).get("noise_multiplier")), _number(_dict(p).get("steps")),
+                             _text(_dict(p).get("optimizer")), _real(_dict(p).get("learning_rate")))
                       for name, p in _dict(value.get("parts")).items())
         return cls(_number(value.get("epsilon")), _real(value.get("delta")), _real(value.get("max_grad_norm")),
                    _text(value.get("accountant")), parts, _text(value.get("models")),

@@ -334,7 +334,7 @@ def _train(
             losses.append(total / max(1, seen))
             if on_epoch is not None:
                 on_epoch(epoch, losses[-1])
-        report = private.report() if private is not None else None
+        report = private.report(private_optimizer.algorithm, lr) if private is not None else None
     return losses, report
 
 

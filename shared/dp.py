@@ -118,7 +118,12 @@ class DPConfig:
 
 @dataclass(frozen=True)
 class DPReport:
-    """What a private run actually spent: `epsilon` is the accountant's figure after the last step, at `delta`."""
+    """What a private run actually spent: `epsilon` is the accountant's figure after the last step, at `delta`.
+
+    `optimizer` names the algorithm the private run stepped with ("sgd", "adamw") and `learning_rate`
+    its peak learning rate (before the schedule's warm-up and decay); both are None in reports
+    written before they were recorded.
+    """
 
     epsilon: float
     delta: float
@@ -128,6 +133,8 @@ class DPReport:
     steps: int
     accountant: str
     num_examples: int
+    optimizer: str | None = None
+    learning_rate: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,11 +150,13 @@ class DPReport:
             steps=int(data["steps"]),
             accountant=str(data["accountant"]),
             num_examples=int(data["num_examples"]),
+            optimizer=None if data.get("optimizer") is None else str(data["optimizer"]),
+            learning_rate=None if data.get("learning_rate") is None else float(data["learning_rate"]),
         )
 
     def summary(self, prefix: str = "dp_") -> dict[str, str | int | float]:
-        """Flat scalar entries for a run summary, e.g. `dp_epsilon`, `dp_delta`."""
-        return {f"{prefix}{k}": v for k, v in self.to_dict().items()}
+        """Flat scalar entries for a run summary, e.g. `dp_epsilon`, `dp_delta` (fields not recorded are left out)."""
+        return {f"{prefix}{k}": v for k, v in self.to_dict().items() if v is not None}
 
 
 def poisson_sample_rate(num_examples: int, batch_size: int) -> float:
@@ -236,8 +245,9 @@ class PrivateTraining:
     def steps_taken(self) -> int:
         return int(sum(entry[-1] for entry in self.engine.accountant.history))
 
-    def report(self) -> DPReport:
-        """The privacy actually spent so far, from the accountant's own history."""
+    def report(self, optimizer: str | None = None, learning_rate: float | None = None) -> DPReport:
+        """The privacy actually spent so far, from the accountant's own history; `optimizer` and
+        `learning_rate` (the peak) are recorded as the caller names them."""
         taken = self.steps_taken()
         epsilon = float(self.engine.get_epsilon(self.delta)) if taken > 0 else 0.0
         # opacus' RDP-to-DP conversion (Balle et al. 2020) goes below zero for very large noise and
@@ -252,6 +262,8 @@ class PrivateTraining:
             steps=taken,
             accountant=self.config.accountant,
             num_examples=self.num_examples,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
         )
 
     def close(self) -> None:

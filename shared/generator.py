@@ -277,7 +277,7 @@ class ClassConditionalDiffusion:
                 ema.step(params)
                 if on_progress is not None and ((step + 1) % report_every == 0 or step + 1 == cfg.train_steps):
                     on_progress(step + 1, cfg.train_steps, last)
-            report = private.report() if private is not None else None
+            report = private.report("adamw", cfg.lr) if private is not None else None
         self.ema.update(zip(names, (p.detach().cpu() for p in ema.shadow_params)))
         self.unet.eval()
         self.trained_steps += report.steps if report is not None else cfg.train_steps

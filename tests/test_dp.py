@@ -137,6 +137,8 @@ def test_a_private_run_takes_its_learning_rate_from_its_own_noise_multiplier(mon
     config = TrainConfig(epochs=1, batch_size=4, min_steps=10)
     train_classifier(model, synthetic_images(40), one_hot(np.arange(40) % 4, 4), config, dp=DPConfig(4.0, max_grad_norm=0.5))
     assert asked == [(model.dp_report.noise_multiplier, 4, 0.5)]
+    assert model.dp_report.optimizer == "sgd", "the report names what the private run stepped with"
+    assert model.dp_report.learning_rate == real(*asked[0]), "and its peak learning rate, as derived"
     train_classifier(model, synthetic_images(40), one_hot(np.arange(40) % 4, 4), config)
     assert len(asked) == 1, "without DP the learning rate is the config's"
     # the run before left the model in eval mode, which opacus refuses: a private run trains it all the same
@@ -144,6 +146,7 @@ def test_a_private_run_takes_its_learning_rate_from_its_own_noise_multiplier(mon
     train_classifier(model, synthetic_images(40), one_hot(np.arange(40) % 4, 4), config, dp=DPConfig(4.0),
                      private_optimizer=PrivateOptimizer("adamw", lr=1e-3))
     assert len(asked) == 1, "a fixed private learning rate is not derived from the noise"
+    assert (model.dp_report.optimizer, model.dp_report.learning_rate) == ("adamw", 1e-3)
     # fewer members than the batch: every member is in every expected batch, which holds 20, not 64
     train_classifier(model, synthetic_images(20), one_hot(np.arange(20) % 4, 4), TrainConfig(epochs=1, batch_size=64,
                      min_steps=5), dp=DPConfig(4.0))
@@ -210,6 +213,7 @@ def test_private_generator_reports_and_survives_reload(digits, tmp_path):
     report = gen.dp_report
     assert report is not None and 0 < report.epsilon <= 4.0 + 1e-9 and report.noise_multiplier > 0
     assert report.steps == 10 == gen.trained_steps and report.num_examples == 300
+    assert (report.optimizer, report.learning_rate) == ("adamw", config.lr)
     summary = gen.summary()
     assert summary["dp_epsilon"] == report.epsilon and summary["dp_delta"] == report.delta
     assert all(isinstance(v, (str, int, float)) for v in summary.values()), "flat scalar summary"
@@ -278,6 +282,10 @@ def test_configs_and_reports_round_trip():
     assert DPConfig.from_dict(DPConfig(2.0).to_dict()).target_delta is None
     report = DPReport(1.5, 1e-5, 1.1, 1.0, 0.04, 100, "rdp", 1000)
     assert DPReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
+    recorded = DPReport(1.5, 1e-5, 1.1, 1.0, 0.04, 100, "rdp", 1000, optimizer="sgd", learning_rate=0.25)
+    assert DPReport.from_dict(json.loads(json.dumps(recorded.to_dict()))) == recorded
+    assert "dp_optimizer" not in report.summary() and recorded.summary()["dp_optimizer"] == "sgd", \
+        "fields a report did not record stay out of the flat summary"
 
 
 @pytest.mark.slow
