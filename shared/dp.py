@@ -242,6 +242,32 @@ class PrivateTraining:
             p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
         self.optimizer.step()
 
+    def average_over_copies(self, copies: int) -> None:
+        """Make each example's per-sample gradient the mean over its `copies` rows, before opacus clips it.
+
+        DPDM's noise multiplicity (Dockhorn et al., TMLR 2023, arXiv 2210.09929): each sampled
+        example enters the batch `copies` times, its rows consecutive (`repeat_interleave`), each row
+        with its own diffusion noise and timestep. opacus computes one gradient per row; averaged
+        here in groups of `copies`, they become one gradient per example, which the optimizer then
+        clips to `max_grad_norm` and noises as usual. Each example still moves the sum by at most
+        the clipping bound, so the accounting (Poisson rate over examples, steps, noise) is
+        unchanged: the extra rows cost compute, not privacy. Call after `backward()` and before
+        `optimizer.step()`; `copies` 1 does nothing. Raises ValueError for `copies` < 1 or a batch
+        whose rows are not a multiple of it.
+        """
+        if copies < 1:
+            raise ValueError(f"copies must be >= 1, got {copies}")
+        if copies == 1:
+            return
+        for p in self.optimizer.params:
+            rows = p.grad_sample
+            if rows is None:
+                continue
+            if isinstance(rows, list) or rows.shape[0] % copies:
+                raise ValueError(f"per-sample gradients of one batch in multiples of {copies} rows expected, got "
+                                 f"{[r.shape[0] for r in rows] if isinstance(rows, list) else rows.shape[0]}")
+            p.grad_sample = rows.reshape(rows.shape[0] // copies, copies, *rows.shape[1:]).mean(1)
+
     def steps_taken(self) -> int:
         return int(sum(entry[-1] for entry in self.engine.accountant.history))
 

@@ -42,6 +42,10 @@ class GeneratorConfig:
     `resolution` is the working size in pixels (capped by the data's, rounded to the UNet's
     downsampling); `block_channels` the UNet's widths per level; `train_steps` optimisation steps
     of `batch_size` images at learning rate `lr` (linear warm-up over `warmup_steps`, cosine decay);
+    `noise_multiplicity` K draws of diffusion noise and timestep per image and step (DPDM, Dockhorn
+    et al. 2023, arXiv 2210.09929): the image's loss is the mean over its K draws, so under DP its
+    one clipped gradient carries less of the diffusion loss's own variance at no privacy cost; each
+    step computes K times the rows (K x the time); 1 is plain DDPM training.
     `ema_decay` the EMA of the sampling weights; `label_dropout` the share of steps trained
     unconditionally, for classifier-free guidance at `guidance_scale` (1: none; Ho & Salimans 2022);
     `hflip` random horizontal flips; `num_train_timesteps` the DDPM schedule's length and
@@ -55,6 +59,7 @@ class GeneratorConfig:
     batch_size: int = 64
     lr: float = 2e-3
     warmup_steps: int = 100
+    noise_multiplicity: int = 1
     ema_decay: float = 0.999
     label_dropout: float = 0.1
     hflip: bool = False
@@ -64,8 +69,12 @@ class GeneratorConfig:
     seed: int = 0
 
     def to_dict(self) -> dict:
+        """The settings as JSON values; `noise_multiplicity` only when it is not 1, so that sites of
+        versions without it still read the plans (and generators) that do not use it."""
         data = asdict(self)
         data["block_channels"] = list(self.block_channels)
+        if self.noise_multiplicity == 1:
+            del data["noise_multiplicity"]
         return data
 
     @classmethod
@@ -209,6 +218,8 @@ class ClassConditionalDiffusion:
         num_examples = int(images.shape[0])
         if num_examples == 0:
             raise ValueError("cannot train a generator on zero images")
+        if cfg.noise_multiplicity < 1:
+            raise ValueError(f"noise_multiplicity must be >= 1, got {cfg.noise_multiplicity}")
         if dp is not None and self.trained_steps > 0:
             raise ValueError(
                 f"this generator has already been trained for {self.trained_steps} steps; DP accounting here covers "
@@ -263,12 +274,14 @@ class ClassConditionalDiffusion:
                 if idx.numel() == 0:
                     private.step_on_empty_batch()
                 else:
-                    idx = idx.to(device)
+                    idx = idx.to(device).repeat_interleave(cfg.noise_multiplicity)  # each image's K rows together
                     loss = self._batch_loss(x_all[idx], y_all[idx], gen)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if private is None:
                         torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    else:
+                        private.average_over_copies(cfg.noise_multiplicity)
                     optimizer.step()
                     last = loss.item()
                     if step >= cfg.train_steps * 0.9:

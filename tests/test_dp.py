@@ -243,6 +243,40 @@ def test_private_generator_reports_and_survives_reload(digits, tmp_path):
     assert fresh.dp_report is not None and fresh.dp_report.steps == 10
 
 
+def test_noise_multiplicity_averages_each_images_rows_before_clipping_at_no_privacy_cost(digits, monkeypatch):
+    # DPDM's noise multiplicity: K rows per image, one clipped gradient per image, the same accounting
+    images, labels = digits.train.images[:64], digits.train.labels[:64]
+    seen = []
+    real = dp_module.PrivateTraining.average_over_copies
+
+    def spy(self, copies):
+        first = self.optimizer.params[0]
+        before = first.grad_sample.detach().clone()
+        real(self, copies)
+        seen.append((copies, before, first.grad_sample))
+
+    monkeypatch.setattr(dp_module.PrivateTraining, "average_over_copies", spy)
+    reports = {}
+    for copies in (1, 3):
+        config = GeneratorConfig(resolution=8, block_channels=(8, 16), train_steps=3, batch_size=16, noise_multiplicity=copies)
+        gen = ClassConditionalDiffusion(config, 10, images.shape[1:])
+        gen.train(images, labels, dp=DPConfig(4.0))
+        reports[copies] = gen.dp_report
+    assert (reports[3].noise_multiplier, reports[3].epsilon, reports[3].steps) == \
+        (reports[1].noise_multiplier, reports[1].epsilon, reports[1].steps), "the extra rows cost no privacy"
+    tripled = [(before, after) for copies, before, after in seen if copies == 3 and after.shape[0] > 0]
+    assert tripled, "the private steps averaged their copies"
+    for before, after in tripled:
+        assert before.shape[0] == 3 * after.shape[0], "opacus clips one gradient per image, not per row"
+        assert torch.allclose(after, before.reshape(after.shape[0], 3, *after.shape[1:]).mean(1), atol=1e-6)
+        assert not torch.allclose(before[0], before[1]), "each copy has its own noise and timestep"
+    with pytest.raises(ValueError, match="noise_multiplicity"):
+        ClassConditionalDiffusion(GeneratorConfig(resolution=8, block_channels=(8, 16), noise_multiplicity=0), 10,
+                                  images.shape[1:]).train(images, labels)
+    assert "noise_multiplicity" not in GeneratorConfig().to_dict(), "plans that do not use it read as before"
+    assert GeneratorConfig.from_dict(GeneratorConfig(noise_multiplicity=4).to_dict()).noise_multiplicity == 4
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
