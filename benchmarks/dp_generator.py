@@ -1,0 +1,163 @@
+"""What one site's private generator teaches, per generator setting: the screen before a full DP run.
+
+For one bench site (the seeded split a simulation makes), each variant trains the site's
+generator under DP-SGD at the generator's part of the site's epsilon (`split_budget`: half of
+`--epsilon`, at the site's delta), draws `--per-class` fresh images of every class the site
+holds, and scores them with a *judge*: a teacher trained on the same members without DP, once per
+site (cached under OUT), so that the figures describe the generator and not a private teacher's
+errors. One JSON line per variant and seed:
+
+- `judge_agreement`: share of samples the judge puts in the class they were drawn for, with the
+  lowest per-class share (`judge_agreement_min_class`);
+- `precision`, `recall`: the samples against the members in the judge's feature space (k-NN
+  manifolds, Kynkaanniemi et al. 2019; `fedkr.shared.synthesis_quality`);
+- `synthetic_student_accuracy`: a compact CNN trained only on the samples, labelled with the class
+  they were drawn for, scored on the site's holdout (what the samples teach by themselves), next to
+  the judge's own holdout accuracy;
+- the run's noise multiplier, steps, epsilon spent and seconds.
+
+A variant is `NAME:key=value,...` over `GeneratorConfig` fields (`train_steps`, `batch_size`, `lr`,
+`noise_multiplicity`, `block_channels=32/64/64`, ...) and `max_grad_norm`; `--epsilon 0` trains
+without DP. The profile's generator settings are the base.
+
+    python benchmarks/dp_generator.py --data ../shared/data/medmnist/bloodmnist.npz --site 1 \\
+        --variant base: --variant k4:noise_multiplicity=4,train_steps=375 --out dp-generator
+
+JSON lines also go to OUT/dp_generator.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+import numpy as np
+from safetensors.torch import load_file, save_file
+
+from fedkr.bench import load_bench_sites
+from fedkr.client.site import split_budget
+from fedkr.shared.classifier import (
+    ClassifierConfig,
+    TrainConfig,
+    accuracy,
+    build_classifier,
+    embed_and_logits,
+    one_hot,
+    train_classifier,
+)
+from fedkr.shared.config import PROFILES
+from fedkr.shared.dp import DPConfig
+from fedkr.shared.generator import ClassConditionalDiffusion, GeneratorConfig
+from fedkr.shared.synthesis_quality import precision_recall
+
+_GENERATOR_FIELDS = {f.name: f.type for f in fields(GeneratorConfig)}
+
+
+def variant(base: GeneratorConfig, max_grad_norm: float, changes: str) -> tuple[GeneratorConfig, float]:
+    """`base` and `max_grad_norm` with `changes` ("key=value,...") applied. Raises SystemExit for an unknown key."""
+    updates: dict[str, object] = {}
+    for pair in filter(None, changes.split(",")):
+        key, _, value = (s.strip() for s in pair.partition("="))
+        if key == "max_grad_norm":
+            max_grad_norm = float(value)
+        elif key == "block_channels":
+            updates[key] = tuple(int(c) for c in value.split("/"))
+        elif key in _GENERATOR_FIELDS:
+            kind = type(getattr(base, key))
+            updates[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+        else:
+            raise SystemExit(f"unknown setting {key!r}: use a GeneratorConfig field or max_grad_norm")
+    return replace(base, **updates), max_grad_norm
+
+
+def judge_for(site, out: Path, name: str, protocol: TrainConfig):  # type: ignore[no-untyped-def]
+    """The site's non-private judge teacher, trained once and kept as OUT/NAME.safetensors."""
+    m = site.members
+    h, w, c = m.images.shape[1:]
+    judge = build_classifier(ClassifierConfig(c, h, w, m.num_classes), protocol.seed)
+    path = out / f"{name}.safetensors"
+    if path.exists():
+        judge.load_state_dict(load_file(path))
+    else:
+        train_classifier(judge, m.images, one_hot(m.labels, m.num_classes), protocol)
+        save_file(judge.state_dict(), path)
+    return judge.eval()
+
+
+def score(generator: ClassConditionalDiffusion, site, judge, per_class: int, seed: int,  # type: ignore[no-untyped-def]
+          student_protocol: TrainConfig) -> dict:
+    m = site.members
+    classes = np.flatnonzero(np.bincount(m.labels, minlength=m.num_classes) > 0)
+    asked = np.repeat(classes, per_class)
+    images = generator.sample(asked, seed=seed)
+    features, logits = embed_and_logits(judge, images)
+    agree = logits.argmax(1) == asked
+    member_features, _ = embed_and_logits(judge, m.images)
+    pr = precision_recall(member_features, features)
+    h, w, c = images.shape[1:]
+    student = build_classifier(ClassifierConfig(c, h, w, m.num_classes), seed)
+    train_classifier(student, images, one_hot(asked, m.num_classes), student_protocol)
+    return {
+        "judge_agreement": round(float(agree.mean()), 4),
+        "judge_agreement_min_class": round(float(min(agree[asked == k].mean() for k in classes)), 4),
+        "precision": round(float(pr.precision), 4), "recall": round(float(pr.recall), 4),
+        "synthetic_student_accuracy": round(accuracy(student, site.holdout.images, site.holdout.labels), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="dataset file (.npz) or name, as for fedkr simulate")
+    parser.add_argument("--profile", default="full", choices=sorted(PROFILES))
+    parser.add_argument("--site", type=int, default=1, help="which bench site [default: 1]")
+    parser.add_argument("--epsilon", type=float, default=8.0,
+                        help="the site's whole epsilon; the generator gets its split_budget part; 0: no DP [default: 8]")
+    parser.add_argument("--per-class", type=int, default=100, help="samples drawn per class [default: 100]")
+    parser.add_argument("--seeds", default="0", help="comma-separated generator seeds [default: 0]")
+    parser.add_argument("--variant", action="append", default=None, help="NAME:key=value,... (repeatable) [default: base:]")
+    parser.add_argument("--out", type=Path, default=Path("dp-generator"))
+    args = parser.parse_args()
+    config = replace(PROFILES[args.profile].run_config(run_id="dp-generator"), data=args.data)
+    sites, _ = load_bench_sites(config)
+    if not 0 <= args.site < len(sites):
+        raise SystemExit(f"--site must be in [0, {len(sites)}), got {args.site}")
+    site = sites[args.site]
+    args.out.mkdir(parents=True, exist_ok=True)
+    judge = judge_for(site, args.out, f"judge-{Path(args.data).stem}-site{args.site}-s{config.seed}", config.teacher_config())
+    judge_accuracy = accuracy(judge, site.holdout.images, site.holdout.labels)
+    budget = None if args.epsilon == 0 else split_budget(DPConfig(args.epsilon, None, config.dp_max_grad_norm),
+                                                         len(site.members))[1]
+    with (args.out / "dp_generator.jsonl").open("a") as sink:
+        for spec in args.variant or ["base:"]:
+            name, _, changes = spec.partition(":")
+            for seed in (int(s) for s in args.seeds.split(",")):
+                gen_config, max_grad_norm = variant(replace(config.generator_config(), seed=seed), config.dp_max_grad_norm,
+                                                    changes)
+                dp = None if budget is None else replace(budget, max_grad_norm=max_grad_norm)
+                generator = ClassConditionalDiffusion(gen_config, site.members.num_classes, site.members.images.shape[1:])
+                started = time.perf_counter()
+                generator.train(site.members.images, site.members.labels, dp=dp)
+                seconds = time.perf_counter() - started
+                report = generator.dp_report
+                row = {
+                    "variant": name, "changes": changes, "data": Path(args.data).name, "site": args.site, "seed": seed,
+                    "members": len(site.members), "holdout": len(site.holdout),
+                    "epsilon_generator": None if dp is None else dp.target_epsilon,
+                    "noise_multiplier": None if report is None else round(report.noise_multiplier, 3),
+                    "steps": gen_config.train_steps if report is None else report.steps,
+                    "epsilon_spent": None if report is None else round(report.epsilon, 3),
+                    "generator_seconds": round(seconds, 1), "judge_holdout_accuracy": round(judge_accuracy, 4),
+                    **score(generator, site, judge, args.per_class, seed, config.student_config()),
+                    "settings": {**gen_config.to_dict(), "max_grad_norm": max_grad_norm},
+                }
+                line = json.dumps(row)
+                print(line, flush=True)
+                sink.write(line + "\n")
+                sink.flush()
+
+
+if __name__ == "__main__":
+    main()
