@@ -16,6 +16,8 @@ errors. One JSON line per variant and seed:
   the judge's own holdout accuracy;
 - the run's noise multiplier, steps, epsilon spent and seconds.
 
+Each generator is scored once per DDIM eta in `--etas` (sampling only: no privacy cost).
+
 A variant is `NAME:key=value,...` over `GeneratorConfig` fields (`train_steps`, `batch_size`, `lr`,
 `noise_multiplicity`, `block_channels=32/64/64`, ...) and `max_grad_norm`; `--epsilon 0` trains
 without DP. The profile's generator settings are the base.
@@ -88,11 +90,11 @@ def judge_for(site, out: Path, name: str, protocol: TrainConfig):  # type: ignor
 
 
 def score(generator: ClassConditionalDiffusion, site, judge, per_class: int, seed: int,  # type: ignore[no-untyped-def]
-          student_protocol: TrainConfig) -> dict:
+          student_protocol: TrainConfig, eta: float) -> dict:
     m = site.members
     classes = np.flatnonzero(np.bincount(m.labels, minlength=m.num_classes) > 0)
     asked = np.repeat(classes, per_class)
-    images = generator.sample(asked, seed=seed)
+    images = generator.sample(asked, seed=seed, eta=eta)
     features, logits = embed_and_logits(judge, images)
     agree = logits.argmax(1) == asked
     member_features, _ = embed_and_logits(judge, m.images)
@@ -117,6 +119,7 @@ def main() -> None:
                         help="the site's whole epsilon; the generator gets its split_budget part; 0: no DP [default: 8]")
     parser.add_argument("--per-class", type=int, default=100, help="samples drawn per class [default: 100]")
     parser.add_argument("--seeds", default="0", help="comma-separated generator seeds [default: 0]")
+    parser.add_argument("--etas", default="0", help="comma-separated DDIM eta to sample each generator at [default: 0]")
     parser.add_argument("--variant", action="append", default=None, help="NAME:key=value,... (repeatable) [default: base:]")
     parser.add_argument("--out", type=Path, default=Path("dp-generator"))
     args = parser.parse_args()
@@ -142,21 +145,22 @@ def main() -> None:
                 generator.train(site.members.images, site.members.labels, dp=dp)
                 seconds = time.perf_counter() - started
                 report = generator.dp_report
-                row = {
-                    "variant": name, "changes": changes, "data": Path(args.data).name, "site": args.site, "seed": seed,
-                    "members": len(site.members), "holdout": len(site.holdout),
-                    "epsilon_generator": None if dp is None else dp.target_epsilon,
-                    "noise_multiplier": None if report is None else round(report.noise_multiplier, 3),
-                    "steps": gen_config.train_steps if report is None else report.steps,
-                    "epsilon_spent": None if report is None else round(report.epsilon, 3),
-                    "generator_seconds": round(seconds, 1), "judge_holdout_accuracy": round(judge_accuracy, 4),
-                    **score(generator, site, judge, args.per_class, seed, config.student_config()),
-                    "settings": {**gen_config.to_dict(), "max_grad_norm": max_grad_norm},
-                }
-                line = json.dumps(row)
-                print(line, flush=True)
-                sink.write(line + "\n")
-                sink.flush()
+                for eta in (float(e) for e in args.etas.split(",")):
+                    row = {
+                        "variant": name, "eta": eta, "changes": changes, "data": Path(args.data).name, "site": args.site,
+                        "seed": seed, "members": len(site.members), "holdout": len(site.holdout),
+                        "epsilon_generator": None if dp is None else dp.target_epsilon,
+                        "noise_multiplier": None if report is None else round(report.noise_multiplier, 3),
+                        "steps": gen_config.train_steps if report is None else report.steps,
+                        "epsilon_spent": None if report is None else round(report.epsilon, 3),
+                        "generator_seconds": round(seconds, 1), "judge_holdout_accuracy": round(judge_accuracy, 4),
+                        **score(generator, site, judge, args.per_class, seed, config.student_config(), eta),
+                        "settings": {**gen_config.to_dict(), "max_grad_norm": max_grad_norm},
+                    }
+                    line = json.dumps(row)
+                    print(line, flush=True)
+                    sink.write(line + "\n")
+                    sink.flush()
 
 
 if __name__ == "__main__":

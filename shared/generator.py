@@ -49,7 +49,9 @@ class GeneratorConfig:
     `ema_decay` the EMA of the sampling weights; `label_dropout` the share of steps trained
     unconditionally, for classifier-free guidance at `guidance_scale` (1: none; Ho & Salimans 2022);
     `hflip` random horizontal flips; `num_train_timesteps` the DDPM schedule's length and
-    `sample_steps` the DDIM steps at sampling; `seed` fixes the initial weights and batches.
+    `sample_steps` the DDIM steps at sampling, with DDIM's `sample_eta` (0: deterministic DDIM; 1:
+    as much fresh noise per step as DDPM's ancestral sampler; Song et al. 2021); `seed` fixes the
+    initial weights and batches.
     """
 
     resolution: int = 16
@@ -65,16 +67,19 @@ class GeneratorConfig:
     hflip: bool = False
     num_train_timesteps: int = 1000
     sample_steps: int = 25
+    sample_eta: float = 0.0
     guidance_scale: float = 1.0
     seed: int = 0
 
     def to_dict(self) -> dict:
-        """The settings as JSON values; `noise_multiplicity` only when it is not 1, so that sites of
-        versions without it still read the plans (and generators) that do not use it."""
+        """The settings as JSON values; the `LATER_SETTINGS` only where they differ from their
+        defaults, so that sites of versions without them still read plans (and generators) that do
+        not use them."""
         data = asdict(self)
         data["block_channels"] = list(self.block_channels)
-        if self.noise_multiplicity == 1:
-            del data["noise_multiplicity"]
+        for name, default in LATER_SETTINGS.items():
+            if data[name] == default:
+                del data[name]
         return data
 
     @classmethod
@@ -82,6 +87,10 @@ class GeneratorConfig:
         data = dict(data)
         data["block_channels"] = tuple(int(c) for c in data["block_channels"])
         return cls(**data)
+
+
+#: Settings added after the first plan format, with the defaults that mean "not used".
+LATER_SETTINGS: dict[str, object] = {"noise_multiplicity": 1, "sample_eta": 0.0}
 
 
 def effective_resolution(requested: int, height: int, width: int, levels: int) -> int:
@@ -306,14 +315,19 @@ class ClassConditionalDiffusion:
     @torch.no_grad()
     def sample(
         self, labels: np.ndarray, seed: int, batch_size: int = 256, guidance_scale: float | None = None,
-        device: Device = None,
+        device: Device = None, eta: float | None = None,
     ) -> np.ndarray:
         """Fresh images for the given classes: uint8 (N, H, W, C) at the data's own size.
 
-        DDIM on `device` (None: the CPU); the starting noise comes from a CPU generator seeded with
-        `seed`, so the same seed draws the same images on the CPU.
+        DDIM on `device` (None: the CPU) with η `eta` (None: the config's `sample_eta`) and
+        classifier-free guidance at `guidance_scale` (None: the config's). The starting noise, and
+        with η > 0 each step's fresh noise, come from a CPU generator seeded with `seed`, so the
+        same seed draws the same images on the CPU. Raises ValueError for η outside [0, 1].
         """
         scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
+        eta = self.config.sample_eta if eta is None else eta
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {eta!r}")
         where = torch.device("cpu") if device is None else torch.device(device)
         unet = self._sampling_unet().to(where)
         sampler = DDIMScheduler.from_config(self.noise_scheduler.config, timestep_spacing="trailing")
@@ -332,7 +346,7 @@ class ClassConditionalDiffusion:
                     both = unet(torch.cat([x, x]), t, class_labels=torch.cat([y, torch.full_like(y, self.null_class)])).sample
                     cond, uncond = both.chunk(2)
                     pred = uncond + scale * (cond - uncond)
-                x = sampler.step(pred, t, x).prev_sample
+                x = sampler.step(pred, t, x, eta=eta, generator=gen if eta > 0 else None).prev_sample
             x = resize(x.clamp(-1, 1), (height, width)).clamp(-1, 1)
             pixels = ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             out.append(pixels)

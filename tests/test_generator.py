@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from fedkr.shared.generator import ClassConditionalDiffusion, GeneratorConfig, effective_resolution
 
@@ -29,3 +30,13 @@ def test_train_sample_save_load(tmp_path):
     loaded = ClassConditionalDiffusion.load(tmp_path / "g")
     assert (loaded.sample(np.array([1, 2]), seed=5) == gen.sample(np.array([1, 2]), seed=5)).all()
     assert loaded.summary()["generator_steps"] == 20
+
+    # stochastic DDIM: fresh noise at every step, drawn from the same seeded generator
+    stochastic = gen.sample(np.array([0, 1, 2, 3]), seed=1, eta=1.0)
+    assert (stochastic != a).any(), "eta > 0 adds noise along the way"
+    assert (stochastic == gen.sample(np.array([0, 1, 2, 3]), seed=1, eta=1.0)).all(), "and repeats with the seed"
+    with pytest.raises(ValueError, match="eta"):
+        gen.sample(np.array([0]), seed=1, eta=1.5)
+    assert "sample_eta" not in gen.config.to_dict(), "plans that do not use it read as before"
+    eta_config = GeneratorConfig.from_dict({**gen.config.to_dict(), "sample_eta": 0.5})
+    assert eta_config.sample_eta == 0.5 and GeneratorConfig.from_dict(eta_config.to_dict()) == eta_config
