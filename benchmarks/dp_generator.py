@@ -37,6 +37,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors.torch import load_file, save_file
 
 from fedkr.bench import load_bench_sites
@@ -51,36 +52,52 @@ from fedkr.shared.classifier import (
     train_classifier,
 )
 from fedkr.shared.config import PROFILES
+from fedkr.shared.device import DeviceError, resolve_device
 from fedkr.shared.dp import DPConfig
 from fedkr.shared.generator import ClassConditionalDiffusion, GeneratorConfig
 from fedkr.shared.synthesis_quality import precision_recall
 
-_GENERATOR_FIELDS = {f.name: f.type for f in fields(GeneratorConfig)}
+_GENERATOR_FIELDS = {f.name for f in fields(GeneratorConfig)}
+#: Settings the screen's own options set: a variant may not.
+_SET_BY_OPTIONS = {"seed": "--seeds", "sample_eta": "--etas"}
+
+
+def _value(base: GeneratorConfig, key: str, text: str) -> object:
+    if key == "block_channels":
+        return tuple(int(c) for c in text.split("/"))
+    kind = type(getattr(base, key))
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{key} takes true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    return kind(text)
 
 
 def variant(base: GeneratorConfig, max_grad_norm: float, changes: str) -> tuple[GeneratorConfig, float]:
-    """`base` and `max_grad_norm` with `changes` ("key=value,...") applied. Raises SystemExit for an unknown key."""
+    """`base` and `max_grad_norm` with `changes` ("key=value,...") applied. Raises SystemExit with a
+    one-line reason for an unknown key, a key the screen's options set, or a value out of range."""
     updates: dict[str, object] = {}
-    for pair in filter(None, changes.split(",")):
-        key, _, value = (s.strip() for s in pair.partition("="))
-        if key == "max_grad_norm":
-            max_grad_norm = float(value)
-        elif key == "block_channels":
-            updates[key] = tuple(int(c) for c in value.split("/"))
-        elif key in _GENERATOR_FIELDS:
-            kind = type(getattr(base, key))
-            updates[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
-        else:
-            raise SystemExit(f"unknown setting {key!r}: use a GeneratorConfig field or max_grad_norm")
-    return replace(base, **updates), max_grad_norm
+    try:
+        for pair in filter(None, changes.split(",")):
+            key, _, value = (s.strip() for s in pair.partition("="))
+            if key in _SET_BY_OPTIONS:
+                raise ValueError(f"{key} is set by {_SET_BY_OPTIONS[key]}, not by a variant")
+            if key == "max_grad_norm":
+                max_grad_norm = float(value)
+            elif key in _GENERATOR_FIELDS:
+                updates[key] = _value(base, key, value)
+            else:
+                raise ValueError(f"unknown setting {key!r}: use a GeneratorConfig field or max_grad_norm")
+        return replace(base, **updates), max_grad_norm
+    except ValueError as error:
+        raise SystemExit(f"variant {changes!r}: {error}") from None
 
 
-def judge_for(site, out: Path, name: str, protocol: TrainConfig):  # type: ignore[no-untyped-def]
-    """The site's non-private judge teacher, trained once and kept as OUT/NAME.safetensors."""
+def judge_for(site, path: Path, protocol: TrainConfig):  # type: ignore[no-untyped-def]
+    """The site's non-private judge teacher, trained once and kept at `path` (safetensors)."""
     m = site.members
     h, w, c = m.images.shape[1:]
     judge = build_classifier(ClassifierConfig(c, h, w, m.num_classes), protocol.seed)
-    path = out / f"{name}.safetensors"
     if path.exists():
         judge.load_state_dict(load_file(path))
     else:
@@ -90,18 +107,18 @@ def judge_for(site, out: Path, name: str, protocol: TrainConfig):  # type: ignor
 
 
 def score(generator: ClassConditionalDiffusion, site, judge, per_class: int, seed: int,  # type: ignore[no-untyped-def]
-          student_protocol: TrainConfig, eta: float) -> dict:
+          student_protocol: TrainConfig, eta: float, device: torch.device) -> dict:
     m = site.members
     classes = np.flatnonzero(np.bincount(m.labels, minlength=m.num_classes) > 0)
     asked = np.repeat(classes, per_class)
-    images = generator.sample(asked, seed=seed, eta=eta)
+    images = generator.sample(asked, seed=seed, eta=eta, device=device)
     features, logits = embed_and_logits(judge, images)
     agree = logits.argmax(1) == asked
     member_features, _ = embed_and_logits(judge, m.images)
     pr = precision_recall(member_features, features)
     h, w, c = images.shape[1:]
     student = build_classifier(ClassifierConfig(c, h, w, m.num_classes), seed)
-    train_classifier(student, images, one_hot(asked, m.num_classes), student_protocol)
+    train_classifier(student, images, one_hot(asked, m.num_classes), student_protocol, device=device)
     return {
         "judge_agreement": round(float(agree.mean()), 4),
         "judge_agreement_min_class": round(float(min(agree[asked == k].mean() for k in classes)), 4),
@@ -121,31 +138,46 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated generator seeds [default: 0]")
     parser.add_argument("--etas", default="0", help="comma-separated DDIM eta to sample each generator at [default: 0]")
     parser.add_argument("--variant", action="append", default=None, help="NAME:key=value,... (repeatable) [default: base:]")
+    parser.add_argument("--device", default="cpu", help="where to train and sample (cpu, cuda, auto) [default: cpu]")
     parser.add_argument("--out", type=Path, default=Path("dp-generator"))
     args = parser.parse_args()
+    try:
+        device = resolve_device(args.device)
+    except DeviceError as error:
+        raise SystemExit(str(error)) from None
     config = replace(PROFILES[args.profile].run_config(run_id="dp-generator"), data=args.data)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    etas = [float(e) for e in args.etas.split(",")]
+    if not all(0.0 <= e <= 1.0 for e in etas):
+        raise SystemExit(f"--etas must lie in [0, 1], got {args.etas}")
+    specs = args.variant or ["base:"]
+    if any(":" not in spec for spec in specs):
+        raise SystemExit("each --variant is NAME:key=value,... (NAME: alone for the profile's settings)")
+    variants = [(name, changes, variant(config.generator_config(), config.dp_max_grad_norm, changes))
+                for name, _, changes in (spec.partition(":") for spec in specs)]
     sites, _ = load_bench_sites(config)
     if not 0 <= args.site < len(sites):
         raise SystemExit(f"--site must be in [0, {len(sites)}), got {args.site}")
     site = sites[args.site]
     args.out.mkdir(parents=True, exist_ok=True)
-    judge = judge_for(site, args.out, f"judge-{Path(args.data).stem}-site{args.site}-s{config.seed}", config.teacher_config())
+    judge = judge_for(site, args.out / f"judge-{Path(args.data).stem}-{args.profile}-site{args.site}-s{config.seed}.safetensors",
+                      config.teacher_config())
     judge_accuracy = accuracy(judge, site.holdout.images, site.holdout.labels)
-    budget = None if args.epsilon == 0 else split_budget(DPConfig(args.epsilon, None, config.dp_max_grad_norm),
-                                                         len(site.members))[1]
+    budget = None  # the generator's part of the site's budget, split as a site splits it (the profile's dp-models)
+    if args.epsilon != 0:
+        site_budget = config.dp_config() or DPConfig(args.epsilon, None, config.dp_max_grad_norm)
+        budget = split_budget(replace(site_budget, target_epsilon=args.epsilon), len(site.members))[1]
     with (args.out / "dp_generator.jsonl").open("a") as sink:
-        for spec in args.variant or ["base:"]:
-            name, _, changes = spec.partition(":")
-            for seed in (int(s) for s in args.seeds.split(",")):
-                gen_config, max_grad_norm = variant(replace(config.generator_config(), seed=seed), config.dp_max_grad_norm,
-                                                    changes)
+        for name, changes, (gen_config, max_grad_norm) in variants:
+            for seed in seeds:
+                gen_config = replace(gen_config, seed=seed)
                 dp = None if budget is None else replace(budget, max_grad_norm=max_grad_norm)
                 generator = ClassConditionalDiffusion(gen_config, site.members.num_classes, site.members.images.shape[1:])
                 started = time.perf_counter()
-                generator.train(site.members.images, site.members.labels, dp=dp)
+                generator.train(site.members.images, site.members.labels, dp=dp, device=device)
                 seconds = time.perf_counter() - started
                 report = generator.dp_report
-                for eta in (float(e) for e in args.etas.split(",")):
+                for eta in etas:
                     row = {
                         "variant": name, "eta": eta, "changes": changes, "data": Path(args.data).name, "site": args.site,
                         "seed": seed, "members": len(site.members), "holdout": len(site.holdout),
@@ -154,7 +186,7 @@ def main() -> None:
                         "steps": gen_config.train_steps if report is None else report.steps,
                         "epsilon_spent": None if report is None else round(report.epsilon, 3),
                         "generator_seconds": round(seconds, 1), "judge_holdout_accuracy": round(judge_accuracy, 4),
-                        **score(generator, site, judge, args.per_class, seed, config.student_config(), eta),
+                        **score(generator, site, judge, args.per_class, seed, config.student_config(), eta, device),
                         "settings": {**gen_config.to_dict(), "max_grad_norm": max_grad_norm},
                     }
                     line = json.dumps(row)

@@ -86,9 +86,12 @@ class SiteCaps:
     # -- the checks ---------------------------------------------------------------------------------
     def check_plan(self, plan: FitPlan, member_class_counts: tuple[int, ...] | list[int]) -> None:
         """Raise `OverCap` if the fit plan, or what it says the run will ask later, is over a cap."""
-        if self.max_generator_steps and plan.generator.train_steps > self.max_generator_steps:
-            raise _over("max-generator-steps", f"the plan asks {plan.generator.train_steps} generator steps",
-                        self.max_generator_steps)
+        generator = plan.generator
+        steps = generator.train_steps * generator.noise_multiplicity  # a step of K noise draws costs K steps
+        if self.max_generator_steps and steps > self.max_generator_steps:
+            asked = f"{generator.train_steps} generator steps" + (
+                f" x {generator.noise_multiplicity} noise draws" if generator.noise_multiplicity > 1 else "")
+            raise _over("max-generator-steps", f"the plan asks {asked}", self.max_generator_steps)
         if plan.samples_per_class:
             self.check_shard(plan.shard_images(member_class_counts))
         if plan.reference_models:

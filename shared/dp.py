@@ -252,8 +252,8 @@ class PrivateTraining:
         clips to `max_grad_norm` and noises as usual. Each example still moves the sum by at most
         the clipping bound, so the accounting (Poisson rate over examples, steps, noise) is
         unchanged: the extra rows cost compute, not privacy. Call after `backward()` and before
-        `optimizer.step()`; `copies` 1 does nothing. Raises ValueError for `copies` < 1 or a batch
-        whose rows are not a multiple of it.
+        `optimizer.step()`; `copies` 1 does nothing. Raises ValueError for `copies` < 1, a batch
+        whose rows are not a multiple of it, or gradients a step has already used.
         """
         if copies < 1:
             raise ValueError(f"copies must be >= 1, got {copies}")
@@ -263,6 +263,8 @@ class PrivateTraining:
             rows = p.grad_sample
             if rows is None:
                 continue
+            if hasattr(rows, "_processed"):  # opacus' mark of gradients already used in a step
+                raise ValueError("these per-sample gradients were already clipped into a step; average before the step")
             if isinstance(rows, list) or rows.shape[0] % copies:
                 raise ValueError(f"per-sample gradients of one batch in multiples of {copies} rows expected, got "
                                  f"{[r.shape[0] for r in rows] if isinstance(rows, list) else rows.shape[0]}")

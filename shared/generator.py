@@ -45,13 +45,15 @@ class GeneratorConfig:
     `noise_multiplicity` K draws of diffusion noise and timestep per image and step (DPDM, Dockhorn
     et al. 2023, arXiv 2210.09929): the image's loss is the mean over its K draws, so under DP its
     one clipped gradient carries less of the diffusion loss's own variance at no privacy cost; each
-    step computes K times the rows (K x the time); 1 is plain DDPM training.
+    step computes K times the rows (K x the time and the per-sample-gradient memory), each row with
+    its own noise, timestep, flip and label dropout; 1 is plain DDPM training.
     `ema_decay` the EMA of the sampling weights; `label_dropout` the share of steps trained
     unconditionally, for classifier-free guidance at `guidance_scale` (1: none; Ho & Salimans 2022);
     `hflip` random horizontal flips; `num_train_timesteps` the DDPM schedule's length and
     `sample_steps` the DDIM steps at sampling, with DDIM's `sample_eta` (0: deterministic DDIM; 1:
     as much fresh noise per step as DDPM's ancestral sampler; Song et al. 2021); `seed` fixes the
-    initial weights and batches.
+    initial weights and batches. Raises ValueError for `noise_multiplicity` not an integer >= 1 or
+    `sample_eta` outside [0, 1].
     """
 
     resolution: int = 16
@@ -71,6 +73,14 @@ class GeneratorConfig:
     guidance_scale: float = 1.0
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if isinstance(self.noise_multiplicity, bool) or not isinstance(self.noise_multiplicity, int) \
+                or self.noise_multiplicity < 1:
+            raise ValueError(f"noise_multiplicity must be an integer >= 1, got {self.noise_multiplicity!r}")
+        if isinstance(self.sample_eta, bool) or not isinstance(self.sample_eta, (int, float)) \
+                or not 0.0 <= self.sample_eta <= 1.0:
+            raise ValueError(f"sample_eta must be a number in [0, 1], got {self.sample_eta!r}")
+
     def to_dict(self) -> dict:
         """The settings as JSON values; the `LATER_SETTINGS` only where they differ from their
         defaults, so that sites of versions without them still read plans (and generators) that do
@@ -87,6 +97,19 @@ class GeneratorConfig:
         data = dict(data)
         data["block_channels"] = tuple(int(c) for c in data["block_channels"])
         return cls(**data)
+
+
+class _DDIMScheduler(DDIMScheduler):
+    """diffusers' DDIM with each step's variance kept a relative 1e-6 below its exact value.
+
+    At η = 1 a DDIM step takes the square root of 1 - ᾱ_prev - σ_t², which is zero in exact
+    arithmetic wherever ᾱ_t / ᾱ_prev rounds to 0 (the first step of a short schedule on the capped
+    cosine, ᾱ_999 about 2e-9). float32 rounding can make it -1 ulp, and the whole batch NaN
+    (measured: 5 DDIM steps at η 1). The margin keeps it non-negative; at η 0 nothing changes.
+    """
+
+    def _get_variance(self, timestep: int, prev_timestep: int) -> torch.Tensor:
+        return super()._get_variance(timestep, prev_timestep) * (1 - 1e-6)
 
 
 #: Settings added after the first plan format, with the defaults that mean "not used".
@@ -227,8 +250,6 @@ class ClassConditionalDiffusion:
         num_examples = int(images.shape[0])
         if num_examples == 0:
             raise ValueError("cannot train a generator on zero images")
-        if cfg.noise_multiplicity < 1:
-            raise ValueError(f"noise_multiplicity must be >= 1, got {cfg.noise_multiplicity}")
         if dp is not None and self.trained_steps > 0:
             raise ValueError(
                 f"this generator has already been trained for {self.trained_steps} steps; DP accounting here covers "
@@ -299,7 +320,8 @@ class ClassConditionalDiffusion:
                 ema.step(params)
                 if on_progress is not None and ((step + 1) % report_every == 0 or step + 1 == cfg.train_steps):
                     on_progress(step + 1, cfg.train_steps, last)
-            report = private.report("adamw", cfg.lr) if private is not None else None
+            algorithm = type(optimizer.original_optimizer).__name__.lower() if private is not None else None  # "adamw"
+            report = private.report(algorithm, cfg.lr) if private is not None else None
         self.ema.update(zip(names, (p.detach().cpu() for p in ema.shadow_params)))
         self.unet.eval()
         self.trained_steps += report.steps if report is not None else cfg.train_steps
@@ -322,7 +344,9 @@ class ClassConditionalDiffusion:
         DDIM on `device` (None: the CPU) with η `eta` (None: the config's `sample_eta`) and
         classifier-free guidance at `guidance_scale` (None: the config's). The starting noise, and
         with η > 0 each step's fresh noise, come from a CPU generator seeded with `seed`, so the
-        same seed draws the same images on the CPU. Raises ValueError for η outside [0, 1].
+        same seed draws the same images on the CPU; with η > 0 the images also depend on
+        `batch_size` (each chunk draws its step noise in turn). Raises ValueError for η outside
+        [0, 1] and FloatingPointError if sampling produced non-finite values.
         """
         scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
         eta = self.config.sample_eta if eta is None else eta
@@ -330,7 +354,7 @@ class ClassConditionalDiffusion:
             raise ValueError(f"eta must be in [0, 1], got {eta!r}")
         where = torch.device("cpu") if device is None else torch.device(device)
         unet = self._sampling_unet().to(where)
-        sampler = DDIMScheduler.from_config(self.noise_scheduler.config, timestep_spacing="trailing")
+        sampler = _DDIMScheduler.from_config(self.noise_scheduler.config, timestep_spacing="trailing")
         sampler.set_timesteps(self.config.sample_steps)
         gen = torch.Generator().manual_seed(int(seed))
         height, width, channels = self.image_shape
@@ -347,6 +371,8 @@ class ClassConditionalDiffusion:
                     cond, uncond = both.chunk(2)
                     pred = uncond + scale * (cond - uncond)
                 x = sampler.step(pred, t, x, eta=eta, generator=gen if eta > 0 else None).prev_sample
+            if not torch.isfinite(x).all():  # clamp and uint8 would turn NaN into plausible-looking black images
+                raise FloatingPointError("the sampler produced non-finite values; no images were returned")
             x = resize(x.clamp(-1, 1), (height, width)).clamp(-1, 1)
             pixels = ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             out.append(pixels)

@@ -397,7 +397,7 @@ def test_a_generator_only_dp_site_is_shown_with_what_its_epsilon_does_not_cover(
         "parts": {"generator": {"epsilon": 3.99, "delta": 4e-4, "noise_multiplier": 3.5, "steps": 200}}}
     html = render_audit_html(doc)
     assert "Covers: the generator only: the teacher trained without DP" in html
-    assert "<td><span class=\"na\">n/a</span></td></tr>" in html, "a part recorded without its optimizer says so"
+    assert "<td>200</td><td><span class=\"na\">n/a</span></td></tr>" in html, "a part recorded without its optimizer says so"
     doc["sites"]["site-0"]["dp"]["parts"]["generator"].update(optimizer="adamw", learning_rate=0.002)
     assert "<td>adamw (0.002)</td>" in render_audit_html(doc)
     assert "<td>teacher</td>" not in html.split("site-0", 2)[-1].split("site-1")[0]

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from fedkr.client.caps import SiteCaps
+from fedkr.client.caps import OverCap, SiteCaps
 from fedkr.client.site import Site
 from fedkr.client.site_data import SiteDataSpec, load_site_data
 from fedkr.inprocess import InProcessLink
@@ -90,6 +90,16 @@ def test_plan_over_generator_steps_cap_is_refused_before_training_and_the_coordi
     assert "site-0 refused the fit plan: over its cap max-generator-steps" in caplog.text
     assert not (capped.state_dir / "runs" / "caps" / "teacher.safetensors").exists(), "the capped site trained nothing"
     assert ledger_kinds(capped) == ["refusal"], "the refusal left through the gate and is in the site's ledger"
+
+
+def test_a_step_of_k_noise_draws_counts_k_times_against_the_generator_steps_cap():
+    caps = SiteCaps(max_generator_steps=1000)
+    caps.check_plan(FitPlan("r1", TrainConfig(), GeneratorConfig(train_steps=300, noise_multiplicity=3)), [10] * 10)
+    with pytest.raises(OverCap) as caught:
+        caps.check_plan(FitPlan("r1", TrainConfig(), GeneratorConfig(train_steps=300, noise_multiplicity=4)), [10] * 10)
+    assert caught.value.cap == "max-generator-steps"
+    assert str(caught.value) == ("the plan asks 300 generator steps x 4 noise draws, more than this site accepts "
+                                 "(max-generator-steps = 1000)")
 
 
 @pytest.mark.parametrize("caps, plan_settings, cap", [

@@ -245,36 +245,44 @@ def test_private_generator_reports_and_survives_reload(digits, tmp_path):
 
 def test_noise_multiplicity_averages_each_images_rows_before_clipping_at_no_privacy_cost(digits, monkeypatch):
     # DPDM's noise multiplicity: K rows per image, one clipped gradient per image, the same accounting
-    images, labels = digits.train.images[:64], digits.train.labels[:64]
-    seen = []
-    real = dp_module.PrivateTraining.average_over_copies
+    from opacus.optimizers import DPOptimizer
 
-    def spy(self, copies):
+    images, labels = digits.train.images[:64], digits.train.labels[:64]
+    rows, averaged, clipped = [], [], []
+    batch_loss = ClassConditionalDiffusion._batch_loss
+    monkeypatch.setattr(ClassConditionalDiffusion, "_batch_loss",
+                        lambda self, x0, y, gen: rows.append(x0.clone()) or batch_loss(self, x0, y, gen))
+    average = dp_module.PrivateTraining.average_over_copies
+
+    def spy_average(self, copies):
         first = self.optimizer.params[0]
         before = first.grad_sample.detach().clone()
-        real(self, copies)
-        seen.append((copies, before, first.grad_sample))
+        average(self, copies)
+        averaged.append((before, first.grad_sample))
 
-    monkeypatch.setattr(dp_module.PrivateTraining, "average_over_copies", spy)
+    monkeypatch.setattr(dp_module.PrivateTraining, "average_over_copies", spy_average)
+    clip = DPOptimizer.clip_and_accumulate
+    monkeypatch.setattr(DPOptimizer, "clip_and_accumulate",
+                        lambda self: clipped.append(len(self.grad_samples[0])) or clip(self))
     reports = {}
     for copies in (1, 3):
+        for seen in (rows, averaged, clipped):
+            seen.clear()
         config = GeneratorConfig(resolution=8, block_channels=(8, 16), train_steps=3, batch_size=16, noise_multiplicity=copies)
         gen = ClassConditionalDiffusion(config, 10, images.shape[1:])
         gen.train(images, labels, dp=DPConfig(4.0))
         reports[copies] = gen.dp_report
     assert (reports[3].noise_multiplier, reports[3].epsilon, reports[3].steps) == \
         (reports[1].noise_multiplier, reports[1].epsilon, reports[1].steps), "the extra rows cost no privacy"
-    tripled = [(before, after) for copies, before, after in seen if copies == 3 and after.shape[0] > 0]
-    assert tripled, "the private steps averaged their copies"
-    for before, after in tripled:
-        assert before.shape[0] == 3 * after.shape[0], "opacus clips one gradient per image, not per row"
-        assert torch.allclose(after, before.reshape(after.shape[0], 3, *after.shape[1:]).mean(1), atol=1e-6)
+    assert rows and len(rows) == len(averaged), "every private step averaged its copies"
+    for x0, (before, after) in zip(rows, averaged):
+        images_per_step = x0.shape[0] // 3
+        grouped = x0.reshape(images_per_step, 3, *x0.shape[1:])
+        assert (grouped == grouped[:, :1]).all(), "an image's K rows are consecutive"
+        assert before.shape[0] == x0.shape[0] and after.shape[0] == images_per_step
+        assert torch.allclose(after, before.reshape(images_per_step, 3, *before.shape[1:]).mean(1), atol=1e-6)
         assert not torch.allclose(before[0], before[1]), "each copy has its own noise and timestep"
-    with pytest.raises(ValueError, match="noise_multiplicity"):
-        ClassConditionalDiffusion(GeneratorConfig(resolution=8, block_channels=(8, 16), noise_multiplicity=0), 10,
-                                  images.shape[1:]).train(images, labels)
-    assert "noise_multiplicity" not in GeneratorConfig().to_dict(), "plans that do not use it read as before"
-    assert GeneratorConfig.from_dict(GeneratorConfig(noise_multiplicity=4).to_dict()).noise_multiplicity == 4
+    assert clipped == [x0.shape[0] // 3 for x0 in rows], "opacus clips one gradient per image, after the average"
 
 
 @pytest.mark.parametrize(

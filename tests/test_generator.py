@@ -37,6 +37,18 @@ def test_train_sample_save_load(tmp_path):
     assert (stochastic == gen.sample(np.array([0, 1, 2, 3]), seed=1, eta=1.0)).all(), "and repeats with the seed"
     with pytest.raises(ValueError, match="eta"):
         gen.sample(np.array([0]), seed=1, eta=1.5)
+    # at 5 DDIM steps on the capped cosine schedule, diffusers' eta-1 step alone takes the root of -1 ulp (NaN)
+    assert gen.config.sample_steps == 5 and gen.sample(np.arange(4).repeat(8), seed=1, eta=1.0).shape[0] == 32
     assert "sample_eta" not in gen.config.to_dict(), "plans that do not use it read as before"
     eta_config = GeneratorConfig.from_dict({**gen.config.to_dict(), "sample_eta": 0.5})
     assert eta_config.sample_eta == 0.5 and GeneratorConfig.from_dict(eta_config.to_dict()) == eta_config
+
+
+@pytest.mark.parametrize("setting", [{"noise_multiplicity": 0}, {"noise_multiplicity": 2.0}, {"noise_multiplicity": True},
+                                     {"sample_eta": -0.1}, {"sample_eta": 1.5}, {"sample_eta": float("nan")},
+                                     {"sample_eta": "1"}])
+def test_settings_out_of_range_are_refused_when_the_config_is_made(setting):
+    with pytest.raises(ValueError, match=next(iter(setting))):
+        GeneratorConfig(**setting)
+    with pytest.raises(ValueError, match=next(iter(setting))):
+        GeneratorConfig.from_dict({**GeneratorConfig().to_dict(), **setting})
