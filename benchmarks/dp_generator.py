@@ -18,6 +18,10 @@ errors. One JSON line per variant and seed:
 
 Each generator is scored once per DDIM eta in `--etas` (sampling only: no privacy cost).
 
+`--saved DIR` scores generators a run saved (a site's `runs/RUN/generator`) instead of training,
+and `--judge RUN_DIR` takes a site's saved teacher as the judge (a run without DP on the same
+split: the same members).
+
 A variant is `NAME:key=value,...` over `GeneratorConfig` fields (`train_steps`, `batch_size`, `lr`,
 `noise_multiplicity`, `block_channels=32/64/64`, ...) and `max_grad_norm`; `--epsilon 0` trains
 without DP. The profile's generator settings are the base.
@@ -41,7 +45,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fedkr.bench import load_bench_sites
-from fedkr.client.site import split_budget
+from fedkr.client.site import load_teacher, split_budget
 from fedkr.shared.classifier import (
     ClassifierConfig,
     TrainConfig,
@@ -139,6 +143,10 @@ def main() -> None:
     parser.add_argument("--etas", default="0", help="comma-separated DDIM eta to sample each generator at [default: 0]")
     parser.add_argument("--variant", action="append", default=None, help="NAME:key=value,... (repeatable) [default: base:]")
     parser.add_argument("--device", default="cpu", help="where to train and sample (cpu, cuda, auto) [default: cpu]")
+    parser.add_argument("--saved", type=Path, action="append", default=None,
+                        help="score this saved generator folder (a site's runs/RUN/generator) instead of training; repeatable")
+    parser.add_argument("--judge", type=Path, default=None,
+                        help="a site's run folder whose teacher.safetensors judges (default: a judge trained here)")
     parser.add_argument("--out", type=Path, default=Path("dp-generator"))
     args = parser.parse_args()
     try:
@@ -160,39 +168,58 @@ def main() -> None:
         raise SystemExit(f"--site must be in [0, {len(sites)}), got {args.site}")
     site = sites[args.site]
     args.out.mkdir(parents=True, exist_ok=True)
-    judge = judge_for(site, args.out / f"judge-{Path(args.data).stem}-{args.profile}-site{args.site}-s{config.seed}.safetensors",
-                      config.teacher_config())
-    judge_accuracy = accuracy(judge, site.holdout.images, site.holdout.labels)
+    if args.judge is not None:
+        judge = load_teacher(args.judge)
+    else:
+        judge = judge_for(site, args.out / f"judge-{Path(args.data).stem}-{args.profile}-site{args.site}-s{config.seed}.safetensors",
+                          config.teacher_config())
+    common = {"data": Path(args.data).name, "site": args.site, "members": len(site.members), "holdout": len(site.holdout),
+              "judge_holdout_accuracy": round(accuracy(judge, site.holdout.images, site.holdout.labels), 4)}
+    with (args.out / "dp_generator.jsonl").open("a") as sink:
+        for row, generator in generators(args, config, site, variants, seeds, device):
+            settings = {**generator.config.to_dict(), **row.pop("settings", {})}
+            for eta in etas:
+                line = json.dumps({**row, "eta": eta, **common,
+                                   **score(generator, site, judge, args.per_class, generator.config.seed,
+                                           config.student_config(), eta, device),
+                                   "settings": settings})
+                print(line, flush=True)
+                sink.write(line + "\n")
+                sink.flush()
+
+
+def generators(args, config, site, variants, seeds, device):  # type: ignore[no-untyped-def]
+    """(row figures, generator) for every saved generator (`--saved`), or every variant and seed trained here."""
+    for directory in args.saved or []:
+        generator = ClassConditionalDiffusion.load(directory)
+        report = generator.dp_report
+        yield {"variant": f"saved:{directory}", "seed": generator.config.seed,
+               "epsilon_generator": None, **_spent(report, generator.trained_steps),
+               "generator_seconds": round(generator.train_seconds, 1)}, generator
+    if args.saved:
+        return
     budget = None  # the generator's part of the site's budget, split as a site splits it (the profile's dp-models)
     if args.epsilon != 0:
         site_budget = config.dp_config() or DPConfig(args.epsilon, None, config.dp_max_grad_norm)
         budget = split_budget(replace(site_budget, target_epsilon=args.epsilon), len(site.members))[1]
-    with (args.out / "dp_generator.jsonl").open("a") as sink:
-        for name, changes, (gen_config, max_grad_norm) in variants:
-            for seed in seeds:
-                gen_config = replace(gen_config, seed=seed)
-                dp = None if budget is None else replace(budget, max_grad_norm=max_grad_norm)
-                generator = ClassConditionalDiffusion(gen_config, site.members.num_classes, site.members.images.shape[1:])
-                started = time.perf_counter()
-                generator.train(site.members.images, site.members.labels, dp=dp, device=device)
-                seconds = time.perf_counter() - started
-                report = generator.dp_report
-                for eta in etas:
-                    row = {
-                        "variant": name, "eta": eta, "changes": changes, "data": Path(args.data).name, "site": args.site,
-                        "seed": seed, "members": len(site.members), "holdout": len(site.holdout),
-                        "epsilon_generator": None if dp is None else dp.target_epsilon,
-                        "noise_multiplier": None if report is None else round(report.noise_multiplier, 3),
-                        "steps": gen_config.train_steps if report is None else report.steps,
-                        "epsilon_spent": None if report is None else round(report.epsilon, 3),
-                        "generator_seconds": round(seconds, 1), "judge_holdout_accuracy": round(judge_accuracy, 4),
-                        **score(generator, site, judge, args.per_class, seed, config.student_config(), eta, device),
-                        "settings": {**gen_config.to_dict(), "max_grad_norm": max_grad_norm},
-                    }
-                    line = json.dumps(row)
-                    print(line, flush=True)
-                    sink.write(line + "\n")
-                    sink.flush()
+    for name, changes, (gen_config, max_grad_norm) in variants:
+        for seed in seeds:
+            dp = None if budget is None else replace(budget, max_grad_norm=max_grad_norm)
+            generator = ClassConditionalDiffusion(replace(gen_config, seed=seed), site.members.num_classes,
+                                                  site.members.images.shape[1:])
+            started = time.perf_counter()
+            generator.train(site.members.images, site.members.labels, dp=dp, device=device)
+            yield {"variant": name, "changes": changes, "seed": seed,
+                   "epsilon_generator": None if dp is None else dp.target_epsilon,
+                   **_spent(generator.dp_report, generator.trained_steps),
+                   "generator_seconds": round(time.perf_counter() - started, 1),
+                   "settings": {"max_grad_norm": max_grad_norm}}, generator
+
+
+def _spent(report, steps: int) -> dict:  # type: ignore[no-untyped-def]
+    return {"noise_multiplier": None if report is None else round(report.noise_multiplier, 3),
+            "steps": steps if report is None else report.steps,
+            "epsilon_spent": None if report is None else round(report.epsilon, 3)}
 
 
 if __name__ == "__main__":
