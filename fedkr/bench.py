@@ -215,7 +215,8 @@ class ReusedFit:
 
     #: Settings that shape the sites' data or their models' training: a reused fit must share them.
     MUST_MATCH = ("partition", "seed", "holdout_fraction", "teacher_epochs", "generator_steps",
-                  "generator_resolution", "generator_channels", "generator_batch", "generator_hflip",
+                  "generator_resolution", "generator_channels", "generator_batch", "generator_noise_multiplicity",
+                  "generator_hflip",
                   "dp_epsilon", "dp_models")
 
     def load(self, expected: RunConfig | None = None) -> tuple[Path, str, dict[str, FitReport], float]:
@@ -235,6 +236,8 @@ class ReusedFit:
         return self.run_dir.parent / "sites", str(metrics["run_id"]), reports, float(metrics["stage_seconds"]["fit"])
 
     def _check(self, used: dict, expected: RunConfig) -> None:
+        # a setting added after the run was made is absent from its config: the run had its default
+        used = {key: used.get(key, RunConfig.__dataclass_fields__[key].default) for key in self.MUST_MATCH} | used
         differ = [f"{key}={used.get(key)!r} (bench: {getattr(expected, key)!r})" for key in self.MUST_MATCH
                   if str(used.get(key)) != str(getattr(expected, key))]
         if not _same_data(str(used.get("data")), expected.data):

@@ -118,9 +118,13 @@ class RunConfig:
     generator_resolution: int = 16
     generator_channels: str = "32,64,64"
     generator_batch: int = 64
+    #: Diffusion noise draws per image and step (DPDM's noise multiplicity, `GeneratorConfig.noise_multiplicity`): K x the time.
+    generator_noise_multiplicity: int = 1
     generator_hflip: bool = False
     #: Classifier-free guidance scale the site's generator samples with (1: plain conditional sampling).
     generator_guidance: float = 3.0
+    #: DDIM's eta the sites sample with (0: deterministic DDIM; 1: DDPM-like fresh noise at every step).
+    generator_eta: float = 0.0
     teacher_epochs: int = 30
     student_epochs: int = 20
     classifier_hflip: bool = False
@@ -154,6 +158,8 @@ class RunConfig:
             (RUN_ID_PATTERN.fullmatch(self.run_id) is not None and ".." not in self.run_id,
              "run-id may hold only letters, digits, '.', '_' and '-' (at most 80)"),
             (self.generator_batch >= 1, "generator-batch must be at least 1"),
+            (self.generator_noise_multiplicity >= 1, "generator-noise-multiplicity must be at least 1"),
+            (0.0 <= self.generator_eta <= 1.0, "generator-eta must be in [0, 1]"),
             (self.generator_resolution >= 8, "generator-resolution must be at least 8"),
             (self.image_size >= MIN_IMAGE_SIDE, f"image-size must be at least {MIN_IMAGE_SIDE} pixels"),
             (MIN_GUIDANCE <= self.generator_guidance <= MAX_GUIDANCE,
@@ -201,6 +207,8 @@ class RunConfig:
             block_channels=tuple(int(c) for c in self.generator_channels.split(",")),
             train_steps=self.generator_steps,
             batch_size=self.generator_batch,
+            noise_multiplicity=self.generator_noise_multiplicity,
+            sample_eta=self.generator_eta,
             hflip=self.generator_hflip,
             guidance_scale=self.generator_guidance,
             seed=self.seed,

@@ -1,6 +1,7 @@
 """`fedkr bench`, quick profile on digits: every method's row is complete and fedkr beats naive pooling."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -102,3 +103,9 @@ def test_a_reused_fit_with_other_training_settings_is_refused(tmp_path):
     (run / "metrics.json").write_text(json.dumps({**metrics, "config": {**config, "generator_steps": 9, "data": "x.npz"}}))
     with pytest.raises(DataError, match=r"data='x.npz'.*generator_steps=9 \(bench: 60\)"):
         ReusedFit(run).load(expected)
+    # a run made before a setting existed had its default: it matches a bench at the default, and no other
+    older = {k: v for k, v in config.items() if k != "generator_noise_multiplicity"}
+    (run / "metrics.json").write_text(json.dumps({**metrics, "config": older}))
+    assert ReusedFit(run).load(expected)[1] == "r1"
+    with pytest.raises(DataError, match=r"generator_noise_multiplicity=1 \(bench: 4\)"):
+        ReusedFit(run).load(replace(expected, generator_noise_multiplicity=4))
