@@ -2,7 +2,7 @@
 
 For one bench site (the seeded split a simulation makes), each variant trains the site's
 generator under DP-SGD at the generator's part of the site's epsilon (`split_budget`: half of
-`--epsilon`, at the site's delta), draws `--per-class` fresh images of every class the site
+`--epsilon`, or all of it under a profile whose `dp-models` is "generator"; the site's delta), draws `--per-class` fresh images of every class the site
 holds, and scores them with a *judge*: a teacher trained on the same members without DP, once per
 site (cached under OUT), so that the figures describe the generator and not a private teacher's
 errors. One JSON line per variant and seed:
@@ -16,7 +16,8 @@ errors. One JSON line per variant and seed:
   the judge's own holdout accuracy;
 - the run's noise multiplier, steps, epsilon spent and seconds.
 
-Each generator is scored once per DDIM eta in `--etas` (sampling only: no privacy cost).
+Each generator is scored once per DDIM eta in `--etas` (sampling only: no privacy cost; default:
+the generator's own `sample_eta`).
 
 `--saved DIR` scores generators a run saved (a site's `runs/RUN/generator`) instead of training,
 and `--judge RUN_DIR` takes a site's saved teacher as the judge (a run without DP on the same
@@ -97,6 +98,21 @@ def variant(base: GeneratorConfig, max_grad_norm: float, changes: str) -> tuple[
         raise SystemExit(f"variant {changes!r}: {error}") from None
 
 
+def saved_judge(run_dir: Path, site):  # type: ignore[no-untyped-def]
+    """A site's saved teacher (`load_teacher`) as the judge: refused, in one line, where the folder holds
+    none, where it was trained with DP (a `dp.json` beside it), or where it does not fit the site's images."""
+    if not (run_dir / "teacher.safetensors").is_file():
+        raise SystemExit(f"{run_dir}: no teacher.safetensors (a run that reused another's fit holds only a pointer)")
+    if (run_dir / "dp.json").is_file():
+        raise SystemExit(f"{run_dir}: this teacher trained with DP; the judge must be one trained without it")
+    judge = load_teacher(run_dir)
+    c = judge.config
+    if (c.height, c.width, c.in_channels, c.num_classes) != (*site.members.image_shape, site.members.num_classes):
+        raise SystemExit(f"{run_dir}: a teacher for {c.height}x{c.width}x{c.in_channels} images of {c.num_classes} "
+                         f"classes, not this site's")
+    return judge
+
+
 def judge_for(site, path: Path, protocol: TrainConfig):  # type: ignore[no-untyped-def]
     """The site's non-private judge teacher, trained once and kept at `path` (safetensors)."""
     m = site.members
@@ -136,11 +152,12 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="dataset file (.npz) or name, as for fedkr simulate")
     parser.add_argument("--profile", default="full", choices=sorted(PROFILES))
     parser.add_argument("--site", type=int, default=1, help="which bench site [default: 1]")
-    parser.add_argument("--epsilon", type=float, default=8.0,
+    parser.add_argument("--epsilon", type=float, default=None,
                         help="the site's whole epsilon; the generator gets its split_budget part; 0: no DP [default: 8]")
     parser.add_argument("--per-class", type=int, default=100, help="samples drawn per class [default: 100]")
-    parser.add_argument("--seeds", default="0", help="comma-separated generator seeds [default: 0]")
-    parser.add_argument("--etas", default="0", help="comma-separated DDIM eta to sample each generator at [default: 0]")
+    parser.add_argument("--seeds", default=None, help="comma-separated generator seeds [default: 0]")
+    parser.add_argument("--etas", default=None,
+                        help="comma-separated DDIM eta to sample each generator at [default: the generator's own]")
     parser.add_argument("--variant", action="append", default=None, help="NAME:key=value,... (repeatable) [default: base:]")
     parser.add_argument("--device", default="cpu", help="where to train and sample (cpu, cuda, auto) [default: cpu]")
     parser.add_argument("--saved", type=Path, action="append", default=None,
@@ -154,9 +171,12 @@ def main() -> None:
     except DeviceError as error:
         raise SystemExit(str(error)) from None
     config = replace(PROFILES[args.profile].run_config(run_id="dp-generator"), data=args.data)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    etas = [float(e) for e in args.etas.split(",")]
-    if not all(0.0 <= e <= 1.0 for e in etas):
+    if args.saved and (args.variant or args.seeds or args.epsilon is not None):
+        raise SystemExit("--saved scores generators as they were trained: --variant, --seeds and --epsilon do not apply")
+    args.epsilon = 8.0 if args.epsilon is None else args.epsilon
+    seeds = [int(s) for s in (args.seeds or "0").split(",")]
+    etas = None if args.etas is None else [float(e) for e in args.etas.split(",")]
+    if etas is not None and not all(0.0 <= e <= 1.0 for e in etas):
         raise SystemExit(f"--etas must lie in [0, 1], got {args.etas}")
     specs = args.variant or ["base:"]
     if any(":" not in spec for spec in specs):
@@ -169,7 +189,7 @@ def main() -> None:
     site = sites[args.site]
     args.out.mkdir(parents=True, exist_ok=True)
     if args.judge is not None:
-        judge = load_teacher(args.judge)
+        judge = saved_judge(args.judge, site)
     else:
         judge = judge_for(site, args.out / f"judge-{Path(args.data).stem}-{args.profile}-site{args.site}-s{config.seed}.safetensors",
                           config.teacher_config())
@@ -178,7 +198,7 @@ def main() -> None:
     with (args.out / "dp_generator.jsonl").open("a") as sink:
         for row, generator in generators(args, config, site, variants, seeds, device):
             settings = {**generator.config.to_dict(), **row.pop("settings", {})}
-            for eta in etas:
+            for eta in etas or [generator.config.sample_eta]:
                 line = json.dumps({**row, "eta": eta, **common,
                                    **score(generator, site, judge, args.per_class, generator.config.seed,
                                            config.student_config(), eta, device),
@@ -192,10 +212,15 @@ def generators(args, config, site, variants, seeds, device):  # type: ignore[no-
     """(row figures, generator) for every saved generator (`--saved`), or every variant and seed trained here."""
     for directory in args.saved or []:
         generator = ClassConditionalDiffusion.load(directory)
+        if generator.num_classes != site.members.num_classes or generator.image_shape != site.members.image_shape:
+            raise SystemExit(f"{directory}: a generator of {generator.num_classes} classes and images "
+                             f"{generator.image_shape}, not this site's {site.members.num_classes} and "
+                             f"{site.members.image_shape}")
         report = generator.dp_report
         yield {"variant": f"saved:{directory}", "seed": generator.config.seed,
                "epsilon_generator": None, **_spent(report, generator.trained_steps),
-               "generator_seconds": round(generator.train_seconds, 1)}, generator
+               "generator_seconds": round(generator.train_seconds, 1),
+               "settings": {} if report is None else {"max_grad_norm": report.max_grad_norm}}, generator
     if args.saved:
         return
     budget = None  # the generator's part of the site's budget, split as a site splits it (the profile's dp-models)

@@ -59,10 +59,11 @@ class LeverLink(InProcessLink):
         super().__init__(sites)
         self.shards: dict[tuple, object] = {}
         self.seed = 0
-        self.guidance: float | None = None  # the variant's guidance: shards drawn at another guidance are other shards
+        #: the variant's sampling settings (guidance, DDIM eta): shards drawn at other ones are other shards
+        self.sampling: tuple[float | None, float | None] = (None, None)
 
     def _key(self, sid: str, req) -> tuple:  # type: ignore[no-untyped-def]
-        return (self.seed, sid, req.round, req.per_class, req.temperature, req.oversample, self.guidance)
+        return (self.seed, sid, req.round, req.per_class, req.temperature, req.oversample, self.sampling)
 
     def synthesize(self, requests: dict) -> dict:
         out, missing = {}, {}
@@ -139,9 +140,10 @@ def main() -> None:
                              "on these sites): give the variant another name")
             # the fit's own guidance (None) unless the variant or --base sets one
             guidance = config.generator_guidance if "generator-guidance" in flat else None
-            link.seed, link.guidance = seed, guidance
+            eta = config.generator_eta if "generator-eta" in flat else None  # likewise the fit's own DDIM eta
+            link.seed, link.sampling = seed, (guidance, eta)
             for site in sites:  # every variant runs the stages after fit on the one fit
-                site.reuse_fit(args.sites_dir / site.site_id / "runs" / args.fit_run, config.run_id, guidance)
+                site.reuse_fit(args.sites_dir / site.site_id / "runs" / args.fit_run, config.run_id, guidance, eta)
             started = time.perf_counter()
             outcome = Coordinator(config, test).run(link, fit=fit)
             m, record = outcome.metrics, outcome.record

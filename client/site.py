@@ -100,8 +100,11 @@ def load_teacher(run_dir: Path) -> CompactCNN:
 
 #: In a run folder: the run answers with another run's models (`Site.reuse_fit`).
 REUSED_FIT = "reused_fit.json"
+#: The sampling settings a reused fit may replace (`Site.reuse_fit`): they change sampling only, not the weights.
+SAMPLING_SETTINGS = ("guidance_scale", "sample_eta")
 _REUSED_FIT_SCHEMA = {"type": "object", "required": ["fit_dir"],
-                      "properties": {"fit_dir": {"type": "string"}, "guidance_scale": {"type": ["number", "null"]}}}
+                      "properties": {"fit_dir": {"type": "string"},
+                                     **{name: {"type": ["number", "null"]} for name in SAMPLING_SETTINGS}}}
 
 
 class SiteNotFitted(RuntimeError):
@@ -367,12 +370,14 @@ class Site:
         path = self._models_dir(run_id)[0] / "dp.json"
         return read_json_file(path, schema={"type": "object"}) if path.is_file() else None
 
-    def reuse_fit(self, fit_dir: Path, run_id: str, guidance_scale: float | None = None) -> None:
+    def reuse_fit(self, fit_dir: Path, run_id: str, guidance_scale: float | None = None,
+                  sample_eta: float | None = None) -> None:
         """Answer run `run_id` with the teacher and generator another run saved in `fit_dir`, fitting nothing.
 
         For in-process callers that compare coordinator settings on one fit (the bench,
-        `benchmarks/levers.py`): the run folder gets a pointer, not a copy. `guidance_scale`, when
-        given, replaces the generator's sampling guidance (a sampling setting: the weights stay).
+        `benchmarks/levers.py`): the run folder gets a pointer, not a copy. `guidance_scale` and
+        `sample_eta` (DDIM's eta), when given, replace the generator's own (sampling settings: the
+        weights stay).
         Everything else is per run as usual: fresh seeds, the ledger, relabelling once per run.
 
         Raises:
@@ -382,17 +387,18 @@ class Site:
             raise SiteNotFitted(f"{self.site_id}: {fit_dir} holds no fitted teacher")
         directory = self._run_dir(run_id)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / REUSED_FIT).write_text(json.dumps({"fit_dir": str(Path(fit_dir).resolve()), "guidance_scale": guidance_scale}))
+        (directory / REUSED_FIT).write_text(json.dumps({"fit_dir": str(Path(fit_dir).resolve()), "guidance_scale": guidance_scale,
+                                                        "sample_eta": sample_eta}))
         self._models = None
 
-    def _models_dir(self, run_id: str) -> tuple[Path, float | None]:
-        """Where run `run_id`'s models are, and the guidance that replaces the saved one (None: keep it)."""
+    def _models_dir(self, run_id: str) -> tuple[Path, dict[str, float]]:
+        """Where run `run_id`'s models are, and the sampling settings that replace the saved ones (absent: keep them)."""
         directory = self._run_dir(run_id)
         pointer = directory / REUSED_FIT
         if not pointer.is_file():
-            return directory, None
+            return directory, {}
         meta = read_json_file(pointer, schema=_REUSED_FIT_SCHEMA)
-        return Path(meta["fit_dir"]), meta.get("guidance_scale")
+        return Path(meta["fit_dir"]), {name: float(meta[name]) for name in SAMPLING_SETTINGS if meta.get(name) is not None}
 
     # -- state ---------------------------------------------------------------------------------
     def _next_seed(self, request: SynthesisRequest, base_seed: int) -> int:
@@ -423,12 +429,11 @@ class Site:
     def _load(self, run_id: str) -> tuple[CompactCNN, ClassConditionalDiffusion]:
         if self._models is not None and self._models[0] == run_id:
             return self._models[1], self._models[2]
-        directory, guidance = self._models_dir(run_id)
+        directory, sampling = self._models_dir(run_id)
         if not (directory / "teacher.safetensors").is_file():
             raise SiteNotFitted(f"{self.site_id} has not been fitted for run {run_id}")
         teacher = load_teacher(directory)
         generator = ClassConditionalDiffusion.load(directory / "generator")
-        if guidance is not None:
-            generator.config = replace(generator.config, guidance_scale=float(guidance))
+        generator.config = replace(generator.config, **sampling)
         self._models = (run_id, teacher, generator)
         return teacher, generator

@@ -219,6 +219,9 @@ class ReusedFit:
                   "generator_hflip",
                   "dp_epsilon", "dp_models")
 
+    #: Settings in MUST_MATCH that runs made before them do not record, with the value those runs had.
+    ADDED_LATER = {"generator_noise_multiplicity": 1}
+
     def load(self, expected: RunConfig | None = None) -> tuple[Path, str, dict[str, FitReport], float]:
         """The sites folder, run id, fit reports and fit seconds; with `expected`, refuse a run fitted otherwise."""
         metrics_path = self.run_dir / "release" / "metrics.json"
@@ -236,8 +239,8 @@ class ReusedFit:
         return self.run_dir.parent / "sites", str(metrics["run_id"]), reports, float(metrics["stage_seconds"]["fit"])
 
     def _check(self, used: dict, expected: RunConfig) -> None:
-        # a setting added after the run was made is absent from its config: the run had its default
-        used = {key: used.get(key, RunConfig.__dataclass_fields__[key].default) for key in self.MUST_MATCH} | used
+        # a setting added after the run was made is absent from its config: the run had that setting's first default
+        used = {key: value for key, value in self.ADDED_LATER.items() if key not in used} | used
         differ = [f"{key}={used.get(key)!r} (bench: {getattr(expected, key)!r})" for key in self.MUST_MATCH
                   if str(used.get(key)) != str(getattr(expected, key))]
         if not _same_data(str(used.get("data")), expected.data):
@@ -295,7 +298,8 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
     fit_dirs: dict[str, Path] = {}
     if reuse is not None:
         sites_dir, fit_run, reports, reused_seconds = reuse.load(expected)
-        reports = {sid: replace(r, generator_summary={**r.generator_summary, "guidance_scale": config.generator_guidance})
+        reports = {sid: replace(r, generator_summary={**r.generator_summary, "guidance_scale": config.generator_guidance,
+                                                      "sample_eta": config.generator_eta})
                    for sid, r in reports.items()}
         if sorted(reports) != [s.site_id for s in sites]:
             raise DataError(f"{reuse.run_dir}: its sites {sorted(reports)} are not this bench's {[s.site_id for s in sites]}")
@@ -352,7 +356,7 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
         if fit is not None:  # the stages after fit, on the sites' one fit
             for site in sites:
                 site.reuse_fit(fit_dirs.get(site.site_id, site.state_dir / "runs" / fit.run_id), run_config.run_id,
-                               config.generator_guidance)
+                               config.generator_guidance, config.generator_eta)
         fitted_here = fit is None
         run_started = time.perf_counter()
         outcome = Coordinator(run_config, test).run(link, fit=fit)

@@ -388,6 +388,7 @@ class ClassConditionalDiffusion:
             "generator_parameters": self.num_parameters(),
             "generator_steps": self.trained_steps,
             "sample_steps": self.config.sample_steps,
+            "sample_eta": self.config.sample_eta,
             "guidance_scale": self.config.guidance_scale,
             # only for private runs, so that non-private summaries stay as they were
             **(self.dp_report.summary("dp_") if self.dp_report is not None else {}),

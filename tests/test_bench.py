@@ -109,3 +109,28 @@ def test_a_reused_fit_with_other_training_settings_is_refused(tmp_path):
     assert ReusedFit(run).load(expected)[1] == "r1"
     with pytest.raises(DataError, match=r"generator_noise_multiplicity=1 \(bench: 4\)"):
         ReusedFit(run).load(replace(expected, generator_noise_multiplicity=4))
+
+
+def test_a_reused_fit_samples_at_the_sampling_settings_it_is_given_and_keeps_the_weights(tmp_path):
+    from fedkr.client.site import Site
+    from fedkr.client.site_data import SiteDataSpec, load_site_data
+    from fedkr.shared.classifier import ClassifierConfig, build_classifier
+    from fedkr.shared.generator import ClassConditionalDiffusion, GeneratorConfig
+    from safetensors.torch import save_file
+
+    data = load_site_data(SiteDataSpec("digits"))
+    fit_dir = tmp_path / "fit"
+    fit_dir.mkdir()
+    h, w, c = data.members.image_shape
+    teacher = build_classifier(ClassifierConfig(c, h, w, data.members.num_classes, 8), seed=0)
+    save_file(teacher.state_dict(), fit_dir / "teacher.safetensors")
+    (fit_dir / "teacher.json").write_text(json.dumps(teacher.config.to_dict()))
+    generator = ClassConditionalDiffusion(GeneratorConfig(block_channels=(8, 16), guidance_scale=3.0), 10, (h, w, c))
+    generator.save(fit_dir / "generator")
+    site = Site("site-0", data, tmp_path / "site-0")
+    site.reuse_fit(fit_dir, "asis")
+    site.reuse_fit(fit_dir, "other", guidance_scale=1.5, sample_eta=0.5)
+    assert (site._load("asis")[1].config.guidance_scale, site._load("asis")[1].config.sample_eta) == (3.0, 0.0)
+    other = site._load("other")[1]
+    assert (other.config.guidance_scale, other.config.sample_eta) == (1.5, 0.5)
+    assert other.config.block_channels == (8, 16) and other.summary()["sample_eta"] == 0.5
