@@ -30,13 +30,14 @@ without DP. The profile's generator settings are the base.
     python benchmarks/dp_generator.py --data ../shared/data/medmnist/bloodmnist.npz --site 1 \\
         --variant base: --variant k4:noise_multiplicity=4,train_steps=375 --out dp-generator
 
-JSON lines also go to OUT/dp_generator.jsonl.
+JSON lines also go to OUT/dp_generator.jsonl; training progress (step, loss, seconds) goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -233,12 +234,21 @@ def generators(args, config, site, variants, seeds, device):  # type: ignore[no-
             generator = ClassConditionalDiffusion(replace(gen_config, seed=seed), site.members.num_classes,
                                                   site.members.images.shape[1:])
             started = time.perf_counter()
-            generator.train(site.members.images, site.members.labels, dp=dp, device=device)
+            generator.train(site.members.images, site.members.labels, dp=dp, device=device,
+                            on_progress=_progress(f"{name} seed {seed}", started))
             yield {"variant": name, "changes": changes, "seed": seed,
                    "epsilon_generator": None if dp is None else dp.target_epsilon,
                    **_spent(generator.dp_report, generator.trained_steps),
                    "generator_seconds": round(time.perf_counter() - started, 1),
                    "settings": {"max_grad_norm": max_grad_norm}}, generator
+
+
+def _progress(label: str, started: float):  # type: ignore[no-untyped-def]
+    """An `on_progress` callback that prints the step, the loss and the seconds so far to stderr."""
+    def report(step: int, total: int, loss: float) -> None:
+        print(f"{label}: step {step}/{total}, loss {loss:.4f}, {time.perf_counter() - started:.0f} s",
+              file=sys.stderr, flush=True)
+    return report
 
 
 def _spent(report, steps: int) -> dict:  # type: ignore[no-untyped-def]
