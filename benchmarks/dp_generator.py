@@ -13,7 +13,9 @@ errors. One JSON line per variant and seed:
   manifolds, Kynkaanniemi et al. 2019; `fedkr.shared.synthesis_quality`);
 - `synthetic_student_accuracy`: a compact CNN trained only on the samples, labelled with the class
   they were drawn for, scored on the site's holdout (what the samples teach by themselves), next to
-  the judge's own holdout accuracy;
+  the judge's own holdout accuracy; `synthetic_student_balanced_accuracy` the same CNN's mean
+  per-class recall over the holdout's classes (scikit-learn's `balanced_accuracy_score`: a site's
+  holdout is as skewed as its members, and the CNN learns from equal numbers per class);
 - the run's noise multiplier, steps, epsilon spent and seconds.
 
 Each generator is scored once per DDIM eta in `--etas` (sampling only: no privacy cost; default:
@@ -45,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from sklearn.metrics import balanced_accuracy_score
 
 from fedkr.bench import load_bench_sites
 from fedkr.client.site import load_teacher, split_budget
@@ -55,6 +58,7 @@ from fedkr.shared.classifier import (
     build_classifier,
     embed_and_logits,
     one_hot,
+    predict_logits,
     train_classifier,
 )
 from fedkr.shared.config import PROFILES
@@ -140,11 +144,13 @@ def score(generator: ClassConditionalDiffusion, site, judge, per_class: int, see
     h, w, c = images.shape[1:]
     student = build_classifier(ClassifierConfig(c, h, w, m.num_classes), seed)
     train_classifier(student, images, one_hot(asked, m.num_classes), student_protocol, device=device)
+    predicted = predict_logits(student, site.holdout.images).argmax(1)
     return {
         "judge_agreement": round(float(agree.mean()), 4),
         "judge_agreement_min_class": round(float(min(agree[asked == k].mean() for k in classes)), 4),
         "precision": round(float(pr.precision), 4), "recall": round(float(pr.recall), 4),
-        "synthetic_student_accuracy": round(accuracy(student, site.holdout.images, site.holdout.labels), 4),
+        "synthetic_student_accuracy": round(float((predicted == site.holdout.labels).mean()), 4),
+        "synthetic_student_balanced_accuracy": round(float(balanced_accuracy_score(site.holdout.labels, predicted)), 4),
     }
 
 

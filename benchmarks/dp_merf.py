@@ -1,0 +1,192 @@
+"""What a DP-MERF generator teaches at one site, scored as `dp_generator.py` scores the diffusion generator.
+
+A screen for issue 15's small-site question: would a mean-embedding generator (DP-MERF, Harder et
+al., AISTATS 2021, arXiv 2002.11603) draw the requested class more often than fedkr's private
+diffusion generator at the same epsilon? It is not part of the product. No maintained package
+implements DP-MERF for images, so its core is here:
+
+1. Random Fourier features of a Gaussian kernel (Rahimi & Recht 2007) on images at the working
+   resolution, flattened to [-1, 1]: phi(x) = sqrt(2/D) [cos(W x), sin(W x)], W ~ N(0, 1/l^2)
+   with D/2 frequencies, so ||phi(x)|| = 1. One more coordinate carries the count:
+   psi(x) = [phi(x), 1] / sqrt(2), ||psi(x)|| = 1.
+2. One Gaussian mechanism: the per-class sums S_c = sum_{i: y_i = c} psi(x_i) have L2 sensitivity 1
+   under adding or removing one member (one column moves by a unit vector); S + N(0, sigma^2 I)
+   with sigma from opacus' accountant for one step at sample rate 1 (`--epsilon` the generator's
+   epsilon, delta the site's). Everything after is post-processing.
+3. A small conv decoder G(z, c) trained to match each class's noisy mean embedding
+   mu_c = sqrt(2) S_c[:D] / n_c (n_c from the noisy count), loss sum_c p_c ||mu_c - mean phi(G(z, c))||^2,
+   p_c the noisy class shares.
+
+`--epsilon 0` releases the embedding without noise (the method's ceiling at this site).
+
+    python benchmarks/dp_merf.py --data ../shared/data/medmnist/bloodmnist.npz --site 1 --epsilon 4 \\
+        --out /work/screen/out   # same OUT as dp_generator.py: the same cached judge
+
+`--judge RUN_DIR` takes a site's saved non-private teacher as the judge, as dp_generator.py does,
+so that the figures sit beside that script's `--saved` rows under one judge. One JSON line per
+setting to stdout and OUT/dp_merf.jsonl, with dp_generator.py's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from dp_generator import judge_for, saved_judge, score  # noqa: E402
+
+from fedkr.bench import load_bench_sites  # noqa: E402
+from fedkr.client.site import split_budget  # noqa: E402
+from fedkr.shared.classifier import accuracy  # noqa: E402
+from fedkr.shared.config import PROFILES  # noqa: E402
+from fedkr.shared.dp import DPConfig  # noqa: E402
+from fedkr.shared.generator import resize  # noqa: E402
+
+
+class Decoder(nn.Module):
+    """G(z, c): float (N, z_dim) noise and int (N,) classes to float (N, C, R, R) images in [-1, 1]."""
+
+    def __init__(self, num_classes: int, channels: int, resolution: int, z_dim: int, width: int) -> None:
+        super().__init__()
+        self.base = resolution // 4
+        self.width = width
+        self.embed = nn.Embedding(num_classes, z_dim)
+        self.fc = nn.Sequential(nn.Linear(2 * z_dim, width * self.base * self.base), nn.BatchNorm1d(width * self.base * self.base), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.Upsample(scale_factor=2), nn.Conv2d(width, width // 2, 3, padding=1), nn.BatchNorm2d(width // 2), nn.ReLU(),
+            nn.Upsample(scale_factor=2), nn.Conv2d(width // 2, width // 4, 3, padding=1), nn.BatchNorm2d(width // 4), nn.ReLU(),
+            nn.Conv2d(width // 4, channels, 3, padding=1), nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        h = self.fc(torch.cat([z, self.embed(c)], 1)).view(-1, self.width, self.base, self.base)
+        return self.net(h)
+
+
+class MerfGenerator:
+    """A trained decoder behind `ClassConditionalDiffusion.sample`'s call, for dp_generator's `score`."""
+
+    def __init__(self, decoder: Decoder, z_dim: int, image_shape: tuple[int, int, int], seed: int) -> None:
+        self.decoder, self.z_dim, self.image_shape = decoder.eval(), z_dim, image_shape
+        self.config = type("Config", (), {"seed": seed})
+
+    @torch.no_grad()
+    def sample(self, labels: np.ndarray, seed: int, eta: float = 0.0, device: object = None) -> np.ndarray:
+        gen = torch.Generator().manual_seed(int(seed))
+        y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        x = self.decoder(torch.randn((len(y), self.z_dim), generator=gen), y)
+        h, w, _ = self.image_shape
+        x = resize(x, (h, w)).clamp(-1, 1)
+        return ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def features(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """float (N, d) to random Fourier features float (N, 2F) of unit norm; `w` float (d, F)."""
+    proj = x @ w
+    return torch.cat([proj.cos(), proj.sin()], 1) / math.sqrt(w.shape[1])
+
+
+def noisy_embedding(x: torch.Tensor, labels: np.ndarray, w: torch.Tensor, num_classes: int, sigma: float,
+                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-class mean embeddings float (K, 2F), class counts float (K,)) from one Gaussian release of
+    the per-class sums of psi(x) = [phi(x), 1] / sqrt(2) with noise `sigma` (sensitivity 1)."""
+    psi = torch.cat([features(x, w), torch.ones(len(x), 1)], 1) / math.sqrt(2)
+    sums = torch.zeros(num_classes, psi.shape[1])
+    sums.index_add_(0, torch.from_numpy(labels.astype(np.int64)), psi)
+    sums = sums + sigma * torch.randn(sums.shape, generator=gen)
+    counts = (sums[:, -1] * math.sqrt(2)).clamp(min=1.0)
+    return sums[:, :-1] * math.sqrt(2) / counts[:, None], counts
+
+
+def train_merf(images: np.ndarray, labels: np.ndarray, num_classes: int, resolution: int, sigma: float,
+               num_freq: int, length_scale: float, steps: int, batch_per_class: int, lr: float, seed: int,
+               z_dim: int = 16, width: int = 128) -> Decoder:
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(images).float().permute(0, 3, 1, 2) / 127.5 - 1
+    x = resize(x, (resolution, resolution)).flatten(1)
+    w = torch.randn((x.shape[1], num_freq), generator=gen) / length_scale
+    target, counts = noisy_embedding(x, labels, w, num_classes, sigma, gen)
+    share = counts / counts.sum()
+    decoder = Decoder(num_classes, images.shape[3], resolution, z_dim, width)
+    opt = torch.optim.Adam(decoder.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    classes = torch.arange(num_classes).repeat_interleave(batch_per_class)
+    for step in range(1, steps + 1):
+        fake = features(decoder(torch.randn(len(classes), z_dim), classes).flatten(1), w)
+        means = fake.view(num_classes, batch_per_class, -1).mean(1)
+        loss = (share * ((target - means) ** 2).sum(1)).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % max(1, steps // 5) == 0:
+            print(f"step {step}/{steps}, loss {loss.item():.5f}", file=sys.stderr, flush=True)
+    return decoder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--profile", default="full", choices=sorted(PROFILES))
+    parser.add_argument("--site", type=int, default=1)
+    parser.add_argument("--epsilon", type=float, default=4.0, help="the generator's epsilon; 0: no noise [default: 4]")
+    parser.add_argument("--num-freq", type=int, default=2000, help="random frequencies F (2F features) [default: 2000]")
+    parser.add_argument("--length-scale", type=float, default=None, help="kernel length l [default: sqrt(d)/2]")
+    parser.add_argument("--resolution", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch-per-class", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--per-class", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--judge", type=Path, default=None,
+                        help="a site's run folder whose teacher.safetensors judges, as in dp_generator.py (default: a judge trained here)")
+    parser.add_argument("--out", type=Path, default=Path("dp-merf"))
+    args = parser.parse_args()
+    config = replace(PROFILES[args.profile].run_config(run_id="dp-merf"), data=args.data)
+    sites, _ = load_bench_sites(config)
+    site = sites[args.site]
+    m = site.members
+    sigma, delta = 0.0, None
+    if args.epsilon > 0:
+        from opacus.accountants.utils import get_noise_multiplier
+        site_budget = DPConfig(2 * args.epsilon, None, 1.0)
+        delta = split_budget(site_budget, len(m))[1].delta_for(len(m))
+        sigma = float(get_noise_multiplier(target_epsilon=args.epsilon, target_delta=delta, sample_rate=1.0, steps=1,
+                                           accountant="rdp"))
+    d = args.resolution ** 2 * m.images.shape[3]
+    length = args.length_scale or math.sqrt(d) / 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.judge is not None:
+        judge = saved_judge(args.judge, site)
+    else:
+        judge = judge_for(site, args.out / f"judge-{Path(args.data).stem}-{args.profile}-site{args.site}-s{config.seed}.safetensors",
+                          config.teacher_config())
+    started = time.perf_counter()
+    decoder = train_merf(m.images, m.labels, m.num_classes, args.resolution, sigma, args.num_freq, length, args.steps,
+                         args.batch_per_class, args.lr, args.seed)
+    seconds = time.perf_counter() - started
+    generator = MerfGenerator(decoder, 16, m.image_shape, args.seed)
+    row = {"generator": "dp-merf", "judge": str(args.judge) if args.judge else "trained here", "epsilon_generator": args.epsilon or None, "delta": delta, "noise_multiplier": round(sigma, 3),
+           "num_freq": args.num_freq, "length_scale": round(length, 3), "resolution": args.resolution, "steps": args.steps,
+           "batch_per_class": args.batch_per_class, "lr": args.lr, "seed": args.seed, "generator_seconds": round(seconds, 1),
+           "data": Path(args.data).name, "site": args.site, "members": len(m), "holdout": len(site.holdout),
+           "judge_holdout_accuracy": round(accuracy(judge, site.holdout.images, site.holdout.labels), 4),
+           **score(generator, site, judge, args.per_class, args.seed, config.student_config(), 0.0, torch.device("cpu"))}
+    line = json.dumps(row)
+    print(line, flush=True)
+    with (args.out / "dp_merf.jsonl").open("a") as sink:
+        sink.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
