@@ -10,12 +10,17 @@ implements DP-MERF for images, so its core is here:
    with D/2 frequencies, so ||phi(x)|| = 1. One more coordinate carries the count:
    psi(x) = [phi(x), 1] / sqrt(2), ||psi(x)|| = 1.
 2. One Gaussian mechanism: the per-class sums S_c = sum_{i: y_i = c} psi(x_i) have L2 sensitivity 1
-   under adding or removing one member (one column moves by a unit vector); S + N(0, sigma^2 I)
-   with sigma from opacus' accountant for one step at sample rate 1 (`--epsilon` the generator's
-   epsilon, delta the site's). Everything after is post-processing.
+   under adding or removing one member (one row moves by a unit vector); S + N(0, sigma^2 I)
+   with sigma from opacus' RDP accountant for one step at sample rate 1 (exact RDP of the Gaussian
+   mechanism, about 10% more noise than the analytic Gaussian mechanism would need). `--epsilon` is
+   the generator's epsilon, delta the generator's half of the site's default delta, as
+   `split_budget` gives it when teacher and generator both train with DP. Everything after is
+   post-processing. As in `fedkr.shared.dp`, the noise comes from a seeded generator: a screen,
+   not a release.
 3. A small conv decoder G(z, c) trained to match each class's noisy mean embedding
-   mu_c = sqrt(2) S_c[:D] / n_c (n_c from the noisy count), loss sum_c p_c ||mu_c - mean phi(G(z, c))||^2,
-   p_c the noisy class shares.
+   mu_c = sqrt(2) S_c[:D] / n_c (n_c from the noisy count, at least 1), loss
+   sum_c p_c ||mu_c - mean phi(G(z, c))||^2, p_c the noisy class shares (the paper's biased
+   batch estimate of the MMD).
 
 `--epsilon 0` releases the embedding without noise (the method's ceiling at this site).
 
@@ -34,6 +39,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -152,8 +158,14 @@ def main() -> None:
                         help="a site's run folder whose teacher.safetensors judges, as in dp_generator.py (default: a judge trained here)")
     parser.add_argument("--out", type=Path, default=Path("dp-merf"))
     args = parser.parse_args()
+    if args.resolution < 4 or args.resolution % 4:
+        raise SystemExit(f"--resolution must be a multiple of 4 (the decoder upsamples twice), got {args.resolution}")
+    if args.epsilon < 0:
+        raise SystemExit(f"--epsilon must be >= 0, got {args.epsilon}")
     config = replace(PROFILES[args.profile].run_config(run_id="dp-merf"), data=args.data)
     sites, _ = load_bench_sites(config)
+    if not 0 <= args.site < len(sites):
+        raise SystemExit(f"--site must be in [0, {len(sites)}), got {args.site}")
     site = sites[args.site]
     m = site.members
     sigma, delta = 0.0, None
@@ -161,8 +173,10 @@ def main() -> None:
         from opacus.accountants.utils import get_noise_multiplier
         site_budget = DPConfig(2 * args.epsilon, None, 1.0)
         delta = split_budget(site_budget, len(m))[1].delta_for(len(m))
-        sigma = float(get_noise_multiplier(target_epsilon=args.epsilon, target_delta=delta, sample_rate=1.0, steps=1,
-                                           accountant="rdp"))
+        with warnings.catch_warnings():  # the bisection tries noise levels whose RDP optimum lies past opacus' orders
+            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+            sigma = float(get_noise_multiplier(target_epsilon=args.epsilon, target_delta=delta, sample_rate=1.0, steps=1,
+                                               accountant="rdp"))
     d = args.resolution ** 2 * m.images.shape[3]
     length = args.length_scale or math.sqrt(d) / 2
     args.out.mkdir(parents=True, exist_ok=True)
@@ -175,7 +189,7 @@ def main() -> None:
     decoder = train_merf(m.images, m.labels, m.num_classes, args.resolution, sigma, args.num_freq, length, args.steps,
                          args.batch_per_class, args.lr, args.seed)
     seconds = time.perf_counter() - started
-    generator = MerfGenerator(decoder, 16, m.image_shape, args.seed)
+    generator = MerfGenerator(decoder, decoder.embed.embedding_dim, m.image_shape, args.seed)
     row = {"generator": "dp-merf", "judge": str(args.judge) if args.judge else "trained here", "epsilon_generator": args.epsilon or None, "delta": delta, "noise_multiplier": round(sigma, 3),
            "num_freq": args.num_freq, "length_scale": round(length, 3), "resolution": args.resolution, "steps": args.steps,
            "batch_per_class": args.batch_per_class, "lr": args.lr, "seed": args.seed, "generator_seconds": round(seconds, 1),
