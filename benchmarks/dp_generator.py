@@ -131,6 +131,19 @@ def judge_for(site, path: Path, protocol: TrainConfig):  # type: ignore[no-untyp
     return judge.eval()
 
 
+def judge_and_row(args, config, site):  # type: ignore[no-untyped-def]
+    """The judge (`--judge`'s saved teacher, else one trained and cached under `--out`) and the row
+    fields every screen line carries: data, site, members, holdout, the judge's holdout accuracy."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.judge is not None:
+        judge = saved_judge(args.judge, site)
+    else:
+        judge = judge_for(site, args.out / f"judge-{Path(args.data).stem}-{args.profile}-site{args.site}-s{config.seed}.safetensors",
+                          config.teacher_config())
+    return judge, {"data": Path(args.data).name, "site": args.site, "members": len(site.members), "holdout": len(site.holdout),
+                   "judge_holdout_accuracy": round(accuracy(judge, site.holdout.images, site.holdout.labels), 4)}
+
+
 def score(generator: ClassConditionalDiffusion, site, judge, per_class: int, seed: int,  # type: ignore[no-untyped-def]
           student_protocol: TrainConfig, eta: float, device: torch.device) -> dict:
     m = site.members
@@ -194,14 +207,7 @@ def main() -> None:
     if not 0 <= args.site < len(sites):
         raise SystemExit(f"--site must be in [0, {len(sites)}), got {args.site}")
     site = sites[args.site]
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.judge is not None:
-        judge = saved_judge(args.judge, site)
-    else:
-        judge = judge_for(site, args.out / f"judge-{Path(args.data).stem}-{args.profile}-site{args.site}-s{config.seed}.safetensors",
-                          config.teacher_config())
-    common = {"data": Path(args.data).name, "site": args.site, "members": len(site.members), "holdout": len(site.holdout),
-              "judge_holdout_accuracy": round(accuracy(judge, site.holdout.images, site.holdout.labels), 4)}
+    judge, common = judge_and_row(args, config, site)
     with (args.out / "dp_generator.jsonl").open("a") as sink:
         for row, generator in generators(args, config, site, variants, seeds, device):
             settings = {**generator.config.to_dict(), **row.pop("settings", {})}

@@ -39,7 +39,6 @@ import json
 import math
 import sys
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,13 +47,12 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dp_generator import judge_for, saved_judge, score  # noqa: E402
+from dp_generator import judge_and_row, score  # noqa: E402
 
 from fedkr.bench import load_bench_sites  # noqa: E402
 from fedkr.client.site import split_budget  # noqa: E402
-from fedkr.shared.classifier import accuracy  # noqa: E402
 from fedkr.shared.config import PROFILES  # noqa: E402
-from fedkr.shared.dp import DPConfig  # noqa: E402
+from fedkr.shared.dp import DPConfig, noise_multiplier_for  # noqa: E402
 from fedkr.shared.generator import resize  # noqa: E402
 
 
@@ -191,22 +189,13 @@ def main() -> None:
     site = sites[args.site]
     m = site.members
     sigma, delta = 0.0, None
-    if args.epsilon > 0:
-        from opacus.accountants.utils import get_noise_multiplier
-        site_budget = DPConfig(2 * args.epsilon, None, 1.0)
-        delta = split_budget(site_budget, len(m))[1].delta_for(len(m))
-        with warnings.catch_warnings():  # the bisection tries noise levels whose RDP optimum lies past opacus' orders
-            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-            sigma = float(get_noise_multiplier(target_epsilon=args.epsilon, target_delta=delta, sample_rate=1.0, steps=1,
-                                               accountant="rdp"))
+    if args.epsilon > 0:  # the generator's part of a site budget of twice --epsilon; one step at sample rate 1
+        budget = split_budget(DPConfig(2 * args.epsilon, None, 1.0), len(m))[1]
+        delta = budget.delta_for(len(m))
+        sigma = noise_multiplier_for(budget, len(m), batch_size=len(m), steps=1)
     d = args.resolution ** 2 * m.images.shape[3]
     length = args.length_scale or math.sqrt(d) / 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.judge is not None:
-        judge = saved_judge(args.judge, site)
-    else:
-        judge = judge_for(site, args.out / f"judge-{Path(args.data).stem}-{args.profile}-site{args.site}-s{config.seed}.safetensors",
-                          config.teacher_config())
+    judge, common = judge_and_row(args, config, site)
     started = time.perf_counter()
     decoder = train_merf(m.images, m.labels, m.num_classes, args.resolution, sigma, args.num_freq, length, args.steps,
                          args.batch_per_class, args.lr, args.seed, refined=args.refined)
@@ -215,9 +204,7 @@ def main() -> None:
     row = {"generator": "dp-merf", "judge": str(args.judge) if args.judge else "trained here", "epsilon_generator": args.epsilon or None, "delta": delta, "noise_multiplier": round(sigma, 3),
            "num_freq": args.num_freq, "length_scale": round(length, 3), "resolution": args.resolution, "steps": args.steps,
            "batch_per_class": args.batch_per_class, "lr": args.lr, "refined": args.refined, "seed": args.seed, "generator_seconds": round(seconds, 1),
-           "data": Path(args.data).name, "site": args.site, "members": len(m), "holdout": len(site.holdout),
-           "judge_holdout_accuracy": round(accuracy(judge, site.holdout.images, site.holdout.labels), 4),
-           **score(generator, site, judge, args.per_class, args.seed, config.student_config(), 0.0, torch.device("cpu"))}
+           **common, **score(generator, site, judge, args.per_class, args.seed, config.student_config(), 0.0, torch.device("cpu"))}
     line = json.dumps(row)
     print(line, flush=True)
     with (args.out / "dp_merf.jsonl").open("a") as sink:
