@@ -45,6 +45,7 @@ from fedkr.shared.data import ImageSet
 from fedkr.shared.density_attack import density_ratio_scores
 from fedkr.shared.device import Device
 from fedkr.shared.generator import ClassConditionalDiffusion
+from fedkr.shared.generator_kinds import WHITE_BOX_NOT_APPLICABLE, SiteGenerator, has_white_box_attack
 from fedkr.shared.generator_attack import cross_fitted_scores, denoising_errors
 from fedkr.shared.reports import AuditReport
 from fedkr.shared.utility import count_correct
@@ -280,7 +281,7 @@ def audit_model(
     references: ReferenceCache | None = None,
     comparator: CompactCNN | None = None,
     device: Device = None,
-    generator: ClassConditionalDiffusion | None = None,
+    generator: SiteGenerator | None = None,
 ) -> AuditReport:
     """Attack `target` (and, given them, the released images) with members against holdout, and
     score it on the holdout next to `comparator` (the utility check, `fedkr.shared.utility`).
@@ -288,7 +289,9 @@ def audit_model(
     `comparator` is the site's teacher; without it the audit's cross-fitted reference models stand
     in (each holdout image scored by the one that never saw it), and the report says so.
     `generator`, the site's own generator of the run, adds the white-box attack on it
-    (`fedkr.shared.generator_attack`): its denoising error on the same members and holdout.
+    (`fedkr.shared.generator_attack`): its denoising error on the same members and holdout. A DP-MERF
+    generator has no denoising loss: the report then names the attack under `settings["not_applicable"]`
+    with the reason, and the policy accepts that only where the site's DP record covers the generator.
     Reference models train, and every model runs, on `device` (`shared/device.py`; None: the CPU).
     """
     rng = np.random.default_rng(settings.seed)
@@ -308,8 +311,12 @@ def audit_model(
     if released_images is not None:
         distance, near = _distance_attacks(released_images, feature_model or target, members, holdout, device)
         scored += [(name, "distilled_set", pair) for name, pair in distance.items()]
-    if generator is not None:
+    not_applicable: dict[str, str] = {}
+    if generator is not None and has_white_box_attack(generator):
         scored.append(("generator_loss", "generator", _generator_attack(generator, members, holdout, settings.seed, device)))
+    elif generator is not None:
+        not_applicable["generator_loss"] = WHITE_BOX_NOT_APPLICABLE
+        log.info("%s: white-box generator attack not applicable: %s", site_id, WHITE_BOX_NOT_APPLICABLE)
     results: list[AttackResult] = []
     for name, where, (m_scores, h_scores) in scored:
         result = measure_attack(
@@ -324,6 +331,9 @@ def audit_model(
                        "seconds": round(time.perf_counter() - started, 1)}
     if generator is not None:  # what the white-box attack attacked: the audit's summary names it in a remedy
         settings_record["generator_trained_steps"] = int(generator.trained_steps)
+        settings_record["generator_kind"] = generator.config.kind
+    if not_applicable:
+        settings_record["not_applicable"] = not_applicable
     return AuditReport(
         site_id=site_id, results=tuple(results), num_members=len(members), num_nonmembers=len(holdout),
         near_duplicates=near, dp=dp, settings=settings_record, utility=utility,

@@ -32,7 +32,7 @@ from fedkr.shared.classifier import (
 )
 from fedkr.shared.device import describe, resolve_device
 from fedkr.shared.dp import DPConfig, DPReport
-from fedkr.shared.generator import ClassConditionalDiffusion
+from fedkr.shared.generator_kinds import SiteGenerator, build_generator, load_generator
 from fedkr.shared.reports import (
     AuditCandidate,
     FitPlan,
@@ -118,10 +118,11 @@ class Site:
     (`gate.py`), which checks the item, records it in the site's ledger and, with keys, signs
     and seals it:
 
-    - `fit(FitPlan)` -> `FitReport`: train the teacher (`CompactCNN`) and the class-conditional
-      diffusion generator (diffusers `UNet2DModel`, DDPM objective with v-prediction, DDIM sampling;
-      Ho et al. 2020; classifier-free guidance after Ho & Salimans 2022) on the members, optionally
-      with DP-SGD (opacus); metrics only leave.
+    - `fit(FitPlan)` -> `FitReport`: train the teacher (`CompactCNN`) and the generator of the plan's
+      kind on the members: the class-conditional diffusion generator (diffusers `UNet2DModel`, DDPM
+      objective with v-prediction, DDIM sampling; Ho et al. 2020; classifier-free guidance after Ho &
+      Salimans 2022), optionally with DP-SGD (opacus), or DP-MERF (`shared/mean_embedding.py`, one
+      Gaussian release); metrics only leave.
     - `synthesize(SynthesisRequest)` -> `Shard`: fresh images, uint8 (N, H, W, C), with the teacher's
       soft labels, float32 (N, K), at the requested temperature (knowledge recycling, arXiv
       2407.15526), after the in-distribution filter.
@@ -163,7 +164,7 @@ class Site:
         self.credentials = credentials
         real = np.concatenate([data.members.images, data.holdout.images])
         self.gate = OutboundGate(site_id, real, self.state_dir / "ledger.jsonl", credentials)
-        self._models: tuple[str, CompactCNN, ClassConditionalDiffusion] | None = None  # (run id, teacher, generator)
+        self._models: tuple[str, CompactCNN, SiteGenerator] | None = None  # (run id, teacher, generator)
         self._manifold: tuple[str, MemberManifold | None] | None = None  # (run id, members in that run's teacher space)
 
     # -- fit -----------------------------------------------------------------------------------
@@ -204,7 +205,7 @@ class Site:
         teacher_acc = accuracy(teacher, holdout.images, holdout.labels, device=self.device)
         log.info("%s: teacher trained in %.0f s, holdout accuracy %.3f", self.site_id, teacher_seconds, teacher_acc)
 
-        generator = ClassConditionalDiffusion(plan.generator, members.num_classes, members.image_shape)
+        generator = build_generator(plan.generator, members.num_classes, members.image_shape)
         generator_started = time.monotonic()
 
         def progress(step: int, total: int, loss: float) -> None:
@@ -413,7 +414,7 @@ class Site:
     def _run_dir(self, run_id: str) -> Path:
         return self.state_dir / "runs" / check_run_id(run_id)
 
-    def _save(self, run_id: str, teacher: CompactCNN, generator: ClassConditionalDiffusion) -> None:
+    def _save(self, run_id: str, teacher: CompactCNN, generator: SiteGenerator) -> None:
         directory = self._run_dir(run_id)
         directory.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, directory / "teacher.safetensors")
@@ -426,14 +427,14 @@ class Site:
         Raises `SiteNotFitted` where the site holds none for that run."""
         return self._load(run_id)[0]
 
-    def _load(self, run_id: str) -> tuple[CompactCNN, ClassConditionalDiffusion]:
+    def _load(self, run_id: str) -> tuple[CompactCNN, SiteGenerator]:
         if self._models is not None and self._models[0] == run_id:
             return self._models[1], self._models[2]
         directory, sampling = self._models_dir(run_id)
         if not (directory / "teacher.safetensors").is_file():
             raise SiteNotFitted(f"{self.site_id} has not been fitted for run {run_id}")
         teacher = load_teacher(directory)
-        generator = ClassConditionalDiffusion.load(directory / "generator")
+        generator = load_generator(directory / "generator")
         generator.config = replace(generator.config, **sampling)
         self._models = (run_id, teacher, generator)
         return teacher, generator

@@ -214,13 +214,13 @@ class ReusedFit:
     run_dir: Path
 
     #: Settings that shape the sites' data or their models' training: a reused fit must share them.
-    MUST_MATCH = ("partition", "seed", "holdout_fraction", "teacher_epochs", "generator_steps",
+    MUST_MATCH = ("partition", "seed", "holdout_fraction", "teacher_epochs", "generator_kind", "generator_steps",
                   "generator_resolution", "generator_channels", "generator_batch", "generator_noise_multiplicity",
                   "generator_hflip",
                   "dp_epsilon", "dp_models")
 
     #: Settings in MUST_MATCH that runs made before them do not record, with the value those runs had.
-    ADDED_LATER = {"generator_noise_multiplicity": 1}
+    ADDED_LATER = {"generator_noise_multiplicity": 1, "generator_kind": "diffusion"}
 
     def load(self, expected: RunConfig | None = None) -> tuple[Path, str, dict[str, FitReport], float]:
         """The sites folder, run id, fit reports and fit seconds; with `expected`, refuse a run fitted otherwise."""

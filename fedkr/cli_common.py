@@ -120,6 +120,9 @@ def print_audit_sites(sites: dict[str, dict]) -> None:
             table.add_row(sid, "-", f"no audit: {attacks['error']}", "", "", "", "")
             continue
         for name, r in attacks.items():
+            if isinstance(r, dict) and "not_applicable" in r and "auc" not in r:
+                table.add_row(sid, name, f"not applicable: {r['not_applicable']}", "", "", "", "")
+                continue
             if not (isinstance(r, dict) and "auc" in r):
                 continue
             ci = r.get("auc_ci") or [float("nan")] * 2
@@ -128,5 +131,5 @@ def print_audit_sites(sites: dict[str, dict]) -> None:
                           "n/a" if control is None else f"{control:.3f}", f"{r.get('epsilon_lower_bound', 0.0):.2f}",
                           f"{r['num_members']} v {r['num_nonmembers']}")
         if isinstance(attacks.get("dp"), dict):
-            table.add_row(sid, "DP-SGD", f"epsilon {attacks['dp'].get('epsilon', float('nan')):.2f}", "", "", "", "")
+            table.add_row(sid, "DP", f"epsilon {attacks['dp'].get('epsilon', float('nan')):.2f}", "", "", "", "")
     out_console.print(table)

@@ -21,7 +21,7 @@ from fedkr.shared.audit_document import build_audit_document, write_audit
 from fedkr.shared.release_inspect import ARTEFACTS, inspect_release
 from fedkr.shared.audit_policy import AuditDecision, AuditPolicy, decide_release
 from fedkr.shared.classifier import CONFIG_SCHEMA, ClassifierConfig, CompactCNN
-from fedkr.shared.generator import ClassConditionalDiffusion
+from fedkr.shared.generator_kinds import SiteGenerator, load_generator as load_site_generator
 from fedkr.shared.json_input import JSONInputError, Limits, read_json_file
 from fedkr.shared.reports import check_run_id
 
@@ -88,7 +88,7 @@ def load_teacher(state_dir: Path | None, release_id: str) -> CompactCNN | None:
     return saved_teacher(directory)
 
 
-def load_generator(state_dir: Path | None, release_id: str) -> ClassConditionalDiffusion | None:
+def load_generator(state_dir: Path | None, release_id: str) -> SiteGenerator | None:
     """The site's generator of the run that made the release, when the site still holds it.
 
     Without it the white-box generator attack cannot run, and a policy that requires it refuses
@@ -100,7 +100,7 @@ def load_generator(state_dir: Path | None, release_id: str) -> ClassConditionalD
     if not (directory / "generator.json").is_file():
         return None
     try:
-        return ClassConditionalDiffusion.load(directory)
+        return load_site_generator(directory)
     except (JSONInputError, OSError, ValueError, RuntimeError) as exc:
         raise ReleaseError(f"{directory}: the site's generator does not load ({exc})") from None
 

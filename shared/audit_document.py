@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from fedkr.shared.audit_policy import AuditDecision, utility_figures
+from fedkr.shared.audit_policy import AuditDecision, not_applicable, utility_figures
 from fedkr.shared.audit_summary import summarize
 from fedkr.shared.audit_view import AuditDocument
 from fedkr.shared.reports import AuditReport
@@ -28,7 +28,9 @@ THREAT_MODEL = (
     "its holdout. Attacks on the released images: distance to the closest released image in pixel space and in the "
     "site teacher's feature space. The sites' own teachers and generators are not released; every released image is "
     "a sample of a site's generator, so each site also attacks its own generator white-box (its denoising error on "
-    "members against holdout, Carlini et al. 2023): an attacker stronger than anyone who holds only the release."
+    "members against holdout, Carlini et al. 2023): an attacker stronger than anyone who holds only the release. "
+    "A DP-MERF generator has no denoising loss; it saw its members only through one Gaussian release, and where the "
+    "site reports that release's DP guarantee, the guarantee stands in for the white-box attack."
 )
 
 
@@ -90,6 +92,8 @@ def audit_summary(decision: AuditDecision) -> dict:
                        "num_nonmembers": r.num_nonmembers}
             for r in reply.results
         }
+        for attack, reason in not_applicable(reply).items():
+            sites[sid].setdefault(attack, {"not_applicable": reason})
         if reply.dp:
             sites[sid]["dp"] = reply.dp
         if reply.utility is not None:

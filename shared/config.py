@@ -29,7 +29,7 @@ from .classifier import TrainConfig
 from .device import DEVICE_CHOICES, DEVICE_PATTERN
 from .dp import DPConfig
 from .dp_models import DP_BOTH_MODELS, DP_GENERATOR_ONLY, DP_MODELS
-from .generator import GeneratorConfig
+from .generator import GENERATOR_KINDS, GeneratorConfig
 from .image_set import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIDE
 from .partition import PartitionSpec
 from .reports import RUN_ID_PATTERN
@@ -113,6 +113,9 @@ class RunConfig:
     #: The working size, pixels: images with a side larger are resized to it at load; teacher, student
     #: and released images have it (the generator works at `generator_resolution`, capped by it).
     image_size: int = DEFAULT_IMAGE_SIZE
+    #: Which generator the sites train: "diffusion" (DP-SGD on a diffusers UNet) or "dp-merf" (one Gaussian
+    #: release of class mean embeddings and a decoder fitted to it; `shared/mean_embedding.py`).
+    generator_kind: str = "diffusion"
     # training budgets
     generator_steps: int = 1500
     generator_resolution: int = 16
@@ -153,6 +156,7 @@ class RunConfig:
             (0 < self.dp_max_grad_norm < float("inf"), "dp-max-grad-norm must be a finite number > 0"),
             (self.dp_models in DP_MODELS, f"dp-models must be one of {', '.join(DP_MODELS)}"),
             (self.generator_steps >= 1, "generator-steps must be at least 1"),
+            (self.generator_kind in GENERATOR_KINDS, f"generator-kind must be one of {', '.join(GENERATOR_KINDS)}"),
             (self.teacher_epochs >= 1, "teacher-epochs must be at least 1"),
             (self.student_epochs >= 1, "student-epochs must be at least 1"),
             (RUN_ID_PATTERN.fullmatch(self.run_id) is not None and ".." not in self.run_id,
@@ -212,6 +216,7 @@ class RunConfig:
             hflip=self.generator_hflip,
             guidance_scale=self.generator_guidance,
             seed=self.seed,
+            kind=self.generator_kind,
         )
 
     def dp_config(self) -> DPConfig | None:

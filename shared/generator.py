@@ -35,6 +35,10 @@ from .json_input import read_json_file
 log = logging.getLogger(__name__)
 
 
+#: The generator kinds a site can train: the private diffusion UNet (DP-SGD) or DP-MERF (one Gaussian release).
+GENERATOR_KINDS = ("diffusion", "dp-merf")
+
+
 @dataclass(frozen=True)
 class GeneratorConfig:
     """The generator's settings, as diffusers models keep theirs: saved with the weights (`generator.json`).
@@ -52,8 +56,11 @@ class GeneratorConfig:
     `hflip` random horizontal flips; `num_train_timesteps` the DDPM schedule's length and
     `sample_steps` the DDIM steps at sampling, with DDIM's `sample_eta` (0: deterministic DDIM; 1:
     as much fresh noise per step as DDPM's ancestral sampler; Song et al. 2021); `seed` fixes the
-    initial weights and batches. Raises ValueError for `noise_multiplicity` not an integer >= 1 or
-    `sample_eta` outside [0, 1].
+    initial weights and batches. `kind` is which generator these settings build
+    (`fedkr.shared.generator_kinds`): "diffusion" (this module) or "dp-merf"
+    (`fedkr.shared.mean_embedding`, which uses `resolution`, `train_steps`, `batch_size` per class
+    and `seed`). Raises ValueError for `noise_multiplicity` not an integer >= 1, `sample_eta`
+    outside [0, 1] or an unknown `kind`.
     """
 
     resolution: int = 16
@@ -72,8 +79,11 @@ class GeneratorConfig:
     sample_eta: float = 0.0
     guidance_scale: float = 1.0
     seed: int = 0
+    kind: str = "diffusion"
 
     def __post_init__(self) -> None:
+        if self.kind not in GENERATOR_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(GENERATOR_KINDS)}, got {self.kind!r}")
         if isinstance(self.noise_multiplicity, bool) or not isinstance(self.noise_multiplicity, int) \
                 or self.noise_multiplicity < 1:
             raise ValueError(f"noise_multiplicity must be an integer >= 1, got {self.noise_multiplicity!r}")
@@ -113,7 +123,7 @@ class _DDIMScheduler(DDIMScheduler):
 
 
 #: Settings added after the first plan format, with the defaults that mean "not used".
-LATER_SETTINGS: dict[str, object] = {"noise_multiplicity": 1, "sample_eta": 0.0}
+LATER_SETTINGS: dict[str, object] = {"noise_multiplicity": 1, "sample_eta": 0.0, "kind": "diffusion"}
 
 
 def effective_resolution(requested: int, height: int, width: int, levels: int) -> int:

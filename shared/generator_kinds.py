@@ -1,0 +1,46 @@
+"""Which generator a site trains and loads: one place that maps `GeneratorConfig.kind` to its class.
+
+"diffusion" is `ClassConditionalDiffusion` (DP-SGD on a diffusers UNet); "dp-merf" is
+`MeanEmbeddingGenerator` (one Gaussian release of class mean embeddings). Both answer `train`,
+`sample`, `summary`, `save` and `load`; only the diffusion generator has a denoising loss, so only
+it faces the white-box generator attack (`fedkr.shared.generator_attack`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .generator import ClassConditionalDiffusion, GeneratorConfig
+from .json_input import read_json_file
+from .mean_embedding import KIND as MERF_KIND, MeanEmbeddingGenerator
+
+#: Any generator a site may hold.
+SiteGenerator = ClassConditionalDiffusion | MeanEmbeddingGenerator
+
+#: Why the white-box generator attack has no result for a DP-MERF generator (the audit and the policy say so).
+WHITE_BOX_NOT_APPLICABLE = ("the generator is DP-MERF: it has no denoising loss to attack, and it saw the members only "
+                            "through one Gaussian release, covered by its DP guarantee")
+
+
+def build_generator(config: GeneratorConfig, num_classes: int, image_shape: tuple[int, int, int]) -> SiteGenerator:
+    """A fresh, untrained generator of `config.kind` for `num_classes` classes of uint8 (H, W, C) images."""
+    if config.kind == MERF_KIND:
+        return MeanEmbeddingGenerator(config, num_classes, image_shape)
+    return ClassConditionalDiffusion(config, num_classes, image_shape)
+
+
+def load_generator(directory: Path) -> SiteGenerator:
+    """The generator saved in `directory`, of the kind its generator.json names (none: diffusion, as before kinds).
+
+    Raises:
+        JSONInputError: generator.json missing fields or malformed; OSError: files missing.
+    """
+    meta = read_json_file(Path(directory) / "generator.json", schema={"type": "object"})
+    if meta.get("kind") == MERF_KIND:
+        return MeanEmbeddingGenerator.load(directory)
+    return ClassConditionalDiffusion.load(directory)
+
+
+def has_white_box_attack(generator: SiteGenerator) -> bool:
+    """True for a generator the white-box attack applies to (one with a denoising loss)."""
+    return isinstance(generator, ClassConditionalDiffusion)
