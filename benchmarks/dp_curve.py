@@ -7,10 +7,11 @@ Each RUN_DIR is a finished `fedkr simulate` run (released or refused, `run_folde
     fedkr simulate --data bloodmnist.npz --profile full --dp-epsilon 8 --out runs-eps8
 
 and the same without `--dp-epsilon` for the run without DP. The runs must differ only in their DP
-settings (`dp-epsilon`, `dp-delta`) and their folders; anything else is refused, since the curve
-would then mix two experiments. Writes OUT.json (one row per run, sorted by epsilon, the run without
-DP last), OUT.md (the table) and OUT.png (the student's test accuracy against epsilon, the run
-without DP as a dashed line; the worst attack's AUC upper bound beside it).
+settings (`dp-epsilon`, `dp-delta`), their generator kind (`generator-kind`: one curve per kind) and
+their folders; anything else is refused, since the curve would then mix two experiments. Writes
+OUT.json (one row per run, sorted by generator kind and epsilon, each kind's run without DP last),
+OUT.md (the table) and OUT.png (the student's test accuracy against epsilon, one line per generator
+kind, each run without DP as a dashed line; the worst attack's AUC upper bound beside it).
 
 Per row: the budget each site was given, the models it covered, and the largest epsilon any
 site's accountant spent (RDP; teacher + generator by basic composition, or the generator alone
@@ -33,7 +34,7 @@ from run_folder import run_folder, run_metrics
 
 #: Settings that may differ between the runs of one curve: the DP budget, where the run was written,
 #: and how the machine ran it (none of these changes what is trained).
-VARYING = {"dp_epsilon", "dp_delta", "run_id", "out", "device", "site_threads", "reply_timeout", "wait_for_sites",
+VARYING = {"dp_epsilon", "dp_delta", "generator_kind", "run_id", "out", "device", "site_threads", "reply_timeout", "wait_for_sites",
            "coordinator_dir"}
 
 
@@ -69,6 +70,7 @@ def curve_row(run_dir: Path) -> dict:
                 for sid, site in sorted(audit["sites"].items()) if site.get("utility")}
     return {
         "run": run_dir.name,
+        "generator_kind": config.get("generator_kind", "diffusion"),
         "epsilon_budget": config["dp_epsilon"] or None,
         "dp_models": config["dp_models"] if config["dp_epsilon"] else None,
         "epsilon_spent_max": round(max(spent), 3) if spent else None,
@@ -98,16 +100,16 @@ def check_same_experiment(rows: list[dict]) -> None:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| epsilon per site (spent) | student test accuracy | released | teachers' holdout accuracy "
+    lines = ["| generator | epsilon per site (spent) | student test accuracy | released | teachers' holdout accuracy "
              "(balanced) | attack with the highest AUC bound, AUC [95% CI] | highest TPR@1%FPR | fit s |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         spent = "" if row["epsilon_spent_max"] is None else f" ({row['epsilon_spent_max']:.2f})"
         budget = "no DP" if row["epsilon_budget"] is None else f"{row['epsilon_budget']:g}{spent}"
         teachers = ", ".join(f"{t['holdout_accuracy']:.3f} ({t['balanced_accuracy']:.3f})" for t in row["teachers"].values())
         attack = row["strongest_attack"]
         verdict = "yes" if row["released"] else "no: " + "; ".join(f["message"] for f in row["failures"])
-        lines.append(f"| {budget} | {row['student_test_accuracy']:.3f} | {verdict} | {teachers} | "
+        lines.append(f"| {row['generator_kind']} | {budget} | {row['student_test_accuracy']:.3f} | {verdict} | {teachers} | "
                      f"{attack['site']} {attack['attack']} on the {attack['target']}, {attack['auc']:.3f} "
                      f"[{attack['auc_ci'][0]:.3f}, {attack['auc_ci'][1]:.3f}] | {row['max_tpr_at_1pct_fpr']:.3f} | "
                      f"{row['fit_seconds']} |")
@@ -120,24 +122,27 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    private = [r for r in rows if r["epsilon_budget"] is not None]
-    public = [r for r in rows if r["epsilon_budget"] is None]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    eps = [r["epsilon_budget"] for r in private]
-    ax1.plot(eps, [r["student_test_accuracy"] for r in private], "o-", label="student, DP at each site")
-    for r in public:
-        ax1.axhline(r["student_test_accuracy"], ls="--", color="gray", label="student, no DP")
+    kinds = sorted({r["generator_kind"] for r in rows})
+    eps = sorted({r["epsilon_budget"] for r in rows if r["epsilon_budget"] is not None})
+    for kind, color in zip(kinds, ("C0", "C1", "C2", "C3")):
+        private = [r for r in rows if r["generator_kind"] == kind and r["epsilon_budget"] is not None]
+        public = [r for r in rows if r["generator_kind"] == kind and r["epsilon_budget"] is None]
+        x = [r["epsilon_budget"] for r in private]
+        if private:
+            ax1.plot(x, [r["student_test_accuracy"] for r in private], "o-", color=color, label=f"student, {kind}, DP at each site")
+            ax2.plot(x, [r["strongest_attack"]["auc_ci"][1] for r in private], "o-", color=color, label=f"{kind}, DP")
+        for r in public:
+            ax1.axhline(r["student_test_accuracy"], ls="--", color=color, label=f"student, {kind}, no DP")
+            ax2.axhline(r["strongest_attack"]["auc_ci"][1], ls="--", color=color, label=f"{kind}, no DP")
     ax1.set(xscale="log", xlabel="epsilon per site (teacher + generator)", ylabel="test accuracy",
             title="Student accuracy against the privacy budget")
     ax1.set_xticks(eps, [f"{e:g}" for e in eps])
-    ax1.legend()
-    ax2.plot(eps, [r["strongest_attack"]["auc_ci"][1] for r in private], "o-", label="strongest attack, AUC upper bound")
-    for r in public:
-        ax2.axhline(r["strongest_attack"]["auc_ci"][1], ls="--", color="gray", label="no DP")
+    ax1.legend(fontsize="small")
     ax2.axhline(0.5, color="black", lw=0.5)
-    ax2.set(xscale="log", xlabel="epsilon per site", ylabel="AUC (95% upper bound)", title="Audit: every site's attacks")
+    ax2.set(xscale="log", xlabel="epsilon per site", ylabel="AUC (95% upper bound)", title="Audit: strongest attack over every site")
     ax2.set_xticks(eps, [f"{e:g}" for e in eps])
-    ax2.legend()
+    ax2.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -158,7 +163,7 @@ def main() -> None:
             raise SystemExit(f"dp_curve: {run_dir}: not a run folder as fedkr writes it "
                              f"({type(error).__name__}: {error})") from None
     check_same_experiment(rows)
-    rows.sort(key=lambda r: math.inf if r["epsilon_budget"] is None else r["epsilon_budget"])
+    rows.sort(key=lambda r: (r["generator_kind"], math.inf if r["epsilon_budget"] is None else r["epsilon_budget"]))
     table = markdown_table(rows)
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
