@@ -65,6 +65,7 @@ from fedkr.shared.config import PROFILES
 from fedkr.shared.device import DeviceError, resolve_device
 from fedkr.shared.dp import DPConfig
 from fedkr.shared.generator import ClassConditionalDiffusion, GeneratorConfig
+from fedkr.shared.generator_kinds import SiteGenerator, load_generator
 from fedkr.shared.synthesis_quality import precision_recall
 
 _GENERATOR_FIELDS = {f.name for f in fields(GeneratorConfig)}
@@ -144,7 +145,7 @@ def judge_and_row(args, config, site):  # type: ignore[no-untyped-def]
                    "judge_holdout_accuracy": round(accuracy(judge, site.holdout.images, site.holdout.labels), 4)}
 
 
-def score(generator: ClassConditionalDiffusion, site, judge, per_class: int, seed: int,  # type: ignore[no-untyped-def]
+def score(generator: SiteGenerator, site, judge, per_class: int, seed: int,  # type: ignore[no-untyped-def]
           student_protocol: TrainConfig, eta: float, device: torch.device) -> dict:
     m = site.members
     classes = np.flatnonzero(np.bincount(m.labels, minlength=m.num_classes) > 0)
@@ -224,7 +225,7 @@ def main() -> None:
 def generators(args, config, site, variants, seeds, device):  # type: ignore[no-untyped-def]
     """(row figures, generator) for every saved generator (`--saved`), or every variant and seed trained here."""
     for directory in args.saved or []:
-        generator = ClassConditionalDiffusion.load(directory)
+        generator = load_generator(directory)  # either kind: a run's DP-MERF generators score as its diffusion ones
         if generator.num_classes != site.members.num_classes or generator.image_shape != site.members.image_shape:
             raise SystemExit(f"{directory}: a generator of {generator.num_classes} classes and images "
                              f"{generator.image_shape}, not this site's {site.members.num_classes} and "

@@ -44,8 +44,8 @@ from fedkr.shared.classifier import (
 from fedkr.shared.data import ImageSet
 from fedkr.shared.density_attack import density_ratio_scores
 from fedkr.shared.device import Device
-from fedkr.shared.generator import ClassConditionalDiffusion
-from fedkr.shared.generator_kinds import WHITE_BOX_NOT_APPLICABLE, SiteGenerator, has_white_box_attack
+from fedkr.shared.generator_kinds import SiteGenerator
+from fedkr.shared.mean_embedding import MeanEmbeddingGenerator
 from fedkr.shared.generator_attack import cross_fitted_scores, denoising_errors
 from fedkr.shared.reports import AuditReport
 from fedkr.shared.utility import count_correct
@@ -61,6 +61,8 @@ DESCRIPTIONS = {
     "dcr_feature": "distance to the closest released image, the site teacher's feature space: closer means member",
     "generator_loss": "white-box, the site's own generator: a lower denoising error means member (Carlini et al. 2023), "
                       "noise level chosen on one half, scored on the other",
+    "generator_loss:dp-merf": "white-box, the site's own DP-MERF generator: a lower loss ||m_y - phi(x)||^2 (the distance of "
+                              "the image's random features to its class's mean embedding in the decoder) means member",
     "domias": "van Breugel et al. 2023 (DOMIAS): synthetic over population density in the feature space, higher means member",
 }
 SCORES = {
@@ -71,6 +73,7 @@ SCORES = {
     "dcr_pixel": "negated pixel distance (0-1 scale)",
     "dcr_feature": "negated feature distance",
     "generator_loss": "negated denoising error, in holdout standard deviations",
+    "generator_loss:dp-merf": "negated mean-embedding loss",
     "domias": "log density ratio, synthetic over reference",
 }
 #: A member closer to a released image than this percentile of real-to-real nearest distances is a near duplicate.
@@ -258,9 +261,14 @@ def audit_synthetic(
 
 
 def _generator_attack(
-    generator: ClassConditionalDiffusion, members: ImageSet, holdout: ImageSet, seed: int, device: Device,
+    generator: SiteGenerator, members: ImageSet, holdout: ImageSet, seed: int, device: Device,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Member and holdout scores of the white-box attack on the site's generator (`generator_attack`)."""
+    """Member and holdout scores of the white-box attack on the site's generator, higher meaning member: the
+    generator's own training loss on each image, negated (`generator_attack` for a diffusion generator,
+    `MeanEmbeddingGenerator.embedding_losses` for DP-MERF)."""
+    if isinstance(generator, MeanEmbeddingGenerator):
+        return (-generator.embedding_losses(members.images, members.labels, seed=seed),
+                -generator.embedding_losses(holdout.images, holdout.labels, seed=seed))
     member_errors = denoising_errors(generator, members.images, members.labels, seed=seed, device=device)
     holdout_errors = denoising_errors(generator, holdout.images, holdout.labels, seed=seed + 1, device=device)
     scores = cross_fitted_scores(member_errors, holdout_errors, seed=seed)
@@ -288,10 +296,9 @@ def audit_model(
 
     `comparator` is the site's teacher; without it the audit's cross-fitted reference models stand
     in (each holdout image scored by the one that never saw it), and the report says so.
-    `generator`, the site's own generator of the run, adds the white-box attack on it
-    (`fedkr.shared.generator_attack`): its denoising error on the same members and holdout. A DP-MERF
-    generator has no denoising loss: the report then names the attack under `settings["not_applicable"]`
-    with the reason, and the policy accepts that only where the site's DP record covers the generator.
+    `generator`, the site's own generator of the run, adds the white-box attack on it: its own training
+    loss on the same members and holdout (the denoising error, `fedkr.shared.generator_attack`, or
+    DP-MERF's mean-embedding loss, `MeanEmbeddingGenerator.embedding_losses`).
     Reference models train, and every model runs, on `device` (`shared/device.py`; None: the CPU).
     """
     rng = np.random.default_rng(settings.seed)
@@ -311,17 +318,15 @@ def audit_model(
     if released_images is not None:
         distance, near = _distance_attacks(released_images, feature_model or target, members, holdout, device)
         scored += [(name, "distilled_set", pair) for name, pair in distance.items()]
-    not_applicable: dict[str, str] = {}
-    if generator is not None and has_white_box_attack(generator):
+    if generator is not None:
         scored.append(("generator_loss", "generator", _generator_attack(generator, members, holdout, settings.seed, device)))
-    elif generator is not None:
-        not_applicable["generator_loss"] = WHITE_BOX_NOT_APPLICABLE
-        log.info("%s: white-box generator attack not applicable: %s", site_id, WHITE_BOX_NOT_APPLICABLE)
     results: list[AttackResult] = []
+    kind = "" if generator is None or generator.config.kind == "diffusion" else f":{generator.config.kind}"
     for name, where, (m_scores, h_scores) in scored:
+        wording = f"{name}{kind}" if where == "generator" else name
         result = measure_attack(
             name, where, m_scores, h_scores, members.labels, holdout.labels, members.class_names,
-            description=DESCRIPTIONS[name], score_name=SCORES[name],
+            description=DESCRIPTIONS[wording], score_name=SCORES[wording],
             confidence=settings.confidence, delta=settings.delta, seed=settings.seed,
         )
         log.info("%s: %s attack AUC %.3f [%.3f, %.3f], TPR@1%%FPR %.3f, control AUC %s", site_id, name, result.auc,
@@ -332,8 +337,6 @@ def audit_model(
     if generator is not None:  # what the white-box attack attacked: the audit's summary names it in a remedy
         settings_record["generator_trained_steps"] = int(generator.trained_steps)
         settings_record["generator_kind"] = generator.config.kind
-    if not_applicable:
-        settings_record["not_applicable"] = not_applicable
     return AuditReport(
         site_id=site_id, results=tuple(results), num_members=len(members), num_nonmembers=len(holdout),
         near_duplicates=near, dp=dp, settings=settings_record, utility=utility,

@@ -219,7 +219,7 @@ class Site:
         if plan.dp is not None and generator.dp_report is not None and (teacher.dp_report is not None or teacher_dp is None):
             dp_record = dp_summary(plan.dp, teacher.dp_report, generator.dp_report)
             (self._run_dir(plan.run_id) / "dp.json").write_text(json.dumps(dp_record, indent=2))
-            log.info("%s: DP-SGD spent epsilon %.2f (%s) at delta %.2g", self.site_id, dp_record["epsilon"],
+            log.info("%s: DP spent epsilon %.2f (%s) at delta %.2g", self.site_id, dp_record["epsilon"],
                      " + ".join(f"{name} {part['epsilon']:.2f}" for name, part in dp_record["parts"].items()), dp_record["delta"])
         report = FitReport(
             site_id=self.site_id,

@@ -163,7 +163,7 @@ def simulate(
     out: Annotated[Path | None, typer.Option(help="Folder for runs." + _d("out"))] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for partitions, splits and training." + _d("seed"))] = None,
     image_size: Annotated[int | None, typer.Option(help=IMAGE_SIZE_HELP + _d("image_size"))] = None,
-    generator_kind: Annotated[str | None, typer.Option(help="The generator every site trains: 'diffusion' (a UNet, DP-SGD under a DP budget) or 'dp-merf' (one Gaussian release of class mean embeddings, a decoder fitted to it: in minutes, and better under DP on BloodMNIST; docs/audit.md)." + _d("generator_kind"))] = None,
+    generator_kind: Annotated[str | None, typer.Option(help="The generator every site trains: 'diffusion' (a UNet, DP-SGD under a DP budget) or 'dp-merf' (one Gaussian release of class mean embeddings and a decoder fitted to it, in minutes; under DP its samples were recognised more often at 3 of 4 BloodMNIST sites: docs/audit.md)." + _d("generator_kind"))] = None,
     generator_steps: Annotated[int | None, typer.Option(help="Generator training steps per site (a dp-merf generator's decoder steps)." + _d("generator_steps"))] = None,
     generator_guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale the sites sample with: higher draws images their teacher recognises more often, at twice the sampling cost (1: none)." + _d("generator_guidance"))] = None,
     teacher_epochs: Annotated[int | None, typer.Option(help="Teacher training epochs." + _d("teacher_epochs"))] = None,

@@ -120,9 +120,6 @@ def print_audit_sites(sites: dict[str, dict]) -> None:
             table.add_row(sid, "-", f"no audit: {attacks['error']}", "", "", "", "")
             continue
         for name, r in attacks.items():
-            if isinstance(r, dict) and "not_applicable" in r and "auc" not in r:
-                table.add_row(sid, name, f"not applicable: {r['not_applicable']}", "", "", "", "")
-                continue
             if not (isinstance(r, dict) and "auc" in r):
                 continue
             ci = r.get("auc_ci") or [float("nan")] * 2

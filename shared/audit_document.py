@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from fedkr.shared.audit_policy import AuditDecision, not_applicable, utility_figures
+from fedkr.shared.audit_policy import AuditDecision, utility_figures
 from fedkr.shared.audit_summary import summarize
 from fedkr.shared.audit_view import AuditDocument
 from fedkr.shared.reports import AuditReport
@@ -27,10 +27,9 @@ THREAT_MODEL = (
     "(Zarifzadeh et al.) and, when enabled, offline LiRA (Carlini et al.), with reference models the site trains on "
     "its holdout. Attacks on the released images: distance to the closest released image in pixel space and in the "
     "site teacher's feature space. The sites' own teachers and generators are not released; every released image is "
-    "a sample of a site's generator, so each site also attacks its own generator white-box (its denoising error on "
-    "members against holdout, Carlini et al. 2023): an attacker stronger than anyone who holds only the release. "
-    "A DP-MERF generator has no denoising loss; it saw its members only through one Gaussian release, and where the "
-    "site reports that release's DP guarantee, the guarantee stands in for the white-box attack."
+    "a sample of a site's generator, so each site also attacks its own generator white-box (its training loss on "
+    "members against holdout: the denoising error of a diffusion generator, Carlini et al. 2023, or the mean-embedding "
+    "loss of a DP-MERF one): an attacker stronger than anyone who holds only the release."
 )
 
 
@@ -92,8 +91,6 @@ def audit_summary(decision: AuditDecision) -> dict:
                        "num_nonmembers": r.num_nonmembers}
             for r in reply.results
         }
-        for attack, reason in not_applicable(reply).items():
-            sites[sid].setdefault(attack, {"not_applicable": reason})
         if reply.dp:
             sites[sid]["dp"] = reply.dp
         if reply.utility is not None:

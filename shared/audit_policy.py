@@ -190,25 +190,9 @@ def _check_utility(reports: dict[str, AuditReport], policy: AuditPolicy) -> tupl
     return pooled, failures
 
 
-def not_applicable(report: AuditReport) -> dict[str, str]:
-    """The attacks a site reports as not applicable to what it holds, with its reason (`settings["not_applicable"]`)."""
-    named = report.settings.get("not_applicable")
-    return {str(k): str(v) for k, v in named.items()} if isinstance(named, dict) else {}
-
-
-def _covered_by_dp(report: AuditReport, attack: str) -> bool:
-    """A generator attack the site reports as not applicable (a DP-MERF generator has no denoising loss)
-    stands excused only where the site's DP record covers the generator: its guarantee then speaks for it."""
-    parts = (report.dp or {}).get("parts") if isinstance(report.dp, dict) else None
-    return (attack in GENERATOR_ATTACKS and attack in not_applicable(report)
-            and isinstance(parts, dict) and isinstance(parts.get("generator"), dict))
-
-
 def decide_release(replies: dict[str, AuditReport | Exception | str], policy: AuditPolicy) -> AuditDecision:
     """Pass only if every site answered, with every required attack, every result meets every rule,
-    and the student keeps enough of what the sites' own models know (the utility rule). A required
-    generator attack a site reports as not applicable (`not_applicable`) is excused only where the
-    site's DP record covers its generator."""
+    and the student keeps enough of what the sites' own models know (the utility rule)."""
     failures: list[Failure] = []
     reports: dict[str, AuditReport | str] = {}
     for sid, reply in sorted(replies.items()):
@@ -226,11 +210,8 @@ def decide_release(replies: dict[str, AuditReport | Exception | str], policy: Au
                                     f"{policy.confidence}"))
         present = {r.attack for r in reply.results}
         for attack in policy.required_attacks:
-            if attack in present or _covered_by_dp(reply, attack):
-                continue
-            reason = not_applicable(reply).get(attack)
-            failures.append(Failure(sid, attack, "present", None, None, f"{sid}: no {attack} attack result" + (
-                "" if reason is None else f" ({reason}), and no DP guarantee on the generator stands in for it")))
+            if attack not in present:
+                failures.append(Failure(sid, attack, "present", None, None, f"{sid}: no {attack} attack result"))
         for result in reply.results:
             failures.extend(_check_result(sid, result, policy))
     if not replies:

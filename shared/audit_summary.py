@@ -197,7 +197,12 @@ def _remedies(site: Site, failures: list[Failure], policy: Policy) -> tuple[str,
                 no_holdout.append(f"{words} (AUC {auc:.3f})")
             else:
                 holdout.append((needed, f"{words} (AUC {auc:.3f})"))
-    if memorising:
+    if memorising and site.generator_kind == "dp-merf":
+        out.insert(0, f"a DP budget on the generator, or a smaller one: {_and(memorising)} separate"
+                      f"{'s' if len(memorising) == 1 else ''} members by the point estimate, so the DP-MERF generator's "
+                      f"release carries detail of its {_count(site.num_members)} training images (its decoder steps "
+                      "change nothing: the release alone holds the members)")
+    elif memorising:
         steps = site.generator_trained_steps
         budget = f" than its {steps:,}" if steps else ""
         out.insert(0, f"a smaller generator budget: {_and(memorising)} separate{'s' if len(memorising) == 1 else ''} "

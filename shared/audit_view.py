@@ -10,7 +10,7 @@ documented in docs/audit.md.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -355,13 +355,7 @@ class Site:
     attacks: tuple[Attack, ...]
     utility: Utility | None = None
     generator_trained_steps: int | None = None  # the attacked generator's training steps, as the site reported them
-    #: Attacks the site reports as not applicable to what it holds, with its reason (a DP-MERF generator has no denoising loss).
-    not_applicable: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def generator_dp(self) -> bool:
-        """True when the site's DP record covers its generator (what excuses a generator attack that does not apply)."""
-        return self.dp is not None and any(p.name == "generator" for p in self.dp.parts)
+    generator_kind: str | None = None  # the attacked generator's kind ("diffusion", "dp-merf"), None in older reports
 
     @classmethod
     def parse(cls, name: str, value: Any) -> Site:
@@ -373,7 +367,7 @@ class Site:
             attacks=tuple(Attack.parse(a) for a in _list(site.get("attacks")) if isinstance(a, dict)),
             utility=Utility.parse(site.get("utility")),
             generator_trained_steps=_positive(_dict(site.get("settings")).get("generator_trained_steps")),
-            not_applicable={str(k): str(v) for k, v in _dict(_dict(site.get("settings")).get("not_applicable")).items()},
+            generator_kind=_text(_dict(site.get("settings")).get("generator_kind")),
         )
 
     @property

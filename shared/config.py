@@ -120,6 +120,7 @@ class RunConfig:
     generator_steps: int = 1500
     generator_resolution: int = 16
     generator_channels: str = "32,64,64"
+    #: Images per step: the diffusion generator's batch; a dp-merf generator's samples per class and step.
     generator_batch: int = 64
     #: Diffusion noise draws per image and step (DPDM's noise multiplicity, `GeneratorConfig.noise_multiplicity`): K x the time.
     generator_noise_multiplicity: int = 1

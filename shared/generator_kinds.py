@@ -2,8 +2,8 @@
 
 "diffusion" is `ClassConditionalDiffusion` (DP-SGD on a diffusers UNet); "dp-merf" is
 `MeanEmbeddingGenerator` (one Gaussian release of class mean embeddings). Both answer `train`,
-`sample`, `summary`, `save` and `load`; only the diffusion generator has a denoising loss, so only
-it faces the white-box generator attack (`fedkr.shared.generator_attack`).
+`sample`, `summary`, `save` and `load`; the audit's white-box attack scores each with its own
+training loss (`client/auditor.py`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,6 @@ from .mean_embedding import KIND as MERF_KIND, MeanEmbeddingGenerator
 
 #: Any generator a site may hold.
 SiteGenerator = ClassConditionalDiffusion | MeanEmbeddingGenerator
-
-#: Why the white-box generator attack has no result for a DP-MERF generator (the audit and the policy say so).
-WHITE_BOX_NOT_APPLICABLE = ("the generator is DP-MERF: it has no denoising loss to attack, and it saw the members only "
-                            "through one Gaussian release, covered by its DP guarantee")
 
 
 def build_generator(config: GeneratorConfig, num_classes: int, image_shape: tuple[int, int, int]) -> SiteGenerator:
@@ -39,8 +35,3 @@ def load_generator(directory: Path) -> SiteGenerator:
     if meta.get("kind") == MERF_KIND:
         return MeanEmbeddingGenerator.load(directory)
     return ClassConditionalDiffusion.load(directory)
-
-
-def has_white_box_attack(generator: SiteGenerator) -> bool:
-    """True for a generator the white-box attack applies to (one with a denoising loss)."""
-    return isinstance(generator, ClassConditionalDiffusion)

@@ -19,17 +19,21 @@ one seed; docs/audit.md): its samples are recognised by the site's non-private t
 than the private diffusion generator's at 3 sites of 4 (agreement 0.37 against 0.14 at the site of
 1,109 members), and it fits in about 6 minutes on 2 cores at any site size, against about 40 for
 DP-SGD on the UNet. Its images are blurrier (lower precision). Without a DP budget it releases
-the embedding without noise: its privacy then rests on the audit alone.
+the embedding without noise: its privacy then rests on the audit, whose white-box attack scores
+each image by this generator's own loss (`embedding_losses`).
 
 No maintained package implements DP-MERF for images, so its core is here (about 100 lines).
-The release's noise comes from a seeded generator, with `fedkr.shared.dp`'s caveat: a run repeats
-exactly, which is not a cryptographic RNG.
+The release's noise is drawn from a generator seeded by the operating system's randomness
+(`secrets`), never from the run's seed, which the coordinator's plan carries: noise derivable from
+public settings would void the guarantee. Everything else (frequencies, initial weights, the
+decoder's draws) follows the seed, so two fits differ only by the noise.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import secrets
 import time
 import warnings
 from collections.abc import Callable
@@ -109,8 +113,8 @@ def noisy_class_embeddings(features: torch.Tensor, labels: np.ndarray, num_class
     """One Gaussian release of the per-class sums of psi = [phi, 1] / sqrt(2) (L2 sensitivity 1).
 
     `features` float (N, 2F) of unit rows, `labels` int (N,) in [0, num_classes), `sigma` the noise's
-    standard deviation (0: no noise). Returns the class mean embeddings float (K, 2F) and the noisy
-    counts float (K,), both floored at 1 so that an empty class does not divide by zero.
+    standard deviation (0: no noise), drawn from `gen`. Returns the class mean embeddings float (K, 2F)
+    and the noisy counts float (K,), floored at 1 so that an empty class does not divide by zero.
     """
     b = 1 / math.sqrt(2)
     psi = torch.cat([b * features, torch.full((len(features), 1), b)], 1)
@@ -178,6 +182,43 @@ class MeanEmbeddingGenerator:
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.decoder.parameters())
 
+    def frequencies(self) -> torch.Tensor:
+        """The random frequencies W, float (d, F), d pixel values at the working size: drawn from the seed
+        alone (the first draw of `train`'s generator), so anyone holding the settings recomputes them."""
+        gen = torch.Generator().manual_seed(self.config.seed)
+        d = self.size * self.size * self.image_shape[2]
+        return torch.randn((d, self.merf.num_freq), generator=gen) / self.length_scale
+
+    @torch.no_grad()
+    def class_embeddings(self, draws: int = 1024, seed: int = 0) -> torch.Tensor:
+        """The decoder's class mean embeddings, float (K, 2F): the mean of phi over `draws` samples per class."""
+        frequencies = self.frequencies()
+        gen = torch.Generator().manual_seed(int(seed))
+        means = []
+        for c in range(self.num_classes):
+            y = torch.full((draws,), c, dtype=torch.int64)
+            drawn = self.decoder(torch.randn((draws, self.merf.z_dim), generator=gen), y).flatten(1)
+            means.append(fourier_features(drawn, frequencies).mean(0))
+        return torch.stack(means)
+
+    @torch.no_grad()
+    def embedding_losses(self, images: np.ndarray, labels: np.ndarray, draws: int = 1024, seed: int = 0) -> np.ndarray:
+        """The generator's own loss on each image: float64 (N,), ||m_y - phi(x)||^2 for image x of class y,
+        m_y the decoder's class mean embedding (`class_embeddings`). DP-MERF fits m_y to the released
+        mean of its members' phi, so a member, part of that mean, tends to lie closer: the white-box
+        membership signal of this kind, as the denoising error is the diffusion generator's.
+        `images` uint8 (N, H, W, C) of the generator's image shape, `labels` int (N,) in [0, K).
+        Raises ValueError for images or labels out of shape or range."""
+        images = np.asarray(images)
+        labels = np.asarray(labels, dtype=np.int64)
+        if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape or labels.shape != (len(images),):
+            raise ValueError(f"images must be uint8 (N, {', '.join(map(str, self.image_shape))}) with labels int (N,)")
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(f"labels must be in [0, {self.num_classes})")
+        means = self.class_embeddings(draws, seed)
+        phi = fourier_features(resize(to_tensor(images), (self.size, self.size)).flatten(1), self.frequencies())
+        return ((means[torch.from_numpy(labels)] - phi) ** 2).sum(1).double().numpy()
+
     def train(self, images: np.ndarray, labels: np.ndarray, on_progress: Callable[[int, int, float], None] | None = None,
               dp: DPConfig | None = None, device: Device = None) -> float:
         """Release the class mean embeddings once (with Gaussian noise under `dp`), then fit the decoder to them.
@@ -208,13 +249,14 @@ class MeanEmbeddingGenerator:
         if dp is not None:
             sigma = noise_multiplier_for(dp, num_examples, batch_size=num_examples, steps=1)
         torch.manual_seed(cfg.seed)
-        gen = torch.Generator().manual_seed(cfg.seed)
         x = resize(to_tensor(images), (self.size, self.size)).flatten(1)
-        frequencies = torch.randn((x.shape[1], merf.num_freq), generator=gen) / self.length_scale
-        target, counts = noisy_class_embeddings(fourier_features(x, frequencies), labels, self.num_classes, sigma, gen)
+        secret = torch.Generator().manual_seed(secrets.randbits(63))  # the release's noise: never the public seed
+        target, counts = noisy_class_embeddings(fourier_features(x, self.frequencies()), labels, self.num_classes, sigma,
+                                                secret)
         if dp is not None:
             self.dp_report = _release_report(dp, sigma, num_examples)
         share = counts / counts.sum()
+        frequencies = self.frequencies()
         optimizer = torch.optim.Adam(self.decoder.parameters(), lr=merf.lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.train_steps)
         classes = torch.arange(self.num_classes).repeat_interleave(cfg.batch_size)
@@ -240,7 +282,7 @@ class MeanEmbeddingGenerator:
         return float(np.mean(tail))
 
     @torch.no_grad()
-    def sample(self, labels: np.ndarray, seed: int, eta: float | None = None, device: Device = None,
+    def sample(self, labels: np.ndarray, seed: int, *, eta: float | None = None, device: Device = None,
                batch_size: int = 512) -> np.ndarray:
         """uint8 (N, H, W, C) images at the data's size, one per entry of `labels` (int (N,)), from the
         seeded noise `seed`. `eta` (a diffusion setting) and `device` are accepted for the common call
@@ -282,11 +324,15 @@ class MeanEmbeddingGenerator:
 
     @classmethod
     def load(cls, directory: Path) -> MeanEmbeddingGenerator:
-        """Raises `JSONInputError` for a generator.json that is not this kind's, OSError for missing files."""
+        """Raises `JSONInputError` for a generator.json that is not this kind's, ValueError for unknown
+        settings in it, OSError for missing files."""
         directory = Path(directory)
         meta = read_json_file(directory / "generator.json", schema=META_SCHEMA)
-        model = cls(GeneratorConfig.from_dict(meta["config"]), int(meta["num_classes"]), tuple(meta["image_shape"]),
-                    MerfSettings(**meta["merf"]))
+        try:
+            merf = MerfSettings(**meta["merf"])
+        except TypeError as exc:
+            raise ValueError(f"{directory}: generator.json holds unknown DP-MERF settings ({exc})") from None
+        model = cls(GeneratorConfig.from_dict(meta["config"]), int(meta["num_classes"]), tuple(meta["image_shape"]), merf)
         model.decoder.load_state_dict(load_file(directory / "decoder.safetensors"))
         model.decoder.eval()
         model.trained_steps = int(meta["trained_steps"])
