@@ -28,9 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 from run_folder import run_folder, run_metrics
+
+from fedkr.shared.config import RunConfig
 
 #: Settings that may differ between the runs of one curve: the DP budget, where the run was written,
 #: and how the machine ran it (none of these changes what is trained).
@@ -90,13 +93,16 @@ def curve_row(run_dir: Path) -> dict:
 
 
 def check_same_experiment(rows: list[dict]) -> None:
-    """Raises SystemExit naming the first setting, other than the DP budget, that differs between two runs."""
+    """Raises SystemExit naming the first setting, other than the DP budget and the generator kind, that
+    differs between two runs. A setting a run does not record (it predates the setting) counts as its default."""
+    defaults = asdict(RunConfig(run_id="defaults"))
     first = rows[0]
     for row in rows[1:]:
         for key in sorted(set(first["config"]) | set(row["config"])):
-            if key not in VARYING and first["config"].get(key) != row["config"].get(key):
+            mine, theirs = row["config"].get(key, defaults.get(key)), first["config"].get(key, defaults.get(key))
+            if key not in VARYING and mine != theirs:
                 raise SystemExit(f"dp_curve: {row['run']} and {first['run']} differ in {key} "
-                                 f"({row['config'].get(key)!r} vs {first['config'].get(key)!r}): not one curve")
+                                 f"({mine!r} vs {theirs!r}): not one curve")
 
 
 def markdown_table(rows: list[dict]) -> str:
