@@ -111,6 +111,7 @@ def test_every_stage_of_a_site_and_the_student_get_the_device(tmp_path, monkeypa
     from fedkr.client.site_data import SiteDataSpec, load_site_data
     from fedkr.inprocess import InProcessLink
     from fedkr.server.coordinator import Coordinator
+    from fedkr.shared.generator import ClassConditionalDiffusion
     from helpers import tiny_run_config
 
     wanted = torch.device("cuda", 1)
@@ -124,7 +125,7 @@ def test_every_stage_of_a_site_and_the_student_get_the_device(tmp_path, monkeypa
 
     for name in ("train_classifier", "accuracy", "embed", "embed_and_logits", "predict_proba", "audit_model"):
         monkeypatch.setattr(site_module, name, recording(name, getattr(site_module, name)))
-    generator_class = site_module.ClassConditionalDiffusion
+    generator_class = ClassConditionalDiffusion  # the kind the run's sites build (generator-kind diffusion)
     monkeypatch.setattr(generator_class, "train", recording("generator.train", generator_class.train))
     monkeypatch.setattr(generator_class, "sample", recording("generator.sample", generator_class.sample))
     monkeypatch.setattr(coordinator_module, "train_student", recording("student", coordinator_module.train_student))
