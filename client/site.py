@@ -68,7 +68,7 @@ def split_budget(dp: DPConfig | None, num_members: int) -> tuple[DPConfig | None
         return None, None
     if dp.generator_only:
         return None, replace(dp, target_delta=dp.delta_for(num_members))
-    half = DPConfig(dp.target_epsilon / 2, dp.delta_for(num_members) / 2, dp.max_grad_norm, dp.accountant, dp.models)
+    half = replace(dp, target_epsilon=dp.target_epsilon / 2, target_delta=dp.delta_for(num_members) / 2)
     return half, half
 
 

@@ -260,8 +260,9 @@ def train_classifier(
     `model.dp_report`; after non-private training it is None.
 
     Computes on `device` (`shared/device.py`; None: where the model is) and leaves the model where
-    it was. Batches, augmentation and DP noise are drawn from seeded generators whatever the
-    device, so a seeded run on the CPU repeats exactly.
+    it was. Batches and augmentation are drawn from seeded generators whatever the device, so a
+    seeded run on the CPU repeats exactly; a private run's sampling and noise are secret unless
+    `dp.repeatable` (`shared/dp.py`).
     Raises ValueError for zero images, and as `make_private_training` for an unreachable budget.
     """
     num_examples = int(images.shape[0])

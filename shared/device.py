@@ -3,7 +3,8 @@
 `auto` is the first CUDA GPU when torch sees one, else the CPU. Training and inference functions
 take the resolved `torch.device`; every random draw stays on a seeded CPU `torch.Generator`, so a
 seeded run on the CPU repeats exactly, and a run on a GPU draws the same batches, noise and
-augmentations (its floating-point results differ in the last bits, as GPU kernels do).
+augmentations (its floating-point results differ in the last bits, as GPU kernels do). DP-SGD's
+sampling and noise are the exception: they are secret (`shared/dp.py`) unless `DPConfig.repeatable`.
 """
 
 from __future__ import annotations

@@ -14,9 +14,15 @@ opacus itself is imported lazily, inside `make_private_training`, so that the no
 never pays for it.
 
 Caveats, on purpose:
-  * Noise and sampling come from seeded `torch.Generator`s, so a private run repeats exactly with
-    the same seed. That is what experiments want, but it is not opacus' `secure_mode` (which needs
-    `torchcsprng` and a cryptographic RNG); a production release should retrain in secure mode.
+  * Noise and Poisson sampling come from `torch.Generator`s seeded from `secrets` (63 bits drawn
+    from the operating system's CSPRNG), never from the run's seed: the run's seed travels in the
+    coordinator's plan, and noise derivable from it is known to whoever holds the plan, which voids
+    the guarantee (the sampling must be secret too, or amplification by subsampling does not
+    hold). A secret seed is not opacus' `secure_mode`, which draws every number from
+    `torchcsprng`'s cryptographic stream and resists an attacker who could recover a Mersenne
+    Twister/Philox state from the released weights; torchcsprng has no release for current torch.
+    `DPConfig.repeatable` seeds both from the run's seed instead, for experiments and tests that
+    must repeat a private run exactly; a plan cannot ask for it.
   * The guarantee covers one training run from initial weights that did not see the data. Training
     the same weights again on the same members composes privacy costs that this module does not
     add up.
@@ -25,6 +31,7 @@ Caveats, on purpose:
 from __future__ import annotations
 
 import math
+import secrets
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -71,6 +78,10 @@ class DPConfig:
     max_grad_norm: float = 1.0
     accountant: str = "rdp"
     models: str = DP_BOTH_MODELS
+    #: Seed noise and sampling from the run's seed so that a private run repeats exactly (tests,
+    #: experiments). It voids the guarantee against anyone who knows the seed, the coordinator
+    #: included, so it never travels in a plan: `to_dict` leaves it out and `from_dict` ignores it.
+    repeatable: bool = False
 
     @property
     def generator_only(self) -> bool:
@@ -88,6 +99,8 @@ class DPConfig:
             raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}")
         if self.models not in DP_MODELS:
             raise ValueError(f"models must be one of {DP_MODELS}, got {self.models!r}")
+        if not isinstance(self.repeatable, bool):
+            raise ValueError(f"repeatable must be True or False, got {self.repeatable!r}")
 
     def delta_for(self, num_examples: int) -> float:
         """The delta used for a training set of `num_examples`; refuses one that protects nobody (>= 1/N)."""
@@ -102,7 +115,10 @@ class DPConfig:
         return delta
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings a plan carries: everything but `repeatable`, which is the site's alone."""
+        settings = asdict(self)
+        del settings["repeatable"]
+        return settings
 
     @classmethod
     def from_dict(cls, data: dict) -> DPConfig:
@@ -336,7 +352,8 @@ def make_private_training(
     with each batch. Learning-rate schedulers built on `optimizer` keep working: the private
     optimizer steps the original one.
 
-    `seed` seeds both the Poisson sampler and the noise, so that a private run repeats exactly; the
+    Noise and Poisson sampling are seeded from `secrets` (see the module's caveats); `seed` seeds
+    both only where `config.repeatable` asks for a run that repeats exactly. The
     noise is drawn on `device`, where the module's gradients are (opacus draws noise where they are).
     `grad_sample_mode` "hooks" (opacus' per-layer rules) covers Conv2d, GroupNorm, Linear and
     Embedding, which is everything with weights in CompactCNN and in diffusers' UNet2DModel
@@ -350,13 +367,14 @@ def make_private_training(
     delta = config.delta_for(num_examples)
     noise_multiplier = noise_multiplier_for(config, num_examples, batch_size, steps)
     with warnings.catch_warnings():
-        # documented in this module's docstring: seeded (not cryptographic) randomness on purpose
+        # documented in this module's docstring: secretly seeded generators, not torchcsprng
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         engine = PrivacyEngine(accountant=config.accountant, secure_mode=False)
+    sampling_seed, noise_seed = (seed, seed + 1) if config.repeatable else (secrets.randbits(63), secrets.randbits(63))
     loader = DataLoader(
         TensorDataset(torch.arange(num_examples)),
         batch_size=batch_size,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(sampling_seed),
     )
     hooks, private_optimizer, private_loader = engine.make_private(
         module=module,
@@ -365,7 +383,7 @@ def make_private_training(
         noise_multiplier=noise_multiplier,
         max_grad_norm=config.max_grad_norm,
         poisson_sampling=True,
-        noise_generator=torch.Generator(device=device).manual_seed(seed + 1),
+        noise_generator=torch.Generator(device=device).manual_seed(noise_seed),
         grad_sample_mode=grad_sample_mode,
         wrap_model=False,
     )

@@ -251,7 +251,8 @@ class ClassConditionalDiffusion:
 
         Computes on `device` (`shared/device.py`; None: where the UNet is) and leaves the UNet and
         the EMA weights on the CPU. Batches, flips, label dropout, noise and timesteps are drawn from
-        the seeded CPU generator whatever the device, so a seeded run on the CPU repeats exactly.
+        the seeded CPU generator whatever the device, so a seeded run on the CPU repeats exactly
+        (with `dp`, the Poisson batches and DP noise are secret unless `dp.repeatable`).
         `on_progress` may raise to stop training (a site's wall-time cap does).
         Raises ValueError for zero images, for private training of an already trained generator
         (the accounting covers one run from fresh weights), and as `make_private_training`.

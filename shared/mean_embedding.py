@@ -25,7 +25,8 @@ each image by this generator's own loss (`embedding_losses`).
 No maintained package implements DP-MERF for images, so its core is here (about 100 lines).
 The release's noise is drawn from a generator seeded by the operating system's randomness
 (`secrets`), never from the run's seed, which the coordinator's plan carries: noise derivable from
-public settings would void the guarantee. Everything else (frequencies, initial weights, the
+public settings would void the guarantee (`DPConfig.repeatable`, for tests and experiments
+only, seeds it from the run's seed instead, as in `shared.dp`). Everything else (frequencies, initial weights, the
 decoder's draws) follows the seed, so two fits differ only by the noise.
 """
 
@@ -250,7 +251,9 @@ class MeanEmbeddingGenerator:
             sigma = noise_multiplier_for(dp, num_examples, batch_size=num_examples, steps=1)
         torch.manual_seed(cfg.seed)
         x = resize(to_tensor(images), (self.size, self.size)).flatten(1)
-        secret = torch.Generator().manual_seed(secrets.randbits(63))  # the release's noise: never the public seed
+        # the release's noise: never the public seed, unless the site's own settings ask to repeat the run
+        noise_seed = cfg.seed + 1 if dp is not None and dp.repeatable else secrets.randbits(63)
+        secret = torch.Generator().manual_seed(noise_seed)
         target, counts = noisy_class_embeddings(fourier_features(x, self.frequencies()), labels, self.num_classes, sigma,
                                                 secret)
         if dp is not None:

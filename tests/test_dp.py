@@ -103,14 +103,19 @@ def test_train_classifier_with_dp_handles_empty_batches_and_repeats(monkeypatch)
     runs = []
     for _ in range(2):
         model = build_classifier(ClassifierConfig(1, 8, 8, 4, 8), seed=0)
-        losses = train_classifier(model, images, targets, config, dp=DPConfig(4.0))
+        losses = train_classifier(model, images, targets, config, dp=DPConfig(4.0, repeatable=True))
         assert isinstance(losses, list) and len(losses) == config.epochs
         runs.append((losses, model))
     assert empty_steps, "the test should exercise empty batches"
     report = runs[0][1].dp_report
     assert report is not None and report.steps == 40 and 0 < report.epsilon <= 4.0
-    assert runs[0][0] == runs[1][0], "same seed, same private run"
+    assert runs[0][0] == runs[1][0], "same seed, repeatable: the same private run"
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1].state_dict().values(), runs[1][1].state_dict().values()))
+    # by default the noise and the sampling are secret: the same seed and settings give another run
+    secret = build_classifier(ClassifierConfig(1, 8, 8, 4, 8), seed=0)
+    secret_losses = train_classifier(secret, images, targets, config, dp=DPConfig(4.0))
+    assert secret_losses != runs[0][0]
+    assert not all(torch.equal(a, b) for a, b in zip(secret.state_dict().values(), runs[0][1].state_dict().values()))
     # non-private training afterwards voids the guarantee
     train_classifier(runs[0][1], images, targets, TrainConfig(epochs=1, min_steps=1))
     assert runs[0][1].dp_report is None
@@ -300,6 +305,7 @@ def test_noise_multiplicity_averages_each_images_rows_before_clipping_at_no_priv
         {"target_epsilon": 1.0, "accountant": "gdp"},
         {"target_epsilon": 1.0, "accountant": "moments"},
         {"target_epsilon": 1.0, "models": "teacher"},
+        {"target_epsilon": 1.0, "repeatable": "yes"},
     ],
 )
 def test_bad_config_is_refused(kwargs):
@@ -322,6 +328,9 @@ def test_configs_and_reports_round_trip():
     assert DPConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert DPConfig.from_dict({"target_epsilon": 2.0}).models == "teacher+generator", "plans written before models existed"
     assert DPConfig.from_dict(DPConfig(2.0).to_dict()).target_delta is None
+    # repeatable (noise from the public seed) is the site's alone: a plan neither carries nor sets it
+    assert "repeatable" not in DPConfig(2.0, repeatable=True).to_dict()
+    assert DPConfig.from_dict({"target_epsilon": 2.0, "repeatable": True}).repeatable is False
     report = DPReport(1.5, 1e-5, 1.1, 1.0, 0.04, 100, "rdp", 1000)
     assert DPReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
     recorded = DPReport(1.5, 1e-5, 1.1, 1.0, 0.04, 100, "rdp", 1000, optimizer="sgd", learning_rate=0.25)
@@ -349,6 +358,7 @@ def test_a_generator_only_budget_goes_whole_to_the_generator_and_the_record_says
 
     both = split_budget(DPConfig(8.0), 400)
     assert both[0] == both[1] and both[0].target_epsilon == 4.0 and both[0].target_delta == pytest.approx(1 / 8000)
+    assert split_budget(DPConfig(8.0, repeatable=True), 400)[0].repeatable, "the halves keep the site's own settings"
     teacher, generator = split_budget(DPConfig(8.0, models="generator"), 400)
     assert teacher is None and (generator.target_epsilon, generator.target_delta) == (8.0, pytest.approx(1 / 4000))
     spent = DPReport(7.9, 1 / 4000, 2.0, 1.0, 0.1, 100, "rdp", 400)
