@@ -15,8 +15,8 @@ implements DP-MERF for images, so its core is here:
    mechanism, about 10% more noise than the analytic Gaussian mechanism would need). `--epsilon` is
    the generator's epsilon, delta the generator's half of the site's default delta, as
    `split_budget` gives it when teacher and generator both train with DP. Everything after is
-   post-processing. The noise comes from a generator seeded by the run's seed (as
-   `DPConfig.repeatable` would): a screen, not a release.
+   post-processing. The noise comes from the script's generator, seeded by `--seed`: a
+   screen, not a release.
 3. A small conv decoder G(z, c) trained to match each class's noisy mean embedding
    mu_c = sqrt(2) S_c[:D] / n_c (n_c from the noisy count, at least 1), loss
    sum_c p_c ||mu_c - mean phi(G(z, c))||^2, p_c the noisy class shares (the paper's biased

@@ -80,8 +80,9 @@ class DPConfig:
     models: str = DP_BOTH_MODELS
     #: Seed noise and sampling from the run's seed so that a private run repeats exactly (tests,
     #: experiments). It voids the guarantee against anyone who knows the seed, the coordinator
-    #: included, so it never travels in a plan: `to_dict` leaves it out and `from_dict` ignores it.
-    repeatable: bool = False
+    #: included, so it never travels in a plan: `to_dict` leaves it out and `from_dict` ignores it
+    #: (and equality ignores it, so a plan equals itself after the round trip).
+    repeatable: bool = field(default=False, compare=False)
 
     @property
     def generator_only(self) -> bool:
