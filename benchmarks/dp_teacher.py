@@ -6,7 +6,9 @@ from 0.89-0.97 to 0.67-0.81 holdout accuracy and site-1 to its majority class. A
 steps with SGD with momentum at `shared.classifier.private_learning_rate` instead. This
 script trains one site's teacher, as the bench splits it, under each variant and reports what a
 site would see: holdout accuracy, balanced accuracy, the share of the holdout predicted as the most
-predicted class (1.0 is a collapse), the noise multiplier, the learning rate used and the seconds.
+predicted class (1.0 is a collapse), the test split's accuracy and balanced accuracy, the noise
+multiplier, the learning rate used and the seconds. `--test-probabilities` keeps the last variant's
+test probabilities for `teacher_ensemble.py` (the sites' teachers combined as the coordinator does).
 
     python benchmarks/dp_teacher.py --data ../shared/data/medmnist/bloodmnist.npz --site 1 \
         --epsilon 4 --variant 64,2e-3,30
@@ -44,10 +46,11 @@ from sklearn.metrics import balanced_accuracy_score
 from fedkr.bench import load_bench_sites
 from fedkr.client.site import split_budget
 from fedkr.shared.classifier import (
-    ClassifierConfig, PrivateOptimizer, build_classifier, one_hot, predict_logits, train_classifier,
+    ClassifierConfig, PrivateOptimizer, build_classifier, one_hot, predict_logits, probabilities, train_classifier,
 )
 from fedkr.shared.config import PROFILES
 from fedkr.shared.dp import DPConfig
+from teacher_ensemble import save_test_probabilities, scores
 
 
 def parse_variant(text: str) -> tuple[int, float, int]:
@@ -82,6 +85,8 @@ def main() -> None:
     parser.add_argument("--no-augment", action="store_true", help="train without random shifts")
     parser.add_argument("--optimizer", choices=("product", "sgd", "adamw"), default="product",
                         help="a private run's optimizer: the product's, or SGD/AdamW at the variant's lr [default: product]")
+    parser.add_argument("--test-probabilities", metavar="FILE.npz", default=None,
+                        help="write the last variant's test-split probabilities for teacher_ensemble.py")
     parser.add_argument("--variant", type=parse_variant, action="append", required=True, help="batch,lr,epochs")
     args = parser.parse_args()
     if args.epsilon < 0:
@@ -91,7 +96,7 @@ def main() -> None:
     if args.channels is not None and args.channels < 1:
         parser.error("--channels must be at least 1")
     config = PROFILES[args.profile].run_config(data=args.data, run_id="dp-teacher")
-    sites, _ = load_bench_sites(config)
+    sites, test = load_bench_sites(config)
     if not 0 <= args.site < len(sites):
         parser.error(f"--site must be between 0 and {len(sites) - 1}")
     members, holdout = sites[args.site].members, sites[args.site].holdout
@@ -114,6 +119,9 @@ def main() -> None:
                          private_optimizer=optimizer)
         seconds = time.perf_counter() - started
         predicted = predict_logits(model, holdout.images).argmax(1)
+        test_probabilities = probabilities(predict_logits(model, test.images))
+        if args.test_probabilities:
+            save_test_probabilities(args.test_probabilities, test_probabilities, test.labels, members.class_counts())
         report = model.dp_report
         if report is not None:
             lr = report.learning_rate  # the peak the private run derived (or was given)
@@ -124,6 +132,7 @@ def main() -> None:
             "accuracy": round(float(np.mean(predicted == holdout.labels)), 4),
             "balanced_accuracy": round(float(balanced_accuracy_score(holdout.labels, predicted)), 4),
             "top_prediction_share": round(float(np.bincount(predicted).max() / len(predicted)), 4),
+            **scores(test.labels, test_probabilities),
             "noise_multiplier": None if report is None else round(report.noise_multiplier, 3),
             "steps": None if report is None else report.steps,
             "epsilon_spent": None if report is None else round(report.epsilon, 3),

@@ -16,7 +16,12 @@ from fedkr.shared.reports import FitReport
 
 def class_support(reports: dict[str, FitReport], sites: list[str]) -> np.ndarray:
     """(sites, classes): each site's share of all contributing members of each class (columns sum to 1, or 0)."""
-    counts = np.array([reports[sid].member_class_counts for sid in sites], dtype=np.float64)
+    return support_from_counts(np.array([reports[sid].member_class_counts for sid in sites]))
+
+
+def support_from_counts(counts: np.ndarray) -> np.ndarray:
+    """float64 (sites, classes) shares of int (sites, classes) member counts per class (columns sum to 1, or 0)."""
+    counts = np.asarray(counts, dtype=np.float64)
     totals = counts.sum(axis=0, keepdims=True)
     return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
 
