@@ -46,6 +46,7 @@ from fedkr.client.site import split_budget
 from fedkr.shared.classifier import to_tensor
 from fedkr.shared.config import PROFILES
 from fedkr.shared.dp import DPConfig, make_private_training
+from dp_teacher import parse_variant
 from teacher_ensemble import save_test_probabilities, scores
 
 SCATTERING_SCALES = 2  # J: features at 1 / 2^J of the resolution
@@ -88,17 +89,6 @@ def linear_on_features(channels: int, height: int, width: int, num_classes: int,
         torch.manual_seed(seed)
         return nn.Sequential(nn.GroupNorm(groups, channels, affine=False), nn.Flatten(),
                              nn.Linear(channels * height * width, num_classes))
-
-
-def parse_variant(text: str) -> tuple[int, float, int]:
-    try:
-        batch, lr, epochs = text.split(",")
-        variant = int(batch), float(lr), int(epochs)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"a variant is batch,lr,epochs (e.g. 512,2,60), got {text!r}") from error
-    if variant[0] < 1 or not variant[1] > 0 or variant[2] < 1:
-        raise argparse.ArgumentTypeError(f"a variant needs batch >= 1, lr > 0 and epochs >= 1, got {text!r}")
-    return variant
 
 
 def train(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, batch: int, lr: float, epochs: int,
