@@ -74,7 +74,10 @@ def split_budget(dp: DPConfig | None, num_members: int) -> tuple[DPConfig | None
 
 def dp_summary(budget: DPConfig, teacher: DPReport | None, generator: DPReport) -> dict:
     """The site's DP accounting as the audit report shows it: the total and each private model's part
-    (the generator's alone when the teacher trained without DP, `DPConfig.models` "generator")."""
+    (the generator's alone when the teacher trained without DP, `DPConfig.models` "generator"), and
+    "randomness": "secret" when DP-SGD's noise and sampling came from the operating system's
+    randomness, "repeatable" when `DPConfig.repeatable` seeded them from the run's seed (no guarantee
+    against anyone who knows the seed, the coordinator included)."""
     parts = {"generator": generator} if teacher is None else {"teacher": teacher, "generator": generator}
     return {
         "epsilon": sum(p.epsilon for p in parts.values()),
@@ -83,6 +86,7 @@ def dp_summary(budget: DPConfig, teacher: DPReport | None, generator: DPReport) 
         "max_grad_norm": budget.max_grad_norm,
         "accountant": budget.accountant,
         "models": budget.models,
+        "randomness": "repeatable" if budget.repeatable else "secret",
         "composition": ("basic: the sum over teacher and generator, both trained on the same members" if teacher is not None
                         else "the generator only: the teacher trained without DP, so its soft labels and the student "
                              "are covered by the audit's attacks, not by epsilon"),

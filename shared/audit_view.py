@@ -242,6 +242,14 @@ class DP:
     #: None in reports written before `DPConfig.models`.
     models: str | None = None
     composition: str | None = None
+    #: "secret" (DP-SGD's noise and sampling from the operating system's randomness) or "repeatable"
+    #: (seeded from the run's seed: no guarantee against anyone who knows it); None in older reports.
+    randomness: str | None = None
+
+    @property
+    def repeatable(self) -> bool:
+        """True when the site's DP noise was seeded from the run's seed (`DPConfig.repeatable`)."""
+        return self.randomness == "repeatable"
 
     @property
     def generator_only(self) -> bool:
@@ -258,7 +266,7 @@ class DP:
                       for name, p in _dict(value.get("parts")).items())
         return cls(_number(value.get("epsilon")), _real(value.get("delta")), _real(value.get("max_grad_norm")),
                    _text(value.get("accountant")), parts, _text(value.get("models")),
-                   _text(value.get("composition")))
+                   _text(value.get("composition")), _text(value.get("randomness")))
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from fedkr.v1 import messages_pb2 as pb
 
 from .attack_report import AttackResult
 from .classifier import ClassifierConfig
+from .dp import SiteOnlySetting
 from .json_input import JSONInputError, parse_json
 from .reports import (
     AuditCandidate,
@@ -110,6 +111,8 @@ def _decoder(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
                 return fn(*args, **kwargs)
             except (CodecError, ShardError):
                 raise
+            except SiteOnlySetting as exc:  # fedkr's own words, not the body's: safe to repeat
+                raise CodecError(f"refused {what}: {one_line(exc)}") from None
             except MALFORMED as exc:
                 raise CodecError(f"malformed {what} ({type(exc).__name__})") from None
 

@@ -22,7 +22,8 @@ Caveats, on purpose:
     `torchcsprng`'s cryptographic stream and resists an attacker who could recover a Mersenne
     Twister/Philox state from the released weights; torchcsprng has no release for current torch.
     `DPConfig.repeatable` seeds both from the run's seed instead, for experiments and tests that
-    must repeat a private run exactly; a plan cannot ask for it.
+    must repeat a private run exactly; a plan cannot ask for it (`from_dict` refuses one that
+    does), and the site's DP record says which randomness it used (`client.site.dp_summary`).
   * The guarantee covers one training run from initial weights that did not see the data. Training
     the same weights again on the same members composes privacy costs that this module does not
     add up.
@@ -58,6 +59,10 @@ ACCOUNTANTS = ("rdp", "prv")
 
 
 
+class SiteOnlySetting(ValueError):
+    """A plan tried to set a DP setting that is the site's alone (`DPConfig.repeatable`)."""
+
+
 @dataclass(frozen=True)
 class DPConfig:
     """The privacy a site asks for; the noise needed to get it is worked out from the data size and step budget.
@@ -80,8 +85,9 @@ class DPConfig:
     models: str = DP_BOTH_MODELS
     #: Seed noise and sampling from the run's seed so that a private run repeats exactly (tests,
     #: experiments). It voids the guarantee against anyone who knows the seed, the coordinator
-    #: included, so it never travels in a plan: `to_dict` leaves it out and `from_dict` ignores it
-    #: (and equality ignores it, so a plan equals itself after the round trip).
+    #: included, so it never travels in a plan: `to_dict` leaves it out, `from_dict` refuses a plan
+    #: that carries it (a coordinator asking for it is asking for the site's noise), and equality
+    #: ignores it, so a plan equals itself after the round trip.
     repeatable: bool = field(default=False, compare=False)
 
     @property
@@ -123,6 +129,11 @@ class DPConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> DPConfig:
+        """The settings a plan carries (`to_dict`). Raises `SiteOnlySetting` (a ValueError) for a plan
+        that sets `repeatable`: only the site may seed its own noise."""
+        if "repeatable" in data:
+            raise SiteOnlySetting("a plan may not set the DP setting 'repeatable': noise seeded from the run's seed is "
+                             "known to the coordinator, so only the site itself may choose it")
         delta = data.get("target_delta")
         return cls(
             target_epsilon=float(data["target_epsilon"]),

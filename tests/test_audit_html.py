@@ -401,3 +401,8 @@ def test_a_generator_only_dp_site_is_shown_with_what_its_epsilon_does_not_cover(
     doc["sites"]["site-0"]["dp"]["parts"]["generator"].update(optimizer="adamw", learning_rate=0.002)
     assert "<td>adamw (0.002)</td>" in render_audit_html(doc)
     assert "<td>teacher</td>" not in html.split("site-0", 2)[-1].split("site-1")[0]
+    assert "Noise and sampling" not in html, "a report written before the record said nothing about its randomness"
+    doc["sites"]["site-0"]["dp"]["randomness"] = "secret"
+    assert "Noise and sampling: secret (the operating system's randomness)." in render_audit_html(doc)
+    doc["sites"]["site-0"]["dp"]["randomness"] = "repeatable"
+    assert '<strong class="error">Noise and sampling: repeatable</strong>, seeded from the run\'s seed' in render_audit_html(doc)

@@ -49,6 +49,11 @@ def test_fit_plan_and_report_round_trip():
     plan = FitPlan(RUN, TrainConfig(), GeneratorConfig(), teacher_channels=16, dp=DPConfig(8.0, None, 1.0))
     assert codec.decode_fit_plan(codec.encode_fit_plan(plan)) == plan
     assert codec.decode_fit_plan(codec.encode_fit_plan(FitPlan(RUN, TrainConfig(), GeneratorConfig()))).dp is None
+    # a plan that asks for DP noise seeded from the run's seed (known to the coordinator) is refused
+    message = codec.unwrap(codec.encode_fit_plan(plan), codec.KIND_FIT_PLAN, pb.FitPlan, codec.MAX_PLAN_BYTES)
+    message.dp_json = '{"target_epsilon": 8.0, "repeatable": true}'
+    with pytest.raises(codec.CodecError, match="refused fit plan: a plan may not set the DP setting .repeatable."):
+        codec.decode_fit_plan(codec.wrap(codec.KIND_FIT_PLAN, message))
     report = FitReport("site-0", 40, 10, ("a", "b"), (8, 8, 1), (20, 20), 0.9, 0.1, 1.5, 2.5, {"steps": 5, "name": "x"},
                        {"epsilon": 7.5})
     assert codec.decode_fit_report(codec.encode_fit_report(report, run_id=RUN), run_id=RUN) == report

@@ -345,9 +345,12 @@ def test_configs_and_reports_round_trip():
     assert DPConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert DPConfig.from_dict({"target_epsilon": 2.0}).models == "teacher+generator", "plans written before models existed"
     assert DPConfig.from_dict(DPConfig(2.0).to_dict()).target_delta is None
-    # repeatable (noise from the public seed) is the site's alone: a plan neither carries nor sets it
+    # repeatable (noise from the public seed) is the site's alone: a plan neither carries nor sets it,
+    # and a plan that tries is refused
     assert "repeatable" not in DPConfig(2.0, repeatable=True).to_dict()
-    assert DPConfig.from_dict({"target_epsilon": 2.0, "repeatable": True}).repeatable is False
+    for value in (True, False):
+        with pytest.raises(ValueError, match="may not set the DP setting 'repeatable'"):
+            DPConfig.from_dict({"target_epsilon": 2.0, "repeatable": value})
     report = DPReport(1.5, 1e-5, 1.1, 1.0, 0.04, 100, "rdp", 1000)
     assert DPReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
     recorded = DPReport(1.5, 1e-5, 1.1, 1.0, 0.04, 100, "rdp", 1000, optimizer="sgd", learning_rate=0.25)
@@ -384,6 +387,9 @@ def test_a_generator_only_budget_goes_whole_to_the_generator_and_the_record_says
     assert "teacher trained without DP" in record["composition"]
     record = dp_summary(DPConfig(8.0), spent, spent)
     assert record["epsilon"] == pytest.approx(15.8) and list(record["parts"]) == ["teacher", "generator"]
+    assert record["randomness"] == "secret"
+    assert dp_summary(DPConfig(8.0, repeatable=True), spent, spent)["randomness"] == "repeatable", \
+        "a privacy officer sees a site whose noise the coordinator could know"
 
 
 def test_the_coordinator_leaves_out_a_site_whose_dp_covers_other_models_than_the_run_asked_for(tmp_path):
