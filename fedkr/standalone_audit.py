@@ -88,6 +88,21 @@ def load_teacher(state_dir: Path | None, release_id: str) -> CompactCNN | None:
     return saved_teacher(directory)
 
 
+def load_dp_record(state_dir: Path | None, release_id: str) -> dict | None:
+    """The site's DP accounting of the run that made the release (`dp.json`, written at fit), when the site
+    still holds it; None without DP or without the run's folder. Raises `ReleaseError` for a file that
+    does not load."""
+    if state_dir is None:
+        return None
+    path = Path(state_dir) / "runs" / check_run_id(release_id) / "dp.json"
+    if not path.is_file():
+        return None
+    try:
+        return read_json_file(path, schema={"type": "object"}, limits=Limits(max_bytes=64 * 1024, max_depth=6))
+    except JSONInputError as exc:
+        raise ReleaseError(f"{path}: the site's DP record does not load ({exc})") from None
+
+
 def load_generator(state_dir: Path | None, release_id: str) -> SiteGenerator | None:
     """The site's generator of the run that made the release, when the site still holds it.
 
@@ -127,7 +142,7 @@ def audit_release_dir(
                     "requires it blocks the release", release.release_id, state_dir or "(no --state-dir)")
     report = audit_model(site_id, release.student, data.members, data.holdout, settings,
                          released_images=release.images, feature_model=teacher, comparator=teacher, device=device,
-                         generator=generator)
+                         generator=generator, dp=load_dp_record(state_dir, release.release_id))
     decision = decide_release({site_id: report}, policy)
     document = build_audit_document(release.release_id, release.artefacts, list(release.class_names), decision)
     out_dir.mkdir(parents=True, exist_ok=True)

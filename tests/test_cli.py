@@ -78,10 +78,19 @@ def test_inspect_reports_hashes(inprocess_run, tmp_path):
 def test_standalone_audit_repeats_the_runs_audit_of_a_site(inprocess_run, digits_sites, tmp_path):
     import json
 
+    from fedkr.client.site import dp_summary
+    from fedkr.shared.dp import DPConfig, DPReport
+
     config, outcome = inprocess_run
     site = digits_sites[1]
+    # the site's DP record of the run, as a private fit writes it, goes into the standalone audit too
+    state_dir = tmp_path / "state"
+    shutil.copytree(site.state_dir, state_dir)
+    spent = DPReport(3.9, 1e-4, 1.2, 1.0, 0.1, 200, "rdp", 380)
+    record = dp_summary(DPConfig(8.0), spent, spent)
+    (state_dir / "runs" / config.run_id / "dp.json").write_text(json.dumps(record))
     result = fedkr("audit", str(outcome.release_dir), "--data", "digits", "--sites", "3", "--site-index", "1",
-                   "--partition", "iid", "--site-name", "site-1", "--state-dir", str(site.state_dir),
+                   "--partition", "iid", "--site-name", "site-1", "--state-dir", str(state_dir),
                    "--out", str(tmp_path / "a"), timeout=300)
     audit = json.loads((tmp_path / "a" / "audit.json").read_text())
     assert result.returncode == (0 if audit["decision"]["passed"] else 3), result.stderr
@@ -91,6 +100,8 @@ def test_standalone_audit_repeats_the_runs_audit_of_a_site(inprocess_run, digits
     in_run = outcome.metrics["audit"]["sites"]["site-1"]
     for attack in ("loss", "entropy", "rmia", "dcr_pixel", "dcr_feature"):
         assert mine[attack]["auc"] == in_run[attack]["auc"], attack
+    assert audit["sites"]["site-1"]["dp"] == record
+    assert "Noise and sampling: secret" in (tmp_path / "a" / "audit.html").read_text()
 
 
 def test_standalone_audit_refuses_a_tampered_release(inprocess_run, tmp_path):
