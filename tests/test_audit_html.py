@@ -404,5 +404,7 @@ def test_a_generator_only_dp_site_is_shown_with_what_its_epsilon_does_not_cover(
     assert "Noise and sampling" not in html, "a report written before the record said nothing about its randomness"
     doc["sites"]["site-0"]["dp"]["randomness"] = "secret"
     assert "Noise and sampling: secret (the operating system's randomness)." in render_audit_html(doc)
+    doc["sites"]["site-0"]["dp"]["randomness"] = "unknown"
+    assert "operating system" not in render_audit_html(doc), "only 'secret' is shown as secret"
     doc["sites"]["site-0"]["dp"]["randomness"] = "repeatable"
     assert '<strong class="error">Noise and sampling: repeatable</strong>, seeded from the run\'s seed' in render_audit_html(doc)
