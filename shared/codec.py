@@ -96,6 +96,18 @@ class VersionError(CodecError):
     """A message written in another version of fedkr's encoding."""
 
 
+class PlanRefused(CodecError):
+    """A well-formed request that asks for something only the site may choose; the site refuses it.
+
+    Its text is fedkr's own words (never the body's), so a site may send it to the coordinator as is.
+    `run_id` is the run the refused request names (already checked as a valid run id).
+    """
+
+    def __init__(self, message: str, *, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
 def one_line(exc: BaseException) -> str:
     """An exception's text on one line, at most 300 characters."""
     return " ".join(str(exc).split())[:300]
@@ -111,8 +123,6 @@ def _decoder(what: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
                 return fn(*args, **kwargs)
             except (CodecError, ShardError):
                 raise
-            except SiteOnlySetting as exc:  # fedkr's own words, not the body's: safe to repeat
-                raise CodecError(f"refused {what}: {one_line(exc)}") from None
             except MALFORMED as exc:
                 raise CodecError(f"malformed {what} ({type(exc).__name__})") from None
 
@@ -192,17 +202,24 @@ def encode_fit_plan(plan: FitPlan) -> bytes:
 
 @_decoder("fit plan")
 def decode_fit_plan(data: bytes, *, max_bytes: int = MAX_PLAN_BYTES) -> FitPlan:
-    """The `FitPlan` in `data`; `CodecError` if it is not one with a valid run id and settings."""
+    """The `FitPlan` in `data`; `CodecError` if it is not one with a valid run id and settings.
+
+    A plan that sets what only the site may choose (`SiteOnlySetting`) raises `PlanRefused`, which
+    names the plan's run id.
+    """
     message = unwrap(data, KIND_FIT_PLAN, pb.FitPlan, max_bytes)
     _run_id(message.run_id)
-    return FitPlan.from_dict({
-        "run_id": message.run_id, "teacher": _json_object(message.teacher_json, "teacher settings", MAX_CONFIG_JSON),
-        "generator": _json_object(message.generator_json, "generator settings", MAX_CONFIG_JSON),
-        "teacher_channels": message.teacher_channels,
-        "dp": _json_object(message.dp_json, "DP settings", MAX_CONFIG_JSON) if message.dp_json else None,
-        "samples_per_class": message.samples_per_class, "min_class_members": message.min_class_members,
-        "reference_models": message.reference_models,
-    })
+    try:
+        return FitPlan.from_dict({
+            "run_id": message.run_id, "teacher": _json_object(message.teacher_json, "teacher settings", MAX_CONFIG_JSON),
+            "generator": _json_object(message.generator_json, "generator settings", MAX_CONFIG_JSON),
+            "teacher_channels": message.teacher_channels,
+            "dp": _json_object(message.dp_json, "DP settings", MAX_CONFIG_JSON) if message.dp_json else None,
+            "samples_per_class": message.samples_per_class, "min_class_members": message.min_class_members,
+            "reference_models": message.reference_models,
+        })
+    except SiteOnlySetting as exc:  # fedkr's own words, not the body's: safe to repeat
+        raise PlanRefused(f"refused fit plan: {one_line(exc)}", run_id=message.run_id) from None
 
 
 def encode_fit_report(report: FitReport, *, run_id: str) -> bytes:

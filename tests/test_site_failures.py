@@ -131,6 +131,41 @@ def test_a_site_that_cannot_load_its_data_answers_in_its_own_name(tmp_path):
     assert [(e["kind"], e["run"], e["site"]) for e in ledger] == [("refusal", "r1", "hospital-b")]
 
 
+def test_a_site_refuses_a_plan_that_sets_its_noise_and_says_why_in_the_run(tmp_path):
+    """A plan asking for repeatable DP noise is refused over Flower with fedkr's reason and the plan's run id."""
+    from flwr.app import Context, RecordDict
+
+    from fedkr import flower_records as rec
+    from fedkr.client.flower_app import build_client_app
+    from fedkr.server.link import refusal_or
+    from fedkr.shared import codec
+    from fedkr.shared.classifier import TrainConfig
+    from fedkr.shared.dp import DPConfig
+    from fedkr.shared.generator import GeneratorConfig
+    from fedkr.shared.reports import FitPlan, Refused
+    from fedkr.v1 import messages_pb2 as pb
+
+    data = breast_like(tmp_path / "breast.npz")
+    state = tmp_path / "state"
+    node = {"data-path": str(data), "site-name": "hospital-c", "state-dir": str(state)}
+    context = Context(run_id=1, node_id=7, node_config=node, state=RecordDict(), run_config={"run-id": "r2"})
+    plan = codec.encode_fit_plan(FitPlan("r2", TrainConfig(), GeneratorConfig(), dp=DPConfig(8.0, None, 1.0)))
+    message = codec.unwrap(plan, codec.KIND_FIT_PLAN, pb.FitPlan, codec.MAX_PLAN_BYTES)
+    message.dp_json = '{"target_epsilon": 8.0, "repeatable": true}'
+    plan = codec.wrap(codec.KIND_FIT_PLAN, message)
+    reply = build_client_app()(flower_message("train", rec.to_record(plan)), context)
+    assert not reply.has_error(), reply.error
+    with pytest.raises(Refused) as caught:
+        refusal_or(rec.from_record(reply.content), None)
+    assert caught.value.refusal.site_id == "hospital-c"
+    assert str(caught.value) == ("could not fit: refused fit plan: a plan may not set the DP setting 'repeatable': noise "
+                                 "seeded from the run's seed is known to the coordinator, so only the site itself may "
+                                 "choose it")
+    ledger = [json.loads(line) for line in (state / "ledger.jsonl").read_text().splitlines()]
+    assert [(e["kind"], e["run"], e["site"]) for e in ledger] == [("refusal", "r2", "hospital-c")]
+    assert not (state / "runs" / "r2").exists(), "nothing was trained"
+
+
 @pytest.mark.slow  # a whole run, in process
 def test_a_site_dropped_mid_run_is_named_in_summary_manifest_and_audit(tmp_path):
     """A site that loses its models after fit (its state folder gone, as when its disk or process is lost)
