@@ -111,6 +111,21 @@ _REUSED_FIT_SCHEMA = {"type": "object", "required": ["fit_dir"],
                                      **{name: {"type": ["number", "null"]} for name in SAMPLING_SETTINGS}}}
 
 
+def run_models_dir(state_dir: Path, run_id: str) -> tuple[Path, dict[str, float]]:
+    """The folder holding run `run_id`'s models (teacher, generator, dp.json) in a site's `state_dir`, and
+    the sampling settings that replace the generator's saved ones (empty: keep them).
+
+    That is ``state_dir/runs/<run_id>``, or the fit a `Site.reuse_fit` pointer names. The folder need
+    not exist. Raises `ValueError` for an invalid run id, `JSONInputError` for a pointer that does not load.
+    """
+    directory = Path(state_dir) / "runs" / check_run_id(run_id)
+    pointer = directory / REUSED_FIT
+    if not pointer.is_file():
+        return directory, {}
+    meta = read_json_file(pointer, schema=_REUSED_FIT_SCHEMA)
+    return Path(meta["fit_dir"]), {name: float(meta[name]) for name in SAMPLING_SETTINGS if meta.get(name) is not None}
+
+
 class SiteNotFitted(RuntimeError):
     """A synthesis or audit request reached a site that has not been fitted in this run."""
 
@@ -398,12 +413,7 @@ class Site:
 
     def _models_dir(self, run_id: str) -> tuple[Path, dict[str, float]]:
         """Where run `run_id`'s models are, and the sampling settings that replace the saved ones (absent: keep them)."""
-        directory = self._run_dir(run_id)
-        pointer = directory / REUSED_FIT
-        if not pointer.is_file():
-            return directory, {}
-        meta = read_json_file(pointer, schema=_REUSED_FIT_SCHEMA)
-        return Path(meta["fit_dir"]), {name: float(meta[name]) for name in SAMPLING_SETTINGS if meta.get(name) is not None}
+        return run_models_dir(self.state_dir, run_id)
 
     # -- state ---------------------------------------------------------------------------------
     def _next_seed(self, request: SynthesisRequest, base_seed: int) -> int:

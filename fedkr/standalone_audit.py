@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from fedkr.client.auditor import AuditSettings, audit_model
-from fedkr.client.site import load_teacher as saved_teacher
+from fedkr.client.site import load_teacher as saved_teacher, run_models_dir
 from fedkr.client.site_data import SiteData
 from fedkr.shared.audit_document import build_audit_document, write_audit
 from fedkr.shared.release_inspect import ARTEFACTS, inspect_release
@@ -79,13 +79,23 @@ def load_release(release_dir: Path) -> LoadedRelease:
 
 
 def load_teacher(state_dir: Path | None, release_id: str) -> CompactCNN | None:
-    """The site's teacher of the run that made the release, when the site still holds it."""
+    """The site's teacher of the run that made the release, when the site still holds it.
+    Raises `ReleaseError` for a reused fit's pointer that does not load."""
     if state_dir is None:
         return None
-    directory = Path(state_dir) / "runs" / check_run_id(release_id)
+    directory = _models_dir(state_dir, release_id)
     if not (directory / "teacher.safetensors").is_file():
         return None
     return saved_teacher(directory)
+
+
+def _models_dir(state_dir: Path, release_id: str) -> Path:
+    """The folder of the site's models for the run that made the release (following a reused fit's
+    pointer, as the site does). Raises `ReleaseError` for a pointer that does not load."""
+    try:
+        return run_models_dir(Path(state_dir), release_id)[0]
+    except JSONInputError as exc:
+        raise ReleaseError(f"{Path(state_dir) / 'runs' / release_id}: the run's pointer to its fit does not load ({exc})") from None
 
 
 def load_dp_record(state_dir: Path | None, release_id: str) -> dict | None:
@@ -94,7 +104,7 @@ def load_dp_record(state_dir: Path | None, release_id: str) -> dict | None:
     does not load."""
     if state_dir is None:
         return None
-    path = Path(state_dir) / "runs" / check_run_id(release_id) / "dp.json"
+    path = _models_dir(state_dir, release_id) / "dp.json"
     if not path.is_file():
         return None
     try:
@@ -111,7 +121,7 @@ def load_generator(state_dir: Path | None, release_id: str) -> SiteGenerator | N
     """
     if state_dir is None:
         return None
-    directory = Path(state_dir) / "runs" / check_run_id(release_id) / "generator"
+    directory = _models_dir(state_dir, release_id) / "generator"
     if not (directory / "generator.json").is_file():
         return None
     try:
