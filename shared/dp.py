@@ -35,7 +35,7 @@ import math
 import secrets
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Self
 
 import torch
@@ -130,10 +130,14 @@ class DPConfig:
     @classmethod
     def from_dict(cls, data: dict) -> DPConfig:
         """The settings a plan carries (`to_dict`). Raises `SiteOnlySetting` (a ValueError) for a plan
-        that sets `repeatable`: only the site may seed its own noise."""
+        that sets `repeatable` (only the site may seed its own noise), and ValueError for a setting this
+        version does not know (a plan from a newer coordinator is refused, not half-followed)."""
         if "repeatable" in data:
             raise SiteOnlySetting("a plan may not set the DP setting 'repeatable': noise seeded from the run's seed is "
                              "known to the coordinator, so only the site itself may choose it")
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:  # a setting this site does not know could change what its DP means: never ignore it
+            raise ValueError(f"unknown DP setting(s) {sorted(str(k)[:40] for k in unknown)[:5]}")
         delta = data.get("target_delta")
         return cls(
             target_epsilon=float(data["target_epsilon"]),
