@@ -168,20 +168,19 @@ class ClassConditionalDiffusion:
         height, width, channels = self.image_shape
         self.size = effective_resolution(config.resolution, height, width, len(config.block_channels))
         levels = len(config.block_channels)
-        rng_state = torch.random.get_rng_state()
-        torch.manual_seed(config.seed)  # initial weights depend on the seed alone
-        self.unet = UNet2DModel(
-            sample_size=self.size,
-            in_channels=channels,
-            out_channels=channels,
-            layers_per_block=config.layers_per_block,
-            block_out_channels=config.block_channels,
-            down_block_types=("DownBlock2D",) * levels,
-            up_block_types=("UpBlock2D",) * levels,
-            norm_num_groups=min(32, math.gcd(*config.block_channels)),
-            num_class_embeds=num_classes + 1,  # the last index is the "no label" class for guidance
-        )
-        torch.random.set_rng_state(rng_state)
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+            torch.manual_seed(config.seed)  # initial weights depend on the seed alone
+            self.unet = UNet2DModel(
+                sample_size=self.size,
+                in_channels=channels,
+                out_channels=channels,
+                layers_per_block=config.layers_per_block,
+                block_out_channels=config.block_channels,
+                down_block_types=("DownBlock2D",) * levels,
+                up_block_types=("UpBlock2D",) * levels,
+                norm_num_groups=min(32, math.gcd(*config.block_channels)),
+                num_class_embeds=num_classes + 1,  # the last index is the "no label" class for guidance
+            )
         #: The EMA weights that sample, keyed as `unet.state_dict()`.
         self.ema = {k: v.detach().clone() for k, v in self.unet.state_dict().items()}
         self.noise_scheduler = DDPMScheduler(

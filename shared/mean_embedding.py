@@ -165,10 +165,9 @@ class MeanEmbeddingGenerator:
         self.image_shape = tuple(int(s) for s in image_shape)
         height, width, channels = self.image_shape
         self.size = working_resolution(config.resolution, height, width)
-        rng_state = torch.random.get_rng_state()
-        torch.manual_seed(config.seed)  # initial weights depend on the seed alone
-        self.decoder = Decoder(self.num_classes, channels, self.size, merf.z_dim, merf.width)
-        torch.random.set_rng_state(rng_state)
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+            torch.manual_seed(config.seed)  # initial weights depend on the seed alone
+            self.decoder = Decoder(self.num_classes, channels, self.size, merf.z_dim, merf.width)
         self.decoder.eval()
         self.trained_steps = 0
         self.train_seconds = 0.0
