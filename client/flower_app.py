@@ -81,7 +81,7 @@ def public_reason(exc: Exception) -> str:
     """
     if isinstance(exc, SiteNotFitted):
         return "this site holds no models for the run (not fitted here, or its state folder was lost)"
-    if isinstance(exc, (DeviceError, codec.PlanRefused)):
+    if isinstance(exc, DeviceError):
         return codec.one_line(exc)
     if isinstance(exc, DataError):
         return f"its data could not be loaded ({type(exc).__name__}; details in the site's log)"
@@ -89,15 +89,10 @@ def public_reason(exc: Exception) -> str:
 
 
 def _run_id_of(kind: str, data: object) -> str:
-    """The run a plain request names, or "" (a sealed request, or one that does not decode).
-
-    A plan the site refuses (`codec.PlanRefused`) still names its run.
-    """
+    """The run a plain request names, or "" (a sealed request, or one that does not decode)."""
     decode = {"fit": codec.decode_fit_plan, "synthesize": codec.decode_synthesis_request}.get(kind)
     try:
         return decode(data).run_id if decode is not None else ""  # type: ignore[arg-type]
-    except codec.PlanRefused as exc:
-        return exc.run_id
     except ValueError:
         return ""
 

@@ -190,16 +190,21 @@ class Site:
     def fit(self, plan: FitPlan | bytes) -> bytes:
         """Train the teacher and the generator on the members; the encoded `FitReport` that leaves.
 
-        Raises `ValueError` (`codec.CodecError`) on plan bytes that do not decode.
+        A plan the site refuses (over one of its caps, or `codec.PlanRefused`: DP settings only the site
+        may choose, or ones it does not know) is answered with a `SiteRefusal`, which leaves through the
+        gate. Raises `ValueError` (`codec.CodecError`) on plan bytes that do not decode.
         """
         if isinstance(plan, (bytes, bytearray)):
-            plan = codec.decode_fit_plan(plan)
+            try:
+                plan = codec.decode_fit_plan(plan)
+            except codec.PlanRefused as exc:
+                return self._refuse("fit", exc.run_id, codec.one_line(exc), round=0)
         check_run_id(plan.run_id)
         try:
             self.caps.check_plan(plan, tuple(int(n) for n in self.data.members.class_counts()))
             report = self._fit(plan, self.caps.fit_clock())
         except OverCap as exc:
-            return self._refuse("fit", plan.run_id, exc, round=0)
+            return self._refuse("fit", plan.run_id, exc.reason, round=0, cap=exc.cap)
         return self.gate.send(report, run_id=plan.run_id, round=0)
 
     def _fit(self, plan: FitPlan, clock: FitClock) -> FitReport:
@@ -256,11 +261,11 @@ class Site:
         )
         return report
 
-    def _refuse(self, request: str, run_id: str, over: OverCap, round: int) -> bytes:
-        """The refusal that leaves, through the gate, for a request over one of the caps."""
-        log.warning("%s: refusing to %s in run %s: %s", self.site_id, request, run_id, over.reason)
-        refusal = SiteRefusal(self.site_id, request, over.reason, over.cap)
-        return self.gate.send(refusal, run_id=run_id, round=round)
+    def _refuse(self, request: str, run_id: str, reason: str, round: int, cap: str = "") -> bytes:
+        """The refusal that leaves, through the gate: `reason` in fedkr's own words (settings and
+        counts, never the site's data); `cap` the node-config key of the cap at issue, if any."""
+        log.warning("%s: refusing to %s in run %s: %s", self.site_id, request, run_id, reason)
+        return self.gate.send(SiteRefusal(self.site_id, request, reason, cap), run_id=run_id, round=round)
 
     # -- synthesize ----------------------------------------------------------------------------
     def synthesize(self, request: SynthesisRequest | bytes) -> bytes:
@@ -284,7 +289,7 @@ class Site:
         try:
             self.caps.check_shard(request.total)
         except OverCap as exc:
-            return self._refuse("synthesize", request.run_id, exc, round=request.round)
+            return self._refuse("synthesize", request.run_id, exc.reason, round=request.round, cap=exc.cap)
         drawn_per_class = [math.ceil(n * request.oversample) for n in request.per_class]
         drawn_labels = np.repeat(np.arange(generator.num_classes), drawn_per_class).astype(np.int64)
         seed = self._next_seed(request, generator.config.seed)
@@ -360,7 +365,7 @@ class Site:
         try:
             self.caps.check_reference_models(candidate.reference_models)
         except OverCap as exc:
-            return self._refuse("audit", candidate.run_id, exc, round=-1)
+            return self._refuse("audit", candidate.run_id, exc.reason, round=-1, cap=exc.cap)
         teacher, generator = self._load(candidate.run_id)
         student = CompactCNN(candidate.student_config)
         student.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in candidate.student_weights.items()})

@@ -30,7 +30,7 @@ from fedkr.v1 import messages_pb2 as pb
 
 from .attack_report import AttackResult
 from .classifier import ClassifierConfig
-from .dp import SiteOnlySetting
+from .dp import RefusedDPSetting
 from .json_input import JSONInputError, parse_json
 from .reports import (
     AuditCandidate,
@@ -204,8 +204,8 @@ def encode_fit_plan(plan: FitPlan) -> bytes:
 def decode_fit_plan(data: bytes, *, max_bytes: int = MAX_PLAN_BYTES) -> FitPlan:
     """The `FitPlan` in `data`; `CodecError` if it is not one with a valid run id and settings.
 
-    A plan that sets what only the site may choose (`SiteOnlySetting`) raises `PlanRefused`, which
-    names the plan's run id.
+    A plan whose DP settings the site refuses (`dp.RefusedDPSetting`: one only the site may choose,
+    or one it does not know) raises `PlanRefused`, which names the plan's run id.
     """
     message = unwrap(data, KIND_FIT_PLAN, pb.FitPlan, max_bytes)
     _run_id(message.run_id)
@@ -218,7 +218,7 @@ def decode_fit_plan(data: bytes, *, max_bytes: int = MAX_PLAN_BYTES) -> FitPlan:
             "samples_per_class": message.samples_per_class, "min_class_members": message.min_class_members,
             "reference_models": message.reference_models,
         })
-    except SiteOnlySetting as exc:  # fedkr's own words, not the body's: safe to repeat
+    except RefusedDPSetting as exc:  # fedkr's own words, not the body's: safe to repeat
         raise PlanRefused(f"refused fit plan: {one_line(exc)}", run_id=message.run_id) from None
 
 

@@ -59,8 +59,17 @@ ACCOUNTANTS = ("rdp", "prv")
 
 
 
-class SiteOnlySetting(ValueError):
+class RefusedDPSetting(ValueError):
+    """A plan's DP settings that this site refuses. The text is fedkr's own words, never the plan's,
+    so a site may send it back to the coordinator as is."""
+
+
+class SiteOnlySetting(RefusedDPSetting):
     """A plan tried to set a DP setting that is the site's alone (`DPConfig.repeatable`)."""
+
+
+class UnknownDPSetting(RefusedDPSetting):
+    """A plan carries a DP setting this version of fedkr does not know (a newer coordinator's)."""
 
 
 @dataclass(frozen=True)
@@ -129,15 +138,16 @@ class DPConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> DPConfig:
-        """The settings a plan carries (`to_dict`). Raises `SiteOnlySetting` (a ValueError) for a plan
-        that sets `repeatable` (only the site may seed its own noise), and ValueError for a setting this
-        version does not know (a plan from a newer coordinator is refused, not half-followed)."""
+        """The settings a plan carries (`to_dict`). Raises `SiteOnlySetting` for a plan that sets
+        `repeatable` (only the site may seed its own noise), and `UnknownDPSetting` for a setting this
+        version does not know (a plan from a newer coordinator is refused, not half-followed); both
+        are `RefusedDPSetting`s (ValueErrors)."""
         if "repeatable" in data:
             raise SiteOnlySetting("a plan may not set the DP setting 'repeatable': noise seeded from the run's seed is "
                              "known to the coordinator, so only the site itself may choose it")
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:  # a setting this site does not know could change what its DP means: never ignore it
-            raise ValueError(f"unknown DP setting(s) {sorted(str(k)[:40] for k in unknown)[:5]}")
+        if set(data) - {f.name for f in fields(cls)}:  # it could change what the site's DP means: never ignore it
+            raise UnknownDPSetting("the plan sets a DP setting this site's fedkr does not know: update the site, "
+                                   "or leave the setting out of the plan")
         delta = data.get("target_delta")
         return cls(
             target_epsilon=float(data["target_epsilon"]),

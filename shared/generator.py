@@ -169,7 +169,7 @@ class ClassConditionalDiffusion:
         self.size = effective_resolution(config.resolution, height, width, len(config.block_channels))
         levels = len(config.block_channels)
         with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
-            torch.manual_seed(config.seed)  # initial weights depend on the seed alone
+            torch.random.default_generator.manual_seed(config.seed)  # initial weights depend on the seed alone
             self.unet = UNet2DModel(
                 sample_size=self.size,
                 in_channels=channels,

@@ -166,7 +166,7 @@ class MeanEmbeddingGenerator:
         height, width, channels = self.image_shape
         self.size = working_resolution(config.resolution, height, width)
         with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
-            torch.manual_seed(config.seed)  # initial weights depend on the seed alone
+            torch.random.default_generator.manual_seed(config.seed)  # initial weights depend on the seed alone
             self.decoder = Decoder(self.num_classes, channels, self.size, merf.z_dim, merf.width)
         self.decoder.eval()
         self.trained_steps = 0

@@ -52,8 +52,15 @@ def test_fit_plan_and_report_round_trip():
     # a plan that asks for DP noise seeded from the run's seed (known to the coordinator) is refused
     message = codec.unwrap(codec.encode_fit_plan(plan), codec.KIND_FIT_PLAN, pb.FitPlan, codec.MAX_PLAN_BYTES)
     message.dp_json = '{"target_epsilon": 8.0, "repeatable": true}'
-    with pytest.raises(codec.CodecError, match="refused fit plan: a plan may not set the DP setting .repeatable."):
+    with pytest.raises(codec.PlanRefused, match="refused fit plan: a plan may not set the DP setting .repeatable.") as caught:
         codec.decode_fit_plan(codec.wrap(codec.KIND_FIT_PLAN, message))
+    assert caught.value.run_id == RUN
+    # a DP setting this version does not know is refused too, in fedkr's words, without the plan's text
+    message.dp_json = '{"target_epsilon": 8.0, "noise_multiplier_override<script>": 0.1}'
+    with pytest.raises(codec.PlanRefused, match="refused fit plan: the plan sets a DP setting this site's fedkr does "
+                                                "not know") as caught:
+        codec.decode_fit_plan(codec.wrap(codec.KIND_FIT_PLAN, message))
+    assert caught.value.run_id == RUN and "script" not in str(caught.value)
     report = FitReport("site-0", 40, 10, ("a", "b"), (8, 8, 1), (20, 20), 0.9, 0.1, 1.5, 2.5, {"steps": 5, "name": "x"},
                        {"epsilon": 7.5})
     assert codec.decode_fit_report(codec.encode_fit_report(report, run_id=RUN), run_id=RUN) == report

@@ -351,7 +351,7 @@ def test_configs_and_reports_round_trip():
     for value in (True, False):
         with pytest.raises(ValueError, match="may not set the DP setting 'repeatable'"):
             DPConfig.from_dict({"target_epsilon": 2.0, "repeatable": value})
-    with pytest.raises(ValueError, match=r"unknown DP setting\(s\) \['noise_multiplier'\]"):
+    with pytest.raises(dp_module.UnknownDPSetting, match="a DP setting this site's fedkr does not know"):
         DPConfig.from_dict({"target_epsilon": 2.0, "noise_multiplier": 0.1})
     report = DPReport(1.5, 1e-5, 1.1, 1.0, 0.04, 100, "rdp", 1000)
     assert DPReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
