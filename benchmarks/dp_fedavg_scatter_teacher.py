@@ -36,23 +36,14 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
 from fedkr.bench import load_bench_sites
 from fedkr.client.site import split_budget
 from fedkr.shared.config import PROFILES
 from fedkr.shared.dp import DPConfig, make_private_training
-from dp_scatter_teacher import FEATURES, linear_on_features, scattering_features, scattering_transform
-from teacher_ensemble import save_test_probabilities, scores
-
-
-def holdout_row(model: nn.Module, maps: torch.Tensor, labels: np.ndarray) -> dict:
-    with torch.no_grad():
-        predicted = model(maps).argmax(1).numpy()
-    return {"accuracy": round(float(np.mean(predicted == labels)), 4),
-            "balanced_accuracy": round(float(balanced_accuracy_score(labels, predicted)), 4),
-            "top_prediction_share": round(float(np.bincount(predicted).max() / len(predicted)), 4)}
+from dp_scatter_teacher import FEATURES, linear_on_features, private_step, scattering_features, scattering_transform
+from teacher_ensemble import holdout_scores, save_test_probabilities, scores
 
 
 def main() -> None:
@@ -107,13 +98,7 @@ def main() -> None:
                 labels = torch.from_numpy(site.members.labels.astype(np.int64))
                 module.train()
                 for _ in range(steps):
-                    idx = next(stream)
-                    if idx.numel() == 0:
-                        private.step_on_empty_batch()
-                        continue
-                    private.optimizer.zero_grad(set_to_none=True)
-                    loss_fn(module(maps[idx]), labels[idx]).backward()
-                    private.optimizer.step()
+                    private_step(private, module, maps, labels, next(stream), loss_fn)
                 states.append({k: v.detach().clone() for k, v in module.state_dict().items()})
             global_model.load_state_dict({k: sum(wt * s[k] for wt, s in zip(weights, states)) for k in states[0]})
     reports = [p.report("sgd", args.lr) for p in privates]
@@ -123,6 +108,7 @@ def main() -> None:
     global_model.eval()
     with torch.no_grad():
         test_probabilities = torch.softmax(global_model(test_maps), 1).numpy()
+        holdout_predictions = [global_model(m).argmax(1).numpy() for m in holdout_maps]
     if args.test_probabilities:
         counts = sum(s.members.class_counts() for s in sites)
         save_test_probabilities(args.test_probabilities, test_probabilities, test.labels, counts)
@@ -130,10 +116,10 @@ def main() -> None:
         "teacher": "fedavg", "features": FEATURES, "sites": len(sites), "epsilon_teacher": args.epsilon,
         "rounds": args.rounds, "local_epochs": args.local_epochs, "batch": args.batch, "lr": args.lr,
         "max_grad_norm": args.max_grad_norm, **scores(test.labels, test_probabilities),
-        "holdout": [{"site": i, "members": len(s.members), **holdout_row(global_model, m, s.holdout.labels),
+        "holdout": [{"site": i, "members": len(s.members), **holdout_scores(s.holdout.labels, predicted),
                      "noise_multiplier": round(r.noise_multiplier, 3), "steps": r.steps,
                      "epsilon_spent": round(r.epsilon, 3)}
-                    for i, (s, m, r) in enumerate(zip(sites, holdout_maps, reports))],
+                    for i, (s, predicted, r) in enumerate(zip(sites, holdout_predictions, reports))],
         "feature_seconds": round(feature_seconds, 1), "seconds": round(seconds, 1),
     }), flush=True)
 

@@ -38,16 +38,15 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
 from fedkr.bench import load_bench_sites
 from fedkr.client.site import split_budget
 from fedkr.shared.classifier import to_tensor
 from fedkr.shared.config import PROFILES
-from fedkr.shared.dp import DPConfig, make_private_training
+from fedkr.shared.dp import DPConfig, PrivateTraining, make_private_training
 from dp_teacher import parse_variant
-from teacher_ensemble import save_test_probabilities, scores
+from teacher_ensemble import holdout_scores, save_test_probabilities, scores
 
 SCATTERING_SCALES = 2  # J: features at 1 / 2^J of the resolution
 FEATURES = f"scattering J={SCATTERING_SCALES} L=8 (kymatio)"
@@ -91,6 +90,18 @@ def linear_on_features(channels: int, height: int, width: int, num_classes: int,
                              nn.Linear(channels * height * width, num_classes))
 
 
+def private_step(private: PrivateTraining, model: nn.Module, features: torch.Tensor, labels: torch.Tensor,
+                 idx: torch.Tensor, loss_fn: nn.Module) -> None:
+    """One DP-SGD step of `private` on the rows `idx` (int64, (B,), possibly empty) of float32
+    `features` (N, ...) and int64 `labels` (N,); an empty batch still takes its noisy step."""
+    if idx.numel() == 0:
+        private.step_on_empty_batch()
+        return
+    private.optimizer.zero_grad(set_to_none=True)
+    loss_fn(model(features[idx]), labels[idx]).backward()
+    private.optimizer.step()
+
+
 def train(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, batch: int, lr: float, epochs: int,
           budget: DPConfig | None, seed: int) -> dict:
     """Cross-entropy training of `model` on `features`; the DP accounting (None fields without `budget`)."""
@@ -113,12 +124,7 @@ def train(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, batch:
         # torch notes that the features need no gradient; opacus' per-sample hooks do not need one
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         for idx in private.batches():
-            if idx.numel() == 0:
-                private.step_on_empty_batch()
-                continue
-            private.optimizer.zero_grad(set_to_none=True)
-            loss_fn(model(features[idx]), labels[idx]).backward()
-            private.optimizer.step()
+            private_step(private, model, features, labels, idx, loss_fn)
         report = private.report("sgd", lr)
     return {"noise_multiplier": round(report.noise_multiplier, 3), "steps": report.steps,
             "epsilon_spent": round(report.epsilon, 3)}
@@ -169,9 +175,7 @@ def main() -> None:
         print(json.dumps({
             "site": args.site, "members": len(members), "holdout": len(holdout), "epsilon_teacher": args.epsilon,
             "features": FEATURES, "batch": batch, "lr": lr, "epochs": epochs, "max_grad_norm": args.max_grad_norm,
-            "accuracy": round(float(np.mean(predicted == holdout.labels)), 4),
-            "balanced_accuracy": round(float(balanced_accuracy_score(holdout.labels, predicted)), 4),
-            "top_prediction_share": round(float(np.bincount(predicted).max() / len(predicted)), 4),
+            **holdout_scores(holdout.labels, predicted),
             **scores(test.labels, test_probabilities), **accounting, "feature_seconds": round(feature_seconds, 1), "seconds": round(seconds, 1),
         }), flush=True)
 

@@ -40,8 +40,6 @@ import json
 import time
 from dataclasses import replace
 
-import numpy as np
-from sklearn.metrics import balanced_accuracy_score
 
 from fedkr.bench import load_bench_sites
 from fedkr.client.site import split_budget
@@ -50,7 +48,7 @@ from fedkr.shared.classifier import (
 )
 from fedkr.shared.config import PROFILES
 from fedkr.shared.dp import DPConfig
-from teacher_ensemble import save_test_probabilities, scores
+from teacher_ensemble import holdout_scores, save_test_probabilities, scores
 
 
 def parse_variant(text: str) -> tuple[int, float, int]:
@@ -129,9 +127,7 @@ def main() -> None:
             "site": args.site, "members": len(members), "holdout": len(holdout), "epsilon_teacher": args.epsilon,
             "batch": batch, "lr": float(f"{lr:.4g}"), "epochs": epochs, "min_steps": protocol.min_steps,
             "max_grad_norm": args.max_grad_norm, "channels": channels, "augment": protocol.augment, "optimizer": args.optimizer,
-            "accuracy": round(float(np.mean(predicted == holdout.labels)), 4),
-            "balanced_accuracy": round(float(balanced_accuracy_score(holdout.labels, predicted)), 4),
-            "top_prediction_share": round(float(np.bincount(predicted).max() / len(predicted)), 4),
+            **holdout_scores(holdout.labels, predicted),
             **scores(test.labels, test_probabilities),
             "noise_multiplier": None if report is None else round(report.noise_multiplier, 3),
             "steps": None if report is None else report.steps,

@@ -29,6 +29,14 @@ def save_test_probabilities(path: str, probabilities: np.ndarray, test_labels: n
              member_class_counts=np.asarray(member_class_counts, dtype=np.int64))
 
 
+def holdout_scores(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """A teacher on a site's holdout: accuracy, balanced accuracy and the share of its most frequent
+    prediction (1.0: collapsed to one class), from int (N,) true and predicted labels."""
+    return {"accuracy": round(float(np.mean(predicted == labels)), 4),
+            "balanced_accuracy": round(float(balanced_accuracy_score(labels, predicted)), 4),
+            "top_prediction_share": round(float(np.bincount(predicted).max() / len(predicted)), 4)}
+
+
 def scores(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
     predicted = probabilities.argmax(1)
     return {"test_accuracy": round(float(np.mean(predicted == labels)), 4),
