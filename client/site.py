@@ -111,14 +111,22 @@ _REUSED_FIT_SCHEMA = {"type": "object", "required": ["fit_dir"],
                                      **{name: {"type": ["number", "null"]} for name in SAMPLING_SETTINGS}}}
 
 
+def run_dir(state_dir: Path, run_id: str) -> Path:
+    """A site's own folder for run `run_id`: ``state_dir/runs/<run_id>`` (need not exist).
+
+    Raises `ValueError` for an invalid run id (`fedkr.shared.config.check_run_id`).
+    """
+    return Path(state_dir) / "runs" / check_run_id(run_id)
+
+
 def run_models_dir(state_dir: Path, run_id: str) -> tuple[Path, dict[str, float]]:
     """The folder holding run `run_id`'s models (teacher, generator, dp.json) in a site's `state_dir`, and
     the sampling settings that replace the generator's saved ones (empty: keep them).
 
-    That is ``state_dir/runs/<run_id>``, or the fit a `Site.reuse_fit` pointer names. The folder need
+    That is `run_dir(state_dir, run_id)`, or the fit a `Site.reuse_fit` pointer names. The folder need
     not exist. Raises `ValueError` for an invalid run id, `JSONInputError` for a pointer that does not load.
     """
-    directory = Path(state_dir) / "runs" / check_run_id(run_id)
+    directory = run_dir(state_dir, run_id)
     pointer = directory / REUSED_FIT
     if not pointer.is_file():
         return directory, {}
@@ -198,6 +206,8 @@ class Site:
             try:
                 plan = codec.decode_fit_plan(plan)
             except codec.PlanRefused as exc:
+                if exc.log_detail:
+                    log.warning("%s: the refused plan of run %s: %s", self.site_id, exc.run_id, exc.log_detail)
                 return self._refuse("fit", exc.run_id, codec.one_line(exc), round=0)
         check_run_id(plan.run_id)
         try:
@@ -431,7 +441,7 @@ class Site:
         return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
 
     def _run_dir(self, run_id: str) -> Path:
-        return self.state_dir / "runs" / check_run_id(run_id)
+        return run_dir(self.state_dir, run_id)
 
     def _save(self, run_id: str, teacher: CompactCNN, generator: SiteGenerator) -> None:
         directory = self._run_dir(run_id)

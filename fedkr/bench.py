@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fedkr.client.auditor import AuditSettings, ReferenceCache, audit_model
-from fedkr.client.site import Site
+from fedkr.client.site import Site, run_dir
 from fedkr.client.site_data import SiteData, SiteDataSpec, load_site_data
 from fedkr.inprocess import InProcessLink
 from fedkr.server.coordinator import Coordinator, FitResult
@@ -304,7 +304,7 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
         if sorted(reports) != [s.site_id for s in sites]:
             raise DataError(f"{reuse.run_dir}: its sites {sorted(reports)} are not this bench's {[s.site_id for s in sites]}")
         for site in sites:
-            fit_dirs[site.site_id] = sites_dir / site.site_id / "runs" / fit_run
+            fit_dirs[site.site_id] = run_dir(sites_dir / site.site_id, fit_run)
             check_generator(fit_dirs[site.site_id] / "generator", expected)
         first = next(iter(reports.values()))
         fit = FitResult(fit_run, reports, {}, first.class_names, first.image_shape, reused_seconds)
@@ -355,7 +355,7 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
         run_config = bench_run_config(config, out, seed)
         if fit is not None:  # the stages after fit, on the sites' one fit
             for site in sites:
-                site.reuse_fit(fit_dirs.get(site.site_id, site.state_dir / "runs" / fit.run_id), run_config.run_id,
+                site.reuse_fit(fit_dirs.get(site.site_id, run_dir(site.state_dir, fit.run_id)), run_config.run_id,
                                config.generator_guidance, config.generator_eta)
         fitted_here = fit is None
         run_started = time.perf_counter()

@@ -97,15 +97,18 @@ class VersionError(CodecError):
 
 
 class PlanRefused(CodecError):
-    """A well-formed request that asks for something only the site may choose; the site refuses it.
+    """A well-formed request whose settings the site refuses (`fedkr.shared.dp.RefusedDPSetting`: a
+    DP setting only the site may choose, or one this version does not know).
 
     Its text is fedkr's own words (never the body's), so a site may send it to the coordinator as is.
-    `run_id` is the run the refused request names (already checked as a valid run id).
+    `run_id` is the run the refused request names (already checked as a valid run id); `log_detail`
+    what only the site's log may show (the names of unknown settings, escaped), or "".
     """
 
-    def __init__(self, message: str, *, run_id: str) -> None:
+    def __init__(self, message: str, *, run_id: str, log_detail: str = "") -> None:
         super().__init__(message)
         self.run_id = run_id
+        self.log_detail = log_detail
 
 
 def one_line(exc: BaseException) -> str:
@@ -219,7 +222,9 @@ def decode_fit_plan(data: bytes, *, max_bytes: int = MAX_PLAN_BYTES) -> FitPlan:
             "reference_models": message.reference_models,
         })
     except RefusedDPSetting as exc:  # fedkr's own words, not the body's: safe to repeat
-        raise PlanRefused(f"refused fit plan: {one_line(exc)}", run_id=message.run_id) from None
+        names = getattr(exc, "names", ())
+        raise PlanRefused(f"refused fit plan: {one_line(exc)}", run_id=message.run_id,
+                          log_detail=f"unknown DP settings {', '.join(names)}" if names else "") from None
 
 
 def encode_fit_report(report: FitReport, *, run_id: str) -> bytes:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import secrets
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Self
 
@@ -69,7 +69,17 @@ class SiteOnlySetting(RefusedDPSetting):
 
 
 class UnknownDPSetting(RefusedDPSetting):
-    """A plan carries a DP setting this version of fedkr does not know (a newer coordinator's)."""
+    """A plan carries a DP setting this version of fedkr does not know (a newer coordinator's).
+
+    Its text is fixed, so it may be sent back as is. `names` holds the unknown settings' names,
+    each as `ascii()` writes it and cut to 60 characters, for the site's own log only: they are the
+    plan's text, not fedkr's.
+    """
+
+    def __init__(self, names: Iterable[str]) -> None:
+        super().__init__("the plan sets a DP setting this site's fedkr does not know: update the site, "
+                         "or leave the setting out of the plan")
+        self.names = tuple(ascii(name)[:60] for name in sorted(names))
 
 
 @dataclass(frozen=True)
@@ -145,9 +155,9 @@ class DPConfig:
         if "repeatable" in data:
             raise SiteOnlySetting("a plan may not set the DP setting 'repeatable': noise seeded from the run's seed is "
                              "known to the coordinator, so only the site itself may choose it")
-        if set(data) - {f.name for f in fields(cls)}:  # it could change what the site's DP means: never ignore it
-            raise UnknownDPSetting("the plan sets a DP setting this site's fedkr does not know: update the site, "
-                                   "or leave the setting out of the plan")
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:  # it could change what the site's DP means: never ignore it
+            raise UnknownDPSetting(unknown)
         delta = data.get("target_delta")
         return cls(
             target_epsilon=float(data["target_epsilon"]),

@@ -61,6 +61,8 @@ def test_fit_plan_and_report_round_trip():
                                                 "not know") as caught:
         codec.decode_fit_plan(codec.wrap(codec.KIND_FIT_PLAN, message))
     assert caught.value.run_id == RUN and "script" not in str(caught.value)
+    assert caught.value.log_detail == "unknown DP settings 'noise_multiplier_override<script>'", \
+        "the site's own log names the setting"
     report = FitReport("site-0", 40, 10, ("a", "b"), (8, 8, 1), (20, 20), 0.9, 0.1, 1.5, 2.5, {"steps": 5, "name": "x"},
                        {"epsilon": 7.5})
     assert codec.decode_fit_report(codec.encode_fit_report(report, run_id=RUN), run_id=RUN) == report

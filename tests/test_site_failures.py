@@ -4,6 +4,7 @@ simulated sites, and named by site, with their reason, when they fail or leave a
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -131,8 +132,9 @@ def test_a_site_that_cannot_load_its_data_answers_in_its_own_name(tmp_path):
     assert [(e["kind"], e["run"], e["site"]) for e in ledger] == [("refusal", "r1", "hospital-b")]
 
 
-def test_a_site_refuses_a_plan_that_sets_its_noise_and_says_why_in_the_run(tmp_path):
-    """A plan asking for repeatable DP noise is refused over Flower with fedkr's reason and the plan's run id."""
+def test_a_site_refuses_a_plan_that_sets_its_noise_and_says_why_in_the_run(tmp_path, caplog):
+    """A plan asking for repeatable DP noise is refused over Flower with fedkr's reason and the plan's run id;
+    one with a DP setting the site does not know is refused too, and only the site's log names the setting."""
     from flwr.app import Context, RecordDict
 
     from fedkr import flower_records as rec
@@ -164,6 +166,15 @@ def test_a_site_refuses_a_plan_that_sets_its_noise_and_says_why_in_the_run(tmp_p
     ledger = [json.loads(line) for line in (state / "ledger.jsonl").read_text().splitlines()]
     assert [(e["kind"], e["run"], e["site"]) for e in ledger] == [("refusal", "r2", "hospital-c")]
     assert not (state / "runs" / "r2").exists(), "nothing was trained"
+    message.dp_json = '{"target_epsilon": 8.0, "noise_multiplier": 0.1}'
+    with caplog.at_level(logging.WARNING, logger="fedkr.client.site"):
+        reply = build_client_app()(flower_message("train", rec.to_record(codec.wrap(codec.KIND_FIT_PLAN, message))),
+                                   context)
+    with pytest.raises(Refused) as caught:
+        refusal_or(rec.from_record(reply.content), None)
+    assert "does not know" in str(caught.value) and "noise_multiplier" not in str(caught.value)
+    assert "unknown DP settings 'noise_multiplier'" in caplog.text and "run r2" in caplog.text
+    assert not (state / "runs" / "r2").exists()
 
 
 @pytest.mark.slow  # a whole run, in process
