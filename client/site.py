@@ -114,7 +114,7 @@ _REUSED_FIT_SCHEMA = {"type": "object", "required": ["fit_dir"],
 def run_dir(state_dir: Path, run_id: str) -> Path:
     """A site's own folder for run `run_id`: ``state_dir/runs/<run_id>`` (need not exist).
 
-    Raises `ValueError` for an invalid run id (`fedkr.shared.config.check_run_id`).
+    Raises `ValueError` for an invalid run id (`fedkr.shared.reports.check_run_id`).
     """
     return Path(state_dir) / "runs" / check_run_id(run_id)
 

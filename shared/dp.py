@@ -71,15 +71,20 @@ class SiteOnlySetting(RefusedDPSetting):
 class UnknownDPSetting(RefusedDPSetting):
     """A plan carries a DP setting this version of fedkr does not know (a newer coordinator's).
 
-    Its text is fixed, so it may be sent back as is. `names` holds the unknown settings' names,
-    each as `ascii()` writes it and cut to 60 characters, for the site's own log only: they are the
-    plan's text, not fedkr's.
+    Its text is fixed, so it may be sent back as is. `names` holds the first `LOGGED_NAMES` unknown
+    settings' names, each cut to 40 characters and written by `ascii()` (one printable line), for
+    the site's own log only: they are the plan's text, not fedkr's.
     """
+
+    LOGGED_NAMES = 10
 
     def __init__(self, names: Iterable[str]) -> None:
         super().__init__("the plan sets a DP setting this site's fedkr does not know: update the site, "
                          "or leave the setting out of the plan")
-        self.names = tuple(ascii(name)[:60] for name in sorted(names))
+        names = sorted(names)
+        self.names = tuple(ascii(name[:40]) for name in names[:self.LOGGED_NAMES])
+        if len(names) > self.LOGGED_NAMES:
+            self.names += (f"and {len(names) - self.LOGGED_NAMES} more",)
 
 
 @dataclass(frozen=True)

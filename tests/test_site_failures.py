@@ -173,7 +173,7 @@ def test_a_site_refuses_a_plan_that_sets_its_noise_and_says_why_in_the_run(tmp_p
     with pytest.raises(Refused) as caught:
         refusal_or(rec.from_record(reply.content), None)
     assert "does not know" in str(caught.value) and "noise_multiplier" not in str(caught.value)
-    assert "unknown DP settings 'noise_multiplier'" in caplog.text and "run r2" in caplog.text
+    assert "unknown DP settings 'noise_multiplier'" in caplog.text and "the refused plan of run r2" in caplog.text
     assert not (state / "runs" / "r2").exists()
 
 
