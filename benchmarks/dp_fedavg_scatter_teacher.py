@@ -7,7 +7,7 @@ private teachers can teach"). This script asks what one teacher trained by the s
 would reach at the same per-site epsilon:
 
 - features: `dp_scatter_teacher.scattering_transform` (fixed, data-independent), computed by each
-  site on its own images; model: `dp_scatter_teacher.linear_on_features`;
+  site on its own images; model: `dp_scatter_teacher.HEADS[--head]` (linear, or Tramer & Boneh's small CNN);
 - every site runs one DP-SGD run (`fedkr.shared.dp.make_private_training`) spanning all rounds:
   the noise is set for `rounds x local_epochs x ceil(N / batch)` Poisson-sampled steps over its own
   members at the teacher's half of its epsilon and delta (`client.site.split_budget`). At each round
@@ -42,7 +42,7 @@ from fedkr.bench import load_bench_sites
 from fedkr.client.site import split_budget
 from fedkr.shared.config import PROFILES
 from fedkr.shared.dp import DPConfig, make_private_training
-from dp_scatter_teacher import FEATURES, linear_on_features, private_step, scattering_features, scattering_transform
+from dp_scatter_teacher import FEATURES, HEADS, private_step, scattering_features, scattering_transform
 from teacher_ensemble import holdout_scores, save_test_probabilities, scores
 
 
@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--local-epochs", type=int, default=6, help="passes over a site's members per round [default: 6]")
     parser.add_argument("--batch", type=int, default=512, help="expected Poisson batch [default: 512]")
     parser.add_argument("--lr", type=float, default=1.0, help="SGD learning rate, momentum 0.9 [default: 1]")
+    parser.add_argument("--head", default="linear", choices=sorted(HEADS),
+                        help="the model on the scattering maps [default: linear]")
     parser.add_argument("--test-probabilities", metavar="FILE.npz", default=None)
     args = parser.parse_args()
     if not args.epsilon > 0:
@@ -73,7 +75,7 @@ def main() -> None:
     test_maps = scattering_features(transform, test.images)
     feature_seconds = time.perf_counter() - started
     num_classes = test.num_classes
-    global_model = linear_on_features(*test_maps.shape[1:], num_classes, seed)
+    global_model = HEADS[args.head](*test_maps.shape[1:], num_classes, seed)
     loss_fn = nn.CrossEntropyLoss()
     started = time.perf_counter()
     locals_, privates, batches, local_steps = [], [], [], []
@@ -113,7 +115,7 @@ def main() -> None:
         counts = sum(s.members.class_counts() for s in sites)
         save_test_probabilities(args.test_probabilities, test_probabilities, test.labels, counts)
     print(json.dumps({
-        "teacher": "fedavg", "features": FEATURES, "sites": len(sites), "epsilon_teacher": args.epsilon,
+        "teacher": "fedavg", "features": FEATURES, "head": args.head, "sites": len(sites), "epsilon_teacher": args.epsilon,
         "rounds": args.rounds, "local_epochs": args.local_epochs, "batch": args.batch, "lr": args.lr,
         "max_grad_norm": args.max_grad_norm, **scores(test.labels, test_probabilities),
         "holdout": [{"site": i, "members": len(s.members), **holdout_scores(s.holdout.labels, predicted),

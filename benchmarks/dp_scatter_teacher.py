@@ -11,7 +11,7 @@ splits the sites:
 - features: kymatio's `Scattering2D` (J=2, L=8: 81 maps per colour channel at a quarter of the
   resolution) on images scaled to [-1, 1], computed once;
 - model: GroupNorm over the maps without affine weights (data-independent normalisation), then
-  one linear layer;
+  one linear layer (`--head linear`) or their small CNN (`--head cnn`);
 - DP-SGD through `fedkr.shared.dp.make_private_training`, the product's own: Poisson batches,
   per-example clipping at `--max-grad-norm`, noise for `epochs x ceil(N / batch)` steps at the
   teacher's half of the site's epsilon and delta (`client.site.split_budget`); SGD with momentum
@@ -85,9 +85,29 @@ def linear_on_features(channels: int, height: int, width: int, num_classes: int,
     """GroupNorm (no affine weights) over the scattering maps, then one linear layer, as in Tramer & Boneh."""
     groups = next(g for g in (27, 9, 3, 1) if channels % g == 0)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)
         return nn.Sequential(nn.GroupNorm(groups, channels, affine=False), nn.Flatten(),
                              nn.Linear(channels * height * width, num_classes))
+
+
+def cnn_on_features(channels: int, height: int, width: int, num_classes: int, seed: int, filters: int = 64) -> nn.Sequential:
+    """GroupNorm (no affine weights) over the scattering maps, then Tramer & Boneh's small CNN on them.
+
+    Their ScatterNet + CNN (arXiv 2011.11660, section 3; the "[64, M, 64]" model of their code):
+    3x3 convolutions of `filters` channels with tanh activations, a 2x2 max-pool between them, then
+    one linear layer, for float32 (N, channels, height, width) maps -> (N, num_classes) logits.
+    """
+    groups = next(g for g in (27, 9, 3, 1) if channels % g == 0)
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        return nn.Sequential(
+            nn.GroupNorm(groups, channels, affine=False),
+            nn.Conv2d(channels, filters, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
+            nn.Conv2d(filters, filters, 3, padding=1), nn.Tanh(), nn.Flatten(),
+            nn.Linear(filters * (height // 2) * (width // 2), num_classes))
+
+
+HEADS = {"linear": linear_on_features, "cnn": cnn_on_features}  # the model on the scattering maps
 
 
 def private_step(private: PrivateTraining, model: nn.Module, features: torch.Tensor, labels: torch.Tensor,
@@ -139,6 +159,8 @@ def main() -> None:
     parser.add_argument("--max-grad-norm", type=float, default=0.1, help="clipping norm [default: 0.1, the paper's]")
     parser.add_argument("--test-probabilities", metavar="FILE.npz", default=None,
                         help="write the last variant's test-split probabilities for teacher_ensemble.py")
+    parser.add_argument("--head", default="linear", choices=sorted(HEADS),
+                        help="the model on the scattering maps [default: linear]")
     parser.add_argument("--variant", type=parse_variant, action="append", required=True, help="batch,lr,epochs")
     args = parser.parse_args()
     if args.epsilon < 0:
@@ -162,7 +184,7 @@ def main() -> None:
     labels = torch.from_numpy(members.labels.astype(np.int64))
     seed = config.teacher_config().seed
     for batch, lr, epochs in args.variant:
-        model = linear_on_features(*member_maps.shape[1:], members.num_classes, seed)
+        model = HEADS[args.head](*member_maps.shape[1:], members.num_classes, seed)
         started = time.perf_counter()
         accounting = train(model, member_maps, labels, batch, lr, epochs, budget, seed)
         seconds = time.perf_counter() - started
@@ -174,7 +196,7 @@ def main() -> None:
             save_test_probabilities(args.test_probabilities, test_probabilities, test.labels, members.class_counts())
         print(json.dumps({
             "site": args.site, "members": len(members), "holdout": len(holdout), "epsilon_teacher": args.epsilon,
-            "features": FEATURES, "batch": batch, "lr": lr, "epochs": epochs, "max_grad_norm": args.max_grad_norm,
+            "features": FEATURES, "head": args.head, "batch": batch, "lr": lr, "epochs": epochs, "max_grad_norm": args.max_grad_norm,
             **holdout_scores(holdout.labels, predicted),
             **scores(test.labels, test_probabilities), **accounting, "feature_seconds": round(feature_seconds, 1), "seconds": round(seconds, 1),
         }), flush=True)
