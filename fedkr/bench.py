@@ -41,7 +41,7 @@ from fedkr.shared.device import resolve_device
 from fedkr.client.gate import read_ledger
 from fedkr.shared.json_input import JSONInputError, read_json_file
 from fedkr.shared.release_inspect import METRICS_LIMITS
-from fedkr.shared.reports import FitReport
+from fedkr.shared.reports import FitReport, check_run_id
 
 from .bench_fedavg import FedAvgSettings, run_fedavg
 from .coordinator_view import ViewEntry, fedavg_view, relabel_view, shards_view, worst
@@ -223,7 +223,12 @@ class ReusedFit:
     ADDED_LATER = {"generator_noise_multiplicity": 1, "generator_kind": "diffusion"}
 
     def load(self, expected: RunConfig | None = None) -> tuple[Path, str, dict[str, FitReport], float]:
-        """The sites folder, run id, fit reports and fit seconds; with `expected`, refuse a run fitted otherwise."""
+        """The sites folder, run id, fit reports and fit seconds; with `expected`, refuse a run fitted otherwise.
+
+        Raises `DataError` when the folder holds no finished run's metrics.json, when that file is
+        malformed or names an invalid run id (`fedkr.shared.reports.check_run_id`), or when the run
+        was fitted with other settings than `expected`.
+        """
         metrics_path = self.run_dir / "release" / "metrics.json"
         if not metrics_path.is_file():
             metrics_path = self.run_dir / "metrics.json"
@@ -233,10 +238,14 @@ class ReusedFit:
             metrics = read_json_file(metrics_path, schema=_REUSED_METRICS_SCHEMA, limits=METRICS_LIMITS)
         except JSONInputError as exc:
             raise DataError(f"{self.run_dir}: not a finished run's metrics: {exc}") from None
+        try:
+            fit_run = check_run_id(metrics["run_id"])
+        except ValueError as exc:
+            raise DataError(f"{self.run_dir}: not a finished run's metrics: {exc}") from None
         if expected is not None:
             self._check(metrics.get("config") or {}, expected)
         reports = {sid: FitReport.from_dict(r) for sid, r in metrics["sites"].items()}
-        return self.run_dir.parent / "sites", str(metrics["run_id"]), reports, float(metrics["stage_seconds"]["fit"])
+        return self.run_dir.parent / "sites", fit_run, reports, float(metrics["stage_seconds"]["fit"])
 
     def _check(self, used: dict, expected: RunConfig) -> None:
         # a setting added after the run was made is absent from its config: the run had that setting's first default
@@ -277,8 +286,8 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
     `settings` the seeds and Flower FedAvg's schedule. Sites fit once, on the first seed (or not at
     all with `reuse`); later seeds run the stages after fit on that one fit.
 
-    Raises `DataError` for data without a test split or a reused fit that does not match, and
-    `ConfigError` for a bad setting, before any baseline trains.
+    Raises `DataError` for data without a test split or a reused fit that does not load or does not
+    match (`ReusedFit.load`), and `ConfigError` for a bad setting, before any baseline trains.
     """
     say = progress or (lambda message: log.info("%s", message))
     started = time.perf_counter()

@@ -65,6 +65,10 @@ def test_reused_fit_reads_the_fit_of_a_finished_run(tmp_path):
     assert reports == {"site-0": report}
     with pytest.raises(DataError, match="no metrics.json"):
         ReusedFit(tmp_path / "nothing").load()
+    (run / "release" / "metrics.json").write_text(json.dumps(
+        {"run_id": "../r1", "sites": {"site-0": report.to_dict()}, "stage_seconds": {"fit": 41.5}}))
+    with pytest.raises(DataError, match="invalid run id '../r1'"):
+        ReusedFit(run).load()
 
 
 def test_a_reused_generator_must_match_the_profile(tmp_path):
