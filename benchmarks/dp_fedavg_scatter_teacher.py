@@ -20,7 +20,9 @@ would reach at the same per-site epsilon:
 It prints one JSON row: the global teacher's test accuracy and balanced accuracy, each site's
 holdout accuracy, balanced accuracy and top-prediction share, each site's noise multiplier, steps
 and epsilon spent, and the seconds. `--test-probabilities` keeps the test probabilities
-(`teacher_ensemble.py`'s format, with the sites' pooled class counts).
+(`teacher_ensemble.py`'s format, with the sites' pooled class counts); `--member-logits` keeps the
+teacher's float32 (N, K) logits on the sites' members, site after site as `load_bench_sites` orders
+them, with their int64 (N,) labels, for `student_on_teacher_labels.py`.
 
     pip install -e ".[bench]"
     python benchmarks/dp_fedavg_scatter_teacher.py --data ../shared/data/medmnist/bloodmnist.npz --epsilon 4
@@ -59,6 +61,8 @@ def main() -> None:
     parser.add_argument("--head", default="linear", choices=sorted(HEADS),
                         help="the model on the scattering maps [default: linear]")
     parser.add_argument("--test-probabilities", metavar="FILE.npz", default=None)
+    parser.add_argument("--member-logits", metavar="FILE.npz", default=None,
+                        help="write the teacher's logits on every site's members for student_on_teacher_labels.py")
     args = parser.parse_args()
     if not args.epsilon > 0:
         parser.error("--epsilon must be > 0")
@@ -111,9 +115,13 @@ def main() -> None:
     with torch.no_grad():
         test_probabilities = torch.softmax(global_model(test_maps), 1).numpy()
         holdout_predictions = [global_model(m).argmax(1).numpy() for m in holdout_maps]
+        member_logits = [global_model(m).numpy() for m in member_maps] if args.member_logits else []
     if args.test_probabilities:
         counts = sum(s.members.class_counts() for s in sites)
         save_test_probabilities(args.test_probabilities, test_probabilities, test.labels, counts)
+    if args.member_logits:
+        np.savez(args.member_logits, logits=np.concatenate(member_logits).astype(np.float32),
+                 labels=np.concatenate([s.members.labels for s in sites]).astype(np.int64))
     print(json.dumps({
         "teacher": "fedavg", "features": FEATURES, "head": args.head, "sites": len(sites), "epsilon_teacher": args.epsilon,
         "rounds": args.rounds, "local_epochs": args.local_epochs, "batch": args.batch, "lr": args.lr,
