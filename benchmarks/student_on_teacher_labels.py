@@ -59,10 +59,14 @@ def main() -> None:
     protocol = student_protocol(config)
     agreement = None
     if args.labels == "teacher":
-        saved = np.load(args.member_logits)
-        if saved["labels"].shape != labels.shape or not np.array_equal(saved["labels"], labels):
+        try:
+            with np.load(args.member_logits) as saved:
+                saved_labels, logits = saved["labels"], saved["logits"].astype(np.float32)
+        except (OSError, ValueError, KeyError) as exc:
+            parser.error(f"{args.member_logits}: not a --member-logits file ({exc})")
+        if saved_labels.shape != labels.shape or not np.array_equal(saved_labels, labels) \
+                or logits.shape != (len(labels), num_classes):
             parser.error(f"{args.member_logits}: its members are not this profile's split")
-        logits = saved["logits"].astype(np.float32)
         targets = probabilities(logits, protocol.temperature).astype(np.float32)
         agreement = round(float(np.mean(logits.argmax(1) == labels)), 4)
     else:
