@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import time
 import warnings
 
@@ -42,7 +43,8 @@ from torch import nn
 
 from fedkr.bench import load_bench_sites
 from fedkr.client.site import split_budget
-from fedkr.shared.config import PROFILES
+from fedkr.shared.config import PROFILES, ConfigError
+from fedkr.shared.data import DataError
 from fedkr.shared.dp import DPConfig, make_private_training
 from dp_scatter_teacher import FEATURES, HEADS, private_step, scattering_features, scattering_transform
 from teacher_ensemble import holdout_scores, save_test_probabilities, scores
@@ -68,8 +70,14 @@ def main() -> None:
         parser.error("--epsilon must be > 0")
     if min(args.rounds, args.local_epochs, args.batch) < 1 or not (args.lr > 0 and args.max_grad_norm > 0):
         parser.error("--rounds, --local-epochs and --batch must be >= 1, --lr and --max-grad-norm > 0")
+    for name, path in (("--member-logits", args.member_logits), ("--test-probabilities", args.test_probabilities)):
+        if path and (not path.endswith(".npz") or not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK)):
+            parser.error(f"{name} must name a .npz file in a writable folder, got {path!r}")
     config = PROFILES[args.profile].run_config(data=args.data, run_id="dp-fedavg-scatter-teacher")
-    sites, test = load_bench_sites(config)
+    try:
+        sites, test = load_bench_sites(config)
+    except (DataError, ConfigError) as exc:
+        parser.exit(2, f"error: {exc}\n")
     seed = config.teacher_config().seed
     h, w, _ = test.image_shape
     started = time.perf_counter()
