@@ -22,7 +22,9 @@ holdout accuracy, balanced accuracy and top-prediction share, each site's noise 
 and epsilon spent, and the seconds. `--test-probabilities` keeps the test probabilities
 (`teacher_ensemble.py`'s format, with the sites' pooled class counts); `--member-logits` keeps the
 teacher's float32 (N, K) logits on the sites' members, site after site as `load_bench_sites` orders
-them, with their int64 (N,) labels, for `student_on_teacher_labels.py`.
+them, with their int64 (N,) labels, for `student_on_teacher_labels.py`. `--label-images POOL.npz`
+with `--image-logits FILE.npz` keeps its logits on other images, such as a pool of the sites'
+synthetic images (`synthetic_pool.py`), in the same format with the pool's labels.
 
     pip install -e ".[bench]"
     python benchmarks/dp_fedavg_scatter_teacher.py --data ../shared/data/medmnist/bloodmnist.npz --epsilon 4
@@ -46,6 +48,7 @@ from fedkr.client.site import split_budget
 from fedkr.shared.config import PROFILES, ConfigError
 from fedkr.shared.data import DataError
 from fedkr.shared.dp import DPConfig, make_private_training
+from synthetic_pool import read_pool
 from dp_scatter_teacher import FEATURES, HEADS, private_step, scattering_features, scattering_transform
 from teacher_ensemble import holdout_scores, save_test_probabilities, scores
 
@@ -65,12 +68,19 @@ def main() -> None:
     parser.add_argument("--test-probabilities", metavar="FILE.npz", default=None)
     parser.add_argument("--member-logits", metavar="FILE.npz", default=None,
                         help="write the teacher's logits on every site's members for student_on_teacher_labels.py")
+    parser.add_argument("--label-images", metavar="POOL.npz", default=None,
+                        help="images to label (synthetic_pool.py --out); needs --image-logits")
+    parser.add_argument("--image-logits", metavar="FILE.npz", default=None,
+                        help="write the teacher's logits on the --label-images images")
     args = parser.parse_args()
+    if bool(args.label_images) != bool(args.image_logits):
+        parser.error("--label-images and --image-logits go together")
     if not args.epsilon > 0:
         parser.error("--epsilon must be > 0")
     if min(args.rounds, args.local_epochs, args.batch) < 1 or not (args.lr > 0 and args.max_grad_norm > 0):
         parser.error("--rounds, --local-epochs and --batch must be >= 1, --lr and --max-grad-norm > 0")
-    for name, path in (("--member-logits", args.member_logits), ("--test-probabilities", args.test_probabilities)):
+    for name, path in (("--member-logits", args.member_logits), ("--test-probabilities", args.test_probabilities),
+                       ("--image-logits", args.image_logits)):
         if path and (not path.endswith(".npz") or not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK)):
             parser.error(f"{name} must name a .npz file in a writable folder, got {path!r}")
     config = PROFILES[args.profile].run_config(data=args.data, run_id="dp-fedavg-scatter-teacher")
@@ -78,6 +88,7 @@ def main() -> None:
         sites, test = load_bench_sites(config)
     except (DataError, ConfigError) as exc:
         parser.exit(2, f"error: {exc}\n")
+    pool = read_pool(args.label_images, test.image_shape, test.num_classes) if args.label_images else None
     seed = config.teacher_config().seed
     h, w, _ = test.image_shape
     started = time.perf_counter()
@@ -127,6 +138,10 @@ def main() -> None:
     if args.test_probabilities:
         counts = sum(s.members.class_counts() for s in sites)
         save_test_probabilities(args.test_probabilities, test_probabilities, test.labels, counts)
+    if pool is not None:
+        with torch.no_grad():
+            pool_logits = global_model(scattering_features(transform, pool[0])).numpy()
+        np.savez(args.image_logits, logits=pool_logits.astype(np.float32), labels=pool[1])
     if args.member_logits:
         np.savez(args.member_logits, logits=np.concatenate(member_logits).astype(np.float32),
                  labels=np.concatenate([s.members.labels for s in sites]).astype(np.int64))

@@ -20,7 +20,10 @@ splits the sites:
 It prints one JSON row per variant with the fields of `dp_teacher.py` (holdout accuracy, balanced
 accuracy, the share of the holdout given the most predicted class, the test split's accuracy and
 balanced accuracy, the noise multiplier, steps, epsilon spent, seconds) plus "features";
-`--test-probabilities` keeps the test probabilities for `teacher_ensemble.py`.
+`--test-probabilities` keeps the test probabilities for `teacher_ensemble.py`; `--label-images POOL.npz
+--image-logits FILE.npz` keeps the teacher's float32 (M, K) logits on a pool of images
+(`synthetic_pool.py`), with the pool's int64 (M,) labels and the site's int64 (K,) member class
+counts, for `student_on_teacher_labels.py`.
 
     pip install -e ".[bench]"
     python benchmarks/dp_scatter_teacher.py --data ../shared/data/medmnist/bloodmnist.npz --site 1 \
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import warnings
 
@@ -46,6 +50,7 @@ from fedkr.shared.classifier import to_tensor
 from fedkr.shared.config import PROFILES
 from fedkr.shared.dp import DPConfig, PrivateTraining, make_private_training
 from dp_teacher import parse_variant
+from synthetic_pool import read_pool
 from teacher_ensemble import holdout_scores, save_test_probabilities, scores
 
 SCATTERING_SCALES = 2  # J: features at 1 / 2^J of the resolution
@@ -162,7 +167,17 @@ def main() -> None:
     parser.add_argument("--head", default="linear", choices=sorted(HEADS),
                         help="the model on the scattering maps [default: linear]")
     parser.add_argument("--variant", type=parse_variant, action="append", required=True, help="batch,lr,epochs")
+    parser.add_argument("--label-images", metavar="POOL.npz", default=None,
+                        help="images to label (synthetic_pool.py --out); needs --image-logits")
+    parser.add_argument("--image-logits", metavar="FILE.npz", default=None,
+                        help="write the last variant's logits on the --label-images images, with the site's member "
+                             "class counts, for student_on_teacher_labels.py")
     args = parser.parse_args()
+    if bool(args.label_images) != bool(args.image_logits):
+        parser.error("--label-images and --image-logits go together")
+    for name, path in (("--test-probabilities", args.test_probabilities), ("--image-logits", args.image_logits)):
+        if path and (not path.endswith(".npz") or not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK)):
+            parser.error(f"{name} must name a .npz file in a writable folder, got {path!r}")
     if args.epsilon < 0:
         parser.error("--epsilon must be >= 0 (0 trains without DP)")
     if not args.max_grad_norm > 0:
@@ -172,6 +187,7 @@ def main() -> None:
     if not 0 <= args.site < len(sites):
         parser.error(f"--site must be between 0 and {len(sites) - 1}")
     members, holdout = sites[args.site].members, sites[args.site].holdout
+    pool = read_pool(args.label_images, test.image_shape, test.num_classes) if args.label_images else None
     budget = None
     if args.epsilon > 0:
         budget, _ = split_budget(DPConfig(2 * args.epsilon, max_grad_norm=args.max_grad_norm), len(members))
@@ -194,6 +210,11 @@ def main() -> None:
             test_probabilities = torch.softmax(model(test_maps), 1).numpy()
         if args.test_probabilities:
             save_test_probabilities(args.test_probabilities, test_probabilities, test.labels, members.class_counts())
+        if pool is not None:
+            with torch.no_grad():
+                pool_logits = model(scattering_features(transform, pool[0])).numpy()
+            np.savez(args.image_logits, logits=pool_logits.astype(np.float32), labels=pool[1],
+                     member_class_counts=members.class_counts().astype(np.int64))
         print(json.dumps({
             "site": args.site, "members": len(members), "holdout": len(holdout), "epsilon_teacher": args.epsilon,
             "features": FEATURES, "head": args.head, "batch": batch, "lr": lr, "epochs": epochs, "max_grad_norm": args.max_grad_norm,
