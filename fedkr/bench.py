@@ -226,8 +226,9 @@ class ReusedFit:
         """The sites folder, run id, fit reports and fit seconds; with `expected`, refuse a run fitted otherwise.
 
         Raises `DataError` when the folder holds no finished run's metrics.json, when that file is
-        malformed or names an invalid run id (`fedkr.shared.reports.check_run_id`), or when the run
-        was fitted with other settings than `expected`.
+        malformed, names an invalid run id (`fedkr.shared.reports.check_run_id`) or holds a site's
+        fit report that `FitReport.from_dict` cannot read, or when the run was fitted with other
+        settings than `expected`.
         """
         metrics_path = self.run_dir / "release" / "metrics.json"
         if not metrics_path.is_file():
@@ -244,7 +245,11 @@ class ReusedFit:
             raise DataError(f"{self.run_dir}: not a finished run's metrics: {exc}") from None
         if expected is not None:
             self._check(metrics.get("config") or {}, expected)
-        reports = {sid: FitReport.from_dict(r) for sid, r in metrics["sites"].items()}
+        try:
+            reports = {sid: FitReport.from_dict(r) for sid, r in metrics["sites"].items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{self.run_dir}: not a finished run's metrics: a site's fit report is malformed "
+                            f"({type(exc).__name__}: {exc})") from None
         return self.run_dir.parent / "sites", fit_run, reports, float(metrics["stage_seconds"]["fit"])
 
     def _check(self, used: dict, expected: RunConfig) -> None:
