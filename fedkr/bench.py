@@ -247,7 +247,7 @@ class ReusedFit:
             self._check(metrics.get("config") or {}, expected)
         try:
             reports = {sid: FitReport.from_dict(r) for sid, r in metrics["sites"].items()}
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise DataError(f"{self.run_dir}: not a finished run's metrics: a site's fit report is malformed "
                             f"({type(exc).__name__}: {exc})") from None
         return self.run_dir.parent / "sites", fit_run, reports, float(metrics["stage_seconds"]["fit"])

@@ -70,7 +70,7 @@ def test_reused_fit_reads_the_fit_of_a_finished_run(tmp_path):
     with pytest.raises(DataError, match="invalid run id '../r1'"):
         ReusedFit(run).load()
     broken = {key: value for key, value in report.to_dict().items() if key != "num_members"}
-    for site in (broken, report.to_dict() | {"image_shape": "8x8"}):
+    for site in (broken, report.to_dict() | {"image_shape": "8x8"}, report.to_dict() | {"num_members": float("inf")}):
         (run / "release" / "metrics.json").write_text(json.dumps(
             {"run_id": "r1", "sites": {"site-0": site}, "stage_seconds": {"fit": 41.5}}))
         with pytest.raises(DataError, match="a site's fit report is malformed"):
