@@ -24,7 +24,8 @@ and epsilon spent, and the seconds. `--test-probabilities` keeps the test probab
 teacher's float32 (N, K) logits on the sites' members, site after site as `load_bench_sites` orders
 them, with their int64 (N,) labels, for `student_on_teacher_labels.py`. `--label-images POOL.npz`
 with `--image-logits FILE.npz` keeps its logits on other images, such as a pool of the sites'
-synthetic images (`synthetic_pool.py`), in the same format with the pool's labels.
+synthetic images (`synthetic_pool.py`), in the same format with the pool's labels and the SHA-256
+of its images (`images_sha256`).
 
     pip install -e ".[bench]"
     python benchmarks/dp_fedavg_scatter_teacher.py --data ../shared/data/medmnist/bloodmnist.npz --epsilon 4
@@ -48,7 +49,7 @@ from fedkr.client.site import split_budget
 from fedkr.shared.config import PROFILES, ConfigError
 from fedkr.shared.data import DataError
 from fedkr.shared.dp import DPConfig, make_private_training
-from synthetic_pool import read_pool
+from synthetic_pool import pool_digest, read_pool
 from dp_scatter_teacher import FEATURES, HEADS, private_step, scattering_features, scattering_transform
 from teacher_ensemble import holdout_scores, save_test_probabilities, scores
 
@@ -141,7 +142,8 @@ def main() -> None:
     if pool is not None:
         with torch.no_grad():
             pool_logits = global_model(scattering_features(transform, pool[0])).numpy()
-        np.savez(args.image_logits, logits=pool_logits.astype(np.float32), labels=pool[1])
+        np.savez(args.image_logits, logits=pool_logits.astype(np.float32), labels=pool[1],
+                 images_sha256=pool_digest(pool[0]))
     if args.member_logits:
         np.savez(args.member_logits, logits=np.concatenate(member_logits).astype(np.float32),
                  labels=np.concatenate([s.members.labels for s in sites]).astype(np.int64))

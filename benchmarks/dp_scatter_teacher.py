@@ -22,8 +22,9 @@ accuracy, the share of the holdout given the most predicted class, the test spli
 balanced accuracy, the noise multiplier, steps, epsilon spent, seconds) plus "features";
 `--test-probabilities` keeps the test probabilities for `teacher_ensemble.py`; `--label-images POOL.npz
 --image-logits FILE.npz` keeps the teacher's float32 (M, K) logits on a pool of images
-(`synthetic_pool.py`), with the pool's int64 (M,) labels and the site's int64 (K,) member class
-counts, for `student_on_teacher_labels.py`.
+(`synthetic_pool.py`), with the pool's int64 (M,) labels, the site's int64 (K,) member class
+counts, its index and the SHA-256 of the pool's images, for `student_on_teacher_labels.py`. A
+teacher at `--epsilon 4` pairs with a pool drawn at `synthetic_pool.py --site-epsilon 8`.
 
     pip install -e ".[bench]"
     python benchmarks/dp_scatter_teacher.py --data ../shared/data/medmnist/bloodmnist.npz --site 1 \
@@ -47,10 +48,11 @@ from torch import nn
 from fedkr.bench import load_bench_sites
 from fedkr.client.site import split_budget
 from fedkr.shared.classifier import to_tensor
-from fedkr.shared.config import PROFILES
+from fedkr.shared.config import PROFILES, ConfigError
+from fedkr.shared.data import DataError
 from fedkr.shared.dp import DPConfig, PrivateTraining, make_private_training
 from dp_teacher import parse_variant
-from synthetic_pool import read_pool
+from synthetic_pool import pool_digest, read_pool
 from teacher_ensemble import holdout_scores, save_test_probabilities, scores
 
 SCATTERING_SCALES = 2  # J: features at 1 / 2^J of the resolution
@@ -183,7 +185,10 @@ def main() -> None:
     if not args.max_grad_norm > 0:
         parser.error("--max-grad-norm must be > 0")
     config = PROFILES[args.profile].run_config(data=args.data, run_id="dp-scatter-teacher")
-    sites, test = load_bench_sites(config)
+    try:
+        sites, test = load_bench_sites(config)
+    except (DataError, ConfigError) as exc:
+        parser.exit(2, f"error: {exc}\n")
     if not 0 <= args.site < len(sites):
         parser.error(f"--site must be between 0 and {len(sites) - 1}")
     members, holdout = sites[args.site].members, sites[args.site].holdout
@@ -214,7 +219,8 @@ def main() -> None:
             with torch.no_grad():
                 pool_logits = model(scattering_features(transform, pool[0])).numpy()
             np.savez(args.image_logits, logits=pool_logits.astype(np.float32), labels=pool[1],
-                     member_class_counts=members.class_counts().astype(np.int64))
+                     member_class_counts=members.class_counts().astype(np.int64), site=np.int64(args.site),
+                     images_sha256=pool_digest(pool[0]))
         print(json.dumps({
             "site": args.site, "members": len(members), "holdout": len(holdout), "epsilon_teacher": args.epsilon,
             "features": FEATURES, "head": args.head, "batch": batch, "lr": lr, "epochs": epochs, "max_grad_norm": args.max_grad_norm,

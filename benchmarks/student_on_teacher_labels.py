@@ -1,4 +1,4 @@
-"""A reference for what a teacher's soft labels teach the student: the bench's student on the members' own images, labelled by the teacher.
+"""A reference for what a teacher's soft labels teach the student: the bench's student on the members' own images, or on a pool of synthetic images, labelled by the teacher.
 
 fedkr's student learns from synthetic images labelled by the sites' teachers. How much of the
 gap under DP comes from the teacher and how much from the images? This script takes the images
@@ -44,7 +44,7 @@ import json
 import sys
 import time
 import zipfile
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
@@ -55,43 +55,82 @@ from fedkr.shared.classifier import (ClassifierConfig, build_classifier, one_hot
                                      train_classifier)
 from fedkr.shared.config import PROFILES, ConfigError
 from fedkr.shared.data import DataError
-from synthetic_pool import read_pool
+from synthetic_pool import pool_digest, read_pool
 
 
-def read_member_logits(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """int64 (N,) labels, finite float32 (N, K) logits and, if the file holds them, int64 (K,) member class
-    counts from a `--member-logits` or `--image-logits` file; exits with one line otherwise."""
+@dataclass(frozen=True)
+class TeacherLogits:
+    """One `--member-logits` or `--image-logits` file: int64 (N,) labels, finite float32 (N, K) logits,
+    and what some files add: the site's int64 (K,) member class counts and index (per-site teachers),
+    and the SHA-256 of the pool's images (files that label a pool)."""
+
+    path: str
+    labels: np.ndarray
+    logits: np.ndarray
+    member_class_counts: np.ndarray | None
+    site: int | None
+    images_sha256: str | None
+
+
+def read_teacher_logits(path: str) -> TeacherLogits:
+    """The file at `path`; exits with one line if it is not a teacher's logits file."""
     try:
         with np.load(path) as saved:
-            labels, logits = saved["labels"].astype(np.int64), saved["logits"].astype(np.float32)
-            counts = saved["member_class_counts"].astype(np.int64) if "member_class_counts" in saved.files else None
+            files = set(saved.files)
+            found = TeacherLogits(
+                path, saved["labels"].astype(np.int64), saved["logits"].astype(np.float32),
+                saved["member_class_counts"].astype(np.int64) if "member_class_counts" in files else None,
+                int(saved["site"]) if "site" in files else None,
+                str(saved["images_sha256"]) if "images_sha256" in files else None)
     except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
-        sys.exit(f"error: {path}: not a --member-logits file ({exc})")
-    if logits.ndim != 2 or not np.isfinite(logits).all():
+        sys.exit(f"error: {path}: not a teacher's logits file ({exc})")
+    if found.logits.ndim != 2 or not np.isfinite(found.logits).all():
         sys.exit(f"error: {path}: the logits are not a finite (N, K) array")
-    if counts is not None and counts.shape != logits.shape[1:]:
-        sys.exit(f"error: {path}: its member class counts are not one per class")
-    return labels, logits, counts
+    counts = found.member_class_counts
+    if counts is not None and (counts.shape != found.logits.shape[1:] or counts.min() < 0 or counts.sum() == 0):
+        sys.exit(f"error: {path}: its member class counts are not one count >= 0 per class")
+    return found
 
 
-def teacher_targets(paths: list[str], labels: np.ndarray, num_classes: int, temperature: float,
-                    what: str) -> np.ndarray:
-    """float32 (N, K) soft labels of N images from one teacher's logits file, softmax(logits / T), or from
-    one file per site combined as the coordinator combines them (`server.relabel.combine_labels`: each
-    class's probability from the sites in proportion to their members of it); int64 (N,) `labels`
-    checks that every file labels the same images. Exits with one line otherwise."""
-    probs, counts = [], []
-    for path in paths:
-        saved_labels, logits, class_counts = read_member_logits(Path(path))
-        if saved_labels.shape != labels.shape or not np.array_equal(saved_labels, labels) \
-                or logits.shape != (len(labels), num_classes):
-            sys.exit(f"error: {path}: its images are not {what}")
-        if len(paths) > 1 and class_counts is None:
-            sys.exit(f"error: {path}: one file per site must hold the site's member class counts")
-        probs.append(probabilities(logits, temperature)), counts.append(class_counts)
-    if len(paths) == 1:
+def teacher_targets(files: list[TeacherLogits], temperature: float) -> np.ndarray:
+    """float32 (N, K) soft labels: softmax(logits / T) of one teacher's file, or per-site teachers' files
+    (those holding member class counts) combined as the coordinator combines them
+    (`server.relabel.combine_labels`: each class's probability from the sites in proportion to
+    their members of it)."""
+    probs = [probabilities(f.logits, temperature) for f in files]
+    if files[0].member_class_counts is None:
         return probs[0].astype(np.float32)
-    return combine_labels(probs, support_from_counts(np.stack(counts)))
+    return combine_labels(probs, support_from_counts(np.stack([f.member_class_counts for f in files])))
+
+
+def check_teacher_files(files: list[TeacherLogits], labels: np.ndarray, num_classes: int,
+                        pool_sha256: str | None) -> None:
+    """Exit with one line unless every file labels these N images (int64 (N,) `labels`; a pool's by
+    its SHA-256) with K = `num_classes` logits, and the files are one teacher or one per site."""
+    what = "this pool" if pool_sha256 else "this profile split's members"
+    for f in files:
+        if f.labels.shape != labels.shape or not np.array_equal(f.labels, labels) \
+                or f.logits.shape != (len(labels), num_classes) or f.images_sha256 != pool_sha256:
+            sys.exit(f"error: {f.path}: its images are not {what}")
+    per_site = [f.member_class_counts is not None for f in files]
+    if any(per_site) and not all(per_site):
+        sys.exit("error: mix of one teacher's file and per-site files: give one teacher's, or every site's")
+    if not any(per_site) and len(files) > 1:
+        sys.exit("error: several files without member class counts: one teacher's file, or one file per site")
+    if any(per_site) and sorted(f.site for f in files) != list(range(len(files))):
+        sys.exit("error: the per-site files must be sites 0 to S-1, each once")
+
+
+def drawn_class_kept(files: list[TeacherLogits], labels: np.ndarray, sites: np.ndarray | None) -> np.ndarray:
+    """bool (N,): the images whose labelling teacher's top class is the class they were drawn for, the
+    teacher part of the product's synthesis filter (`client/synthesis_filter.py`); with per-site
+    files, the drawing site's own teacher judges, as there. Exits if the pool has no sites for that."""
+    if files[0].member_class_counts is None:
+        return files[0].logits.argmax(1) == labels
+    if sites is None or sites.max() >= len(files):
+        sys.exit("error: --filter-drawn-class with per-site teachers needs the pool's drawing sites")
+    by_site = {f.site: f.logits.argmax(1) for f in files}
+    return np.array([by_site[s][i] == y for i, (s, y) in enumerate(zip(sites, labels))])
 
 
 def main() -> None:
@@ -110,9 +149,16 @@ def main() -> None:
                         help="train on N images of each class, drawn with --seed [default: every image]")
     parser.add_argument("--seed", type=int, default=0,
                         help="the student's initialisation and batch order, and the --per-class subset [default: 0]")
+    parser.add_argument("--filter-drawn-class", action="store_true",
+                        help="keep only the pool images whose labelling teacher's top class is the class they were "
+                             "drawn for (per-site teachers: the drawing site's own), as the product's filter does")
     args = parser.parse_args()
     if args.labels == "teacher" and not args.member_logits:
         parser.error("--labels teacher needs --member-logits")
+    if args.filter_drawn_class and not (args.images and args.labels == "teacher"):
+        parser.error("--filter-drawn-class needs --images and the teacher's labels")
+    if args.seed < 0:
+        parser.error("--seed must be >= 0")
     if args.per_class is not None and args.per_class < 1:
         parser.error("--per-class must be at least 1")
     config = PROFILES[args.profile].run_config(data=args.data, run_id="student-on-teacher-labels")
@@ -120,8 +166,9 @@ def main() -> None:
         sites, test = load_bench_sites(config)
     except (DataError, ConfigError) as exc:
         sys.exit(f"error: {exc}")
+    sites_drawn = None
     if args.images:
-        images, labels = read_pool(args.images, test.image_shape, test.num_classes)
+        images, labels, sites_drawn = read_pool(args.images, test.image_shape, test.num_classes)
     else:
         images = np.concatenate([s.members.images for s in sites])
         labels = np.concatenate([s.members.labels for s in sites]).astype(np.int64)
@@ -129,10 +176,14 @@ def main() -> None:
     protocol = student_protocol(config)
     agreement = None
     if args.labels == "teacher":
-        what = args.images or "this profile split's members"
-        targets = teacher_targets(args.member_logits, labels, num_classes, protocol.temperature, what)
+        files = [read_teacher_logits(path) for path in args.member_logits]
+        check_teacher_files(files, labels, num_classes, pool_digest(images) if args.images else None)
+        targets = teacher_targets(files, protocol.temperature)
     else:
         targets = one_hot(labels, num_classes)
+    if args.filter_drawn_class:
+        kept = drawn_class_kept(files, labels, sites_drawn)
+        images, labels, targets = images[kept], labels[kept], targets[kept]
     if args.per_class is not None:
         counts = np.bincount(labels, minlength=num_classes)
         if counts.min() < args.per_class:
@@ -152,7 +203,8 @@ def main() -> None:
     print(json.dumps({
         "labels": args.labels, "member_logits": args.member_logits[0] if args.member_logits and len(args.member_logits) == 1 else args.member_logits,
         "images": args.images or "members", "members": len(labels), "per_class": args.per_class,
-        "teacher_member_agreement": agreement, "temperature": protocol.temperature if args.labels == "teacher" else 1.0,
+        "teacher_member_agreement": agreement,
+        "agreement_with": "the class drawn for" if args.images else "the true label", "filter_drawn_class": args.filter_drawn_class, "temperature": protocol.temperature if args.labels == "teacher" else 1.0,
         "epochs": protocol.epochs, "seed": args.seed,
         "test_accuracy": round(float(np.mean(predicted == test.labels)), 4),
         "test_balanced_accuracy": round(float(balanced_accuracy_score(test.labels, predicted)), 4),

@@ -7,12 +7,20 @@ same ones (`dp_fedavg_scatter_teacher.py --label-images`) and `student_on_teache
 --images` can train the bench's student on each labelling.
 
 Each site trains the product's generator (`fedkr.shared.generator_kinds.build_generator`, the
-profile's generator settings, `--generator-kind`) on its own members under the generator's half of
-the site's `--site-epsilon` (`client.site.split_budget`), with secret noise, as `Site._fit` does.
-The pool holds `--per-class` images of every class, split across the sites in proportion to their
-members of that class (the coordinator's class support), each drawn by the site's generator for
-that class. It is simpler than the product's synthesis: no in-distribution filter and no k-center
-selection, so every drawn image is kept.
+profile's generator settings, `--generator-kind`) on its own members under its part of the site's
+`--site-epsilon` (the profile's `dp_config()` and `client.site.split_budget`: half of epsilon and
+delta at the full profile, so the teachers that label the pool pair with `--epsilon` of half the
+site's), with secret noise, as `Site._fit` does. The default kind here is "dp-merf", minutes per
+site, where the product's default is the private diffusion generator (about 40 minutes per site
+on 2 cores at epsilon 8).
+
+The pool holds `--per-class` images of every class that some site holds, split across the sites
+in proportion to their members of that class (the coordinator's class support), each drawn by the
+site's generator for that class. It is simpler than the product's synthesis, which asks every site
+holding enough of a class for the same number of samples, keeps those its own teacher labels as
+the requested class within the members' manifold (`client/synthesis_filter.py`), and distils the
+pooled shards; here every drawn image is kept ("unfiltered, proportional"), and
+`student_on_teacher_labels.py --filter-drawn-class` applies the teacher part of that filter.
 
 The pool file (`--out`, .npz) holds `images` uint8 (M, H, W, C), `labels` int64 (M,) the class each
 image was drawn for, and `sites` int64 (M,) the site that drew it. One JSON row goes to stdout:
@@ -26,7 +34,9 @@ each site's members, noise multiplier, epsilon spent and training seconds.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -39,7 +49,6 @@ from fedkr.bench import load_bench_sites
 from fedkr.client.site import split_budget
 from fedkr.shared.config import PROFILES, ConfigError
 from fedkr.shared.data import DataError
-from fedkr.shared.dp import DPConfig
 from fedkr.shared.generator import GENERATOR_KINDS
 from fedkr.shared.generator_kinds import build_generator
 
@@ -57,19 +66,28 @@ def allocate(class_counts: np.ndarray, per_class: int) -> np.ndarray:
     return out
 
 
-def read_pool(path: str, image_shape: tuple[int, int, int], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (M, H, W, C) images and int64 (M,) labels in [0, num_classes) from a pool file of images
-    shaped `image_shape`; exits with one line otherwise."""
+def pool_digest(images: np.ndarray) -> str:
+    """The SHA-256 of a pool's uint8 images, hex: a teacher's logits file names the pool it labelled by it."""
+    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
+
+
+def read_pool(path: str, image_shape: tuple[int, int, int],
+              num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """uint8 (M, H, W, C) images, int64 (M,) labels in [0, num_classes) and, if the file holds them,
+    int64 (M,) drawing sites, from a pool file of images shaped `image_shape`; exits with one line otherwise."""
     try:
         with np.load(path) as saved:
             images, labels = saved["images"], saved["labels"].astype(np.int64)
+            sites = saved["sites"].astype(np.int64) if "sites" in saved.files else None
     except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
         sys.exit(f"error: {path}: not a synthetic_pool.py file ({exc})")
     if images.dtype != np.uint8 or images.shape[1:] != tuple(image_shape) or labels.shape != images.shape[:1]:
         sys.exit(f"error: {path}: its images are not uint8 (M, {', '.join(map(str, image_shape))}) with one label each")
     if len(labels) == 0 or labels.min() < 0 or labels.max() >= num_classes:
         sys.exit(f"error: {path}: it holds no images, or labels outside [0, {num_classes})")
-    return images, labels
+    if sites is not None and (sites.shape != labels.shape or sites.min() < 0):
+        sys.exit(f"error: {path}: its sites are not one index >= 0 per image")
+    return images, labels, sites
 
 
 def main() -> None:
@@ -77,20 +95,20 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--profile", default="full", choices=sorted(PROFILES))
     parser.add_argument("--site-epsilon", type=float, default=8.0,
-                        help="each site's epsilon; the generator trains at half of it (0: no DP) [default: 8]")
+                        help="each site's epsilon; the generator trains at its part (half at the full profile; 0: no DP) [default: 8]")
     parser.add_argument("--generator-kind", default="dp-merf", choices=GENERATOR_KINDS,
                         help="the sites' generator [default: dp-merf, minutes per site on 2 cores]")
     parser.add_argument("--per-class", type=int, default=400, help="images of each class in the pool [default: 400]")
     parser.add_argument("--seed", type=int, default=0, help="the samples' seed [default: 0]")
     parser.add_argument("--out", metavar="FILE.npz", required=True)
     args = parser.parse_args()
-    if args.site_epsilon < 0 or args.per_class < 1:
-        parser.error("--site-epsilon must be >= 0 and --per-class >= 1")
+    if not (math.isfinite(args.site_epsilon) and args.site_epsilon >= 0) or args.per_class < 1 or args.seed < 0:
+        parser.error("--site-epsilon must be a finite number >= 0, --per-class >= 1 and --seed >= 0")
     if not args.out.endswith(".npz") or not os.access(os.path.dirname(os.path.abspath(args.out)), os.W_OK):
         parser.error(f"--out must name a .npz file in a writable folder, got {args.out!r}")
     config = PROFILES[args.profile].run_config(data=args.data, run_id="synthetic-pool")
     try:
-        config = replace(config, generator_kind=args.generator_kind)
+        config = replace(config, generator_kind=args.generator_kind, dp_epsilon=args.site_epsilon)
         sites, test = load_bench_sites(config)
     except (DataError, ConfigError) as exc:
         sys.exit(f"error: {exc}")
@@ -98,13 +116,15 @@ def main() -> None:
     images, labels, site_index, rows = [], [], [], []
     for i, site in enumerate(sites):
         members = site.members
-        dp = DPConfig(args.site_epsilon, None, config.dp_max_grad_norm) if args.site_epsilon > 0 else None
-        _, generator_dp = split_budget(dp, len(members))
+        _, generator_dp = split_budget(config.dp_config(), len(members))
         generator = build_generator(config.generator_config(), members.num_classes, members.image_shape)
         started = time.perf_counter()
-        generator.train(members.images, members.labels, dp=generator_dp,
-                        on_progress=lambda step, total, loss: print(f"site {i}: step {step}/{total}, loss {loss:.4f}",
-                                                                    file=sys.stderr, flush=True))
+        try:
+            generator.train(members.images, members.labels, dp=generator_dp,
+                            on_progress=lambda step, total, loss: print(f"site {i}: step {step}/{total}, loss {loss:.4f}",
+                                                                        file=sys.stderr, flush=True))
+        except ValueError as exc:
+            sys.exit(f"error: site {i}: {exc}")
         seconds = time.perf_counter() - started
         wanted = np.repeat(np.arange(members.num_classes), plan[i])
         images.append(generator.sample(wanted, seed=args.seed * 1000 + i))
