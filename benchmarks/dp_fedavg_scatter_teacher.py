@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import time
 import warnings
 
@@ -49,7 +48,7 @@ from fedkr.client.site import split_budget
 from fedkr.shared.config import PROFILES, ConfigError
 from fedkr.shared.data import DataError
 from fedkr.shared.dp import DPConfig, make_private_training
-from synthetic_pool import pool_digest, read_pool
+from synthetic_pool import check_npz_output, read_pool, save_pool_logits
 from dp_scatter_teacher import FEATURES, HEADS, private_step, scattering_features, scattering_transform
 from teacher_ensemble import holdout_scores, save_test_probabilities, scores
 
@@ -82,8 +81,7 @@ def main() -> None:
         parser.error("--rounds, --local-epochs and --batch must be >= 1, --lr and --max-grad-norm > 0")
     for name, path in (("--member-logits", args.member_logits), ("--test-probabilities", args.test_probabilities),
                        ("--image-logits", args.image_logits)):
-        if path and (not path.endswith(".npz") or not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK)):
-            parser.error(f"{name} must name a .npz file in a writable folder, got {path!r}")
+        check_npz_output(parser, name, path)
     config = PROFILES[args.profile].run_config(data=args.data, run_id="dp-fedavg-scatter-teacher")
     try:
         sites, test = load_bench_sites(config)
@@ -142,8 +140,7 @@ def main() -> None:
     if pool is not None:
         with torch.no_grad():
             pool_logits = global_model(scattering_features(transform, pool[0])).numpy()
-        np.savez(args.image_logits, logits=pool_logits.astype(np.float32), labels=pool[1],
-                 images_sha256=pool_digest(pool[0]))
+        save_pool_logits(args.image_logits, pool_logits, pool[0], pool[1])
     if args.member_logits:
         np.savez(args.member_logits, logits=np.concatenate(member_logits).astype(np.float32),
                  labels=np.concatenate([s.members.labels for s in sites]).astype(np.int64))

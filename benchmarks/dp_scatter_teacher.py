@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 import warnings
 
@@ -52,7 +51,7 @@ from fedkr.shared.config import PROFILES, ConfigError
 from fedkr.shared.data import DataError
 from fedkr.shared.dp import DPConfig, PrivateTraining, make_private_training
 from dp_teacher import parse_variant
-from synthetic_pool import pool_digest, read_pool
+from synthetic_pool import check_npz_output, read_pool, save_pool_logits
 from teacher_ensemble import holdout_scores, save_test_probabilities, scores
 
 SCATTERING_SCALES = 2  # J: features at 1 / 2^J of the resolution
@@ -178,8 +177,7 @@ def main() -> None:
     if bool(args.label_images) != bool(args.image_logits):
         parser.error("--label-images and --image-logits go together")
     for name, path in (("--test-probabilities", args.test_probabilities), ("--image-logits", args.image_logits)):
-        if path and (not path.endswith(".npz") or not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK)):
-            parser.error(f"{name} must name a .npz file in a writable folder, got {path!r}")
+        check_npz_output(parser, name, path)
     if args.epsilon < 0:
         parser.error("--epsilon must be >= 0 (0 trains without DP)")
     if not args.max_grad_norm > 0:
@@ -201,6 +199,7 @@ def main() -> None:
     transform = scattering_transform(h, w)
     member_maps, holdout_maps = scattering_features(transform, members.images), scattering_features(transform, holdout.images)
     test_maps = scattering_features(transform, test.images)
+    pool_maps = scattering_features(transform, pool[0]) if pool is not None else None
     feature_seconds = time.perf_counter() - started
     labels = torch.from_numpy(members.labels.astype(np.int64))
     seed = config.teacher_config().seed
@@ -217,10 +216,8 @@ def main() -> None:
             save_test_probabilities(args.test_probabilities, test_probabilities, test.labels, members.class_counts())
         if pool is not None:
             with torch.no_grad():
-                pool_logits = model(scattering_features(transform, pool[0])).numpy()
-            np.savez(args.image_logits, logits=pool_logits.astype(np.float32), labels=pool[1],
-                     member_class_counts=members.class_counts().astype(np.int64), site=np.int64(args.site),
-                     images_sha256=pool_digest(pool[0]))
+                pool_logits = model(pool_maps).numpy()
+            save_pool_logits(args.image_logits, pool_logits, pool[0], pool[1], members.class_counts(), args.site)
         print(json.dumps({
             "site": args.site, "members": len(members), "holdout": len(holdout), "epsilon_teacher": args.epsilon,
             "features": FEATURES, "head": args.head, "batch": batch, "lr": lr, "epochs": epochs, "max_grad_norm": args.max_grad_norm,

@@ -71,6 +71,23 @@ def pool_digest(images: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
 
 
+def check_npz_output(parser: argparse.ArgumentParser, name: str, path: str | None) -> None:
+    """Stop with a usage error unless `path` (when given) names a .npz file in a writable folder."""
+    if path and (not path.endswith(".npz") or not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK)):
+        parser.error(f"{name} must name a .npz file in a writable folder, got {path!r}")
+
+
+def save_pool_logits(path: str, logits: np.ndarray, images: np.ndarray, labels: np.ndarray,
+                     member_class_counts: np.ndarray | None = None, site: int | None = None) -> None:
+    """Write a teacher's float32 (M, K) `logits` on a pool's uint8 (M, H, W, C) `images` with the pool's
+    int64 (M,) `labels` and the images' SHA-256 (`pool_digest`); a per-site teacher adds its site's
+    int64 (K,) member class counts and index. `student_on_teacher_labels.py` reads the file."""
+    extra = {} if site is None else {"member_class_counts": np.asarray(member_class_counts, dtype=np.int64),
+                                     "site": np.int64(site)}
+    np.savez(path, logits=np.asarray(logits, dtype=np.float32), labels=np.asarray(labels, dtype=np.int64),
+             images_sha256=pool_digest(images), **extra)
+
+
 def read_pool(path: str, image_shape: tuple[int, int, int],
               num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """uint8 (M, H, W, C) images, int64 (M,) labels in [0, num_classes) and, if the file holds them,
@@ -104,8 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     if not (math.isfinite(args.site_epsilon) and args.site_epsilon >= 0) or args.per_class < 1 or args.seed < 0:
         parser.error("--site-epsilon must be a finite number >= 0, --per-class >= 1 and --seed >= 0")
-    if not args.out.endswith(".npz") or not os.access(os.path.dirname(os.path.abspath(args.out)), os.W_OK):
-        parser.error(f"--out must name a .npz file in a writable folder, got {args.out!r}")
+    check_npz_output(parser, "--out", args.out)
     config = PROFILES[args.profile].run_config(data=args.data, run_id="synthetic-pool")
     try:
         config = replace(config, generator_kind=args.generator_kind, dp_epsilon=args.site_epsilon)
