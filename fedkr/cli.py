@@ -159,6 +159,7 @@ def simulate(
     oversample: Annotated[float | None, typer.Option(help="Each site draws this many times the request and keeps what its in-distribution filter passes (1: no filtering, figures only)." + _d("oversample"))] = None,
     selection: Annotated[str | None, typer.Option(help="How the distilled images are chosen: spectral, kcenter, herding or random." + _d("selection"))] = None,
     relabel: Annotated[bool | None, typer.Option("--relabel/--no-relabel", help="Have every site's teacher relabel the distilled set (and the student's set), weighted by class support." + _d("relabel"))] = None,
+    drawn_class_weight: Annotated[float | None, typer.Option(help="The share of the student's target that is the class each image was drawn for (one-hot), the rest the sites' soft labels (0: soft labels only)." + _d("drawn_class_weight"))] = None,
     holdout_fraction: Annotated[float | None, typer.Option(help="Share of each site's images held out of training for the audit: more gives the audit more power." + _d("holdout_fraction"))] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for runs." + _d("out"))] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for partitions, splits and training." + _d("seed"))] = None,
@@ -187,7 +188,7 @@ def simulate(
     """Simulate N hospital sites on one dataset through Flower's simulation engine."""
     config = _config(profile, data=data, sites=sites, partition=partition, rounds=rounds, ipc=ipc, student_ipc=student_ipc,
                      samples_per_class=samples_per_class, oversample=oversample, selection=selection, relabel=relabel,
-                     holdout_fraction=holdout_fraction, out=None if out is None else str(out), seed=seed,
+                     drawn_class_weight=drawn_class_weight, holdout_fraction=holdout_fraction, out=None if out is None else str(out), seed=seed,
                      image_size=image_size, generator_kind=generator_kind, generator_steps=generator_steps,
                      generator_guidance=generator_guidance,
                      teacher_epochs=teacher_epochs, student_epochs=student_epochs, temperature=temperature,

@@ -388,7 +388,8 @@ class Coordinator:
         student_set, fit = record.need("distill", record.student_set), record.need("fit", record.fit)
         started = time.perf_counter()
         log.info("student trains on %s", describe(self.device))
-        student = record.student = train_student(student_set, fit.image_shape, self.config.student_config(), device=self.device)
+        student = record.student = train_student(student_set, fit.image_shape, self.config.student_config(), device=self.device,
+                                                 drawn_class_weight=self.config.drawn_class_weight)
         self._timed(record, "student", started)
         if self.test_set is not None:
             record.test_accuracy = accuracy(student, self.test_set.images, self.test_set.labels, device=self.device)

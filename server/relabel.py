@@ -37,3 +37,23 @@ def combine_labels(probs: list[np.ndarray], support: np.ndarray) -> np.ndarray:
     if (rows <= 0).any():
         raise ValueError("a distilled image got no probability from any site")
     return (mixed / rows).astype(np.float32)
+
+
+def mix_drawn_class(soft_labels: np.ndarray, drawn: np.ndarray, weight: float) -> np.ndarray:
+    """float32 (N, K) targets `(1 - weight) * soft_labels + weight * one_hot(drawn)`.
+
+    `soft_labels` is float (N, K) with rows summing to 1 (the sites' labels), `drawn` int (N,) the
+    class each image was drawn for, `weight` in [0, 1] (`RunConfig.drawn_class_weight`); rows still
+    sum to 1. Learning this target at temperature T is Hinton et al.'s (2015) weighted sum of a
+    hard-label and a soft-label loss, with the hard term also at T. Raises `ValueError` for a weight
+    outside [0, 1] or shapes that do not match.
+    """
+    soft_labels, drawn = np.asarray(soft_labels), np.asarray(drawn)
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"drawn-class weight {weight} is not in [0, 1]")
+    if soft_labels.ndim != 2 or drawn.shape != soft_labels.shape[:1]:
+        raise ValueError(f"soft labels {soft_labels.shape} and drawn classes {drawn.shape} do not match")
+    if drawn.size and (drawn.min() < 0 or drawn.max() >= soft_labels.shape[1]):
+        raise ValueError(f"a drawn class is outside 0..{soft_labels.shape[1] - 1}")
+    hard = np.eye(soft_labels.shape[1], dtype=np.float32)[drawn]
+    return ((1.0 - weight) * soft_labels + weight * hard).astype(np.float32)

@@ -9,6 +9,7 @@ from fedkr.shared.classifier import ClassifierConfig, CompactCNN, TrainConfig, b
 from fedkr.shared.device import Device
 
 from .distill import DistilledSet
+from .relabel import mix_drawn_class
 
 
 def student_config_for(image_shape: tuple[int, int, int], num_classes: int, channels: int = 32) -> ClassifierConfig:
@@ -17,11 +18,15 @@ def student_config_for(image_shape: tuple[int, int, int], num_classes: int, chan
 
 
 def train_student(distilled: DistilledSet, image_shape: tuple[int, int, int], config: TrainConfig,
-                  device: Device = None) -> CompactCNN:
+                  device: Device = None, drawn_class_weight: float = 0.0) -> CompactCNN:
     """KL loss against the soft labels at the labels' temperature, with light augmentation, on `device`
-    (None: the CPU); the model is returned on the CPU."""
+    (None: the CPU); the model is returned on the CPU. With `drawn_class_weight` w > 0 the target is
+    `mix_drawn_class`: (1 - w) x the soft labels + w x each image's drawn class, one-hot."""
     model = build_classifier(student_config_for(image_shape, len(distilled.class_names)), config.seed)
-    train_classifier(model, distilled.images, distilled.soft_labels, config, device=device)
+    targets = distilled.soft_labels
+    if drawn_class_weight:
+        targets = mix_drawn_class(targets, distilled.hard_labels, drawn_class_weight)
+    train_classifier(model, distilled.images, targets, config, device=device)
     return model
 
 

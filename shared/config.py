@@ -85,6 +85,10 @@ class RunConfig:
     # how the distilled set is chosen, whether every site relabels it, how much each site oversamples for its filter
     selection: str = "spectral"
     relabel: bool = True
+    #: The share of the student's target that is the one-hot class each image was drawn for, the rest the
+    #: sites' soft labels (0: soft labels only). Under DP the sites' teachers give their synthetic images'
+    #: drawn class little weight; the drawn class tells the student what the generator was asked for.
+    drawn_class_weight: float = 0.0
     oversample: float = 1.5
     audit_max_auc: float = 0.6
     audit_max_tpr: float = 0.03
@@ -143,6 +147,7 @@ class RunConfig:
             (0.0 < self.holdout_fraction < 1.0, "holdout-fraction must be in (0, 1)"),
             (self.temperature > 0, "temperature must be > 0"),
             (0.0 <= self.drop_fraction < 1.0, "drop-fraction must be in [0, 1)"),
+            (0.0 <= self.drawn_class_weight <= 1.0, "drawn-class-weight must be in [0, 1]"),
             (self.selection in SELECTIONS, f"selection must be one of {', '.join(SELECTIONS)}"),
             (1.0 <= self.oversample <= MAX_OVERSAMPLE, f"oversample must be between 1 and {MAX_OVERSAMPLE}"),
             (0.0 < self.audit_max_auc <= 1.0, "audit-max-auc must be in (0, 1]"),

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fedkr.server.relabel import class_support, combine_labels
+from fedkr.server.relabel import class_support, combine_labels, mix_drawn_class
 from fedkr.shared.reports import FitReport, RelabelRequest, check_relabel, check_relabel_reply
 
 
@@ -34,6 +34,40 @@ def test_equal_support_is_the_plain_average():
 def test_shape_mismatch_is_refused():
     with pytest.raises(ValueError, match="support is"):
         combine_labels([np.ones((2, 3), np.float32) / 3], np.ones((2, 3)))
+
+
+def test_the_drawn_class_takes_its_weight_of_every_target():
+    soft = np.array([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]], np.float32)
+    mixed = mix_drawn_class(soft, np.array([1, 0]), 0.25)
+    assert mixed == pytest.approx(np.array([[0.375, 0.4375, 0.1875], [0.325, 0.075, 0.6]]))
+    assert mixed.dtype == np.float32 and np.allclose(mixed.sum(1), 1.0)
+    assert np.array_equal(mix_drawn_class(soft, np.array([1, 0]), 0.0), soft)
+    assert np.array_equal(mix_drawn_class(soft, np.array([2, 2]), 1.0), [[0, 0, 1], [0, 0, 1]])
+    for weight, drawn, match in ((1.5, [1, 0], "not in"), (float("nan"), [1, 0], "not in"), (0.5, [1], "do not match"),
+                                 (0.5, [3, 0], "outside")):
+        with pytest.raises(ValueError, match=match):
+            mix_drawn_class(soft, np.array(drawn), weight)
+
+
+def test_the_student_learns_the_drawn_class_when_it_weighs_more_than_the_soft_labels():
+    """Soft labels that name the wrong class everywhere: at weight 0 the student learns them, at 0.75 the drawn class."""
+    from sklearn.datasets import load_digits
+
+    from fedkr.server.distill import DistilledSet
+    from fedkr.server.student import train_student
+    from fedkr.shared.classifier import TrainConfig, predict_logits
+
+    digits = load_digits()
+    keep = digits.target < 3
+    images = (digits.images[keep] * 255 / 16).astype(np.uint8)[..., None]
+    drawn = digits.target[keep].astype(np.int64)
+    wrong = np.eye(3, dtype=np.float32)[(drawn + 1) % 3] * 0.8 + 0.2 / 3
+    student_set = DistilledSet(images, wrong, drawn, ("a", "b", "c"), np.arange(len(drawn)))
+    config = TrainConfig(epochs=6, seed=0, temperature=4.0)
+    learned = {w: predict_logits(train_student(student_set, (8, 8, 1), config, drawn_class_weight=w), images).argmax(1)
+               for w in (0.0, 0.75)}
+    assert np.mean(learned[0.0] == (drawn + 1) % 3) > 0.9
+    assert np.mean(learned[0.75] == drawn) > 0.9
 
 
 def test_request_and_reply_checks():
