@@ -24,7 +24,8 @@ true labels instead (the bench's centralized figure, for scale).
   (`dp_fedavg_scatter_teacher.py --label-images POOL.npz --image-logits FILE.npz`); there an
   image's label is the class it was drawn for. Per-site teachers' files (`dp_scatter_teacher.py
   --image-logits`, one per site, each with the site's member class counts) are combined as the
-  coordinator combines them (`server.relabel.combine_labels`).
+  coordinator combines them (`server.relabel.combine_labels`). `--drawn-class-weight W` mixes the
+  one-hot drawn class into those labels as the product's `drawn-class-weight` does.
 
 It prints one JSON row: the student's test accuracy and balanced accuracy, the teacher's
 agreement with the labels of the images the student trains on, the temperature, epochs, seed and
@@ -50,7 +51,7 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
 from fedkr.bench import load_bench_sites, student_protocol
-from fedkr.server.relabel import combine_labels, support_from_counts
+from fedkr.server.relabel import combine_labels, mix_drawn_class, support_from_counts
 from fedkr.shared.classifier import (ClassifierConfig, build_classifier, one_hot, predict_logits, probabilities,
                                      train_classifier)
 from fedkr.shared.config import PROFILES, ConfigError
@@ -152,6 +153,9 @@ def main() -> None:
     parser.add_argument("--filter-drawn-class", action="store_true",
                         help="keep only the pool images whose labelling teacher's top class is the class they were "
                              "drawn for (per-site teachers: the drawing site's own), as the product's filter does")
+    parser.add_argument("--drawn-class-weight", type=float, default=0.0, metavar="W",
+                        help="with --images: learn (1 - W) x the teacher's soft labels + W x the one-hot class each image "
+                             "was drawn for (`server.relabel.mix_drawn_class`, the product's drawn-class-weight) [default: 0]")
     args = parser.parse_args()
     if args.labels == "teacher" and not args.member_logits:
         parser.error("--labels teacher needs --member-logits")
@@ -159,6 +163,10 @@ def main() -> None:
         parser.error("--filter-drawn-class needs --images and the teacher's labels")
     if args.seed < 0:
         parser.error("--seed must be >= 0")
+    if not 0.0 <= args.drawn_class_weight <= 1.0:
+        parser.error("--drawn-class-weight must be between 0 and 1")
+    if args.drawn_class_weight and not (args.images and args.labels == "teacher"):
+        parser.error("--drawn-class-weight needs --images and the teacher's labels")
     if args.per_class is not None and args.per_class < 1:
         parser.error("--per-class must be at least 1")
     config = PROFILES[args.profile].run_config(data=args.data, run_id="student-on-teacher-labels")
@@ -194,6 +202,8 @@ def main() -> None:
         images, labels, targets = images[chosen], labels[chosen], targets[chosen]
     if args.labels == "teacher":
         agreement = round(float(np.mean(targets.argmax(1) == labels)), 4)
+        if args.drawn_class_weight:
+            targets = mix_drawn_class(targets, labels, args.drawn_class_weight)
     h, w, c = images.shape[1:]
     model = build_classifier(ClassifierConfig(c, h, w, num_classes, protocol.channels), args.seed)
     started = time.perf_counter()
@@ -204,7 +214,8 @@ def main() -> None:
         "labels": args.labels, "member_logits": args.member_logits[0] if args.member_logits and len(args.member_logits) == 1 else args.member_logits,
         "images": args.images or "members", "members": len(labels), "per_class": args.per_class,
         "teacher_member_agreement": agreement,
-        "agreement_with": "the class drawn for" if args.images else "the true label", "filter_drawn_class": args.filter_drawn_class, "temperature": protocol.temperature if args.labels == "teacher" else 1.0,
+        "agreement_with": "the class drawn for" if args.images else "the true label", "filter_drawn_class": args.filter_drawn_class,
+        "drawn_class_weight": args.drawn_class_weight, "temperature": protocol.temperature if args.labels == "teacher" else 1.0,
         "epochs": protocol.epochs, "seed": args.seed,
         "test_accuracy": round(float(np.mean(predicted == test.labels)), 4),
         "test_balanced_accuracy": round(float(balanced_accuracy_score(test.labels, predicted)), 4),
