@@ -42,15 +42,26 @@ def combine_labels(probs: list[np.ndarray], support: np.ndarray) -> np.ndarray:
 def mix_drawn_class(soft_labels: np.ndarray, drawn: np.ndarray, weight: float) -> np.ndarray:
     """float32 (N, K) targets `(1 - weight) * soft_labels + weight * one_hot(drawn)`.
 
-    `soft_labels` is float (N, K) with rows summing to 1 (the sites' labels), `drawn` int (N,) the
-    class each image was drawn for, `weight` in [0, 1] (`RunConfig.drawn_class_weight`); rows still
-    sum to 1. Learning this target at temperature T is Hinton et al.'s (2015) weighted sum of a
-    hard-label and a soft-label loss, with the hard term also at T. Raises `ValueError` for a weight
-    outside [0, 1] or shapes that do not match.
+    `soft_labels` is float (N, K) with rows summing to 1 (the sites' labels), `drawn` integer (N,)
+    the class each image was drawn for, `weight` in [0, 1] (`RunConfig.drawn_class_weight`); rows
+    still sum to 1.
+
+    The student's loss, T^2 x KL(target || softmax(logits / T)), is linear in the target, so on
+    this target it is the weighted sum of a soft-label and a hard-label term of Hinton, Vinyals and
+    Dean, "Distilling the Knowledge in a Neural Network" (2015, arXiv 1503.02531), with the hard
+    term also at T rather than at 1: its gradient is about T times theirs, so their advice of a
+    small hard-label weight does not carry over to `weight`. At `weight` 1 the student learns the
+    drawn class at T.
+
+    Raises:
+        ValueError: a weight outside [0, 1]; `drawn` not integers; shapes that do not match; a drawn
+            class outside 0..K-1.
     """
     soft_labels, drawn = np.asarray(soft_labels), np.asarray(drawn)
     if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"drawn-class weight {weight} is not in [0, 1]")
+        raise ValueError(f"drawn-class-weight {weight} is not in [0, 1]")
+    if not np.issubdtype(drawn.dtype, np.integer):
+        raise ValueError(f"drawn classes must be integers, not {drawn.dtype}")
     if soft_labels.ndim != 2 or drawn.shape != soft_labels.shape[:1]:
         raise ValueError(f"soft labels {soft_labels.shape} and drawn classes {drawn.shape} do not match")
     if drawn.size and (drawn.min() < 0 or drawn.max() >= soft_labels.shape[1]):

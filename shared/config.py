@@ -85,11 +85,12 @@ class RunConfig:
     # how the distilled set is chosen, whether every site relabels it, how much each site oversamples for its filter
     selection: str = "spectral"
     relabel: bool = True
-    #: The share of the student's target that is the one-hot class each image was drawn for, the rest the
-    #: sites' soft labels (0: soft labels only). Under DP the sites' teachers give their synthetic images'
-    #: drawn class little weight; the drawn class tells the student what the generator was asked for.
-    drawn_class_weight: float = 0.0
     oversample: float = 1.5
+    #: The share of the student's target that is the one-hot class each image was drawn for, the rest the
+    #: sites' soft labels (0: soft labels only; `server.relabel.mix_drawn_class`). Under DP the sites'
+    #: teachers give their synthetic images' drawn class little weight (docs/audit.md, "The drawn class
+    #: in the student's target").
+    drawn_class_weight: float = 0.0
     audit_max_auc: float = 0.6
     audit_max_tpr: float = 0.03
     audit_max_distance_auc: float = 0.6

@@ -101,6 +101,8 @@ def test_profiles_are_overrides_over_the_defaults_and_print(monkeypatch):
     ({"no-such-key": 1}, "unknown setting 'no-such-key'"),
     ({"audit-reference-models": 9}, "between 2 and 8"),
     ({"student-ipc": -1}, "student-ipc must be >= 0"),
+    ({"drawn-class-weight": 1.5}, "drawn-class-weight must be in"),
+    ({"drawn-class-weight": "nan"}, "drawn-class-weight must be in"),
 ])
 def test_flat_settings_are_typed_and_checked(flat, message):
     with pytest.raises(ConfigError, match=message):

@@ -1,6 +1,7 @@
 """The whole pipeline on digits, in process: fit, recycle, distill, student, audit, release."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -209,7 +210,8 @@ def test_run_with_dp_reports_each_sites_epsilon(tmp_path, digits_sites):
 def test_student_ipc_trains_the_student_on_a_larger_set_than_the_release_holds(tmp_path, digits_sites, inprocess_run,
                                                                                  monkeypatch):
     """student-ipc: the student trains on more images than the distilled set, which is chosen among them,
-    and both carry the sites' relabelled soft labels (on the fit of `inprocess_run`)."""
+    and both carry the sites' relabelled soft labels (on the fit of `inprocess_run`); the run's drawn-class-weight
+    reaches the student's training."""
     fitted, outcome = inprocess_run
     config = tiny_run_config(tmp_path, run_id="student-ipc", rounds=1, samples_per_class=12, student_epochs=1, ipc=4,
                              student_ipc=8)
@@ -232,6 +234,9 @@ def test_student_ipc_trains_the_student_on_a_larger_set_than_the_release_holds(t
     trained_on = []
     original = coordinator_module.train_student
     monkeypatch.setattr(coordinator_module, "train_student",
-                        lambda distilled, *a, **k: trained_on.append(len(distilled)) or original(distilled, *a, **k))
+                        lambda distilled, *a, **k: trained_on.append((len(distilled), k.get("drawn_class_weight")))
+                        or original(distilled, *a, **k))
     coordinator.train_student(record)
-    assert trained_on == [80]
+    coordinator.config = replace(coordinator.config, drawn_class_weight=0.5)
+    coordinator.train_student(record)
+    assert trained_on == [(80, 0.0), (80, 0.5)]

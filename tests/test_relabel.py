@@ -44,7 +44,7 @@ def test_the_drawn_class_takes_its_weight_of_every_target():
     assert np.array_equal(mix_drawn_class(soft, np.array([1, 0]), 0.0), soft)
     assert np.array_equal(mix_drawn_class(soft, np.array([2, 2]), 1.0), [[0, 0, 1], [0, 0, 1]])
     for weight, drawn, match in ((1.5, [1, 0], "not in"), (float("nan"), [1, 0], "not in"), (0.5, [1], "do not match"),
-                                 (0.5, [3, 0], "outside")):
+                                 (0.5, [3, 0], "outside"), (0.5, [1.0, 0.0], "integers"), (0.5, [True, False], "integers")):
         with pytest.raises(ValueError, match=match):
             mix_drawn_class(soft, np.array(drawn), weight)
 
