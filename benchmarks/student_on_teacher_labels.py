@@ -153,9 +153,9 @@ def main() -> None:
     parser.add_argument("--filter-drawn-class", action="store_true",
                         help="keep only the pool images whose labelling teacher's top class is the class they were "
                              "drawn for (per-site teachers: the drawing site's own), as the product's filter does")
-    parser.add_argument("--drawn-class-weight", type=float, default=0.0, metavar="W",
+    parser.add_argument("--drawn-class-weight", type=float, default=None, metavar="W",
                         help="with --images: learn (1 - W) x the teacher's soft labels + W x the one-hot class each image "
-                             "was drawn for (`server.relabel.mix_drawn_class`, the product's drawn-class-weight) [default: 0]")
+                             "was drawn for (`server.relabel.mix_drawn_class`) [default: the profile's drawn-class-weight]")
     args = parser.parse_args()
     if args.labels == "teacher" and not args.member_logits:
         parser.error("--labels teacher needs --member-logits")
@@ -163,14 +163,13 @@ def main() -> None:
         parser.error("--filter-drawn-class needs --images and the teacher's labels")
     if args.seed < 0:
         parser.error("--seed must be >= 0")
-    if not 0.0 <= args.drawn_class_weight <= 1.0:
-        parser.error("--drawn-class-weight must be between 0 and 1")
-    if args.drawn_class_weight and not (args.images and args.labels == "teacher"):
+    if args.drawn_class_weight is not None and not (args.images and args.labels == "teacher"):
         parser.error("--drawn-class-weight needs --images and the teacher's labels")
     if args.per_class is not None and args.per_class < 1:
         parser.error("--per-class must be at least 1")
-    config = PROFILES[args.profile].run_config(data=args.data, run_id="student-on-teacher-labels")
     try:
+        config = PROFILES[args.profile].run_config(data=args.data, run_id="student-on-teacher-labels",
+                                                   drawn_class_weight=args.drawn_class_weight)
         sites, test = load_bench_sites(config)
     except (DataError, ConfigError) as exc:
         sys.exit(f"error: {exc}")
@@ -202,8 +201,8 @@ def main() -> None:
         images, labels, targets = images[chosen], labels[chosen], targets[chosen]
     if args.labels == "teacher":
         agreement = round(float(np.mean(targets.argmax(1) == labels)), 4)
-        if args.drawn_class_weight:
-            targets = mix_drawn_class(targets, labels, args.drawn_class_weight)
+        if args.images and config.drawn_class_weight:
+            targets = mix_drawn_class(targets, labels, config.drawn_class_weight)
     h, w, c = images.shape[1:]
     model = build_classifier(ClassifierConfig(c, h, w, num_classes, protocol.channels), args.seed)
     started = time.perf_counter()
@@ -215,7 +214,7 @@ def main() -> None:
         "images": args.images or "members", "members": len(labels), "per_class": args.per_class,
         "teacher_member_agreement": agreement,
         "agreement_with": "the class drawn for" if args.images else "the true label", "filter_drawn_class": args.filter_drawn_class,
-        "drawn_class_weight": args.drawn_class_weight, "temperature": protocol.temperature if args.labels == "teacher" else 1.0,
+        "drawn_class_weight": config.drawn_class_weight if args.images and args.labels == "teacher" else None, "temperature": protocol.temperature if args.labels == "teacher" else 1.0,
         "epochs": protocol.epochs, "seed": args.seed,
         "test_accuracy": round(float(np.mean(predicted == test.labels)), 4),
         "test_balanced_accuracy": round(float(balanced_accuracy_score(test.labels, predicted)), 4),
