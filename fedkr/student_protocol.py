@@ -7,8 +7,9 @@ and each FedAvg site's local rounds.
 
 - network: `CompactCNN` (3 conv stages, GroupNorm, ~0.1M parameters at width 32);
 - loss: KL(target || softmax(logits / T)) x T^2 (Hinton et al.). Soft targets (fedkr) use the
-  labels' temperature T = 4; one-hot targets (real images, naive pooling) use T = 1, where the
-  loss is plain cross-entropy;
+  labels' temperature T = 4, also where `drawn-class-weight` mixes each image's drawn class,
+  one-hot, into them (`server.relabel.mix_drawn_class`); one-hot targets (real images, naive
+  pooling) use T = 1, where the loss is plain cross-entropy;
 - augmentation: random translation by up to 2 px at 28 px (reflect padding), no flips;
 - optimiser: AdamW, lr 2e-3, weight decay 5e-4, batch 64, one-cycle schedule (15% warm-up);
 - length: `epochs` passes, with at least 600 optimisation steps so that small sets are not
