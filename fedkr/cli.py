@@ -47,7 +47,7 @@ def privacy_mechanism(config: RunConfig) -> str:
 def _d(key: str) -> str:
     """The help text's note of a setting's default."""
     value = getattr(DEFAULTS, key)
-    return f" [default: {str(value).lower() if isinstance(value, bool) else value}]"
+    return f" \\[default: {str(value).lower() if isinstance(value, bool) else value}]"
 
 
 def _run(config: RunConfig, verbose: bool) -> None:
@@ -256,7 +256,7 @@ def audit(
     release_dir: Annotated[Path, typer.Argument(help="The release folder to audit.")],
     data: Annotated[str, typer.Option(help="This site's data: " + DATA_HELP)],
     site_name: Annotated[str, typer.Option(help="This site's name, as it appears in the report.")] = "site",
-    out: Annotated[Path | None, typer.Option(help="Folder for audit.json and audit.html [default: ./audit-<release>-<site>].")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for audit.json and audit.html \\[default: ./audit-<release>-<site>].")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="The site's state folder: its teacher for the run gives the feature-space distance test.")] = None,
     seed: Annotated[int | None, typer.Option(help="The run's seed: it fixes the members/holdout split." + _d("seed"))] = None,
     holdout_fraction: Annotated[float | None, typer.Option(help="The run's holdout fraction." + _d("holdout_fraction"))] = None,
@@ -356,15 +356,16 @@ def centralized(
 
 @app.command()
 def bench(
-    data: Annotated[str | None, typer.Option(help=DATA_HELP + " [default: the profile's]")] = None,
+    data: Annotated[str | None, typer.Option(help=DATA_HELP + " \\[default: the profile's]")] = None,
     profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "quick",
     out: Annotated[Path, typer.Option(help="Folder for bench.json, bench.md, bench.png and the fedkr runs.")] = Path("bench"),
-    seeds: Annotated[int | None, typer.Option(help="Seeds per method [default: the profile's].")] = None,
-    sites: Annotated[int | None, typer.Option(help="Simulated sites [default: the profile's].")] = None,
-    partition: Annotated[str | None, typer.Option(help="'iid' or 'dirichlet:ALPHA' [default: the profile's].")] = None,
-    generator_steps: Annotated[int | None, typer.Option(help="Diffusion training steps per site [default: the profile's].")] = None,
-    ipc: Annotated[int | None, typer.Option(help="fedkr's distilled images per class [default: the profile's].")] = None,
-    generator_guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance the sites sample with [default: the profile's].")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds per method \\[default: the profile's].")] = None,
+    sites: Annotated[int | None, typer.Option(help="Simulated sites \\[default: the profile's].")] = None,
+    partition: Annotated[str | None, typer.Option(help="'iid' or 'dirichlet:ALPHA' \\[default: the profile's].")] = None,
+    generator_steps: Annotated[int | None, typer.Option(help="Diffusion training steps per site \\[default: the profile's].")] = None,
+    ipc: Annotated[int | None, typer.Option(help="fedkr's distilled images per class \\[default: the profile's].")] = None,
+    generator_guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance the sites sample with \\[default: the profile's].")] = None,
+    drawn_class_weight: Annotated[float | None, typer.Option(help="fedkr's share of the student's target that is each image's drawn class (one-hot), in [0, 1] \\[default: the profile's].")] = None,
     reuse_fit: Annotated[Path | None, typer.Option(help="A finished `fedkr simulate` run folder (runs/<id>) on the same data, "
                                                    "partition and budgets, whose sites' models to reuse instead of fitting.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every stage's log.")] = False,
@@ -376,7 +377,7 @@ def bench(
 
     setup_logging(verbose)
     config = _config(profile, data=data, sites=sites, partition=partition, generator_steps=generator_steps, ipc=ipc,
-                     generator_guidance=generator_guidance)
+                     generator_guidance=generator_guidance, drawn_class_weight=drawn_class_weight)
     try:
         settings = PROFILES[profile].bench_settings(seeds=seeds)
     except (TypeError, ValueError) as exc:

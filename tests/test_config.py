@@ -54,6 +54,20 @@ def test_no_cli_option_carries_a_default_of_its_own():
     assert checked >= 30
 
 
+def test_help_shows_each_setting_default():
+    """The help's "[default: ...]" notes survive rich's markup (an unescaped "[default: ...]" is read as a style tag and vanishes)."""
+    from typer.testing import CliRunner
+
+    from fedkr.cli import app
+
+    simulate = CliRunner().invoke(app, ["simulate", "--help"], env={"COLUMNS": "400"})
+    assert simulate.exit_code == 0, simulate.output
+    assert f"[default: {RunConfig(run_id='x').partition}]" in simulate.output
+    assert simulate.output.count("[default: ") >= 30
+    bench = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "400"})
+    assert bench.output.count("[default: the profile's]") >= 8
+
+
 def test_simulate_and_flwr_run_with_no_settings_run_the_same_configuration(monkeypatch):
     """`fedkr simulate --data digits` and `flwr run .` (pyproject's config, parsed by the ServerApp and the ClientApp)."""
     from typer.testing import CliRunner
