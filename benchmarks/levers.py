@@ -8,7 +8,10 @@ refused for want of audit reports): accuracy is what a lever study measures; `fe
 and fit reports come from an earlier run or bench (`--fit-reports` is its metrics.json or
 bench.json; a refused run's refusal.json will do). The sites' split (seed, holdout fraction) and
 the test part are the fit run's, read from that file where it holds the run's settings; a
-variant samples at the fit's own guidance unless it, or `--base`, sets `generator-guidance`.
+variant samples at the fit's own guidance unless it, or `--base`, sets `generator-guidance`. Every
+variant starts from the fit run's settings where the file holds them (its profile's overrides
+included), then `--base`, then its own; a variant that changes what the fit fixed
+(`FIXED_BY_FIT`) is refused.
 
     python benchmarks/levers.py --data ../shared/data/medmnist/bloodmnist.npz --sites 4 \\
         --partition dirichlet:0.5 --sites-dir runs/sites --fit-run RUN --fit-reports runs/RUN/release/metrics.json \\
@@ -36,6 +39,12 @@ from fedkr.shared.release_inspect import METRICS_LIMITS
 from fedkr.shared.reports import FitReport
 from fedkr.student_protocol import StudentProtocol
 from fedkr.v1 import messages_pb2 as pb
+
+
+#: Settings the reused fit fixed (the sites' teachers and generators, their data): a variant cannot change them.
+FIXED_BY_FIT = ("generator-kind", "generator-steps", "generator-resolution", "generator-channels", "generator-batch",
+                "generator-noise-multiplicity", "generator-hflip", "dp-epsilon", "dp-delta", "dp-max-grad-norm", "dp-models",
+                "teacher-epochs", "image-size", "holdout-fraction", "sites")
 
 
 def _for_run(reply: bytes | Exception, run_id: str) -> bytes | Exception:
@@ -123,22 +132,29 @@ def main() -> None:
     first = next(iter(reports.values()))
     fit = FitResult(args.fit_run, reports, {}, first.class_names, first.image_shape, 0.0)
     test = load_dataset(args.data, seed=split_seed).test  # digits draws its test part by the seed too
+    # every variant starts from the fit run's own settings (a profile's overrides included), where the file holds them
+    fit_flat = {key.replace("_", "-"): value for key, value in fit_config.items()
+                if key in RunConfig.__dataclass_fields__ and key not in ("out", "run_id", "coordinator_dir")}
     results = []
     for spec in args.variant:
         name, _, changes = spec.partition(":")
         for seed in (int(s) for s in args.seeds.split(",")):
-            flat = {"data": args.data, "partition": args.partition, "seed": seed, "out": str(args.out),
+            flat = {**fit_flat, "data": args.data, "partition": args.partition, "seed": seed, "out": str(args.out),
                     "run-id": f"{name}-s{seed}", "audit-max-auc": 1, "audit-max-tpr": 1, "audit-max-distance-auc": 1, "audit-max-generator-auc": 1,
                     "audit-min-utility": 0}
             for pair in filter(None, (args.base + "," + changes).split(",")):
                 key, _, value = pair.partition("=")
                 flat[key] = value
             config = RunConfig.from_flat(flat)
+            fitted = RunConfig.from_flat({**flat, **{k: v for k, v in fit_flat.items() if k in FIXED_BY_FIT}})
+            changed = [key for key in FIXED_BY_FIT if key in fit_flat and getattr(config, key.replace("-", "_")) != getattr(fitted, key.replace("-", "_"))]
+            if changed:
+                parser.error(f"variant {name} changes {', '.join(changed)}, which the fit fixed: fit the sites again to measure that")
             used = [site.site_id for site in sites if any(site.gate.count_sent(config.run_id, kind) for kind in ("shard", "labels"))]
             if used:  # a site labels one set per run, and draws other images for a run id it has sent shards in
                 parser.error(f"run id {config.run_id} is in the ledgers of {', '.join(used)} already (an earlier lever study "
                              "on these sites): give the variant another name")
-            # the fit's own guidance (None) unless the variant or --base sets one
+            # the fit run's guidance (from its settings, else the site's own: None) unless the variant or --base sets one
             guidance = config.generator_guidance if "generator-guidance" in flat else None
             eta = config.generator_eta if "generator-eta" in flat else None  # likewise the fit's own DDIM eta
             link.seed, link.sampling = seed, (guidance, eta)
