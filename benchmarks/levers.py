@@ -11,7 +11,7 @@ the test part are the fit run's, read from that file where it holds the run's se
 variant samples at the fit's own guidance unless it, or `--base`, sets `generator-guidance`. Every
 variant starts from the fit run's settings where the file holds them (its profile's overrides
 included), then `--base`, then its own; a variant that changes what the fit fixed
-(`FIXED_BY_FIT`) is refused.
+(`fedkr.bench.FIT_SETTINGS`) is refused, and every variant's settings are checked before the first runs.
 
     python benchmarks/levers.py --data ../shared/data/medmnist/bloodmnist.npz --sites 4 \\
         --partition dirichlet:0.5 --sites-dir runs/sites --fit-run RUN --fit-reports runs/RUN/release/metrics.json \\
@@ -23,16 +23,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
+from fedkr.bench import FIT_SETTINGS, FIT_SETTINGS_ADDED_LATER, same_data
 from fedkr.client.site import Site
 from fedkr.client.site_data import SiteDataSpec, load_site_data
 from fedkr.inprocess import InProcessLink
 from fedkr.server.coordinator import Coordinator, FitResult
 from fedkr.shared import codec
 from fedkr.shared.classifier import accuracy, build_classifier, one_hot, train_classifier
-from fedkr.shared.config import RunConfig
+from fedkr.shared.config import ConfigError, RunConfig
 from fedkr.shared.data import load_dataset
 from fedkr.shared.json_input import read_json_file
 from fedkr.shared.release_inspect import METRICS_LIMITS
@@ -41,10 +43,19 @@ from fedkr.student_protocol import StudentProtocol
 from fedkr.v1 import messages_pb2 as pb
 
 
-#: Settings the reused fit fixed (the sites' teachers and generators, their data): a variant cannot change them.
-FIXED_BY_FIT = ("generator-kind", "generator-steps", "generator-resolution", "generator-channels", "generator-batch",
-                "generator-noise-multiplicity", "generator-hflip", "dp-epsilon", "dp-delta", "dp-max-grad-norm", "dp-models",
-                "teacher-epochs", "image-size", "holdout-fraction", "sites")
+#: Settings that say where or how the fit ran, not what it measured: every variant has its own.
+NOT_CARRIED = ("out", "run-id", "coordinator-dir", "device", "site-threads", "reply-timeout", "wait-for-sites",
+               "expected-sites", "test-data")
+
+
+def _dashed(settings: dict) -> dict:
+    """`settings` under dashed keys (metrics.json holds Python names, bench.json and the command line dashed ones)."""
+    return {str(key).strip().replace("_", "-"): value for key, value in settings.items()}
+
+
+def _pairs(text: str) -> dict:
+    """'key=value,key=value' as a dict under dashed keys."""
+    return _dashed(dict(pair.partition("=")[::2] for pair in filter(None, text.split(","))))
 
 
 def _for_run(reply: bytes | Exception, run_id: str) -> bytes | Exception:
@@ -112,7 +123,11 @@ def main() -> None:
 
     saved = read_json_file(args.fit_reports, limits=METRICS_LIMITS)
     saved = saved.get("metrics", saved)  # a refused run's refusal.json holds its metrics
-    fit_config = saved.get("config") or {}
+    # the fit run's settings: a run's metrics.json holds them, a bench.json its profile's
+    fit_config = {key.replace("-", "_"): value for key, value in
+                  (saved.get("config") or (saved.get("profile") or {}).get("run") or {}).items()}
+    if "data" in fit_config and not same_data(str(fit_config["data"]), args.data):
+        parser.error(f"--data {args.data} is not the fit run's data ({fit_config['data']})")
     for flag, key, given in (("--split-seed", "seed", args.split_seed), ("--holdout-fraction", "holdout_fraction", args.holdout_fraction),
                              ("--sites", "sites", args.sites), ("--partition", "partition", args.partition)):
         if given is not None and key in fit_config and fit_config[key] != given:
@@ -131,50 +146,60 @@ def main() -> None:
     link = LeverLink(sites)
     first = next(iter(reports.values()))
     fit = FitResult(args.fit_run, reports, {}, first.class_names, first.image_shape, 0.0)
-    test = load_dataset(args.data, seed=split_seed).test  # digits draws its test part by the seed too
-    # every variant starts from the fit run's own settings (a profile's overrides included), where the file holds them
-    fit_flat = {key.replace("_", "-"): value for key, value in fit_config.items()
-                if key in RunConfig.__dataclass_fields__ and key not in ("out", "run_id", "coordinator_dir")}
-    results = []
+    test = load_dataset(args.data, seed=split_seed, image_size=image_size).test  # digits draws its test part by the seed too
+    # every variant starts from the fit run's own settings (a profile's overrides included) where the file holds them,
+    # then --base, then its own; what the fit fixed it cannot change
+    fit_flat = {key: value for key, value in _dashed(fit_config).items()
+                if key.replace("-", "_") in RunConfig.__dataclass_fields__ and key not in NOT_CARRIED}
+    fit_flat = _dashed(FIT_SETTINGS_ADDED_LATER) | fit_flat if fit_config else fit_flat
+    plans = []
     for spec in args.variant:
         name, _, changes = spec.partition(":")
         for seed in (int(s) for s in args.seeds.split(",")):
+            asked = _pairs(args.base) | _pairs(changes)
             flat = {**fit_flat, "data": args.data, "partition": args.partition, "seed": seed, "out": str(args.out),
                     "run-id": f"{name}-s{seed}", "audit-max-auc": 1, "audit-max-tpr": 1, "audit-max-distance-auc": 1, "audit-max-generator-auc": 1,
-                    "audit-min-utility": 0}
-            for pair in filter(None, (args.base + "," + changes).split(",")):
-                key, _, value = pair.partition("=")
-                flat[key] = value
-            config = RunConfig.from_flat(flat)
-            fitted = RunConfig.from_flat({**flat, **{k: v for k, v in fit_flat.items() if k in FIXED_BY_FIT}})
-            changed = [key for key in FIXED_BY_FIT if key in fit_flat and getattr(config, key.replace("-", "_")) != getattr(fitted, key.replace("-", "_"))]
+                    "audit-min-utility": 0, **asked}
+            try:
+                config = RunConfig.from_flat(flat)
+                fitted = RunConfig.from_flat({**flat, **{k: v for k, v in fit_flat.items() if k.replace("-", "_") in FIT_SETTINGS}})
+            except ConfigError as exc:
+                parser.error(f"variant {name}: {exc}")
+            changed = [key for key in FIT_SETTINGS if getattr(config, key) != getattr(fitted, key)]
             if changed:
-                parser.error(f"variant {name} changes {', '.join(changed)}, which the fit fixed: fit the sites again to measure that")
+                parser.error(f"variant {name} changes {', '.join(k.replace('_', '-') for k in changed)}, which the fit fixed: fit the sites again to measure that")
+            if "classifier_hflip" in fit_config and str(config.classifier_hflip).lower() != str(fit_config["classifier_hflip"]).lower():
+                print(f"note: variant {name}'s student trains with classifier-hflip {config.classifier_hflip}; "
+                      f"the fit's teachers trained with {fit_config.get('classifier_hflip')}", file=sys.stderr)
             used = [site.site_id for site in sites if any(site.gate.count_sent(config.run_id, kind) for kind in ("shard", "labels"))]
             if used:  # a site labels one set per run, and draws other images for a run id it has sent shards in
                 parser.error(f"run id {config.run_id} is in the ledgers of {', '.join(used)} already (an earlier lever study "
                              "on these sites): give the variant another name")
-            # the fit run's guidance (from its settings, else the site's own: None) unless the variant or --base sets one
-            guidance = config.generator_guidance if "generator-guidance" in flat else None
-            eta = config.generator_eta if "generator-eta" in flat else None  # likewise the fit's own DDIM eta
-            link.seed, link.sampling = seed, (guidance, eta)
-            for site in sites:  # every variant runs the stages after fit on the one fit
-                site.reuse_fit(args.sites_dir / site.site_id / "runs" / args.fit_run, config.run_id, guidance, eta)
-            started = time.perf_counter()
-            outcome = Coordinator(config, test).run(link, fit=fit)
-            m, record = outcome.metrics, outcome.record
-            pool = record.pool.arrays()
-            naive = build_classifier(record.student.config, seed)
-            train_classifier(naive, pool.images, one_hot(pool.hard_labels, test.num_classes),
-                             StudentProtocol(epochs=config.student_epochs).train_config(seed, soft=False))
-            row = {"variant": name, "seed": seed, "guidance": guidance, "accuracy": m["student_test_accuracy"], "pool": m["pool_size"],
-                   "ipc": config.ipc, "student_ipc": config.student_ipc, "student_epochs": config.student_epochs, "relabelled_by": m["relabelled_by"],
-                   "drawn_class_weight": config.drawn_class_weight,
-                   "naive_pooling": accuracy(naive, test.images, test.labels),
-                   "seconds": round(time.perf_counter() - started, 1), "quality": m["synthesis_quality"],
-                   "stages": m["stage_seconds"]}
-            results.append(row)
-            print(json.dumps(row), flush=True)
+            plans.append((name, seed, config, flat))
+    results = []
+    for name, seed, config, flat in plans:
+        # the fit run's guidance and DDIM eta where its file holds its settings, else the site's own (None),
+        # unless the variant or --base sets them
+        guidance = config.generator_guidance if "generator-guidance" in flat else None
+        eta = config.generator_eta if "generator-eta" in flat else None
+        link.seed, link.sampling = seed, (guidance, eta)
+        for site in sites:  # every variant runs the stages after fit on the one fit
+            site.reuse_fit(args.sites_dir / site.site_id / "runs" / args.fit_run, config.run_id, guidance, eta)
+        started = time.perf_counter()
+        outcome = Coordinator(config, test).run(link, fit=fit)
+        m, record = outcome.metrics, outcome.record
+        pool = record.pool.arrays()
+        naive = build_classifier(record.student.config, seed)
+        train_classifier(naive, pool.images, one_hot(pool.hard_labels, test.num_classes),
+                         StudentProtocol(epochs=config.student_epochs).train_config(seed, soft=False))
+        row = {"variant": name, "seed": seed, "guidance": guidance, "accuracy": m["student_test_accuracy"], "pool": m["pool_size"],
+               "ipc": config.ipc, "student_ipc": config.student_ipc, "student_epochs": config.student_epochs, "relabelled_by": m["relabelled_by"],
+               "drawn_class_weight": config.drawn_class_weight,
+               "naive_pooling": accuracy(naive, test.images, test.labels),
+               "seconds": round(time.perf_counter() - started, 1), "quality": m["synthesis_quality"],
+               "stages": m["stage_seconds"]}
+        results.append(row)
+        print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "levers.json").write_text(json.dumps(results, indent=2))
 

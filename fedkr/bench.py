@@ -203,6 +203,16 @@ _REUSED_GENERATOR_SCHEMA = {
 }
 
 
+#: Settings that shape the sites' models (their data's working size, teacher and generator training):
+#: a fit reused for the later stages fixes them (`ReusedFit`, benchmarks/levers.py).
+FIT_SETTINGS = ("teacher_epochs", "image_size", "generator_kind", "generator_steps", "generator_resolution",
+                "generator_channels", "generator_batch", "generator_noise_multiplicity", "generator_hflip",
+                "dp_epsilon", "dp_delta", "dp_max_grad_norm", "dp_models")
+
+#: Settings in FIT_SETTINGS that runs made before them do not record, with the value those runs had.
+FIT_SETTINGS_ADDED_LATER = {"generator_noise_multiplicity": 1, "generator_kind": "diffusion", "image_size": 32}
+
+
 @dataclass(frozen=True)
 class ReusedFit:
     """A finished `fedkr simulate` run whose sites' teachers and generators the bench reuses instead of fitting.
@@ -214,13 +224,10 @@ class ReusedFit:
     run_dir: Path
 
     #: Settings that shape the sites' data or their models' training: a reused fit must share them.
-    MUST_MATCH = ("partition", "seed", "holdout_fraction", "teacher_epochs", "generator_kind", "generator_steps",
-                  "generator_resolution", "generator_channels", "generator_batch", "generator_noise_multiplicity",
-                  "generator_hflip",
-                  "dp_epsilon", "dp_models")
+    MUST_MATCH = ("partition", "seed", "holdout_fraction", *FIT_SETTINGS)
 
     #: Settings in MUST_MATCH that runs made before them do not record, with the value those runs had.
-    ADDED_LATER = {"generator_noise_multiplicity": 1, "generator_kind": "diffusion"}
+    ADDED_LATER = FIT_SETTINGS_ADDED_LATER
 
     def load(self, expected: RunConfig | None = None) -> tuple[Path, str, dict[str, FitReport], float]:
         """The sites folder, run id, fit reports and fit seconds; with `expected`, refuse a run fitted otherwise.
@@ -257,7 +264,7 @@ class ReusedFit:
         used = {key: value for key, value in self.ADDED_LATER.items() if key not in used} | used
         differ = [f"{key}={used.get(key)!r} (bench: {getattr(expected, key)!r})" for key in self.MUST_MATCH
                   if str(used.get(key)) != str(getattr(expected, key))]
-        if not _same_data(str(used.get("data")), expected.data):
+        if not same_data(str(used.get("data")), expected.data):
             differ.insert(0, f"data={used.get('data')!r} (bench: {expected.data!r})")
         if differ:
             raise DataError(f"{self.run_dir} was fitted with other settings: {', '.join(differ)}")
@@ -266,7 +273,8 @@ class ReusedFit:
                         self.run_dir, used.get("classifier_hflip"), expected.classifier_hflip)
 
 
-def _same_data(a: str, b: str) -> bool:
+def same_data(a: str, b: str) -> bool:
+    """Whether two data settings name the same data: equal, or paths to one file."""
     return a == b or (Path(a).is_file() and Path(b).is_file() and Path(a).resolve() == Path(b).resolve())
 
 
