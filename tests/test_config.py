@@ -54,8 +54,29 @@ def test_no_cli_option_carries_a_default_of_its_own():
     assert checked >= 30
 
 
+def _all_commands() -> list[click.Command]:
+    from fedkr.cli import app
+
+    found, todo = [], [typer.main.get_command(app)]
+    while todo:
+        command = todo.pop()
+        found.append(command)
+        todo.extend(getattr(command, "commands", {}).values())
+    return found
+
+
+def test_no_help_text_is_eaten_by_rich_markup():
+    """Help is rendered as rich markup: an unescaped "[default: ...]" reads as a style tag and vanishes."""
+    from rich.text import Text
+
+    texts = [text for command in _all_commands() for text in
+             [command.help or ""] + [getattr(param, "help", None) or "" for param in command.params]]
+    assert len(texts) > 100
+    for text in texts:
+        assert Text.from_markup(text).plain == text.replace("\\[", "["), text
+
+
 def test_help_shows_each_setting_default():
-    """The help's "[default: ...]" notes survive rich's markup (an unescaped "[default: ...]" is read as a style tag and vanishes)."""
     from typer.testing import CliRunner
 
     from fedkr.cli import app
@@ -65,6 +86,7 @@ def test_help_shows_each_setting_default():
     assert f"[default: {RunConfig(run_id='x').partition}]" in simulate.output
     assert simulate.output.count("[default: ") >= 30
     bench = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "400"})
+    assert bench.exit_code == 0, bench.output
     assert bench.output.count("[default: the profile's]") >= 8
 
 
