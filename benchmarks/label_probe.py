@@ -1,0 +1,101 @@
+"""Which label teaches a site's synthetic images better, measured by the site alone on its own holdout.
+
+For each site of a fitted run (`fedkr simulate`'s sites folder and metrics.json): draw
+`--per-class` images of every class the site holds members of from its generator, label them
+with the drawn class mixed into its teacher's soft labels at each weight w of `--weights`
+(`server.relabel.mix_drawn_class`: w 0 is the soft labels alone, w 1 the drawn class alone), train
+the product's student network on each labelling (`fedkr.student_protocol`, at the run's
+temperature and student epochs), and score each student on the site's holdout: accuracy and
+balanced accuracy over the classes the site holds. Every figure is one a site can compute on its
+own data; whether it predicts which `drawn-class-weight` serves the coordinator's student is what
+this measures, next to `levers.py` on the same fit.
+
+    python benchmarks/label_probe.py --data ../shared/data/medmnist/bloodmnist.npz --sites 4 \\
+        --partition dirichlet:0.5 --sites-dir runs/sites --fit-run RUN --fit-reports runs/RUN/release/metrics.json
+
+One JSON line per site on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score
+
+from fedkr.client.site import load_teacher
+from fedkr.client.site_data import SiteDataSpec, load_site_data
+from fedkr.server.relabel import mix_drawn_class
+from fedkr.server.student import student_config_for
+from fedkr.shared.classifier import build_classifier, embed_and_logits, predict_logits, probabilities, train_classifier
+from fedkr.shared.config import RunConfig
+from fedkr.shared.generator_kinds import load_generator
+from fedkr.shared.json_input import JSONInputError, read_json_file
+from fedkr.shared.release_inspect import METRICS_LIMITS
+from fedkr.student_protocol import StudentProtocol
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--sites", type=int, required=True)
+    parser.add_argument("--partition", required=True)
+    parser.add_argument("--sites-dir", type=Path, required=True)
+    parser.add_argument("--fit-run", required=True)
+    parser.add_argument("--fit-reports", type=Path, required=True, help="the fit run's metrics.json (or refusal.json)")
+    parser.add_argument("--per-class", type=int, default=100, help="images drawn per class the site holds")
+    parser.add_argument("--weights", default="0,0.5,1", help="drawn-class weights w in [0, 1], comma-separated")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draws and the students")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+    try:
+        weights = [float(w) for w in args.weights.split(",")]
+        saved = read_json_file(args.fit_reports, limits=METRICS_LIMITS)
+    except ValueError as exc:
+        parser.error(f"--weights must be numbers in [0, 1], comma-separated ({exc})")
+    except JSONInputError as exc:
+        parser.error(str(exc))
+    if not all(0.0 <= w <= 1.0 for w in weights):
+        parser.error(f"--weights must be numbers in [0, 1], got {args.weights}")
+    if args.per_class < 1:
+        parser.error("--per-class must be at least 1")
+    saved = saved.get("metrics", saved)
+    fit = {**RunConfig().to_flat(), **{k.replace("_", "-"): v for k, v in (saved.get("config") or {}).items()}}
+    config = RunConfig.from_flat({k: v for k, v in fit.items() if k.replace("-", "_") in RunConfig.__dataclass_fields__})
+    protocol = StudentProtocol(epochs=config.student_epochs, temperature=config.temperature)
+    for index in range(args.sites):
+        site_id = f"site-{index}"
+        data = load_site_data(SiteDataSpec(args.data, index, args.sites, args.partition, config.seed,
+                                           config.holdout_fraction, config.image_size))
+        run_dir = args.sites_dir / site_id / "runs" / args.fit_run
+        if not (run_dir / "teacher.safetensors").is_file():
+            sys.exit(f"error: {run_dir} holds no fitted teacher")
+        teacher, generator = load_teacher(run_dir), load_generator(run_dir / "generator")
+        held = np.flatnonzero(data.members.class_counts() > 0)
+        drawn = np.repeat(held, args.per_class).astype(np.int64)
+        started = time.perf_counter()
+        images = generator.sample(drawn, seed=args.seed)
+        _, logits = embed_and_logits(teacher, images)
+        soft = probabilities(logits, config.temperature)
+        keep = np.isin(data.holdout.labels, held)
+        holdout_images, holdout_labels = data.holdout.images[keep], data.holdout.labels[keep]
+        row = {"site": site_id, "members": len(data.members), "holdout": int(keep.sum()), "classes": held.tolist(),
+               "per_class": args.per_class, "teacher_agreement": round(float((logits.argmax(1) == drawn).mean()), 4),
+               "teacher_holdout_accuracy": round(float((predict_logits(teacher, holdout_images).argmax(1) == holdout_labels).mean()), 4),
+               "sample_seconds": round(time.perf_counter() - started, 1), "students": {}}
+        for w in weights:
+            student = build_classifier(student_config_for(data.members.images.shape[1:], soft.shape[1]), args.seed)
+            train_classifier(student, images, mix_drawn_class(soft, drawn, w), protocol.train_config(args.seed, soft=True))
+            predicted = predict_logits(student, holdout_images).argmax(1)
+            row["students"][str(w)] = {"accuracy": round(float((predicted == holdout_labels).mean()), 4),
+                                       "balanced_accuracy": round(float(balanced_accuracy_score(holdout_labels, predicted)), 4)}
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
