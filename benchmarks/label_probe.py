@@ -55,9 +55,10 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
     try:
         weights = [float(w) for w in args.weights.split(",")]
-        saved = read_json_file(args.fit_reports, limits=METRICS_LIMITS)
     except ValueError as exc:
         parser.error(f"--weights must be numbers in [0, 1], comma-separated ({exc})")
+    try:
+        saved = read_json_file(args.fit_reports, limits=METRICS_LIMITS)
     except JSONInputError as exc:
         parser.error(str(exc))
     if not all(0.0 <= w <= 1.0 for w in weights):
