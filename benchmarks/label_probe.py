@@ -1,7 +1,8 @@
 """Which label teaches a site's synthetic images better, measured by the site alone on its own holdout.
 
 For each site of a fitted run (`fedkr simulate`'s sites folder and metrics.json): draw
-`--per-class` images of every class the site holds members of from its generator, label them
+`--per-class` images of every class the site holds at least `min-class-members` members of (the
+classes the coordinator asks it for) from its generator, label them
 with the drawn class mixed into its teacher's soft labels at each weight w of `--weights`
 (`server.relabel.mix_drawn_class`: w 0 is the soft labels alone, w 1 the drawn class alone), train
 the product's student network on each labelling (`fedkr.student_protocol`, at the run's
@@ -28,12 +29,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
+from fedkr.bench import same_data
 from fedkr.client.site import load_teacher
 from fedkr.client.site_data import SiteDataSpec, load_site_data
 from fedkr.server.relabel import mix_drawn_class
 from fedkr.server.student import student_config_for
 from fedkr.shared.classifier import build_classifier, embed_and_logits, predict_logits, probabilities, train_classifier
-from fedkr.shared.config import RunConfig
+from fedkr.shared.config import ConfigError, RunConfig
 from fedkr.shared.generator_kinds import load_generator
 from fedkr.shared.json_input import JSONInputError, read_json_file
 from fedkr.shared.release_inspect import METRICS_LIMITS
@@ -65,22 +67,31 @@ def main() -> None:
         parser.error(f"--weights must be numbers in [0, 1], got {args.weights}")
     if args.per_class < 1:
         parser.error("--per-class must be at least 1")
-    saved = saved.get("metrics", saved)
-    fit = {**RunConfig().to_flat(), **{k.replace("_", "-"): v for k, v in (saved.get("config") or {}).items()}}
-    config = RunConfig.from_flat({k: v for k, v in fit.items() if k.replace("-", "_") in RunConfig.__dataclass_fields__})
+    saved = saved.get("metrics", saved) if isinstance(saved, dict) else None
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        parser.error(f"{args.fit_reports}: not a fit run's metrics.json or refusal.json (no run settings)")
+    fit = {**RunConfig().to_flat(), **{k.replace("_", "-"): v for k, v in saved["config"].items()}}
+    try:
+        config = RunConfig.from_flat({k: v for k, v in fit.items() if k.replace("-", "_") in RunConfig.__dataclass_fields__})
+    except ConfigError as exc:
+        parser.error(f"{args.fit_reports}: {exc}")
+    if not same_data(str(config.data), args.data) or config.sites != args.sites or config.partition != args.partition:
+        parser.error(f"--data, --sites and --partition must be the fit run's ({config.data}, {config.sites}, "
+                     f"{config.partition}): the sites' holdouts would differ")
     protocol = StudentProtocol(epochs=config.student_epochs, temperature=config.temperature)
     for index in range(args.sites):
         site_id = f"site-{index}"
         data = load_site_data(SiteDataSpec(args.data, index, args.sites, args.partition, config.seed,
                                            config.holdout_fraction, config.image_size))
         run_dir = args.sites_dir / site_id / "runs" / args.fit_run
-        if not (run_dir / "teacher.safetensors").is_file():
-            sys.exit(f"error: {run_dir} holds no fitted teacher")
+        if not (run_dir / "teacher.safetensors").is_file() or not (run_dir / "generator").is_dir():
+            sys.exit(f"error: {run_dir} holds no fitted teacher and generator")
         teacher, generator = load_teacher(run_dir), load_generator(run_dir / "generator")
-        held = np.flatnonzero(data.members.class_counts() > 0)
+        held = np.flatnonzero(data.members.class_counts() >= config.min_class_members)  # the classes the product asks for
         drawn = np.repeat(held, args.per_class).astype(np.int64)
         started = time.perf_counter()
         images = generator.sample(drawn, seed=args.seed)
+        sample_seconds = time.perf_counter() - started
         _, logits = embed_and_logits(teacher, images)
         soft = probabilities(logits, config.temperature)
         keep = np.isin(data.holdout.labels, held)
@@ -88,7 +99,7 @@ def main() -> None:
         row = {"site": site_id, "members": len(data.members), "holdout": int(keep.sum()), "classes": held.tolist(),
                "per_class": args.per_class, "teacher_agreement": round(float((logits.argmax(1) == drawn).mean()), 4),
                "teacher_holdout_accuracy": round(float((predict_logits(teacher, holdout_images).argmax(1) == holdout_labels).mean()), 4),
-               "sample_seconds": round(time.perf_counter() - started, 1), "students": {}}
+               "sample_seconds": round(sample_seconds, 1), "students": {}}
         for w in weights:
             student = build_classifier(student_config_for(data.members.images.shape[1:], soft.shape[1]), args.seed)
             train_classifier(student, images, mix_drawn_class(soft, drawn, w), protocol.train_config(args.seed, soft=True))

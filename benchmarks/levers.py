@@ -36,7 +36,7 @@ from fedkr.shared import codec
 from fedkr.shared.classifier import accuracy, build_classifier, one_hot, train_classifier
 from fedkr.shared.config import ConfigError, RunConfig
 from fedkr.shared.data import load_dataset
-from fedkr.shared.json_input import read_json_file
+from fedkr.shared.json_input import JSONInputError, read_json_file
 from fedkr.shared.release_inspect import METRICS_LIMITS
 from fedkr.shared.reports import FitReport
 from fedkr.student_protocol import StudentProtocol
@@ -121,7 +121,15 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    saved = read_json_file(args.fit_reports, limits=METRICS_LIMITS)
+    try:
+        saved = read_json_file(args.fit_reports, limits=METRICS_LIMITS)
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+    except JSONInputError as exc:
+        parser.error(str(exc))
+    except ValueError:
+        parser.error(f"--seeds must be integers, comma-separated, got {args.seeds!r}")
+    if not isinstance(saved, dict):
+        parser.error(f"{args.fit_reports}: not a metrics.json, refusal.json or bench.json")
     saved = saved.get("metrics", saved)  # a refused run's refusal.json holds its metrics
     # the fit run's settings: a run's metrics.json holds them, a bench.json its profile's
     fit_config = {key.replace("-", "_"): value for key, value in
@@ -136,7 +144,10 @@ def main() -> None:
     split_seed = args.split_seed if args.split_seed is not None else int(fit_config.get("seed", defaults.seed))
     holdout_fraction = (args.holdout_fraction if args.holdout_fraction is not None
                         else float(fit_config.get("holdout_fraction", defaults.holdout_fraction)))
-    reports = {sid: FitReport.from_dict(r) for sid, r in (saved.get("sites") or saved.get("fit") or {}).items()}
+    try:
+        reports = {sid: FitReport.from_dict(r) for sid, r in (saved.get("sites") or saved.get("fit") or {}).items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        parser.error(f"{args.fit_reports}: a site's fit report is malformed ({type(exc).__name__}: {exc})")
     if not reports:
         parser.error(f"{args.fit_reports}: no fit reports (a metrics.json or bench.json with 'sites' or 'fit')")
     image_size = fit_config.get("image_size", defaults.image_size)  # the working size the sites fitted at
@@ -155,8 +166,12 @@ def main() -> None:
     plans = []
     for spec in args.variant:
         name, _, changes = spec.partition(":")
-        for seed in (int(s) for s in args.seeds.split(",")):
+        for seed in seeds:
             asked = _pairs(args.base) | _pairs(changes)
+            split = [key for key in ("data", "sites", "partition", "holdout-fraction", "seed", "run-id") if key in asked]
+            if split:
+                parser.error(f"variant {name} sets {', '.join(split)}: the sites' data is the fit's and the seeds are "
+                             "--seeds (--data, --sites, --partition, --holdout-fraction, --seeds)")
             flat = {**fit_flat, "data": args.data, "partition": args.partition, "seed": seed, "out": str(args.out),
                     "run-id": f"{name}-s{seed}", "audit-max-auc": 1, "audit-max-tpr": 1, "audit-max-distance-auc": 1, "audit-max-generator-auc": 1,
                     "audit-min-utility": 0, **asked}
@@ -176,6 +191,8 @@ def main() -> None:
                 parser.error(f"run id {config.run_id} is in the ledgers of {', '.join(used)} already (an earlier lever study "
                              "on these sites): give the variant another name")
             plans.append((name, seed, config, flat))
+    if len({config.run_id for _, _, config, _ in plans}) != len(plans):
+        parser.error("two variants share a name, or --seeds repeats a seed: every run needs its own run id")
     results = []
     for name, seed, config, flat in plans:
         # the fit run's guidance and DDIM eta where its file holds its settings, else the site's own (None),
@@ -194,7 +211,7 @@ def main() -> None:
                          StudentProtocol(epochs=config.student_epochs).train_config(seed, soft=False))
         row = {"variant": name, "seed": seed, "guidance": guidance, "accuracy": m["student_test_accuracy"], "pool": m["pool_size"],
                "ipc": config.ipc, "student_ipc": config.student_ipc, "student_epochs": config.student_epochs, "relabelled_by": m["relabelled_by"],
-               "drawn_class_weight": config.drawn_class_weight,
+               "drawn_class_weight": config.drawn_class_weight, "classifier_hflip": config.classifier_hflip,
                "naive_pooling": accuracy(naive, test.images, test.labels),
                "seconds": round(time.perf_counter() - started, 1), "quality": m["synthesis_quality"],
                "stages": m["stage_seconds"]}
