@@ -24,32 +24,26 @@ import json
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from fedkr.bench import same_data
 from fedkr.client.site import load_teacher
 from fedkr.client.site_data import SiteDataSpec, load_site_data
 from fedkr.server.relabel import mix_drawn_class
 from fedkr.server.student import student_config_for
-from fedkr.shared.classifier import build_classifier, embed_and_logits, predict_logits, probabilities, train_classifier
+from fedkr.shared.classifier import accuracy, build_classifier, embed_and_logits, predict_logits, probabilities, train_classifier
 from fedkr.shared.config import ConfigError, RunConfig
 from fedkr.shared.generator_kinds import load_generator
-from fedkr.shared.json_input import JSONInputError, read_json_file
-from fedkr.shared.release_inspect import METRICS_LIMITS
 from fedkr.student_protocol import StudentProtocol
+
+from fitted_run import add_fit_arguments, read_fit_file
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--sites", type=int, required=True)
-    parser.add_argument("--partition", required=True)
-    parser.add_argument("--sites-dir", type=Path, required=True)
-    parser.add_argument("--fit-run", required=True)
-    parser.add_argument("--fit-reports", type=Path, required=True, help="the fit run's metrics.json (or refusal.json)")
+    add_fit_arguments(parser)
     parser.add_argument("--per-class", type=int, default=100, help="images drawn per class the site holds")
     parser.add_argument("--weights", default="0,0.5,1", help="drawn-class weights w in [0, 1], comma-separated")
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws and the students")
@@ -59,16 +53,12 @@ def main() -> None:
         weights = [float(w) for w in args.weights.split(",")]
     except ValueError as exc:
         parser.error(f"--weights must be numbers in [0, 1], comma-separated ({exc})")
-    try:
-        saved = read_json_file(args.fit_reports, limits=METRICS_LIMITS)
-    except JSONInputError as exc:
-        parser.error(str(exc))
+    saved = read_fit_file(parser, args.fit_reports)
     if not all(0.0 <= w <= 1.0 for w in weights):
         parser.error(f"--weights must be numbers in [0, 1], got {args.weights}")
     if args.per_class < 1:
         parser.error("--per-class must be at least 1")
-    saved = saved.get("metrics", saved) if isinstance(saved, dict) else None
-    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+    if not isinstance(saved.get("config"), dict):
         parser.error(f"{args.fit_reports}: not a fit run's metrics.json or refusal.json (no run settings)")
     fit = {**RunConfig().to_flat(), **{k.replace("_", "-"): v for k, v in saved["config"].items()}}
     try:
@@ -98,13 +88,13 @@ def main() -> None:
         holdout_images, holdout_labels = data.holdout.images[keep], data.holdout.labels[keep]
         row = {"site": site_id, "members": len(data.members), "holdout": int(keep.sum()), "classes": held.tolist(),
                "per_class": args.per_class, "teacher_agreement": round(float((logits.argmax(1) == drawn).mean()), 4),
-               "teacher_holdout_accuracy": round(float((predict_logits(teacher, holdout_images).argmax(1) == holdout_labels).mean()), 4),
+               "teacher_holdout_accuracy": round(accuracy(teacher, holdout_images, holdout_labels), 4),
                "sample_seconds": round(sample_seconds, 1), "students": {}}
         for w in weights:
             student = build_classifier(student_config_for(data.members.images.shape[1:], soft.shape[1]), args.seed)
             train_classifier(student, images, mix_drawn_class(soft, drawn, w), protocol.train_config(args.seed, soft=True))
             predicted = predict_logits(student, holdout_images).argmax(1)
-            row["students"][str(w)] = {"accuracy": round(float((predicted == holdout_labels).mean()), 4),
+            row["students"][str(w)] = {"accuracy": round(float(accuracy_score(holdout_labels, predicted)), 4),
                                        "balanced_accuracy": round(float(balanced_accuracy_score(holdout_labels, predicted)), 4)}
         print(json.dumps(row), flush=True)
 

@@ -36,11 +36,11 @@ from fedkr.shared import codec
 from fedkr.shared.classifier import accuracy, build_classifier, one_hot, train_classifier
 from fedkr.shared.config import ConfigError, RunConfig
 from fedkr.shared.data import load_dataset
-from fedkr.shared.json_input import JSONInputError, read_json_file
-from fedkr.shared.release_inspect import METRICS_LIMITS
 from fedkr.shared.reports import FitReport
 from fedkr.student_protocol import StudentProtocol
 from fedkr.v1 import messages_pb2 as pb
+
+from fitted_run import add_fit_arguments, fit_settings, read_fit_file
 
 
 #: Settings that say where or how the fit ran, not what it measured: every variant has its own.
@@ -104,12 +104,7 @@ class LeverLink(InProcessLink):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--sites", type=int, required=True)
-    parser.add_argument("--partition", required=True)
-    parser.add_argument("--sites-dir", type=Path, required=True)
-    parser.add_argument("--fit-run", required=True)
-    parser.add_argument("--fit-reports", type=Path, required=True)
+    add_fit_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("levers"))
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--variant", action="append", required=True, help="NAME:key=value,key=value (RunConfig keys)")
@@ -121,19 +116,12 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
+    saved = read_fit_file(parser, args.fit_reports)
     try:
-        saved = read_json_file(args.fit_reports, limits=METRICS_LIMITS)
         seeds = [int(seed) for seed in args.seeds.split(",")]
-    except JSONInputError as exc:
-        parser.error(str(exc))
     except ValueError:
         parser.error(f"--seeds must be integers, comma-separated, got {args.seeds!r}")
-    if not isinstance(saved, dict):
-        parser.error(f"{args.fit_reports}: not a metrics.json, refusal.json or bench.json")
-    saved = saved.get("metrics", saved)  # a refused run's refusal.json holds its metrics
-    # the fit run's settings: a run's metrics.json holds them, a bench.json its profile's
-    fit_config = {key.replace("-", "_"): value for key, value in
-                  (saved.get("config") or (saved.get("profile") or {}).get("run") or {}).items()}
+    fit_config = fit_settings(saved)
     if "data" in fit_config and not same_data(str(fit_config["data"]), args.data):
         parser.error(f"--data {args.data} is not the fit run's data ({fit_config['data']})")
     for flag, key, given in (("--split-seed", "seed", args.split_seed), ("--holdout-fraction", "holdout_fraction", args.holdout_fraction),
@@ -163,6 +151,11 @@ def main() -> None:
     fit_flat = {key: value for key, value in _dashed(fit_config).items()
                 if key.replace("-", "_") in RunConfig.__dataclass_fields__ and key not in NOT_CARRIED}
     fit_flat = _dashed(FIT_SETTINGS_ADDED_LATER) | fit_flat if fit_config else fit_flat
+    fixed = [key for key in FIT_SETTINGS if key.replace("_", "-") in fit_flat]  # what the file says the fit fixed
+    try:
+        fitted = RunConfig.from_flat({**fit_flat, "data": args.data})
+    except ConfigError as exc:
+        parser.error(f"{args.fit_reports}: {exc}")
     plans = []
     for spec in args.variant:
         name, _, changes = spec.partition(":")
@@ -177,10 +170,9 @@ def main() -> None:
                     "audit-min-utility": 0, **asked}
             try:
                 config = RunConfig.from_flat(flat)
-                fitted = RunConfig.from_flat({**flat, **{k: v for k, v in fit_flat.items() if k.replace("-", "_") in FIT_SETTINGS}})
             except ConfigError as exc:
                 parser.error(f"variant {name}: {exc}")
-            changed = [key for key in FIT_SETTINGS if getattr(config, key) != getattr(fitted, key)]
+            changed = [key for key in fixed if getattr(config, key) != getattr(fitted, key)]
             if changed:
                 parser.error(f"variant {name} changes {', '.join(k.replace('_', '-') for k in changed)}, which the fit fixed: fit the sites again to measure that")
             if "classifier_hflip" in fit_config and str(config.classifier_hflip).lower() != str(fit_config["classifier_hflip"]).lower():

@@ -226,9 +226,6 @@ class ReusedFit:
     #: Settings that shape the sites' data or their models' training: a reused fit must share them.
     MUST_MATCH = ("partition", "seed", "holdout_fraction", *FIT_SETTINGS)
 
-    #: Settings in MUST_MATCH that runs made before them do not record, with the value those runs had.
-    ADDED_LATER = FIT_SETTINGS_ADDED_LATER
-
     def load(self, expected: RunConfig | None = None) -> tuple[Path, str, dict[str, FitReport], float]:
         """The sites folder, run id, fit reports and fit seconds; with `expected`, refuse a run fitted otherwise.
 
@@ -261,7 +258,7 @@ class ReusedFit:
 
     def _check(self, used: dict, expected: RunConfig) -> None:
         # a setting added after the run was made is absent from its config: the run had that setting's first default
-        used = {key: value for key, value in self.ADDED_LATER.items() if key not in used} | used
+        used = {key: value for key, value in FIT_SETTINGS_ADDED_LATER.items() if key not in used} | used
         differ = [f"{key}={used.get(key)!r} (bench: {getattr(expected, key)!r})" for key in self.MUST_MATCH
                   if str(used.get(key)) != str(getattr(expected, key))]
         if not same_data(str(used.get("data")), expected.data):

@@ -1,0 +1,47 @@
+"""The fitted run a benchmark reuses: its command-line arguments and the settings its file saved.
+
+`levers.py` and `label_probe.py` both start from a finished `fedkr simulate` run (or a bench): its
+sites folder, its run id, and its metrics.json (a refused run's refusal.json, or a bench.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from fedkr.shared.json_input import JSONInputError, read_json_file
+from fedkr.shared.release_inspect import METRICS_LIMITS
+
+
+def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments that name the fitted run: --data, --sites, --partition, --sites-dir, --fit-run, --fit-reports."""
+    parser.add_argument("--data", required=True, help="the fit run's data (a path, or digits)")
+    parser.add_argument("--sites", type=int, required=True, help="the fit run's number of sites")
+    parser.add_argument("--partition", required=True, help="the fit run's partition (iid, dirichlet:ALPHA)")
+    parser.add_argument("--sites-dir", type=Path, required=True, help="the fit run's sites folder (OUT/sites)")
+    parser.add_argument("--fit-run", required=True, help="the fit run's id")
+    parser.add_argument("--fit-reports", type=Path, required=True,
+                        help="the fit run's metrics.json (a refused run's refusal.json, or a bench.json)")
+
+
+def read_fit_file(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
+    """The saved metrics in `path` (a refusal.json's `metrics`); exits through `parser.error` with one line
+    when the file is missing, not JSON, over `METRICS_LIMITS`, or not a JSON object."""
+    try:
+        saved = read_json_file(path, limits=METRICS_LIMITS)
+    except JSONInputError as exc:
+        parser.error(str(exc))
+    if not isinstance(saved, dict):
+        parser.error(f"{path}: not a metrics.json, refusal.json or bench.json")
+    saved = saved.get("metrics", saved)  # a refused run's refusal.json holds its metrics
+    if not isinstance(saved, dict):
+        parser.error(f"{path}: its metrics are not a JSON object")
+    return saved
+
+
+def fit_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """The fit run's settings under Python names (`dp_epsilon`): a run's metrics.json `config`, a bench.json's
+    `profile.run` (its profile's overrides); {} when the file holds neither."""
+    settings = saved.get("config") or (saved.get("profile") or {}).get("run") or {}
+    return {str(key).replace("-", "_"): value for key, value in settings.items()} if isinstance(settings, dict) else {}
