@@ -82,8 +82,12 @@ class RunConfig:
     temperature: float = 4.0
     min_class_members: int = 5
     drop_fraction: float = 0.3
-    # how the distilled set is chosen, whether every site relabels it, how much each site oversamples for its filter
+    # how the distilled set is chosen, how much each site oversamples for its filter
     selection: str = "spectral"
+    #: Whether every site's teacher relabels the student's set (off: each image keeps its own shard's soft
+    #: labels, and no relabel reply, the coordinator's strongest view of a site, is sent). Off cost 0.030
+    #: on BloodMNIST without DP and nothing measurable on the demo (docs/audit.md, "Relabelling against
+    #: each shard's own labels").
     relabel: bool = True
     oversample: float = 1.5
     #: The share of the student's target that is the one-hot class each image was drawn for, the rest the
