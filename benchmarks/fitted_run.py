@@ -1,7 +1,7 @@
 """The fitted run a benchmark reuses: its command-line arguments and the settings its file saved.
 
 `levers.py` and `label_probe.py` both start from a finished `fedkr simulate` run (or a bench): its
-sites folder, its run id, and its metrics.json (a refused run's refusal.json, or a bench.json).
+sites folder, its run id, and its metrics.json (a refused run's refusal.json; `levers.py` also reads a bench.json).
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ from fedkr.shared.json_input import JSONInputError, read_json_file
 from fedkr.shared.release_inspect import METRICS_LIMITS
 
 
-def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the arguments that name the fitted run: --data, --sites, --partition, --sites-dir, --fit-run, --fit-reports."""
+def add_fit_arguments(parser: argparse.ArgumentParser,
+                      reports_help: str = "the fit run's metrics.json (a refused run's refusal.json, or a bench.json)") -> None:
+    """Add the arguments that name the fitted run: --data, --sites, --partition, --sites-dir, --fit-run, and
+    --fit-reports with `reports_help` (which files the script reads)."""
     parser.add_argument("--data", required=True, help="the fit run's data (a path, or digits)")
     parser.add_argument("--sites", type=int, required=True, help="the fit run's number of sites")
     parser.add_argument("--partition", required=True, help="the fit run's partition (iid, dirichlet:ALPHA)")
     parser.add_argument("--sites-dir", type=Path, required=True, help="the fit run's sites folder (OUT/sites)")
     parser.add_argument("--fit-run", required=True, help="the fit run's id")
-    parser.add_argument("--fit-reports", type=Path, required=True,
-                        help="the fit run's metrics.json (a refused run's refusal.json, or a bench.json)")
+    parser.add_argument("--fit-reports", type=Path, required=True, help=reports_help)
 
 
 def read_fit_file(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from fitted_run import add_fit_arguments, read_fit_file
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_fit_arguments(parser)
+    add_fit_arguments(parser, reports_help="the fit run's metrics.json (or a refused run's refusal.json)")
     parser.add_argument("--per-class", type=int, default=100, help="images drawn per class the site holds")
     parser.add_argument("--weights", default="0,0.5,1", help="drawn-class weights w in [0, 1], comma-separated")
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws and the students")
