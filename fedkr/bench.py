@@ -44,7 +44,7 @@ from fedkr.shared.release_inspect import METRICS_LIMITS
 from fedkr.shared.reports import FitReport, check_run_id
 
 from .bench_fedavg import FedAvgSettings, run_fedavg
-from .coordinator_view import ViewEntry, fedavg_view, relabel_view, shards_view, worst
+from .coordinator_view import ViewEntry, fedavg_view, relabel_view, shard_labels_view, shards_view, worst
 from .student_protocol import StudentProtocol
 
 log = logging.getLogger(__name__)
@@ -402,12 +402,17 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
             run_id = run_config.run_id
             rows["fedkr"].bytes_uploaded_per_site = float(np.mean([ledger_bytes(s, run_id) for s in sites]))
             rows["naive_pooling"].bytes_uploaded_per_site = float(np.mean([ledger_bytes(s, run_id, ("shard",)) for s in sites]))
-            say("seed 0: coordinator view of fedkr (shards and relabel replies)")
+            say("seed 0: coordinator view of fedkr (shards, their soft labels"
+                + (", relabel replies)" if config.relabel else "; relabelling off, so no relabel reply)"))
             reference = test.images[:COORDINATOR_REFERENCE_IMAGES]
-            views["naive_pooling"] = shards_view(pool.images, pool.site_ids, site_data, reference, student, audit,
-                                                 device)
-            teachers = [site.teacher(run_id) for site in sites]
-            views["fedkr"] = views["naive_pooling"] + relabel_view(teachers, site_data, audit, references, device)
+            views["naive_pooling"] = (
+                shards_view(pool.images, pool.site_ids, site_data, reference, student, audit, device)
+                + shard_labels_view(pool.images, pool.soft_labels, pool.site_ids, site_data, student.config,
+                                    protocol.train_config(seed, soft=True), audit, references, device))
+            views["fedkr"] = list(views["naive_pooling"])
+            if config.relabel:
+                teachers = [site.teacher(run_id) for site in sites]
+                views["fedkr"] += relabel_view(teachers, site_data, audit, references, device)
     for name, entries in views.items():
         top = worst(entries)
         rows[name].coordinator_view = None if top is None else top.to_dict()
@@ -446,8 +451,10 @@ def markdown_table(result: dict) -> str:
                  "site's holdout resolves no FPR as low as 0.1% (fewer than 1,000 held-out images), the TPR@0.1%FPR is "
                  "the TPR at zero false positives and the cell gives the lowest FPR it resolves. Coordinator view: the "
                  "strongest attack at the worst site on what the coordinator received from it (FedAvg: every weight "
-                 "upload, every round; fedkr: the site's synthetic shards, by distance tests and DOMIAS, and its "
-                 "relabel reply, attacked as the teacher it reveals), first seed.")
+                 "upload, every round; fedkr: the site's synthetic shards, by distance tests and DOMIAS, a model trained "
+                 "on that site's shards and their soft labels, attacked as a model, and its relabel reply, attacked as "
+                 "the teacher it reveals, unless relabelling is off; naive pooling: the same shards and soft labels), "
+                 "first seed.")
     return "\n".join(lines) + "\n"
 
 

@@ -366,6 +366,7 @@ def bench(
     ipc: Annotated[int | None, typer.Option(help="fedkr's distilled images per class \\[default: the profile's].")] = None,
     generator_guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance the sites sample with \\[default: the profile's].")] = None,
     drawn_class_weight: Annotated[float | None, typer.Option(help="fedkr's share of the student's target that is each image's drawn class (one-hot), in [0, 1] \\[default: the profile's].")] = None,
+    relabel: Annotated[bool | None, typer.Option("--relabel/--no-relabel", help="Have every site's teacher relabel fedkr's student's set; off, no relabel reply is sent (nor attacked in the coordinator view) \\[default: the profile's].")] = None,
     reuse_fit: Annotated[Path | None, typer.Option(help="A finished `fedkr simulate` run folder (runs/<id>) on the same data, "
                                                    "partition and budgets, whose sites' models to reuse instead of fitting.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every stage's log.")] = False,
@@ -377,7 +378,7 @@ def bench(
 
     setup_logging(verbose)
     config = _config(profile, data=data, sites=sites, partition=partition, generator_steps=generator_steps, ipc=ipc,
-                     generator_guidance=generator_guidance, drawn_class_weight=drawn_class_weight)
+                     generator_guidance=generator_guidance, drawn_class_weight=drawn_class_weight, relabel=relabel)
     try:
         settings = PROFILES[profile].bench_settings(seeds=seeds)
     except (TypeError, ValueError) as exc:

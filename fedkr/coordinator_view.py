@@ -10,11 +10,14 @@ its holdout, with the auditor's statistics, through exactly that:
 - **fedkr**: each site's synthetic shards (the images it sent), attacked with the distance tests
   in pixel and feature space and the DOMIAS density ratio (`client.auditor.audit_synthetic`; the
   coordinator's own student gives the feature space, the bench's test split the population
-  reference); and its relabel reply: a site answers one request per run with its teacher's
+  reference); the soft labels that come with them (its teacher's softened probabilities on its own
+  synthetic images), which teach the teacher to whoever trains on them: the coordinator trains a
+  model on that site's shards alone, by the student's recipe, and attacks it with the model
+  attacks; and its relabel reply (unless the run turned relabelling off): a site answers one request per run with its teacher's
   softened probabilities, from which the teacher's logits follow up to a constant, so a
   coordinator that put patients' images into that request learns what the teacher says about
   them. That reply is attacked as the teacher itself, with the model attacks.
-- **naive synthetic pooling**: the same shards, without relabelling.
+- **naive synthetic pooling**: the same shards, soft labels included, without relabelling.
 - **centralized**: the coordinator receives the images themselves; **local only**: nothing.
 
 A `ViewEntry` is one attack on one thing received from one site; `worst` picks the entry with
@@ -32,13 +35,13 @@ import torch
 from fedkr.client.auditor import AuditSettings, ReferenceCache, audit_model, audit_synthetic
 from fedkr.client.site_data import SiteData
 from fedkr.shared.attack_report import AttackResult
-from fedkr.shared.classifier import ClassifierConfig, CompactCNN, build_classifier
+from fedkr.shared.classifier import ClassifierConfig, CompactCNN, TrainConfig, build_classifier, train_classifier
 from fedkr.shared.device import Device
 
 #: The model attacks of the auditor, the ones a weight upload or a relabel reply is attacked with.
 MODEL_ATTACKS = ("loss", "entropy", "rmia", "lira")
 
-__all__ = ["ViewEntry", "fedavg_view", "shards_view", "relabel_view", "worst"]
+__all__ = ["ViewEntry", "fedavg_view", "shards_view", "shard_labels_view", "relabel_view", "worst"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class ViewEntry:
     """One attack on one thing the coordinator received from one site."""
 
     site: str
-    received: str  # what was attacked, in words: "round 3 weights", "shards", "relabel reply"
+    received: str  # what was attacked, in words: "round 3 weights", "shards", "shard labels", "relabel reply"
     attack: str
     auc: float
     auc_ci: tuple[float, float]
@@ -109,6 +112,35 @@ def shards_view(images: np.ndarray, site_ids: np.ndarray, sites: list[SiteData],
         results = audit_synthetic(f"site-{i}", mine, site.members, site.holdout, reference, feature_model, settings,
                                   device=device)
         entries += [ViewEntry.of(f"site-{i}", "shards", r) for r in results]
+    return entries
+
+
+def shard_labels_view(images: np.ndarray, soft_labels: np.ndarray, site_ids: np.ndarray, sites: list[SiteData],
+                      model_config: ClassifierConfig, train_config: TrainConfig, settings: AuditSettings,
+                      references: list[ReferenceCache], device: Device = None) -> list[ViewEntry]:
+    """Each site's shards with their soft labels, attacked through the model they teach.
+
+    A shard's soft labels are the site's teacher's softened probabilities on the site's synthetic
+    images; trained on, they distil that teacher (knowledge distillation, Hinton et al. 2015), so a
+    coordinator learns about the teacher from them even when no relabel reply is sent. Per site,
+    a model of `model_config` is trained on that site's shards alone (the pool's `images`, uint8
+    (N, H, W, C), and `soft_labels`, float (N, K) rows summing to 1, whose `site_ids` name it,
+    "site-i") with `train_config` (the student's recipe), and attacked with the model attacks, its
+    members against its holdout, `references[i]` the site's reference models. A site with fewer
+    than 2 images in the pool is skipped. Raises ValueError when the arrays' lengths differ.
+    """
+    site_ids = np.asarray(site_ids)
+    if not len(images) == len(soft_labels) == len(site_ids):
+        raise ValueError(f"{len(images)} images, {len(soft_labels)} soft labels and {len(site_ids)} site ids")
+    entries: list[ViewEntry] = []
+    for i, site in enumerate(sites):
+        mine = site_ids == f"site-{i}"
+        if mine.sum() < 2:
+            continue  # the site sent nothing the pool kept: nothing to learn from
+        model = build_classifier(model_config, train_config.seed)
+        train_classifier(model, images[mine], soft_labels[mine], train_config, device=device)
+        model.cpu().eval()
+        entries += _model_entries(i, "shard labels", model, site, settings, references[i], device)
     return entries
 
 

@@ -33,11 +33,14 @@ def test_quick_bench_rows_complete_and_fedkr_beats_naive_pooling(tmp_path):
     # what crossed: fedkr's sites uploaded synthetic shards (plus metrics), centralized the members' pixels
     assert 0 < naive["bytes_uploaded_per_site"] <= fedkr["bytes_uploaded_per_site"]
     assert data["methods"]["local_mean"]["bytes_uploaded_per_site"] == 0
-    # the coordinator view: FedAvg's every upload, fedkr's shards and relabel replies, naive pooling's shards
+    # the coordinator view: FedAvg's every upload; fedkr's shards, their soft labels and relabel replies;
+    # naive pooling's shards and soft labels
     views = data["coordinator_view"]
     assert len({(e["site"], e["received"]) for e in views["fedavg"]}) == settings.fedavg_rounds * len(data["site_sizes"])
-    assert {e["received"] for e in views["fedkr"]} == {"shards", "relabel reply"}
-    assert {e["attack"] for e in views["naive_pooling"]} == {"dcr_pixel", "dcr_feature", "domias"}
+    assert {e["received"] for e in views["fedkr"]} == {"shards", "shard labels", "relabel reply"}
+    assert {e["attack"] for e in views["naive_pooling"]} == {"dcr_pixel", "dcr_feature", "domias", "loss", "entropy",
+                                                            "rmia"}
+    assert {e["received"] for e in views["naive_pooling"]} == {"shards", "shard labels"}
     for name in ("fedavg", "fedkr", "naive_pooling"):
         top = data["methods"][name]["coordinator_view"]
         assert top["auc"] == max(e["auc"] for e in views[name]) and 0.0 <= top["tpr_at_01pct_fpr"] <= 1.0

@@ -102,3 +102,33 @@ def test_the_fedavg_view_attacks_every_upload_and_finds_the_overfitted_one(digit
     assert top.received == "round 2 weights" and top.auc > 0.6, top
     with pytest.raises(ValueError, match="uploads for 2 sites"):
         fedavg_view(uploads, overfitted.config, [site, site], AuditSettings(), [ReferenceCache()] * 2)
+
+
+def test_the_shard_labels_view_catches_soft_labels_that_teach_the_members_and_passes_others(digits_site_data):
+    """A coordinator that trains on a site's shards and their soft labels learns the site's members only
+    when the shards hold them: copies of members labelled by an overfitted teacher are caught, other
+    patients' images labelled by it are not."""
+    from fedkr.client.auditor import AuditSettings, ReferenceCache
+    from fedkr.coordinator_view import shard_labels_view, worst
+    from fedkr.shared.classifier import TrainConfig, one_hot, predict_proba, train_classifier
+
+    site0, site1, _ = digits_site_data
+    teacher = _model_for(site0)
+    train_classifier(teacher, site0.members.images, one_hot(site0.members.labels, site0.members.num_classes),
+                     TrainConfig(epochs=60, seed=0, augment=False))
+    recipe = TrainConfig(epochs=60, seed=0, augment=False)
+    for shards, leaks in ((site0.members.images, True), (site1.members.images, False)):
+        soft = predict_proba(teacher, shards, temperature=4.0)
+        ids = np.full(len(shards), "site-0", dtype=object)
+        entries = shard_labels_view(shards, soft, ids, [site0], teacher.config, recipe, AuditSettings(),
+                                    [ReferenceCache()])
+        assert {e.attack for e in entries} == {"loss", "entropy", "rmia"}
+        assert all(e.site == "site-0" and e.received == "shard labels" for e in entries)
+        top = worst(entries)
+        if leaks:
+            assert top.auc_ci[0] > 0.6, top
+        else:
+            assert top.auc_ci[0] < 0.5 + 0.1 and top.auc < 0.6, top
+    with pytest.raises(ValueError, match="3 images, 2 soft labels"):
+        shard_labels_view(site0.members.images[:3], soft[:2], ids[:3], [site0], teacher.config, recipe,
+                          AuditSettings(), [ReferenceCache()])
