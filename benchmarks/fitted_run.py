@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from fedkr.bench import same_data
 from fedkr.shared.json_input import JSONInputError, read_json_file
 from fedkr.shared.release_inspect import METRICS_LIMITS
 
@@ -46,3 +47,20 @@ def fit_settings(saved: dict[str, Any]) -> dict[str, Any]:
     `profile.run` (its profile's overrides); {} when the file holds neither."""
     settings = saved.get("config") or (saved.get("profile") or {}).get("run") or {}
     return {str(key).replace("-", "_"): value for key, value in settings.items()} if isinstance(settings, dict) else {}
+
+
+def dashed(settings: dict) -> dict:
+    """`settings` under dashed keys (metrics.json holds Python names, bench.json and the command line dashed ones)."""
+    return {str(key).strip().replace("_", "-"): value for key, value in settings.items()}
+
+
+def check_fit_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: dict[str, Any],
+                        extra: tuple[tuple[str, str, Any], ...] = ()) -> None:
+    """Exit through `parser.error` with one line when --data, --sites or --partition (or an `extra` entry,
+    (flag, Python name, value given; None: not given)) differs from the fit's `settings` (`fit_settings`):
+    the sites' data would differ from the fit's. A setting the file does not hold is not checked."""
+    if "data" in settings and not same_data(str(settings["data"]), args.data):
+        parser.error(f"--data {args.data} is not the fit run's data ({settings['data']})")
+    for flag, key, given in (("--sites", "sites", args.sites), ("--partition", "partition", args.partition), *extra):
+        if given is not None and key in settings and settings[key] != given:
+            parser.error(f"{flag} {given} is not the fit run's {key} ({settings[key]}): the sites' data would differ")

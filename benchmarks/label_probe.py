@@ -28,7 +28,6 @@ import warnings
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
-from fedkr.bench import same_data
 from fedkr.client.site import load_teacher
 from fedkr.client.site_data import SiteDataSpec, load_site_data
 from fedkr.server.relabel import mix_drawn_class
@@ -38,7 +37,7 @@ from fedkr.shared.config import ConfigError, RunConfig
 from fedkr.shared.generator_kinds import load_generator
 from fedkr.student_protocol import StudentProtocol
 
-from fitted_run import add_fit_arguments, read_fit_file
+from fitted_run import add_fit_arguments, check_fit_arguments, dashed, fit_settings, read_fit_file
 
 
 def main() -> None:
@@ -60,14 +59,13 @@ def main() -> None:
         parser.error("--per-class must be at least 1")
     if not isinstance(saved.get("config"), dict):
         parser.error(f"{args.fit_reports}: not a fit run's metrics.json or refusal.json (no run settings)")
-    fit = {**RunConfig().to_flat(), **{k.replace("_", "-"): v for k, v in saved["config"].items()}}
+    settings = fit_settings(saved)
+    check_fit_arguments(parser, args, settings)
+    fit = {**RunConfig().to_flat(), **dashed(settings)}
     try:
         config = RunConfig.from_flat({k: v for k, v in fit.items() if k.replace("-", "_") in RunConfig.__dataclass_fields__})
     except ConfigError as exc:
         parser.error(f"{args.fit_reports}: {exc}")
-    if not same_data(str(config.data), args.data) or config.sites != args.sites or config.partition != args.partition:
-        parser.error(f"--data, --sites and --partition must be the fit run's ({config.data}, {config.sites}, "
-                     f"{config.partition}): the sites' holdouts would differ")
     protocol = StudentProtocol(epochs=config.student_epochs, temperature=config.temperature)
     for index in range(args.sites):
         site_id = f"site-{index}"

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from fedkr.bench import FIT_SETTINGS, FIT_SETTINGS_ADDED_LATER, same_data
+from fedkr.bench import FIT_SETTINGS, FIT_SETTINGS_ADDED_LATER
 from fedkr.client.site import Site
 from fedkr.client.site_data import SiteDataSpec, load_site_data
 from fedkr.inprocess import InProcessLink
@@ -40,7 +40,7 @@ from fedkr.shared.reports import FitReport
 from fedkr.student_protocol import StudentProtocol
 from fedkr.v1 import messages_pb2 as pb
 
-from fitted_run import add_fit_arguments, fit_settings, read_fit_file
+from fitted_run import add_fit_arguments, check_fit_arguments, dashed, fit_settings, read_fit_file
 
 
 #: Settings that say where or how the fit ran, not what it measured: every variant has its own.
@@ -48,14 +48,9 @@ NOT_CARRIED = ("out", "run-id", "coordinator-dir", "device", "site-threads", "re
                "expected-sites", "test-data")
 
 
-def _dashed(settings: dict) -> dict:
-    """`settings` under dashed keys (metrics.json holds Python names, bench.json and the command line dashed ones)."""
-    return {str(key).strip().replace("_", "-"): value for key, value in settings.items()}
-
-
 def _pairs(text: str) -> dict:
     """'key=value,key=value' as a dict under dashed keys."""
-    return _dashed(dict(pair.partition("=")[::2] for pair in filter(None, text.split(","))))
+    return dashed(dict(pair.partition("=")[::2] for pair in filter(None, text.split(","))))
 
 
 def _for_run(reply: bytes | Exception, run_id: str) -> bytes | Exception:
@@ -122,12 +117,8 @@ def main() -> None:
     except ValueError:
         parser.error(f"--seeds must be integers, comma-separated, got {args.seeds!r}")
     fit_config = fit_settings(saved)
-    if "data" in fit_config and not same_data(str(fit_config["data"]), args.data):
-        parser.error(f"--data {args.data} is not the fit run's data ({fit_config['data']})")
-    for flag, key, given in (("--split-seed", "seed", args.split_seed), ("--holdout-fraction", "holdout_fraction", args.holdout_fraction),
-                             ("--sites", "sites", args.sites), ("--partition", "partition", args.partition)):
-        if given is not None and key in fit_config and fit_config[key] != given:
-            parser.error(f"{flag} {given} is not the fit run's {key} ({fit_config[key]}): the sites' data would differ")
+    check_fit_arguments(parser, args, fit_config, (("--split-seed", "seed", args.split_seed),
+                                                   ("--holdout-fraction", "holdout_fraction", args.holdout_fraction)))
     defaults = RunConfig()
     split_seed = args.split_seed if args.split_seed is not None else int(fit_config.get("seed", defaults.seed))
     holdout_fraction = (args.holdout_fraction if args.holdout_fraction is not None
@@ -148,9 +139,9 @@ def main() -> None:
     test = load_dataset(args.data, seed=split_seed, image_size=image_size).test  # digits draws its test part by the seed too
     # every variant starts from the fit run's own settings (a profile's overrides included) where the file holds them,
     # then --base, then its own; what the fit fixed it cannot change
-    fit_flat = {key: value for key, value in _dashed(fit_config).items()
+    fit_flat = {key: value for key, value in dashed(fit_config).items()
                 if key.replace("-", "_") in RunConfig.__dataclass_fields__ and key not in NOT_CARRIED}
-    fit_flat = _dashed(FIT_SETTINGS_ADDED_LATER) | fit_flat if fit_config else fit_flat
+    fit_flat = dashed(FIT_SETTINGS_ADDED_LATER) | fit_flat if fit_config else fit_flat
     fixed = [key for key in FIT_SETTINGS if key.replace("_", "-") in fit_flat]  # what the file says the fit fixed
     try:
         fitted = RunConfig.from_flat({**fit_flat, "data": args.data})
