@@ -51,7 +51,7 @@ def site_of(settings: SiteSettings) -> Site:
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
     return _cached_site(settings.site_id, settings.data, str(settings.state_dir), settings.keys_dir, settings.device,
-                        settings.caps)
+                        settings.caps, settings.shard_max_auc)
 
 
 @lru_cache(maxsize=8)
@@ -61,11 +61,14 @@ def _parsed(run: tuple, node: tuple, node_id: int) -> SiteSettings:
 
 
 @lru_cache(maxsize=8)
-def _cached_site(site_id: str, spec: SiteDataSpec, state_dir: str, keys_dir: str, device: str, caps: SiteCaps) -> Site:
+def _cached_site(site_id: str, spec: SiteDataSpec, state_dir: str, keys_dir: str, device: str, caps: SiteCaps,
+                 shard_max_auc: float) -> Site:
     credentials = load_site_credentials(Path(keys_dir)) if keys_dir else None
-    site = Site(site_id, load_site_data(spec), Path(state_dir), credentials, device=device, caps=caps)
-    log.info("%s: %d member and %d holdout images; computes on %s; caps: %s", site_id, len(site.data.members),
-             len(site.data.holdout), describe(site.device), caps.describe())
+    site = Site(site_id, load_site_data(spec), Path(state_dir), credentials, device=device, caps=caps,
+                shard_max_auc=shard_max_auc)
+    log.info("%s: %d member and %d holdout images; computes on %s; caps: %s; shard check limit %s", site_id,
+             len(site.data.members), len(site.data.holdout), describe(site.device), caps.describe(),
+             "off" if shard_max_auc >= 1.0 else f"{shard_max_auc:g}")
     return site
 
 

@@ -10,7 +10,8 @@ Where a site's data comes from:
 
 Either way the node config may name the site's `device` (`auto`, `cpu`, `cuda`, `cuda:N`; without
 it, the run config's `device`) and its resource caps (`caps.py`: `max-generator-steps`,
-`max-shard-images`, `max-reference-models`, `max-fit-seconds`). A key not listed in `NODE_KEYS`
+`max-shard-images`, `max-reference-models`, `max-fit-seconds`) and its shard check's limit
+(`shard-max-distance-auc`, `shard_check.py`; 1 turns it off). A key not listed in `NODE_KEYS`
 is refused, so that a misspelt cap is never silently ignored.
 
 The run config is read through `RunConfig`, so a site and its coordinator share every default.
@@ -28,17 +29,18 @@ from fedkr.shared.device import DeviceError, check_device
 
 from .caps import CAP_KEYS, SiteCaps
 from .credentials import load_site_credentials
+from .shard_check import DEFAULT_MAX_AUC, SHARD_CHECK_KEY
 from .site_data import SiteDataSpec
 
 #: Node-config keys a SuperNode may be given (`--node-config`); Flower adds the partition keys in simulation.
 NODE_KEYS = ("data-path", "site-name", "state-dir", "keys-dir", "threads", "device", *CAP_KEYS.values(),
-             "partition-id", "num-partitions")
+             SHARD_CHECK_KEY, "partition-id", "num-partitions")
 
 
 @dataclass(frozen=True)
 class SiteSettings:
     """A site's identity, data, state folder, keys folder ("" without keys), torch threads (0: torch's default),
-    device setting (resolved where the site is built) and resource caps."""
+    device setting (resolved where the site is built), resource caps and the shard check's limit."""
 
     site_id: str
     data: SiteDataSpec
@@ -47,6 +49,7 @@ class SiteSettings:
     threads: int
     device: str = "auto"
     caps: SiteCaps = SiteCaps()
+    shard_max_auc: float = DEFAULT_MAX_AUC
 
     @classmethod
     def parse(cls, run_config: Mapping[str, object], node_config: Mapping[str, object], node_id: int) -> SiteSettings:
@@ -63,6 +66,13 @@ class SiteSettings:
         except DeviceError as exc:
             raise ConfigError(f"node config {exc}") from None
         caps = SiteCaps.from_node_config(node)
+        try:
+            shard_max_auc = float(node.get(SHARD_CHECK_KEY, DEFAULT_MAX_AUC))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            shard_max_auc = float("nan")
+        if not 0.5 < shard_max_auc <= 1.0:
+            raise ConfigError(f"node config '{SHARD_CHECK_KEY}' must be a number in (0.5, 1] (1: off), "
+                              f"got {node.get(SHARD_CHECK_KEY)!r}")
         try:
             threads = int(node.get("threads", run.site_threads))  # type: ignore[arg-type]
         except (TypeError, ValueError):
@@ -87,4 +97,4 @@ class SiteSettings:
             state_dir = Path(run.out) / "sites" / site_id
         else:
             raise ConfigError("node config names no data: give data-path (deployment) or run in Flower's simulation")
-        return cls(site_id, spec, state_dir, keys_dir, threads, device, caps)
+        return cls(site_id, spec, state_dir, keys_dir, threads, device, caps, shard_max_auc)

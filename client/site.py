@@ -54,6 +54,7 @@ from .auditor import AuditSettings, audit_model
 from .caps import FitClock, OverCap, SiteCaps
 from .credentials import SiteCredentials
 from .gate import OutboundGate
+from .shard_check import DEFAULT_MAX_AUC, SHARD_CHECK_KEY, check_shard
 from .synthesis_filter import MemberManifold, filter_samples
 from .site_data import SiteData
 
@@ -170,14 +171,15 @@ class Site:
 
     def __init__(
         self, site_id: str, data: SiteData, state_dir: Path, credentials: SiteCredentials | None = None,
-        device: torch.device | str = "cpu", caps: SiteCaps = SiteCaps(),
+        device: torch.device | str = "cpu", caps: SiteCaps = SiteCaps(), shard_max_auc: float = DEFAULT_MAX_AUC,
     ) -> None:
         """With `credentials` (deployment) every shard leaves sealed and signed, reports and labels signed,
         and only sealed, coordinator-signed audit candidates and relabelling requests are accepted.
 
         Every model trains and runs on `device` (`auto`, `cpu`, `cuda`, `cuda:N`, or a `torch.device`;
         `shared/device.py`, which raises `DeviceError` for one this machine lacks); `caps` are the most
-        the site accepts of a coordinator's requests.
+        the site accepts of a coordinator's requests; `shard_max_auc` is the shard check's limit
+        (`shard_check.py`; 1 turns it off).
         Raises `ValueError` (`KeyringError`) if `site_id` is not a site name (`check_site_name`).
         """
         check_site_name(site_id)
@@ -185,6 +187,9 @@ class Site:
             raise ValueError(f"site name {site_id!r} differs from the name in its keys, {credentials.site_name!r}")
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.caps = caps
+        if not 0.5 < shard_max_auc <= 1.0:
+            raise ValueError(f"the shard check's limit must be in (0.5, 1] (1: off), got {shard_max_auc!r}")
+        self.shard_max_auc = shard_max_auc
         self.site_id = site_id
         self.data = data
         self.state_dir = Path(state_dir)
@@ -283,7 +288,9 @@ class Site:
         the encoded shard that leaves (sealed and signed when the site has keys).
 
         The site draws `oversample` times the request and keeps what its in-distribution filter
-        passes (see `synthesis_filter`); the shard's summary carries the filter's four figures.
+        passes (see `synthesis_filter`); the shard's summary carries the filter's four figures. A
+        shard whose pixel distance test shows it reproduces the members (`shard_check`) does not
+        leave: the site answers with a refusal instead.
         """
         if isinstance(request, (bytes, bytearray)):
             request = codec.decode_synthesis_request(request)
@@ -309,6 +316,11 @@ class Site:
         outcome = filter_samples(drawn_labels, probabilities(logits), features, request.per_class,
                                  self._member_manifold(request.run_id, teacher), seed)
         images, labels = drawn[outcome.keep], drawn_labels[outcome.keep]
+        check = check_shard(images, self.data.members.images, self.data.holdout.images, self.shard_max_auc, seed)
+        log.info("%s: round %d %s", self.site_id, request.round, check.describe())
+        if check.leaks:
+            return self._refuse("synthesize", request.run_id, f"its shard reproduces its members ({check.describe()}); "
+                                "nothing was sent", round=request.round, cap=SHARD_CHECK_KEY)
         soft = probabilities(logits[outcome.keep], request.temperature)
         shard = Shard(
             site_id=self.site_id,

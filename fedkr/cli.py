@@ -50,7 +50,7 @@ def _d(key: str) -> str:
     return f" \\[default: {str(value).lower() if isinstance(value, bool) else value}]"
 
 
-def _run(config: RunConfig, verbose: bool) -> None:
+def _run(config: RunConfig, verbose: bool, node_config: dict[str, object] | None = None) -> None:
     from fedkr.server.coordinator import RunError
     from fedkr.shared.config import ConfigError
     from fedkr.shared.data import DataError, load_dataset
@@ -74,7 +74,7 @@ def _run(config: RunConfig, verbose: bool) -> None:
             progress.update(task, description=stage, completed=done, total=total)
 
         try:
-            outcome = run_flower_simulation(config, on_progress, verbose, splits)
+            outcome = run_flower_simulation(config, on_progress, verbose, splits, node_config)
         except (DataError, ConfigError) as exc:
             fail(str(exc))
         except RunError as exc:
@@ -130,15 +130,23 @@ PROFILE_HELP = f"Named settings to start from: {', '.join(PROFILES)} (`fedkr con
 def demo(
     out: Annotated[Path | None, typer.Option(help="Folder for runs." + _d("out"))] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for partitions, splits and training." + _d("seed"))] = None,
-    leaky: Annotated[bool, typer.Option("--leaky", help="Train the generators without DP, the rest unchanged: "
-                                        "the audit's white-box attack finds what they memorized and the release is refused.")] = False,
+    leaky: Annotated[bool, typer.Option("--leaky", help="Train the generators without DP and send their shards without "
+                                        "the sites' shard check, the rest unchanged: the audit's white-box attack finds "
+                                        "what they memorized and the release is refused.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's logs.")] = False,
 ) -> None:
     """Three small simulated sites on scikit-learn's bundled digits: the whole pipeline (the demo profile).
 
-    Each site's generator trains with DP-SGD (epsilon 4, the teacher without), which kept the audit's white-box attack on it near chance in the measured runs; the student trains on 160 relabelled images per class, the release holds 20 of them; with --leaky the generators train without DP, to show the audit refusing what they memorize (exit status 3 when it does).
+    Each site's generator trains with DP-SGD (epsilon 4, the teacher without), which kept the audit's white-box attack on it near chance in the measured runs; the student trains on 160 relabelled images per class, the release holds 20 of them; with --leaky the generators train without DP and the sites send their shards unchecked (no shard check, which would stop a shard that reproduces members before it leaves), to show the audit refusing what they memorize (exit status 3 when it does).
     """
-    _run(demo_config(out, seed, leaky), verbose=verbose)
+    _run(demo_config(out, seed, leaky), verbose=verbose, node_config=demo_node_config(leaky))
+
+
+def demo_node_config(leaky: bool) -> dict[str, object] | None:
+    """What `fedkr demo` gives every site beyond the run config: with `leaky`, its shard check off (`client/shard_check.py`)."""
+    from fedkr.client.shard_check import SHARD_CHECK_KEY
+
+    return {SHARD_CHECK_KEY: 1.0} if leaky else None
 
 
 def demo_config(out: Path | None, seed: int | None, leaky: bool) -> RunConfig:

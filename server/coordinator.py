@@ -295,7 +295,7 @@ class Coordinator:
                     continue  # a reply nobody asked for
                 try:
                     if isinstance(reply, Refused) and reply.refusal.cap:
-                        log.warning("%s refused round %d's request: over its cap %s", sid, rnd, reply.refusal.cap)
+                        log.warning("%s refused round %d's request (%s)", sid, rnd, reply.refusal.cap)
                     if isinstance(reply, Exception):
                         raise ShardError(f"no shard: {_one_line(reply)}")
                     shard = intake.open(reply, sid, rnd, spec, requests[sid].total)

@@ -48,6 +48,18 @@ def test_the_leaky_demo_differs_from_the_demo_only_by_its_generators_dp():
     assert replace(leaky, run_id=demo.run_id, dp_epsilon=demo.dp_epsilon) == demo
 
 
+def test_the_leaky_demo_turns_the_sites_shard_check_off_and_the_demo_keeps_it():
+    from fedkr.cli import demo_node_config
+    from fedkr.client.node_config import SiteSettings
+    from fedkr.client.shard_check import DEFAULT_MAX_AUC
+
+    run = {"data": "digits", "out": "/tmp/unused"}
+    node = {"partition-id": 0, "num-partitions": 3}
+    assert demo_node_config(False) is None
+    assert SiteSettings.parse(run, node, 1).shard_max_auc == DEFAULT_MAX_AUC
+    assert SiteSettings.parse(run, {**node, **demo_node_config(True)}, 1).shard_max_auc == 1.0
+
+
 def test_bad_dp_models_is_one_line():
     result = fedkr("simulate", "--dp-models", "teacher")
     assert result.returncode == 2 and "dp-models must be one of" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,86 @@
+"""The site's check on a shard before it leaves: does it sit closer to the members than to unseen patients?
+
+The release audit tests what everyone receives, after the coordinator already holds every shard.
+A generator that memorizes its members sends near-copies of them in its shards, and the outbound
+gate refuses only byte-identical copies. On BreastMNIST (sites of 40 to 224 members, the full
+profile's generators, no DP) the coordinator view's pixel distance test on the shards reached AUC
+0.990 [0.963, 1.000] at one site and 0.874 and 0.749 at two others (docs/audit.md, "What the
+coordinator sees").
+
+So before a shard leaves, the site runs the audit's pixel distance test on it (distance to the
+closest record, as `client.auditor`'s `dcr_pixel`): each member's and each held-out image's
+Euclidean pixel distance to the closest shard image, a member closer scoring higher, the ROC AUC
+of members against holdout with its 95% bootstrap percentile interval (`shared.mia_stats`). The
+shard is refused when the interval's lower end lies above the site's limit (`max_auc`, node config
+`shard-max-distance-auc`, default the audit's distance limit 0.6): the data then show, at 97.5%
+one-sided confidence, a leak larger than the release would be allowed. That is evidence of a leak,
+a weaker demand than the release gate's (which must show the AUC below the limit), a shard whose true AUC
+is at the limit is refused about 2.5% of the time, a clean one (AUC near 0.5) almost never, and
+a generator that reproduces members is stopped. A limit of 1 turns the check off.
+
+The decision is made on the members: with DP on, the images sent stay post-processing of the
+private models, but whether they are sent is one bit the accountant does not count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedkr.shared.attacks import distance_scores
+from fedkr.shared.knn import nearest_distances
+from fedkr.shared.mia import roc_auc
+from fedkr.shared.mia_stats import bootstrap_auc_ci
+
+#: The node-config key of the limit (`flower-supernode --node-config 'shard-max-distance-auc=0.6'`).
+SHARD_CHECK_KEY = "shard-max-distance-auc"
+#: The audit's default limit on a distance test's AUC (`RunConfig.audit_max_distance_auc`), the site's default here.
+DEFAULT_MAX_AUC = 0.6
+#: Confidence of the interval whose lower end is compared with the limit (two-sided, as the audit's).
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class ShardCheck:
+    """The pixel distance test of one shard: AUC of members against holdout, its interval, and the limit."""
+
+    auc: float
+    auc_ci: tuple[float, float]
+    num_members: int
+    num_holdout: int
+    max_auc: float
+
+    @property
+    def leaks(self) -> bool:
+        """Whether the interval's lower end lies above the limit (a limit of 1 never refuses)."""
+        return self.max_auc < 1.0 and self.auc_ci[0] > self.max_auc
+
+    def describe(self) -> str:
+        low, high = self.auc_ci
+        return (f"pixel distance test on the shard, {self.num_members} members against {self.num_holdout} held-out "
+                f"images: AUC {self.auc:.3f} [{low:.3f}, {high:.3f}], limit {self.max_auc:g}")
+
+
+def check_shard(images: np.ndarray, members: np.ndarray, holdout: np.ndarray, max_auc: float = DEFAULT_MAX_AUC,
+                seed: int = 0) -> ShardCheck:
+    """The pixel distance test of a shard against the site's members and holdout.
+
+    `images` uint8 (N, H, W, C), the shard's images; `members` and `holdout` uint8 (M, H, W, C) and
+    (K, H, W, C), the site's own. Distances are Euclidean on pixel values scaled to [0, 1]; the
+    interval is `bootstrap_auc_ci`'s (1000 resamples, `seed`). Raises ValueError for an empty set,
+    images of different shapes, or `max_auc` outside (0.5, 1].
+    """
+    if not 0.5 < max_auc <= 1.0:
+        raise ValueError(f"the shard check's limit must be in (0.5, 1] (1: off), got {max_auc!r}")
+    if min(len(images), len(members), len(holdout)) == 0:
+        raise ValueError("the shard check needs shard, member and held-out images")
+    shapes = {tuple(np.shape(x)[1:]) for x in (images, members, holdout)}
+    if len(shapes) != 1:
+        raise ValueError(f"shard, member and held-out images differ in shape: {sorted(shapes)}")
+    scale = lambda x: np.asarray(x, dtype=np.float32).reshape(len(x), -1) / 255.0  # noqa: E731
+    shard = scale(images)
+    member_scores = distance_scores(nearest_distances(scale(members), shard))
+    holdout_scores = distance_scores(nearest_distances(scale(holdout), shard))
+    low, high = bootstrap_auc_ci(member_scores, holdout_scores, confidence=CONFIDENCE, seed=seed)
+    return ShardCheck(roc_auc(member_scores, holdout_scores), (low, high), len(members), len(holdout), max_auc)
