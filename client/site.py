@@ -60,6 +60,9 @@ from .site_data import SiteData
 
 log = logging.getLogger(__name__)
 
+#: The images of every shard a site sent in a run, in that run's folder: the shard check tests them together.
+SENT_IMAGES = "sent_images.npy"
+
 
 def split_budget(dp: DPConfig | None, num_members: int) -> tuple[DPConfig | None, DPConfig | None]:
     """The (teacher, generator) budgets: half the site's epsilon and delta for each model, so that by basic
@@ -289,8 +292,8 @@ class Site:
 
         The site draws `oversample` times the request and keeps what its in-distribution filter
         passes (see `synthesis_filter`); the shard's summary carries the filter's four figures. A
-        shard whose pixel distance test shows it reproduces the members (`shard_check`) does not
-        leave: the site answers with a refusal instead.
+        shard does not leave when the pixel distance test of this run's shards with it shows that they
+        reproduce the members (`shard_check`): the site answers with a refusal instead.
         """
         if isinstance(request, (bytes, bytearray)):
             request = codec.decode_synthesis_request(request)
@@ -316,11 +319,14 @@ class Site:
         outcome = filter_samples(drawn_labels, probabilities(logits), features, request.per_class,
                                  self._member_manifold(request.run_id, teacher), seed)
         images, labels = drawn[outcome.keep], drawn_labels[outcome.keep]
-        check = check_shard(images, self.data.members.images, self.data.holdout.images, self.shard_max_auc, seed)
-        log.info("%s: round %d %s", self.site_id, request.round, check.describe())
+        # the coordinator holds every shard of the run, so the check tests them all with this one
+        sent_before = self._sent_images(request.run_id, images.shape[1:])
+        sent = np.concatenate([sent_before, images])
+        check = check_shard(sent, self.data.members.images, self.data.holdout.images, self.shard_max_auc, seed)
+        log.info("%s: round %d, this run's shards with this one: %s", self.site_id, request.round, check.describe())
         if check.leaks:
-            return self._refuse("synthesize", request.run_id, f"its shard reproduces its members ({check.describe()}); "
-                                "nothing was sent", round=request.round, cap=SHARD_CHECK_KEY)
+            return self._refuse("synthesize", request.run_id, f"its shards reproduce its members ({check.describe()}); "
+                                "this one was not sent", round=request.round, cap=SHARD_CHECK_KEY)
         soft = probabilities(logits[outcome.keep], request.temperature)
         shard = Shard(
             site_id=self.site_id,
@@ -341,7 +347,24 @@ class Site:
         log.info("%s: round %d shard of %d images (drew %d, %.0f%% failed the filter); teacher agrees with the "
                  "requested class on %.1f%%, precision %.2f, recall %.2f", self.site_id, request.round, len(shard),
                  len(drawn), 100 * outcome.rejection_rate, 100 * outcome.teacher_agreement, outcome.precision, outcome.recall)
-        return self.gate.send(shard, run_id=request.run_id, round=request.round)
+        payload = self.gate.send(shard, run_id=request.run_id, round=request.round)
+        self._keep_sent_images(request.run_id, sent)
+        return payload
+
+    def _sent_images(self, run_id: str, image_shape: tuple[int, ...]) -> np.ndarray:
+        """uint8 (N, H, W, C): the images of every shard this site sent in run `run_id` (kept in its run folder,
+        `SENT_IMAGES`, for the shard check); none yet, or ones of another shape, give an empty array."""
+        path = self._run_dir(run_id) / SENT_IMAGES
+        sent = np.load(path, allow_pickle=False) if path.is_file() else np.zeros((0, *image_shape), np.uint8)
+        return sent if sent.dtype == np.uint8 and sent.shape[1:] == tuple(image_shape) else np.zeros((0, *image_shape), np.uint8)
+
+    def _keep_sent_images(self, run_id: str, images: np.ndarray) -> None:
+        directory = self._run_dir(run_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        partial = directory / (SENT_IMAGES + ".partial")
+        with partial.open("wb") as handle:
+            np.save(handle, images, allow_pickle=False)
+        partial.replace(directory / SENT_IMAGES)
 
     def _member_manifold(self, run_id: str, teacher: CompactCNN) -> MemberManifold | None:
         if self._manifold is None or self._manifold[0] != run_id:

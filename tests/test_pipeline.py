@@ -87,6 +87,19 @@ def test_each_ledger_line_hashes_the_bytes_that_left_the_site(inprocess_run, inp
         assert [e["kind"] for e in entries] == ["metrics", "shard", "shard", "labels", "metrics"]
 
 
+def test_each_site_keeps_the_images_it_sent_for_its_shard_check(inprocess_run, inprocess_sent, digits_sites):
+    """The shard check tests a shard together with the run's earlier ones: the site keeps exactly what left."""
+    from fedkr.client.site import SENT_IMAGES, run_dir
+
+    config, _ = inprocess_run
+    for site in digits_sites:
+        shards = [codec.decode_shard(blob, site_id=site.site_id, run_id=config.run_id, round=rnd,
+                                     spec=ShardSpec((8, 8, 1), 10)) for rnd, blob in enumerate(inprocess_sent[site.site_id][1:3], 1)]
+        sent = np.concatenate([shard.images for shard in shards])
+        kept = np.load(run_dir(site.state_dir, config.run_id) / SENT_IMAGES)
+        assert (kept[: len(sent)] == sent).all()  # later tests may send more in this run
+
+
 def test_audit_failure_writes_refusal_and_no_release(tmp_path, digits_sites, inprocess_run):
     config = tiny_run_config(tmp_path, run_id="strict", audit_max_auc=0.01, rounds=1, generator_steps=1)
     outcome = Coordinator(config, load_digits_splits().test).run(InProcessLink(digits_sites))
