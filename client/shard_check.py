@@ -50,6 +50,7 @@ class ShardCheck:
 
     auc: float
     auc_ci: tuple[float, float]
+    num_images: int
     num_members: int
     num_holdout: int
     max_auc: float
@@ -61,8 +62,8 @@ class ShardCheck:
 
     def describe(self) -> str:
         low, high = self.auc_ci
-        return (f"pixel distance test on the shard, {self.num_members} members against {self.num_holdout} held-out "
-                f"images: AUC {self.auc:.3f} [{low:.3f}, {high:.3f}], limit {self.max_auc:g}")
+        return (f"pixel distance test on {self.num_images} shard images, {self.num_members} members against "
+                f"{self.num_holdout} held-out images: AUC {self.auc:.3f} [{low:.3f}, {high:.3f}], limit {self.max_auc:g}")
 
 
 def check_shard(images: np.ndarray, members: np.ndarray, holdout: np.ndarray, max_auc: float = DEFAULT_MAX_AUC,
@@ -86,4 +87,5 @@ def check_shard(images: np.ndarray, members: np.ndarray, holdout: np.ndarray, ma
     member_scores = distance_scores(nearest_distances(scale(members), shard))
     holdout_scores = distance_scores(nearest_distances(scale(holdout), shard))
     low, high = bootstrap_auc_ci(member_scores, holdout_scores, confidence=CONFIDENCE, seed=seed)
-    return ShardCheck(roc_auc(member_scores, holdout_scores), (low, high), len(members), len(holdout), max_auc)
+    return ShardCheck(roc_auc(member_scores, holdout_scores), (low, high), len(images), len(members), len(holdout),
+                      max_auc)

@@ -323,7 +323,7 @@ class Site:
         sent_before = self._sent_images(request.run_id, images.shape[1:])
         sent = np.concatenate([sent_before, images])
         check = check_shard(sent, self.data.members.images, self.data.holdout.images, self.shard_max_auc, seed)
-        log.info("%s: round %d, this run's shards with this one: %s", self.site_id, request.round, check.describe())
+        log.info("%s: round %d shard check, this run's shards with this one: %s", self.site_id, request.round, check.describe())
         if check.leaks:
             return self._refuse("synthesize", request.run_id, f"its shards reproduce its members ({check.describe()}); "
                                 "this one was not sent", round=request.round, cap=SHARD_CHECK_KEY)

@@ -27,7 +27,7 @@ def test_a_shard_of_near_copies_is_refused_and_other_patients_images_pass(digits
     members, holdout = site0.members.images, site0.holdout.images
     leaky = check_shard(_near_copies(members, 300, 0), members, holdout)
     assert leaky.leaks and leaky.auc_ci[0] > DEFAULT_MAX_AUC, leaky
-    assert "pixel distance test" in leaky.describe() and f"limit {DEFAULT_MAX_AUC:g}" in leaky.describe()
+    assert "pixel distance test on 300 shard images" in leaky.describe() and f"limit {DEFAULT_MAX_AUC:g}" in leaky.describe()
     clean = check_shard(site1.members.images[:300], members, holdout)
     assert not clean.leaks and clean.auc < DEFAULT_MAX_AUC, clean
     # half the shard copies members: still caught; a limit of 1 turns the check off
