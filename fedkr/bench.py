@@ -412,7 +412,8 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
             views["fedkr"] = list(views["naive_pooling"])
             if config.relabel:
                 teachers = [site.teacher(run_id) for site in sites]
-                views["fedkr"] += relabel_view(teachers, site_data, audit, references, device)
+                views["fedkr"] += relabel_view(teachers, site_data, audit, references, device,
+                                               relabelled_by=outcome.metrics["relabelled_by"])
     for name, entries in views.items():
         top = worst(entries)
         rows[name].coordinator_view = None if top is None else top.to_dict()

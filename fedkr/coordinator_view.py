@@ -26,7 +26,7 @@ the highest AUC (scores are oriented: higher means member).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -145,11 +145,14 @@ def shard_labels_view(images: np.ndarray, soft_labels: np.ndarray, site_ids: np.
 
 
 def relabel_view(teachers: list[CompactCNN], sites: list[SiteData], settings: AuditSettings,
-                 references: list[ReferenceCache], device: Device = None) -> list[ViewEntry]:
+                 references: list[ReferenceCache], device: Device = None,
+                 relabelled_by: Collection[str] | None = None) -> list[ViewEntry]:
     """Each site's relabel reply, for a coordinator that sends patients' images in its one request:
     the site's teacher attacked with the model attacks (the reply's softened probabilities give its
-    logits up to a constant)."""
+    logits up to a constant). `relabelled_by` names the sites ("site-i") that sent a reply (a site
+    left out of the run sent none); None: every site."""
     entries: list[ViewEntry] = []
     for i, (teacher, site) in enumerate(zip(teachers, sites, strict=True)):
-        entries += _model_entries(i, "relabel reply", teacher, site, settings, references[i], device)
+        if relabelled_by is None or f"site-{i}" in relabelled_by:
+            entries += _model_entries(i, "relabel reply", teacher, site, settings, references[i], device)
     return entries

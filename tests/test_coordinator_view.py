@@ -132,3 +132,17 @@ def test_the_shard_labels_view_catches_soft_labels_that_teach_the_members_and_pa
     with pytest.raises(ValueError, match="3 images, 2 soft labels"):
         shard_labels_view(site0.members.images[:3], soft[:2], ids[:3], [site0], teacher.config, recipe,
                           AuditSettings(), [ReferenceCache()])
+
+
+def test_the_relabel_view_attacks_only_the_sites_that_sent_a_reply(digits_site_data):
+    from fedkr.client.auditor import AuditSettings, ReferenceCache
+    from fedkr.coordinator_view import relabel_view
+
+    sites = digits_site_data[:2]
+    teachers = [_model_for(site) for site in sites]
+    references = [ReferenceCache(), ReferenceCache()]
+    every = relabel_view(teachers, sites, AuditSettings(), references)
+    assert {e.site for e in every} == {"site-0", "site-1"}
+    only = relabel_view(teachers, sites, AuditSettings(), references, relabelled_by=["site-1"])
+    assert {e.site for e in only} == {"site-1"} and {e.received for e in only} == {"relabel reply"}
+    assert relabel_view(teachers, sites, AuditSettings(), references, relabelled_by=[]) == []
