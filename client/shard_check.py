@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedkr.shared.attacks import distance_scores
+from fedkr.shared.config import RunConfig
 from fedkr.shared.knn import nearest_distances
 from fedkr.shared.mia import roc_auc
 from fedkr.shared.mia_stats import bootstrap_auc_ci
@@ -39,7 +40,7 @@ from fedkr.shared.mia_stats import bootstrap_auc_ci
 #: The node-config key of the limit (`flower-supernode --node-config 'shard-max-distance-auc=0.6'`).
 SHARD_CHECK_KEY = "shard-max-distance-auc"
 #: The audit's default limit on a distance test's AUC (`RunConfig.audit_max_distance_auc`), the site's default here.
-DEFAULT_MAX_AUC = 0.6
+DEFAULT_MAX_AUC: float = RunConfig.__dataclass_fields__["audit_max_distance_auc"].default
 #: Confidence of the interval whose lower end is compared with the limit (two-sided, as the audit's).
 CONFIDENCE = 0.95
 
