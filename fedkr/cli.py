@@ -137,7 +137,7 @@ def demo(
 ) -> None:
     """Three small simulated sites on scikit-learn's bundled digits: the whole pipeline (the demo profile).
 
-    Each site's generator trains with DP-SGD (epsilon 4, the teacher without), which kept the audit's white-box attack on it near chance in the measured runs; the student trains on 160 relabelled images per class, the release holds 20 of them; with --leaky the generators train without DP and the sites send their shards unchecked (no shard check, which would stop a shard that reproduces members before it leaves), to show the audit refusing what they memorize (exit status 3 when it does).
+    Each site's generator trains with DP-SGD (epsilon 4, the teacher without), which kept the audit's white-box attack on it near chance in the measured runs; the student trains on 160 relabelled images per class, the release holds 20 of them; with --leaky the generators train without DP and the sites send their shards without the shard check (so that every site reaches the audit), to show the audit refusing what they memorize (exit status 3 when it does).
     """
     _run(demo_config(out, seed, leaky), verbose=verbose, node_config=demo_node_config(leaky))
 
