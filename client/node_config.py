@@ -66,8 +66,9 @@ class SiteSettings:
         except DeviceError as exc:
             raise ConfigError(f"node config {exc}") from None
         caps = SiteCaps.from_node_config(node)
+        limit = node.get(SHARD_CHECK_KEY, DEFAULT_MAX_AUC)
         try:
-            shard_max_auc = float(node.get(SHARD_CHECK_KEY, DEFAULT_MAX_AUC))  # type: ignore[arg-type]
+            shard_max_auc = float("nan") if isinstance(limit, bool) else float(limit)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             shard_max_auc = float("nan")
         if not 0.5 < shard_max_auc <= 1.0:

@@ -15,14 +15,22 @@ coordinator 0.749 [0.661, 0.837]). Each member's and each held-out image's Eucli
 distance to the closest image sent is its score, a member closer scoring higher; the ROC AUC of
 members against holdout comes with its 95% bootstrap percentile interval (`shared.mia_stats`).
 The shard is refused when the interval's lower end lies above the site's limit (`max_auc`, node
-config `shard-max-distance-auc`, default the audit's distance limit 0.6): the data then show, at
-97.5% one-sided confidence, a leak larger than a release is allowed. That is evidence of a leak,
-a weaker demand than the release gate's (which must show the AUC below the limit): a shard whose
-true AUC is at the limit is refused about 2.5% of the time, a clean one (AUC near 0.5) almost
-never, and a generator that reproduces members is stopped. A limit of 1 turns the check off.
+config `shard-max-distance-auc`, default `RunConfig`'s default audit distance limit, 0.6): the
+data then show the AUC above the audit's distance limit, at nominal 97.5% one-sided confidence
+(the percentile bootstrap is approximate, and at holdouts of 10 to 20 images its intervals run
+narrow). That demands evidence of a leak, where the release gate demands evidence of safety: a
+shard whose true AUC is at the limit is refused about 2.5% of the time per check (a run checks
+once per round), a clean one (AUC near 0.5) rarely, and a generator that reproduces members is
+stopped. A limit of 1 turns the check off: nothing is tested.
 
-The decision is made on the members: with DP on, the images sent stay post-processing of the
-private models, but whether they are sent is one bit the accountant does not count.
+The check covers one run: a run that reuses another run's fit (`Site.reuse_fit`) starts its own
+record, though the coordinator may hold both runs' shards. A site whose record of what it sent
+in a run is missing while its ledger lists shards refuses to send more in that run.
+
+The check is computed on the members: with DP on, the images sent stay post-processing of the
+private models, but whether they are sent, round by round, and the figures a refusal carries
+(its AUC and interval, the kind of figure the audit reports) are not covered by the accountant's
+epsilon (docs/audit.md, "Differential privacy").
 """
 
 from __future__ import annotations
@@ -47,7 +55,11 @@ CONFIDENCE = 0.95
 
 @dataclass(frozen=True)
 class ShardCheck:
-    """The pixel distance test of one shard: AUC of members against holdout, its interval, and the limit."""
+    """The pixel distance test of one shard: AUC of members against holdout, its interval, and the limit.
+
+    `auc` and the interval `auc_ci` (low, high) lie in [0, 1]; `num_images` shard images were tested
+    against `num_members` members and `num_holdout` held-out images; `max_auc` in (0.5, 1].
+    """
 
     auc: float
     auc_ci: tuple[float, float]
@@ -62,6 +74,7 @@ class ShardCheck:
         return self.max_auc < 1.0 and self.auc_ci[0] > self.max_auc
 
     def describe(self) -> str:
+        """One line: images tested, members and held-out images, AUC with its interval, and the limit."""
         low, high = self.auc_ci
         return (f"pixel distance test on {self.num_images} shard images, {self.num_members} members against "
                 f"{self.num_holdout} held-out images: AUC {self.auc:.3f} [{low:.3f}, {high:.3f}], limit {self.max_auc:g}")
@@ -73,13 +86,16 @@ def check_shard(images: np.ndarray, members: np.ndarray, holdout: np.ndarray, ma
 
     `images` uint8 (N, H, W, C), the shard's images; `members` and `holdout` uint8 (M, H, W, C) and
     (K, H, W, C), the site's own. Distances are Euclidean on pixel values scaled to [0, 1]; the
-    interval is `bootstrap_auc_ci`'s (1000 resamples, `seed`). Raises ValueError for an empty set,
-    images of different shapes, or `max_auc` outside (0.5, 1].
+    interval is `bootstrap_auc_ci`'s (1000 resamples, `seed`). Returns the `ShardCheck`; its
+    `leaks` says whether to refuse. Raises ValueError for an empty set, images that are not uint8
+    or of different shapes, or `max_auc` outside (0.5, 1].
     """
     if not 0.5 < max_auc <= 1.0:
         raise ValueError(f"the shard check's limit must be in (0.5, 1] (1: off), got {max_auc!r}")
     if min(len(images), len(members), len(holdout)) == 0:
         raise ValueError("the shard check needs shard, member and held-out images")
+    if any(np.asarray(x).dtype != np.uint8 for x in (images, members, holdout)):
+        raise ValueError("the shard check compares uint8 images (0-255)")
     shapes = {tuple(np.shape(x)[1:]) for x in (images, members, holdout)}
     if len(shapes) != 1:
         raise ValueError(f"shard, member and held-out images differ in shape: {sorted(shapes)}")

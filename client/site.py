@@ -321,12 +321,18 @@ class Site:
         images, labels = drawn[outcome.keep], drawn_labels[outcome.keep]
         # the coordinator holds every shard of the run, so the check tests them all with this one
         sent_before = self._sent_images(request.run_id, images.shape[1:])
+        if sent_before is None:
+            return self._refuse("synthesize", request.run_id, "its record of the images it sent in this run is missing "
+                                "or unreadable while its ledger lists shards, so its shard check cannot run",
+                                round=request.round, cap=SHARD_CHECK_KEY)
         sent = np.concatenate([sent_before, images])
-        check = check_shard(sent, self.data.members.images, self.data.holdout.images, self.shard_max_auc, seed)
-        log.info("%s: round %d shard check, this run's shards with this one: %s", self.site_id, request.round, check.describe())
-        if check.leaks:
-            return self._refuse("synthesize", request.run_id, f"its shards reproduce its members ({check.describe()}); "
-                                "this one was not sent", round=request.round, cap=SHARD_CHECK_KEY)
+        if self.shard_max_auc < 1.0:
+            check = check_shard(sent, self.data.members.images, self.data.holdout.images, self.shard_max_auc, seed)
+            log.info("%s: round %d shard check, this run's shards with this one: %s", self.site_id, request.round,
+                     check.describe())
+            if check.leaks:
+                return self._refuse("synthesize", request.run_id, f"its shards reproduce its members ({check.describe()}); "
+                                    "this one was not sent", round=request.round, cap=SHARD_CHECK_KEY)
         soft = probabilities(logits[outcome.keep], request.temperature)
         shard = Shard(
             site_id=self.site_id,
@@ -351,12 +357,18 @@ class Site:
         self._keep_sent_images(request.run_id, sent)
         return payload
 
-    def _sent_images(self, run_id: str, image_shape: tuple[int, ...]) -> np.ndarray:
+    def _sent_images(self, run_id: str, image_shape: tuple[int, ...]) -> np.ndarray | None:
         """uint8 (N, H, W, C): the images of every shard this site sent in run `run_id` (kept in its run folder,
-        `SENT_IMAGES`, for the shard check); none yet, or ones of another shape, give an empty array."""
+        `SENT_IMAGES`, for the shard check); empty before the first. None when the ledger lists shards sent in
+        the run but the record is missing, unreadable or of other images: the check must not start afresh."""
         path = self._run_dir(run_id) / SENT_IMAGES
-        sent = np.load(path, allow_pickle=False) if path.is_file() else np.zeros((0, *image_shape), np.uint8)
-        return sent if sent.dtype == np.uint8 and sent.shape[1:] == tuple(image_shape) else np.zeros((0, *image_shape), np.uint8)
+        if not path.is_file():
+            return None if self.gate.count_sent(run_id, "shard") else np.zeros((0, *image_shape), np.uint8)
+        try:
+            sent = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        return sent if sent.dtype == np.uint8 and sent.shape[1:] == tuple(image_shape) else None
 
     def _keep_sent_images(self, run_id: str, images: np.ndarray) -> None:
         directory = self._run_dir(run_id)

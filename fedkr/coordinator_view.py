@@ -126,12 +126,17 @@ def shard_labels_view(images: np.ndarray, soft_labels: np.ndarray, site_ids: np.
     a model of `model_config` is trained on that site's shards alone (the pool's `images`, uint8
     (N, H, W, C), and `soft_labels`, float (N, K) rows summing to 1, whose `site_ids` name it,
     "site-i") with `train_config` (the student's recipe), and attacked with the model attacks, its
-    members against its holdout, `references[i]` the site's reference models. A site with fewer
-    than 2 images in the pool is skipped. Raises ValueError when the arrays' lengths differ.
+    members against its holdout, `references[i]` site i's reference models (trained on its real
+    holdout, so RMIA here may understate what a coordinator with synthetic references sees). A site
+    with fewer than 2 images in the pool is skipped. Returns one `ViewEntry` per attack and site,
+    received "shard labels". Raises ValueError when the arrays' lengths differ or `references` does
+    not hold one entry per site.
     """
     site_ids = np.asarray(site_ids)
     if not len(images) == len(soft_labels) == len(site_ids):
         raise ValueError(f"{len(images)} images, {len(soft_labels)} soft labels and {len(site_ids)} site ids")
+    if len(references) != len(sites):
+        raise ValueError(f"{len(references)} reference caches for {len(sites)} sites")
     entries: list[ViewEntry] = []
     for i, site in enumerate(sites):
         mine = site_ids == f"site-{i}"
@@ -150,7 +155,7 @@ def relabel_view(teachers: list[CompactCNN], sites: list[SiteData], settings: Au
     """Each site's relabel reply, for a coordinator that sends patients' images in its one request:
     the site's teacher attacked with the model attacks (the reply's softened probabilities give its
     logits up to a constant). `relabelled_by` names the sites ("site-i") that sent a reply (a site
-    left out of the run sent none); None: every site."""
+    left out of the run sent none); None: every site; a name that is no site's selects nothing."""
     entries: list[ViewEntry] = []
     for i, (teacher, site) in enumerate(zip(teachers, sites, strict=True)):
         if relabelled_by is None or f"site-{i}" in relabelled_by:

@@ -100,6 +100,25 @@ def test_each_site_keeps_the_images_it_sent_for_its_shard_check(inprocess_run, i
         assert (kept[: len(sent)] == sent).all()  # later tests may send more in this run
 
 
+def test_a_site_that_lost_its_record_of_sent_images_refuses_to_send_more(inprocess_run, digits_sites):
+    """The shard check fails closed: without the run's earlier images it cannot test what the coordinator holds."""
+    from fedkr.client.shard_check import SHARD_CHECK_KEY
+    from fedkr.client.site import SENT_IMAGES, run_dir
+
+    config, _ = inprocess_run
+    site = digits_sites[2]
+    path = run_dir(site.state_dir, config.run_id) / SENT_IMAGES
+    kept = path.read_bytes()
+    path.unlink()
+    try:
+        reply = site.synthesize(SynthesisRequest(config.run_id, 8, (2,) * 10, 4.0))
+        assert codec.kind_of(reply) == codec.KIND_REFUSAL
+        refusal, _ = codec.decode_refusal(reply)
+        assert refusal.cap == SHARD_CHECK_KEY and "record of the images it sent" in refusal.reason
+    finally:
+        path.write_bytes(kept)
+
+
 def test_audit_failure_writes_refusal_and_no_release(tmp_path, digits_sites, inprocess_run):
     config = tiny_run_config(tmp_path, run_id="strict", audit_max_auc=0.01, rounds=1, generator_steps=1)
     outcome = Coordinator(config, load_digits_splits().test).run(InProcessLink(digits_sites))

@@ -49,7 +49,7 @@ def test_the_shard_check_refuses_unusable_input(digits_sites, bad, message):
         check_shard(**args)
 
 
-@pytest.mark.parametrize("value", ["0.4", "x", "1.01"])
+@pytest.mark.parametrize("value", ["0.4", "x", "1.01", True])
 def test_a_bad_limit_in_the_node_config_is_one_line_naming_the_key(value):
     from fedkr.client.node_config import SiteSettings
     from fedkr.shared.config import ConfigError
