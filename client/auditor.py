@@ -28,6 +28,7 @@ from fedkr.shared.attacks import (
     loss_scores,
     modified_entropy_scores,
     nearest_distances,
+    pixel_rows,
     rmia_scores,
     true_class_probability,
 )
@@ -196,10 +197,6 @@ def _model_attacks(
     return scores, out_h
 
 
-def _flat_pixels(images: np.ndarray) -> np.ndarray:
-    return images.reshape(len(images), -1).astype(np.float32) / 255.0
-
-
 def _distance_attacks(
     released: np.ndarray, feature_model: CompactCNN, members: ImageSet, holdout: ImageSet, device: Device = None,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
@@ -207,7 +204,7 @@ def _distance_attacks(
     if released.ndim != 4 or released.shape[1:] != members.images.shape[1:]:
         raise ValueError(f"released images have shape {released.shape[1:]}, the site's images {members.images.shape[1:]}")
     spaces = {
-        "pixel": (_flat_pixels(members.images), _flat_pixels(holdout.images), _flat_pixels(released)),
+        "pixel": (pixel_rows(members.images), pixel_rows(holdout.images), pixel_rows(released)),
         "feature": tuple(embed(feature_model, x, device=device) for x in (members.images, holdout.images, released)),
     }
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}

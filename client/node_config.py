@@ -29,7 +29,7 @@ from fedkr.shared.device import DeviceError, check_device
 
 from .caps import CAP_KEYS, SiteCaps
 from .credentials import load_site_credentials
-from .shard_check import DEFAULT_MAX_AUC, SHARD_CHECK_KEY
+from .shard_check import DEFAULT_MAX_AUC, SHARD_CHECK_KEY, check_shard_limit
 from .site_data import SiteDataSpec
 
 #: Node-config keys a SuperNode may be given (`--node-config`); Flower adds the partition keys in simulation.
@@ -66,14 +66,11 @@ class SiteSettings:
         except DeviceError as exc:
             raise ConfigError(f"node config {exc}") from None
         caps = SiteCaps.from_node_config(node)
-        limit = node.get(SHARD_CHECK_KEY, DEFAULT_MAX_AUC)
         try:
-            shard_max_auc = float("nan") if isinstance(limit, bool) else float(limit)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            shard_max_auc = float("nan")
-        if not 0.5 < shard_max_auc <= 1.0:
+            shard_max_auc = check_shard_limit(node.get(SHARD_CHECK_KEY, DEFAULT_MAX_AUC))
+        except ValueError:
             raise ConfigError(f"node config '{SHARD_CHECK_KEY}' must be a number in (0.5, 1] (1: off), "
-                              f"got {node.get(SHARD_CHECK_KEY)!r}")
+                              f"got {node.get(SHARD_CHECK_KEY)!r}") from None
         try:
             threads = int(node.get("threads", run.site_threads))  # type: ignore[arg-type]
         except (TypeError, ValueError):

@@ -23,9 +23,12 @@ shard whose true AUC is at the limit is refused about 2.5% of the time per check
 once per round), a clean one (AUC near 0.5) rarely, and a generator that reproduces members is
 stopped. A limit of 1 turns the check off: nothing is tested.
 
-The check covers one run: a run that reuses another run's fit (`Site.reuse_fit`) starts its own
-record, though the coordinator may hold both runs' shards. A site whose record of what it sent
-in a run is missing while its ledger lists shards refuses to send more in that run.
+The site keeps, per run, each member's and each held-out image's distance to the closest image it
+sent (`ShardCheckRecord`, in the run's folder): a new shard only lowers those distances, so each check
+costs one nearest-neighbour pass over the new images, however many rounds came before. The check
+covers one run: a run that reuses another run's fit (`Site.reuse_fit`) starts its own record,
+though the coordinator may hold both runs' shards. A site whose record of a run is missing while
+its ledger lists shards refuses to send more in that run.
 
 The check is computed on the members: with DP on, the images sent stay post-processing of the
 private models, but whether they are sent, round by round, and the figures a refusal carries
@@ -36,12 +39,12 @@ epsilon (docs/audit.md, "Differential privacy").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from fedkr.shared.attacks import distance_scores
+from fedkr.shared.attacks import closest_pixel_distances, distance_scores
 from fedkr.shared.config import RunConfig
-from fedkr.shared.knn import nearest_distances
 from fedkr.shared.mia import roc_auc
 from fedkr.shared.mia_stats import bootstrap_auc_ci
 
@@ -53,12 +56,90 @@ DEFAULT_MAX_AUC: float = RunConfig.__dataclass_fields__["audit_max_distance_auc"
 CONFIDENCE = 0.95
 
 
+def check_shard_limit(value: object) -> float:
+    """`value` as the shard check's limit: a number in (0.5, 1], 1 meaning off. Raises ValueError for
+    anything else, booleans included (one line, naming the range)."""
+    try:
+        limit = float("nan") if isinstance(value, bool) else float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        limit = float("nan")
+    if not 0.5 < limit <= 1.0:
+        raise ValueError(f"the shard check's limit must be a number in (0.5, 1] (1: off), got {value!r}")
+    return limit
+
+
+@dataclass(frozen=True)
+class ShardCheckRecord:
+    """What the coordinator holds of one run, and the probe that looks one shard ahead, as the pixel
+    distance test sees them.
+
+    `members` float64 (M,) and `holdout` float64 (K,): each of the site's members' and held-out
+    images' Euclidean distance (pixels scaled to [0, 1], `shared.attacks.pixel_rows`) to the closest
+    image sent in the run or probed, inf before the first; `num_images` images were sent, and
+    `num_probe` drawn for the check alone and kept at the site.
+    """
+
+    members: np.ndarray
+    holdout: np.ndarray
+    num_images: int = 0
+    num_probe: int = 0
+
+    @classmethod
+    def nothing_sent(cls, num_members: int, num_holdout: int) -> "ShardCheckRecord":
+        """The record before a run's first shard: every distance infinite."""
+        return cls(np.full(num_members, np.inf), np.full(num_holdout, np.inf))
+
+    def adding(self, images: np.ndarray, members: np.ndarray, holdout: np.ndarray,
+               probe: bool = False) -> "ShardCheckRecord":
+        """The record once `images` uint8 (N, H, W, C), N >= 1, are sent too (drawn as the probe, when `probe`);
+        `members` uint8 (M, H, W, C) and `holdout` uint8 (K, H, W, C) are the site's own, the ones this
+        record was started with.
+
+        Raises ValueError for images that are not uint8, differ in shape, or a site whose member or
+        holdout count differs from the record's."""
+        if any(np.asarray(x).dtype != np.uint8 for x in (images, members, holdout)):
+            raise ValueError("the shard check compares uint8 images (0-255)")
+        if len(images) == 0 or len(members) == 0 or len(holdout) == 0:
+            raise ValueError("the shard check needs shard, member and held-out images")
+        shapes = {tuple(np.shape(x)[1:]) for x in (images, members, holdout)}
+        if len(shapes) != 1:
+            raise ValueError(f"shard, member and held-out images differ in shape: {sorted(shapes)}")
+        if (len(members), len(holdout)) != (len(self.members), len(self.holdout)):
+            raise ValueError(f"the record is of {len(self.members)} members and {len(self.holdout)} held-out images, "
+                             f"the site has {len(members)} and {len(holdout)}")
+        return ShardCheckRecord(np.minimum(self.members, closest_pixel_distances(members, images)),
+                                np.minimum(self.holdout, closest_pixel_distances(holdout, images)),
+                                self.num_images + (0 if probe else len(images)),
+                                self.num_probe + (len(images) if probe else 0))
+
+    def save(self, path: Path) -> None:
+        """Write the record to `path` (.npz) atomically: a crash leaves the previous record whole."""
+        partial = path.with_name(path.name + ".partial")
+        with partial.open("wb") as handle:
+            np.savez(handle, members=self.members, holdout=self.holdout, num_images=np.int64(self.num_images),
+                     num_probe=np.int64(self.num_probe))
+        partial.replace(path)
+
+    @classmethod
+    def load(cls, path: Path, num_members: int, num_holdout: int) -> "ShardCheckRecord":
+        """The record `save` wrote. Raises OSError or ValueError when it is missing, unreadable, or of
+        another number of members or held-out images."""
+        with np.load(path, allow_pickle=False) as saved:
+            record = cls(np.asarray(saved["members"], np.float64), np.asarray(saved["holdout"], np.float64),
+                         int(saved["num_images"]), int(saved["num_probe"]))
+        if (record.members.shape != (num_members,) or record.holdout.shape != (num_holdout,)
+                or min(record.num_images, record.num_probe) < 0):
+            raise ValueError(f"{path.name} is not a record of {num_members} members and {num_holdout} held-out images")
+        return record
+
+
 @dataclass(frozen=True)
 class ShardCheck:
-    """The pixel distance test of one shard: AUC of members against holdout, its interval, and the limit.
+    """The pixel distance test of one run's shards: AUC of members against holdout, its interval, and the limit.
 
-    `auc` and the interval `auc_ci` (low, high) lie in [0, 1]; `num_images` shard images were tested
-    against `num_members` members and `num_holdout` held-out images; `max_auc` in (0.5, 1].
+    `auc` and the interval `auc_ci` (low, high) lie in [0, 1]; `num_images` images sent in the run,
+    this shard's included, and `num_probe` probe images were tested against `num_members` members
+    and `num_holdout` held-out images; `max_auc` in (0.5, 1].
     """
 
     auc: float
@@ -67,6 +148,7 @@ class ShardCheck:
     num_members: int
     num_holdout: int
     max_auc: float
+    num_probe: int = 0
 
     @property
     def leaks(self) -> bool:
@@ -76,33 +158,23 @@ class ShardCheck:
     def describe(self) -> str:
         """One line: images tested, members and held-out images, AUC with its interval, and the limit."""
         low, high = self.auc_ci
-        return (f"pixel distance test on {self.num_images} shard images, {self.num_members} members against "
+        probe = f" and a {self.num_probe}-image probe" if self.num_probe else ""
+        return (f"pixel distance test on {self.num_images} shard images{probe}, {self.num_members} members against "
                 f"{self.num_holdout} held-out images: AUC {self.auc:.3f} [{low:.3f}, {high:.3f}], limit {self.max_auc:g}")
 
 
-def check_shard(images: np.ndarray, members: np.ndarray, holdout: np.ndarray, max_auc: float = DEFAULT_MAX_AUC,
-                seed: int = 0) -> ShardCheck:
-    """The pixel distance test of a shard against the site's members and holdout.
+def check_shard(sent: ShardCheckRecord, max_auc: float = DEFAULT_MAX_AUC, seed: int = 0) -> ShardCheck:
+    """The pixel distance test of a run's shards (`sent`, this one's included) against the site's members and holdout.
 
-    `images` uint8 (N, H, W, C), the shard's images; `members` and `holdout` uint8 (M, H, W, C) and
-    (K, H, W, C), the site's own. Distances are Euclidean on pixel values scaled to [0, 1]; the
-    interval is `bootstrap_auc_ci`'s (1000 resamples, `seed`). Returns the `ShardCheck`; its
-    `leaks` says whether to refuse. Raises ValueError for an empty set, images that are not uint8
-    or of different shapes, or `max_auc` outside (0.5, 1].
+    Each member's and held-out image's score is minus its distance in `sent` (probe included; a member closer scoring
+    higher); the AUC's interval is `bootstrap_auc_ci`'s (1000 resamples, `seed`). Returns the
+    `ShardCheck`; its `leaks` says whether to refuse. Raises ValueError before any image was sent, or
+    for `max_auc` outside (0.5, 1] (`check_shard_limit`).
     """
-    if not 0.5 < max_auc <= 1.0:
-        raise ValueError(f"the shard check's limit must be in (0.5, 1] (1: off), got {max_auc!r}")
-    if min(len(images), len(members), len(holdout)) == 0:
-        raise ValueError("the shard check needs shard, member and held-out images")
-    if any(np.asarray(x).dtype != np.uint8 for x in (images, members, holdout)):
-        raise ValueError("the shard check compares uint8 images (0-255)")
-    shapes = {tuple(np.shape(x)[1:]) for x in (images, members, holdout)}
-    if len(shapes) != 1:
-        raise ValueError(f"shard, member and held-out images differ in shape: {sorted(shapes)}")
-    scale = lambda x: np.asarray(x, dtype=np.float32).reshape(len(x), -1) / 255.0  # noqa: E731
-    shard = scale(images)
-    member_scores = distance_scores(nearest_distances(scale(members), shard))
-    holdout_scores = distance_scores(nearest_distances(scale(holdout), shard))
+    max_auc = check_shard_limit(max_auc)
+    if sent.num_images + sent.num_probe == 0:
+        raise ValueError("the shard check tests images sent or probed: none were")
+    member_scores, holdout_scores = distance_scores(sent.members), distance_scores(sent.holdout)
     low, high = bootstrap_auc_ci(member_scores, holdout_scores, confidence=CONFIDENCE, seed=seed)
-    return ShardCheck(roc_auc(member_scores, holdout_scores), (low, high), len(images), len(members), len(holdout),
-                      max_auc)
+    return ShardCheck(roc_auc(member_scores, holdout_scores), (low, high), sent.num_images, len(sent.members),
+                      len(sent.holdout), max_auc, sent.num_probe)

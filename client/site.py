@@ -54,14 +54,14 @@ from .auditor import AuditSettings, audit_model
 from .caps import FitClock, OverCap, SiteCaps
 from .credentials import SiteCredentials
 from .gate import OutboundGate
-from .shard_check import DEFAULT_MAX_AUC, SHARD_CHECK_KEY, check_shard
+from .shard_check import DEFAULT_MAX_AUC, SHARD_CHECK_KEY, ShardCheckRecord, check_shard, check_shard_limit
 from .synthesis_filter import MemberManifold, filter_samples
 from .site_data import SiteData
 
 log = logging.getLogger(__name__)
 
-#: The images of every shard a site sent in a run, in that run's folder: the shard check tests them together.
-SENT_IMAGES = "sent_images.npy"
+#: The shard check's record of a run, in its folder (`shard_check.ShardCheckRecord`).
+SHARD_CHECK_RECORD = "shard_check.npz"
 
 
 def split_budget(dp: DPConfig | None, num_members: int) -> tuple[DPConfig | None, DPConfig | None]:
@@ -190,9 +190,7 @@ class Site:
             raise ValueError(f"site name {site_id!r} differs from the name in its keys, {credentials.site_name!r}")
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.caps = caps
-        if not 0.5 < shard_max_auc <= 1.0:
-            raise ValueError(f"the shard check's limit must be in (0.5, 1] (1: off), got {shard_max_auc!r}")
-        self.shard_max_auc = shard_max_auc
+        self.shard_max_auc = check_shard_limit(shard_max_auc)
         self.site_id = site_id
         self.data = data
         self.state_dir = Path(state_dir)
@@ -222,7 +220,7 @@ class Site:
             self.caps.check_plan(plan, tuple(int(n) for n in self.data.members.class_counts()))
             report = self._fit(plan, self.caps.fit_clock())
         except OverCap as exc:
-            return self._refuse("fit", plan.run_id, exc.reason, round=0, cap=exc.cap)
+            return self._refuse("fit", plan.run_id, exc.reason, round=0, setting=exc.cap)
         return self.gate.send(report, run_id=plan.run_id, round=0)
 
     def _fit(self, plan: FitPlan, clock: FitClock) -> FitReport:
@@ -279,11 +277,12 @@ class Site:
         )
         return report
 
-    def _refuse(self, request: str, run_id: str, reason: str, round: int, cap: str = "") -> bytes:
+    def _refuse(self, request: str, run_id: str, reason: str, round: int, setting: str = "") -> bytes:
         """The refusal that leaves, through the gate: `reason` in fedkr's own words (settings and
-        counts, never the site's data); `cap` the node-config key of the cap at issue, if any."""
+        counts, never the site's data); `setting` the node-config key of the site's setting at issue
+        (a cap, or the shard check's limit), "" when the site could not answer."""
         log.warning("%s: refusing to %s in run %s: %s", self.site_id, request, run_id, reason)
-        return self.gate.send(SiteRefusal(self.site_id, request, reason, cap), run_id=run_id, round=round)
+        return self.gate.send(SiteRefusal(self.site_id, request, reason, setting), run_id=run_id, round=round)
 
     # -- synthesize ----------------------------------------------------------------------------
     def synthesize(self, request: SynthesisRequest | bytes) -> bytes:
@@ -309,7 +308,7 @@ class Site:
         try:
             self.caps.check_shard(request.total)
         except OverCap as exc:
-            return self._refuse("synthesize", request.run_id, exc.reason, round=request.round, cap=exc.cap)
+            return self._refuse("synthesize", request.run_id, exc.reason, round=request.round, setting=exc.cap)
         drawn_per_class = [math.ceil(n * request.oversample) for n in request.per_class]
         drawn_labels = np.repeat(np.arange(generator.num_classes), drawn_per_class).astype(np.int64)
         seed = self._next_seed(request, generator.config.seed)
@@ -320,19 +319,19 @@ class Site:
                                  self._member_manifold(request.run_id, teacher), seed)
         images, labels = drawn[outcome.keep], drawn_labels[outcome.keep]
         # the coordinator holds every shard of the run, so the check tests them all with this one
-        sent_before = self._sent_images(request.run_id, images.shape[1:])
+        sent_before = self._closest_sent(request.run_id)
         if sent_before is None:
             return self._refuse("synthesize", request.run_id, "its record of the images it sent in this run is missing "
                                 "or unreadable while its ledger lists shards, so its shard check cannot run",
-                                round=request.round, cap=SHARD_CHECK_KEY)
-        sent = np.concatenate([sent_before, images])
+                                round=request.round, setting=SHARD_CHECK_KEY)
+        sent = sent_before.adding(images, self.data.members.images, self.data.holdout.images)
         if self.shard_max_auc < 1.0:
-            check = check_shard(sent, self.data.members.images, self.data.holdout.images, self.shard_max_auc, seed)
+            check = check_shard(sent, self.shard_max_auc, seed)
             log.info("%s: round %d shard check, this run's shards with this one: %s", self.site_id, request.round,
                      check.describe())
             if check.leaks:
                 return self._refuse("synthesize", request.run_id, f"its shards reproduce its members ({check.describe()}); "
-                                    "this one was not sent", round=request.round, cap=SHARD_CHECK_KEY)
+                                    "this one was not sent", round=request.round, setting=SHARD_CHECK_KEY)
         soft = probabilities(logits[outcome.keep], request.temperature)
         shard = Shard(
             site_id=self.site_id,
@@ -354,29 +353,22 @@ class Site:
                  "requested class on %.1f%%, precision %.2f, recall %.2f", self.site_id, request.round, len(shard),
                  len(drawn), 100 * outcome.rejection_rate, 100 * outcome.teacher_agreement, outcome.precision, outcome.recall)
         payload = self.gate.send(shard, run_id=request.run_id, round=request.round)
-        self._keep_sent_images(request.run_id, sent)
+        sent.save(self._run_dir(request.run_id) / SHARD_CHECK_RECORD)
         return payload
 
-    def _sent_images(self, run_id: str, image_shape: tuple[int, ...]) -> np.ndarray | None:
-        """uint8 (N, H, W, C): the images of every shard this site sent in run `run_id` (kept in its run folder,
-        `SENT_IMAGES`, for the shard check); empty before the first. None when the ledger lists shards sent in
-        the run but the record is missing, unreadable or of other images: the check must not start afresh."""
-        path = self._run_dir(run_id) / SENT_IMAGES
+    def _closest_sent(self, run_id: str) -> ShardCheckRecord | None:
+        """The shard check's record of run `run_id` (`SHARD_CHECK_RECORD` in its folder): the members' and held-out
+        images' distances to the closest image sent; empty before the first shard. None when the ledger lists
+        shards sent in the run but the record is missing, unreadable or of other images: the check must not
+        start afresh."""
+        path = self._run_dir(run_id) / SHARD_CHECK_RECORD
+        members, holdout = len(self.data.members), len(self.data.holdout)
         if not path.is_file():
-            return None if self.gate.count_sent(run_id, "shard") else np.zeros((0, *image_shape), np.uint8)
+            return None if self.gate.count_sent(run_id, "shard") else ShardCheckRecord.nothing_sent(members, holdout)
         try:
-            sent = np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
+            return ShardCheckRecord.load(path, members, holdout)
+        except (OSError, ValueError, KeyError):
             return None
-        return sent if sent.dtype == np.uint8 and sent.shape[1:] == tuple(image_shape) else None
-
-    def _keep_sent_images(self, run_id: str, images: np.ndarray) -> None:
-        directory = self._run_dir(run_id)
-        directory.mkdir(parents=True, exist_ok=True)
-        partial = directory / (SENT_IMAGES + ".partial")
-        with partial.open("wb") as handle:
-            np.save(handle, images, allow_pickle=False)
-        partial.replace(directory / SENT_IMAGES)
 
     def _member_manifold(self, run_id: str, teacher: CompactCNN) -> MemberManifold | None:
         if self._manifold is None or self._manifold[0] != run_id:
@@ -422,7 +414,7 @@ class Site:
         try:
             self.caps.check_reference_models(candidate.reference_models)
         except OverCap as exc:
-            return self._refuse("audit", candidate.run_id, exc.reason, round=-1, cap=exc.cap)
+            return self._refuse("audit", candidate.run_id, exc.reason, round=-1, setting=exc.cap)
         teacher, generator = self._load(candidate.run_id)
         student = CompactCNN(candidate.student_config)
         student.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in candidate.student_weights.items()})

@@ -242,8 +242,8 @@ class Coordinator:
         failed = {sid: _one_line(r) for sid, r in replies.items() if not isinstance(r, FitReport)}
         for sid in sorted(failed):
             reply = replies[sid]
-            if isinstance(reply, Refused) and reply.refusal.cap:
-                log.warning("%s refused the fit plan: over its cap %s: %s", sid, reply.refusal.cap, reply.refusal.reason)
+            if isinstance(reply, Refused) and reply.refusal.setting:
+                log.warning("%s refused the fit plan: over its cap %s: %s", sid, reply.refusal.setting, reply.refusal.reason)
             else:
                 log.warning("%s failed fit: %s", sid, failed[sid])
         for sid in sorted(reports):
@@ -294,8 +294,8 @@ class Coordinator:
                 if sid not in requests:
                     continue  # a reply nobody asked for
                 try:
-                    if isinstance(reply, Refused) and reply.refusal.cap:
-                        log.warning("%s refused round %d's request (%s)", sid, rnd, reply.refusal.cap)
+                    if isinstance(reply, Refused) and reply.refusal.setting:
+                        log.warning("%s refused round %d's request (%s)", sid, rnd, reply.refusal.setting)
                     if isinstance(reply, Exception):
                         raise ShardError(f"no shard: {_one_line(reply)}")
                     shard = intake.open(reply, sid, rnd, spec, requests[sid].total)

@@ -123,6 +123,22 @@ def nearest_distances(queries: np.ndarray, references: np.ndarray, chunk: int = 
     return knn.nearest_distances(queries, references, chunk)
 
 
+def pixel_rows(images: np.ndarray) -> np.ndarray:
+    """uint8 images (N, H, W, C) as float32 rows (N, H*W*C) of pixel values scaled to [0, 1]: the space of
+    the pixel distance test (`dcr_pixel`), shared by the release audit and the site's shard check."""
+    return np.asarray(images).reshape(len(images), -1).astype(np.float32) / 255.0
+
+
+def closest_pixel_distances(records: np.ndarray, released: np.ndarray) -> np.ndarray:
+    """float64 (N,): each record's Euclidean distance to its closest released image, in `pixel_rows` space.
+
+    `records` uint8 (N, H, W, C), `released` uint8 (M, H, W, C), M >= 1: distance to closest record
+    (DCR) of the pixel distance test. Raises ValueError (`knn.nearest_distances`) for M = 0 or images of
+    different sizes.
+    """
+    return nearest_distances(pixel_rows(records), pixel_rows(released))
+
+
 def distance_scores(distances: np.ndarray) -> np.ndarray:
     """Distance to closest record: an image the release copies sits closer to it, so the score is -distance."""
     return -np.asarray(distances, dtype=np.float64)

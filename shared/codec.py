@@ -278,9 +278,9 @@ def encode_refusal(refusal: SiteRefusal, *, run_id: str) -> bytes:
     """
     if run_id:
         check_run_id(run_id)
-    _check_refusal(refusal.site_id, refusal.request, refusal.reason, refusal.cap)
+    _check_refusal(refusal.site_id, refusal.request, refusal.reason, refusal.setting)
     return wrap(KIND_REFUSAL, pb.SiteRefusal(site_id=refusal.site_id, run_id=run_id, request=refusal.request,
-                                             reason=refusal.reason, cap=refusal.cap))
+                                             reason=refusal.reason, setting=refusal.setting))
 
 
 @_decoder("refusal")
@@ -289,8 +289,8 @@ def decode_refusal(data: bytes, *, max_bytes: int = MAX_REFUSAL_BYTES) -> tuple[
     message = unwrap(data, KIND_REFUSAL, pb.SiteRefusal, max_bytes)
     if message.run_id:
         _run_id(message.run_id)
-    _check_refusal(message.site_id, message.request, message.reason, message.cap)
-    return SiteRefusal(message.site_id, message.request, message.reason, message.cap), message.run_id
+    _check_refusal(message.site_id, message.request, message.reason, message.setting)
+    return SiteRefusal(message.site_id, message.request, message.reason, message.setting), message.run_id
 
 
 def kind_of(data: object) -> str | None:
@@ -305,15 +305,15 @@ def kind_of(data: object) -> str | None:
     return envelope.kind if envelope.version == WIRE_VERSION else None
 
 
-def _check_refusal(site_id: str, request: str, reason: str, cap: str) -> None:
+def _check_refusal(site_id: str, request: str, reason: str, setting: str) -> None:
     if not 0 < len(site_id) <= MAX_NAME:
         raise CodecError(f"a refusal's site id must be 1 to {MAX_NAME} characters")
     if request not in REQUESTS:
         raise CodecError(f"a refusal names request {request[:20]!r}, not one of {', '.join(REQUESTS)}")
     if not 0 < len(reason) <= MAX_REASON or "\n" in reason or "\r" in reason:
         raise CodecError(f"a refusal's reason must be one line of 1 to {MAX_REASON} characters")
-    if len(cap) > 64:
-        raise CodecError("a refusal's cap must be a node-config key of at most 64 characters")
+    if len(setting) > 64:
+        raise CodecError("a refusal's setting must be a node-config key of at most 64 characters")
 
 
 # --- synthesis requests ---------------------------------------------------------------------------

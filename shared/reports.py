@@ -128,17 +128,18 @@ class SiteRefusal:
 
     `request` is one of `REQUESTS`; `reason` one line of at most `MAX_REASON` characters, built
     from settings and counts only, never from the site's paths or data (the site's log has the
-    detail); `cap` the node-config key of the cap the request is over (`client/caps.py`), "" when
-    no cap is at issue.
+    detail); `setting` the node-config key of the site's setting behind a refusal (a cap the request
+    is over, `client/caps.py`, or the shard check's limit, `client/shard_check.py`), "" when the site
+    could not answer.
     """
 
     site_id: str
     request: str
     reason: str
-    cap: str = ""
+    setting: str = ""
 
     def __str__(self) -> str:
-        return f"refused to {self.request}: {self.reason}" if self.cap else f"could not {self.request}: {self.reason}"
+        return f"refused to {self.request}: {self.reason}" if self.setting else f"could not {self.request}: {self.reason}"
 
 
 class Refused(RuntimeError):

@@ -10,6 +10,14 @@ REPO = Path(__file__).resolve().parents[1]
 MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
 
 
+def near_copies(images: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """uint8 (count, H, W, C): `count` images drawn from `images` with replacement, each pixel moved by -3 to 3:
+    what a generator that memorizes its members would send."""
+    rng = np.random.default_rng(seed)
+    copies = images[rng.integers(0, len(images), count)].astype(np.int16)
+    return np.clip(copies + rng.integers(-3, 4, copies.shape), 0, 255).astype(np.uint8)
+
+
 def synthetic_images(n: int, shape=(8, 8, 1), seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)
 

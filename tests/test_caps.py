@@ -136,6 +136,6 @@ def test_a_later_request_over_a_cap_is_refused_too(tmp_path, digits_data):
     fit = fit_only(tmp_path, [site], samples_per_class=1)  # the plan: 1 per class, 10 images
     assert set(fit.reports) == {"site-0"}
     reply = InProcessLink([site]).synthesize({"site-0": SynthesisRequest("caps", 1, (2,) * 10, 4.0)})["site-0"]
-    assert isinstance(reply, Refused) and reply.refusal.cap == "max-shard-images"
+    assert isinstance(reply, Refused) and reply.refusal.setting == "max-shard-images"
     assert str(reply) == "refused to synthesize: a shard of 20 images is asked for, more than this site accepts (max-shard-images = 10)"
     assert ledger_kinds(site) == ["metrics", "refusal"]

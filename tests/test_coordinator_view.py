@@ -10,6 +10,7 @@ from sklearn.datasets import load_digits
 from fedkr.shared.density_attack import density_ratio_scores
 from fedkr.shared.mia import roc_auc
 from fedkr.shared.mia_stats import bootstrap_auc_ci
+from helpers import near_copies
 
 
 def _digits_split() -> tuple[np.ndarray, ...]:
@@ -62,14 +63,33 @@ def _model_for(site):  # type: ignore[no-untyped-def]
     return build_classifier(ClassifierConfig(c, h, w, site.members.num_classes, 16), 0)
 
 
+def _overfitted(site):
+    """A classifier trained on `site`'s members to the point of memorizing them (60 epochs, no augmentation)."""
+    from fedkr.shared.classifier import TrainConfig, one_hot, train_classifier
+
+    model = _model_for(site)
+    train_classifier(model, site.members.images, one_hot(site.members.labels, site.members.num_classes),
+                     TrainConfig(epochs=60, seed=0, augment=False))
+    return model
+
+
+def _assert_caught_or_passed(entries, leaks: bool) -> None:
+    """The strongest attack's interval lies above 0.6 when `leaks`; otherwise it reaches down near chance."""
+    from fedkr.coordinator_view import worst
+
+    top = worst(entries)
+    if leaks:
+        assert top.auc_ci[0] > 0.6, top
+    else:
+        assert top.auc_ci[0] < 0.5 + 0.1 and top.auc < 0.6, top
+
+
 def test_the_shards_view_catches_shards_that_copy_members_and_passes_others(digits_site_data):
     from fedkr.client.auditor import AuditSettings
-    from fedkr.coordinator_view import shards_view, worst
+    from fedkr.coordinator_view import shards_view
 
     site0, site1, site2 = digits_site_data
-    rng = np.random.default_rng(0)
-    copies = site0.members.images[rng.integers(0, len(site0.members), 400)].astype(np.int16)
-    leaky = np.clip(copies + rng.integers(-3, 4, copies.shape), 0, 255).astype(np.uint8)
+    leaky = near_copies(site0.members.images, 400, 0)
     clean = site1.members.images[:400]  # another site's patients: none of site-0's members
     model, reference = _model_for(site0), site2.members.images
     for shards, leaks in ((leaky, True), (clean, False)):
@@ -77,23 +97,15 @@ def test_the_shards_view_catches_shards_that_copy_members_and_passes_others(digi
                               AuditSettings())
         assert {e.attack for e in entries} == {"dcr_pixel", "dcr_feature", "domias"}
         assert all(e.site == "site-0" and e.received == "shards" for e in entries)
-        top = worst(entries)
-        if leaks:
-            assert top.auc_ci[0] > 0.6, top
-        else:
-            assert top.auc_ci[0] < 0.5 + 0.1 and top.auc < 0.6, top
+        _assert_caught_or_passed(entries, leaks)
 
 
 def test_the_fedavg_view_attacks_every_upload_and_finds_the_overfitted_one(digits_site_data):
     from fedkr.client.auditor import AuditSettings, ReferenceCache
     from fedkr.coordinator_view import fedavg_view, worst
-    from fedkr.shared.classifier import TrainConfig, one_hot, train_classifier
 
     site = digits_site_data[0]
-    untrained = _model_for(site)
-    overfitted = _model_for(site)
-    train_classifier(overfitted, site.members.images, one_hot(site.members.labels, site.members.num_classes),
-                     TrainConfig(epochs=60, seed=0, augment=False))
+    untrained, overfitted = _model_for(site), _overfitted(site)
     uploads = [[untrained.state_dict()], [overfitted.state_dict()]]
     entries = fedavg_view(uploads, overfitted.config, [site], AuditSettings(), [ReferenceCache()])
     assert {e.received for e in entries} == {"round 1 weights", "round 2 weights"}
@@ -109,13 +121,11 @@ def test_the_shard_labels_view_catches_soft_labels_that_teach_the_members_and_pa
     when the shards hold them: copies of members labelled by an overfitted teacher are caught, other
     patients' images labelled by it are not."""
     from fedkr.client.auditor import AuditSettings, ReferenceCache
-    from fedkr.coordinator_view import shard_labels_view, worst
-    from fedkr.shared.classifier import TrainConfig, one_hot, predict_proba, train_classifier
+    from fedkr.coordinator_view import shard_labels_view
+    from fedkr.shared.classifier import TrainConfig, predict_proba
 
     site0, site1, _ = digits_site_data
-    teacher = _model_for(site0)
-    train_classifier(teacher, site0.members.images, one_hot(site0.members.labels, site0.members.num_classes),
-                     TrainConfig(epochs=60, seed=0, augment=False))
+    teacher = _overfitted(site0)
     recipe = TrainConfig(epochs=60, seed=0, augment=False)
     for shards, leaks in ((site0.members.images, True), (site1.members.images, False)):
         soft = predict_proba(teacher, shards, temperature=4.0)
@@ -124,11 +134,7 @@ def test_the_shard_labels_view_catches_soft_labels_that_teach_the_members_and_pa
                                     [ReferenceCache()])
         assert {e.attack for e in entries} == {"loss", "entropy", "rmia"}
         assert all(e.site == "site-0" and e.received == "shard labels" for e in entries)
-        top = worst(entries)
-        if leaks:
-            assert top.auc_ci[0] > 0.6, top
-        else:
-            assert top.auc_ci[0] < 0.5 + 0.1 and top.auc < 0.6, top
+        _assert_caught_or_passed(entries, leaks)
     with pytest.raises(ValueError, match="3 images, 2 soft labels"):
         shard_labels_view(site0.members.images[:3], soft[:2], ids[:3], [site0], teacher.config, recipe,
                           AuditSettings(), [ReferenceCache()])

@@ -87,34 +87,47 @@ def test_each_ledger_line_hashes_the_bytes_that_left_the_site(inprocess_run, inp
         assert [e["kind"] for e in entries] == ["metrics", "shard", "shard", "labels", "metrics"]
 
 
-def test_each_site_keeps_the_images_it_sent_for_its_shard_check(inprocess_run, inprocess_sent, digits_sites):
-    """The shard check tests a shard together with the run's earlier ones: the site keeps exactly what left."""
-    from fedkr.client.site import SENT_IMAGES, run_dir
+def test_each_site_keeps_its_shard_check_record_of_the_images_it_sent(inprocess_run, inprocess_sent, digits_sites):
+    """The shard check tests a shard together with the run's earlier ones: the site's record holds, for each
+    member and held-out image, the distance to the closest image that left."""
+    from fedkr.client.shard_check import ShardCheckRecord
+    from fedkr.client.site import SHARD_CHECK_RECORD, run_dir
+    from fedkr.shared.attacks import closest_pixel_distances
 
     config, _ = inprocess_run
+    exact = 0
     for site in digits_sites:
         shards = [codec.decode_shard(blob, site_id=site.site_id, run_id=config.run_id, round=rnd,
                                      spec=ShardSpec((8, 8, 1), 10)) for rnd, blob in enumerate(inprocess_sent[site.site_id][1:3], 1)]
         sent = np.concatenate([shard.images for shard in shards])
-        kept = np.load(run_dir(site.state_dir, config.run_id) / SENT_IMAGES)
-        assert (kept[: len(sent)] == sent).all()  # later tests may send more in this run
+        members, holdout = site.data.members.images, site.data.holdout.images
+        kept = ShardCheckRecord.load(run_dir(site.state_dir, config.run_id) / SHARD_CHECK_RECORD, len(members), len(holdout))
+        # later tests may send more in this run: the record's distances are at most those to these shards
+        assert kept.num_images >= len(sent)
+        expected = closest_pixel_distances(members, sent), closest_pixel_distances(holdout, sent)
+        assert (kept.members <= expected[0] + 1e-9).all() and (kept.holdout <= expected[1] + 1e-9).all()
+        if kept.num_images == len(sent):  # nothing more left: exactly these shards' distances
+            np.testing.assert_allclose(kept.members, expected[0])
+            np.testing.assert_allclose(kept.holdout, expected[1])
+            exact += 1
+    assert exact, "at least one site sent nothing but the run's two shards"
 
 
 def test_a_site_that_lost_its_record_of_sent_images_refuses_to_send_more(inprocess_run, digits_sites):
     """The shard check fails closed: without the run's earlier images it cannot test what the coordinator holds."""
     from fedkr.client.shard_check import SHARD_CHECK_KEY
-    from fedkr.client.site import SENT_IMAGES, run_dir
+    from fedkr.client.site import SHARD_CHECK_RECORD, run_dir
 
     config, _ = inprocess_run
     site = digits_sites[2]
-    path = run_dir(site.state_dir, config.run_id) / SENT_IMAGES
+    path = run_dir(site.state_dir, config.run_id) / SHARD_CHECK_RECORD
     kept = path.read_bytes()
     path.unlink()
     try:
         reply = site.synthesize(SynthesisRequest(config.run_id, 8, (2,) * 10, 4.0))
         assert codec.kind_of(reply) == codec.KIND_REFUSAL
         refusal, _ = codec.decode_refusal(reply)
-        assert refusal.cap == SHARD_CHECK_KEY and "record of the images it sent" in refusal.reason
+        assert refusal.setting == SHARD_CHECK_KEY and "record of the images it sent" in refusal.reason
     finally:
         path.write_bytes(kept)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedkr.client.shard_check import DEFAULT_MAX_AUC, SHARD_CHECK_KEY, check_shard
+from fedkr.client.shard_check import DEFAULT_MAX_AUC, SHARD_CHECK_KEY, ShardCheckRecord, check_shard, check_shard_limit
+from helpers import near_copies
 
 
 @pytest.fixture(scope="module")
@@ -16,24 +17,48 @@ def digits_sites():
     return [load_site_data(SiteDataSpec("digits", i, 3, "iid", 0, 0.2)) for i in range(2)]
 
 
-def _near_copies(images: np.ndarray, count: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    copies = images[rng.integers(0, len(images), count)].astype(np.int16)
-    return np.clip(copies + rng.integers(-3, 4, copies.shape), 0, 255).astype(np.uint8)
+def _check(images: np.ndarray, members: np.ndarray, holdout: np.ndarray, **kwargs):
+    """The check of a run's first shard, `images`."""
+    return check_shard(ShardCheckRecord.nothing_sent(len(members), len(holdout)).adding(images, members, holdout), **kwargs)
 
 
 def test_a_shard_of_near_copies_is_refused_and_other_patients_images_pass(digits_sites):
     site0, site1 = digits_sites
     members, holdout = site0.members.images, site0.holdout.images
-    leaky = check_shard(_near_copies(members, 300, 0), members, holdout)
+    leaky = _check(near_copies(members, 300, 0), members, holdout)
     assert leaky.leaks and leaky.auc_ci[0] > DEFAULT_MAX_AUC, leaky
     assert "pixel distance test on 300 shard images" in leaky.describe() and f"limit {DEFAULT_MAX_AUC:g}" in leaky.describe()
-    clean = check_shard(site1.members.images[:300], members, holdout)
+    clean = _check(site1.members.images[:300], members, holdout)
     assert not clean.leaks and clean.auc < DEFAULT_MAX_AUC, clean
     # half the shard copies members: still caught; a limit of 1 turns the check off
-    mixed = np.concatenate([_near_copies(members, 150, 1), site1.members.images[:150]])
-    assert check_shard(mixed, members, holdout).leaks
-    assert not check_shard(_near_copies(members, 300, 0), members, holdout, max_auc=1.0).leaks
+    mixed = np.concatenate([near_copies(members, 150, 1), site1.members.images[:150]])
+    assert _check(mixed, members, holdout).leaks
+    assert not _check(near_copies(members, 300, 0), members, holdout, max_auc=1.0).leaks
+
+
+def test_the_record_of_a_run_tests_every_shard_sent_as_one_and_survives_a_restart(digits_sites, tmp_path):
+    """Shards added one at a time give the distances of all of them at once; the record saved is the record loaded."""
+    site0, site1 = digits_sites
+    members, holdout = site0.members.images, site0.holdout.images
+    first, second = site1.members.images[:100], near_copies(members, 300, 2)
+    record = ShardCheckRecord.nothing_sent(len(members), len(holdout)).adding(first, members, holdout)
+    record = record.adding(second, members, holdout)
+    together = ShardCheckRecord.nothing_sent(len(members), len(holdout)).adding(np.concatenate([first, second]), members, holdout)
+    np.testing.assert_allclose(record.members, together.members)
+    np.testing.assert_allclose(record.holdout, together.holdout)
+    assert record.num_images == 400 and check_shard(record) == check_shard(together)
+    # the first shard alone passed; with the second the run's shards reproduce members
+    assert not _check(first, members, holdout).leaks and check_shard(record).leaks
+    path = tmp_path / "record.npz"
+    record.save(path)
+    loaded = ShardCheckRecord.load(path, len(members), len(holdout))
+    assert loaded.num_images == 400 and (loaded.members == record.members).all() and (loaded.holdout == record.holdout).all()
+    with pytest.raises(ValueError, match="not a record of"):
+        ShardCheckRecord.load(path, len(members) + 1, len(holdout))
+    with pytest.raises(ValueError, match="the record is of"):
+        record.adding(first, members[1:], holdout)
+    with pytest.raises(ValueError, match="none were"):
+        check_shard(ShardCheckRecord.nothing_sent(len(members), len(holdout)))
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -41,12 +66,20 @@ def test_a_shard_of_near_copies_is_refused_and_other_patients_images_pass(digits
     (dict(max_auc=1.5), r"\(0.5, 1\]"),
     (dict(images=np.zeros((0, 8, 8, 1), np.uint8)), "needs shard"),
     (dict(images=np.zeros((3, 9, 9, 1), np.uint8)), "differ in shape"),
+    (dict(images=np.zeros((3, 8, 8, 1), np.float32)), "uint8"),
 ])
 def test_the_shard_check_refuses_unusable_input(digits_sites, bad, message):
     site = digits_sites[0]
     args = {"images": digits_sites[1].members.images[:20], "members": site.members.images, "holdout": site.holdout.images, **bad}
     with pytest.raises(ValueError, match=message):
-        check_shard(**args)
+        _check(**args)
+
+
+@pytest.mark.parametrize("value", [0.5, 1.01, "x", None, True, float("nan")])
+def test_the_limit_is_a_number_in_its_range(value):
+    with pytest.raises(ValueError, match=r"\(0.5, 1\]"):
+        check_shard_limit(value)
+    assert check_shard_limit("0.7") == 0.7 and check_shard_limit(1) == 1.0
 
 
 @pytest.mark.parametrize("value", ["0.4", "x", "1.01", True])

@@ -125,7 +125,7 @@ def test_a_site_that_cannot_load_its_data_answers_in_its_own_name(tmp_path):
     with pytest.raises(Refused) as caught:
         refusal_or(rec.from_record(reply.content), None)
     refusal = caught.value.refusal
-    assert refusal.site_id == "hospital-b" and refusal.request == "fit" and not refusal.cap
+    assert refusal.site_id == "hospital-b" and refusal.request == "fit" and not refusal.setting
     assert str(caught.value) == "could not fit: its data could not be loaded (DataError; details in the site's log)"
     assert str(small) not in refusal.reason, "no path of the site leaves it"
     ledger = [json.loads(line) for line in (state / "ledger.jsonl").read_text().splitlines()]

@@ -216,18 +216,18 @@ class RelabelReply(_message.Message):
     def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., request_sha256: _Optional[bytes] = ..., probs: _Optional[_Union[RawArray, _Mapping]] = ...) -> None: ...
 
 class SiteRefusal(_message.Message):
-    __slots__ = ("site_id", "run_id", "request", "reason", "cap")
+    __slots__ = ("site_id", "run_id", "request", "reason", "setting")
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
-    CAP_FIELD_NUMBER: _ClassVar[int]
+    SETTING_FIELD_NUMBER: _ClassVar[int]
     site_id: str
     run_id: str
     request: str
     reason: str
-    cap: str
-    def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., request: _Optional[str] = ..., reason: _Optional[str] = ..., cap: _Optional[str] = ...) -> None: ...
+    setting: str
+    def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., request: _Optional[str] = ..., reason: _Optional[str] = ..., setting: _Optional[str] = ...) -> None: ...
 
 class Interval(_message.Message):
     __slots__ = ("lower", "upper")
