@@ -55,7 +55,7 @@ from .caps import FitClock, OverCap, SiteCaps
 from .credentials import SiteCredentials
 from .gate import OutboundGate
 from .shard_check import DEFAULT_MAX_AUC, SHARD_CHECK_KEY, ShardCheckRecord, check_shard, check_shard_limit
-from .synthesis_filter import MemberManifold, filter_samples
+from .synthesis_filter import FilterOutcome, MemberManifold, filter_samples
 from .site_data import SiteData
 
 log = logging.getLogger(__name__)
@@ -292,7 +292,9 @@ class Site:
         The site draws `oversample` times the request and keeps what its in-distribution filter
         passes (see `synthesis_filter`); the shard's summary carries the filter's four figures. A
         shard does not leave when the pixel distance test of this run's shards with it shows that they
-        reproduce the members (`shard_check`): the site answers with a refusal instead.
+        reproduce the members (`shard_check`): the site answers with a refusal instead. With its
+        first shard of a run the site draws a probe of one more shard, which never leaves and which
+        every check of the run tests too: each check looks one round ahead.
         """
         if isinstance(request, (bytes, bytearray)):
             request = codec.decode_synthesis_request(request)
@@ -309,14 +311,9 @@ class Site:
             self.caps.check_shard(request.total)
         except OverCap as exc:
             return self._refuse("synthesize", request.run_id, exc.reason, round=request.round, setting=exc.cap)
-        drawn_per_class = [math.ceil(n * request.oversample) for n in request.per_class]
-        drawn_labels = np.repeat(np.arange(generator.num_classes), drawn_per_class).astype(np.int64)
         seed = self._next_seed(request, generator.config.seed)
         started = time.perf_counter()
-        drawn = generator.sample(drawn_labels, seed=seed, device=self.device)
-        features, logits = embed_and_logits(teacher, drawn, device=self.device)  # one pass serves the filter and the labels
-        outcome = filter_samples(drawn_labels, probabilities(logits), features, request.per_class,
-                                 self._member_manifold(request.run_id, teacher), seed)
+        drawn, drawn_labels, logits, outcome = self._draw(request, teacher, generator, seed)
         images, labels = drawn[outcome.keep], drawn_labels[outcome.keep]
         # the coordinator holds every shard of the run, so the check tests them all with this one
         sent_before = self._closest_sent(request.run_id)
@@ -324,7 +321,13 @@ class Site:
             return self._refuse("synthesize", request.run_id, "its record of the images it sent in this run is missing "
                                 "or unreadable while its ledger lists shards, so its shard check cannot run",
                                 round=request.round, setting=SHARD_CHECK_KEY)
-        sent = sent_before.adding(images, self.data.members.images, self.data.holdout.images)
+        members, holdout = self.data.members.images, self.data.holdout.images
+        if self.shard_max_auc < 1.0 and sent_before.num_images + sent_before.num_probe == 0:
+            # the run's first shard: a probe of one more shard, kept here, lets every check look one round ahead
+            probe_seed = self._next_seed(request, generator.config.seed, purpose="probe")
+            probe, _, _, probe_outcome = self._draw(request, teacher, generator, probe_seed)
+            sent_before = sent_before.adding(probe[probe_outcome.keep], members, holdout, probe=True)
+        sent = sent_before.adding(images, members, holdout)
         if self.shard_max_auc < 1.0:
             check = check_shard(sent, self.shard_max_auc, seed)
             log.info("%s: round %d shard check, this run's shards with this one: %s", self.site_id, request.round,
@@ -355,6 +358,19 @@ class Site:
         payload = self.gate.send(shard, run_id=request.run_id, round=request.round)
         sent.save(self._run_dir(request.run_id) / SHARD_CHECK_RECORD)
         return payload
+
+    def _draw(self, request: SynthesisRequest, teacher: CompactCNN, generator: SiteGenerator,
+              seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, FilterOutcome]:
+        """`oversample` times the request drawn from the generator: the images uint8 (N, H, W, C), their
+        requested classes int64 (N,), the teacher's logits float32 (N, classes), and the in-distribution
+        filter's outcome (which to keep)."""
+        drawn_per_class = [math.ceil(n * request.oversample) for n in request.per_class]
+        drawn_labels = np.repeat(np.arange(generator.num_classes), drawn_per_class).astype(np.int64)
+        drawn = generator.sample(drawn_labels, seed=seed, device=self.device)
+        features, logits = embed_and_logits(teacher, drawn, device=self.device)  # one pass serves the filter and the labels
+        outcome = filter_samples(drawn_labels, probabilities(logits), features, request.per_class,
+                                 self._member_manifold(request.run_id, teacher), seed)
+        return drawn, drawn_labels, logits, outcome
 
     def _closest_sent(self, run_id: str) -> ShardCheckRecord | None:
         """The shard check's record of run `run_id` (`SHARD_CHECK_RECORD` in its folder): the members' and held-out
@@ -470,13 +486,15 @@ class Site:
         return run_models_dir(self.state_dir, run_id)
 
     # -- state ---------------------------------------------------------------------------------
-    def _next_seed(self, request: SynthesisRequest, base_seed: int) -> int:
+    def _next_seed(self, request: SynthesisRequest, base_seed: int, purpose: str = "shard") -> int:
         """A new seed on every call (fresh images), yet reproducible: derived from the run id, the run's
         seed, the site, the round and how many shards the site has sent in this run (its ledger says).
         A run repeated under the same run id and seed draws the same images; two runs that share a
-        fit but not a run id draw different ones."""
+        fit but not a run id draw different ones. The shard check's probe (`purpose` "probe") draws
+        other images than the shard it is drawn with."""
         sent = self.gate.count_sent(request.run_id, "shard")
-        key = f"{request.run_id}:{base_seed}:{self.site_id}:{request.round}:{sent}".encode()
+        tag = "" if purpose == "shard" else f":{purpose}"
+        key = f"{request.run_id}:{base_seed}:{self.site_id}:{request.round}:{sent}{tag}".encode()
         return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
 
     def _run_dir(self, run_id: str) -> Path:
