@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fedkr.bench import same_data
+from fedkr.shared.config import ConfigError, RunConfig
 from fedkr.shared.json_input import JSONInputError, read_json_file
 from fedkr.shared.release_inspect import METRICS_LIMITS
 
@@ -64,3 +65,15 @@ def check_fit_arguments(parser: argparse.ArgumentParser, args: argparse.Namespac
     for flag, key, given in (("--sites", "sites", args.sites), ("--partition", "partition", args.partition), *extra):
         if given is not None and key in settings and settings[key] != given:
             parser.error(f"{flag} {given} is not the fit run's {key} ({settings[key]}): the sites' data would differ")
+
+
+def fit_run_config(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: dict[str, Any]) -> RunConfig:
+    """The fit's `RunConfig`: the defaults with the fit's `settings` (`fit_settings`) over them, after
+    `check_fit_arguments`; exits through `parser.error` with one line naming --fit-reports when a
+    setting has a bad value."""
+    check_fit_arguments(parser, args, settings)
+    fit = {**RunConfig().to_flat(), **dashed(settings)}
+    try:
+        return RunConfig.from_flat({k: v for k, v in fit.items() if k.replace("-", "_") in RunConfig.__dataclass_fields__})
+    except ConfigError as exc:
+        parser.error(f"{args.fit_reports}: {exc}")

@@ -33,11 +33,10 @@ from fedkr.client.site_data import SiteDataSpec, load_site_data
 from fedkr.server.relabel import mix_drawn_class
 from fedkr.server.student import student_config_for
 from fedkr.shared.classifier import accuracy, build_classifier, embed_and_logits, predict_logits, probabilities, train_classifier
-from fedkr.shared.config import ConfigError, RunConfig
 from fedkr.shared.generator_kinds import load_generator
 from fedkr.student_protocol import StudentProtocol
 
-from fitted_run import add_fit_arguments, check_fit_arguments, dashed, fit_settings, read_fit_file
+from fitted_run import add_fit_arguments, fit_run_config, fit_settings, read_fit_file
 
 
 def main() -> None:
@@ -60,12 +59,7 @@ def main() -> None:
     if not isinstance(saved.get("config"), dict):
         parser.error(f"{args.fit_reports}: not a fit run's metrics.json or refusal.json (no run settings)")
     settings = fit_settings(saved)
-    check_fit_arguments(parser, args, settings)
-    fit = {**RunConfig().to_flat(), **dashed(settings)}
-    try:
-        config = RunConfig.from_flat({k: v for k, v in fit.items() if k.replace("-", "_") in RunConfig.__dataclass_fields__})
-    except ConfigError as exc:
-        parser.error(f"{args.fit_reports}: {exc}")
+    config = fit_run_config(parser, args, settings)
     protocol = StudentProtocol(epochs=config.student_epochs, temperature=config.temperature)
     for index in range(args.sites):
         site_id = f"site-{index}"
