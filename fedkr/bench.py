@@ -228,6 +228,7 @@ class ReusedFit:
 
     def load(self, expected: RunConfig | None = None) -> tuple[Path, str, dict[str, FitReport], float]:
         """The sites folder, run id, fit reports and fit seconds; with `expected`, refuse a run fitted otherwise.
+        `run_dir` is a `fedkr simulate` run's folder or a `fedkr bench` run's (OUT/runs/bench-seed0).
 
         Raises `DataError` when the folder holds no finished run's metrics.json, when that file is
         malformed, names an invalid run id (`fedkr.shared.reports.check_run_id`) or holds a site's
@@ -254,7 +255,14 @@ class ReusedFit:
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise DataError(f"{self.run_dir}: not a finished run's metrics: a site's fit report is malformed "
                             f"({type(exc).__name__}: {exc})") from None
-        return self.run_dir.parent / "sites", fit_run, reports, float(metrics["stage_seconds"]["fit"])
+        return self._sites_dir(), fit_run, reports, float(metrics["stage_seconds"]["fit"])
+
+    def _sites_dir(self) -> Path:
+        """The sites folder: beside the run's folder (`fedkr simulate --out OUT`: OUT/<id>, OUT/sites), or
+        beside its `runs` folder (`fedkr bench --out OUT`: OUT/runs/<id>, OUT/sites)."""
+        beside = self.run_dir.parent / "sites"
+        of_bench = self.run_dir.parent.parent / "sites"
+        return of_bench if not beside.is_dir() and self.run_dir.parent.name == "runs" and of_bench.is_dir() else beside
 
     def _check(self, used: dict, expected: RunConfig) -> None:
         # a setting added after the run was made is absent from its config: the run had that setting's first default

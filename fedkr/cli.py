@@ -375,8 +375,9 @@ def bench(
     generator_guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance the sites sample with \\[default: the profile's].")] = None,
     drawn_class_weight: Annotated[float | None, typer.Option(help="fedkr's share of the student's target that is each image's drawn class (one-hot), in [0, 1] \\[default: the profile's].")] = None,
     relabel: Annotated[bool | None, typer.Option("--relabel/--no-relabel", help="Have every site's teacher relabel fedkr's student's set; off, no relabel reply is sent (nor attacked in the coordinator view) \\[default: the profile's].")] = None,
-    reuse_fit: Annotated[Path | None, typer.Option(help="A finished `fedkr simulate` run folder (runs/<id>) on the same data, "
-                                                   "partition and budgets, whose sites' models to reuse instead of fitting.")] = None,
+    reuse_fit: Annotated[Path | None, typer.Option(help="A finished `fedkr simulate` run folder (runs/<id>), or a `fedkr bench` "
+                                                   "one (OUT/runs/bench-seed0), on the same data, partition and budgets, "
+                                                   "whose sites' models to reuse instead of fitting.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every stage's log.")] = False,
 ) -> None:
     """Compare centralized, local-only, Flower FedAvg, naive synthetic pooling and fedkr on the same sites."""

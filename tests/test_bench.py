@@ -74,6 +74,11 @@ def test_reused_fit_reads_the_fit_of_a_finished_run(tmp_path):
     sites_dir, run_id, reports, fit_seconds = ReusedFit(run).load()
     assert (sites_dir, run_id, fit_seconds) == (tmp_path / "runs" / "sites", "r1", 41.5)
     assert reports == {"site-0": report}
+    # a bench's output: OUT/runs/<id> beside OUT/sites
+    (tmp_path / "sites").mkdir()
+    assert ReusedFit(run).load()[0] == tmp_path / "sites"
+    (tmp_path / "runs" / "sites").mkdir()  # simulate's layout, OUT/<id> beside OUT/sites, comes first
+    assert ReusedFit(run).load()[0] == tmp_path / "runs" / "sites"
     with pytest.raises(DataError, match="no metrics.json"):
         ReusedFit(tmp_path / "nothing").load()
     (run / "release" / "metrics.json").write_text(json.dumps(
