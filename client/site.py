@@ -169,7 +169,8 @@ class Site:
     Each method takes the coordinator's message, as the object or as the bytes that arrived
     (`shared/codec.py`; sealed bytes for candidates and relabelling requests when the site has keys),
     and returns the exact bytes that leave through the site's gate. A request over one of the site's
-    caps (`caps.py`) is answered with a `SiteRefusal` that names the cap, through the same gate.
+    caps (`caps.py`), or a shard its shard check stops (`shard_check.py`), is answered with a
+    `SiteRefusal` that names the node-config key at issue, through the same gate.
     """
 
     def __init__(
@@ -183,7 +184,8 @@ class Site:
         `shared/device.py`, which raises `DeviceError` for one this machine lacks); `caps` are the most
         the site accepts of a coordinator's requests; `shard_max_auc` is the shard check's limit
         (`shard_check.py`; 1 turns it off).
-        Raises `ValueError` (`KeyringError`) if `site_id` is not a site name (`check_site_name`).
+        Raises `ValueError` (`KeyringError`) if `site_id` is not a site name (`check_site_name`), and
+        `ValueError` if `shard_max_auc` is not in (0.5, 1] (`check_shard_limit`).
         """
         check_site_name(site_id)
         if credentials is not None and credentials.site_name != site_id:
@@ -318,8 +320,8 @@ class Site:
         # the coordinator holds every shard of the run, so the check tests them all with this one
         sent_before = self._closest_sent(request.run_id)
         if sent_before is None:
-            return self._refuse("synthesize", request.run_id, "its record of the images it sent in this run is missing "
-                                "or unreadable while its ledger lists shards, so its shard check cannot run",
+            return self._refuse("synthesize", request.run_id, "its record of the images it sent in this run is missing, "
+                                "unreadable or of other images while its ledger lists shards, so its shard check cannot run",
                                 round=request.round, setting=SHARD_CHECK_KEY)
         members, holdout = self.data.members.images, self.data.holdout.images
         if self.shard_max_auc < 1.0 and sent_before.num_images + sent_before.num_probe == 0:
@@ -374,16 +376,17 @@ class Site:
 
     def _closest_sent(self, run_id: str) -> ShardCheckRecord | None:
         """The shard check's record of run `run_id` (`SHARD_CHECK_RECORD` in its folder): the members' and held-out
-        images' distances to the closest image sent; empty before the first shard. None when the ledger lists
-        shards sent in the run but the record is missing, unreadable or of other images: the check must not
-        start afresh."""
+        images' distances to the closest image sent or probed; empty before the first shard. None when the
+        ledger lists shards sent in the run but the record is missing, unreadable, malformed or of other
+        member and held-out images: the check must not start afresh."""
         path = self._run_dir(run_id) / SHARD_CHECK_RECORD
-        members, holdout = len(self.data.members), len(self.data.holdout)
+        members, holdout = self.data.members.images, self.data.holdout.images
         if not path.is_file():
             return None if self.gate.count_sent(run_id, "shard") else ShardCheckRecord.nothing_sent(members, holdout)
         try:
             return ShardCheckRecord.load(path, members, holdout)
-        except (OSError, ValueError, KeyError):
+        except ValueError as exc:
+            log.warning("%s: run %s: %s", self.site_id, run_id, exc)
             return None
 
     def _member_manifold(self, run_id: str, teacher: CompactCNN) -> MemberManifold | None:

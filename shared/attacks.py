@@ -132,9 +132,9 @@ def pixel_rows(images: np.ndarray) -> np.ndarray:
 def closest_pixel_distances(records: np.ndarray, released: np.ndarray) -> np.ndarray:
     """float64 (N,): each record's Euclidean distance to its closest released image, in `pixel_rows` space.
 
-    `records` uint8 (N, H, W, C), `released` uint8 (M, H, W, C), M >= 1: distance to closest record
-    (DCR) of the pixel distance test. Raises ValueError (`knn.nearest_distances`) for M = 0 or images of
-    different sizes.
+    `records` uint8 (N, H, W, C), N >= 1, `released` uint8 (M, H, W, C), M >= 1: distance to closest
+    record (DCR) of the pixel distance test. Raises ValueError for N = 0 or M = 0 (`pixel_rows`,
+    `knn.nearest_distances`) or images of different sizes.
     """
     return nearest_distances(pixel_rows(records), pixel_rows(released))
 

@@ -103,7 +103,7 @@ def test_each_site_keeps_its_shard_check_record_of_the_images_it_sent_and_its_pr
                                      spec=ShardSpec((8, 8, 1), 10)) for rnd, blob in enumerate(inprocess_sent[site.site_id][1:3], 1)]
         sent = np.concatenate([shard.images for shard in shards])
         members, holdout = site.data.members.images, site.data.holdout.images
-        kept = ShardCheckRecord.load(run_dir(site.state_dir, config.run_id) / SHARD_CHECK_RECORD, len(members), len(holdout))
+        kept = ShardCheckRecord.load(run_dir(site.state_dir, config.run_id) / SHARD_CHECK_RECORD, members, holdout)
         assert kept.num_probe == len(shards[0]), "the probe is one shard as large as the run's first"
         # later tests may send more in this run: the record's distances are at most those to these shards
         assert kept.num_images >= len(sent)
@@ -115,7 +115,8 @@ def test_each_site_keeps_its_shard_check_record_of_the_images_it_sent_and_its_pr
     assert exact, "at least one site sent nothing but the run's two shards"
 
 
-def test_a_site_that_lost_its_record_of_sent_images_refuses_to_send_more(inprocess_run, digits_sites):
+@pytest.mark.parametrize("damage", ["missing", "empty"])
+def test_a_site_that_lost_its_record_of_sent_images_refuses_to_send_more(inprocess_run, digits_sites, damage):
     """The shard check fails closed: without the run's earlier images it cannot test what the coordinator holds."""
     from fedkr.client.shard_check import SHARD_CHECK_KEY
     from fedkr.client.site import SHARD_CHECK_RECORD, run_dir
@@ -124,7 +125,7 @@ def test_a_site_that_lost_its_record_of_sent_images_refuses_to_send_more(inproce
     site = digits_sites[2]
     path = run_dir(site.state_dir, config.run_id) / SHARD_CHECK_RECORD
     kept = path.read_bytes()
-    path.unlink()
+    path.unlink() if damage == "missing" else path.write_bytes(b"")
     try:
         reply = site.synthesize(SynthesisRequest(config.run_id, 8, (2,) * 10, 4.0))
         assert codec.kind_of(reply) == codec.KIND_REFUSAL
@@ -132,6 +133,23 @@ def test_a_site_that_lost_its_record_of_sent_images_refuses_to_send_more(inproce
         assert refusal.setting == SHARD_CHECK_KEY and "record of the images it sent" in refusal.reason
     finally:
         path.write_bytes(kept)
+
+
+def test_with_the_check_off_a_site_draws_no_probe_and_still_keeps_its_record(tmp_path, inprocess_run, digits_sites):
+    """A limit of 1 tests nothing and draws no probe; the record of what left is kept, so that turning the check
+    on later in the run tests every shard sent."""
+    from fedkr.client.shard_check import ShardCheckRecord
+    from fedkr.client.site import SHARD_CHECK_RECORD, Site, run_dir
+
+    fitted, _ = inprocess_run
+    source = digits_sites[0]
+    site = Site("site-0", source.data, tmp_path / "site-0", shard_max_auc=1.0)
+    site.reuse_fit(run_dir(source.state_dir, fitted.run_id), "check-off")
+    for rnd in (1, 2):
+        assert codec.kind_of(site.synthesize(SynthesisRequest("check-off", rnd, (2,) * 10, 4.0))) == codec.KIND_SHARD
+    record = ShardCheckRecord.load(run_dir(site.state_dir, "check-off") / SHARD_CHECK_RECORD,
+                                   source.data.members.images, source.data.holdout.images)
+    assert (record.num_images, record.num_probe) == (40, 0)
 
 
 def test_audit_failure_writes_refusal_and_no_release(tmp_path, digits_sites, inprocess_run):

@@ -19,7 +19,7 @@ def digits_sites():
 
 def _check(images: np.ndarray, members: np.ndarray, holdout: np.ndarray, **kwargs):
     """The check of a run's first shard, `images`."""
-    return check_shard(ShardCheckRecord.nothing_sent(len(members), len(holdout)).adding(images, members, holdout), **kwargs)
+    return check_shard(ShardCheckRecord.nothing_sent(members, holdout).adding(images, members, holdout), **kwargs)
 
 
 def test_a_shard_of_near_copies_is_refused_and_other_patients_images_pass(digits_sites):
@@ -41,9 +41,9 @@ def test_the_record_of_a_run_tests_every_shard_sent_as_one_and_survives_a_restar
     site0, site1 = digits_sites
     members, holdout = site0.members.images, site0.holdout.images
     first, second = site1.members.images[:100], near_copies(members, 300, 2)
-    record = ShardCheckRecord.nothing_sent(len(members), len(holdout)).adding(first, members, holdout)
+    record = ShardCheckRecord.nothing_sent(members, holdout).adding(first, members, holdout)
     record = record.adding(second, members, holdout)
-    together = ShardCheckRecord.nothing_sent(len(members), len(holdout)).adding(np.concatenate([first, second]), members, holdout)
+    together = ShardCheckRecord.nothing_sent(members, holdout).adding(np.concatenate([first, second]), members, holdout)
     np.testing.assert_allclose(record.members, together.members)
     np.testing.assert_allclose(record.holdout, together.holdout)
     assert record.num_images == 400 and check_shard(record) == check_shard(together)
@@ -51,14 +51,43 @@ def test_the_record_of_a_run_tests_every_shard_sent_as_one_and_survives_a_restar
     assert not _check(first, members, holdout).leaks and check_shard(record).leaks
     path = tmp_path / "record.npz"
     record.save(path)
-    loaded = ShardCheckRecord.load(path, len(members), len(holdout))
+    loaded = ShardCheckRecord.load(path, members, holdout)
     assert loaded.num_images == 400 and (loaded.members == record.members).all() and (loaded.holdout == record.holdout).all()
-    with pytest.raises(ValueError, match="not a record of"):
-        ShardCheckRecord.load(path, len(members) + 1, len(holdout))
-    with pytest.raises(ValueError, match="the record is of"):
-        record.adding(first, members[1:], holdout)
+    # the distances belong to these images: another split of the same sizes is refused
+    swapped = np.concatenate([holdout[:1], members[1:]]), np.concatenate([members[:1], holdout[1:]])
+    with pytest.raises(ValueError, match="other member and held-out images"):
+        ShardCheckRecord.load(path, *swapped)
+    with pytest.raises(ValueError, match="other member and held-out images"):
+        record.adding(first, *swapped)
     with pytest.raises(ValueError, match="none were"):
-        check_shard(ShardCheckRecord.nothing_sent(len(members), len(holdout)))
+        check_shard(ShardCheckRecord.nothing_sent(members, holdout))
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "npy", "nan", "no-digest"])
+def test_a_damaged_record_is_refused_with_a_value_error(digits_sites, tmp_path, damage):
+    """Whatever happened to the file, `load` says it is no record (ValueError), so the site refuses to send."""
+    members, holdout = digits_sites[0].members.images, digits_sites[0].holdout.images
+    record = ShardCheckRecord.nothing_sent(members, holdout).adding(digits_sites[1].members.images[:50], members, holdout)
+    path = tmp_path / "record.npz"
+    record.save(path)
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "npy":
+        with path.open("wb") as handle:
+            np.save(handle, record.members)
+    else:
+        fields = {"members": record.members, "holdout": record.holdout, "site_digest": np.str_(record.site_digest),
+                  "num_images": np.int64(50), "num_probe": np.int64(0)}
+        if damage == "nan":
+            fields["members"] = np.full_like(record.members, np.nan)
+        else:
+            del fields["site_digest"]
+        with path.open("wb") as handle:
+            np.savez(handle, **fields)
+    with pytest.raises(ValueError, match="record"):
+        ShardCheckRecord.load(path, members, holdout)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -75,11 +104,14 @@ def test_the_shard_check_refuses_unusable_input(digits_sites, bad, message):
         _check(**args)
 
 
-@pytest.mark.parametrize("value", [0.5, 1.01, "x", None, True, float("nan")])
+@pytest.mark.parametrize("value", [0.5, 1.01, "x", None, True, np.bool_(True), float("nan")])
 def test_the_limit_is_a_number_in_its_range(value):
     with pytest.raises(ValueError, match=r"\(0.5, 1\]"):
         check_shard_limit(value)
-    assert check_shard_limit("0.7") == 0.7 and check_shard_limit(1) == 1.0
+
+
+def test_a_limit_in_range_is_read_as_a_number():
+    assert check_shard_limit("0.7") == 0.7 and check_shard_limit(1) == 1.0 and check_shard_limit(np.float32(0.75)) == 0.75
 
 
 @pytest.mark.parametrize("value", ["0.4", "x", "1.01", True])
