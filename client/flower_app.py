@@ -27,6 +27,7 @@ from .caps import SiteCaps
 from .credentials import load_site_credentials
 from .gate import OutboundGate
 from .node_config import SiteSettings
+from .shard_check import shard_check_on
 from .site import Site, SiteNotFitted
 from .site_data import SiteDataSpec, load_site_data
 
@@ -68,7 +69,7 @@ def _cached_site(site_id: str, spec: SiteDataSpec, state_dir: str, keys_dir: str
                 shard_max_auc=shard_max_auc)
     log.info("%s: %d member and %d holdout images; computes on %s; caps: %s; shard check limit %s", site_id,
              len(site.data.members), len(site.data.holdout), describe(site.device), caps.describe(),
-             "off" if shard_max_auc >= 1.0 else f"{shard_max_auc:g}")
+             f"{shard_max_auc:g}" if shard_check_on(shard_max_auc) else "off")
     return site
 
 

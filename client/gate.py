@@ -130,6 +130,13 @@ class OutboundGate:
         entries, _ = read_ledger(self.ledger_path)
         return sum(entry.get("run") == run_id and entry.get("kind") == kind for entry in entries)
 
+    def images_sent(self, run_id: str) -> int:
+        """How many shard images this site has sent in `run_id`, by its ledger (each shard's line counts them)."""
+        if self.ledger_path is None or not self.ledger_path.is_file():
+            return 0
+        entries, _ = read_ledger(self.ledger_path)
+        return sum(int(entry.get("images", 0)) for entry in entries if entry.get("run") == run_id and entry.get("kind") == "shard")
+
     def _check_shard(self, shard: Shard) -> None:
         if shard.site_id != self.site_id:
             raise GateRefusal(f"{self.site_id}: shard is labelled as from {shard.site_id}")

@@ -62,6 +62,13 @@ SHARD_CHECK_KEY = "shard-max-distance-auc"
 DEFAULT_MAX_AUC: float = RunConfig.__dataclass_fields__["audit_max_distance_auc"].default
 #: Confidence of the interval whose lower end is compared with the limit (two-sided, as the audit's).
 CONFIDENCE = 0.95
+#: The limit that turns the check off: no AUC's interval lies above it, so nothing is tested or probed.
+CHECK_OFF = 1.0
+
+
+def shard_check_on(limit: float) -> bool:
+    """Whether a site with this limit (`check_shard_limit`'s) tests its shards: every limit but `CHECK_OFF`."""
+    return limit < CHECK_OFF
 
 
 def check_shard_limit(value: object) -> float:
@@ -71,7 +78,7 @@ def check_shard_limit(value: object) -> float:
         limit = float("nan") if isinstance(value, (bool, np.bool_)) else float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         limit = float("nan")
-    if not 0.5 < limit <= 1.0:
+    if not 0.5 < limit <= CHECK_OFF:
         raise ValueError(f"the shard check's limit must be a number in (0.5, 1] (1: off), got {value!r}")
     return limit
 
@@ -187,7 +194,7 @@ class ShardCheck:
     @property
     def leaks(self) -> bool:
         """Whether the interval's lower end lies above the limit (a limit of 1 never refuses)."""
-        return self.max_auc < 1.0 and self.auc_ci[0] > self.max_auc
+        return shard_check_on(self.max_auc) and self.auc_ci[0] > self.max_auc
 
     def describe(self) -> str:
         """One line: images tested, members and held-out images, AUC with its interval, and the limit."""

@@ -54,7 +54,8 @@ from .auditor import AuditSettings, audit_model
 from .caps import FitClock, OverCap, SiteCaps
 from .credentials import SiteCredentials
 from .gate import OutboundGate
-from .shard_check import DEFAULT_MAX_AUC, SHARD_CHECK_KEY, ShardCheckRecord, check_shard, check_shard_limit
+from .shard_check import (DEFAULT_MAX_AUC, SHARD_CHECK_KEY, ShardCheckRecord, check_shard, check_shard_limit,
+                          shard_check_on)
 from .synthesis_filter import FilterOutcome, MemberManifold, filter_samples
 from .site_data import SiteData
 
@@ -321,16 +322,16 @@ class Site:
         sent_before = self._closest_sent(request.run_id)
         if sent_before is None:
             return self._refuse("synthesize", request.run_id, "its record of the images it sent in this run is missing, "
-                                "unreadable or of other images while its ledger lists shards, so its shard check cannot run",
+                                "unreadable, of other images or behind its ledger, so its shard check cannot run",
                                 round=request.round, setting=SHARD_CHECK_KEY)
         members, holdout = self.data.members.images, self.data.holdout.images
-        if self.shard_max_auc < 1.0 and sent_before.num_images + sent_before.num_probe == 0:
+        if shard_check_on(self.shard_max_auc) and sent_before.num_images + sent_before.num_probe == 0:
             # the run's first shard: a probe of one more shard, kept here, lets every check look one round ahead
             probe_seed = self._next_seed(request, generator.config.seed, purpose="probe")
             probe, _, _, probe_outcome = self._draw(request, teacher, generator, probe_seed)
             sent_before = sent_before.adding(probe[probe_outcome.keep], members, holdout, probe=True)
         sent = sent_before.adding(images, members, holdout)
-        if self.shard_max_auc < 1.0:
+        if shard_check_on(self.shard_max_auc):
             check = check_shard(sent, self.shard_max_auc, seed)
             log.info("%s: round %d shard check, this run's shards with this one: %s", self.site_id, request.round,
                      check.describe())
@@ -357,9 +358,9 @@ class Site:
         log.info("%s: round %d shard of %d images (drew %d, %.0f%% failed the filter); teacher agrees with the "
                  "requested class on %.1f%%, precision %.2f, recall %.2f", self.site_id, request.round, len(shard),
                  len(drawn), 100 * outcome.rejection_rate, 100 * outcome.teacher_agreement, outcome.precision, outcome.recall)
-        payload = self.gate.send(shard, run_id=request.run_id, round=request.round)
+        # kept before the shard leaves: a record may count a shard the gate then refused, never miss one that left
         sent.save(self._run_dir(request.run_id) / SHARD_CHECK_RECORD)
-        return payload
+        return self.gate.send(shard, run_id=request.run_id, round=request.round)
 
     def _draw(self, request: SynthesisRequest, teacher: CompactCNN, generator: SiteGenerator,
               seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, FilterOutcome]:
@@ -377,17 +378,24 @@ class Site:
     def _closest_sent(self, run_id: str) -> ShardCheckRecord | None:
         """The shard check's record of run `run_id` (`SHARD_CHECK_RECORD` in its folder): the members' and held-out
         images' distances to the closest image sent or probed; empty before the first shard. None when the
-        ledger lists shards sent in the run but the record is missing, unreadable, malformed or of other
-        member and held-out images: the check must not start afresh."""
+        ledger lists shards sent in the run but the record is missing, unreadable, malformed, of other
+        member and held-out images, or counts fewer images than the ledger: the check must not start
+        afresh nor forget a shard that left."""
         path = self._run_dir(run_id) / SHARD_CHECK_RECORD
         members, holdout = self.data.members.images, self.data.holdout.images
         if not path.is_file():
             return None if self.gate.count_sent(run_id, "shard") else ShardCheckRecord.nothing_sent(members, holdout)
         try:
-            return ShardCheckRecord.load(path, members, holdout)
+            record = ShardCheckRecord.load(path, members, holdout)
         except ValueError as exc:
             log.warning("%s: run %s: %s", self.site_id, run_id, exc)
             return None
+        ledger = self.gate.images_sent(run_id)
+        if record.num_images < ledger:  # an older record (restored from a copy, say) misses shards that left
+            log.warning("%s: run %s: the shard check's record counts %d images sent, the ledger %d", self.site_id,
+                        run_id, record.num_images, ledger)
+            return None
+        return record
 
     def _member_manifold(self, run_id: str, teacher: CompactCNN) -> MemberManifold | None:
         if self._manifold is None or self._manifold[0] != run_id:

@@ -144,9 +144,9 @@ def demo(
 
 def demo_node_config(leaky: bool) -> dict[str, object] | None:
     """What `fedkr demo` gives every site beyond the run config: with `leaky`, its shard check off (`client/shard_check.py`)."""
-    from fedkr.client.shard_check import SHARD_CHECK_KEY
+    from fedkr.client.shard_check import CHECK_OFF, SHARD_CHECK_KEY
 
-    return {SHARD_CHECK_KEY: 1.0} if leaky else None
+    return {SHARD_CHECK_KEY: CHECK_OFF} if leaky else None
 
 
 def demo_config(out: Path | None, seed: int | None, leaky: bool) -> RunConfig:

@@ -115,17 +115,24 @@ def test_each_site_keeps_its_shard_check_record_of_the_images_it_sent_and_its_pr
     assert exact, "at least one site sent nothing but the run's two shards"
 
 
-@pytest.mark.parametrize("damage", ["missing", "empty"])
+@pytest.mark.parametrize("damage", ["missing", "empty", "behind its ledger"])
 def test_a_site_that_lost_its_record_of_sent_images_refuses_to_send_more(inprocess_run, digits_sites, damage):
-    """The shard check fails closed: without the run's earlier images it cannot test what the coordinator holds."""
-    from fedkr.client.shard_check import SHARD_CHECK_KEY
+    """The shard check fails closed: without the run's earlier images it cannot test what the coordinator holds,
+    and a record that counts fewer images than the ledger (an older copy) has forgotten some."""
+    from fedkr.client.shard_check import SHARD_CHECK_KEY, ShardCheckRecord
     from fedkr.client.site import SHARD_CHECK_RECORD, run_dir
 
     config, _ = inprocess_run
     site = digits_sites[2]
     path = run_dir(site.state_dir, config.run_id) / SHARD_CHECK_RECORD
     kept = path.read_bytes()
-    path.unlink() if damage == "missing" else path.write_bytes(b"")
+    if damage == "missing":
+        path.unlink()
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        members, holdout = site.data.members.images, site.data.holdout.images
+        ShardCheckRecord.nothing_sent(members, holdout).adding(members[:5], members, holdout).save(path)
     try:
         reply = site.synthesize(SynthesisRequest(config.run_id, 8, (2,) * 10, 4.0))
         assert codec.kind_of(reply) == codec.KIND_REFUSAL
