@@ -31,7 +31,7 @@ from fedkr.client.shard_check import DEFAULT_MAX_AUC, ShardCheckRecord, check_sh
 from fedkr.client.site import Site
 from fedkr.client.site_data import SiteDataSpec, load_site_data
 from fedkr.shared import codec
-from fedkr.shared.shard import ShardSpec, SynthesisRequest
+from fedkr.shared.shard import ShardSpec, SynthesisRequest, per_class_request
 
 from fitted_run import add_fit_arguments, fit_run_config, fit_settings, read_fit_file
 
@@ -59,7 +59,7 @@ def main() -> None:
             site = Site(site_id, data, state, shard_max_auc=1.0)
             members, holdout = data.members.images, data.holdout.images
             counts = data.members.class_counts()
-            per_class = tuple(config.samples_per_class if n >= config.min_class_members else 0 for n in counts)
+            per_class = per_class_request(counts, config.samples_per_class, config.min_class_members)
             record = ShardCheckRecord.nothing_sent(members, holdout)
             for rnd in range(1, args.rounds + 1):
                 started = time.perf_counter()

@@ -127,15 +127,16 @@ class OutboundGate:
         """How many items of `kind` this site has sent in `run_id`, by its ledger."""
         if self.ledger_path is None or not self.ledger_path.is_file():
             return 0
-        entries, _ = read_ledger(self.ledger_path)
-        return sum(entry.get("run") == run_id and entry.get("kind") == kind for entry in entries)
+        return self.sent_in_run(run_id, kind)[0]
 
-    def images_sent(self, run_id: str) -> int:
-        """How many shard images this site has sent in `run_id`, by its ledger (each shard's line counts them)."""
+    def sent_in_run(self, run_id: str, kind: str) -> tuple[int, int]:
+        """How many items of `kind` this site has sent in `run_id`, and how many images they held (shards and
+        labels count them), by one reading of its ledger."""
         if self.ledger_path is None or not self.ledger_path.is_file():
-            return 0
+            return 0, 0
         entries, _ = read_ledger(self.ledger_path)
-        return sum(int(entry.get("images", 0)) for entry in entries if entry.get("run") == run_id and entry.get("kind") == "shard")
+        sent = [entry for entry in entries if entry.get("run") == run_id and entry.get("kind") == kind]
+        return len(sent), sum(int(entry.get("images", 0)) for entry in sent)
 
     def _check_shard(self, shard: Shard) -> None:
         if shard.site_id != self.site_id:

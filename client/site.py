@@ -314,12 +314,13 @@ class Site:
             self.caps.check_shard(request.total)
         except OverCap as exc:
             return self._refuse("synthesize", request.run_id, exc.reason, round=request.round, setting=exc.cap)
-        seed = self._next_seed(request, generator.config.seed)
+        shards_sent, images_sent = self.gate.sent_in_run(request.run_id, "shard")
+        seed = self._next_seed(request, generator.config.seed, shards_sent)
         started = time.perf_counter()
         drawn, drawn_labels, logits, outcome = self._draw(request, teacher, generator, seed)
         images, labels = drawn[outcome.keep], drawn_labels[outcome.keep]
         # the coordinator holds every shard of the run, so the check tests them all with this one
-        sent_before = self._closest_sent(request.run_id)
+        sent_before = self._closest_sent(request.run_id, shards_sent, images_sent)
         if sent_before is None:
             return self._refuse("synthesize", request.run_id, "its record of the images it sent in this run is missing, "
                                 "unreadable, of other images or behind its ledger, so its shard check cannot run",
@@ -327,7 +328,7 @@ class Site:
         members, holdout = self.data.members.images, self.data.holdout.images
         if shard_check_on(self.shard_max_auc) and sent_before.num_images + sent_before.num_probe == 0:
             # the run's first shard: a probe of one more shard, kept here, lets every check look one round ahead
-            probe_seed = self._next_seed(request, generator.config.seed, purpose="probe")
+            probe_seed = self._next_seed(request, generator.config.seed, shards_sent, purpose="probe")
             probe, _, _, probe_outcome = self._draw(request, teacher, generator, probe_seed)
             sent_before = sent_before.adding(probe[probe_outcome.keep], members, holdout, probe=True)
         sent = sent_before.adding(images, members, holdout)
@@ -375,25 +376,24 @@ class Site:
                                  self._member_manifold(request.run_id, teacher), seed)
         return drawn, drawn_labels, logits, outcome
 
-    def _closest_sent(self, run_id: str) -> ShardCheckRecord | None:
+    def _closest_sent(self, run_id: str, shards_sent: int, images_sent: int) -> ShardCheckRecord | None:
         """The shard check's record of run `run_id` (`SHARD_CHECK_RECORD` in its folder): the members' and held-out
         images' distances to the closest image sent or probed; empty before the first shard. None when the
         ledger lists shards sent in the run but the record is missing, unreadable, malformed, of other
         member and held-out images, or counts fewer images than the ledger: the check must not start
-        afresh nor forget a shard that left."""
+        afresh nor forget a shard that left. `shards_sent` and `images_sent` are the ledger's counts for the run."""
         path = self._run_dir(run_id) / SHARD_CHECK_RECORD
         members, holdout = self.data.members.images, self.data.holdout.images
         if not path.is_file():
-            return None if self.gate.count_sent(run_id, "shard") else ShardCheckRecord.nothing_sent(members, holdout)
+            return None if shards_sent else ShardCheckRecord.nothing_sent(members, holdout)
         try:
             record = ShardCheckRecord.load(path, members, holdout)
         except ValueError as exc:
             log.warning("%s: run %s: %s", self.site_id, run_id, exc)
             return None
-        ledger = self.gate.images_sent(run_id)
-        if record.num_images < ledger:  # an older record (restored from a copy, say) misses shards that left
+        if record.num_images < images_sent:  # an older record (restored from a copy, say) misses shards that left
             log.warning("%s: run %s: the shard check's record counts %d images sent, the ledger %d", self.site_id,
-                        run_id, record.num_images, ledger)
+                        run_id, record.num_images, images_sent)
             return None
         return record
 
@@ -497,15 +497,14 @@ class Site:
         return run_models_dir(self.state_dir, run_id)
 
     # -- state ---------------------------------------------------------------------------------
-    def _next_seed(self, request: SynthesisRequest, base_seed: int, purpose: str = "shard") -> int:
+    def _next_seed(self, request: SynthesisRequest, base_seed: int, shards_sent: int, purpose: str = "shard") -> int:
         """A new seed on every call (fresh images), yet reproducible: derived from the run id, the run's
-        seed, the site, the round and how many shards the site has sent in this run (its ledger says).
+        seed, the site, the round and how many shards the site has sent in this run (`shards_sent`, its ledger says).
         A run repeated under the same run id and seed draws the same images; two runs that share a
         fit but not a run id draw different ones. The shard check's probe (`purpose` "probe") draws
         other images than the shard it is drawn with."""
-        sent = self.gate.count_sent(request.run_id, "shard")
         tag = "" if purpose == "shard" else f":{purpose}"
-        key = f"{request.run_id}:{base_seed}:{self.site_id}:{request.round}:{sent}{tag}".encode()
+        key = f"{request.run_id}:{base_seed}:{self.site_id}:{request.round}:{shards_sent}{tag}".encode()
         return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
 
     def _run_dir(self, run_id: str) -> Path:

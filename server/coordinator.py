@@ -24,7 +24,7 @@ from fedkr.shared.data import ImageSet
 from fedkr.shared.device import describe, resolve_device
 from fedkr.shared.dp_models import DP_BOTH_MODELS
 from fedkr.shared.reports import MAX_RELABEL_IMAGES, AuditCandidate, FitPlan, FitReport, Refused, RelabelRequest, working_size
-from fedkr.shared.shard import ShardError, ShardSpec, SynthesisRequest
+from fedkr.shared.shard import ShardError, ShardSpec, SynthesisRequest, per_class_request
 from fedkr.shared.shard_wire import ReplayGuard
 
 from fedkr.shared.audit_document import audit_summary
@@ -542,10 +542,8 @@ class Coordinator:
 
     def _request(self, rnd: int, report: FitReport) -> SynthesisRequest:
         """Ask each site only for the classes it has enough members of to have learned."""
-        per_class = tuple(
-            self.config.samples_per_class if n >= self.config.min_class_members else 0
-            for n in report.member_class_counts
-        )
+        per_class = per_class_request(report.member_class_counts, self.config.samples_per_class,
+                                      self.config.min_class_members)
         return SynthesisRequest(run_id=self.config.run_id, round=rnd, per_class=per_class, temperature=self.config.temperature,
                                 oversample=self.config.oversample)
 

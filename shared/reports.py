@@ -15,6 +15,7 @@ from .attack_report import AttackResult
 from .classifier import ClassifierConfig, TrainConfig
 from .dp import DPConfig
 from .generator import GeneratorConfig
+from .shard import per_class_request
 from .utility import UtilityCounts
 
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
@@ -44,7 +45,7 @@ class FitPlan:
 
     def shard_images(self, member_class_counts: tuple[int, ...] | list[int]) -> int:
         """The images one shard will ask of a site holding `member_class_counts` members per class."""
-        return self.samples_per_class * sum(n >= self.min_class_members for n in member_class_counts)
+        return sum(per_class_request(member_class_counts, self.samples_per_class, self.min_class_members))
 
     def to_dict(self) -> dict:
         return {

@@ -24,6 +24,14 @@ class ShardError(ValueError):
 MAX_OVERSAMPLE = 4.0
 
 
+def per_class_request(member_class_counts: tuple[int, ...] | list[int] | np.ndarray, samples_per_class: int,
+                      min_class_members: int) -> tuple[int, ...]:
+    """Images per class one round asks of a site holding `member_class_counts` (K,) members per class:
+    `samples_per_class` of every class with at least `min_class_members` members (enough to have learned),
+    0 of the others."""
+    return tuple(samples_per_class if int(n) >= min_class_members else 0 for n in member_class_counts)
+
+
 @dataclass(frozen=True)
 class SynthesisRequest:
     """Ask a site for fresh images: `per_class[c]` images of class c."""
