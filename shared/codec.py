@@ -28,6 +28,7 @@ from google.protobuf.message import DecodeError, Message
 
 from fedkr.v1 import messages_pb2 as pb
 
+from . import lossless_images
 from .attack_report import AttackResult
 from .classifier import ClassifierConfig
 from .dp import RefusedDPSetting
@@ -345,8 +346,9 @@ def decode_synthesis_request(data: bytes, *, max_bytes: int = MAX_REQUEST_BYTES)
 
 
 def encode_shard(shard: Shard, *, run_id: str, nonce: bytes = b"", recipient_key_id: str = "") -> bytes:
-    """`shard` for `run_id` as envelope bytes: images uint8 (N, H, W, C), soft labels float32 (N, K),
-    hard labels int64 (N,), each little-endian row-major; its summary as JSON.
+    """`shard` for `run_id` as envelope bytes: images uint8 (N, H, W, C) as lossless WebP pages
+    (`shared/lossless_images.py`; raw bytes where the shape cannot travel so), soft labels float32
+    (N, K), hard labels int64 (N,), each little-endian row-major; its summary as JSON.
 
     `nonce` and `recipient_key_id` are for the sealed form only (`shared/shard_wire.py`). The shard is
     validated against its own shape first (`ShardError`), so nothing leaves that no coordinator could
@@ -356,9 +358,12 @@ def encode_shard(shard: Shard, *, run_id: str, nonce: bytes = b"", recipient_key
     check_run_id(run_id)
     n = len(shard)
     _, height, width, channels = shard.images.shape
+    compressed = n > 0 and lossless_images.compressible((height, width, channels))
     return wrap(KIND_SHARD, pb.SyntheticShard(
         site_id=shard.site_id, run_id=run_id, round=shard.round, count=n, height=height, width=width,
-        channels=channels, images=le_bytes(shard.images), num_classes=shard.soft_labels.shape[1],
+        channels=channels, images=b"" if compressed else le_bytes(shard.images),
+        images_webp=lossless_images.encode_pages(shard.images) if compressed else [],
+        num_classes=shard.soft_labels.shape[1],
         soft_labels=le_bytes(shard.soft_labels), hard_labels=le_bytes(shard.hard_labels),
         nonce=nonce, recipient_key_id=recipient_key_id, summary_json=json.dumps(shard.summary),
     ))
@@ -397,12 +402,24 @@ def shard_of(message: pb.SyntheticShard, spec: ShardSpec) -> Shard:
     return Shard(
         site_id=message.site_id,
         round=message.round,
-        images=from_le(message.images, np.dtype(np.uint8), (n, *shape), "images"),
+        images=_shard_images(message, n, shape),
         soft_labels=from_le(message.soft_labels, np.dtype(np.float32), (n, spec.num_classes), "soft_labels"),
         hard_labels=from_le(message.hard_labels, np.dtype(np.int64), (n,), "hard_labels"),
         declared_count=n,
         summary=_shard_summary(message),
     )
+
+
+def _shard_images(message: pb.SyntheticShard, count: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """The shard's images from whichever of its two forms it holds; both at once is refused."""
+    if not len(message.images_webp):
+        return from_le(message.images, np.dtype(np.uint8), (count, *shape), "images")
+    if message.images:
+        raise CodecError("shard carries its images twice (raw and WebP)")
+    try:
+        return lossless_images.decode_pages(list(message.images_webp), count, shape)
+    except lossless_images.LosslessImageError as exc:
+        raise CodecError(str(exc)) from None
 
 
 def _shard_summary(message: pb.SyntheticShard) -> dict:

@@ -307,10 +307,30 @@ def test_shapes_are_checked_against_the_spec_before_arrays_are_built():
     with pytest.raises(ShardWireError, match="more than the limit 100000"):
         open_(forge(body))
     body = body_of(SHARD_BLOB)
+    body.images_webp[0] = body.images_webp[0][:-1]
+    with pytest.raises(ShardWireError, match="WebP page 0 does not decode"):
+        open_(forge(body))
+    body = body_of(SHARD_BLOB)
+    body.count = 0
+    with pytest.raises(ShardWireError, match="1 WebP pages for 0 images, expected 0"):
+        open_(forge(body))
+    body = body_of(SHARD_BLOB)
+    body.images = bytes(384)
+    with pytest.raises(ShardWireError, match=r"carries its images twice \(raw and WebP\)"):
+        open_(forge(body))
+
+
+def test_raw_images_are_checked_before_arrays_are_built():
+    """A shard whose images travel raw (a shape WebP cannot carry, or an older site's) is still read exactly."""
+    body = body_of(SHARD_BLOB)
+    images = make_shard().images
+    body.ClearField("images_webp")
+    body.images = images.tobytes()
+    assert np.array_equal(open_(forge(body)).images, images)
     body.images = body.images[:-1]
     with pytest.raises(ShardWireError, match=r"images hold 383 bytes, but shape \(6, 8, 8, 1\) needs 384"):
         open_(forge(body))
-    body = body_of(SHARD_BLOB)
+    body.images = images.tobytes()
     body.count = 0
     with pytest.raises(ShardWireError, match="images hold 384 bytes"):
         open_(forge(body))
