@@ -347,7 +347,8 @@ def decode_synthesis_request(data: bytes, *, max_bytes: int = MAX_REQUEST_BYTES)
 
 def encode_shard(shard: Shard, *, run_id: str, nonce: bytes = b"", recipient_key_id: str = "") -> bytes:
     """`shard` for `run_id` as envelope bytes: images uint8 (N, H, W, C) as lossless WebP pages
-    (`shared/lossless_images.py`; raw bytes where the shape cannot travel so), soft labels float32
+    (`shared/lossless_images.py`; raw bytes where the shape cannot travel so or the pages would not
+    be smaller), soft labels float32
     (N, K), hard labels int64 (N,), each little-endian row-major; its summary as JSON.
 
     `nonce` and `recipient_key_id` are for the sealed form only (`shared/shard_wire.py`). The shard is
@@ -358,11 +359,12 @@ def encode_shard(shard: Shard, *, run_id: str, nonce: bytes = b"", recipient_key
     check_run_id(run_id)
     n = len(shard)
     _, height, width, channels = shard.images.shape
-    compressed = n > 0 and lossless_images.compressible((height, width, channels))
+    pages = lossless_images.encode_pages(shard.images) if n and lossless_images.compressible((height, width, channels)) else []
+    if sum(map(len, pages)) >= shard.images.nbytes:
+        pages = []  # noise does not compress: raw is smaller
     return wrap(KIND_SHARD, pb.SyntheticShard(
         site_id=shard.site_id, run_id=run_id, round=shard.round, count=n, height=height, width=width,
-        channels=channels, images=b"" if compressed else le_bytes(shard.images),
-        images_webp=lossless_images.encode_pages(shard.images) if compressed else [],
+        channels=channels, images=b"" if pages else le_bytes(shard.images), images_webp=pages,
         num_classes=shard.soft_labels.shape[1],
         soft_labels=le_bytes(shard.soft_labels), hard_labels=le_bytes(shard.hard_labels),
         nonce=nonce, recipient_key_id=recipient_key_id, summary_json=json.dumps(shard.summary),
@@ -380,14 +382,16 @@ def decode_shard(data: bytes, *, site_id: str, run_id: str, round: int, spec: Sh
     expect("shard's site id", message.site_id, site_id)
     expect("wrong run id: shard is for run", message.run_id, run_id)
     expect("wrong round: shard is for round", message.round, round)
-    shard = shard_of(message, spec)
+    shard = shard_of(message, spec, max_bytes)
     with np.errstate(all="ignore"):  # overflowing sums of hostile soft labels are rejected, not warned about
         validate_shard(shard, spec, expected_count)
     return shard
 
 
-def shard_of(message: pb.SyntheticShard, spec: ShardSpec) -> Shard:
-    """A `Shard` from its message, arrays built only once their sizes agree with `spec` and the bytes present.
+def shard_of(message: pb.SyntheticShard, spec: ShardSpec, max_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> Shard:
+    """A `Shard` from its message, arrays built only once their sizes agree with `spec` and the bytes
+    present; compressed images only where they would decode to at most `max_bytes` (what a raw shard
+    may hold), so a small message cannot make the receiver allocate more.
 
     Not yet validated: call `validate_shard`. Raises `CodecError`.
     """
@@ -402,7 +406,7 @@ def shard_of(message: pb.SyntheticShard, spec: ShardSpec) -> Shard:
     return Shard(
         site_id=message.site_id,
         round=message.round,
-        images=_shard_images(message, n, shape),
+        images=_shard_images(message, n, shape, max_bytes),
         soft_labels=from_le(message.soft_labels, np.dtype(np.float32), (n, spec.num_classes), "soft_labels"),
         hard_labels=from_le(message.hard_labels, np.dtype(np.int64), (n,), "hard_labels"),
         declared_count=n,
@@ -410,12 +414,19 @@ def shard_of(message: pb.SyntheticShard, spec: ShardSpec) -> Shard:
     )
 
 
-def _shard_images(message: pb.SyntheticShard, count: int, shape: tuple[int, int, int]) -> np.ndarray:
-    """The shard's images from whichever of its two forms it holds; both at once is refused."""
+def _shard_images(message: pb.SyntheticShard, count: int, shape: tuple[int, int, int], max_bytes: int) -> np.ndarray:
+    """The shard's images, uint8 (count, H, W, C), from whichever of its two forms it holds.
+
+    Raises `CodecError` for both forms at once, compressed images that would decode to more than
+    `max_bytes`, or pages `lossless_images.decode_pages` refuses.
+    """
     if not len(message.images_webp):
         return from_le(message.images, np.dtype(np.uint8), (count, *shape), "images")
     if message.images:
         raise CodecError("shard carries its images twice (raw and WebP)")
+    decoded = count * math.prod(shape)
+    if decoded > max_bytes:
+        raise CodecError(f"shard's images would take {decoded} bytes decoded, more than the limit {max_bytes}")
     try:
         return lossless_images.decode_pages(list(message.images_webp), count, shape)
     except lossless_images.LosslessImageError as exc:

@@ -173,7 +173,7 @@ def _open_shard(
         raise ShardWireError("shard was signed for another coordinator key (re-sealed by a third party)")
     if len(message.nonce) != NONCE_BYTES:
         raise ShardWireError(f"shard nonce must be {NONCE_BYTES} bytes")
-    shard = codec.shard_of(message, spec)
+    shard = codec.shard_of(message, spec, max_bytes)
     with np.errstate(all="ignore"):  # overflowing sums of hostile soft labels are rejected, not warned about
         validate_shard(shard, spec, expected_count)
     replay.check_and_remember(expected_site, message.nonce)

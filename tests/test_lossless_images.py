@@ -13,6 +13,7 @@ from PIL import Image
 from fedkr.shared import codec, lossless_images
 from fedkr.shared.lossless_images import LosslessImageError, compressible, decode_pages, encode_pages, images_per_page
 from fedkr.shared.shard import Shard, ShardSpec
+from fedkr.v1 import messages_pb2 as pb
 
 
 def smooth_images(n: int, size: int, channels: int, seed: int = 0) -> np.ndarray:
@@ -33,7 +34,7 @@ def test_pages_restore_every_pixel(n: int, height: int, width: int, channels: in
 
 def test_many_images_span_several_pages_in_order() -> None:
     images = smooth_images(1300, 28, 3)
-    per_page = images_per_page(28)
+    per_page = images_per_page(28, 28)
     pages = encode_pages(images)
     assert per_page == 585 and len(pages) == 3
     assert np.array_equal(decode_pages(pages, 1300, (28, 28, 3)), images)
@@ -44,8 +45,15 @@ def test_smooth_images_shrink() -> None:
     assert sum(map(len, encode_pages(images))) < 0.5 * images.nbytes
 
 
+def test_pages_stay_within_webp_sides_and_far_below_pillows_bomb_limit() -> None:
+    assert lossless_images.MAX_SIDE == 16383 and lossless_images.PAGE_PIXELS < Image.MAX_IMAGE_PIXELS
+    assert images_per_page(28, 28) == 585 and images_per_page(1, 16383) == 1024 and images_per_page(4096, 4096) == 1
+    assert images_per_page(16384, 8) == 0 and images_per_page(8, 16384) == 0 and images_per_page(4097, 4097) == 0
+
+
 def test_shapes_webp_cannot_carry_are_refused() -> None:
     assert not compressible((8, 8, 2)) and not compressible((8, 8, 4)) and not compressible((16384, 8, 1))
+    assert not compressible((5000, 5000, 3)) and compressible((4096, 4096, 3))
     with pytest.raises(LosslessImageError, match="8x8x2 cannot travel as WebP pages"):
         encode_pages(np.zeros((2, 8, 8, 2), np.uint8))
     with pytest.raises(LosslessImageError, match="uint8 array"):
@@ -59,14 +67,24 @@ def test_hostile_pages_are_refused_before_decoding() -> None:
         decode_pages([page], 6, (8, 8, 1))
     with pytest.raises(LosslessImageError, match="2 WebP pages for 5 images, expected 1"):
         decode_pages([page, page], 5, (8, 8, 1))
-    with pytest.raises(LosslessImageError, match="WebP page 0 does not decode"):
+    with pytest.raises(LosslessImageError, match="WebP page 0: its RIFF size disagrees with its length"):
         decode_pages([page[:-5]], 5, (8, 8, 1))
-    with pytest.raises(LosslessImageError, match="WebP page 0 does not decode"):
-        decode_pages([b"not an image at all"], 5, (8, 8, 1))
-    png = io.BytesIO()
-    Image.fromarray(np.zeros((40, 8, 3), np.uint8)).save(png, format="PNG")
-    with pytest.raises(LosslessImageError, match="WebP page 0 does not decode"):
-        decode_pages([png.getvalue()], 5, (8, 8, 1))
+    with pytest.raises(LosslessImageError, match="WebP page 0 does not decode"):  # the header intact, the bitstream not
+        decode_pages([page[:25] + bytes(len(page) - 25)], 5, (8, 8, 1))
+    with pytest.raises(LosslessImageError, match=r"WebP page 0: not a simple lossless WebP \(RIFF/WEBP/VP8L\)"):
+        decode_pages([b"not an image at all, not at all"], 5, (8, 8, 1))
+    strip = np.zeros((40, 8, 3), np.uint8)
+    for fmt, options in (("PNG", {}), ("WEBP", {"quality": 90})):
+        other = io.BytesIO()
+        Image.fromarray(strip).save(other, format=fmt, **options)  # another format, lossy WebP
+        with pytest.raises(LosslessImageError, match="not a simple lossless WebP"):
+            decode_pages([other.getvalue()], 5, (8, 8, 1))
+    animated = io.BytesIO()
+    Image.fromarray(strip).save(animated, format="WEBP", lossless=True, save_all=True,
+                                append_images=[Image.fromarray(strip + 1)])
+    assert animated.getvalue()[12:16] == b"VP8X"  # extended WebP
+    with pytest.raises(LosslessImageError, match="not a simple lossless WebP"):
+        decode_pages([animated.getvalue()], 5, (8, 8, 1))
     colour = io.BytesIO()
     Image.fromarray(np.dstack([np.zeros((40, 8), np.uint8)] * 2 + [np.full((40, 8), 9, np.uint8)])).save(
         colour, format="WEBP", lossless=True)
@@ -74,7 +92,7 @@ def test_hostile_pages_are_refused_before_decoding() -> None:
         decode_pages([colour.getvalue()], 5, (8, 8, 1))
     rgba = io.BytesIO()
     Image.fromarray(np.zeros((40, 8, 4), np.uint8)).save(rgba, format="WEBP", lossless=True)
-    with pytest.raises(LosslessImageError, match="one RGB frame, got RGBA"):
+    with pytest.raises(LosslessImageError, match="one RGB frame of 8x40 px, got RGBA"):
         decode_pages([rgba.getvalue()], 5, (8, 8, 1))
 
 
@@ -89,11 +107,25 @@ def test_a_shard_uploads_its_images_as_webp_and_reads_back_exactly() -> None:
     assert np.array_equal(back.images, images)
 
 
-def test_a_shard_of_a_shape_webp_cannot_carry_travels_raw() -> None:
-    images = np.random.default_rng(2).integers(0, 256, size=(3, 8, 8, 2), dtype=np.uint8)
-    shard = Shard("site-0", 1, images, np.full((3, 2), 0.5, np.float32), np.zeros(3, np.int64), 3, {})
+@pytest.mark.parametrize("shape", [(8, 8, 2), (8, 8, 3)])
+def test_a_shard_webp_cannot_carry_or_would_not_shrink_travels_raw(shape: tuple[int, int, int]) -> None:
+    """Two channels WebP cannot carry; noise it cannot compress (its pages would be larger than raw)."""
+    images = np.random.default_rng(2).integers(0, 256, size=(30, *shape), dtype=np.uint8)
+    shard = Shard("site-0", 1, images, np.full((30, 2), 0.5, np.float32), np.zeros(30, np.int64), 30, {})
     data = codec.encode_shard(shard, run_id="run-1")
-    assert len(data) > images.nbytes
-    back = codec.decode_shard(data, site_id="site-0", run_id="run-1", round=1, spec=ShardSpec((8, 8, 2), 2))
+    message = pb.SyntheticShard.FromString(pb.Envelope.FromString(data).body)
+    assert message.images == images.tobytes() and not message.images_webp
+    back = codec.decode_shard(data, site_id="site-0", run_id="run-1", round=1, spec=ShardSpec(shape, 2))
     assert np.array_equal(back.images, images)
-    assert lossless_images.MAX_SIDE == 16383
+
+
+def test_a_small_message_cannot_decode_to_more_than_a_raw_shard_may_hold() -> None:
+    """Blank pages compress a thousandfold; the receiver refuses a count whose images would exceed its byte limit."""
+    images = np.zeros((600, 28, 28, 3), np.uint8)
+    shard = Shard("site-0", 1, images, np.full((600, 2), 0.5, np.float32), np.zeros(600, np.int64), 600, {})
+    data = codec.encode_shard(shard, run_id="run-1")
+    assert len(data) < 30_000
+    spec = ShardSpec((28, 28, 3), 2)
+    with pytest.raises(codec.CodecError, match="would take 1411200 bytes decoded, more than the limit 1000000"):
+        codec.decode_shard(data, site_id="site-0", run_id="run-1", round=1, spec=spec, max_bytes=1_000_000)
+    assert np.array_equal(codec.decode_shard(data, site_id="site-0", run_id="run-1", round=1, spec=spec).images, images)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 
 import numpy as np
@@ -11,6 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from fedkr.shared import codec
 from fedkr.shared.classifier import ClassifierConfig
 from fedkr.shared.keys import key_id, new_sealing_key, new_signing_key
+from fedkr.shared.lossless_images import encode_pages
 from fedkr.shared.reports import AuditCandidate, RelabelRequest
 from fedkr.shared.sealing import Header, SealError, open_sealed, seal, sign, verify
 from fedkr.shared.shard import Shard, ShardSpec
@@ -306,26 +309,28 @@ def test_shapes_are_checked_against_the_spec_before_arrays_are_built():
     body.count = 2**32 - 1
     with pytest.raises(ShardWireError, match="more than the limit 100000"):
         open_(forge(body))
-    body = body_of(SHARD_BLOB)
+    webp_blob = sealed_shard(dataclasses.replace(make_shard(), images=np.repeat(make_shard().images[:, :1], 8, axis=1)))
+    body = body_of(webp_blob)  # rows repeated: images that compress, so they travel as WebP
+    assert len(body.images_webp) == 1 and not body.images
     body.images_webp[0] = body.images_webp[0][:-1]
-    with pytest.raises(ShardWireError, match="WebP page 0 does not decode"):
+    with pytest.raises(ShardWireError, match="WebP page 0: its RIFF size disagrees"):
         open_(forge(body))
-    body = body_of(SHARD_BLOB)
+    body = body_of(webp_blob)
     body.count = 0
     with pytest.raises(ShardWireError, match="1 WebP pages for 0 images, expected 0"):
         open_(forge(body))
-    body = body_of(SHARD_BLOB)
+    body = body_of(webp_blob)
     body.images = bytes(384)
     with pytest.raises(ShardWireError, match=r"carries its images twice \(raw and WebP\)"):
         open_(forge(body))
 
 
 def test_raw_images_are_checked_before_arrays_are_built():
-    """A shard whose images travel raw (a shape WebP cannot carry, or an older site's) is still read exactly."""
+    """A shard whose images travel raw (noise that does not compress, a shape WebP cannot carry, or an
+    older site's) is still read exactly."""
     body = body_of(SHARD_BLOB)
     images = make_shard().images
-    body.ClearField("images_webp")
-    body.images = images.tobytes()
+    assert body.images == images.tobytes() and not body.images_webp
     assert np.array_equal(open_(forge(body)).images, images)
     body.images = body.images[:-1]
     with pytest.raises(ShardWireError, match=r"images hold 383 bytes, but shape \(6, 8, 8, 1\) needs 384"):
@@ -567,6 +572,18 @@ def test_hostile_shard_fields_are_rejected_cleanly(count, height, width, channel
     body = pb.SyntheticShard(site_id="site-0", run_id=RUN, round=1, count=count, height=height, width=width,
                              channels=channels, num_classes=classes, images=images, soft_labels=soft, hard_labels=hard,
                              nonce=bytes(32), recipient_key_id=key_id(COORD_SEAL.public_key()), summary_json=summary)
+    _only_clean_rejections(open_, ShardWireError, forge(body))
+
+
+@FUZZ
+@given(count=st.integers(0, 2**32 - 1), pages=st.lists(st.binary(max_size=96), max_size=3), keep_header=st.booleans())
+def test_hostile_webp_pages_are_rejected_cleanly(count, pages, keep_header):
+    """Pages of garbage, or garbage behind a real page's header, under any declared count."""
+    header = encode_pages(np.zeros((6, 8, 8, 1), np.uint8))[0][:25]
+    body = pb.SyntheticShard(site_id="site-0", run_id=RUN, round=1, count=count, height=8, width=8, channels=1,
+                             num_classes=3, images_webp=[header + p if keep_header else p for p in pages],
+                             soft_labels=make_shard().soft_labels.tobytes(), hard_labels=np.zeros(6, np.int64).tobytes(),
+                             nonce=bytes(32), recipient_key_id=key_id(COORD_SEAL.public_key()))
     _only_clean_rejections(open_, ShardWireError, forge(body))
 
 
