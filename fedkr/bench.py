@@ -88,6 +88,10 @@ class MethodRow:
     #: what the coordinator received (`ViewEntry.to_dict`), or {"note": ...} where there is nothing to
     #: attack (local only) or nothing to infer (centralized: the coordinator holds the images).
     coordinator_view: dict | None = None
+    #: FedAvg only: per seed, test accuracy after each round (`FedAvgResult.accuracy_by_round`).
+    accuracy_by_round: list[list[float]] = field(default_factory=list)
+    #: FedAvg only: bytes a site had uploaded by the end of each round, mean over sites (first seed).
+    upload_bytes_by_round: list[float] = field(default_factory=list)
 
     def complete(self, seeds: int) -> bool:
         return (len(self.accuracy) == seeds and len(self.seconds) == seeds and self.mia_auc is not None
@@ -95,8 +99,10 @@ class MethodRow:
 
     def summary(self) -> dict:
         acc = np.asarray(self.accuracy, dtype=np.float64)
+        by_round = np.asarray(self.accuracy_by_round, dtype=np.float64)
         return {**asdict(self), "accuracy_mean": float(acc.mean()) if acc.size else None,
                 "accuracy_std": float(acc.std(ddof=1)) if acc.size > 1 else 0.0,
+                "accuracy_by_round_mean": [float(a) for a in by_round.mean(axis=0)] if by_round.size else [],
                 "seconds_mean": float(np.mean(self.seconds)) if self.seconds else None}
 
 
@@ -124,7 +130,26 @@ class BenchResult:
             "fedkr_over_centralized": (fedkr / central) if central and fedkr is not None else None,
             "site_sizes": self.site_sizes, "fit": self.fit, "fedkr_runs": self.fedkr_runs, "seconds": self.seconds,
             "coordinator_view": self.coordinator_view,
+            "fedavg_at_fedkr_upload": fedavg_at_upload(self.rows["fedavg"].summary(),
+                                                       self.rows["fedkr"].bytes_uploaded_per_site),
         }
+
+
+def fedavg_at_upload(fedavg: dict, upload_bytes: float | None) -> dict | None:
+    """FedAvg stopped at the last round whose upload per site is at or below `upload_bytes`: that
+    round, its upload and its mean test accuracy over seeds (`fedavg` is a `MethodRow.summary()`).
+
+    None without a per-round record or an upload to compare; ``{"round": 0, ...}`` with accuracy None
+    when even one round uploads more.
+    """
+    by_round, uploads = fedavg.get("accuracy_by_round_mean") or [], fedavg.get("upload_bytes_by_round") or []
+    if upload_bytes is None or not by_round or len(by_round) != len(uploads):
+        return None
+    within = [r for r, sent in enumerate(uploads) if sent <= upload_bytes]
+    if not within:
+        return {"round": 0, "upload_bytes": 0.0, "accuracy_mean": None}
+    last = within[-1]
+    return {"round": last + 1, "upload_bytes": uploads[last], "accuracy_mean": by_round[last]}
 
 
 def load_bench_sites(config: RunConfig) -> tuple[list[SiteData], ImageSet]:
@@ -370,8 +395,10 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
                          FedAvgSettings(rounds=settings.fedavg_rounds, local_epochs=settings.fedavg_local_epochs,
                                         seed=seed, channels=protocol.channels, keep_uploads=first_seed))
         rows["fedavg"].accuracy.append(fed.test_accuracy)
+        rows["fedavg"].accuracy_by_round.append(fed.accuracy_by_round)
         rows["fedavg"].seconds.append(fed.seconds)
         if first_seed:
+            rows["fedavg"].upload_bytes_by_round = fed.upload_bytes_by_round
             _set_mia(rows["fedavg"], worst_site_mia([fed.model] * len(site_data), site_data, audit, references))
             rows["fedavg"].bytes_uploaded_per_site = float(np.mean(fed.bytes_uploaded_per_site))
             say("seed 0: coordinator view of FedAvg (every site's every upload)")
@@ -453,6 +480,21 @@ def markdown_table(result: dict) -> str:
     ratio = result.get("fedkr_over_centralized")
     if ratio is not None:
         lines.append(f"\nfedkr / centralized accuracy: {ratio:.3f}")
+    fedavg = result["methods"].get("fedavg", {})
+    curve = list(zip(fedavg.get("accuracy_by_round_mean") or [], fedavg.get("upload_bytes_by_round") or [], strict=False))
+    if curve:
+        lines.append("\nFlower FedAvg by round (test accuracy, mean over seeds; upload per site so far): "
+                     + "; ".join(f"round {r}: {acc:.3f} at {_size(sent)}" for r, (acc, sent) in enumerate(curve, 1)))
+    equal = result.get("fedavg_at_fedkr_upload")
+    if equal is not None:
+        fedkr_row = result["methods"]["fedkr"]
+        if equal["accuracy_mean"] is None:
+            lines.append(f"\nAt fedkr's upload ({_size(fedkr_row['bytes_uploaded_per_site'])} per site) FedAvg "
+                         "cannot finish one round.")
+        else:
+            lines.append(f"\nAt fedkr's upload ({_size(fedkr_row['bytes_uploaded_per_site'])} per site) FedAvg stops "
+                         f"after round {equal['round']} ({_size(equal['upload_bytes'])}): {equal['accuracy_mean']:.3f}, "
+                         f"against fedkr's {fedkr_row['accuracy_mean']:.3f}.")
     lines.append("\nWall time: training only for centralized and local-only (sum over sites); the whole Flower run, Ray "
                  "start included, for FedAvg; fit, synthesis, distillation, relabelling, student and the sites' audit "
                  "for fedkr; fit, synthesis and the student for naive pooling. MIA: the highest AUC of the loss, "
@@ -501,7 +543,7 @@ def plot(result: dict, path: Path) -> None:
 
     names = list(result["methods"])
     rows = [result["methods"][n] for n in names]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4))
     ax1.barh(range(len(names)), [r["accuracy_mean"] for r in rows], xerr=[r["accuracy_std"] for r in rows], color="#4a7ab5")
     ax1.set_yticks(range(len(names)), [LABELS.get(n, n) for n in names])
     ax1.set_xlabel("test accuracy")
@@ -512,6 +554,19 @@ def plot(result: dict, path: Path) -> None:
     ax2.set_xscale("log")
     ax2.set_xlabel("bytes uploaded per site")
     ax2.set_ylabel("worst-site MIA AUC")
+    fedavg = result["methods"].get("fedavg", {})
+    if fedavg.get("accuracy_by_round_mean") and fedavg.get("upload_bytes_by_round"):
+        ax3.plot(fedavg["upload_bytes_by_round"], fedavg["accuracy_by_round_mean"], marker="o", color="#4a7ab5",
+                 label="Flower FedAvg, by round")
+    for name, colour in (("fedkr", "#b54a4a"), ("naive_pooling", "#888888")):
+        row = result["methods"].get(name)
+        if row and row.get("bytes_uploaded_per_site"):
+            ax3.scatter([row["bytes_uploaded_per_site"]], [row["accuracy_mean"]], color=colour, zorder=3,
+                        label=LABELS.get(name, name))
+    ax3.set_xscale("log")
+    ax3.set_xlabel("bytes uploaded per site")
+    ax3.set_ylabel("test accuracy")
+    ax3.legend(fontsize=7)
     fig.suptitle(f"fedkr bench: {Path(result['data']).name}, {result['profile']['name']} profile")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -91,6 +91,12 @@ class FedAvgResult:
     #: With `FedAvgSettings.keep_uploads`: per round (0-based), per site (in site order), the state
     #: dict the site uploaded after its local training; empty otherwise.
     uploads: list[list[dict[str, torch.Tensor]]] = dataclasses.field(default_factory=list)
+    #: Test accuracy of the global model after each round (index r: after round r + 1), evaluated by
+    #: the server (Flower's `evaluate_fn`); the last entry is `test_accuracy`.
+    accuracy_by_round: list[float] = dataclasses.field(default_factory=list)
+    #: Bytes of weights a site had sent by the end of each round (index r: rounds 1 to r + 1), mean over
+    #: sites: what FedAvg costs if it stops after that round.
+    upload_bytes_by_round: list[float] = dataclasses.field(default_factory=list)
 
 
 def run_fedavg(sites: list[ImageSet], test: ImageSet, train: TrainConfig, settings: FedAvgSettings) -> FedAvgResult:
@@ -98,8 +104,9 @@ def run_fedavg(sites: list[ImageSet], test: ImageSet, train: TrainConfig, settin
 
     `sites` are the images each simulated hospital trains on (site i is Flower partition i);
     `train` is the local training protocol, used with `epochs=settings.local_epochs` and a seed
-    derived from `settings.seed`, the round and the site. Raises ValueError on unusable input
-    before any engine starts, and RuntimeError if a site fails during the run (a baseline with
+    derived from `settings.seed`, the round and the site. The server scores the global model on
+    `test` after every round, so one run gives FedAvg's accuracy against its upload. Raises
+    ValueError on unusable input before any engine starts, and RuntimeError if a site fails during the run (a baseline with
     a silently missing site would not be the baseline the benchmark claims).
     """
     model_config = _check_inputs(sites, test, settings)
@@ -110,7 +117,7 @@ def run_fedavg(sites: list[ImageSet], test: ImageSet, train: TrainConfig, settin
             np.savez(_site_file(data_dir, index), images=site.images, labels=site.labels)
         setup = _ClientSetup(data_dir=data_dir, model_config=model_config, train=train, local_epochs=settings.local_epochs)
         outcome: list[_ServerOutcome | Exception] = []
-        server_app = _build_server_app(len(sites), model_config, settings, outcome)
+        server_app = _build_server_app(len(sites), model_config, settings, test, outcome)
         client_app = _build_client_app(setup)
         backend_config = {
             "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
@@ -135,6 +142,8 @@ def run_fedavg(sites: list[ImageSet], test: ImageSet, train: TrainConfig, settin
         rounds=settings.rounds,
         seconds=seconds,
         uploads=done.uploads,
+        accuracy_by_round=done.accuracy_by_round,
+        upload_bytes_by_round=done.upload_bytes_by_round,
     )
 
 
@@ -254,6 +263,8 @@ class _ServerOutcome:
     state_dict: dict[str, torch.Tensor]
     bytes_per_site: list[int]
     uploads: list[list[dict[str, torch.Tensor]]]
+    accuracy_by_round: list[float]
+    upload_bytes_by_round: list[float]
 
 
 def _counting_fedavg(num_sites: int, keep_uploads: bool = False) -> FedAvg:
@@ -270,6 +281,8 @@ def _counting_fedavg(num_sites: int, keep_uploads: bool = False) -> FedAvg:
             super().__init__(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=num_sites,
                              min_available_nodes=num_sites, weighted_by_key=NUM_EXAMPLES_KEY)
             self.bytes_by_node: dict[int, int] = {}
+            #: each round's mean upload per site, in bytes
+            self.round_bytes: dict[int, float] = {}
             self.partition_of_node: dict[int, int] = {}
             self.uploads: dict[int, dict[int, dict[str, torch.Tensor]]] = {}
 
@@ -283,6 +296,7 @@ def _counting_fedavg(num_sites: int, keep_uploads: bool = False) -> FedAvg:
                     f"round {server_round}: {len(replies) - len(failed)} of {num_sites} sites replied"
                     + (f"; {'; '.join(failed)}" if failed else "")
                 )
+            this_round = 0
             for reply in replies:
                 node = reply.metadata.src_node_id
                 partition_id = int(reply.content.config_records[SITE_RECORD][PARTITION_ID_KEY])
@@ -291,9 +305,11 @@ def _counting_fedavg(num_sites: int, keep_uploads: bool = False) -> FedAvg:
                     raise RuntimeError(f"node {node} reported partition {partition_id}, earlier {known}")
                 sent = sum(weights_nbytes(record.values()) for record in reply.content.array_records.values())
                 self.bytes_by_node[node] = self.bytes_by_node.get(node, 0) + sent
+                this_round += sent
                 if keep_uploads:
                     record = next(iter(reply.content.array_records.values()))
                     self.uploads.setdefault(server_round, {})[partition_id] = record.to_torch_state_dict()
+            self.round_bytes[server_round] = this_round / num_sites
             return super().aggregate_train(server_round, replies)
 
         def bytes_per_site(self) -> list[int]:
@@ -309,16 +325,28 @@ def _counting_fedavg(num_sites: int, keep_uploads: bool = False) -> FedAvg:
         def uploads_by_round(self) -> list[list[dict[str, torch.Tensor]]]:
             return [[self.uploads[r][i] for i in range(num_sites)] for r in sorted(self.uploads)]
 
+        def upload_bytes_by_round(self) -> list[float]:
+            return [float(b) for b in np.cumsum([self.round_bytes[r] for r in sorted(self.round_bytes)])]
+
     return CountingFedAvg()
 
 
-def _build_server_app(num_sites: int, model_config: ClassifierConfig, settings: FedAvgSettings,
+def _build_server_app(num_sites: int, model_config: ClassifierConfig, settings: FedAvgSettings, test: ImageSet,
                       outcome: list[_ServerOutcome | Exception]) -> ServerApp:
     """The ServerApp runs in a thread of this process, so it hands its result back through `outcome`."""
-    from flwr.app import ArrayRecord, ConfigRecord
+    from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
     from flwr.serverapp import ServerApp
 
     app = ServerApp()
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """The global model's test accuracy after `server_round` (round 0, the initial model, is not scored)."""
+        if server_round == 0:
+            return None
+        model = build_classifier(model_config, settings.seed)
+        model.load_state_dict(arrays.to_torch_state_dict())
+        model.eval()
+        return MetricRecord({"accuracy": accuracy(model, test.images, test.labels)})
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
@@ -330,9 +358,14 @@ def _build_server_app(num_sites: int, model_config: ClassifierConfig, settings: 
                 initial_arrays=ArrayRecord(initial.state_dict()),
                 num_rounds=settings.rounds,
                 train_config=ConfigRecord({"seed": settings.seed}),
+                evaluate_fn=evaluate,
             )
-            outcome.append(_ServerOutcome(result.arrays.to_torch_state_dict(), strategy.bytes_per_site(),  # type: ignore[attr-defined]
-                                          strategy.uploads_by_round()))  # type: ignore[attr-defined]
+            scored = result.evaluate_metrics_serverapp
+            outcome.append(_ServerOutcome(
+                result.arrays.to_torch_state_dict(), strategy.bytes_per_site(),  # type: ignore[attr-defined]
+                strategy.uploads_by_round(),  # type: ignore[attr-defined]
+                [float(scored[r]["accuracy"]) for r in range(1, settings.rounds + 1)],
+                strategy.upload_bytes_by_round()))  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - reported by run_fedavg, not just logged by Flower's thread
             outcome.append(exc)
 

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from fedkr.bench import METHODS, bench_run_config, markdown_table, run_bench, write_outputs
+from fedkr.bench import METHODS, bench_run_config, fedavg_at_upload, markdown_table, run_bench, write_outputs
 from fedkr.shared.config import PROFILES, RunConfig
 from fedkr.student_protocol import StudentProtocol
 
@@ -54,11 +54,37 @@ def test_quick_bench_rows_complete_and_fedkr_keeps_up_with_naive_pooling(tmp_pat
         assert top["auc"] == max(e["auc"] for e in views[name]) and 0.0 <= top["tpr_at_01pct_fpr"] <= 1.0
     assert data["methods"]["centralized"]["coordinator_view"] == {"note": "receives the images"}
     assert data["methods"]["local_mean"]["coordinator_view"] == {"note": "receives nothing"}
+    # FedAvg's accuracy against its upload, round by round, and where fedkr's upload falls on that curve
+    fedavg = data["methods"]["fedavg"]
+    assert len(fedavg["accuracy_by_round"]) == settings.seeds
+    assert len(fedavg["accuracy_by_round_mean"]) == len(fedavg["upload_bytes_by_round"]) == settings.fedavg_rounds
+    assert fedavg["upload_bytes_by_round"][-1] == fedavg["bytes_uploaded_per_site"]
+    assert data["fedavg_at_fedkr_upload"] == fedavg_at_upload(fedavg, fedkr["bytes_uploaded_per_site"])
     paths = write_outputs(result, tmp_path / "out")
     assert json.loads(paths["json"].read_text())["schema"] == "fedkr.bench/2"
     table = paths["markdown"].read_text()
     assert table == markdown_table(data) and table.count("\n| ") == len(METHODS)
     assert paths["plot"].stat().st_size > 10_000
+
+
+def test_fedavg_at_upload_stops_at_the_last_round_within_the_budget():
+    fedavg = {"accuracy_by_round_mean": [0.5, 0.7, 0.8], "upload_bytes_by_round": [100.0, 200.0, 300.0]}
+    assert fedavg_at_upload(fedavg, 250.0) == {"round": 2, "upload_bytes": 200.0, "accuracy_mean": 0.7}
+    assert fedavg_at_upload(fedavg, 300.0) == {"round": 3, "upload_bytes": 300.0, "accuracy_mean": 0.8}
+    assert fedavg_at_upload(fedavg, 1e9)["round"] == 3
+    assert fedavg_at_upload(fedavg, 99.0) == {"round": 0, "upload_bytes": 0.0, "accuracy_mean": None}
+    assert fedavg_at_upload(fedavg, None) is None
+    assert fedavg_at_upload({"accuracy_by_round_mean": [], "upload_bytes_by_round": []}, 250.0) is None
+    table = markdown_table({
+        "profile": {"seeds": 1}, "fedkr_over_centralized": None, "fedavg_at_fedkr_upload": fedavg_at_upload(fedavg, 250.0),
+        "methods": {"fedavg": {**fedavg, "accuracy_mean": 0.8, "accuracy_std": 0.0, "mia_auc": 0.5, "mia_attack": "loss",
+                               "mia_site": "site-0", "mia_tpr_at_1pct_fpr": 0.0, "bytes_uploaded_per_site": 300.0,
+                               "seconds_mean": 1.0},
+                    "fedkr": {"accuracy_mean": 0.75, "accuracy_std": 0.0, "mia_auc": 0.5, "mia_attack": "loss",
+                              "mia_site": "site-0", "mia_tpr_at_1pct_fpr": 0.0, "bytes_uploaded_per_site": 250.0,
+                              "seconds_mean": 1.0}}})
+    assert "round 1: 0.500 at 100 B; round 2: 0.700 at 200 B; round 3: 0.800 at 300 B" in table
+    assert "At fedkr's upload (250 B per site) FedAvg stops after round 2 (200 B): 0.700, against fedkr's 0.750." in table
 
 
 def test_reused_fit_reads_the_fit_of_a_finished_run(tmp_path):

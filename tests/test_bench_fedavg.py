@@ -82,6 +82,10 @@ def test_fedavg_on_digits_learns_averages_by_examples_and_counts_uploads(digits_
     # every site uploads one full float32 copy of the network per round, counted as received
     model_bytes = sum(p.detach().numpy().nbytes for p in build_classifier(config, 0).parameters())
     assert result.bytes_uploaded_per_site == [3 * model_bytes] * 3
+    # the server scored the global model after every round: the last score is the final model's
+    assert len(result.accuracy_by_round) == 3 and result.accuracy_by_round[-1] == result.test_accuracy
+    assert result.accuracy_by_round[0] > 0.3  # one round of 30 steps at every site already learns
+    assert result.upload_bytes_by_round == [float(r * model_bytes) for r in (1, 2, 3)]
 
 
 def test_bad_input_is_refused_before_any_engine_starts(digits_three_sites):
