@@ -27,7 +27,7 @@ Decode = Callable[[], np.ndarray]
 
 
 def _png_pages(images: np.ndarray) -> tuple[list[bytes], Decode]:
-    per_page = lossless_images.images_per_page(images.shape[1])
+    per_page = lossless_images.images_per_page(images.shape[1], images.shape[2])
     channels = images.shape[3]
     pages = []
     for start in range(0, len(images), per_page):
