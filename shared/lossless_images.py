@@ -4,10 +4,10 @@ A site's upload is almost all images. Its generator works below the data's resol
 samples are resized up, so neighbouring pixels predict each other well and a lossless image codec
 stores them in well under their raw size. The codec is libwebp's, through Pillow; the paging, and
 the choice of codec and effort, are fedkr's, by measurement (`benchmarks/lossless_shards.py`,
-results in `benchmarks/results/lossless-shards-*.txt`). On a BreastMNIST full-profile run's 800
-distilled images (28 x 28 gray, 2 shared cores) lossless WebP pages at method 2 kept 0.455 of the
-raw bytes in 0.37 s, PNG pages 0.544, zlib on the raw bytes 0.836, one WebP per image 0.512; WebP
-at method 6 kept 0.449 in 15 s.
+results in `benchmarks/results/lossless-shards-*.txt`). On 1,600 images of a BloodMNIST full-profile
+run (28 x 28 RGB, 2 shared cores) lossless WebP pages at method 2 kept 0.445 of the raw bytes in
+0.63 s, PNG pages 0.593, zlib on the raw bytes 0.931, one WebP per image 0.476; method 4 kept 0.444
+in 2.1 s and method 6 0.433 in 37 s. On 800 BreastMNIST images (28 x 28 gray) method 2 kept 0.455.
 
 Images are stacked top to bottom into pages of at most `images_per_page` images, each page one
 lossless WebP (`PIL.Image.save(format="WEBP", lossless=True)`) of at most `PAGE_PIXELS` pixels:
@@ -34,7 +34,7 @@ from PIL import Image, features
 MAX_SIDE = 16383
 #: Pixels per page at most (2**24): pages stay far below Pillow's decompression-bomb limit (about 89 million).
 PAGE_PIXELS = 2**24
-#: libwebp's effort (0 fastest to 6 smallest): method 4 was 0.4% smaller than 2, method 6 1.3% at 40 times the time.
+#: libwebp's effort (0 fastest to 6 smallest): on BloodMNIST method 4 was 0.2% smaller than 2 at 3 times its time, 6 2.7% at 58 times.
 METHOD = 2
 
 
