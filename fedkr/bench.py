@@ -88,7 +88,8 @@ class MethodRow:
     #: what the coordinator received (`ViewEntry.to_dict`), or {"note": ...} where there is nothing to
     #: attack (local only) or nothing to infer (centralized: the coordinator holds the images).
     coordinator_view: dict | None = None
-    #: FedAvg only: per seed, test accuracy after each round (`FedAvgResult.accuracy_by_round`).
+    #: FedAvg only: per seed, test accuracy after each round (`FedAvgResult.accuracy_by_round`): the
+    #: run's first rounds, with local steps sized for all its rounds, not a FedAvg configured for fewer.
     accuracy_by_round: list[list[float]] = field(default_factory=list)
     #: FedAvg only: bytes a site had uploaded by the end of each round, mean over sites (first seed).
     upload_bytes_by_round: list[float] = field(default_factory=list)
@@ -136,8 +137,10 @@ class BenchResult:
 
 
 def fedavg_at_upload(fedavg: dict, upload_bytes: float | None) -> dict | None:
-    """FedAvg stopped at the last round whose upload per site is at or below `upload_bytes`: that
+    """FedAvg's run read at the last round whose upload per site is at or below `upload_bytes`: that
     round, its upload and its mean test accuracy over seeds (`fedavg` is a `MethodRow.summary()`).
+    Earlier rounds are the same run's first rounds (local steps sized for all its rounds), not a
+    FedAvg configured to stop there.
 
     None without a per-round record or an upload to compare; ``{"round": 0, ...}`` with accuracy None
     when even one round uploads more.
@@ -491,12 +494,17 @@ def markdown_table(result: dict) -> str:
         if equal["accuracy_mean"] is None:
             lines.append(f"\nAt fedkr's upload ({_size(fedkr_row['bytes_uploaded_per_site'])} per site) FedAvg "
                          "cannot finish one round.")
-        else:
-            lines.append(f"\nAt fedkr's upload ({_size(fedkr_row['bytes_uploaded_per_site'])} per site) FedAvg stops "
-                         f"after round {equal['round']} ({_size(equal['upload_bytes'])}): {equal['accuracy_mean']:.3f}, "
+        elif equal["round"] == len(curve):
+            lines.append(f"\nfedkr's upload ({_size(fedkr_row['bytes_uploaded_per_site'])} per site) covers FedAvg's "
+                         f"whole run ({len(curve)} rounds, {_size(equal['upload_bytes'])}): {equal['accuracy_mean']:.3f}, "
                          f"against fedkr's {fedkr_row['accuracy_mean']:.3f}.")
+        else:
+            lines.append(f"\nAt fedkr's upload ({_size(fedkr_row['bytes_uploaded_per_site'])} per site) FedAvg's run "
+                         f"reaches round {equal['round']} ({_size(equal['upload_bytes'])}): {equal['accuracy_mean']:.3f}, "
+                         f"against fedkr's {fedkr_row['accuracy_mean']:.3f} (that run's first rounds, local steps "
+                         f"sized for {len(curve)} rounds).")
     lines.append("\nWall time: training only for centralized and local-only (sum over sites); the whole Flower run, Ray "
-                 "start included, for FedAvg; fit, synthesis, distillation, relabelling, student and the sites' audit "
+                 "start included, less the server's scoring after each round, for FedAvg; fit, synthesis, distillation, relabelling, student and the sites' audit "
                  "for fedkr; fit, synthesis and the student for naive pooling. MIA: the highest AUC of the loss, "
                  "entropy and RMIA attacks on the trained network at any site (first seed), with that attack's TPR; where that "
                  "site's holdout resolves no FPR as low as 0.1% (fewer than 1,000 held-out images), the TPR@0.1%FPR is "

@@ -86,17 +86,21 @@ class FedAvgResult:
     #: about 128 bytes per array on top of this; those are serialization overhead, not weights.
     bytes_uploaded_per_site: list[int]
     rounds: int
-    #: Wall time of the whole federated run (`run_simulation`, engine start-up included).
+    #: Wall time of the whole federated run (`run_simulation`, engine start-up included), less the
+    #: server's scoring of the global model after each round (`evaluation_seconds`).
     seconds: float
     #: With `FedAvgSettings.keep_uploads`: per round (0-based), per site (in site order), the state
     #: dict the site uploaded after its local training; empty otherwise.
     uploads: list[list[dict[str, torch.Tensor]]] = dataclasses.field(default_factory=list)
     #: Test accuracy of the global model after each round (index r: after round r + 1), evaluated by
-    #: the server (Flower's `evaluate_fn`); the last entry is `test_accuracy`.
+    #: the server (Flower's `evaluate_fn`); the last entry is `test_accuracy`. Rounds 1 to r of this
+    #: run, whose local steps per round were sized for all `rounds`: not a FedAvg run configured for r.
     accuracy_by_round: list[float] = dataclasses.field(default_factory=list)
     #: Bytes of weights a site had sent by the end of each round (index r: rounds 1 to r + 1), mean over
-    #: sites: what FedAvg costs if it stops after that round.
+    #: sites.
     upload_bytes_by_round: list[float] = dataclasses.field(default_factory=list)
+    #: Seconds the server spent scoring the global model after the rounds (not in `seconds`).
+    evaluation_seconds: float = 0.0
 
 
 def run_fedavg(sites: list[ImageSet], test: ImageSet, train: TrainConfig, settings: FedAvgSettings) -> FedAvgResult:
@@ -127,6 +131,7 @@ def run_fedavg(sites: list[ImageSet], test: ImageSet, train: TrainConfig, settin
         run_simulation(server_app=server_app, client_app=client_app, num_supernodes=len(sites),
                        backend_config=backend_config)
         seconds = time.perf_counter() - start
+        evaluation_seconds = sum(outcome[0].evaluation_seconds) if outcome and isinstance(outcome[0], _ServerOutcome) else 0.0
     if not outcome:
         raise RuntimeError("the FedAvg simulation ended before the server finished; see Flower's log above")
     done = outcome[0]
@@ -140,10 +145,11 @@ def run_fedavg(sites: list[ImageSet], test: ImageSet, train: TrainConfig, settin
         test_accuracy=accuracy(model, test.images, test.labels),
         bytes_uploaded_per_site=done.bytes_per_site,
         rounds=settings.rounds,
-        seconds=seconds,
+        seconds=seconds - evaluation_seconds,
         uploads=done.uploads,
         accuracy_by_round=done.accuracy_by_round,
         upload_bytes_by_round=done.upload_bytes_by_round,
+        evaluation_seconds=evaluation_seconds,
     )
 
 
@@ -265,6 +271,7 @@ class _ServerOutcome:
     uploads: list[list[dict[str, torch.Tensor]]]
     accuracy_by_round: list[float]
     upload_bytes_by_round: list[float]
+    evaluation_seconds: list[float]
 
 
 def _counting_fedavg(num_sites: int, keep_uploads: bool = False) -> FedAvg:
@@ -272,7 +279,7 @@ def _counting_fedavg(num_sites: int, keep_uploads: bool = False) -> FedAvg:
     (and, with `keep_uploads`, keeps a copy of every upload, by round and partition).
 
     Every site trains every round (`min_train_nodes = num_sites`); client-side evaluation is off
-    because the server evaluates the final model itself on the test set.
+    because the server scores the global model on the test set itself.
     """
     from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
@@ -281,8 +288,8 @@ def _counting_fedavg(num_sites: int, keep_uploads: bool = False) -> FedAvg:
             super().__init__(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=num_sites,
                              min_available_nodes=num_sites, weighted_by_key=NUM_EXAMPLES_KEY)
             self.bytes_by_node: dict[int, int] = {}
-            #: each round's mean upload per site, in bytes
-            self.round_bytes: dict[int, float] = {}
+            #: each round's upload, all sites together, in bytes
+            self.round_bytes: dict[int, int] = {}
             self.partition_of_node: dict[int, int] = {}
             self.uploads: dict[int, dict[int, dict[str, torch.Tensor]]] = {}
 
@@ -309,7 +316,7 @@ def _counting_fedavg(num_sites: int, keep_uploads: bool = False) -> FedAvg:
                 if keep_uploads:
                     record = next(iter(reply.content.array_records.values()))
                     self.uploads.setdefault(server_round, {})[partition_id] = record.to_torch_state_dict()
-            self.round_bytes[server_round] = this_round / num_sites
+            self.round_bytes[server_round] = this_round
             return super().aggregate_train(server_round, replies)
 
         def bytes_per_site(self) -> list[int]:
@@ -326,7 +333,8 @@ def _counting_fedavg(num_sites: int, keep_uploads: bool = False) -> FedAvg:
             return [[self.uploads[r][i] for i in range(num_sites)] for r in sorted(self.uploads)]
 
         def upload_bytes_by_round(self) -> list[float]:
-            return [float(b) for b in np.cumsum([self.round_bytes[r] for r in sorted(self.round_bytes)])]
+            """Per site (mean over sites), bytes sent by the end of each round."""
+            return [float(b) / num_sites for b in np.cumsum([self.round_bytes[r] for r in sorted(self.round_bytes)])]
 
     return CountingFedAvg()
 
@@ -338,15 +346,19 @@ def _build_server_app(num_sites: int, model_config: ClassifierConfig, settings: 
     from flwr.serverapp import ServerApp
 
     app = ServerApp()
+    evaluation_seconds: list[float] = []
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         """The global model's test accuracy after `server_round` (round 0, the initial model, is not scored)."""
         if server_round == 0:
             return None
+        started = time.perf_counter()
         model = build_classifier(model_config, settings.seed)
         model.load_state_dict(arrays.to_torch_state_dict())
         model.eval()
-        return MetricRecord({"accuracy": accuracy(model, test.images, test.labels)})
+        score = accuracy(model, test.images, test.labels)
+        evaluation_seconds.append(time.perf_counter() - started)
+        return MetricRecord({"accuracy": score})
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
@@ -365,7 +377,7 @@ def _build_server_app(num_sites: int, model_config: ClassifierConfig, settings: 
                 result.arrays.to_torch_state_dict(), strategy.bytes_per_site(),  # type: ignore[attr-defined]
                 strategy.uploads_by_round(),  # type: ignore[attr-defined]
                 [float(scored[r]["accuracy"]) for r in range(1, settings.rounds + 1)],
-                strategy.upload_bytes_by_round()))  # type: ignore[attr-defined]
+                strategy.upload_bytes_by_round(), evaluation_seconds))  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - reported by run_fedavg, not just logged by Flower's thread
             outcome.append(exc)
 

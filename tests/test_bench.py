@@ -75,16 +75,20 @@ def test_fedavg_at_upload_stops_at_the_last_round_within_the_budget():
     assert fedavg_at_upload(fedavg, 99.0) == {"round": 0, "upload_bytes": 0.0, "accuracy_mean": None}
     assert fedavg_at_upload(fedavg, None) is None
     assert fedavg_at_upload({"accuracy_by_round_mean": [], "upload_bytes_by_round": []}, 250.0) is None
-    table = markdown_table({
+    table_input = {
         "profile": {"seeds": 1}, "fedkr_over_centralized": None, "fedavg_at_fedkr_upload": fedavg_at_upload(fedavg, 250.0),
         "methods": {"fedavg": {**fedavg, "accuracy_mean": 0.8, "accuracy_std": 0.0, "mia_auc": 0.5, "mia_attack": "loss",
                                "mia_site": "site-0", "mia_tpr_at_1pct_fpr": 0.0, "bytes_uploaded_per_site": 300.0,
                                "seconds_mean": 1.0},
                     "fedkr": {"accuracy_mean": 0.75, "accuracy_std": 0.0, "mia_auc": 0.5, "mia_attack": "loss",
                               "mia_site": "site-0", "mia_tpr_at_1pct_fpr": 0.0, "bytes_uploaded_per_site": 250.0,
-                              "seconds_mean": 1.0}}})
+                              "seconds_mean": 1.0}}}
+    table = markdown_table(table_input)
     assert "round 1: 0.500 at 100 B; round 2: 0.700 at 200 B; round 3: 0.800 at 300 B" in table
-    assert "At fedkr's upload (250 B per site) FedAvg stops after round 2 (200 B): 0.700, against fedkr's 0.750." in table
+    assert ("At fedkr's upload (250 B per site) FedAvg's run reaches round 2 (200 B): 0.700, against fedkr's 0.750 "
+            "(that run's first rounds, local steps sized for 3 rounds).") in table
+    whole = markdown_table({**table_input, "fedavg_at_fedkr_upload": fedavg_at_upload(fedavg, 1e9)})
+    assert "fedkr's upload (250 B per site) covers FedAvg's whole run (3 rounds, 300 B): 0.800, against fedkr's 0.750." in whole
 
 
 def test_reused_fit_reads_the_fit_of_a_finished_run(tmp_path):

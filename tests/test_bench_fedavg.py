@@ -86,6 +86,7 @@ def test_fedavg_on_digits_learns_averages_by_examples_and_counts_uploads(digits_
     assert len(result.accuracy_by_round) == 3 and result.accuracy_by_round[-1] == result.test_accuracy
     assert result.accuracy_by_round[0] > 0.3  # one round of 30 steps at every site already learns
     assert result.upload_bytes_by_round == [float(r * model_bytes) for r in (1, 2, 3)]
+    assert 0 < result.evaluation_seconds < result.seconds
 
 
 def test_bad_input_is_refused_before_any_engine_starts(digits_three_sites):
