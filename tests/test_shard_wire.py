@@ -149,6 +149,14 @@ def test_ciphertext_holds_no_run_of_the_image_bytes():
     assert not any(released[i:i + 64] in CANDIDATE_BLOB for i in range(len(released) - 63))
 
 
+def test_sealed_webp_pages_are_not_readable_in_the_blob():
+    smooth = dataclasses.replace(make_shard(), images=np.repeat(make_shard().images[:, :1], 8, axis=1))
+    blob = sealed_shard(smooth)
+    page = encode_pages(smooth.images)[0]
+    assert b"WEBPVP8L" not in blob and not any(page[i:i + 32] in blob for i in range(len(page) - 31))
+    assert np.array_equal(open_(blob).images, smooth.images)
+
+
 def test_each_seal_is_fresh():
     assert sealed_shard() != sealed_shard()
     assert body_of(sealed_shard()).nonce != body_of(sealed_shard()).nonce
