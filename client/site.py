@@ -406,7 +406,7 @@ class Site:
     # -- relabel -------------------------------------------------------------------------------
     def relabel(self, request: RelabelRequest | bytes) -> bytes:
         """This site's teacher's probabilities for the coordinator's distilled images (cross-site relabelling):
-        the encoded `RelabelReply`, float32 (N, classes), bound to the request bytes it answers.
+        the encoded `RelabelReply` (probabilities (N, classes), float16 on the wire), bound to the request bytes it answers.
 
         Once per run: the teacher is not released, and answering any number of chosen images would
         make it a query oracle on the members. With keys the request must arrive sealed and the reply

@@ -80,6 +80,11 @@ MAX_NDIM = 8
 MAX_DIM = 2**31 - 1
 MAX_NAME = 200
 ARRAY_DTYPES = ("float16", "float32", "float64", "int32", "int64", "uint8")
+#: The dtype soft labels travel in (shards and relabelling replies); readers hand on float32. IEEE half
+#: precision rounds each probability by at most 2**-11 of itself (2**-25 absolute below 2**-14), so a row
+#: of at most `MAX_CLASSES` still sums to 1 within 8e-4, inside the 1e-3 every reader allows. It halves
+#: the labels' bytes: a site's relabelling reply is most of what it uploads besides its shards.
+SOFT_LABEL_WIRE_DTYPE = np.dtype(np.float16)
 
 # What parsing and array building can raise on hostile input; each becomes a one-line rejection.
 MALFORMED = (DecodeError, ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError,
@@ -348,8 +353,8 @@ def decode_synthesis_request(data: bytes, *, max_bytes: int = MAX_REQUEST_BYTES)
 def encode_shard(shard: Shard, *, run_id: str, nonce: bytes = b"", recipient_key_id: str = "") -> bytes:
     """`shard` for `run_id` as envelope bytes: images uint8 (N, H, W, C) as lossless WebP pages
     (`shared/lossless_images.py`; raw bytes where the shape cannot travel so or the pages would not
-    be smaller), soft labels float32
-    (N, K), hard labels int64 (N,), each little-endian row-major; its summary as JSON.
+    be smaller), soft labels (N, K) as little-endian float16 (`SOFT_LABEL_WIRE_DTYPE`), hard labels
+    (N,) as packed varints; its summary as JSON.
 
     `nonce` and `recipient_key_id` are for the sealed form only (`shared/shard_wire.py`). The shard is
     validated against its own shape first (`ShardError`), so nothing leaves that no coordinator could
@@ -366,7 +371,8 @@ def encode_shard(shard: Shard, *, run_id: str, nonce: bytes = b"", recipient_key
         site_id=shard.site_id, run_id=run_id, round=shard.round, count=n, height=height, width=width,
         channels=channels, images=b"" if pages else le_bytes(shard.images), images_webp=pages,
         num_classes=shard.soft_labels.shape[1],
-        soft_labels=le_bytes(shard.soft_labels), hard_labels=le_bytes(shard.hard_labels),
+        soft_labels_float16=le_bytes(shard.soft_labels.astype(SOFT_LABEL_WIRE_DTYPE)),
+        hard_labels_packed=shard.hard_labels.tolist(),
         nonce=nonce, recipient_key_id=recipient_key_id, summary_json=json.dumps(shard.summary),
     ))
 
@@ -391,7 +397,9 @@ def decode_shard(data: bytes, *, site_id: str, run_id: str, round: int, spec: Sh
 def shard_of(message: pb.SyntheticShard, spec: ShardSpec, max_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> Shard:
     """A `Shard` from its message, arrays built only once their sizes agree with `spec` and the bytes
     present; compressed images only where they would decode to at most `max_bytes` (what a raw shard
-    may hold), so a small message cannot make the receiver allocate more.
+    may hold), so a small message cannot make the receiver allocate more. Labels are read first
+    (cheap), then the images. Soft labels come back float32 (N, K), hard labels int64 (N,), whichever
+    form they travelled in.
 
     Not yet validated: call `validate_shard`. Raises `CodecError`.
     """
@@ -403,15 +411,32 @@ def shard_of(message: pb.SyntheticShard, spec: ShardSpec, max_bytes: int = DEFAU
         raise CodecError(f"images are {'x'.join(map(str, shape))}, expected {'x'.join(map(str, spec.image_shape))}")
     if message.num_classes != spec.num_classes:
         raise CodecError(f"shard has {message.num_classes} classes, expected {spec.num_classes}")
-    return Shard(
-        site_id=message.site_id,
-        round=message.round,
-        images=_shard_images(message, n, shape, max_bytes),
-        soft_labels=from_le(message.soft_labels, np.dtype(np.float32), (n, spec.num_classes), "soft_labels"),
-        hard_labels=from_le(message.hard_labels, np.dtype(np.int64), (n,), "hard_labels"),
-        declared_count=n,
-        summary=_shard_summary(message),
-    )
+    soft_labels = _shard_soft_labels(message, n, spec.num_classes)
+    hard_labels = _shard_hard_labels(message, n)
+    summary = _shard_summary(message)
+    return Shard(site_id=message.site_id, round=message.round, images=_shard_images(message, n, shape, max_bytes),
+                 soft_labels=soft_labels, hard_labels=hard_labels, declared_count=n, summary=summary)
+
+
+def _shard_soft_labels(message: pb.SyntheticShard, count: int, num_classes: int) -> np.ndarray:
+    """float32 (count, num_classes) from whichever form the shard holds; `CodecError` for both at once."""
+    if not message.soft_labels_float16:
+        return from_le(message.soft_labels, np.dtype(np.float32), (count, num_classes), "soft_labels")
+    if message.soft_labels:
+        raise CodecError("shard carries its soft labels twice (float32 and float16)")
+    return from_le(message.soft_labels_float16, SOFT_LABEL_WIRE_DTYPE, (count, num_classes),
+                   "soft_labels_float16").astype(np.float32)
+
+
+def _shard_hard_labels(message: pb.SyntheticShard, count: int) -> np.ndarray:
+    """int64 (count,) from whichever form the shard holds; `CodecError` for both at once or a wrong count."""
+    if not len(message.hard_labels_packed):
+        return from_le(message.hard_labels, np.dtype(np.int64), (count,), "hard_labels")
+    if message.hard_labels:
+        raise CodecError("shard carries its hard labels twice (int64 and packed)")
+    if len(message.hard_labels_packed) != count:
+        raise CodecError(f"hard_labels_packed hold {len(message.hard_labels_packed)} labels, expected {count}")
+    return np.array(message.hard_labels_packed, dtype=np.int64)
 
 
 def _shard_images(message: pb.SyntheticShard, count: int, shape: tuple[int, int, int], max_bytes: int) -> np.ndarray:
@@ -574,28 +599,32 @@ def relabel_request_of(message: pb.RelabelRequest) -> RelabelRequest:
 
 
 def encode_relabel_reply(reply: RelabelReply, *, run_id: str, request: bytes) -> bytes:
-    """`reply` (probabilities float32 (N, K)) as envelope bytes, bound to the exact `request` bytes it answers."""
+    """`reply` (probabilities float32 (N, K)) as envelope bytes, bound to the exact `request` bytes it
+    answers; the probabilities travel as float16 (`SOFT_LABEL_WIRE_DTYPE`). Raises `CodecError`."""
     probs = np.asarray(reply.probs)
     if probs.dtype != np.float32 or probs.ndim != 2:
         raise CodecError("labels must be a float32 (N, classes) array")
     return wrap(KIND_RELABEL_REPLY, pb.RelabelReply(site_id=reply.site_id, run_id=check_run_id(run_id),
-                                                    request_sha256=sha256(request), probs=raw_array("probs", probs)))
+                                                    request_sha256=sha256(request),
+                                                    probs=raw_array("probs", probs.astype(SOFT_LABEL_WIRE_DTYPE))))
 
 
 @_decoder("relabel reply")
 def decode_relabel_reply(data: bytes, *, site_id: str, run_id: str, request: bytes, shape: tuple[int, int]) -> RelabelReply:
-    """The labels in `data`, if `site_id` wrote exactly `shape` float32 probabilities for this run and
-    these `request` bytes; `CodecError` otherwise. Their values are the caller's to check
-    (`check_relabel_reply`). The size limit follows from `shape`."""
+    """The labels in `data`, float32 `shape`, if `site_id` wrote exactly that many probabilities (float16,
+    or float32 from an older site) for this run and these `request` bytes; `CodecError` otherwise. Their
+    values are the caller's to check (`check_relabel_reply`). The size limit follows from `shape`."""
     max_bytes = 4 * int(shape[0]) * int(shape[1]) + REPLY_OVERHEAD
     message = unwrap(data, KIND_RELABEL_REPLY, pb.RelabelReply, max_bytes)
     if message.site_id != site_id or message.run_id != run_id:
         raise CodecError("relabel reply was written for another site or run")
     if message.request_sha256 != sha256(request):
         raise CodecError("relabel reply answers another request than the one sent")
-    if not message.HasField("probs") or message.probs.dtype != "float32" or tuple(message.probs.shape) != tuple(shape):
-        raise CodecError(f"relabel reply holds {list(message.probs.shape)[:4]} labels, expected float32 {list(shape)}")
-    return RelabelReply(site_id=site_id, probs=array_of(message.probs))
+    if (not message.HasField("probs") or message.probs.dtype not in (SOFT_LABEL_WIRE_DTYPE.name, "float32")
+            or tuple(message.probs.shape) != tuple(shape)):
+        raise CodecError(f"relabel reply holds {message.probs.dtype[:20]} {list(message.probs.shape)[:4]} labels, "
+                         f"expected {SOFT_LABEL_WIRE_DTYPE.name} {list(shape)}")
+    return RelabelReply(site_id=site_id, probs=array_of(message.probs).astype(np.float32))
 
 
 # --- audit reports --------------------------------------------------------------------------------

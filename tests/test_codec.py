@@ -12,7 +12,8 @@ from fedkr.shared.classifier import ClassifierConfig, TrainConfig
 from fedkr.shared.dp import DPConfig
 from fedkr.shared.generator import GeneratorConfig
 from fedkr.shared.keys import new_sealing_key, new_signing_key
-from fedkr.shared.reports import AuditCandidate, AuditReport, FitPlan, FitReport, RelabelReply, RelabelRequest
+from fedkr.shared.reports import (AuditCandidate, AuditReport, FitPlan, FitReport, RelabelReply, RelabelRequest,
+                                 check_relabel_reply)
 from fedkr.shared.sealing import sign
 from fedkr.shared.shard import Shard, ShardError, ShardSpec, SynthesisRequest
 from fedkr.shared.shard_wire import ShardWireError, open_shard, seal_shard, ReplayGuard
@@ -75,12 +76,13 @@ def test_synthesis_request_round_trip():
     assert codec.decode_synthesis_request(codec.encode_synthesis_request(request)) == request
 
 
-def test_shard_round_trip_is_bit_identical_and_bound_to_site_run_and_round():
+def test_shard_round_trip_is_exact_but_for_half_precision_soft_labels_and_bound_to_site_run_and_round():
     shard = make_shard()
     data = codec.encode_shard(shard, run_id=RUN)
     back = codec.decode_shard(data, site_id="site-0", run_id=RUN, round=1, spec=SPEC, expected_count=6)
     for name, array in shard.to_arrays().items():
-        assert back.to_arrays()[name].dtype == array.dtype and back.to_arrays()[name].tobytes() == array.tobytes()
+        sent = array.astype(np.float16).astype(np.float32) if name == "soft_labels" else array
+        assert back.to_arrays()[name].dtype == array.dtype and back.to_arrays()[name].tobytes() == sent.tobytes()
     assert back.summary == shard.summary and type(back.summary["hflip"]) is bool
     for kwargs, reason in (({"site_id": "site-1"}, "site id 'site-0', expected 'site-1'"),
                            ({"run_id": "run-2"}, "shard is for run 'run-1'"), ({"round": 2}, "shard is for round 1"),
@@ -111,13 +113,38 @@ def test_relabel_reply_is_bound_to_the_request_bytes_it_answers():
     probs = np.full((5, 3), 1 / 3, np.float32)
     data = codec.encode_relabel_reply(RelabelReply("site-0", probs), run_id=RUN, request=b"request")
     back = codec.decode_relabel_reply(data, site_id="site-0", run_id=RUN, request=b"request", shape=(5, 3))
-    assert back.site_id == "site-0" and back.probs.tobytes() == probs.tobytes()
+    assert back.site_id == "site-0" and back.probs.dtype == np.float32
+    assert back.probs.tobytes() == probs.astype(np.float16).astype(np.float32).tobytes()
     with pytest.raises(codec.CodecError, match="another request"):
         codec.decode_relabel_reply(data, site_id="site-0", run_id=RUN, request=b"other", shape=(5, 3))
     with pytest.raises(codec.CodecError, match="another site or run"):
         codec.decode_relabel_reply(data, site_id="site-1", run_id=RUN, request=b"request", shape=(5, 3))
-    with pytest.raises(codec.CodecError, match=r"expected float32 \[6, 3\]"):
+    with pytest.raises(codec.CodecError, match=r"holds float16 \[5, 3\] labels, expected float16 \[6, 3\]"):
         codec.decode_relabel_reply(data, site_id="site-0", run_id=RUN, request=b"request", shape=(6, 3))
+
+
+def _relabel_reply_in(dtype: str) -> bytes:
+    probs = np.full((5, 3), 1 / 3, dtype)
+    return codec.wrap(codec.KIND_RELABEL_REPLY, pb.RelabelReply(site_id="site-0", run_id=RUN, request_sha256=codec.sha256(b"request"),
+                                                                probs=codec.raw_array("probs", probs)))
+
+
+def test_relabel_reply_from_an_older_site_in_float32_is_read_and_other_dtypes_are_refused():
+    back = codec.decode_relabel_reply(_relabel_reply_in("float32"), site_id="site-0", run_id=RUN, request=b"request", shape=(5, 3))
+    assert back.probs.dtype == np.float32 and back.probs.tobytes() == np.full((5, 3), 1 / 3, np.float32).tobytes()
+    with pytest.raises(codec.CodecError, match=r"holds float64 \[5, 3\] labels"):
+        codec.decode_relabel_reply(_relabel_reply_in("float64"), site_id="site-0", run_id=RUN, request=b"request", shape=(5, 3))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, codec.MAX_CLASSES), st.floats(0.01, 10.0), st.integers(0, 2**31))
+def test_half_precision_soft_labels_still_pass_every_readers_row_check(num_classes, concentration, seed):
+    """Rounding to float16 moves a row's sum by under 1e-3, the tolerance of `validate_shard` and
+    `check_relabel_reply`, at any class count up to `MAX_CLASSES` and however peaked the row."""
+    probs = np.random.default_rng(seed).dirichlet(np.full(num_classes, concentration), size=4).astype(np.float32)
+    wire = probs.astype(codec.SOFT_LABEL_WIRE_DTYPE).astype(np.float32)
+    assert np.abs(wire.sum(axis=1) - 1).max() < 1e-3
+    assert check_relabel_reply(wire, 4, num_classes) is wire
 
 
 def test_audit_report_is_protobuf_and_bound_to_the_candidate_bytes():

@@ -117,12 +117,13 @@ CANDIDATE_BLOB = sealed_candidate()
 # --- round trips ----------------------------------------------------------------------------------
 
 
-def test_shard_round_trip_is_bit_identical():
+def test_shard_round_trip_is_bit_identical_but_for_half_precision_soft_labels():
     shard = make_shard()
     back = open_(sealed_shard(shard), expected_count=6)
     for name, array in shard.to_arrays().items():
         got = back.to_arrays()[name]
-        assert got.dtype == array.dtype and got.shape == array.shape and got.tobytes() == array.tobytes(), name
+        sent = array.astype(np.float16).astype(np.float32) if name == "soft_labels" else array
+        assert got.dtype == array.dtype and got.shape == array.shape and got.tobytes() == sent.tobytes(), name
         assert got.flags.writeable
     assert (back.site_id, back.round, back.declared_count) == ("site-0", 1, 6)
     assert back.summary == shard.summary and type(back.summary["hflip"]) is bool and type(back.summary["steps"]) is int
@@ -293,16 +294,58 @@ def test_validate_shard_rejections_are_shard_wire_errors():
     with pytest.raises(ShardWireError, match="6 images but 5 were requested"):
         open_(SHARD_BLOB, expected_count=5)
     body = body_of(SHARD_BLOB)
-    body.soft_labels = np.full((6, 3), 0.5, np.float32).tobytes()
+    body.soft_labels_float16 = np.full((6, 3), 0.5, np.float16).tobytes()
     with pytest.raises(ShardWireError, match="rows must sum to 1"):
         open_(forge(body))
     body = body_of(SHARD_BLOB)
-    body.hard_labels = np.full(6, 3, np.int64).tobytes()
+    body.hard_labels_packed[:] = [3] * 6
     with pytest.raises(ShardWireError, match=r"hard_labels must lie in \[0, 3\)"):
         open_(forge(body))
     body = body_of(SHARD_BLOB)
-    body.soft_labels = np.full((6, 3), np.nan, np.float32).tobytes()
+    body.soft_labels_float16 = np.full((6, 3), np.nan, np.float16).tobytes()
     with pytest.raises(ShardWireError, match="non-finite"):
+        open_(forge(body))
+    body = body_of(SHARD_BLOB)
+    body.soft_labels_float16 = np.full((6, 3), np.inf, np.float16).tobytes()
+    with pytest.raises(ShardWireError, match="non-finite"):
+        open_(forge(body))
+
+
+def test_labels_travel_in_half_precision_and_packed_varints():
+    body = body_of(SHARD_BLOB)
+    shard = make_shard()
+    assert not body.soft_labels and not body.hard_labels
+    assert body.soft_labels_float16 == shard.soft_labels.astype(np.float16).tobytes()
+    assert list(body.hard_labels_packed) == shard.hard_labels.tolist()
+
+
+def test_an_older_sites_float32_and_int64_labels_are_still_read():
+    body = body_of(SHARD_BLOB)
+    shard = make_shard()
+    body.ClearField("soft_labels_float16")
+    del body.hard_labels_packed[:]
+    body.soft_labels, body.hard_labels = shard.soft_labels.tobytes(), shard.hard_labels.tobytes()
+    back = open_(forge(body))
+    assert back.soft_labels.tobytes() == shard.soft_labels.tobytes() and back.hard_labels.tobytes() == shard.hard_labels.tobytes()
+
+
+def test_labels_in_two_forms_or_the_wrong_count_are_refused():
+    shard = make_shard()
+    body = body_of(SHARD_BLOB)
+    body.soft_labels = shard.soft_labels.tobytes()
+    with pytest.raises(ShardWireError, match=r"soft labels twice \(float32 and float16\)"):
+        open_(forge(body))
+    body = body_of(SHARD_BLOB)
+    body.hard_labels = shard.hard_labels.tobytes()
+    with pytest.raises(ShardWireError, match=r"hard labels twice \(int64 and packed\)"):
+        open_(forge(body))
+    body = body_of(SHARD_BLOB)
+    body.hard_labels_packed.append(0)
+    with pytest.raises(ShardWireError, match="hard_labels_packed hold 7 labels, expected 6"):
+        open_(forge(body))
+    body = body_of(SHARD_BLOB)
+    body.soft_labels_float16 = body.soft_labels_float16[:-2]
+    with pytest.raises(ShardWireError, match=r"soft_labels_float16 hold 34 bytes, but shape \(6, 3\) needs 36"):
         open_(forge(body))
 
 
@@ -325,6 +368,10 @@ def test_shapes_are_checked_against_the_spec_before_arrays_are_built():
         open_(forge(body))
     body = body_of(webp_blob)
     body.count = 0
+    with pytest.raises(ShardWireError, match=r"soft_labels_float16 hold 36 bytes, but shape \(0, 3\) needs 0"):
+        open_(forge(body))  # labels are read before any image
+    body.ClearField("soft_labels_float16")
+    del body.hard_labels_packed[:]
     with pytest.raises(ShardWireError, match="1 WebP pages for 0 images, expected 0"):
         open_(forge(body))
     body = body_of(webp_blob)
@@ -345,6 +392,8 @@ def test_raw_images_are_checked_before_arrays_are_built():
         open_(forge(body))
     body.images = images.tobytes()
     body.count = 0
+    body.ClearField("soft_labels_float16")
+    del body.hard_labels_packed[:]
     with pytest.raises(ShardWireError, match="images hold 384 bytes"):
         open_(forge(body))
 
@@ -685,7 +734,7 @@ def test_signed_labels_are_bound_to_their_request_and_site():
     probs = np.full((5, 3), 1 / 3, np.float32)
     blob = sign_relabel_reply(probs, site_id="site-0", run_id=RUN, request_blob=request, signer=SITE_SIGN["site-0"])
     opened = open_relabel_reply(blob, site_key=SITE_KEYS["site-0"], site_id="site-0", run_id=RUN, request_blob=request, shape=(5, 3))
-    assert opened.tobytes() == probs.tobytes()
+    assert opened.dtype == np.float32 and opened.tobytes() == probs.astype(np.float16).astype(np.float32).tobytes()
     with pytest.raises(SealError, match="another request"):
         open_relabel_reply(blob, site_key=SITE_KEYS["site-0"], site_id="site-0", run_id=RUN, request_blob=sealed_relabel(), shape=(5, 3))
     with pytest.raises(SealError):
