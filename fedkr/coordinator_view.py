@@ -14,7 +14,8 @@ its holdout, with the auditor's statistics, through exactly that:
   synthetic images), which teach the teacher to whoever trains on them: the coordinator trains a
   model on that site's shards alone, by the student's recipe, and attacks it with the model
   attacks; and its relabel reply (unless the run turned relabelling off): a site answers one request per run with its teacher's
-  softened probabilities, from which the teacher's logits follow up to a constant, so a
+  softened probabilities (float16 on the wire), from which the teacher's logits follow up to a
+  constant and half precision's rounding (a probability under about 3e-8 arrives as 0), so a
   coordinator that put patients' images into that request learns what the teacher says about
   them. That reply is attacked as the teacher itself, with the model attacks.
 - **naive synthetic pooling**: the same shards, soft labels included, without relabelling.

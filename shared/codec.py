@@ -20,7 +20,7 @@ import json
 import math
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TypeVar
 
 import numpy as np
@@ -43,6 +43,7 @@ from .reports import (
     RelabelReply,
     RelabelRequest,
     SiteRefusal,
+    check_relabel_reply,
     check_run_id,
 )
 from .site_identity import KeyringError, check_site_name
@@ -80,10 +81,12 @@ MAX_NDIM = 8
 MAX_DIM = 2**31 - 1
 MAX_NAME = 200
 ARRAY_DTYPES = ("float16", "float32", "float64", "int32", "int64", "uint8")
-#: The dtype soft labels travel in (shards and relabelling replies); readers hand on float32. IEEE half
-#: precision rounds each probability by at most 2**-11 of itself (2**-25 absolute below 2**-14), so a row
-#: of at most `MAX_CLASSES` still sums to 1 within 8e-4, inside the 1e-3 every reader allows. It halves
-#: the labels' bytes: a site's relabelling reply is most of what it uploads besides its shards.
+#: The dtype soft labels travel in (shards and relabelling replies); readers hand on float32. Fixed by
+#: the wire format (`SyntheticShard.soft_labels_float16`), not a setting. IEEE half precision rounds each
+#: probability by at most 2**-11 of itself (2**-25 absolute below 2**-14), so a row of at most
+#: `MAX_CLASSES` still sums to 1 within 8e-4, inside the 1e-3 every reader allows; the writer checks the
+#: rounded rows too. It halves the labels' bytes: a site's relabelling reply is most of what it uploads
+#: besides its shards.
 SOFT_LABEL_WIRE_DTYPE = np.dtype(np.float16)
 
 # What parsing and array building can raise on hostile input; each becomes a one-line rejection.
@@ -354,14 +357,16 @@ def encode_shard(shard: Shard, *, run_id: str, nonce: bytes = b"", recipient_key
     """`shard` for `run_id` as envelope bytes: images uint8 (N, H, W, C) as lossless WebP pages
     (`shared/lossless_images.py`; raw bytes where the shape cannot travel so or the pages would not
     be smaller), soft labels (N, K) as little-endian float16 (`SOFT_LABEL_WIRE_DTYPE`), hard labels
-    (N,) as packed varints; its summary as JSON.
+    (N,) as uint8 (at most 256 classes) or little-endian uint16 (`hard_label_dtype`); its summary as JSON.
 
     `nonce` and `recipient_key_id` are for the sealed form only (`shared/shard_wire.py`). The shard is
     validated against its own shape first (`ShardError`), so nothing leaves that no coordinator could
-    accept; a run id that is not valid raises `ValueError`.
+    accept, its labels as the coordinator will read them included; a run id that is not valid raises `ValueError`.
     """
     check_sendable(shard)
     check_run_id(run_id)
+    soft_labels = shard.soft_labels.astype(SOFT_LABEL_WIRE_DTYPE)
+    check_sendable(replace(shard, soft_labels=soft_labels.astype(np.float32)))  # the rows the coordinator checks
     n = len(shard)
     _, height, width, channels = shard.images.shape
     pages = lossless_images.encode_pages(shard.images) if n and lossless_images.compressible((height, width, channels)) else []
@@ -371,8 +376,8 @@ def encode_shard(shard: Shard, *, run_id: str, nonce: bytes = b"", recipient_key
         site_id=shard.site_id, run_id=run_id, round=shard.round, count=n, height=height, width=width,
         channels=channels, images=b"" if pages else le_bytes(shard.images), images_webp=pages,
         num_classes=shard.soft_labels.shape[1],
-        soft_labels_float16=le_bytes(shard.soft_labels.astype(SOFT_LABEL_WIRE_DTYPE)),
-        hard_labels_packed=shard.hard_labels.tolist(),
+        soft_labels_float16=le_bytes(soft_labels),
+        hard_labels_compact=le_bytes(shard.hard_labels.astype(hard_label_dtype(shard.soft_labels.shape[1]))),
         nonce=nonce, recipient_key_id=recipient_key_id, summary_json=json.dumps(shard.summary),
     ))
 
@@ -412,7 +417,7 @@ def shard_of(message: pb.SyntheticShard, spec: ShardSpec, max_bytes: int = DEFAU
     if message.num_classes != spec.num_classes:
         raise CodecError(f"shard has {message.num_classes} classes, expected {spec.num_classes}")
     soft_labels = _shard_soft_labels(message, n, spec.num_classes)
-    hard_labels = _shard_hard_labels(message, n)
+    hard_labels = _shard_hard_labels(message, n, spec.num_classes)
     summary = _shard_summary(message)
     return Shard(site_id=message.site_id, round=message.round, images=_shard_images(message, n, shape, max_bytes),
                  soft_labels=soft_labels, hard_labels=hard_labels, declared_count=n, summary=summary)
@@ -428,15 +433,18 @@ def _shard_soft_labels(message: pb.SyntheticShard, count: int, num_classes: int)
                    "soft_labels_float16").astype(np.float32)
 
 
-def _shard_hard_labels(message: pb.SyntheticShard, count: int) -> np.ndarray:
-    """int64 (count,) from whichever form the shard holds; `CodecError` for both at once or a wrong count."""
-    if not len(message.hard_labels_packed):
+def hard_label_dtype(num_classes: int) -> np.dtype:
+    """The compact dtype of a shard's hard labels: uint8 for at most 256 classes, else uint16 (`MAX_CLASSES` fits)."""
+    return np.dtype(np.uint8) if num_classes <= 256 else np.dtype(np.uint16)
+
+
+def _shard_hard_labels(message: pb.SyntheticShard, count: int, num_classes: int) -> np.ndarray:
+    """int64 (count,) from whichever form the shard holds; `CodecError` for both at once or a wrong byte count."""
+    if not message.hard_labels_compact:
         return from_le(message.hard_labels, np.dtype(np.int64), (count,), "hard_labels")
     if message.hard_labels:
-        raise CodecError("shard carries its hard labels twice (int64 and packed)")
-    if len(message.hard_labels_packed) != count:
-        raise CodecError(f"hard_labels_packed hold {len(message.hard_labels_packed)} labels, expected {count}")
-    return np.array(message.hard_labels_packed, dtype=np.int64)
+        raise CodecError("shard carries its hard labels twice (int64 and compact)")
+    return from_le(message.hard_labels_compact, hard_label_dtype(num_classes), (count,), "hard_labels_compact").astype(np.int64)
 
 
 def _shard_images(message: pb.SyntheticShard, count: int, shape: tuple[int, int, int], max_bytes: int) -> np.ndarray:
@@ -604,9 +612,14 @@ def encode_relabel_reply(reply: RelabelReply, *, run_id: str, request: bytes) ->
     probs = np.asarray(reply.probs)
     if probs.dtype != np.float32 or probs.ndim != 2:
         raise CodecError("labels must be a float32 (N, classes) array")
+    wire = probs.astype(SOFT_LABEL_WIRE_DTYPE)
+    try:
+        check_relabel_reply(wire.astype(np.float32), *probs.shape)  # the rows the coordinator checks
+    except ValueError as exc:
+        raise CodecError(str(exc)) from None
     return wrap(KIND_RELABEL_REPLY, pb.RelabelReply(site_id=reply.site_id, run_id=check_run_id(run_id),
                                                     request_sha256=sha256(request),
-                                                    probs=raw_array("probs", probs.astype(SOFT_LABEL_WIRE_DTYPE))))
+                                                    probs=raw_array("probs", wire)))
 
 
 @_decoder("relabel reply")
@@ -622,8 +635,8 @@ def decode_relabel_reply(data: bytes, *, site_id: str, run_id: str, request: byt
         raise CodecError("relabel reply answers another request than the one sent")
     if (not message.HasField("probs") or message.probs.dtype not in (SOFT_LABEL_WIRE_DTYPE.name, "float32")
             or tuple(message.probs.shape) != tuple(shape)):
-        raise CodecError(f"relabel reply holds {message.probs.dtype[:20]} {list(message.probs.shape)[:4]} labels, "
-                         f"expected {SOFT_LABEL_WIRE_DTYPE.name} {list(shape)}")
+        raise CodecError(f"relabel reply holds {message.probs.dtype[:20]!r} {list(message.probs.shape)[:4]} labels, "
+                         f"expected {list(shape)} ({SOFT_LABEL_WIRE_DTYPE.name}, or float32 from an older site)")
     return RelabelReply(site_id=site_id, probs=array_of(message.probs).astype(np.float32))
 
 

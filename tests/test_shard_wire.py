@@ -298,7 +298,7 @@ def test_validate_shard_rejections_are_shard_wire_errors():
     with pytest.raises(ShardWireError, match="rows must sum to 1"):
         open_(forge(body))
     body = body_of(SHARD_BLOB)
-    body.hard_labels_packed[:] = [3] * 6
+    body.hard_labels_compact = np.full(6, 3, np.uint8).tobytes()
     with pytest.raises(ShardWireError, match=r"hard_labels must lie in \[0, 3\)"):
         open_(forge(body))
     body = body_of(SHARD_BLOB)
@@ -311,19 +311,19 @@ def test_validate_shard_rejections_are_shard_wire_errors():
         open_(forge(body))
 
 
-def test_labels_travel_in_half_precision_and_packed_varints():
+def test_labels_travel_in_half_precision_and_one_byte_classes():
     body = body_of(SHARD_BLOB)
     shard = make_shard()
     assert not body.soft_labels and not body.hard_labels
     assert body.soft_labels_float16 == shard.soft_labels.astype(np.float16).tobytes()
-    assert list(body.hard_labels_packed) == shard.hard_labels.tolist()
+    assert body.hard_labels_compact == shard.hard_labels.astype(np.uint8).tobytes()
 
 
 def test_an_older_sites_float32_and_int64_labels_are_still_read():
     body = body_of(SHARD_BLOB)
     shard = make_shard()
     body.ClearField("soft_labels_float16")
-    del body.hard_labels_packed[:]
+    body.ClearField("hard_labels_compact")
     body.soft_labels, body.hard_labels = shard.soft_labels.tobytes(), shard.hard_labels.tobytes()
     back = open_(forge(body))
     assert back.soft_labels.tobytes() == shard.soft_labels.tobytes() and back.hard_labels.tobytes() == shard.hard_labels.tobytes()
@@ -337,11 +337,11 @@ def test_labels_in_two_forms_or_the_wrong_count_are_refused():
         open_(forge(body))
     body = body_of(SHARD_BLOB)
     body.hard_labels = shard.hard_labels.tobytes()
-    with pytest.raises(ShardWireError, match=r"hard labels twice \(int64 and packed\)"):
+    with pytest.raises(ShardWireError, match=r"hard labels twice \(int64 and compact\)"):
         open_(forge(body))
     body = body_of(SHARD_BLOB)
-    body.hard_labels_packed.append(0)
-    with pytest.raises(ShardWireError, match="hard_labels_packed hold 7 labels, expected 6"):
+    body.hard_labels_compact += b"\x00"
+    with pytest.raises(ShardWireError, match=r"hard_labels_compact hold 7 bytes, but shape \(6,\) needs 6"):
         open_(forge(body))
     body = body_of(SHARD_BLOB)
     body.soft_labels_float16 = body.soft_labels_float16[:-2]
@@ -371,7 +371,7 @@ def test_shapes_are_checked_against_the_spec_before_arrays_are_built():
     with pytest.raises(ShardWireError, match=r"soft_labels_float16 hold 36 bytes, but shape \(0, 3\) needs 0"):
         open_(forge(body))  # labels are read before any image
     body.ClearField("soft_labels_float16")
-    del body.hard_labels_packed[:]
+    body.ClearField("hard_labels_compact")
     with pytest.raises(ShardWireError, match="1 WebP pages for 0 images, expected 0"):
         open_(forge(body))
     body = body_of(webp_blob)
@@ -393,7 +393,7 @@ def test_raw_images_are_checked_before_arrays_are_built():
     body.images = images.tobytes()
     body.count = 0
     body.ClearField("soft_labels_float16")
-    del body.hard_labels_packed[:]
+    body.ClearField("hard_labels_compact")
     with pytest.raises(ShardWireError, match="images hold 384 bytes"):
         open_(forge(body))
 

@@ -81,7 +81,7 @@ class SynthesisRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., round: _Optional[int] = ..., per_class: _Optional[_Iterable[int]] = ..., temperature: _Optional[float] = ..., oversample: _Optional[float] = ...) -> None: ...
 
 class SyntheticShard(_message.Message):
-    __slots__ = ("site_id", "run_id", "round", "count", "height", "width", "channels", "images", "num_classes", "soft_labels", "hard_labels", "summary", "nonce", "recipient_key_id", "summary_json", "images_webp", "soft_labels_float16", "hard_labels_packed")
+    __slots__ = ("site_id", "run_id", "round", "count", "height", "width", "channels", "images", "num_classes", "soft_labels", "hard_labels", "summary", "nonce", "recipient_key_id", "summary_json", "images_webp", "soft_labels_float16", "hard_labels_compact")
     class SummaryEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -106,7 +106,7 @@ class SyntheticShard(_message.Message):
     SUMMARY_JSON_FIELD_NUMBER: _ClassVar[int]
     IMAGES_WEBP_FIELD_NUMBER: _ClassVar[int]
     SOFT_LABELS_FLOAT16_FIELD_NUMBER: _ClassVar[int]
-    HARD_LABELS_PACKED_FIELD_NUMBER: _ClassVar[int]
+    HARD_LABELS_COMPACT_FIELD_NUMBER: _ClassVar[int]
     site_id: str
     run_id: str
     round: int
@@ -124,8 +124,8 @@ class SyntheticShard(_message.Message):
     summary_json: str
     images_webp: _containers.RepeatedScalarFieldContainer[bytes]
     soft_labels_float16: bytes
-    hard_labels_packed: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., count: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., images: _Optional[bytes] = ..., num_classes: _Optional[int] = ..., soft_labels: _Optional[bytes] = ..., hard_labels: _Optional[bytes] = ..., summary: _Optional[_Mapping[str, str]] = ..., nonce: _Optional[bytes] = ..., recipient_key_id: _Optional[str] = ..., summary_json: _Optional[str] = ..., images_webp: _Optional[_Iterable[bytes]] = ..., soft_labels_float16: _Optional[bytes] = ..., hard_labels_packed: _Optional[_Iterable[int]] = ...) -> None: ...
+    hard_labels_compact: bytes
+    def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., count: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., images: _Optional[bytes] = ..., num_classes: _Optional[int] = ..., soft_labels: _Optional[bytes] = ..., hard_labels: _Optional[bytes] = ..., summary: _Optional[_Mapping[str, str]] = ..., nonce: _Optional[bytes] = ..., recipient_key_id: _Optional[str] = ..., summary_json: _Optional[str] = ..., images_webp: _Optional[_Iterable[bytes]] = ..., soft_labels_float16: _Optional[bytes] = ..., hard_labels_compact: _Optional[bytes] = ...) -> None: ...
 
 class SignedPayload(_message.Message):
     __slots__ = ("body", "signature", "signer_key_id")
