@@ -162,7 +162,7 @@ def simulate(
     partition: Annotated[str | None, typer.Option(help="'iid' or 'dirichlet:ALPHA' label skew across sites." + _d("partition"))] = None,
     rounds: Annotated[int | None, typer.Option(help="Synthesis rounds after fit; each asks every site for a fresh shard." + _d("rounds"))] = None,
     ipc: Annotated[int | None, typer.Option(help="Distilled images per class: what the release holds." + _d("ipc"))] = None,
-    student_ipc: Annotated[int | None, typer.Option(help="Images per class the student trains on, chosen and relabelled as the distilled set is; the release holds ipc of them (at or below ipc: the distilled set alone)." + _d("student_ipc"))] = None,
+    student_ipc: Annotated[int | None, typer.Option(help="Images per class the student trains on, chosen and relabelled as the distilled set is; the release holds ipc of them (0: every pool image, up to what a site relabels; at or below ipc: the distilled set alone)." + _d("student_ipc"))] = None,
     samples_per_class: Annotated[int | None, typer.Option(help="Images per class each site generates per round." + _d("samples_per_class"))] = None,
     oversample: Annotated[float | None, typer.Option(help="Each site draws this many times the request and keeps what its in-distribution filter passes (1: no filtering, figures only)." + _d("oversample"))] = None,
     selection: Annotated[str | None, typer.Option(help="How the distilled images are chosen: spectral, kcenter, herding or random." + _d("selection"))] = None,

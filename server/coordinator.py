@@ -29,7 +29,7 @@ from fedkr.shared.shard_wire import ReplayGuard
 
 from fedkr.shared.audit_document import audit_summary
 from fedkr.shared.config import RunConfig
-from .distill import DistilledSet, distill, subset
+from .distill import DistilledSet, distill, subset, whole_pool_ipc
 from .intake import PlainIntake, SealedIntake
 from .keyring import CoordinatorKeys, load_coordinator_keys
 from .link import SiteLink
@@ -315,9 +315,10 @@ class Coordinator:
         return pool
 
     def distill(self, record: RunRecord) -> DistilledSet:
-        """Stage 3: the student's set (`student_ipc` images per class) from the pool, and the distilled set
-        (IPC per class) chosen from it by the same rule; spectral matching weighs each row by its
-        site's support for its class. Returns the distilled set.
+        """Stage 3: the student's set (`student_ipc` images per class; by default every pool image, up to
+        what a site relabels) from the pool, and the distilled set (IPC per class) chosen from it by the
+        same rule; spectral matching weighs each row by its site's support for its class. Returns the
+        distilled set.
         """
         cfg, fit, pool = self.config, record.need("fit", record.fit), record.need("recycle", record.pool)
         self.progress("distill and train the student", cfg.rounds + 1, self._total())
@@ -330,11 +331,13 @@ class Coordinator:
         weights = support[[row_of_site[str(s)] for s in arrays.site_ids], arrays.hard_labels]
         holds = np.array([[n >= cfg.min_class_members for n in record.active[sid].member_class_counts] for sid in sites])
         support_share, weights = holds.mean(axis=0), np.maximum(weights, 1e-6)
+        per_class = cfg.student_set_ipc or whole_pool_ipc(arrays.hard_labels, len(fit.class_names), cfg.ipc,
+                                                          MAX_RELABEL_IMAGES if cfg.relabel else None)
         student_set = distill(arrays.images, arrays.soft_labels, arrays.hard_labels, feats, fit.class_names,
-                              cfg.student_set_ipc, cfg.drop_fraction, selection=cfg.selection, class_support=support_share,
+                              per_class, cfg.drop_fraction, selection=cfg.selection, class_support=support_share,
                               sample_weights=weights, seed=cfg.seed)
         rows = np.arange(len(student_set))
-        if cfg.student_set_ipc > cfg.ipc:
+        if per_class > cfg.ipc:
             rows = distill(student_set.images, student_set.soft_labels, student_set.hard_labels,
                            feats[student_set.source_index], fit.class_names, cfg.ipc, 0.0, selection=cfg.selection,
                            class_support=support_share, sample_weights=weights[student_set.source_index],

@@ -77,6 +77,25 @@ def herding(features: np.ndarray, k: int) -> np.ndarray:
     return np.array(chosen)
 
 
+def whole_pool_ipc(hard_labels: np.ndarray, num_classes: int, ipc: int, limit: int | None = None) -> int:
+    """Images per class that take every image of a pool whose drawn classes are `hard_labels` (int (N,)),
+    at most `limit` over all `num_classes` classes (the images a site relabels), never below `ipc`.
+
+    `distill` at this count keeps every image of a class that holds at most that many (its drop of the
+    least confident keeps at least the count asked for). Raises `ValueError` for a label outside
+    [0, num_classes) or counts below 1.
+    """
+    if num_classes < 1 or ipc < 1 or (limit is not None and limit < 1):
+        raise ValueError("num_classes, ipc and limit must be at least 1")
+    labels = np.asarray(hard_labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"hard labels must lie in [0, {num_classes})")
+    largest = int(np.bincount(labels, minlength=num_classes).max()) if labels.size else 0
+    if limit is not None:
+        largest = min(largest, limit // num_classes)
+    return max(ipc, largest)
+
+
 def distill(
     images: np.ndarray,
     soft_labels: np.ndarray,

@@ -38,8 +38,8 @@ def tiny_run_config(out: Path, **overrides):
         audit_max_auc=0.7, audit_max_distance_auc=0.7, audit_max_generator_auc=0.8,
         # the pipeline's mechanics, as before the demo's private generators: no DP, the default holdout
         holdout_fraction=0.2, dp_epsilon=0.0, dp_models="teacher+generator",
-        # the student on the distilled set itself, as the defaults train it
-        student_ipc=0,
+        # the student on the distilled set itself (at or below ipc; the defaults train it on the whole pool)
+        student_ipc=1,
     )
     settings.update(overrides)
     return RunConfig.from_profile("demo", **settings)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fedkr.server.distill import distill, kcenter_greedy
+from fedkr.server.distill import distill, kcenter_greedy, whole_pool_ipc
 
 
 def make_pool(per_class=(30, 30, 0, 5), seed=0):
@@ -53,3 +53,25 @@ def test_herding_tracks_the_mean_better_than_random_picks():
     random_gaps = [np.linalg.norm(feats[rng.choice(500, 10, replace=False)].mean(0) - feats.mean(0)) for _ in range(200)]
     assert herd_gap < np.percentile(random_gaps, 1)
     assert np.array_equal(herding(feats[:5], 10), np.arange(5))
+
+
+def test_whole_pool_ipc_takes_every_image_up_to_what_a_site_relabels():
+    labels = np.repeat(np.arange(3), [50, 120, 7])
+    assert whole_pool_ipc(labels, 3, ipc=10) == 120  # the largest class: every image of every class
+    assert whole_pool_ipc(labels, 3, ipc=200) == 200  # never below ipc
+    assert whole_pool_ipc(labels, 3, ipc=10, limit=300) == 100  # 3 x 100 images at most in all
+    assert whole_pool_ipc(labels, 3, ipc=10, limit=30_000) == 120
+    assert whole_pool_ipc(np.zeros(0, np.int64), 3, ipc=10) == 10
+    for bad, reason in (((labels, 3, 0), "at least 1"), ((labels, 2, 10), r"in \[0, 2\)"), ((labels - 1, 3, 10), r"in \[0, 3\)")):
+        with pytest.raises(ValueError, match=reason):
+            whole_pool_ipc(*bad)
+
+
+def test_distill_at_the_whole_pool_count_keeps_every_image():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), [50, 120, 7])
+    soft = rng.dirichlet(np.ones(3), len(labels)).astype(np.float32)
+    images = rng.integers(0, 256, (len(labels), 4, 4, 1), dtype=np.uint8)
+    feats = rng.normal(size=(len(labels), 6)).astype(np.float32)
+    kept = distill(images, soft, labels, feats, ("a", "b", "c"), whole_pool_ipc(labels, 3, ipc=5), drop_fraction=0.3)
+    assert sorted(kept.source_index.tolist()) == list(range(len(labels)))
