@@ -84,9 +84,9 @@ ARRAY_DTYPES = ("float16", "float32", "float64", "int32", "int64", "uint8")
 #: The dtype soft labels travel in (shards and relabelling replies); readers hand on float32. Fixed by
 #: the wire format (`SyntheticShard.soft_labels_float16`), not a setting. IEEE half precision rounds each
 #: probability by at most 2**-11 of itself (2**-25 absolute below 2**-14), so a row of at most
-#: `MAX_CLASSES` still sums to 1 within 8e-4, inside the 1e-3 every reader allows; the writer checks the
-#: rounded rows too. It halves the labels' bytes: a site's relabelling reply is most of what it uploads
-#: besides its shards.
+#: `MAX_CLASSES` still sums to 1 within 8e-4, inside `shard.ROW_SUM_TOLERANCE` (1e-3), what every reader
+#: allows; the writer checks the rounded rows too. It halves the labels' bytes: a site's relabelling
+#: reply is most of what it uploads besides its shards.
 SOFT_LABEL_WIRE_DTYPE = np.dtype(np.float16)
 
 # What parsing and array building can raise on hostile input; each becomes a one-line rejection.

@@ -15,7 +15,7 @@ from .attack_report import AttackResult
 from .classifier import ClassifierConfig, TrainConfig
 from .dp import DPConfig
 from .generator import GeneratorConfig
-from .shard import per_class_request
+from .shard import ROW_SUM_TOLERANCE, per_class_request
 from .utility import UtilityCounts
 
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
@@ -203,7 +203,7 @@ def check_relabel_reply(probs: np.ndarray, num_images: int, num_classes: int) ->
     probs = np.asarray(probs)
     if probs.shape != (num_images, num_classes) or probs.dtype != np.float32:
         raise ValueError(f"relabel reply must be float32 {(num_images, num_classes)}, got {probs.dtype} {probs.shape}")
-    if not np.isfinite(probs).all() or (probs < 0).any() or not np.allclose(probs.sum(1), 1.0, atol=1e-3):
+    if not np.isfinite(probs).all() or (probs < 0).any() or not np.allclose(probs.sum(1), 1.0, rtol=0.0, atol=ROW_SUM_TOLERANCE):
         raise ValueError("relabel reply rows must be probabilities (finite, non-negative, summing to 1)")
     return probs
 

@@ -23,6 +23,10 @@ class ShardError(ValueError):
 #: The most a coordinator may ask a site to oversample for its filter.
 MAX_OVERSAMPLE = 4.0
 
+#: How far from 1 a row of soft labels may sum, in a shard or a relabelling reply. Rows travel as
+#: float16 (`codec.SOFT_LABEL_WIRE_DTYPE`), which moves a sum by at most 8e-4.
+ROW_SUM_TOLERANCE = 1e-3
+
 
 def per_class_request(member_class_counts: tuple[int, ...] | list[int] | np.ndarray, samples_per_class: int,
                       min_class_members: int) -> tuple[int, ...]:
@@ -103,7 +107,7 @@ def validate_shard(shard: object, spec: ShardSpec, expected_count: int | None = 
     if not np.isfinite(soft).all() or (soft < 0).any():
         raise ShardError("soft_labels hold negative or non-finite values")
     row_sums = soft.sum(axis=1)
-    if np.abs(row_sums - 1.0).max() > 1e-3:
+    if np.abs(row_sums - 1.0).max() > ROW_SUM_TOLERANCE:
         raise ShardError(f"soft_labels rows must sum to 1 (worst row sums to {row_sums[np.abs(row_sums - 1).argmax()]:.4f})")
     if hard.dtype != np.int64 or hard.shape != (n,):
         raise ShardError(f"hard_labels must be int64 ({n},), got {hard.dtype} {tuple(hard.shape)}")

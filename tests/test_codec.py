@@ -15,7 +15,7 @@ from fedkr.shared.keys import new_sealing_key, new_signing_key
 from fedkr.shared.reports import (AuditCandidate, AuditReport, FitPlan, FitReport, RelabelReply, RelabelRequest,
                                  check_relabel_reply)
 from fedkr.shared.sealing import sign
-from fedkr.shared.shard import Shard, ShardError, ShardSpec, SynthesisRequest
+from fedkr.shared.shard import ROW_SUM_TOLERANCE, Shard, ShardError, ShardSpec, SynthesisRequest, validate_shard
 from fedkr.shared.shard_wire import ShardWireError, open_shard, seal_shard, ReplayGuard
 from fedkr.v1 import messages_pb2 as pb
 from helpers import synthetic_images
@@ -169,6 +169,20 @@ def test_a_row_that_rounding_would_push_past_the_readers_check_is_refused_by_its
     shard = Shard("site-0", 1, synthetic_images(1, seed=3), row[None], np.array([0]), 1, {"steps": 1})
     with pytest.raises(ShardError, match="rows must sum to 1"):
         codec.encode_shard(shard, run_id=RUN)
+
+
+def test_shards_and_relabel_replies_allow_the_same_row_sum_tolerance():
+    for excess, accepted in ((0.9 * ROW_SUM_TOLERANCE, True), (1.1 * ROW_SUM_TOLERANCE, False)):
+        rows = np.array([[0.5 + excess, 0.25, 0.25]] * 2, dtype=np.float32)
+        shard = Shard("site-0", 1, synthetic_images(2, seed=3), rows, np.array([0, 1]), 2, {"steps": 1})
+        outcomes = []
+        for check in (lambda: validate_shard(shard, SPEC), lambda: check_relabel_reply(rows, 2, 3)):
+            try:
+                check()
+                outcomes.append(True)
+            except ValueError:
+                outcomes.append(False)
+        assert outcomes == [accepted, accepted], excess
 
 
 def test_audit_report_is_protobuf_and_bound_to_the_candidate_bytes():
