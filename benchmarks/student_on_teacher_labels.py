@@ -11,13 +11,14 @@ It is a reference point, not a method and not a strict bound: the coordinator ne
 members' images; the teacher labels the images it trained on, where a generator draws fresh ones;
 and the student sees the members' count and class mix (9,564 imbalanced images on the bench's
 BloodMNIST split), where the product's student trains on a class-balanced set of
-`student_set_ipc` images per class (3,200 at the full profile). The teacher's logits come from
+`ipc` images per class at least (3,200 at the full profile's IPC 400; by default the student now trains
+on the whole pool, 5,800 there). The teacher's logits come from
 `dp_fedavg_scatter_teacher.py --member-logits FILE.npz` on the same profile's split (the file's
 labels are checked against the split's). `--labels true` trains the same student on the members'
 true labels instead (the bench's centralized figure, for scale).
 
 - `--per-class N` trains on a class-balanced subset: N images of each class by their label, drawn
-  with `--seed`; N = `student_set_ipc` (400 at the full profile) gives the product's set size and
+  with `--seed`; N = `ipc` (400 at the full profile) gives the distilled set's size and
   class mix.
 - `--images POOL.npz` trains on other images instead of the members, such as a pool of the
   sites' synthetic images (`synthetic_pool.py`), with a teacher's logits on them

@@ -176,7 +176,7 @@ def simulate(
     generator_steps: Annotated[int | None, typer.Option(help="Generator training steps per site (a dp-merf generator's decoder steps)." + _d("generator_steps"))] = None,
     generator_guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale the sites sample with: higher draws images their teacher recognises more often, at twice the sampling cost (1: none)." + _d("generator_guidance"))] = None,
     teacher_epochs: Annotated[int | None, typer.Option(help="Teacher training epochs." + _d("teacher_epochs"))] = None,
-    student_epochs: Annotated[int | None, typer.Option(help="Student training epochs on its set (the distilled set unless student-ipc is larger)." + _d("student_epochs"))] = None,
+    student_epochs: Annotated[int | None, typer.Option(help="Student training epochs on its set (see student-ipc)." + _d("student_epochs"))] = None,
     temperature: Annotated[float | None, typer.Option(help="Soft-label temperature." + _d("temperature"))] = None,
     audit_max_auc: Annotated[float | None, typer.Option(help="Release only if, at every site, every attack on the student has an AUC upper 95% bound at most this." + _d("audit_max_auc"))] = None,
     audit_max_tpr: Annotated[float | None, typer.Option(help="Release only if no attack on the student is shown (lower 95% bound) to catch more than this share of members at 1% FPR." + _d("audit_max_tpr"))] = None,

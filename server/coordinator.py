@@ -29,7 +29,7 @@ from fedkr.shared.shard_wire import ReplayGuard
 
 from fedkr.shared.audit_document import audit_summary
 from fedkr.shared.config import RunConfig
-from .distill import DistilledSet, distill, subset, whole_pool_ipc
+from .distill import DistilledSet, distill_student_and_release, subset, whole_pool_ipc
 from .intake import PlainIntake, SealedIntake
 from .keyring import CoordinatorKeys, load_coordinator_keys
 from .link import SiteLink
@@ -90,8 +90,8 @@ class RunRecord:
     Stages in order: fit (`fit`), recycle (`pool`, `shard_summaries`), distill (`student_set`,
     `released_rows`), relabel (`student_set` with the sites' labels, `relabelled_by`), student
     (`student`, `test_accuracy`), audit (`decision`), release (`metrics`, the outcome). `distilled`
-    (derived, never stored) is what the release holds: the rows `released_rows` of `student_set`,
-    all of it unless the run sets `student_ipc`.
+    (derived, never stored) is what the release holds: the rows `released_rows` of `student_set`
+    (IPC per class; all of it when `student_ipc` is at or below IPC).
     """
 
     config: RunConfig
@@ -317,8 +317,8 @@ class Coordinator:
     def distill(self, record: RunRecord) -> DistilledSet:
         """Stage 3: the student's set (`student_ipc` images per class; by default every pool image, up to
         what a site relabels) from the pool, and the distilled set (IPC per class) chosen from it by the
-        same rule; spectral matching weighs each row by its site's support for its class. Returns the
-        distilled set.
+        same rule, its least confident `drop_fraction` dropped first (`distill_student_and_release`);
+        spectral matching weighs each row by its site's support for its class. Returns the distilled set.
         """
         cfg, fit, pool = self.config, record.need("fit", record.fit), record.need("recycle", record.pool)
         self.progress("distill and train the student", cfg.rounds + 1, self._total())
@@ -333,15 +333,10 @@ class Coordinator:
         support_share, weights = holds.mean(axis=0), np.maximum(weights, 1e-6)
         per_class = cfg.student_set_ipc or whole_pool_ipc(arrays.hard_labels, len(fit.class_names), cfg.ipc,
                                                           MAX_RELABEL_IMAGES if cfg.relabel else None)
-        student_set = distill(arrays.images, arrays.soft_labels, arrays.hard_labels, feats, fit.class_names,
-                              per_class, cfg.drop_fraction, selection=cfg.selection, class_support=support_share,
-                              sample_weights=weights, seed=cfg.seed)
-        rows = np.arange(len(student_set))
-        if per_class > cfg.ipc:
-            rows = distill(student_set.images, student_set.soft_labels, student_set.hard_labels,
-                           feats[student_set.source_index], fit.class_names, cfg.ipc, 0.0, selection=cfg.selection,
-                           class_support=support_share, sample_weights=weights[student_set.source_index],
-                           seed=cfg.seed).source_index
+        student_set, rows = distill_student_and_release(
+            arrays.images, arrays.soft_labels, arrays.hard_labels, feats, fit.class_names, cfg.ipc, per_class,
+            cfg.drop_fraction, selection=cfg.selection, class_support=support_share, sample_weights=weights,
+            seed=cfg.seed)
         record.student_set, record.released_rows = student_set, rows
         self._timed(record, "distill", started)
         return record.need("distill", record.distilled)
@@ -386,8 +381,8 @@ class Coordinator:
         return record.need("distill", record.distilled)
 
     def train_student(self, record: RunRecord) -> CompactCNN:
-        """Stage 5: the student on its set (the distilled set unless `student_ipc` is set), scored on the
-        test split when the coordinator has one."""
+        """Stage 5: the student on its set (by default every pool image; the distilled set alone when
+        `student_ipc` is at or below IPC), scored on the test split when the coordinator has one."""
         student_set, fit = record.need("distill", record.student_set), record.need("fit", record.fit)
         started = time.perf_counter()
         log.info("student trains on %s", describe(self.device))

@@ -79,21 +79,27 @@ def herding(features: np.ndarray, k: int) -> np.ndarray:
 
 def whole_pool_ipc(hard_labels: np.ndarray, num_classes: int, ipc: int, limit: int | None = None) -> int:
     """Images per class that take every image of a pool whose drawn classes are `hard_labels` (int (N,)),
-    at most `limit` over all `num_classes` classes (the images a site relabels), never below `ipc`.
+    as many as fit within `limit` images over all `num_classes` classes (the images a site relabels),
+    never below `ipc`.
 
-    `distill` at this count keeps every image of a class that holds at most that many (its drop of the
-    least confident keeps at least the count asked for). Raises `ValueError` for a label outside
-    [0, num_classes) or counts below 1.
+    The count is the largest C with sum over classes of min(count, C) at most `limit`: small classes
+    keep every image and only the largest are cut. `ipc` wins over `limit`: where `ipc` images per
+    class already exceed it, the coordinator's relabelling refuses the run before any request goes
+    out. `distill` at this count keeps every image of a class that holds at most that many (its drop
+    of the least confident keeps at least the count asked for). Raises `ValueError` for a label
+    outside [0, num_classes) or counts below 1.
     """
     if num_classes < 1 or ipc < 1 or (limit is not None and limit < 1):
         raise ValueError("num_classes, ipc and limit must be at least 1")
     labels = np.asarray(hard_labels)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"hard labels must lie in [0, {num_classes})")
-    largest = int(np.bincount(labels, minlength=num_classes).max()) if labels.size else 0
-    if limit is not None:
-        largest = min(largest, limit // num_classes)
-    return max(ipc, largest)
+    counts = np.bincount(labels, minlength=num_classes) if labels.size else np.zeros(num_classes, np.int64)
+    low, high = 0, int(counts.max())
+    while limit is not None and low < high:  # the largest per-class cap whose total fits the limit
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if int(np.minimum(counts, middle).sum()) <= limit else (low, middle - 1)
+    return max(ipc, high)
 
 
 def distill(
@@ -150,3 +156,37 @@ def distill(
         class_names=class_names,
         source_index=index,
     )
+
+
+def distill_student_and_release(
+    images: np.ndarray,
+    soft_labels: np.ndarray,
+    hard_labels: np.ndarray,
+    features: np.ndarray,
+    class_names: tuple[str, ...],
+    ipc: int,
+    student_ipc: int,
+    drop_fraction: float,
+    selection: str = "spectral",
+    class_support: np.ndarray | None = None,
+    sample_weights: np.ndarray | None = None,
+    seed: int = 0,
+) -> tuple[DistilledSet, np.ndarray]:
+    """The student's set, at most `student_ipc` per class, and the rows of it (int64, (M,)) that form
+    the released distilled set, at most `ipc` per class. Arguments as `distill`'s.
+
+    Both choices drop the least confident `drop_fraction` of what they choose from, so with
+    `student_ipc` at or above every class's count (the whole pool, `whole_pool_ipc`) the student's
+    set is the pool and the release is what `distill` at `ipc` would choose from it; below that, the
+    release is chosen among the more confident part of the student's set. With `student_ipc <= ipc`
+    the two sets are one (every row). Raises `ValueError` as `distill` does.
+    """
+    student_set = distill(images, soft_labels, hard_labels, features, class_names, max(ipc, student_ipc), drop_fraction,
+                          selection=selection, class_support=class_support, sample_weights=sample_weights, seed=seed)
+    if student_ipc <= ipc:
+        return student_set, np.arange(len(student_set))
+    within = student_set.source_index
+    released = distill(student_set.images, student_set.soft_labels, student_set.hard_labels, features[within],
+                       class_names, ipc, drop_fraction, selection=selection, class_support=class_support,
+                       sample_weights=None if sample_weights is None else sample_weights[within], seed=seed)
+    return student_set, released.source_index

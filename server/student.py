@@ -1,5 +1,5 @@
-"""The student: the released model, trained only on soft-labelled synthetic images (the distilled set, or the
-larger set `student_ipc` chooses around it)."""
+"""The student: the released model, trained only on soft-labelled synthetic images (the student's set,
+`student_ipc` per class around the distilled set: by default the whole pool)."""
 
 from __future__ import annotations
 

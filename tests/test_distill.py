@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fedkr.server.distill import distill, kcenter_greedy, whole_pool_ipc
+from fedkr.server.distill import distill, distill_student_and_release, kcenter_greedy, whole_pool_ipc
 
 
 def make_pool(per_class=(30, 30, 0, 5), seed=0):
@@ -59,8 +59,10 @@ def test_whole_pool_ipc_takes_every_image_up_to_what_a_site_relabels():
     labels = np.repeat(np.arange(3), [50, 120, 7])
     assert whole_pool_ipc(labels, 3, ipc=10) == 120  # the largest class: every image of every class
     assert whole_pool_ipc(labels, 3, ipc=200) == 200  # never below ipc
-    assert whole_pool_ipc(labels, 3, ipc=10, limit=300) == 100  # 3 x 100 images at most in all
+    assert whole_pool_ipc(labels, 3, ipc=10, limit=150) == 93  # 50 + 93 + 7: only the largest class is cut
+    assert whole_pool_ipc(labels, 3, ipc=10, limit=60) == 26  # 26 + 26 + 7
     assert whole_pool_ipc(labels, 3, ipc=10, limit=30_000) == 120
+    assert whole_pool_ipc(labels, 3, ipc=10, limit=20) == 10  # ipc wins; relabelling then refuses the run
     assert whole_pool_ipc(np.zeros(0, np.int64), 3, ipc=10) == 10
     for bad, reason in (((labels, 3, 0), "at least 1"), ((labels, 2, 10), r"in \[0, 2\)"), ((labels - 1, 3, 10), r"in \[0, 3\)")):
         with pytest.raises(ValueError, match=reason):
@@ -75,3 +77,33 @@ def test_distill_at_the_whole_pool_count_keeps_every_image():
     feats = rng.normal(size=(len(labels), 6)).astype(np.float32)
     kept = distill(images, soft, labels, feats, ("a", "b", "c"), whole_pool_ipc(labels, 3, ipc=5), drop_fraction=0.3)
     assert sorted(kept.source_index.tolist()) == list(range(len(labels)))
+
+
+def test_whole_pool_ipc_fills_the_limit_and_never_passes_it():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        num_classes = int(rng.integers(1, 12))
+        counts = rng.integers(0, 400, num_classes) * (rng.random(num_classes) < 0.8)
+        labels = np.repeat(np.arange(num_classes), counts)
+        limit = int(rng.integers(1, 2_000))
+        per_class = whole_pool_ipc(labels, num_classes, ipc=1, limit=limit)
+        total = int(np.minimum(counts, per_class).sum())
+        assert total <= limit or per_class == 1
+        assert per_class >= counts.max(initial=0) or int(np.minimum(counts, per_class + 1).sum()) > limit
+
+
+def test_the_release_is_chosen_from_the_confident_part_of_the_whole_pool():
+    images, soft, hard, feats = make_pool(per_class=(60, 30, 0, 5))
+    names, ipc, drop = ("a", "b", "c", "d"), 8, 0.5
+    student_set, rows = distill_student_and_release(images, soft, hard, feats, names, ipc,
+                                                    whole_pool_ipc(hard, 4, ipc), drop)
+    assert sorted(student_set.source_index.tolist()) == list(range(len(hard)))  # the student sees every image
+    released = student_set.source_index[rows]
+    assert np.bincount(hard[released], minlength=4).tolist() == [8, 8, 0, 5]
+    for cls, count in ((0, 60), (1, 30)):  # as `distill` at ipc would: among the more confident half
+        members = np.flatnonzero(hard == cls)
+        confident = members[np.argsort(-soft[members, cls], kind="stable")[:count // 2]]
+        assert set(released[hard[released] == cls]) <= set(confident.tolist())
+    same_set, every_row = distill_student_and_release(images, soft, hard, feats, names, ipc, ipc, drop)
+    np.testing.assert_array_equal(every_row, np.arange(len(same_set)))
+    assert same_set.per_class().tolist() == [8, 8, 0, 5]

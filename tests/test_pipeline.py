@@ -279,6 +279,34 @@ def test_run_with_dp_reports_each_sites_epsilon(tmp_path, digits_sites):
     assert "DP" in (audit_dir / "audit.html").read_text()
 
 
+@pytest.mark.parametrize("limit", [None, 50])
+def test_by_default_the_student_trains_on_every_pool_image_up_to_what_a_site_relabels(tmp_path, digits_sites, inprocess_run,
+                                                                                     monkeypatch, limit):
+    """student-ipc 0 (the default): the student's set is the whole pool, or as much of it as fits the
+    images a site relabels, and the release holds IPC per class among it (on the fit of `inprocess_run`)."""
+    fitted, outcome = inprocess_run
+    if limit is not None:
+        monkeypatch.setattr(coordinator_module, "MAX_RELABEL_IMAGES", limit)
+    config = tiny_run_config(tmp_path, run_id=f"whole-pool-{limit}", rounds=1, samples_per_class=12, student_epochs=1,
+                             ipc=4, student_ipc=0)
+    for site in digits_sites:
+        site.reuse_fit(site.state_dir / "runs" / fitted.run_id, config.run_id)
+    coordinator, link = Coordinator(config, None), InProcessLink(digits_sites)
+    record = coordinator.start()
+    record.fit = outcome.record.fit
+    record.active = dict(record.fit.reports)
+    pool = coordinator.recycle(record, link)
+    coordinator.distill(record)
+    coordinator.relabel(record, link)
+    student_set, released = record.student_set, record.distilled
+    if limit is None:
+        assert sorted(student_set.source_index.tolist()) == list(range(len(pool)))
+    else:
+        assert 4 * 10 <= len(student_set) <= limit < len(pool)
+    assert (released.per_class() == 4).all() and set(released.source_index) <= set(student_set.source_index)
+    assert record.relabelled_by == ["site-0", "site-1", "site-2"]
+
+
 def test_student_ipc_trains_the_student_on_a_larger_set_than_the_release_holds(tmp_path, digits_sites, inprocess_run,
                                                                                  monkeypatch):
     """student-ipc: the student trains on more images than the distilled set, which is chosen among them,
