@@ -279,22 +279,30 @@ def test_run_with_dp_reports_each_sites_epsilon(tmp_path, digits_sites):
     assert "DP" in (audit_dir / "audit.html").read_text()
 
 
-@pytest.mark.parametrize("limit", [None, 50])
-def test_by_default_the_student_trains_on_every_pool_image_up_to_what_a_site_relabels(tmp_path, digits_sites, inprocess_run,
-                                                                                     monkeypatch, limit):
-    """student-ipc 0 (the default): the student's set is the whole pool, or as much of it as fits the
-    images a site relabels, and the release holds IPC per class among it (on the fit of `inprocess_run`)."""
+def _coordinator_on_the_fit(tmp_path, digits_sites, inprocess_run, run_id: str, **overrides):
+    """A coordinator, its in-process link and a record whose fit is `inprocess_run`'s, the sites reusing
+    their fitted models: one round of 12 images per class per site, IPC 4, one student epoch."""
     fitted, outcome = inprocess_run
-    if limit is not None:
-        monkeypatch.setattr(coordinator_module, "MAX_RELABEL_IMAGES", limit)
-    config = tiny_run_config(tmp_path, run_id=f"whole-pool-{limit}", rounds=1, samples_per_class=12, student_epochs=1,
-                             ipc=4, student_ipc=0)
+    config = tiny_run_config(tmp_path, run_id=run_id, rounds=1, samples_per_class=12, student_epochs=1, ipc=4,
+                             **overrides)
     for site in digits_sites:
         site.reuse_fit(site.state_dir / "runs" / fitted.run_id, config.run_id)
     coordinator, link = Coordinator(config, None), InProcessLink(digits_sites)
     record = coordinator.start()
     record.fit = outcome.record.fit
     record.active = dict(record.fit.reports)
+    return coordinator, link, record
+
+
+@pytest.mark.parametrize("limit", [None, 50])
+def test_by_default_the_student_trains_on_every_pool_image_up_to_what_a_site_relabels(tmp_path, digits_sites, inprocess_run,
+                                                                                     monkeypatch, limit):
+    """student-ipc 0 (the default): the student's set is the whole pool, or as much of it as fits the
+    images a site relabels, and the release holds IPC per class among it (on the fit of `inprocess_run`)."""
+    if limit is not None:
+        monkeypatch.setattr(coordinator_module, "MAX_RELABEL_IMAGES", limit)
+    coordinator, link, record = _coordinator_on_the_fit(tmp_path, digits_sites, inprocess_run, f"whole-pool-{limit}",
+                                                        student_ipc=0)
     pool = coordinator.recycle(record, link)
     coordinator.distill(record)
     coordinator.relabel(record, link)
@@ -312,15 +320,7 @@ def test_student_ipc_trains_the_student_on_a_larger_set_than_the_release_holds(t
     """student-ipc: the student trains on more images than the distilled set, which is chosen among them,
     and both carry the sites' relabelled soft labels (on the fit of `inprocess_run`); the run's drawn-class-weight
     reaches the student's training."""
-    fitted, outcome = inprocess_run
-    config = tiny_run_config(tmp_path, run_id="student-ipc", rounds=1, samples_per_class=12, student_epochs=1, ipc=4,
-                             student_ipc=8)
-    for site in digits_sites:
-        site.reuse_fit(site.state_dir / "runs" / fitted.run_id, config.run_id)
-    coordinator, link = Coordinator(config, None), InProcessLink(digits_sites)
-    record = coordinator.start()
-    record.fit = outcome.record.fit
-    record.active = dict(record.fit.reports)
+    coordinator, link, record = _coordinator_on_the_fit(tmp_path, digits_sites, inprocess_run, "student-ipc", student_ipc=8)
     coordinator.recycle(record, link)
     shard_labels = coordinator.distill(record).soft_labels.copy()
     coordinator.relabel(record, link)
