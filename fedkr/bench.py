@@ -35,7 +35,8 @@ from fedkr.client.site_data import SiteData, SiteDataSpec, load_site_data
 from fedkr.inprocess import InProcessLink
 from fedkr.server.coordinator import Coordinator, FitResult
 from fedkr.shared.config import BenchSettings, RunConfig
-from fedkr.shared.classifier import ClassifierConfig, CompactCNN, accuracy, build_classifier, one_hot, train_classifier
+from fedkr.shared.classifier import (ClassifierConfig, CompactCNN, TrainConfig, accuracy, build_classifier, one_hot,
+                                     train_classifier)
 from fedkr.shared.data import DataError, ImageSet, load_dataset
 from fedkr.shared.device import resolve_device
 from fedkr.client.gate import read_ledger
@@ -67,6 +68,14 @@ def bench_run_config(config: RunConfig, out: Path, seed: int) -> RunConfig:
 def student_protocol(config: RunConfig) -> StudentProtocol:
     """The one protocol every method is trained with: the run's student epochs and temperature."""
     return StudentProtocol(epochs=config.student_epochs, temperature=config.temperature)
+
+
+def fedavg_train_config(protocol: StudentProtocol, seed: int, rounds: int, lr: float | None = None) -> TrainConfig:
+    """A FedAvg site's local training per round: the protocol's, one-hot targets, with the protocol's
+    floor of optimisation steps (`TrainConfig.min_steps`) spread over the `rounds`, not demanded of
+    every round; `lr` (AdamW's) replaces the protocol's where given (`benchmarks/fedavg_grid.py`)."""
+    base = protocol.train_config(seed, soft=False)
+    return replace(base, min_steps=-(-base.min_steps // rounds), lr=base.lr if lr is None else lr)
 
 
 @dataclass
@@ -392,8 +401,7 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
                 rows[name].coordinator_view = {"note": "receives nothing"}
 
         say(f"seed {seed}: Flower FedAvg")
-        # the protocol's floor of optimisation steps spread over the rounds, not demanded of every round
-        per_round = replace(protocol.train_config(seed, soft=False), min_steps=-(-600 // settings.fedavg_rounds))
+        per_round = fedavg_train_config(protocol, seed, settings.fedavg_rounds)
         fed = run_fedavg([s.members for s in site_data], test, per_round,
                          FedAvgSettings(rounds=settings.fedavg_rounds, local_epochs=settings.fedavg_local_epochs,
                                         seed=seed, channels=protocol.channels, keep_uploads=first_seed))

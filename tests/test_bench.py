@@ -5,7 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from fedkr.bench import METHODS, bench_run_config, fedavg_at_upload, markdown_table, run_bench, write_outputs
+from fedkr.bench import (METHODS, bench_run_config, fedavg_at_upload, fedavg_train_config, markdown_table, run_bench,
+                         write_outputs)
 from fedkr.shared.config import PROFILES, RunConfig
 from fedkr.student_protocol import StudentProtocol
 
@@ -14,6 +15,15 @@ def test_run_and_bench_train_the_student_by_the_same_protocol():
     config = RunConfig(student_epochs=17, temperature=3.0, seed=5)
     assert config.student_config() == StudentProtocol(epochs=17, temperature=3.0).train_config(5, soft=True)
     assert StudentProtocol().train_config(0, soft=False).temperature == 1.0
+
+
+def test_fedavg_spreads_the_protocols_step_floor_over_its_rounds_and_takes_a_learning_rate():
+    protocol = StudentProtocol(epochs=40)
+    base = protocol.train_config(3, soft=False)
+    five = fedavg_train_config(protocol, 3, rounds=5)
+    assert five == replace(base, min_steps=-(-base.min_steps // 5))
+    assert fedavg_train_config(protocol, 3, rounds=7).min_steps * 7 >= base.min_steps  # rounded up, never below the floor
+    assert fedavg_train_config(protocol, 3, rounds=5, lr=4e-3) == replace(five, lr=4e-3)
 
 
 @pytest.mark.flower
