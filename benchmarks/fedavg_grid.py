@@ -24,37 +24,38 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
 
 from fedkr.bench import fedavg_train_config, load_bench_sites, student_protocol
 from fedkr.bench_fedavg import FedAvgSettings, run_fedavg
+from fedkr.cli_common import setup_logging
 from fedkr.shared.config import PROFILES, ConfigError
 from fedkr.shared.data import DataError
+
+from arglists import parse_list
 
 #: What makes two runs the same run (a rerun with the same --out skips one already written).
 RUN_KEYS = ("data", "profile", "sites", "partition", "rounds", "local_epochs", "lr", "seed")
 
 
-def parse_list(text: str, kind: type, name: str, parser: argparse.ArgumentParser) -> list:
-    """`text`, comma-separated, as a list of `kind` above zero; a one-line parser error otherwise."""
-    try:
-        values = [kind(item) for item in text.split(",") if item.strip()]
-    except ValueError:
-        parser.error(f"{name} must be {kind.__name__}s, comma-separated, got {text!r}")
-    if not values or min(values) <= 0:
-        parser.error(f"{name} must be one or more values above 0, got {text!r}")
-    return values
-
-
 def written_runs(path: Path) -> set[tuple]:
-    """The runs `path` (JSON lines) already holds, by `RUN_KEYS`; none when it does not exist."""
+    """The runs `path` (JSON lines) already holds, by `RUN_KEYS`; none when it does not exist.
+
+    A last line without its newline is a row whose writing was cut off: it is dropped from the file (that run
+    runs again) with a line on stderr. Any other line that is not a row of this script exits with one line.
+    """
     if not path.exists():
         return set()
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        complete = text[: text.rfind("\n") + 1]
+        print(f"{path}: its last line was cut off while being written; dropped, that run runs again", file=sys.stderr)
+        path.write_text(complete)
+        text = complete
     done = set()
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         try:
             row = json.loads(line)
             done.add(tuple(row[key] for key in RUN_KEYS))
@@ -76,7 +77,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated [default: 0]")
     parser.add_argument("--out", type=Path, default=Path("fedavg-grid.jsonl"), help="JSON lines, appended to")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging(verbose=False)
     try:
         config = PROFILES[args.profile].run_config(data=args.data, sites=args.sites, partition=args.partition,
                                                    run_id="fedavg-grid")
@@ -90,12 +91,7 @@ def main() -> None:
     local_epochs = parse_list(args.local_epochs, int, "--local-epochs", parser) if args.local_epochs \
         else [bench.fedavg_local_epochs]
     rates = parse_list(args.lr, float, "--lr", parser) if args.lr else [protocol.train_config(0, soft=False).lr]
-    try:
-        seeds = [int(seed) for seed in args.seeds.split(",")]
-    except ValueError:
-        parser.error(f"--seeds must be integers, comma-separated, got {args.seeds!r}")
-    if min(seeds) < 0:
-        parser.error("--seeds must be >= 0")
+    seeds = parse_list(args.seeds, int, "--seeds", parser, inclusive=True)
     done = written_runs(args.out)
     try:
         sites, test = load_bench_sites(config.with_overrides(seed=0))  # the bench's split
@@ -111,8 +107,11 @@ def main() -> None:
             continue
         print(f"[{number}/{len(plans)}] local epochs {epochs}, lr {lr:g}, seed {seed}: {rounds} rounds", file=sys.stderr)
         started = time.perf_counter()
-        result = run_fedavg([s.members for s in sites], test, fedavg_train_config(protocol, seed, rounds, lr),
-                            FedAvgSettings(rounds=rounds, local_epochs=epochs, seed=seed, channels=protocol.channels))
+        try:
+            result = run_fedavg([s.members for s in sites], test, fedavg_train_config(protocol, seed, rounds, lr),
+                                FedAvgSettings(rounds=rounds, local_epochs=epochs, seed=seed, channels=protocol.channels))
+        except ValueError as exc:  # the sites or settings do not fit FedAvg; the runs written so far are kept
+            sys.exit(f"error: {exc}")
         row = {**run, "accuracy_by_round": result.accuracy_by_round,
                "upload_bytes_by_round": result.upload_bytes_by_round, "test_accuracy": result.test_accuracy,
                "seconds": round(result.seconds, 1), "wall_seconds": round(time.perf_counter() - started, 1)}

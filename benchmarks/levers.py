@@ -40,6 +40,7 @@ from fedkr.shared.reports import FitReport
 from fedkr.student_protocol import StudentProtocol
 from fedkr.v1 import messages_pb2 as pb
 
+from arglists import parse_list
 from fitted_run import add_fit_arguments, check_fit_arguments, dashed, fit_settings, read_fit_file
 
 
@@ -112,10 +113,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     saved = read_fit_file(parser, args.fit_reports)
-    try:
-        seeds = [int(seed) for seed in args.seeds.split(",")]
-    except ValueError:
-        parser.error(f"--seeds must be integers, comma-separated, got {args.seeds!r}")
+    seeds = parse_list(args.seeds, int, "--seeds", parser, inclusive=True)
     fit_config = fit_settings(saved)
     check_fit_arguments(parser, args, fit_config, (("--split-seed", "seed", args.split_seed),
                                                    ("--holdout-fraction", "holdout_fraction", args.holdout_fraction)))
@@ -175,7 +173,7 @@ def main() -> None:
                              "on these sites): give the variant another name")
             plans.append((name, seed, config, flat))
     if len({config.run_id for _, _, config, _ in plans}) != len(plans):
-        parser.error("two variants share a name, or --seeds repeats a seed: every run needs its own run id")
+        parser.error("two variants share a name: every run needs its own run id")
     results = []
     for name, seed, config, flat in plans:
         # the fit run's guidance and DDIM eta where its file holds its settings, else the site's own (None),

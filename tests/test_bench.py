@@ -20,9 +20,10 @@ def test_run_and_bench_train_the_student_by_the_same_protocol():
 def test_fedavg_spreads_the_protocols_step_floor_over_its_rounds_and_takes_a_learning_rate():
     protocol = StudentProtocol(epochs=40)
     base = protocol.train_config(3, soft=False)
+    assert base.min_steps == 600
     five = fedavg_train_config(protocol, 3, rounds=5)
-    assert five == replace(base, min_steps=-(-base.min_steps // 5))
-    assert fedavg_train_config(protocol, 3, rounds=7).min_steps * 7 >= base.min_steps  # rounded up, never below the floor
+    assert five == replace(base, min_steps=120)
+    assert fedavg_train_config(protocol, 3, rounds=7).min_steps == 86  # 600 / 7 rounded up: never below the floor
     assert fedavg_train_config(protocol, 3, rounds=5, lr=4e-3) == replace(five, lr=4e-3)
 
 
