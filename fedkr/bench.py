@@ -34,7 +34,7 @@ from fedkr.client.site import Site, run_dir
 from fedkr.client.site_data import SiteData, SiteDataSpec, load_site_data
 from fedkr.inprocess import InProcessLink
 from fedkr.server.coordinator import Coordinator, FitResult
-from fedkr.shared.config import BenchSettings, RunConfig
+from fedkr.shared.config import BenchSettings, ConfigError, RunConfig
 from fedkr.shared.classifier import (ClassifierConfig, CompactCNN, TrainConfig, accuracy, build_classifier, one_hot,
                                      train_classifier)
 from fedkr.shared.data import DataError, ImageSet, load_dataset
@@ -45,6 +45,7 @@ from fedkr.shared.release_inspect import METRICS_LIMITS
 from fedkr.shared.reports import FitReport, check_run_id
 
 from .bench_fedavg import FedAvgSettings, run_fedavg
+from .bench_progress import PROGRESS_FILE, BenchProgress, fit_from_dict, fit_to_dict, progress_key, unused_run_id
 from .coordinator_view import ViewEntry, fedavg_view, relabel_view, shard_labels_view, shards_view, worst
 from .student_protocol import StudentProtocol
 
@@ -57,10 +58,12 @@ MODEL_ATTACKS = ("loss", "entropy", "rmia")
 Progress = Callable[[str], None]
 
 
-def bench_run_config(config: RunConfig, out: Path, seed: int) -> RunConfig:
+def bench_run_config(config: RunConfig, out: Path, seed: int, run_id: str | None = None) -> RunConfig:
     """The fedkr run of one bench seed: the profile's settings, this seed, and a policy that never refuses
-    (the bench scores what would be released; its attacks are reported in the table instead)."""
-    return config.with_overrides(seed=seed, run_id=f"bench-seed{seed}", out=str(out / "runs"), audit_max_auc=1.0,
+    (the bench scores what would be released; its attacks are reported in the table instead). Its run id
+    is `run_id`, by default `bench-seed{seed}` (a seed run again after an interruption takes another,
+    `fedkr.bench_progress.unused_run_id`)."""
+    return config.with_overrides(seed=seed, run_id=run_id or f"bench-seed{seed}", out=str(out / "runs"), audit_max_auc=1.0,
                                  audit_max_tpr=1.0, audit_max_distance_auc=1.0, audit_max_generator_auc=1.0,
                                  audit_min_utility=0.0)
 
@@ -128,6 +131,8 @@ class BenchResult:
     seconds: float
     #: Every coordinator-view attack, by method (`ViewEntry.to_dict`), first seed.
     coordinator_view: dict[str, list[dict]] = field(default_factory=dict)
+    #: The seed each `--resume` of an interrupted bench started at (empty: the bench ran in one go).
+    resumed_at_seeds: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         central = self.rows["centralized"].summary()["accuracy_mean"]
@@ -139,7 +144,7 @@ class BenchResult:
             "methods": {name: row.summary() for name, row in self.rows.items()},
             "fedkr_over_centralized": (fedkr / central) if central and fedkr is not None else None,
             "site_sizes": self.site_sizes, "fit": self.fit, "fedkr_runs": self.fedkr_runs, "seconds": self.seconds,
-            "coordinator_view": self.coordinator_view,
+            "coordinator_view": self.coordinator_view, "resumed_at_seeds": self.resumed_at_seeds,
             "fedavg_at_fedkr_upload": fedavg_at_upload(self.rows["fedavg"].summary(),
                                                        self.rows["fedkr"].bytes_uploaded_per_site),
         }
@@ -334,15 +339,20 @@ def check_generator(generator_dir: Path, config: RunConfig) -> None:
 
 
 def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: Progress | None = None,
-              reuse: ReusedFit | None = None, profile: str = "") -> BenchResult:
-    """Every method on the same sites and test split; writes nothing but the fedkr runs' own folders.
+              reuse: ReusedFit | None = None, profile: str = "", resume: bool = False) -> BenchResult:
+    """Every method on the same sites and test split; writes the fedkr runs' own folders and the bench's
+    progress (OUT/bench-progress.json, after every seed: `fedkr.bench_progress`).
 
     `config` holds the sites' and the fedkr run's settings (a profile's, with the user's options);
     `settings` the seeds and Flower FedAvg's schedule. Sites fit once, on the first seed (or not at
     all with `reuse`); later seeds run the stages after fit on that one fit.
 
+    With `resume`, continues the bench whose progress OUT holds: its figures so far are kept and the
+    seeds it did not finish run (a seed cut off half-way runs again, under a run id of its own).
+
     Raises `DataError` for data without a test split or a reused fit that does not load or does not
-    match (`ReusedFit.load`), and `ConfigError` for a bad setting, before any baseline trains.
+    match (`ReusedFit.load`), and `ConfigError` for a bad setting or, with `resume`, for progress that is
+    missing or was written with other settings (`BenchProgress.load`), before any baseline trains.
     """
     say = progress or (lambda message: log.info("%s", message))
     started = time.perf_counter()
@@ -353,7 +363,17 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
     audit = AuditSettings(reference_models=config.audit_reference_models)
     references = [ReferenceCache() for _ in site_data]  # every method is attacked through one architecture
     protocol = student_protocol(config)
-    rows = {name: MethodRow(name) for name in METHODS}
+    key = progress_key(config, settings, profile, reuse.run_dir if reuse is not None else None)
+    state = BenchProgress.load(out, key) if resume else BenchProgress(key)
+    earlier_seconds = state.seconds
+    if resume:
+        state.resumed_at_seeds.append(state.seeds_done)
+        say(f"resuming: {state.seeds_done} of {settings.seeds} seeds done")
+    try:
+        rows = {name: MethodRow(**state.rows[name]) if name in state.rows else MethodRow(name) for name in METHODS}
+        views: dict[str, list[ViewEntry]] = state.view_entries()
+    except TypeError as exc:
+        raise ConfigError(f"{out / PROGRESS_FILE}: a method's figures are malformed ({exc})") from None
     members_x = np.concatenate([s.members.images for s in site_data])
     members_y = np.concatenate([s.members.labels for s in site_data])
     sites = [Site(f"site-{i}", d, out / "sites" / f"site-{i}", device=config.device) for i, d in enumerate(site_data)]
@@ -372,10 +392,12 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
             check_generator(fit_dirs[site.site_id] / "generator", expected)
         first = next(iter(reports.values()))
         fit = FitResult(fit_run, reports, {}, first.class_names, first.image_shape, reused_seconds)
-    fedkr_runs: list[dict] = []
-    views: dict[str, list[ViewEntry]] = {}
+    elif state.fit is not None:  # a fresh fit, made by the first seed of the bench this one resumes
+        fit, fit_dirs = fit_from_dict(state.fit)
+    fedkr_runs: list[dict] = list(state.fedkr_runs)
     device = resolve_device(config.device)
-    for seed in range(settings.seeds):
+    state.save(out)
+    for seed in range(state.seeds_done, settings.seeds):
         first_seed = seed == 0
         say(f"seed {seed}: centralized")
         model, acc, secs = train_on_real(members_x, members_y, test, protocol, seed, num_classes)
@@ -417,7 +439,7 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
             del fed.uploads[:]
 
         say(f"seed {seed}: fedkr" + (" (sites fit their teacher and generator)" if fit is None else ""))
-        run_config = bench_run_config(config, out, seed)
+        run_config = bench_run_config(config, out, seed, run_id=unused_run_id(sites, seed))
         if fit is not None:  # the stages after fit, on the sites' one fit
             for site in sites:
                 site.reuse_fit(fit_dirs.get(site.site_id, run_dir(site.state_dir, fit.run_id)), run_config.run_id,
@@ -460,13 +482,22 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
                 teachers = [site.teacher(run_id) for site in sites]
                 views["fedkr"] += relabel_view(teachers, site_data, audit, references, device,
                                                relabelled_by=outcome.metrics["relabelled_by"])
+        state.seeds_done, state.fedkr_runs = seed + 1, fedkr_runs
+        state.rows = {name: asdict(row) for name, row in rows.items()}
+        state.views = {name: [entry.to_dict() for entry in entries] for name, entries in views.items()}
+        state.fit = fit_to_dict(fit, {site.site_id: fit_dirs.get(site.site_id, run_dir(site.state_dir, fit.run_id))
+                                      for site in sites})
+        state.seconds = earlier_seconds + time.perf_counter() - started
+        state.save(out)
     for name, entries in views.items():
         top = worst(entries)
         rows[name].coordinator_view = None if top is None else top.to_dict()
     reports = {sid: r.to_dict() for sid, r in fit.reports.items()} if fit is not None else {}
     sizes = {f"site-{i}": {"members": len(d.members), "holdout": len(d.holdout)} for i, d in enumerate(site_data)}
-    return BenchResult(config, settings, profile, rows, sizes, reports, fedkr_runs, time.perf_counter() - started,
-                       {name: [e.to_dict() for e in entries] for name, entries in views.items()})
+    return BenchResult(config, settings, profile, rows, sizes, reports, fedkr_runs,
+                       earlier_seconds + time.perf_counter() - started,
+                       {name: [e.to_dict() for e in entries] for name, entries in views.items()},
+                       list(state.resumed_at_seeds))
 
 
 # --- output ---------------------------------------------------------------------------------------

@@ -378,10 +378,13 @@ def bench(
     reuse_fit: Annotated[Path | None, typer.Option(help="A finished `fedkr simulate` run folder (runs/<id>), or a `fedkr bench` "
                                                    "one (OUT/runs/bench-seed0), on the same data, partition and budgets, "
                                                    "whose sites' models to reuse instead of fitting.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted bench in OUT, given with the options "
+                                         "it was started with: its finished seeds are kept, the others run.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every stage's log.")] = False,
 ) -> None:
     """Compare centralized, local-only, Flower FedAvg, naive synthetic pooling and fedkr on the same sites."""
     from fedkr.bench import ReusedFit, markdown_table, run_bench, write_outputs
+    from fedkr.bench_progress import PROGRESS_FILE
     from fedkr.shared.config import ConfigError
     from fedkr.shared.data import DataError
 
@@ -394,7 +397,15 @@ def bench(
         fail(str(exc))
     if settings.seeds < 1 or config.sites < 2:
         fail("a bench needs at least 1 seed and 2 sites")
-    if out.exists() and any(out.iterdir()):
+    progress_file = out / PROGRESS_FILE
+    if resume and (out / "bench.json").is_file() and not progress_file.is_file():
+        fail(f"{out} holds a finished bench (bench.json): nothing to resume")
+    if resume and not progress_file.is_file():
+        fail(f"{out}: no {PROGRESS_FILE}, so no interrupted bench to resume")
+    if not resume and progress_file.is_file():
+        fail(f"{out} holds an interrupted bench: add --resume (with the options it was started with) to continue it, "
+             "or give another --out")
+    if not resume and out.exists() and any(out.iterdir()):
         fail(f"{out} is not empty: a bench writes into a fresh folder (its sites' state lives there)")
     started = time.perf_counter()
 
@@ -402,10 +413,14 @@ def bench(
         console.print(f"[{time.perf_counter() - started:6.0f} s] {message}")
 
     try:
-        result = run_bench(config, settings, out, progress, ReusedFit(reuse_fit) if reuse_fit else None, profile=profile)
+        result = run_bench(config, settings, out, progress, ReusedFit(reuse_fit) if reuse_fit else None, profile=profile,
+                           resume=resume)
     except (ConfigError, DataError, ValueError) as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        fail(f"interrupted; the finished seeds are kept in {progress_file}: add --resume to continue", code=130)
     paths = write_outputs(result, out)
+    progress_file.unlink(missing_ok=True)  # finished: bench.json holds every figure now
     out_console.print(markdown_table(result.to_dict()))
     out_console.print(f"written: {paths['json']}, {paths['markdown']}, {paths['plot']} ({result.seconds:.0f} s)")
 

@@ -7,7 +7,8 @@ import pytest
 
 from fedkr.bench import (METHODS, bench_run_config, fedavg_at_upload, fedavg_train_config, markdown_table, run_bench,
                          write_outputs)
-from fedkr.shared.config import PROFILES, RunConfig
+from fedkr.bench_progress import PROGRESS_FILE
+from fedkr.shared.config import PROFILES, ConfigError, RunConfig
 from fedkr.student_protocol import StudentProtocol
 
 
@@ -33,9 +34,24 @@ def test_quick_bench_rows_complete_and_fedkr_keeps_up_with_naive_pooling(tmp_pat
     # two seeds, not the profile's three: the first fits the sites and attacks every method, the second
     # runs every stage after fit again on that fit, so both paths stay covered without a third seed's stages
     settings = profile.bench_settings(seeds=2)
-    result = run_bench(profile.run_config(), settings, tmp_path, profile="quick")
+
+    def cut_off_in_seed_1(message: str) -> None:  # as a kill would, once seed 1's fedkr run has sent its shards
+        if message == "seed 1: naive pooling":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(profile.run_config(), settings, tmp_path, cut_off_in_seed_1, profile="quick")
+    saved = json.loads((tmp_path / PROGRESS_FILE).read_text())
+    assert saved["seeds_done"] == 1 and saved["rows"]["fedkr"]["accuracy"] and saved["fit"]["run_id"] == "bench-seed0"
+    with pytest.raises(ConfigError, match="other settings"):
+        run_bench(profile.run_config(student_epochs=3), settings, tmp_path, profile="quick", resume=True)
+    result = run_bench(profile.run_config(), settings, tmp_path, profile="quick", resume=True)
     for name in METHODS:
         assert result.rows[name].complete(settings.seeds), (name, result.rows[name])
+        assert result.rows[name].accuracy[0] == saved["rows"][name]["accuracy"][0]  # seed 0 kept, not rerun
+    # seed 1 ran again whole, its fedkr run under a run id the sites' ledgers did not hold yet
+    assert [run["run_id"] for run in result.fedkr_runs] == ["bench-seed0", "bench-seed1-try2"]
+    assert result.resumed_at_seeds == [1] and result.seconds > saved["seconds"]
     data = result.to_dict()
     fedkr, naive = data["methods"]["fedkr"], data["methods"]["naive_pooling"]
     # at these budgets the two are within a test image or two of each other (fedkr 0.922, 0.925 against

@@ -30,6 +30,16 @@ def test_bad_input_is_one_line_without_traceback(args, expected):
     assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
 
 
+def test_bench_resume_without_an_interrupted_bench_and_a_rerun_over_one_are_one_line(tmp_path):
+    runs = [fedkr("bench", "--out", str(tmp_path), "--resume")]
+    (tmp_path / "bench-progress.json").write_text("{}")
+    runs += [fedkr("bench", "--out", str(tmp_path)), fedkr("bench", "--out", str(tmp_path), "--resume")]
+    expected = ["no interrupted bench to resume", "holds an interrupted bench: add --resume", "not a bench progress file"]
+    for run, message in zip(runs, expected, strict=True):
+        assert run.returncode == 2 and message in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr and len([line for line in run.stderr.splitlines() if line.strip()]) == 1
+
+
 def test_bad_npz_named_in_error(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"garbage")
