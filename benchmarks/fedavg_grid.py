@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -52,7 +53,7 @@ def written_runs(path: Path) -> set[tuple]:
     if text and not text.endswith("\n"):
         complete = text[: text.rfind("\n") + 1]
         print(f"{path}: its last line was cut off while being written; dropped, that run runs again", file=sys.stderr)
-        path.write_text(complete)
+        os.truncate(path, len(complete.encode()))  # in place: a kill now loses no whole row
         text = complete
     done = set()
     for number, line in enumerate(text.splitlines(), start=1):
@@ -88,9 +89,9 @@ def main() -> None:
     rounds = args.rounds if args.rounds is not None else bench.fedavg_rounds
     if rounds < 1:
         parser.error("--rounds must be at least 1")
-    local_epochs = parse_list(args.local_epochs, int, "--local-epochs", parser) if args.local_epochs \
+    local_epochs = parse_list(args.local_epochs, int, "--local-epochs", parser) if args.local_epochs is not None \
         else [bench.fedavg_local_epochs]
-    rates = parse_list(args.lr, float, "--lr", parser) if args.lr else [protocol.train_config(0, soft=False).lr]
+    rates = parse_list(args.lr, float, "--lr", parser) if args.lr is not None else [protocol.train_config(0, soft=False).lr]
     seeds = parse_list(args.seeds, int, "--seeds", parser, inclusive=True)
     done = written_runs(args.out)
     try:

@@ -131,8 +131,9 @@ class BenchResult:
     seconds: float
     #: Every coordinator-view attack, by method (`ViewEntry.to_dict`), first seed.
     coordinator_view: dict[str, list[dict]] = field(default_factory=dict)
-    #: The seed each `--resume` of an interrupted bench started at (empty: the bench ran in one go).
-    resumed_at_seeds: list[int] = field(default_factory=list)
+    #: One entry per invocation (`BenchProgress.invocations`): the seed it started at and a digest of fedkr's
+    #: source; more than one when the bench was interrupted and resumed.
+    invocations: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         central = self.rows["centralized"].summary()["accuracy_mean"]
@@ -144,7 +145,7 @@ class BenchResult:
             "methods": {name: row.summary() for name, row in self.rows.items()},
             "fedkr_over_centralized": (fedkr / central) if central and fedkr is not None else None,
             "site_sizes": self.site_sizes, "fit": self.fit, "fedkr_runs": self.fedkr_runs, "seconds": self.seconds,
-            "coordinator_view": self.coordinator_view, "resumed_at_seeds": self.resumed_at_seeds,
+            "coordinator_view": self.coordinator_view, "invocations": self.invocations,
             "fedavg_at_fedkr_upload": fedavg_at_upload(self.rows["fedavg"].summary(),
                                                        self.rows["fedkr"].bytes_uploaded_per_site),
         }
@@ -348,7 +349,8 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
     all with `reuse`); later seeds run the stages after fit on that one fit.
 
     With `resume`, continues the bench whose progress OUT holds: its figures so far are kept and the
-    seeds it did not finish run (a seed cut off half-way runs again, under a run id of its own).
+    seeds it did not finish run (a seed cut off half-way runs again from its start, under a run id of its
+    own: a fresh draw of its shards, `fedkr.bench_progress`).
 
     Raises `DataError` for data without a test split or a reused fit that does not load or does not
     match (`ReusedFit.load`), and `ConfigError` for a bad setting or, with `resume`, for progress that is
@@ -367,8 +369,8 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
     state = BenchProgress.load(out, key) if resume else BenchProgress(key)
     earlier_seconds = state.seconds
     if resume:
-        state.resumed_at_seeds.append(state.seeds_done)
         say(f"resuming: {state.seeds_done} of {settings.seeds} seeds done")
+    state.begin()
     try:
         rows = {name: MethodRow(**state.rows[name]) if name in state.rows else MethodRow(name) for name in METHODS}
         views: dict[str, list[ViewEntry]] = state.view_entries()
@@ -393,7 +395,7 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
         first = next(iter(reports.values()))
         fit = FitResult(fit_run, reports, {}, first.class_names, first.image_shape, reused_seconds)
     elif state.fit is not None:  # a fresh fit, made by the first seed of the bench this one resumes
-        fit, fit_dirs = fit_from_dict(state.fit)
+        fit = fit_from_dict(state.fit)
     fedkr_runs: list[dict] = list(state.fedkr_runs)
     device = resolve_device(config.device)
     state.save(out)
@@ -449,6 +451,9 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
         outcome = Coordinator(run_config, test).run(link, fit=fit)
         record = outcome.record
         fit = record.need("fit", record.fit)
+        if fitted_here:  # kept at once: a cut-off later in this seed must not cost the fit
+            state.fit = fit_to_dict(fit)
+            state.save(out)
         # every seed's wall time counts the fit once, as a fresh run would spend it
         run_seconds = time.perf_counter() - run_started + (0.0 if fitted_here else fit.seconds)
         rows["fedkr"].accuracy.append(float(outcome.metrics["student_test_accuracy"]))
@@ -485,8 +490,7 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
         state.seeds_done, state.fedkr_runs = seed + 1, fedkr_runs
         state.rows = {name: asdict(row) for name, row in rows.items()}
         state.views = {name: [entry.to_dict() for entry in entries] for name, entries in views.items()}
-        state.fit = fit_to_dict(fit, {site.site_id: fit_dirs.get(site.site_id, run_dir(site.state_dir, fit.run_id))
-                                      for site in sites})
+        state.fit = fit_to_dict(fit)
         state.seconds = earlier_seconds + time.perf_counter() - started
         state.save(out)
     for name, entries in views.items():
@@ -497,7 +501,7 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
     return BenchResult(config, settings, profile, rows, sizes, reports, fedkr_runs,
                        earlier_seconds + time.perf_counter() - started,
                        {name: [e.to_dict() for e in entries] for name, entries in views.items()},
-                       list(state.resumed_at_seeds))
+                       list(state.invocations))
 
 
 # --- output ---------------------------------------------------------------------------------------

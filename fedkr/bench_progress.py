@@ -3,10 +3,15 @@
 A bench of three seeds on BloodMNIST runs for over two hours on 2 cores. `run_bench` writes
 OUT/bench-progress.json when it starts and again after every finished seed: the settings it runs
 with, the seeds done, every method's figures so far, the coordinator view (first seed) and the
-sites' fit. A resumed bench checks that its settings are the file's, restores the figures and
-runs the seeds not done; a seed cut off half-way runs again from its start. The sites' ledgers
-already hold that seed's run id by then (a site labels one set per run), so the seed runs again
-under a new run id (`bench-seed1-try2`), and each seed's bytes are those of its own run id.
+sites' fit (saved as soon as the first seed has fitted them, so that a cut-off later in that seed
+does not fit them again). A resumed bench checks that its settings are the file's, restores the
+figures and runs the seeds not done; a seed cut off half-way runs again from its start. The sites'
+ledgers may hold that seed's run id by then (a site labels one set per run), so the seed runs
+again under a new run id (`bench-seed1-try2`); each seed's bytes are those of its own run id. A
+site draws its shards' noise from the run id, so a seed run again is a fresh draw of the same
+settings, not the draw that was cut off: `bench.json` lists the run ids (`fedkr_runs`) and, for each
+invocation, the seed it started at and a digest of fedkr's source (a resume after the code
+changed is allowed, logged, and visible there).
 
 The file is written whole to a temporary name and renamed over the old one, so that a kill during
 the write leaves the previous state.
@@ -14,7 +19,10 @@ the write leaves the previous state.
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,15 +38,57 @@ from fedkr.shared.reports import FitReport
 
 from .coordinator_view import ViewEntry
 
+log = logging.getLogger(__name__)
+
 PROGRESS_FILE = "bench-progress.json"
 SCHEMA = "fedkr.bench-progress/1"
+
+_FIGURES = {"type": "object", "additionalProperties": {"type": "object"}}
+#: What `BenchProgress.load` accepts (JSON Schema, checked by `read_json_file`).
+PROGRESS_SCHEMA = {
+    "type": "object",
+    "required": ["schema", "key", "seeds_done", "rows", "fedkr_runs", "views", "fit", "seconds", "invocations"],
+    "additionalProperties": False,
+    "properties": {
+        "schema": {"const": SCHEMA},
+        "key": {"type": "object", "required": ["run", "settings"],
+                "properties": {"run": {"type": "object"}, "settings": {"type": "object"}}},
+        "seeds_done": {"type": "integer", "minimum": 0},
+        "rows": _FIGURES,
+        "fedkr_runs": {"type": "array", "items": {"type": "object"}},
+        "views": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "object"}}},
+        "fit": {"anyOf": [{"type": "null"}, {"type": "object", "required": ["run_id", "reports", "failed",
+                                                                           "class_names", "image_shape", "seconds"]}]},
+        "seconds": {"type": "number", "minimum": 0},
+        "invocations": {"type": "array", "items": {
+            "type": "object", "required": ["started_at_seed", "source_digest"],
+            "properties": {"started_at_seed": {"type": "integer", "minimum": 0}, "source_digest": {"type": "string"}}}},
+    },
+}
+
+#: fedkr's packages, whose Python source `source_digest` covers.
+SOURCE_PACKAGES = ("fedkr", "fedkr.shared", "fedkr.client", "fedkr.server")
+
+
+def source_digest() -> str:
+    """SHA-256 (hex, first 16 characters) of fedkr's Python source, file names and bytes, in name order: which
+    code measured a bench's seeds, without needing a git checkout."""
+    digest = hashlib.sha256()
+    for package in SOURCE_PACKAGES:
+        folder = Path(importlib.import_module(package).__file__).parent
+        for path in sorted(folder.glob("*.py")):
+            digest.update(f"{package}/{path.name}\n".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 
 def progress_key(config: RunConfig, settings: BenchSettings, profile: str, reuse_dir: Path | None) -> dict[str, Any]:
     """What a resumed bench must share with the one it continues: profile, bench settings, run settings
-    (all but the run id) and the reused fit's folder; as JSON would store it."""
+    (all but the run id; a data file by its absolute path) and the reused fit's folder; as JSON would store it."""
     run = {key: value for key, value in config.to_flat().items() if key != "run-id"}
+    if Path(config.data).is_file():
+        run["data"] = str(Path(config.data).resolve())
     key = {"profile": profile, "settings": asdict(settings), "run": run,
            "reuse_fit": None if reuse_dir is None else str(Path(reuse_dir).resolve())}
     return json.loads(json.dumps(key, default=str))
@@ -49,7 +99,7 @@ class BenchProgress:
     """Everything a bench has measured so far. `rows` are `MethodRow`s as dicts (`dataclasses.asdict`),
     `views` the coordinator view's entries by method (`ViewEntry.to_dict`), `fit` the sites' fit
     (`fit_to_dict`) once known, `seconds` the wall time of the earlier invocations (s), and
-    `resumed_at_seeds` the seed each resumed invocation started at."""
+    `invocations` one entry per invocation: the seed it started at and its `source_digest`."""
 
     key: dict[str, Any]
     seeds_done: int = 0
@@ -58,7 +108,16 @@ class BenchProgress:
     views: dict[str, list[dict]] = field(default_factory=dict)
     fit: dict[str, Any] | None = None
     seconds: float = 0.0
-    resumed_at_seeds: list[int] = field(default_factory=list)
+    invocations: list[dict[str, Any]] = field(default_factory=list)
+
+    def begin(self) -> None:
+        """Record this invocation; warn when fedkr's source differs from the earlier invocations'."""
+        digest = source_digest()
+        earlier = {entry["source_digest"] for entry in self.invocations}
+        if earlier and digest not in earlier:
+            log.warning("fedkr's source changed since this bench began (%s, now %s): bench.json records which "
+                        "invocation measured which seeds", ", ".join(sorted(earlier)), digest)
+        self.invocations.append({"started_at_seed": self.seeds_done, "source_digest": digest})
 
     def save(self, out: Path) -> Path:
         """Write OUT/bench-progress.json atomically (a temporary file renamed over the old one)."""
@@ -73,31 +132,35 @@ class BenchProgress:
     def load(cls, out: Path, key: dict[str, Any]) -> BenchProgress:
         """The progress in OUT, checked against `key` (`progress_key` of the resumed bench).
 
-        Raises `ConfigError` (one line) when OUT holds no progress file, when the file is not one, or
-        when it was written by a bench with other settings (naming the first ones that differ).
+        Raises `ConfigError` (one line) when OUT holds no progress file, when the file is not one
+        (`PROGRESS_SCHEMA`), or when it was written by a bench with other settings (naming the first
+        ones that differ).
         """
         path = Path(out) / PROGRESS_FILE
         if not path.is_file():
             raise ConfigError(f"{out}: no {PROGRESS_FILE}, so no unfinished bench to resume")
-        try:
-            data = read_json_file(path, limits=METRICS_LIMITS)  # a few seeds' figures: far below a metrics file's limit
+        try:  # a few seeds' figures: far below a metrics file's limit
+            data = read_json_file(path, schema=PROGRESS_SCHEMA, limits=METRICS_LIMITS)
         except JSONInputError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise ConfigError(f"{path}: not a bench progress file of this version ({SCHEMA})")
-        saved_key = data.get("key") or {}
+            raise ConfigError(f"not a bench progress file of this version ({SCHEMA}): {exc}") from None
+        saved_key = data["key"]
         if saved_key != key:
             raise ConfigError(f"{out} holds a bench with other settings ({', '.join(_differences(saved_key, key))}): "
                               "resume it with its own options, or give another --out")
+        if data["seeds_done"] > int(key["settings"]["seeds"]):
+            raise ConfigError(f"{path}: {data['seeds_done']} seeds done, more than the bench's {key['settings']['seeds']}")
         try:
             return cls(**{name: value for name, value in data.items() if name != "schema"})
         except TypeError as exc:
-            raise ConfigError(f"{path}: not a bench progress file of this version ({exc})") from None
+            raise ConfigError(f"{path}: not a bench progress file of this version ({SCHEMA}): {exc}") from None
 
     def view_entries(self) -> dict[str, list[ViewEntry]]:
         """`views` as `ViewEntry`s again."""
-        return {name: [ViewEntry(**{k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()})
-                       for entry in entries] for name, entries in self.views.items()}
+        try:
+            return {name: [ViewEntry(**{k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()})
+                           for entry in entries] for name, entries in self.views.items()}
+        except TypeError as exc:
+            raise ConfigError(f"{PROGRESS_FILE}: a coordinator-view entry is malformed ({exc})") from None
 
 
 def _differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
@@ -110,22 +173,22 @@ def _differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     return differ[:4] + ([f"and {len(differ) - 4} more"] if len(differ) > 4 else [])
 
 
-def fit_to_dict(fit: FitResult, dirs: dict[str, Path]) -> dict[str, Any]:
-    """The sites' fit as the progress file keeps it: run id, fit reports, failures, label space, image shape,
-    seconds, and each site's fit folder."""
+def fit_to_dict(fit: FitResult) -> dict[str, Any]:
+    """The sites' fit as the progress file keeps it: run id, fit reports, failures, label space, image shape
+    and seconds. The folders are not kept: a fresh fit's are OUT/sites/<site>/<run id> (`run_dir`),
+    a reused fit's come from `--reuse-fit` again."""
     return {"run_id": fit.run_id, "reports": {sid: r.to_dict() for sid, r in fit.reports.items()},
             "failed": dict(fit.failed), "class_names": list(fit.class_names), "image_shape": list(fit.image_shape),
-            "seconds": fit.seconds, "dirs": {sid: str(path) for sid, path in dirs.items()}}
+            "seconds": fit.seconds}
 
 
-def fit_from_dict(data: dict[str, Any]) -> tuple[FitResult, dict[str, Path]]:
+def fit_from_dict(data: dict[str, Any]) -> FitResult:
     """`fit_to_dict` read back. Raises `ConfigError` when a report or field is malformed."""
     try:
-        fit = FitResult(str(data["run_id"]), {sid: FitReport.from_dict(r) for sid, r in data["reports"].items()},
-                        dict(data["failed"]), tuple(data["class_names"]), tuple(int(n) for n in data["image_shape"]),
-                        float(data["seconds"]))
-        return fit, {sid: Path(path) for sid, path in data["dirs"].items()}
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return FitResult(str(data["run_id"]), {sid: FitReport.from_dict(r) for sid, r in data["reports"].items()},
+                         dict(data["failed"]), tuple(data["class_names"]), tuple(int(n) for n in data["image_shape"]),
+                         float(data["seconds"]))
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise ConfigError(f"{PROGRESS_FILE}: the sites' fit is malformed ({type(exc).__name__}: {exc})") from None
 
 

@@ -51,7 +51,7 @@ def test_quick_bench_rows_complete_and_fedkr_keeps_up_with_naive_pooling(tmp_pat
         assert result.rows[name].accuracy[0] == saved["rows"][name]["accuracy"][0]  # seed 0 kept, not rerun
     # seed 1 ran again whole, its fedkr run under a run id the sites' ledgers did not hold yet
     assert [run["run_id"] for run in result.fedkr_runs] == ["bench-seed0", "bench-seed1-try2"]
-    assert result.resumed_at_seeds == [1] and result.seconds > saved["seconds"]
+    assert [entry["started_at_seed"] for entry in result.invocations] == [0, 1] and result.seconds > saved["seconds"]
     data = result.to_dict()
     fedkr, naive = data["methods"]["fedkr"], data["methods"]["naive_pooling"]
     # at these budgets the two are within a test image or two of each other (fedkr 0.922, 0.925 against
@@ -217,3 +217,23 @@ def test_a_reused_fit_samples_at_the_sampling_settings_it_is_given_and_keeps_the
     other = site._load("other")[1]
     assert (other.config.guidance_scale, other.config.sample_eta) == (1.5, 0.5)
     assert other.config.block_channels == (8, 16) and other.summary()["sample_eta"] == 0.5
+
+
+def test_bench_progress_reads_back_and_refuses_other_settings_or_a_damaged_file(tmp_path):
+    from fedkr.bench_progress import BenchProgress, progress_key
+
+    profile = PROFILES["quick"]
+    key = progress_key(profile.run_config(), profile.bench_settings(seeds=2), "quick", None)
+    state = BenchProgress(key, seeds_done=1, rows={"fedkr": {"method": "fedkr", "accuracy": [0.9]}}, seconds=12.5)
+    state.begin()
+    state.save(tmp_path)
+    assert BenchProgress.load(tmp_path, key) == state
+    other = progress_key(profile.run_config(student_epochs=3), profile.bench_settings(seeds=2), "quick", None)
+    with pytest.raises(ConfigError, match=r"other settings \(student-epochs: 15 there, 3 now\)"):
+        BenchProgress.load(tmp_path, other)
+    path = tmp_path / PROGRESS_FILE
+    for damage in ({"seeds_done": "one"}, {"seeds_done": 3}, {"seconds": -1}, {"views": {"fedkr": [1]}}, {"extra": 1}):
+        path.write_text(json.dumps({**json.loads(json.dumps({"schema": "fedkr.bench-progress/1", **state.__dict__})),
+                                    **damage}))
+        with pytest.raises(ConfigError):
+            BenchProgress.load(tmp_path, key)
