@@ -45,7 +45,8 @@ from fedkr.shared.release_inspect import METRICS_LIMITS
 from fedkr.shared.reports import FitReport, check_run_id
 
 from .bench_fedavg import FedAvgSettings, run_fedavg
-from .bench_progress import PROGRESS_FILE, BenchProgress, fit_from_dict, fit_to_dict, progress_key, unused_run_id
+from .bench_progress import (PROGRESS_FILE, BenchProgress, fit_differences, fit_from_dict, fit_on_disk, fit_to_dict,
+                             progress_key, unused_run_id)
 from .coordinator_view import ViewEntry, fedavg_view, relabel_view, shard_labels_view, shards_view, worst
 from .student_protocol import StudentProtocol
 
@@ -394,8 +395,11 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
             check_generator(fit_dirs[site.site_id] / "generator", expected)
         first = next(iter(reports.values()))
         fit = FitResult(fit_run, reports, {}, first.class_names, first.image_shape, reused_seconds)
+        state.fit = fit_to_dict(fit, fit_dirs)
     elif state.fit is not None:  # a fresh fit, made by the first seed of the bench this one resumes
         fit = fit_from_dict(state.fit)
+        if not all(fit_on_disk(run_dir(site.state_dir, fit.run_id)) for site in sites):
+            fit = refit_sites(config, out, test, sites, link, state, say)
     fedkr_runs: list[dict] = list(state.fedkr_runs)
     device = resolve_device(config.device)
     state.save(out)
@@ -441,7 +445,7 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
             del fed.uploads[:]
 
         say(f"seed {seed}: fedkr" + (" (sites fit their teacher and generator)" if fit is None else ""))
-        run_config = bench_run_config(config, out, seed, run_id=unused_run_id(sites, seed))
+        run_config = bench_run_config(config, out, seed, run_id=unused_run_id(sites, f"bench-seed{seed}", out / "runs"))
         if fit is not None:  # the stages after fit, on the sites' one fit
             for site in sites:
                 site.reuse_fit(fit_dirs.get(site.site_id, run_dir(site.state_dir, fit.run_id)), run_config.run_id,
@@ -452,7 +456,8 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
         record = outcome.record
         fit = record.need("fit", record.fit)
         if fitted_here:  # kept at once: a cut-off later in this seed must not cost the fit
-            state.fit = fit_to_dict(fit)
+            fit_dirs = {site.site_id: run_dir(site.state_dir, fit.run_id) for site in sites}
+            state.fit = fit_to_dict(fit, fit_dirs)
             state.save(out)
         # every seed's wall time counts the fit once, as a fresh run would spend it
         run_seconds = time.perf_counter() - run_started + (0.0 if fitted_here else fit.seconds)
@@ -490,7 +495,6 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
         state.seeds_done, state.fedkr_runs = seed + 1, fedkr_runs
         state.rows = {name: asdict(row) for name, row in rows.items()}
         state.views = {name: [entry.to_dict() for entry in entries] for name, entries in views.items()}
-        state.fit = fit_to_dict(fit)
         state.seconds = earlier_seconds + time.perf_counter() - started
         state.save(out)
     for name, entries in views.items():
@@ -502,6 +506,35 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
                        earlier_seconds + time.perf_counter() - started,
                        {name: [e.to_dict() for e in entries] for name, entries in views.items()},
                        list(state.invocations))
+
+
+def refit_sites(config: RunConfig, out: Path, test: ImageSet, sites: list[Site], link: InProcessLink,
+                state: BenchProgress, say: Progress) -> FitResult:
+    """Fit the sites again, as the bench's first seed did (seed 0), for a resumed bench whose fit is no
+    longer in OUT/sites (its progress file carried to another machine); the refit's run id is
+    `bench-refit` (or `bench-refit-tryN`, `unused_run_id`).
+
+    The refit replaces `state.fit`, and this invocation's entry in `state.invocations` records it
+    (`refit`: run id, whether it reproduced the saved fit, `fit_differences`): seeded fits on the CPU
+    repeat exactly on the same software, so the later seeds either ran on the same fit as the
+    earlier ones, or the bench says they did not. Raises `RunError` when no site completes fit.
+    """
+    saved = state.fit or {}
+    run_id = unused_run_id(sites, "bench-refit", out / "runs")
+    say(f"the sites' fit {saved.get('run_id')} is not in {out / 'sites'}: fitting the sites again ({run_id}) to "
+        "compare with it")
+    coordinator = Coordinator(bench_run_config(config, out, seed=0, run_id=run_id), test)
+    refit = coordinator.fit(coordinator.start(), link)
+    state.fit = fit_to_dict(refit, {site.site_id: run_dir(site.state_dir, run_id) for site in sites})
+    differences = fit_differences(saved, state.fit)
+    state.invocations[-1]["refit"] = {"run_id": run_id, "reproduced": not differences, "differences": differences}
+    if differences:
+        log.warning("the refit differs from the saved fit (%s%s): the seeds from %d on run on the refit, and "
+                    "bench.json's invocations say so", "; ".join(differences[:3]),
+                    f"; and {len(differences) - 3} more" if len(differences) > 3 else "", state.seeds_done)
+    else:
+        say("the refit reproduces the saved fit: the same fit reports and weights at every site")
+    return refit
 
 
 # --- output ---------------------------------------------------------------------------------------
@@ -546,6 +579,13 @@ def markdown_table(result: dict) -> str:
                          f"reaches round {equal['round']} ({_size(equal['upload_bytes'])}): {equal['accuracy_mean']:.3f}, "
                          f"against fedkr's {fedkr_row['accuracy_mean']:.3f} (that run's first rounds, local steps "
                          f"sized for {len(curve)} rounds).")
+    for entry in result.get("invocations") or []:
+        refit = entry.get("refit")
+        if refit:
+            lines.append(f"\nThe seeds from {entry['started_at_seed']} on ran on a refit of the sites ({refit['run_id']}: "
+                         "the first fit's folders were gone), "
+                         + ("which reproduced the first fit's reports and weights at every site." if refit["reproduced"]
+                            else f"which differed from the first fit: {'; '.join(refit['differences'][:3])}."))
     lines.append("\nWall time: training only for centralized and local-only (sum over sites); the whole Flower run, Ray "
                  "start included, less the server's scoring after each round, for FedAvg; fit, synthesis, distillation, relabelling, student and the sites' audit "
                  "for fedkr; fit, synthesis and the student for naive pooling. MIA: the highest AUC of the loss, "

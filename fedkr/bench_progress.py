@@ -5,7 +5,11 @@ OUT/bench-progress.json when it starts and again after every finished seed: the 
 with, the seeds done, every method's figures so far, the coordinator view (first seed) and the
 sites' fit (saved as soon as the first seed has fitted them, so that a cut-off later in that seed
 does not fit them again). A resumed bench checks that its settings are the file's, restores the
-figures and runs the seeds not done; a seed cut off half-way runs again from its start. The sites'
+figures and runs the seeds not done; a seed cut off half-way runs again from its start. A bench
+resumed where OUT/sites no longer holds the fit (the progress file carried to another machine)
+fits the sites again as its first seed did and records whether the refit reproduced the saved fit,
+weights and all (`fit_differences`): a seeded fit on the CPU repeats exactly on the same software,
+so a refit that differs says the seeds before and after it ran on different fits. The sites'
 ledgers may hold that seed's run id by then (a site labels one set per run), so the seed runs
 again under a new run id (`bench-seed1-try2`); each seed's bytes are those of its own run id. A
 site draws its shards' noise from the run id, so a seed run again is a fresh draw of the same
@@ -24,6 +28,7 @@ import importlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,11 +63,16 @@ PROGRESS_SCHEMA = {
         "fedkr_runs": {"type": "array", "items": {"type": "object"}},
         "views": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "object"}}},
         "fit": {"anyOf": [{"type": "null"}, {"type": "object", "required": ["run_id", "reports", "failed",
-                                                                           "class_names", "image_shape", "seconds"]}]},
+                                                                           "class_names", "image_shape", "seconds"],
+                                             "properties": {"weights": {"type": "object",
+                                                                        "additionalProperties": {"type": "string"}}}}]},
         "seconds": {"type": "number", "minimum": 0},
         "invocations": {"type": "array", "items": {
             "type": "object", "required": ["started_at_seed", "source_digest"],
-            "properties": {"started_at_seed": {"type": "integer", "minimum": 0}, "source_digest": {"type": "string"}}}},
+            "properties": {"started_at_seed": {"type": "integer", "minimum": 0}, "source_digest": {"type": "string"},
+                           "refit": {"type": "object", "required": ["run_id", "reproduced", "differences"],
+                                     "properties": {"run_id": {"type": "string"}, "reproduced": {"type": "boolean"},
+                                                    "differences": {"type": "array", "items": {"type": "string"}}}}}}},
     },
 }
 
@@ -99,7 +109,8 @@ class BenchProgress:
     """Everything a bench has measured so far. `rows` are `MethodRow`s as dicts (`dataclasses.asdict`),
     `views` the coordinator view's entries by method (`ViewEntry.to_dict`), `fit` the sites' fit
     (`fit_to_dict`) once known, `seconds` the wall time of the earlier invocations (s), and
-    `invocations` one entry per invocation: the seed it started at and its `source_digest`."""
+    `invocations` one entry per invocation: the seed it started at, its `source_digest` and, where it fitted
+    the sites again, `refit` (run id, whether it reproduced the saved fit, and how it differed)."""
 
     key: dict[str, Any]
     seeds_done: int = 0
@@ -173,13 +184,15 @@ def _differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     return differ[:4] + ([f"and {len(differ) - 4} more"] if len(differ) > 4 else [])
 
 
-def fit_to_dict(fit: FitResult) -> dict[str, Any]:
-    """The sites' fit as the progress file keeps it: run id, fit reports, failures, label space, image shape
-    and seconds. The folders are not kept: a fresh fit's are OUT/sites/<site>/<run id> (`run_dir`),
-    a reused fit's come from `--reuse-fit` again."""
+def fit_to_dict(fit: FitResult, fit_dirs: Mapping[str, Path] | None = None) -> dict[str, Any]:
+    """The sites' fit as the progress file keeps it: run id, fit reports, failures, label space, image shape,
+    seconds and, for the sites whose folder is in `fit_dirs` (site id to the folder of its teacher and
+    generator), the digest of their weights (`weights_digest`). The folders are not kept: a fresh fit's
+    are OUT/sites/<site>/<run id> (`run_dir`), a reused fit's come from `--reuse-fit` again."""
+    weights = {sid: weights_digest(path) for sid, path in sorted((fit_dirs or {}).items()) if fit_on_disk(path)}
     return {"run_id": fit.run_id, "reports": {sid: r.to_dict() for sid, r in fit.reports.items()},
             "failed": dict(fit.failed), "class_names": list(fit.class_names), "image_shape": list(fit.image_shape),
-            "seconds": fit.seconds}
+            "seconds": fit.seconds, "weights": weights}
 
 
 def fit_from_dict(data: dict[str, Any]) -> FitResult:
@@ -192,17 +205,55 @@ def fit_from_dict(data: dict[str, Any]) -> FitResult:
         raise ConfigError(f"{PROGRESS_FILE}: the sites' fit is malformed ({type(exc).__name__}: {exc})") from None
 
 
-def unused_run_id(sites: list[Site], seed: int) -> str:
-    """`bench-seed{seed}`, or `bench-seed{seed}-try{n}` with the smallest n >= 2 that no site's ledger holds:
-    a seed cut off half-way runs again under a run id of its own."""
+def fit_on_disk(fit_dir: Path) -> bool:
+    """Whether `fit_dir` holds a site's fitted teacher and generator (`Site` saves them there)."""
+    return (Path(fit_dir) / "teacher.safetensors").is_file() and (Path(fit_dir) / "generator").is_dir()
+
+
+def weights_digest(fit_dir: Path) -> str:
+    """SHA-256 (hex, first 16 characters) of a site's fitted weights: every ``.safetensors`` file under
+    `fit_dir` (the teacher's and the generator's UNet), relative names and bytes, in name order.
+    safetensors writes the same tensors to the same bytes, so two fits with one digest hold the same models."""
+    digest = hashlib.sha256()
+    root = Path(fit_dir)
+    for path in sorted(root.rglob("*.safetensors")):
+        digest.update(f"{path.relative_to(root).as_posix()}\n".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+#: A fit report's fields that measure time, not what was fitted: a refit may differ in them.
+_FIT_TIMINGS = ("teacher_seconds", "generator_seconds")
+
+
+def fit_differences(saved: dict[str, Any], refit: dict[str, Any]) -> list[str]:
+    """How a refit differs from the saved fit (both as `fit_to_dict` gives them), one line per difference:
+    the sites that fitted, each site's fit report but its timings, and its weights' digest where both
+    have one. Empty when the refit reproduces the saved fit."""
+    if sorted(saved["reports"]) != sorted(refit["reports"]):
+        return [f"sites fitted: {sorted(saved['reports'])} there, {sorted(refit['reports'])} now"]
+    differences = []
+    for sid in sorted(saved["reports"]):
+        before, now = saved["reports"][sid], refit["reports"][sid]
+        differences += [f"{sid}: {name} {before.get(name)!r} there, {now.get(name)!r} now"
+                        for name in sorted(set(before) | set(now)) if name not in _FIT_TIMINGS and before.get(name) != now.get(name)]
+        weights_before, weights_now = (saved.get("weights") or {}).get(sid), (refit.get("weights") or {}).get(sid)
+        if weights_before and weights_now and weights_before != weights_now:
+            differences.append(f"{sid}: weights {weights_before} there, {weights_now} now")
+    return differences
+
+
+def unused_run_id(sites: list[Site], stem: str, runs_dir: Path) -> str:
+    """`stem` (`bench-seed1`), or `{stem}-try{n}` with the smallest n >= 2 that no site's ledger holds and
+    that has no run folder in `runs_dir`: a seed cut off half-way runs again under a run id of its own."""
     used: set[str] = set()
     for site in sites:
         path = site.gate.ledger_path
         if path is not None and path.is_file():
             entries, _ = read_ledger(path)
             used.update(str(entry.get("run")) for entry in entries)
-    run_id, attempt = f"bench-seed{seed}", 1
-    while run_id in used:
+    run_id, attempt = stem, 1
+    while run_id in used or (Path(runs_dir) / run_id).exists():
         attempt += 1
-        run_id = f"bench-seed{seed}-try{attempt}"
+        run_id = f"{stem}-try{attempt}"
     return run_id

@@ -1,6 +1,7 @@
 """`fedkr bench`, quick profile on digits: every method's row is complete and fedkr keeps up with naive pooling."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -45,13 +46,24 @@ def test_quick_bench_rows_complete_and_fedkr_keeps_up_with_naive_pooling(tmp_pat
     assert saved["seeds_done"] == 1 and saved["rows"]["fedkr"]["accuracy"] and saved["fit"]["run_id"] == "bench-seed0"
     with pytest.raises(ConfigError, match="other settings"):
         run_bench(profile.run_config(student_epochs=3), settings, tmp_path, profile="quick", resume=True)
+    # carried to another machine: the progress file and the runs' folders, not the sites' fit or ledgers
+    shutil.rmtree(tmp_path / "sites")
     result = run_bench(profile.run_config(), settings, tmp_path, profile="quick", resume=True)
     for name in METHODS:
         assert result.rows[name].complete(settings.seeds), (name, result.rows[name])
         assert result.rows[name].accuracy[0] == saved["rows"][name]["accuracy"][0]  # seed 0 kept, not rerun
-    # seed 1 ran again whole, its fedkr run under a run id the sites' ledgers did not hold yet
+    # seed 1 ran again whole, its fedkr run under a run id that has no run folder yet
     assert [run["run_id"] for run in result.fedkr_runs] == ["bench-seed0", "bench-seed1-try2"]
     assert [entry["started_at_seed"] for entry in result.invocations] == [0, 1] and result.seconds > saved["seconds"]
+    # the resumed bench fitted the sites again, and the seeded refit reproduced the first fit, weights and all
+    assert result.invocations[1]["refit"] == {"run_id": "bench-refit", "reproduced": True, "differences": []}
+    refitted = json.loads((tmp_path / PROGRESS_FILE).read_text())["fit"]
+    assert refitted["run_id"] == "bench-refit" and refitted["weights"] == saved["fit"]["weights"]
+    assert len(saved["fit"]["weights"]) == len(saved["fit"]["reports"])
+    # a finished bench resumed again finds the (re)fit in place, fits nothing and runs no seed
+    again = run_bench(profile.run_config(), settings, tmp_path, profile="quick", resume=True)
+    assert [row.accuracy for row in again.rows.values()] == [row.accuracy for row in result.rows.values()]
+    assert "refit" not in again.invocations[2]
     data = result.to_dict()
     fedkr, naive = data["methods"]["fedkr"], data["methods"]["naive_pooling"]
     # at these budgets the two are within a test image or two of each other (fedkr 0.922, 0.925 against
@@ -237,3 +249,21 @@ def test_bench_progress_reads_back_and_refuses_other_settings_or_a_damaged_file(
                                     **damage}))
         with pytest.raises(ConfigError):
             BenchProgress.load(tmp_path, key)
+
+
+def test_fit_differences_name_what_a_refit_changed_and_ignore_its_timings():
+    from fedkr.bench_progress import fit_differences
+
+    report = {"teacher_holdout_accuracy": 0.9, "generator_final_loss": 0.07, "teacher_seconds": 10.0,
+              "generator_seconds": 20.0}
+    saved = {"reports": {"site-0": report, "site-1": report}, "weights": {"site-0": "ab", "site-1": "cd"}}
+    slower = {"reports": {"site-0": {**report, "teacher_seconds": 99.0}, "site-1": report},
+              "weights": {"site-0": "ab", "site-1": "cd"}}
+    assert fit_differences(saved, slower) == []
+    other = {"reports": {"site-0": report, "site-1": {**report, "generator_final_loss": 0.08}},
+             "weights": {"site-0": "ab", "site-1": "ef"}}
+    assert fit_differences(saved, other) == ["site-1: generator_final_loss 0.07 there, 0.08 now",
+                                             "site-1: weights cd there, ef now"]
+    assert fit_differences(saved, {"reports": {"site-0": report}})[0].startswith("sites fitted: ['site-0', 'site-1']")
+    # a fit saved before weights were recorded is compared by its reports alone
+    assert fit_differences({"reports": saved["reports"]}, other) == ["site-1: generator_final_loss 0.07 there, 0.08 now"]
