@@ -398,7 +398,8 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
         state.fit = fit_to_dict(fit, fit_dirs)
     elif state.fit is not None:  # a fresh fit, made by the first seed of the bench this one resumes
         fit = fit_from_dict(state.fit)
-        if not all(fit_on_disk(run_dir(site.state_dir, fit.run_id)) for site in sites):
+        fitted = [site for site in sites if site.site_id in fit.reports]
+        if state.seeds_done < settings.seeds and not all(fit_on_disk(run_dir(s.state_dir, fit.run_id)) for s in fitted):
             fit = refit_sites(config, out, test, sites, link, state, say)
     fedkr_runs: list[dict] = list(state.fedkr_runs)
     device = resolve_device(config.device)
@@ -515,7 +516,8 @@ def refit_sites(config: RunConfig, out: Path, test: ImageSet, sites: list[Site],
     `bench-refit` (or `bench-refit-tryN`, `unused_run_id`).
 
     The refit replaces `state.fit`, and this invocation's entry in `state.invocations` records it
-    (`refit`: run id, whether it reproduced the saved fit, `fit_differences`): seeded fits on the CPU
+    (`refit`: run id, whether it reproduced the saved fit, what was compared: the fit reports, and the
+    weights where the saved fit has their digests, and `fit_differences`): seeded fits on the CPU
     repeat exactly on the same software, so the later seeds either ran on the same fit as the
     earlier ones, or the bench says they did not. Raises `RunError` when no site completes fit.
     """
@@ -527,13 +529,15 @@ def refit_sites(config: RunConfig, out: Path, test: ImageSet, sites: list[Site],
     refit = coordinator.fit(coordinator.start(), link)
     state.fit = fit_to_dict(refit, {site.site_id: run_dir(site.state_dir, run_id) for site in sites})
     differences = fit_differences(saved, state.fit)
-    state.invocations[-1]["refit"] = {"run_id": run_id, "reproduced": not differences, "differences": differences}
+    compared = "reports and weights" if set(saved.get("weights") or {}) == set(saved.get("reports") or {}) else "reports"
+    state.invocations[-1]["refit"] = {"run_id": run_id, "reproduced": not differences, "compared": compared,
+                                      "differences": differences}
     if differences:
         log.warning("the refit differs from the saved fit (%s%s): the seeds from %d on run on the refit, and "
                     "bench.json's invocations say so", "; ".join(differences[:3]),
                     f"; and {len(differences) - 3} more" if len(differences) > 3 else "", state.seeds_done)
     else:
-        say("the refit reproduces the saved fit: the same fit reports and weights at every site")
+        say(f"the refit reproduces the saved fit: the same fit {compared} at every site")
     return refit
 
 
@@ -584,7 +588,8 @@ def markdown_table(result: dict) -> str:
         if refit:
             lines.append(f"\nThe seeds from {entry['started_at_seed']} on ran on a refit of the sites ({refit['run_id']}: "
                          "the first fit's folders were gone), "
-                         + ("which reproduced the first fit's reports and weights at every site." if refit["reproduced"]
+                         + (f"which reproduced the first fit's {refit.get('compared', 'reports')} at every site."
+                            if refit["reproduced"]
                             else f"which differed from the first fit: {'; '.join(refit['differences'][:3])}."))
     lines.append("\nWall time: training only for centralized and local-only (sum over sites); the whole Flower run, Ray "
                  "start included, less the server's scoring after each round, for FedAvg; fit, synthesis, distillation, relabelling, student and the sites' audit "

@@ -72,6 +72,7 @@ PROGRESS_SCHEMA = {
             "properties": {"started_at_seed": {"type": "integer", "minimum": 0}, "source_digest": {"type": "string"},
                            "refit": {"type": "object", "required": ["run_id", "reproduced", "differences"],
                                      "properties": {"run_id": {"type": "string"}, "reproduced": {"type": "boolean"},
+                                                    "compared": {"enum": ["reports", "reports and weights"]},
                                                     "differences": {"type": "array", "items": {"type": "string"}}}}}}},
     },
 }

@@ -56,11 +56,12 @@ def test_quick_bench_rows_complete_and_fedkr_keeps_up_with_naive_pooling(tmp_pat
     assert [run["run_id"] for run in result.fedkr_runs] == ["bench-seed0", "bench-seed1-try2"]
     assert [entry["started_at_seed"] for entry in result.invocations] == [0, 1] and result.seconds > saved["seconds"]
     # the resumed bench fitted the sites again, and the seeded refit reproduced the first fit, weights and all
-    assert result.invocations[1]["refit"] == {"run_id": "bench-refit", "reproduced": True, "differences": []}
+    assert result.invocations[1]["refit"] == {"run_id": "bench-refit", "reproduced": True,
+                                              "compared": "reports and weights", "differences": []}
     refitted = json.loads((tmp_path / PROGRESS_FILE).read_text())["fit"]
     assert refitted["run_id"] == "bench-refit" and refitted["weights"] == saved["fit"]["weights"]
     assert len(saved["fit"]["weights"]) == len(saved["fit"]["reports"])
-    # a finished bench resumed again finds the (re)fit in place, fits nothing and runs no seed
+    # a finished bench resumed again (cut off between its last seed and its outputs) fits nothing and runs no seed
     again = run_bench(profile.run_config(), settings, tmp_path, profile="quick", resume=True)
     assert [row.accuracy for row in again.rows.values()] == [row.accuracy for row in result.rows.values()]
     assert "refit" not in again.invocations[2]
