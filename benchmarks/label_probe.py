@@ -28,7 +28,7 @@ import warnings
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
-from fedkr.client.site import load_teacher
+from fedkr.client.site import has_fit, load_teacher
 from fedkr.client.site_data import SiteDataSpec, load_site_data
 from fedkr.server.relabel import mix_drawn_class
 from fedkr.server.student import student_config_for
@@ -66,7 +66,7 @@ def main() -> None:
         data = load_site_data(SiteDataSpec(args.data, index, args.sites, args.partition, config.seed,
                                            config.holdout_fraction, config.image_size))
         run_dir = args.sites_dir / site_id / "runs" / args.fit_run
-        if not (run_dir / "teacher.safetensors").is_file() or not (run_dir / "generator").is_dir():
+        if not has_fit(run_dir):
             sys.exit(f"error: {run_dir} holds no fitted teacher and generator")
         teacher, generator = load_teacher(run_dir), load_generator(run_dir / "generator")
         held = np.flatnonzero(data.members.class_counts() >= config.min_class_members)  # the classes the product asks for

@@ -125,9 +125,13 @@ class OutboundGate:
 
     def count_sent(self, run_id: str, kind: str) -> int:
         """How many items of `kind` this site has sent in `run_id`, by its ledger."""
-        if self.ledger_path is None or not self.ledger_path.is_file():
-            return 0
         return self.sent_in_run(run_id, kind)[0]
+
+    def runs_in_ledger(self) -> set[str]:
+        """The run ids under which this site's ledger records anything sent (empty without a ledger)."""
+        if self.ledger_path is None or not self.ledger_path.is_file():
+            return set()
+        return {str(entry.get("run")) for entry in read_ledger(self.ledger_path)[0]}
 
     def sent_in_run(self, run_id: str, kind: str) -> tuple[int, int]:
         """How many items of `kind` this site has sent in `run_id`, and how many images they held (shards and

@@ -124,6 +124,12 @@ def run_dir(state_dir: Path, run_id: str) -> Path:
     return Path(state_dir) / "runs" / check_run_id(run_id)
 
 
+def has_fit(directory: Path) -> bool:
+    """Whether `directory` holds a site's fitted teacher and generator, as a site saves them at fit
+    (``teacher.safetensors`` and the ``generator`` folder)."""
+    return (Path(directory) / "teacher.safetensors").is_file() and (Path(directory) / "generator").is_dir()
+
+
 def run_models_dir(state_dir: Path, run_id: str) -> tuple[Path, dict[str, float]]:
     """The folder holding run `run_id`'s models (teacher, generator, dp.json) in a site's `state_dir`, and
     the sampling settings that replace the generator's saved ones (empty: keep them).
@@ -482,10 +488,10 @@ class Site:
         Everything else is per run as usual: fresh seeds, the ledger, relabelling once per run.
 
         Raises:
-            SiteNotFitted: `fit_dir` holds no saved teacher.
+            SiteNotFitted: `fit_dir` holds no saved teacher and generator (`has_fit`).
         """
-        if not (Path(fit_dir) / "teacher.safetensors").is_file():
-            raise SiteNotFitted(f"{self.site_id}: {fit_dir} holds no fitted teacher")
+        if not has_fit(fit_dir):
+            raise SiteNotFitted(f"{self.site_id}: {fit_dir} holds no fitted teacher and generator")
         directory = self._run_dir(run_id)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / REUSED_FIT).write_text(json.dumps({"fit_dir": str(Path(fit_dir).resolve()), "guidance_scale": guidance_scale,
@@ -527,7 +533,7 @@ class Site:
         if self._models is not None and self._models[0] == run_id:
             return self._models[1], self._models[2]
         directory, sampling = self._models_dir(run_id)
-        if not (directory / "teacher.safetensors").is_file():
+        if not has_fit(directory):
             raise SiteNotFitted(f"{self.site_id} has not been fitted for run {run_id}")
         teacher = load_teacher(directory)
         generator = load_generator(directory / "generator")

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fedkr.client.auditor import AuditSettings, ReferenceCache, audit_model
-from fedkr.client.site import Site, run_dir
+from fedkr.client.site import Site, has_fit, run_dir
 from fedkr.client.site_data import SiteData, SiteDataSpec, load_site_data
 from fedkr.inprocess import InProcessLink
 from fedkr.server.coordinator import Coordinator, FitResult
@@ -45,7 +45,7 @@ from fedkr.shared.release_inspect import METRICS_LIMITS
 from fedkr.shared.reports import FitReport, check_run_id
 
 from .bench_fedavg import FedAvgSettings, run_fedavg
-from .bench_progress import (PROGRESS_FILE, BenchProgress, fit_differences, fit_from_dict, fit_on_disk, fit_to_dict,
+from .bench_progress import (PROGRESS_FILE, BenchProgress, compare_fits, fit_from_dict, fit_to_dict,
                              progress_key, unused_run_id)
 from .coordinator_view import ViewEntry, fedavg_view, relabel_view, shard_labels_view, shards_view, worst
 from .student_protocol import StudentProtocol
@@ -398,9 +398,10 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
         state.fit = fit_to_dict(fit, fit_dirs)
     elif state.fit is not None:  # a fresh fit, made by the first seed of the bench this one resumes
         fit = fit_from_dict(state.fit)
-        fitted = [site for site in sites if site.site_id in fit.reports]
-        if state.seeds_done < settings.seeds and not all(fit_on_disk(run_dir(s.state_dir, fit.run_id)) for s in fitted):
+        fit_dirs = sites_fit_dirs(sites, fit)
+        if state.seeds_done < settings.seeds and not all(has_fit(path) for path in fit_dirs.values()):
             fit = refit_sites(config, out, test, sites, link, state, say)
+            fit_dirs = sites_fit_dirs(sites, fit)
     fedkr_runs: list[dict] = list(state.fedkr_runs)
     device = resolve_device(config.device)
     state.save(out)
@@ -447,17 +448,17 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
 
         say(f"seed {seed}: fedkr" + (" (sites fit their teacher and generator)" if fit is None else ""))
         run_config = bench_run_config(config, out, seed, run_id=unused_run_id(sites, f"bench-seed{seed}", out / "runs"))
-        if fit is not None:  # the stages after fit, on the sites' one fit
+        if fit is not None:  # the stages after fit, on the sites' one fit (a site that failed the fit has none)
             for site in sites:
-                site.reuse_fit(fit_dirs.get(site.site_id, run_dir(site.state_dir, fit.run_id)), run_config.run_id,
-                               config.generator_guidance, config.generator_eta)
+                if site.site_id in fit_dirs:
+                    site.reuse_fit(fit_dirs[site.site_id], run_config.run_id, config.generator_guidance, config.generator_eta)
         fitted_here = fit is None
         run_started = time.perf_counter()
         outcome = Coordinator(run_config, test).run(link, fit=fit)
         record = outcome.record
         fit = record.need("fit", record.fit)
         if fitted_here:  # kept at once: a cut-off later in this seed must not cost the fit
-            fit_dirs = {site.site_id: run_dir(site.state_dir, fit.run_id) for site in sites}
+            fit_dirs = sites_fit_dirs(sites, fit)
             state.fit = fit_to_dict(fit, fit_dirs)
             state.save(out)
         # every seed's wall time counts the fit once, as a fresh run would spend it
@@ -509,6 +510,11 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
                        list(state.invocations))
 
 
+def sites_fit_dirs(sites: list[Site], fit: FitResult) -> dict[str, Path]:
+    """Site id to the folder of its teacher and generator (`run_dir`), for the sites that completed `fit`."""
+    return {site.site_id: run_dir(site.state_dir, fit.run_id) for site in sites if site.site_id in fit.reports}
+
+
 def refit_sites(config: RunConfig, out: Path, test: ImageSet, sites: list[Site], link: InProcessLink,
                 state: BenchProgress, say: Progress) -> FitResult:
     """Fit the sites again, as the bench's first seed did (seed 0), for a resumed bench whose fit is no
@@ -517,7 +523,7 @@ def refit_sites(config: RunConfig, out: Path, test: ImageSet, sites: list[Site],
 
     The refit replaces `state.fit`, and this invocation's entry in `state.invocations` records it
     (`refit`: run id, whether it reproduced the saved fit, what was compared: the fit reports, and the
-    weights where the saved fit has their digests, and `fit_differences`): seeded fits on the CPU
+    weights where the saved fit has their digests, and `compare_fits`): seeded fits on the CPU
     repeat exactly on the same software, so the later seeds either ran on the same fit as the
     earlier ones, or the bench says they did not. Raises `RunError` when no site completes fit.
     """
@@ -527,17 +533,17 @@ def refit_sites(config: RunConfig, out: Path, test: ImageSet, sites: list[Site],
         "compare with it")
     coordinator = Coordinator(bench_run_config(config, out, seed=0, run_id=run_id), test)
     refit = coordinator.fit(coordinator.start(), link)
-    state.fit = fit_to_dict(refit, {site.site_id: run_dir(site.state_dir, run_id) for site in sites})
-    differences = fit_differences(saved, state.fit)
-    compared = "reports and weights" if set(saved.get("weights") or {}) == set(saved.get("reports") or {}) else "reports"
-    state.invocations[-1]["refit"] = {"run_id": run_id, "reproduced": not differences, "compared": compared,
-                                      "differences": differences}
+    state.fit = fit_to_dict(refit, sites_fit_dirs(sites, refit))
+    comparison = compare_fits({"reports": {}, **saved}, state.fit)
+    differences = comparison.differences
+    state.invocations[-1]["refit"] = {"run_id": run_id, "reproduced": comparison.reproduced,
+                                      "compared": comparison.compared, "differences": differences}
     if differences:
         log.warning("the refit differs from the saved fit (%s%s): the seeds from %d on run on the refit, and "
                     "bench.json's invocations say so", "; ".join(differences[:3]),
                     f"; and {len(differences) - 3} more" if len(differences) > 3 else "", state.seeds_done)
     else:
-        say(f"the refit reproduces the saved fit: the same fit {compared} at every site")
+        say(f"the refit reproduces the saved fit: the same fit {comparison.compared} at every site")
     return refit
 
 

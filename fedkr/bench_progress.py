@@ -8,7 +8,7 @@ does not fit them again). A resumed bench checks that its settings are the file'
 figures and runs the seeds not done; a seed cut off half-way runs again from its start. A bench
 resumed where OUT/sites no longer holds the fit (the progress file carried to another machine)
 fits the sites again as its first seed did and records whether the refit reproduced the saved fit,
-weights and all (`fit_differences`): a seeded fit on the CPU repeats exactly on the same software,
+weights and all (`compare_fits`): a seeded fit on the CPU repeats exactly on the same software,
 so a refit that differs says the seeds before and after it ran on different fits. The sites'
 ledgers may hold that seed's run id by then (a site labels one set per run), so the seed runs
 again under a new run id (`bench-seed1-try2`); each seed's bytes are those of its own run id. A
@@ -28,13 +28,12 @@ import importlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedkr.client.gate import read_ledger
-from fedkr.client.site import Site
+from fedkr.client.site import Site, has_fit
 from fedkr.server.coordinator import FitResult
 from fedkr.shared.config import BenchSettings, ConfigError, RunConfig
 from fedkr.shared.json_input import JSONInputError, read_json_file
@@ -81,16 +80,21 @@ PROGRESS_SCHEMA = {
 SOURCE_PACKAGES = ("fedkr", "fedkr.shared", "fedkr.client", "fedkr.server")
 
 
+def _files_digest(files: Iterable[tuple[str, Path]]) -> str:
+    """SHA-256 (hex, first 16 characters) of (name, file) pairs in the order given: each name and a newline,
+    then the file's bytes."""
+    digest = hashlib.sha256()
+    for name, path in files:
+        digest.update(f"{name}\n".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def source_digest() -> str:
     """SHA-256 (hex, first 16 characters) of fedkr's Python source, file names and bytes, in name order: which
     code measured a bench's seeds, without needing a git checkout."""
-    digest = hashlib.sha256()
-    for package in SOURCE_PACKAGES:
-        folder = Path(importlib.import_module(package).__file__).parent
-        for path in sorted(folder.glob("*.py")):
-            digest.update(f"{package}/{path.name}\n".encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    folders = [(package, Path(importlib.import_module(package).__file__).parent) for package in SOURCE_PACKAGES]
+    return _files_digest((f"{package}/{path.name}", path) for package, folder in folders for path in sorted(folder.glob("*.py")))
 
 
 
@@ -144,13 +148,15 @@ class BenchProgress:
     def load(cls, out: Path, key: dict[str, Any]) -> BenchProgress:
         """The progress in OUT, checked against `key` (`progress_key` of the resumed bench).
 
-        Raises `ConfigError` (one line) when OUT holds no progress file, when the file is not one
-        (`PROGRESS_SCHEMA`), or when it was written by a bench with other settings (naming the first
-        ones that differ).
+        Raises `ConfigError` (one line) when OUT holds no progress file (saying so where it holds a
+        finished bench's bench.json instead), when the file is not one (`PROGRESS_SCHEMA`), or when it
+        was written by a bench with other settings (naming the first ones that differ).
         """
         path = Path(out) / PROGRESS_FILE
+        if not path.is_file() and (Path(out) / "bench.json").is_file():
+            raise ConfigError(f"{out} holds a finished bench (bench.json): nothing to resume")
         if not path.is_file():
-            raise ConfigError(f"{out}: no {PROGRESS_FILE}, so no unfinished bench to resume")
+            raise ConfigError(f"{out}: no {PROGRESS_FILE}, so no interrupted bench to resume")
         try:  # a few seeds' figures: far below a metrics file's limit
             data = read_json_file(path, schema=PROGRESS_SCHEMA, limits=METRICS_LIMITS)
         except JSONInputError as exc:
@@ -161,10 +167,8 @@ class BenchProgress:
                               "resume it with its own options, or give another --out")
         if data["seeds_done"] > int(key["settings"]["seeds"]):
             raise ConfigError(f"{path}: {data['seeds_done']} seeds done, more than the bench's {key['settings']['seeds']}")
-        try:
-            return cls(**{name: value for name, value in data.items() if name != "schema"})
-        except TypeError as exc:
-            raise ConfigError(f"{path}: not a bench progress file of this version ({SCHEMA}): {exc}") from None
+        # PROGRESS_SCHEMA requires every field and admits no other, so the fields match the constructor's
+        return cls(**{name: value for name, value in data.items() if name != "schema"})
 
     def view_entries(self) -> dict[str, list[ViewEntry]]:
         """`views` as `ViewEntry`s again."""
@@ -190,7 +194,7 @@ def fit_to_dict(fit: FitResult, fit_dirs: Mapping[str, Path] | None = None) -> d
     seconds and, for the sites whose folder is in `fit_dirs` (site id to the folder of its teacher and
     generator), the digest of their weights (`weights_digest`). The folders are not kept: a fresh fit's
     are OUT/sites/<site>/<run id> (`run_dir`), a reused fit's come from `--reuse-fit` again."""
-    weights = {sid: weights_digest(path) for sid, path in sorted((fit_dirs or {}).items()) if fit_on_disk(path)}
+    weights = {sid: weights_digest(path) for sid, path in sorted((fit_dirs or {}).items()) if has_fit(path)}
     return {"run_id": fit.run_id, "reports": {sid: r.to_dict() for sid, r in fit.reports.items()},
             "failed": dict(fit.failed), "class_names": list(fit.class_names), "image_shape": list(fit.image_shape),
             "seconds": fit.seconds, "weights": weights}
@@ -206,33 +210,39 @@ def fit_from_dict(data: dict[str, Any]) -> FitResult:
         raise ConfigError(f"{PROGRESS_FILE}: the sites' fit is malformed ({type(exc).__name__}: {exc})") from None
 
 
-def fit_on_disk(fit_dir: Path) -> bool:
-    """Whether `fit_dir` holds a site's fitted teacher and generator (`Site` saves them there)."""
-    return (Path(fit_dir) / "teacher.safetensors").is_file() and (Path(fit_dir) / "generator").is_dir()
-
-
 def weights_digest(fit_dir: Path) -> str:
     """SHA-256 (hex, first 16 characters) of a site's fitted weights: every ``.safetensors`` file under
     `fit_dir` (the teacher's and the generator's UNet), relative names and bytes, in name order.
     safetensors writes the same tensors to the same bytes, so two fits with one digest hold the same models."""
-    digest = hashlib.sha256()
     root = Path(fit_dir)
-    for path in sorted(root.rglob("*.safetensors")):
-        digest.update(f"{path.relative_to(root).as_posix()}\n".encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return _files_digest((path.relative_to(root).as_posix(), path) for path in sorted(root.rglob("*.safetensors")))
 
 
 #: A fit report's fields that measure time, not what was fitted: a refit may differ in them.
 _FIT_TIMINGS = ("teacher_seconds", "generator_seconds")
 
 
-def fit_differences(saved: dict[str, Any], refit: dict[str, Any]) -> list[str]:
-    """How a refit differs from the saved fit (both as `fit_to_dict` gives them), one line per difference:
-    the sites that fitted, each site's fit report but its timings, and its weights' digest where both
-    have one. Empty when the refit reproduces the saved fit."""
+@dataclass(frozen=True)
+class FitComparison:
+    """A refit against the saved fit (`compare_fits`): `compared` says what was compared ("reports and
+    weights", or "reports" where the saved fit lacks a weights digest for a site, as a progress file
+    written before they were kept does), `differences` one line per difference (empty: reproduced)."""
+
+    compared: str
+    differences: list[str]
+
+    @property
+    def reproduced(self) -> bool:
+        return not self.differences
+
+
+def compare_fits(saved: dict[str, Any], refit: dict[str, Any]) -> FitComparison:
+    """How a refit differs from the saved fit (both as `fit_to_dict` gives them): the sites that fitted,
+    each site's fit report but its timings, and its weights' digest where both have one."""
+    weighed = set(saved.get("weights") or {}) == set(saved["reports"])
+    compared = "reports and weights" if weighed else "reports"
     if sorted(saved["reports"]) != sorted(refit["reports"]):
-        return [f"sites fitted: {sorted(saved['reports'])} there, {sorted(refit['reports'])} now"]
+        return FitComparison(compared, [f"sites fitted: {sorted(saved['reports'])} there, {sorted(refit['reports'])} now"])
     differences = []
     for sid in sorted(saved["reports"]):
         before, now = saved["reports"][sid], refit["reports"][sid]
@@ -241,18 +251,13 @@ def fit_differences(saved: dict[str, Any], refit: dict[str, Any]) -> list[str]:
         weights_before, weights_now = (saved.get("weights") or {}).get(sid), (refit.get("weights") or {}).get(sid)
         if weights_before and weights_now and weights_before != weights_now:
             differences.append(f"{sid}: weights {weights_before} there, {weights_now} now")
-    return differences
+    return FitComparison(compared, differences)
 
 
 def unused_run_id(sites: list[Site], stem: str, runs_dir: Path) -> str:
     """`stem` (`bench-seed1`), or `{stem}-try{n}` with the smallest n >= 2 that no site's ledger holds and
     that has no run folder in `runs_dir`: a seed cut off half-way runs again under a run id of its own."""
-    used: set[str] = set()
-    for site in sites:
-        path = site.gate.ledger_path
-        if path is not None and path.is_file():
-            entries, _ = read_ledger(path)
-            used.update(str(entry.get("run")) for entry in entries)
+    used = set().union(*(site.gate.runs_in_ledger() for site in sites))
     run_id, attempt = stem, 1
     while run_id in used or (Path(runs_dir) / run_id).exists():
         attempt += 1

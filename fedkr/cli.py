@@ -398,10 +398,6 @@ def bench(
     if settings.seeds < 1 or config.sites < 2:
         fail("a bench needs at least 1 seed and 2 sites")
     progress_file = out / PROGRESS_FILE
-    if resume and (out / "bench.json").is_file() and not progress_file.is_file():
-        fail(f"{out} holds a finished bench (bench.json): nothing to resume")
-    if resume and not progress_file.is_file():
-        fail(f"{out}: no {PROGRESS_FILE}, so no interrupted bench to resume")
     if not resume and progress_file.is_file():
         fail(f"{out} holds an interrupted bench: add --resume (with the options it was started with) to continue it, "
              "or give another --out")

@@ -252,19 +252,23 @@ def test_bench_progress_reads_back_and_refuses_other_settings_or_a_damaged_file(
             BenchProgress.load(tmp_path, key)
 
 
-def test_fit_differences_name_what_a_refit_changed_and_ignore_its_timings():
-    from fedkr.bench_progress import fit_differences
+def test_compare_fits_names_what_a_refit_changed_and_ignores_its_timings():
+    from fedkr.bench_progress import compare_fits
 
     report = {"teacher_holdout_accuracy": 0.9, "generator_final_loss": 0.07, "teacher_seconds": 10.0,
               "generator_seconds": 20.0}
     saved = {"reports": {"site-0": report, "site-1": report}, "weights": {"site-0": "ab", "site-1": "cd"}}
     slower = {"reports": {"site-0": {**report, "teacher_seconds": 99.0}, "site-1": report},
               "weights": {"site-0": "ab", "site-1": "cd"}}
-    assert fit_differences(saved, slower) == []
+    same = compare_fits(saved, slower)
+    assert same.reproduced and same.differences == [] and same.compared == "reports and weights"
     other = {"reports": {"site-0": report, "site-1": {**report, "generator_final_loss": 0.08}},
              "weights": {"site-0": "ab", "site-1": "ef"}}
-    assert fit_differences(saved, other) == ["site-1: generator_final_loss 0.07 there, 0.08 now",
-                                             "site-1: weights cd there, ef now"]
-    assert fit_differences(saved, {"reports": {"site-0": report}})[0].startswith("sites fitted: ['site-0', 'site-1']")
-    # a fit saved before weights were recorded is compared by its reports alone
-    assert fit_differences({"reports": saved["reports"]}, other) == ["site-1: generator_final_loss 0.07 there, 0.08 now"]
+    changed = compare_fits(saved, other)
+    assert not changed.reproduced
+    assert changed.differences == ["site-1: generator_final_loss 0.07 there, 0.08 now", "site-1: weights cd there, ef now"]
+    assert compare_fits(saved, {"reports": {"site-0": report}}).differences[0].startswith("sites fitted: ['site-0', 'site-1']")
+    # a fit saved before weights were recorded is compared by its reports alone, and says so
+    by_reports = compare_fits({"reports": saved["reports"]}, other)
+    assert by_reports.differences == ["site-1: generator_final_loss 0.07 there, 0.08 now"]
+    assert by_reports.compared == "reports"

@@ -31,10 +31,14 @@ def test_bad_input_is_one_line_without_traceback(args, expected):
 
 
 def test_bench_resume_without_an_interrupted_bench_and_a_rerun_over_one_are_one_line(tmp_path):
-    runs = [fedkr("bench", "--out", str(tmp_path), "--resume")]
+    finished = tmp_path / "finished"
+    finished.mkdir()
+    (finished / "bench.json").write_text("{}")
+    runs = [fedkr("bench", "--out", str(tmp_path), "--resume"), fedkr("bench", "--out", str(finished), "--resume")]
     (tmp_path / "bench-progress.json").write_text("{}")
     runs += [fedkr("bench", "--out", str(tmp_path)), fedkr("bench", "--out", str(tmp_path), "--resume")]
-    expected = ["no interrupted bench to resume", "holds an interrupted bench: add --resume", "not a bench progress file"]
+    expected = ["no interrupted bench to resume", "holds a finished bench (bench.json): nothing to resume",
+                "holds an interrupted bench: add --resume", "not a bench progress file"]
     for run, message in zip(runs, expected, strict=True):
         assert run.returncode == 2 and message in run.stderr, run.stderr
         assert "Traceback" not in run.stderr and len([line for line in run.stderr.splitlines() if line.strip()]) == 1
