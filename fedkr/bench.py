@@ -637,6 +637,22 @@ def _size(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+def _bytes_axis(ax) -> None:  # type: ignore[no-untyped-def]
+    """A log x-axis of bytes labelled in B, KB and MB (at 1, 2 and 5 of each decade where the axis spans at
+    most two decades, else at each power of ten), with no minor labels: matplotlib's own labels every
+    minor tick of a range under a decade, and they overlap. Call after plotting (it reads the limits)."""
+    import math
+
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if math.log10(high / low) <= 2 else (1.0,)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _size(value).replace(".0 ", " ")))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("bytes uploaded per site")
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -653,8 +669,7 @@ def plot(result: dict, path: Path) -> None:
     ax2.scatter([max(r["bytes_uploaded_per_site"], 1.0) for r in rows], [r["mia_auc"] for r in rows], color="#b54a4a")
     for n, r in zip(names, rows, strict=True):
         ax2.annotate(LABELS.get(n, n).split(",")[0], (max(r["bytes_uploaded_per_site"], 1.0), r["mia_auc"]), fontsize=7)
-    ax2.set_xscale("log")
-    ax2.set_xlabel("bytes uploaded per site")
+    _bytes_axis(ax2)
     ax2.set_ylabel("worst-site MIA AUC")
     fedavg = result["methods"].get("fedavg", {})
     if fedavg.get("accuracy_by_round_mean") and fedavg.get("upload_bytes_by_round"):
@@ -665,8 +680,7 @@ def plot(result: dict, path: Path) -> None:
         if row and row.get("bytes_uploaded_per_site"):
             ax3.scatter([row["bytes_uploaded_per_site"]], [row["accuracy_mean"]], color=colour, zorder=3,
                         label=LABELS.get(name, name))
-    ax3.set_xscale("log")
-    ax3.set_xlabel("bytes uploaded per site")
+    _bytes_axis(ax3)
     ax3.set_ylabel("test accuracy")
     ax3.legend(fontsize=7)
     fig.suptitle(f"fedkr bench: {Path(result['data']).name}, {result['profile']['name']} profile")
