@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from fedkr.client.shard_check import DEFAULT_MAX_AUC, ShardCheckRecord, check_shard
-from fedkr.client.site import Site
+from fedkr.client.site import Site, has_fit
 from fedkr.client.site_data import SiteDataSpec, load_site_data
 from fedkr.shared import codec
 from fedkr.shared.shard import ShardSpec, SynthesisRequest, per_class_request
@@ -49,7 +49,7 @@ def main() -> None:
         for index in range(args.sites):
             site_id = f"site-{index}"
             fitted = args.sites_dir / site_id / "runs" / args.fit_run
-            if not (fitted / "teacher.safetensors").is_file():
+            if not has_fit(fitted):
                 sys.exit(f"error: {fitted} holds no fitted teacher and generator")
             state = Path(scratch) / site_id
             # a fresh ledger and no shard check record: nothing sent yet

@@ -361,13 +361,13 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
     started = time.perf_counter()
     out = Path(out)
     expected = bench_run_config(config, out, seed=0)  # a bad setting fails here, before any baseline trains
+    key = progress_key(config, settings, profile, reuse.run_dir if reuse is not None else None)
+    state = BenchProgress.load(out, key) if resume else BenchProgress(key)  # and nothing to resume, before any data loads
     site_data, test = load_bench_sites(config.with_overrides(seed=0))
     num_classes = test.num_classes
     audit = AuditSettings(reference_models=config.audit_reference_models)
     references = [ReferenceCache() for _ in site_data]  # every method is attacked through one architecture
     protocol = student_protocol(config)
-    key = progress_key(config, settings, profile, reuse.run_dir if reuse is not None else None)
-    state = BenchProgress.load(out, key) if resume else BenchProgress(key)
     earlier_seconds = state.seconds
     if resume:
         say(f"resuming: {state.seeds_done} of {settings.seeds} seeds done")
@@ -491,7 +491,7 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
                                     protocol.train_config(seed, soft=True), audit, references, device))
             views["fedkr"] = list(views["naive_pooling"])
             if config.relabel:
-                teachers = [site.teacher(run_id) for site in sites]
+                teachers = [site.teacher(run_id) if site.site_id in fit.reports else None for site in sites]
                 views["fedkr"] += relabel_view(teachers, site_data, audit, references, device,
                                                relabelled_by=outcome.metrics["relabelled_by"])
         state.seeds_done, state.fedkr_runs = seed + 1, fedkr_runs

@@ -150,15 +150,16 @@ def shard_labels_view(images: np.ndarray, soft_labels: np.ndarray, site_ids: np.
     return entries
 
 
-def relabel_view(teachers: list[CompactCNN], sites: list[SiteData], settings: AuditSettings,
+def relabel_view(teachers: list[CompactCNN | None], sites: list[SiteData], settings: AuditSettings,
                  references: list[ReferenceCache], device: Device = None,
                  relabelled_by: Collection[str] | None = None) -> list[ViewEntry]:
     """Each site's relabel reply, for a coordinator that sends patients' images in its one request:
     the site's teacher attacked with the model attacks (the reply's softened probabilities give its
     logits up to a constant). `relabelled_by` names the sites ("site-i") that sent a reply (a site
-    left out of the run sent none); None: every site; a name that is no site's selects nothing."""
+    left out of the run sent none); None: every site; a name that is no site's selects nothing. A
+    site whose teacher is None (it failed the fit) sent no reply."""
     entries: list[ViewEntry] = []
     for i, (teacher, site) in enumerate(zip(teachers, sites, strict=True)):
-        if relabelled_by is None or f"site-{i}" in relabelled_by:
+        if teacher is not None and (relabelled_by is None or f"site-{i}" in relabelled_by):
             entries += _model_entries(i, "relabel reply", teacher, site, settings, references[i], device)
     return entries

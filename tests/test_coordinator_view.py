@@ -152,3 +152,5 @@ def test_the_relabel_view_attacks_only_the_sites_that_sent_a_reply(digits_site_d
     only = relabel_view(teachers, sites, AuditSettings(), references, relabelled_by=["site-1"])
     assert {e.site for e in only} == {"site-1"} and {e.received for e in only} == {"relabel reply"}
     assert relabel_view(teachers, sites, AuditSettings(), references, relabelled_by=[]) == []
+    # a site that failed the fit has no teacher and sent no reply
+    assert {e.site for e in relabel_view([None, teachers[1]], sites, AuditSettings(), references)} == {"site-1"}
