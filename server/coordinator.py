@@ -36,7 +36,7 @@ from .link import SiteLink
 from .pool import Pool
 from .relabel import class_support, combine_labels
 from .release import write_refusal, write_release
-from .student import pool_features, train_student
+from .student import pool_features, student_input_resolution, train_student
 
 log = logging.getLogger(__name__)
 
@@ -386,8 +386,10 @@ class Coordinator:
         student_set, fit = record.need("distill", record.student_set), record.need("fit", record.fit)
         started = time.perf_counter()
         log.info("student trains on %s", describe(self.device))
+        resolution = student_input_resolution(fit.reports.values(), fit.image_shape) if self.config.student_resample else 0
         student = record.student = train_student(student_set, fit.image_shape, self.config.student_config(), device=self.device,
-                                                 drawn_class_weight=self.config.drawn_class_weight)
+                                                 drawn_class_weight=self.config.drawn_class_weight,
+                                                 input_resolution=resolution)
         self._timed(record, "student", started)
         if self.test_set is not None:
             record.test_accuracy = accuracy(student, self.test_set.images, self.test_set.labels, device=self.device)

@@ -28,36 +28,58 @@ from .dp import DPConfig, DPReport, make_private_training
 #: enough that building one cannot exhaust a site's memory. Every field is at least 1.
 CONFIG_LIMITS = {"in_channels": 16, "height": 4096, "width": 4096, "num_classes": 10_000, "channels": 1024}
 
+#: The largest `ClassifierConfig.input_resolution` a config read from outside may hold (0: off).
+MAX_INPUT_RESOLUTION = 4096
+
 #: JSON Schema (Draft 2020-12) of a saved `ClassifierConfig`: `shared/json_input.py` checks it.
 CONFIG_SCHEMA = {
     "type": "object",
     "required": list(CONFIG_LIMITS),
-    "properties": {key: {"type": "integer", "minimum": 1, "maximum": top} for key, top in CONFIG_LIMITS.items()},
+    "properties": {**{key: {"type": "integer", "minimum": 1, "maximum": top} for key, top in CONFIG_LIMITS.items()},
+                   "input_resolution": {"type": "integer", "minimum": 0, "maximum": MAX_INPUT_RESOLUTION}},
 }
 
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    """Everything needed to rebuild the network from its saved weights."""
+    """Everything needed to rebuild the network from its saved weights.
+
+    `input_resolution` (px; 0: off) is the resolution the network's training images carry: each
+    input is resampled to `input_resolution` x `input_resolution` and back to `height` x `width`
+    (`resample_input`) before the first layer, at training and at inference alike, so that images
+    sharper than the training images (real ones, for a network trained on synthetic images that
+    generators drew at 16 px) reach it as sharp as those were. It has no weights: it changes no
+    parameter count or state dict. What it does to fedkr's student and to naive pooling is
+    measured in docs/audit.md, "The student's input resolution".
+    """
 
     in_channels: int
     height: int
     width: int
     num_classes: int
     channels: int = 32
+    input_resolution: int = 0
 
     def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+        """The fields as a dict; `input_resolution` only where it is on, so a network without it saves as before."""
+        data = asdict(self)
+        if not self.input_resolution:
+            del data["input_resolution"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> ClassifierConfig:
-        return cls(**{k: int(data[k]) for k in ("in_channels", "height", "width", "num_classes", "channels")})
+        return cls(**{k: int(data[k]) for k in ("in_channels", "height", "width", "num_classes", "channels")},
+                   input_resolution=int(data.get("input_resolution", 0)))
 
     def out_of_bounds(self) -> str | None:
-        """Which field lies outside [1, `CONFIG_LIMITS`] (as a sentence), or None when all are inside."""
+        """Which field lies outside its range ([1, `CONFIG_LIMITS`], `input_resolution` [0,
+        `MAX_INPUT_RESOLUTION`]) as a sentence, or None when all are inside."""
         for key, top in CONFIG_LIMITS.items():
             if not 1 <= getattr(self, key) <= top:
                 return f"{key} must lie in [1, {top}], got {getattr(self, key)}"
+        if not 0 <= self.input_resolution <= MAX_INPUT_RESOLUTION:
+            return f"input_resolution must lie in [0, {MAX_INPUT_RESOLUTION}], got {self.input_resolution}"
         return None
 
 
@@ -192,10 +214,27 @@ class CompactCNN(nn.Module):
         self.dp_report: DPReport | None = None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+        return self.body(resample_input(x, self.config.input_resolution))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
+        return self.head(self.features(x))
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """float (N, C, H, W) resized to `size` (bilinear, antialiased); the same tensor when it is that size already."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def resample_input(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """float (N, C, H, W) resized to `resolution` x `resolution` and back to H x W (`resize`: bilinear,
+    antialiased, as the generators scale their samples): an image as sharp as one drawn at `resolution`.
+    The same tensor where `resolution` is 0 or at least the image's smaller side."""
+    height, width = x.shape[-2:]
+    if not resolution or resolution >= min(height, width):
+        return x
+    return resize(resize(x, (resolution, resolution)), (height, width))
 
 
 def build_classifier(config: ClassifierConfig, seed: int) -> CompactCNN:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
-from .classifier import to_tensor
+from .classifier import resize, to_tensor
 from .device import Device, placed
 from .dp import DPConfig, DPReport, make_private_training
 from .json_input import read_json_file
@@ -132,13 +132,6 @@ def effective_resolution(requested: int, height: int, width: int, levels: int) -
     size = min(requested, height, width)
     size = max(factor, (size // factor) * factor)
     return size
-
-
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """float (N, C, H, W) resized to `size` (bilinear, antialiased); the same tensor when it is that size already."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 #: JSON Schema of the generator.json `ClassConditionalDiffusion.save` writes beside the UNet.
