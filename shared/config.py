@@ -103,7 +103,7 @@ class RunConfig:
     #: Whether the student resamples every input to the generators' resolution and back
     #: (`ClassifierConfig.input_resolution`), so that real images look to it as sharp as the synthetic
     #: images it trained on. Off: on a BloodMNIST full-profile fit it cost fedkr's student 0.014 and lifted
-    #: naive pooling by 0.21, one seed (docs/audit.md, "The student's input resolution").
+    #: naive pooling by 0.211, one seed (docs/audit.md, "The student's input resolution").
     student_resample: bool = False
     audit_max_auc: float = 0.6
     audit_max_tpr: float = 0.03
