@@ -193,6 +193,7 @@ def main() -> None:
         row = {"variant": name, "seed": seed, "guidance": guidance, "accuracy": m["student_test_accuracy"], "pool": m["pool_size"],
                "ipc": config.ipc, "student_ipc": config.student_ipc, "student_epochs": config.student_epochs, "relabelled_by": m["relabelled_by"],
                "drawn_class_weight": config.drawn_class_weight, "classifier_hflip": config.classifier_hflip,
+               "relabel_combine": config.relabel_combine,
                "student_input_resolution": record.student.config.input_resolution,
                "naive_pooling": accuracy(naive, test.images, test.labels),
                "seconds": round(time.perf_counter() - started, 1), "quality": m["synthesis_quality"],

@@ -167,6 +167,7 @@ def simulate(
     oversample: Annotated[float | None, typer.Option(help="Each site draws this many times the request and keeps what its in-distribution filter passes (1: no filtering, figures only)." + _d("oversample"))] = None,
     selection: Annotated[str | None, typer.Option(help="How the distilled images are chosen: spectral, kcenter, herding or random." + _d("selection"))] = None,
     relabel: Annotated[bool | None, typer.Option("--relabel/--no-relabel", help="Have every site's teacher relabel the distilled set (and the student's set), weighted by class support." + _d("relabel"))] = None,
+    relabel_combine: Annotated[str | None, typer.Option(help="How the sites' soft labels are combined: 'support' (each class's probability from the sites in proportion to their members of it) or 'label-shift' (the posterior under the pooled members' class prior)." + _d("relabel_combine"))] = None,
     student_resample: Annotated[bool | None, typer.Option("--student-resample/--no-student-resample", help="Have the student resample every input to the generators' resolution and back, so that real images look as sharp to it as its synthetic training images." + _d("student_resample"))] = None,
     drawn_class_weight: Annotated[float | None, typer.Option(help="The share of the student's target that is the class each image was drawn for (one-hot), the rest the sites' soft labels (0: soft labels only)." + _d("drawn_class_weight"))] = None,
     holdout_fraction: Annotated[float | None, typer.Option(help="Share of each site's images held out of training for the audit: more gives the audit more power." + _d("holdout_fraction"))] = None,
@@ -196,7 +197,7 @@ def simulate(
 ) -> None:
     """Simulate N hospital sites on one dataset through Flower's simulation engine."""
     config = _config(profile, data=data, sites=sites, partition=partition, rounds=rounds, ipc=ipc, student_ipc=student_ipc,
-                     samples_per_class=samples_per_class, oversample=oversample, selection=selection, relabel=relabel, student_resample=student_resample,
+                     samples_per_class=samples_per_class, oversample=oversample, selection=selection, relabel=relabel, relabel_combine=relabel_combine, student_resample=student_resample,
                      drawn_class_weight=drawn_class_weight, holdout_fraction=holdout_fraction, out=None if out is None else str(out), seed=seed,
                      image_size=image_size, generator_kind=generator_kind, generator_steps=generator_steps,
                      generator_guidance=generator_guidance,
@@ -376,6 +377,7 @@ def bench(
     generator_guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance the sites sample with \\[default: the profile's].")] = None,
     drawn_class_weight: Annotated[float | None, typer.Option(help="fedkr's share of the student's target that is each image's drawn class (one-hot), in [0, 1] \\[default: the profile's].")] = None,
     relabel: Annotated[bool | None, typer.Option("--relabel/--no-relabel", help="Have every site's teacher relabel fedkr's student's set; off, no relabel reply is sent (nor attacked in the coordinator view) \\[default: the profile's].")] = None,
+    relabel_combine: Annotated[str | None, typer.Option(help="How fedkr combines the sites' soft labels: 'support' or 'label-shift' \\[default: the profile's].")] = None,
     student_resample: Annotated[bool | None, typer.Option("--student-resample/--no-student-resample", help="Have fedkr's student (and the naive-pooling student, trained on the same synthetic images) resample every input to the generators' resolution and back \\[default: the profile's].")] = None,
     reuse_fit: Annotated[Path | None, typer.Option(help="A finished `fedkr simulate` run folder (runs/<id>), or a `fedkr bench` "
                                                    "one (OUT/runs/bench-seed0), on the same data, partition and budgets, "
@@ -393,7 +395,7 @@ def bench(
     setup_logging(verbose)
     config = _config(profile, data=data, sites=sites, partition=partition, generator_steps=generator_steps, ipc=ipc,
                      generator_guidance=generator_guidance, drawn_class_weight=drawn_class_weight, relabel=relabel,
-                     student_resample=student_resample)
+                     relabel_combine=relabel_combine, student_resample=student_resample)
     try:
         settings = PROFILES[profile].bench_settings(seeds=seeds)
     except (TypeError, ValueError) as exc:

@@ -34,7 +34,7 @@ from .intake import PlainIntake, SealedIntake
 from .keyring import CoordinatorKeys, load_coordinator_keys
 from .link import SiteLink
 from .pool import Pool
-from .relabel import class_support, combine_labels
+from .relabel import class_support, combine_labels, label_shift_posterior
 from .release import write_refusal, write_release
 from .student import pool_features, student_input_resolution, train_student
 
@@ -372,7 +372,9 @@ class Coordinator:
         try:
             if not names:
                 raise ValueError("no site relabelled the student's set")
-            labels = combine_labels([answered[s] for s in names], class_support(record.active, names))
+            probs, support = [answered[s] for s in names], class_support(record.active, names)
+            labels = (label_shift_posterior(probs, support, self.config.temperature)
+                      if self.config.relabel_combine == "label-shift" else combine_labels(probs, support))
         except ValueError as exc:
             log.warning("%s; the shards' own labels stay", exc)
         else:
@@ -441,6 +443,7 @@ class Coordinator:
             "shards": record.shard_summaries,
             "synthesis_quality": synthesis_quality(record.shard_summaries),
             "selection": cfg.selection,
+            "relabel_combine": cfg.relabel_combine,
             "relabelled_by": record.relabelled_by,
             "distilled_per_class": {fit.class_names[c]: int(n) for c, n in enumerate(distilled.per_class())},
             "student_images": len(record.need("distill", record.student_set)),

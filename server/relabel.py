@@ -1,10 +1,18 @@
 """Cross-site relabelling: every site's teacher labels the distilled images, weighted by what it knows.
 
-Under label skew a site's teacher has seen few or none of some classes, and its probability for
-such a class is noise (at a high temperature, noise spread over every class). So the combined
-label takes each class's probability from the sites in proportion to how many members of that
-class each holds, then renormalises each row: class c's evidence comes from the sites that have
-learned c. A site that holds none of a class has no say on it.
+Two rules combine the sites' probabilities (`RunConfig.relabel_combine`, one of
+`fedkr.shared.config.RELABEL_COMBINES`):
+
+- "support" (`combine_labels`): under label skew a site's teacher has seen few or none of some
+  classes, and its probability for such a class is noise. So the combined label takes each
+  class's probability from the sites in proportion to how many members of that class each holds,
+  then renormalises each row: class c's evidence comes from the sites that have learned c. A site
+  that holds none of a class has no say on it. Each site's probability already carries its own
+  class prior, so a class held mostly by a few sites, where it is frequent, is counted up twice.
+- "label-shift" (`label_shift_posterior`): the posterior under the pooled members' class prior,
+  exact when the sites differ only in their class mix (label shift): p(c|x) = sum_s p(s|x) p_s(c|x),
+  with the site responsibilities p(s|x) = sum_k p(s|k) p(k|x) and p(s|k) the site's share of class k's
+  members. A site that holds none of a class still has no say on it.
 """
 
 from __future__ import annotations
@@ -12,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from fedkr.shared.reports import FitReport
+
+_EVEN_SHARE = 1e-9
 
 
 def class_support(reports: dict[str, FitReport], sites: list[str]) -> np.ndarray:
@@ -37,6 +47,63 @@ def combine_labels(probs: list[np.ndarray], support: np.ndarray) -> np.ndarray:
     if (rows <= 0).any():
         raise ValueError("a distilled image got no probability from any site")
     return (mixed / rows).astype(np.float32)
+
+
+def label_shift_posterior(probs: list[np.ndarray], support: np.ndarray, temperature: float) -> np.ndarray:
+    """float32 (N, K) soft labels at `temperature`: the sites' posterior under the pooled members' class prior.
+
+    `probs` holds one float (N, K) array per site, each site's teacher's `softmax(logits / T)` at
+    `temperature` T (what a relabel reply carries); `support` is float (sites, K), each site's share
+    of each class's members (`class_support`: p(s|k), columns summing to 1, or 0 for a class no site
+    holds).
+
+    Assumes label shift: the sites' images of a class come from one distribution, and the sites
+    differ only in their class mix (Saerens, Latinne and Decaestecker, "Adjusting the outputs of a
+    classifier to new a priori probabilities", Neural Computation 14(1), 2002, correct one
+    classifier for a new prior; here several classifiers, each trained under its own site's prior,
+    are combined under the pooled prior). Then the pooled posterior is
+    p(c|x) = sum_s a_s p_s(c|x), where a_s = p(s|x), the chance that an image like x is site s's, and
+    a_s = sum_k p(s|k) p(k|x). Together: a = G a with G[s, t] = sum_k support[s, k] p_t(k|x), a
+    column-stochastic (sites, sites) matrix per image whose positive entries make a unique; it is
+    solved exactly per image. The sites' probabilities are brought back to temperature 1 first
+    (p ∝ p_T ** T), restricted to the classes some site holds and renormalised; the result is
+    softened to `temperature` again, and a class no site holds gets 0.
+
+    Raises:
+        ValueError: no site's probabilities; shapes that do not match; a temperature not > 0; no
+            class held by any site.
+    """
+    if not probs:
+        raise ValueError("no site labelled the images")
+    if support.shape != (len(probs), probs[0].shape[1]):
+        raise ValueError(f"support is {support.shape}, expected ({len(probs)}, {probs[0].shape[1]})")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    held = support.sum(axis=0) > 0
+    if not held.any():
+        raise ValueError("no site holds any class")
+    at_one = np.stack([_power_normalised(np.asarray(p, dtype=np.float64)[:, held], temperature) for p in probs])
+    sites = len(probs)
+    responsibility_map = np.einsum("sk,tnk->nst", support[:, held], at_one)  # (N, S, S), columns sum to 1
+    # a 1e-9 share spread evenly keeps every entry positive (so a unique, solvable a) where a probability underflowed
+    responsibility_map = (1.0 - _EVEN_SHARE) * responsibility_map + _EVEN_SHARE / sites
+    system = responsibility_map - np.eye(sites)
+    system[:, -1, :] = 1.0  # replace one (redundant) equation by sum_s a_s = 1
+    rhs = np.zeros((len(system), sites, 1))
+    rhs[:, -1, 0] = 1.0
+    responsibilities = np.clip(np.linalg.solve(system, rhs)[..., 0], 0.0, None)
+    posterior = np.einsum("ns,snk->nk", responsibilities, at_one)
+    combined = np.zeros((len(posterior), support.shape[1]))
+    combined[:, held] = _power_normalised(np.clip(posterior, 1e-300, None), 1.0 / temperature)
+    return combined.astype(np.float32)
+
+
+def _power_normalised(probs: np.ndarray, power: float) -> np.ndarray:
+    """float64 (N, K) rows of `probs ** power`, renormalised (in log space: a temperature change)."""
+    logs = power * np.log(np.clip(probs, 1e-300, None))
+    logs -= logs.max(axis=1, keepdims=True)
+    raised = np.exp(logs)
+    return raised / raised.sum(axis=1, keepdims=True)
 
 
 def mix_drawn_class(soft_labels: np.ndarray, drawn: np.ndarray, weight: float) -> np.ndarray:

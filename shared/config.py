@@ -39,6 +39,8 @@ from .shard import MAX_OVERSAMPLE
 
 #: How the distilled set may be chosen (`fedkr.server.distill`).
 SELECTIONS = ("spectral", "kcenter", "herding", "random")
+#: How the coordinator combines the sites' soft labels (`server.relabel`).
+RELABEL_COMBINES = ("support", "label-shift")
 #: Reference models a site trains for RMIA (and LiRA): two folds at least for cross-fitting, at most 8.
 MIN_REFERENCE_MODELS, MAX_REFERENCE_MODELS = 2, 8
 #: Classifier-free guidance scale: 1 is plain conditional sampling.
@@ -94,6 +96,10 @@ class RunConfig:
     #: on BloodMNIST without DP (two seeds) and 0.038 at epsilon 8 with drawn-class-weight 0.5, nothing
     #: measurable on the demo or BreastMNIST (docs/audit.md, "Relabelling against each shard's own labels").
     relabel: bool = True
+    #: How the sites' soft labels are combined (`server.relabel`): "support" (each class's probability from
+    #: the sites in proportion to their members of it) or "label-shift" (the posterior under the pooled
+    #: members' class prior, exact when the sites differ only in their class mix).
+    relabel_combine: str = "support"
     oversample: float = 1.5
     #: The share of the student's target that is the one-hot class each image was drawn for, the rest the
     #: sites' soft labels (0: soft labels only; `server.relabel.mix_drawn_class`). 0.5 gained 0.08 at
@@ -164,6 +170,7 @@ class RunConfig:
             (0.0 <= self.drop_fraction < 1.0, "drop-fraction must be in [0, 1)"),
             (0.0 <= self.drawn_class_weight <= 1.0, "drawn-class-weight must be in [0, 1]"),
             (self.selection in SELECTIONS, f"selection must be one of {', '.join(SELECTIONS)}"),
+            (self.relabel_combine in RELABEL_COMBINES, f"relabel-combine must be one of {', '.join(RELABEL_COMBINES)}"),
             (1.0 <= self.oversample <= MAX_OVERSAMPLE, f"oversample must be between 1 and {MAX_OVERSAMPLE}"),
             (0.0 < self.audit_max_auc <= 1.0, "audit-max-auc must be in (0, 1]"),
             (0.0 < self.audit_max_tpr <= 1.0, "audit-max-tpr must be in (0, 1]"),

@@ -139,6 +139,7 @@ def test_profiles_are_overrides_over_the_defaults_and_print(monkeypatch):
     ({"student-ipc": -1}, "student-ipc must be >= 0"),
     ({"drawn-class-weight": 1.5}, "drawn-class-weight must be in"),
     ({"drawn-class-weight": "nan"}, "drawn-class-weight must be in"),
+    ({"relabel-combine": "vote"}, "relabel-combine must be one of support, label-shift"),
 ])
 def test_flat_settings_are_typed_and_checked(flat, message):
     with pytest.raises(ConfigError, match=message):

@@ -106,3 +106,61 @@ def test_a_student_set_larger_than_a_site_relabels_stops_the_run_before_any_requ
     with pytest.raises(RunError, match=f"{n} images, more than the {MAX_RELABEL_IMAGES} a site relabels; lower student-ipc"):
         Coordinator(config).relabel(record, NoLink())
     assert len(record.distilled) == 20  # derived from the student set's rows, untouched
+
+
+def _label_shift_case(seed=0, n=400):
+    """Three sites that differ only in their class mix: one likelihood per class, each site's exact posterior."""
+    rng = np.random.default_rng(seed)
+    counts = np.array([[300, 20, 0], [10, 200, 50], [40, 30, 400]], dtype=float)
+    x = rng.normal(size=n) * 2.0
+    likelihood = np.exp(-0.5 * (x[:, None] - np.array([-1.0, 0.0, 1.0])[None]) ** 2)  # (n, K)
+
+    def posterior(prior):
+        joint = likelihood * prior[None]
+        return joint / joint.sum(1, keepdims=True)
+
+    site_probs = [posterior(c / c.sum()) for c in counts]
+    pooled = posterior(counts.sum(0) / counts.sum())
+    return counts, site_probs, pooled
+
+
+def _soften(p, temperature):
+    logits = np.log(np.clip(p, 1e-300, None)) / temperature
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_label_shift_posterior_is_the_pooled_posterior_and_support_weighting_is_not():
+    from fedkr.server.relabel import label_shift_posterior, support_from_counts
+
+    counts, site_probs, pooled = _label_shift_case()
+    support = support_from_counts(counts)
+    temperature = 4.0
+    replies = [_soften(p, temperature).astype(np.float32) for p in site_probs]
+    combined = label_shift_posterior(replies, support, temperature)
+    assert combined.dtype == np.float32 and combined.shape == pooled.shape
+    assert np.abs(combined - _soften(pooled, temperature)).max() < 1e-4
+    support_rule = combine_labels(replies, support)
+    assert np.abs(support_rule - _soften(pooled, temperature)).max() > 0.02
+
+
+def test_label_shift_posterior_of_one_site_is_its_own_label_and_a_class_nobody_holds_gets_nothing():
+    from fedkr.server.relabel import label_shift_posterior
+
+    rng = np.random.default_rng(1)
+    own = rng.dirichlet(np.ones(3), size=5).astype(np.float32)
+    assert np.allclose(label_shift_posterior([own], np.array([[1.0, 1.0, 1.0]]), 2.0), own, atol=1e-5)
+    held_two = label_shift_posterior([own, own], np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), 2.0)
+    assert np.all(held_two[:, 2] == 0) and np.allclose(held_two.sum(1), 1.0, atol=1e-6)
+    assert np.allclose(held_two[:, :2], own[:, :2] / own[:, :2].sum(1, keepdims=True), atol=1e-5)
+
+
+def test_label_shift_posterior_refuses_bad_input():
+    from fedkr.server.relabel import label_shift_posterior
+
+    probs = [np.full((2, 3), 1 / 3, np.float32)]
+    for args, match in (([], "no site"), (probs, "support is"), (probs, "temperature"), (probs, "no site holds")):
+        support = {"support is": np.ones((2, 3)), "no site holds": np.zeros((1, 3))}.get(match, np.ones((1, 3)))
+        temperature = 0.0 if match == "temperature" else 1.0
+        with pytest.raises(ValueError, match=match):
+            label_shift_posterior(args, support, temperature)
