@@ -53,6 +53,7 @@ from fedkr.bench import load_bench_sites  # noqa: E402
 from fedkr.client.site import split_budget  # noqa: E402
 from fedkr.shared.config import PROFILES  # noqa: E402
 from fedkr.shared.dp import DPConfig, noise_multiplier_for  # noqa: E402
+from fedkr.shared.classifier import to_uint8  # noqa: E402
 from fedkr.shared.generator import resize  # noqa: E402
 
 
@@ -90,7 +91,7 @@ class MerfGenerator:
         x = self.decoder(torch.randn((len(y), self.z_dim), generator=gen), y)
         h, w, _ = self.image_shape
         x = resize(x, (h, w)).clamp(-1, 1)
-        return ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return to_uint8(x)
 
 
 def features(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -28,10 +28,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fedkr.bench import train_on_real
-from fedkr.shared.classifier import resample_input, to_tensor
+from fedkr.shared.classifier import resample_input, to_tensor, to_uint8
 from fedkr.shared.data import DataError, load_dataset
 from fedkr.student_protocol import StudentProtocol
 
@@ -42,8 +41,7 @@ CONDITIONS = {"sharp/sharp": (False, False), "resampled/sharp": (True, False), "
 
 def resampled(images: np.ndarray, resolution: int) -> np.ndarray:
     """uint8 (N, H, W, C) images resampled to `resolution` px and back (`resample_input`), as uint8 again."""
-    x = resample_input(to_tensor(images), resolution)
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return to_uint8(resample_input(to_tensor(images), resolution))
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from fedkr.shared.classifier import ClassifierConfig, CompactCNN, TrainConfig, build_classifier, embed, train_classifier
 from fedkr.shared.device import Device
-from fedkr.shared.reports import FitReport
+from fedkr.shared.reports import FitReport, generator_resolutions
 
 from .distill import DistilledSet
 from .relabel import mix_drawn_class
@@ -26,8 +26,7 @@ def student_input_resolution(reports: Iterable[FitReport], image_shape: tuple[in
     """The student's `input_resolution` (px) for images of `image_shape` (H, W, C): the resolution the sites'
     generators drew at, the smallest any site reports, so that no input keeps more detail than some
     site's synthetic images carry; 0 (off) where no site reports one or it is not below the images' side."""
-    sizes = [int(r.generator_summary["generator_resolution"]) for r in reports if "generator_resolution" in r.generator_summary]
-    resolution = min(sizes, default=0)
+    resolution = min(generator_resolutions(reports), default=0)
     return resolution if resolution < min(image_shape[:2]) else 0
 
 

@@ -249,6 +249,11 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float (N,C,H,W) in [-1, 1] (clamped to it) -> uint8 (N,H,W,C) on the CPU, rounded: `to_tensor` undone."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
 def augment_batch(x: torch.Tensor, max_shift: int, hflip: bool, generator: torch.Generator) -> torch.Tensor:
     """Random translation by up to `max_shift` pixels (reflect padding) and optional flips."""
     n, _, h, w = x.shape

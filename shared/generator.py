@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
-from .classifier import resize, to_tensor
+from .classifier import resize, to_tensor, to_uint8
 from .device import Device, placed
 from .dp import DPConfig, DPReport, make_private_training
 from .json_input import read_json_file
@@ -377,8 +377,7 @@ class ClassConditionalDiffusion:
             if not torch.isfinite(x).all():  # clamp and uint8 would turn NaN into plausible-looking black images
                 raise FloatingPointError("the sampler produced non-finite values; no images were returned")
             x = resize(x.clamp(-1, 1), (height, width)).clamp(-1, 1)
-            pixels = ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            out.append(pixels)
+            out.append(to_uint8(x))
         if not out:
             return np.zeros((0, height, width, channels), dtype=np.uint8)
         return np.concatenate(out)

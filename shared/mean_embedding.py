@@ -46,7 +46,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .classifier import to_tensor
+from .classifier import to_tensor, to_uint8
 from .device import Device
 from .dp import DPConfig, DPReport, noise_multiplier_for
 from .generator import GeneratorConfig, resize
@@ -297,7 +297,7 @@ class MeanEmbeddingGenerator:
             y = y_all[start:start + batch_size]
             x = self.decoder(torch.randn((len(y), self.merf.z_dim), generator=gen), y)
             x = resize(x, (height, width)).clamp(-1, 1)
-            out.append(((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+            out.append(to_uint8(x))
         return np.concatenate(out) if out else np.zeros((0, height, width, self.image_shape[2]), dtype=np.uint8)
 
     def summary(self) -> dict[str, str | int | float]:

@@ -7,6 +7,7 @@ synthetic shards leave a site, nothing else.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -272,10 +273,15 @@ class AuditReport:
         )
 
 
+def generator_resolutions(reports: Iterable[FitReport]) -> list[int]:
+    """The distinct resolutions (px) the sites' generators drew at, ascending; sites that report none are left out."""
+    return sorted({int(r.generator_summary["generator_resolution"]) for r in reports
+                   if "generator_resolution" in r.generator_summary})
+
+
 def working_size(image_shape: tuple[int, int, int], reports: list[FitReport]) -> dict:
     """The sizes a run worked at, as its metrics.json states them: the images' (H, W, C), which the teachers,
     the student and the released images share, and the generators' resolution in pixels (one figure when
     every site's is the same)."""
-    resolutions = sorted({int(r.generator_summary["generator_resolution"]) for r in reports
-                          if "generator_resolution" in r.generator_summary})
+    resolutions = generator_resolutions(reports)
     return {"images": list(image_shape), "generator_resolution": resolutions[0] if len(resolutions) == 1 else resolutions}

@@ -12,7 +12,7 @@ import torch
 
 from fedkr.server.student import student_input_resolution
 from fedkr.shared.classifier import (CONFIG_SCHEMA, ClassifierConfig, build_classifier, predict_logits, resample_input,
-                                     to_tensor)
+                                     to_tensor, to_uint8)
 from fedkr.shared.json_input import JSONInputError, read_json_file
 from fedkr.shared.reports import FitReport
 
@@ -45,7 +45,7 @@ def test_a_network_with_an_input_resolution_sees_its_inputs_resampled():
     assert sum(p.numel() for p in resampling.parameters()) == sum(p.numel() for p in plain.parameters())
     resampling.load_state_dict(plain.state_dict())  # no weights of its own: the same state dict loads
     images = _sharp_images()
-    blurred = ((resample_input(to_tensor(images), 16).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    blurred = to_uint8(resample_input(to_tensor(images), 16))
     np.testing.assert_allclose(predict_logits(resampling, images), predict_logits(plain, blurred), atol=0.02)
     assert not np.allclose(predict_logits(resampling, images), predict_logits(plain, images), atol=0.02)
 

@@ -1,0 +1,83 @@
+"""Score the rules that combine the sites' soft labels (`relabel-combine`) as ensembles of a fit's teachers on the real test split.
+
+The coordinator labels the student's images with every site's teacher, combined by
+`server.relabel.combine_labels` ("support") or `server.relabel.label_shift_posterior`
+("label-shift"). The student learns those labels on synthetic images; the same ensemble on the
+real test split says how well each rule's labels match real images of known class. For each
+teacher and each rule this prints one JSON row: test accuracy, balanced accuracy, the negative
+log-likelihood of the true class (nats per image, at temperature 1: how calibrated the labels
+are) and the mean label against the members' pooled class prior (their total variation
+distance). "support" is scored at temperature 1 and at the fit's temperature (its argmax depends
+on the temperature; "label-shift"'s does not).
+
+The teachers are a finished fit's (`fedkr simulate` or `fedkr bench`: the sites folder, the run
+id and its metrics.json or bench.json, as for `levers.py`); only the test split is loaded, and
+nothing trains.
+
+    python benchmarks/relabel_combine.py --data ../shared/data/medmnist/bloodmnist.npz --sites 4 \\
+        --partition dirichlet:0.5 --sites-dir bench/sites --fit-run bench-seed0 --fit-reports bench/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score
+
+from fedkr.client.site import load_teacher
+from fedkr.server.relabel import combine_labels, label_shift_posterior, support_from_counts
+from fedkr.shared.classifier import predict_logits, probabilities
+from fedkr.shared.config import RunConfig
+from fedkr.shared.data import load_dataset
+from fitted_run import add_fit_arguments, check_fit_arguments, fit_settings, read_fit_file
+
+
+def ensemble_scores(labels: np.ndarray, probs: np.ndarray, prior: np.ndarray) -> dict[str, float]:
+    """Scores of float (N, K) probabilities against int (N,) true labels and the float (K,) members' prior."""
+    predicted = probs.argmax(1)
+    picked = np.clip(probs[np.arange(len(labels)), labels].astype(np.float64), 1e-12, None)
+    return {"test_accuracy": round(float(np.mean(predicted == labels)), 4),
+            "test_balanced_accuracy": round(float(balanced_accuracy_score(labels, predicted)), 4),
+            "test_nll": round(float(-np.mean(np.log(picked))), 4),
+            "mean_label_tv_from_prior": round(float(0.5 * np.abs(probs.mean(0) - prior).sum()), 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_fit_arguments(parser)
+    args = parser.parse_args()
+    saved = read_fit_file(parser, args.fit_reports)
+    settings = fit_settings(saved)
+    check_fit_arguments(parser, args, settings)
+    defaults = RunConfig()
+    reports = saved.get("sites") or saved.get("fit") or {}
+    reports = reports.get("reports", reports)  # a bench progress file's fit holds its reports under "reports"
+    sites = sorted(reports)
+    if not sites:
+        parser.error(f"{args.fit_reports}: no fit reports (a metrics.json or bench.json with 'sites' or 'fit')")
+    counts = np.array([reports[sid]["member_class_counts"] for sid in sites], dtype=np.float64)
+    prior = counts.sum(0) / counts.sum()
+    temperature = float(settings.get("temperature", defaults.temperature))
+    test = load_dataset(args.data, seed=int(settings.get("seed", defaults.seed)),
+                        image_size=int(settings.get("image_size", defaults.image_size))).test
+    logits = [predict_logits(load_teacher(args.sites_dir / sid / "runs" / args.fit_run), test.images) for sid in sites]
+    at_one = [probabilities(z, 1.0) for z in logits]
+    at_t = [probabilities(z, temperature) for z in logits]
+    support = support_from_counts(counts)
+    common = {"data": args.data, "fit_run": args.fit_run, "test_images": len(test.labels), "temperature": temperature}
+    for sid, probs in zip(sites, at_one, strict=True):
+        print(json.dumps({**common, "ensemble": sid, **ensemble_scores(test.labels, probs, prior)}))
+    softened = f"support, T={temperature:g}"
+    rows = {"support, T=1": combine_labels(at_one, support), softened: combine_labels(at_t, support),
+            "label-shift": label_shift_posterior(at_one, support, 1.0)}
+    for name, probs in rows.items():
+        scores = ensemble_scores(test.labels, probs, prior)
+        if name == softened and temperature != 1.0:
+            scores["test_nll"] = None  # softened labels: their likelihood is not comparable
+        print(json.dumps({**common, "ensemble": name, **scores}))
+
+
+if __name__ == "__main__":
+    main()
