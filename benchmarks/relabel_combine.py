@@ -11,8 +11,8 @@ distance). "support" is scored at temperature 1 and at the fit's temperature (it
 on the temperature; "label-shift"'s does not).
 
 The teachers are a finished fit's (`fedkr simulate` or `fedkr bench`: the sites folder, the run
-id and its metrics.json or bench.json, as for `levers.py`); only the test split is loaded, and
-nothing trains.
+id and its metrics.json or bench.json, as for `levers.py`; a run that reused another's fit is
+followed to it); only the test split is scored, and nothing trains.
 
     python benchmarks/relabel_combine.py --data ../shared/data/medmnist/bloodmnist.npz --sites 4 \\
         --partition dirichlet:0.5 --sites-dir bench/sites --fit-run bench-seed0 --fit-reports bench/bench.json
@@ -26,11 +26,12 @@ import json
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
-from fedkr.client.site import load_teacher
+from fedkr.client.site import has_fit, load_teacher, run_models_dir
 from fedkr.server.relabel import combine_labels, label_shift_posterior, support_from_counts
 from fedkr.shared.classifier import predict_logits, probabilities
 from fedkr.shared.config import RunConfig
 from fedkr.shared.data import load_dataset
+from fedkr.shared.json_input import JSONInputError
 from fitted_run import add_fit_arguments, check_fit_arguments, fit_settings, read_fit_file
 
 
@@ -53,7 +54,6 @@ def main() -> None:
     check_fit_arguments(parser, args, settings)
     defaults = RunConfig()
     reports = saved.get("sites") or saved.get("fit") or {}
-    reports = reports.get("reports", reports)  # a bench progress file's fit holds its reports under "reports"
     sites = sorted(reports)
     if not sites:
         parser.error(f"{args.fit_reports}: no fit reports (a metrics.json or bench.json with 'sites' or 'fit')")
@@ -62,7 +62,16 @@ def main() -> None:
     temperature = float(settings.get("temperature", defaults.temperature))
     test = load_dataset(args.data, seed=int(settings.get("seed", defaults.seed)),
                         image_size=int(settings.get("image_size", defaults.image_size))).test
-    logits = [predict_logits(load_teacher(args.sites_dir / sid / "runs" / args.fit_run), test.images) for sid in sites]
+    teachers = []
+    for sid in sites:
+        try:
+            models = run_models_dir(args.sites_dir / sid, args.fit_run)[0]
+        except (ValueError, JSONInputError) as exc:
+            parser.error(f"{sid}: {exc}")
+        if not has_fit(models):
+            parser.error(f"{models} holds no fitted teacher and generator")
+        teachers.append(load_teacher(models))
+    logits = [predict_logits(teacher, test.images) for teacher in teachers]
     at_one = [probabilities(z, 1.0) for z in logits]
     at_t = [probabilities(z, temperature) for z in logits]
     support = support_from_counts(counts)
@@ -71,7 +80,7 @@ def main() -> None:
         print(json.dumps({**common, "ensemble": sid, **ensemble_scores(test.labels, probs, prior)}))
     softened = f"support, T={temperature:g}"
     rows = {"support, T=1": combine_labels(at_one, support), softened: combine_labels(at_t, support),
-            "label-shift": label_shift_posterior(at_one, support, 1.0)}
+            "label-shift": label_shift_posterior(at_one, counts, 1.0)}
     for name, probs in rows.items():
         scores = ensemble_scores(test.labels, probs, prior)
         if name == softened and temperature != 1.0:

@@ -34,7 +34,7 @@ from .intake import PlainIntake, SealedIntake
 from .keyring import CoordinatorKeys, load_coordinator_keys
 from .link import SiteLink
 from .pool import Pool
-from .relabel import class_support, combine_labels, label_shift_posterior
+from .relabel import class_counts, class_support, combine_labels, label_shift_posterior
 from .release import write_refusal, write_release
 from .student import pool_features, student_input_resolution, train_student
 
@@ -372,9 +372,9 @@ class Coordinator:
         try:
             if not names:
                 raise ValueError("no site relabelled the student's set")
-            probs, support = [answered[s] for s in names], class_support(record.active, names)
-            labels = (label_shift_posterior(probs, support, self.config.temperature)
-                      if self.config.relabel_combine == "label-shift" else combine_labels(probs, support))
+            probs = [answered[s] for s in names]
+            labels = (label_shift_posterior(probs, class_counts(record.active, names), self.config.temperature)
+                      if self.config.relabel_combine == "label-shift" else combine_labels(probs, class_support(record.active, names)))
         except ValueError as exc:
             log.warning("%s; the shards' own labels stay", exc)
         else:

@@ -21,12 +21,12 @@ import numpy as np
 
 from fedkr.shared.reports import FitReport
 
-_EVEN_SHARE = 1e-9
+_PRIOR_SHARE = 1e-18
 
 
 def class_support(reports: dict[str, FitReport], sites: list[str]) -> np.ndarray:
     """(sites, classes): each site's share of all contributing members of each class (columns sum to 1, or 0)."""
-    return support_from_counts(np.array([reports[sid].member_class_counts for sid in sites]))
+    return support_from_counts(class_counts(reports, sites))
 
 
 def support_from_counts(counts: np.ndarray) -> np.ndarray:
@@ -49,13 +49,17 @@ def combine_labels(probs: list[np.ndarray], support: np.ndarray) -> np.ndarray:
     return (mixed / rows).astype(np.float32)
 
 
-def label_shift_posterior(probs: list[np.ndarray], support: np.ndarray, temperature: float) -> np.ndarray:
+def class_counts(reports: dict[str, FitReport], sites: list[str]) -> np.ndarray:
+    """int64 (sites, classes): each site's members of each class, from its fit report, in `sites` order."""
+    return np.array([reports[sid].member_class_counts for sid in sites], dtype=np.int64)
+
+
+def label_shift_posterior(probs: list[np.ndarray], member_counts: np.ndarray, temperature: float) -> np.ndarray:
     """float32 (N, K) soft labels at `temperature`: the sites' posterior under the pooled members' class prior.
 
     `probs` holds one float (N, K) array per site, each site's teacher's `softmax(logits / T)` at
-    `temperature` T (what a relabel reply carries); `support` is float (sites, K), each site's share
-    of each class's members (`class_support`: p(s|k), columns summing to 1, or 0 for a class no site
-    holds).
+    `temperature` T (what a relabel reply carries); `member_counts` is int (sites, K), each site's
+    members of each class (`class_counts`), in the same site order.
 
     Assumes label shift: the sites' images of a class come from one distribution, and the sites
     differ only in their class mix (Saerens, Latinne and Decaestecker, "Adjusting the outputs of a
@@ -63,39 +67,57 @@ def label_shift_posterior(probs: list[np.ndarray], support: np.ndarray, temperat
     classifier for a new prior; here several classifiers, each trained under its own site's prior,
     are combined under the pooled prior). Then the pooled posterior is
     p(c|x) = sum_s a_s p_s(c|x), where a_s = p(s|x), the chance that an image like x is site s's, and
-    a_s = sum_k p(s|k) p(k|x). Together: a = G a with G[s, t] = sum_k support[s, k] p_t(k|x), a
-    column-stochastic (sites, sites) matrix per image whose positive entries make a unique; it is
-    solved exactly per image. The sites' probabilities are brought back to temperature 1 first
-    (p ∝ p_T ** T), restricted to the classes some site holds and renormalised; the result is
-    softened to `temperature` again, and a class no site holds gets 0.
+    a_s = sum_k p(s|k) p(k|x), with p(s|k) site s's share of class k's members (`support_from_counts`).
+    Together: a = G a with G[s, t] = sum_k p(s|k) p_t(k|x), a column-stochastic (sites, sites) matrix
+    per image; a is its stationary vector, computed by the Grassmann-Taksar-Heyman elimination, which
+    subtracts nothing and so stays accurate when G is nearly reducible (sites that share few classes;
+    Grassmann, Taksar and Heyman, Operations Research 33(5), 1985). A 1e-18 share of every column
+    goes to the sites in proportion to their members, p(s): where the images say nothing about the
+    site (sites with no class in common) that prior decides. The sites' probabilities are brought
+    back to temperature 1 first (p ∝ p_T ** T), restricted to the classes some site holds and
+    renormalised; the result is softened to `temperature` again, and a class no site holds gets 0.
 
     Raises:
-        ValueError: no site's probabilities; shapes that do not match; a temperature not > 0; no
-            class held by any site.
+        ValueError: no site's probabilities; shapes that do not match; negative counts; a temperature
+            not > 0; no member at any site.
     """
+    counts = np.asarray(member_counts, dtype=np.float64)
     if not probs:
         raise ValueError("no site labelled the images")
-    if support.shape != (len(probs), probs[0].shape[1]):
-        raise ValueError(f"support is {support.shape}, expected ({len(probs)}, {probs[0].shape[1]})")
+    if counts.shape != (len(probs), probs[0].shape[1]):
+        raise ValueError(f"member counts are {counts.shape}, expected ({len(probs)}, {probs[0].shape[1]})")
+    if (counts < 0).any():
+        raise ValueError("member counts must be >= 0")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    held = support.sum(axis=0) > 0
+    held = counts.sum(axis=0) > 0
     if not held.any():
-        raise ValueError("no site holds any class")
+        raise ValueError("no site holds any member")
+    support, site_prior = support_from_counts(counts)[:, held], counts.sum(axis=1) / counts.sum()
     at_one = np.stack([_power_normalised(np.asarray(p, dtype=np.float64)[:, held], temperature) for p in probs])
-    sites = len(probs)
-    responsibility_map = np.einsum("sk,tnk->nst", support[:, held], at_one)  # (N, S, S), columns sum to 1
-    # a 1e-9 share spread evenly keeps every entry positive (so a unique, solvable a) where a probability underflowed
-    responsibility_map = (1.0 - _EVEN_SHARE) * responsibility_map + _EVEN_SHARE / sites
-    system = responsibility_map - np.eye(sites)
-    system[:, -1, :] = 1.0  # replace one (redundant) equation by sum_s a_s = 1
-    rhs = np.zeros((len(system), sites, 1))
-    rhs[:, -1, 0] = 1.0
-    responsibilities = np.clip(np.linalg.solve(system, rhs)[..., 0], 0.0, None)
+    transitions = np.einsum("sk,tnk->nst", support, at_one)  # G per image, (N, S, S): columns sum to 1
+    transitions = (1.0 - _PRIOR_SHARE) * transitions + _PRIOR_SHARE * site_prior[None, :, None]
+    responsibilities = _stationary(np.swapaxes(transitions, 1, 2))  # G's columns are the chain's rows
     posterior = np.einsum("ns,snk->nk", responsibilities, at_one)
-    combined = np.zeros((len(posterior), support.shape[1]))
-    combined[:, held] = _power_normalised(np.clip(posterior, 1e-300, None), 1.0 / temperature)
+    combined = np.zeros((len(posterior), counts.shape[1]))
+    combined[:, held] = _power_normalised(posterior, 1.0 / temperature)
     return combined.astype(np.float32)
+
+
+def _stationary(rows: np.ndarray) -> np.ndarray:
+    """float64 (N, S) stationary distributions of N row-stochastic (S, S) matrices with positive entries,
+    by the Grassmann-Taksar-Heyman elimination (no subtraction: accurate for nearly reducible chains)."""
+    chain = rows.copy()
+    size = chain.shape[1]
+    for k in range(size - 1, 0, -1):
+        leaving = chain[:, k, :k].sum(axis=1)  # (N,): the rate from state k to the states below it
+        chain[:, :k, k] /= leaving[:, None]
+        chain[:, :k, :k] += chain[:, :k, k, None] * chain[:, k, None, :k]
+    weights = np.zeros(chain.shape[:2])
+    weights[:, 0] = 1.0
+    for k in range(1, size):
+        weights[:, k] = np.einsum("ni,ni->n", weights[:, :k], chain[:, :k, k])
+    return weights / weights.sum(axis=1, keepdims=True)
 
 
 def _power_normalised(probs: np.ndarray, power: float) -> np.ndarray:

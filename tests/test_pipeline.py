@@ -37,6 +37,7 @@ def test_release_bundle_complete_and_consistent(inprocess_run):
     assert metrics["pool_size_by_round"] == {"1": 600, "2": 600}
     assert set(metrics["audit"]["sites"]) == {"site-0", "site-1", "site-2"}
     assert metrics["relabelled_by"] == ["site-0", "site-1", "site-2"] and metrics["selection"] == "spectral"
+    assert metrics["relabel_combine"] == "support"
     for quality in metrics["synthesis_quality"].values():
         assert set(quality) == {"teacher_agreement", "rejection_rate", "precision", "recall"}
         assert all(0.0 <= v <= 1.0 for v in quality.values()), quality
@@ -313,6 +314,25 @@ def test_by_default_the_student_trains_on_every_pool_image_up_to_what_a_site_rel
         assert 4 * 10 <= len(student_set) <= limit < len(pool)
     assert (released.per_class() == 4).all() and set(released.source_index) <= set(student_set.source_index)
     assert record.relabelled_by == ["site-0", "site-1", "site-2"]
+
+
+def test_relabel_combine_chooses_how_the_sites_labels_are_combined(tmp_path, digits_sites, inprocess_run, monkeypatch):
+    """relabel-combine label-shift: the coordinator combines the sites' replies by `label_shift_posterior`, given
+    every answering site's member counts per class, and records the rule in its metrics (on the fit of `inprocess_run`)."""
+    coordinator, link, record = _coordinator_on_the_fit(tmp_path, digits_sites, inprocess_run, "label-shift",
+                                                        student_ipc=8, relabel_combine="label-shift")
+    coordinator.recycle(record, link)
+    coordinator.distill(record)
+    counts_given = []
+    original = coordinator_module.label_shift_posterior
+    monkeypatch.setattr(coordinator_module, "label_shift_posterior",
+                        lambda probs, counts, temperature: counts_given.append(counts) or original(probs, counts, temperature))
+    monkeypatch.setattr(coordinator_module, "combine_labels", lambda *a, **k: pytest.fail("the support rule ran"))
+    coordinator.relabel(record, link)
+    expected = np.array([record.fit.reports[sid].member_class_counts for sid in ("site-0", "site-1", "site-2")])
+    assert len(counts_given) == 1 and np.array_equal(counts_given[0], expected)
+    assert record.relabelled_by == ["site-0", "site-1", "site-2"]
+    assert np.allclose(record.student_set.soft_labels.sum(1), 1.0, atol=1e-5)
 
 
 def test_student_ipc_trains_the_student_on_a_larger_set_than_the_release_holds(tmp_path, digits_sites, inprocess_run,

@@ -134,13 +134,12 @@ def test_label_shift_posterior_is_the_pooled_posterior_and_support_weighting_is_
     from fedkr.server.relabel import label_shift_posterior, support_from_counts
 
     counts, site_probs, pooled = _label_shift_case()
-    support = support_from_counts(counts)
     temperature = 4.0
     replies = [_soften(p, temperature).astype(np.float32) for p in site_probs]
-    combined = label_shift_posterior(replies, support, temperature)
+    combined = label_shift_posterior(replies, counts.astype(int), temperature)
     assert combined.dtype == np.float32 and combined.shape == pooled.shape
     assert np.abs(combined - _soften(pooled, temperature)).max() < 1e-4
-    support_rule = combine_labels(replies, support)
+    support_rule = combine_labels(replies, support_from_counts(counts))
     assert np.abs(support_rule - _soften(pooled, temperature)).max() > 0.02
 
 
@@ -149,8 +148,8 @@ def test_label_shift_posterior_of_one_site_is_its_own_label_and_a_class_nobody_h
 
     rng = np.random.default_rng(1)
     own = rng.dirichlet(np.ones(3), size=5).astype(np.float32)
-    assert np.allclose(label_shift_posterior([own], np.array([[1.0, 1.0, 1.0]]), 2.0), own, atol=1e-5)
-    held_two = label_shift_posterior([own, own], np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), 2.0)
+    assert np.allclose(label_shift_posterior([own], np.array([[3, 1, 2]]), 2.0), own, atol=1e-5)
+    held_two = label_shift_posterior([own, own], np.array([[4, 0, 0], [0, 9, 0]]), 2.0)
     assert np.all(held_two[:, 2] == 0) and np.allclose(held_two.sum(1), 1.0, atol=1e-6)
     assert np.allclose(held_two[:, :2], own[:, :2] / own[:, :2].sum(1, keepdims=True), atol=1e-5)
 
@@ -159,8 +158,22 @@ def test_label_shift_posterior_refuses_bad_input():
     from fedkr.server.relabel import label_shift_posterior
 
     probs = [np.full((2, 3), 1 / 3, np.float32)]
-    for args, match in (([], "no site"), (probs, "support is"), (probs, "temperature"), (probs, "no site holds")):
-        support = {"support is": np.ones((2, 3)), "no site holds": np.zeros((1, 3))}.get(match, np.ones((1, 3)))
-        temperature = 0.0 if match == "temperature" else 1.0
+    cases = (([], np.ones((1, 3)), "no site"), (probs, np.ones((2, 3)), "member counts are"),
+             (probs, -np.ones((1, 3)), "must be >= 0"), (probs, np.ones((1, 3)), "temperature"),
+             (probs, np.zeros((1, 3)), "no site holds"))
+    for args, counts, match in cases:
         with pytest.raises(ValueError, match=match):
-            label_shift_posterior(args, support, temperature)
+            label_shift_posterior(args, counts, 0.0 if match == "temperature" else 1.0)
+
+
+def test_label_shift_posterior_stays_exact_for_sites_that_share_no_class():
+    """Nearly reducible: confident teachers at two sites with no class in common. The stationary vector of
+    G, computed without subtraction, still follows the tiny cross terms; with none, site size decides."""
+    from fedkr.server.relabel import label_shift_posterior
+
+    site_a = np.array([[1 - 1e-12, 1e-12]])
+    site_b = np.array([[1e-10, 1 - 1e-10]])
+    combined = label_shift_posterior([site_a, site_b], np.array([[5, 0], [0, 5]]), 1.0)
+    assert combined[0, 0] == pytest.approx(100 / 101, rel=1e-4)  # a_A / a_B = 1e-10 / 1e-12
+    blind = label_shift_posterior([np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])], np.array([[30, 0], [0, 10]]), 1.0)
+    assert blind[0] == pytest.approx([0.75, 0.25], abs=1e-6)
