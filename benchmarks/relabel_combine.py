@@ -1,13 +1,12 @@
 """Score the rules that combine the sites' soft labels (`relabel-combine`) as ensembles of a fit's teachers on the real test split.
 
 The coordinator labels the student's images with every site's teacher, combined by
-`server.relabel.combine_labels` ("support") or `server.relabel.label_shift_posterior`
-("label-shift"). The student learns those labels on synthetic images; the same ensemble on the
-real test split says how well each rule's labels match real images of known class. For each
-teacher and each rule this prints one JSON row: test accuracy, balanced accuracy, the negative
-log-likelihood of the true class (nats per image, at temperature 1: how calibrated the labels
-are) and the mean label against the members' pooled class prior (their total variation
-distance). "support" is scored at temperature 1 and at the fit's temperature (its argmax depends
+`server.relabel.combine` ("support" or "label-shift"). The student learns those labels on
+synthetic images; the same ensemble on the real test split says how well each rule's labels match
+real images of known class. For each teacher and each rule this prints one JSON row: test
+accuracy, balanced accuracy, the negative log-likelihood of the true class (nats per image, at
+temperature 1: how calibrated the labels are) and the mean label against the members' pooled
+class prior (their total variation distance). "support" is scored at temperature 1 and at the fit's temperature (its argmax depends
 on the temperature; "label-shift"'s does not).
 
 The teachers are a finished fit's (`fedkr simulate` or `fedkr bench`: the sites folder, the run
@@ -27,11 +26,12 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
 from fedkr.client.site import has_fit, load_teacher, run_models_dir
-from fedkr.server.relabel import combine_labels, label_shift_posterior, support_from_counts
+from fedkr.server.relabel import class_counts, combine
 from fedkr.shared.classifier import predict_logits, probabilities
 from fedkr.shared.config import RunConfig
 from fedkr.shared.data import load_dataset
 from fedkr.shared.json_input import JSONInputError
+from fedkr.shared.reports import FitReport
 from fitted_run import add_fit_arguments, check_fit_arguments, fit_settings, read_fit_file
 
 
@@ -57,7 +57,7 @@ def main() -> None:
     sites = sorted(reports)
     if not sites:
         parser.error(f"{args.fit_reports}: no fit reports (a metrics.json or bench.json with 'sites' or 'fit')")
-    counts = np.array([reports[sid]["member_class_counts"] for sid in sites], dtype=np.float64)
+    counts = class_counts({sid: FitReport.from_dict(reports[sid]) for sid in sites}, sites)
     prior = counts.sum(0) / counts.sum()
     temperature = float(settings.get("temperature", defaults.temperature))
     test = load_dataset(args.data, seed=int(settings.get("seed", defaults.seed)),
@@ -74,13 +74,12 @@ def main() -> None:
     logits = [predict_logits(teacher, test.images) for teacher in teachers]
     at_one = [probabilities(z, 1.0) for z in logits]
     at_t = [probabilities(z, temperature) for z in logits]
-    support = support_from_counts(counts)
     common = {"data": args.data, "fit_run": args.fit_run, "test_images": len(test.labels), "temperature": temperature}
     for sid, probs in zip(sites, at_one, strict=True):
         print(json.dumps({**common, "ensemble": sid, **ensemble_scores(test.labels, probs, prior)}))
     softened = f"support, T={temperature:g}"
-    rows = {"support, T=1": combine_labels(at_one, support), softened: combine_labels(at_t, support),
-            "label-shift": label_shift_posterior(at_one, counts, 1.0)}
+    rows = {"support, T=1": combine(at_one, counts, "support", 1.0), softened: combine(at_t, counts, "support", temperature),
+            "label-shift": combine(at_one, counts, "label-shift", 1.0)}
     for name, probs in rows.items():
         scores = ensemble_scores(test.labels, probs, prior)
         if name == softened and temperature != 1.0:

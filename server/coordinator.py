@@ -34,7 +34,7 @@ from .intake import PlainIntake, SealedIntake
 from .keyring import CoordinatorKeys, load_coordinator_keys
 from .link import SiteLink
 from .pool import Pool
-from .relabel import class_counts, class_support, combine_labels, label_shift_posterior
+from .relabel import class_counts, class_support, combine
 from .release import write_refusal, write_release
 from .student import pool_features, student_input_resolution, train_student
 
@@ -373,8 +373,7 @@ class Coordinator:
             if not names:
                 raise ValueError("no site relabelled the student's set")
             probs = [answered[s] for s in names]
-            labels = (label_shift_posterior(probs, class_counts(record.active, names), self.config.temperature)
-                      if self.config.relabel_combine == "label-shift" else combine_labels(probs, class_support(record.active, names)))
+            labels = combine(probs, class_counts(record.active, names), self.config.relabel_combine, self.config.temperature)
         except ValueError as exc:
             log.warning("%s; the shards' own labels stay", exc)
         else:

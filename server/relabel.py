@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedkr.shared.config import RELABEL_COMBINES
 from fedkr.shared.reports import FitReport
 
 _PRIOR_SHARE = 1e-18
@@ -36,12 +37,46 @@ def support_from_counts(counts: np.ndarray) -> np.ndarray:
     return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
 
 
-def combine_labels(probs: list[np.ndarray], support: np.ndarray) -> np.ndarray:
-    """Support-weighted mixture per class of the sites' probabilities, rows renormalised (float32)."""
+def combine(probs: list[np.ndarray], member_counts: np.ndarray, rule: str, temperature: float) -> np.ndarray:
+    """float32 (N, K) soft labels: the sites' probabilities combined by `rule`, one of `RELABEL_COMBINES`.
+
+    `probs` holds one float (N, K) array per site (a relabel reply: the teacher's softmax at
+    `temperature`), `member_counts` int (sites, K) each site's members of each class (`class_counts`),
+    in the same site order. "support": `combine_labels` on `support_from_counts(member_counts)`;
+    "label-shift": `label_shift_posterior`.
+
+    Raises:
+        ValueError: an unknown rule, and what the rule's function raises.
+    """
+    if rule == "label-shift":
+        return label_shift_posterior(probs, member_counts, temperature)
+    if rule == "support":
+        return combine_labels(probs, support_from_counts(member_counts))
+    raise ValueError(f"relabel-combine must be one of {', '.join(RELABEL_COMBINES)}, got {rule!r}")
+
+
+def _checked_counts(probs: list[np.ndarray], per_site_class: np.ndarray, what: str = "member counts") -> np.ndarray:
+    """`per_site_class` as float64 once it is (sites, K) for `probs`' sites and classes and non-negative."""
     if not probs:
         raise ValueError("no site labelled the images")
-    if support.shape != (len(probs), probs[0].shape[1]):
-        raise ValueError(f"support is {support.shape}, expected ({len(probs)}, {probs[0].shape[1]})")
+    matrix = np.asarray(per_site_class, dtype=np.float64)
+    if matrix.shape != (len(probs), probs[0].shape[1]):
+        raise ValueError(f"{what} are {matrix.shape}, expected ({len(probs)}, {probs[0].shape[1]})")
+    if (matrix < 0).any():
+        raise ValueError(f"{what} must be >= 0")
+    return matrix
+
+
+def combine_labels(probs: list[np.ndarray], support: np.ndarray) -> np.ndarray:
+    """Support-weighted mixture per class of the sites' probabilities, rows renormalised (float32).
+
+    `probs`: one float (N, K) array per site; `support`: float (sites, K) shares (`support_from_counts`).
+
+    Raises:
+        ValueError: no site's probabilities; shapes that do not match; a negative share; a row that no
+            site gave any probability.
+    """
+    support = _checked_counts(probs, support, "support shares")
     mixed = sum(w[None, :] * p for w, p in zip(support, probs, strict=True))
     rows = mixed.sum(axis=1, keepdims=True)
     if (rows <= 0).any():
@@ -81,13 +116,7 @@ def label_shift_posterior(probs: list[np.ndarray], member_counts: np.ndarray, te
         ValueError: no site's probabilities; shapes that do not match; negative counts; a temperature
             not > 0; no member at any site.
     """
-    counts = np.asarray(member_counts, dtype=np.float64)
-    if not probs:
-        raise ValueError("no site labelled the images")
-    if counts.shape != (len(probs), probs[0].shape[1]):
-        raise ValueError(f"member counts are {counts.shape}, expected ({len(probs)}, {probs[0].shape[1]})")
-    if (counts < 0).any():
-        raise ValueError("member counts must be >= 0")
+    counts = _checked_counts(probs, member_counts)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     held = counts.sum(axis=0) > 0
@@ -121,7 +150,11 @@ def _stationary(rows: np.ndarray) -> np.ndarray:
 
 
 def _power_normalised(probs: np.ndarray, power: float) -> np.ndarray:
-    """float64 (N, K) rows of `probs ** power`, renormalised (in log space: a temperature change)."""
+    """float64 (N, K) rows of `probs ** power`, renormalised (in log space: a temperature change).
+
+    Not `fedkr.shared.classifier.probabilities`: that softens logits into float32 labels, while this
+    re-tempers probabilities in float64, where `label_shift_posterior`'s elimination needs
+    the precision (shares of 1e-18)."""
     logs = power * np.log(np.clip(probs, 1e-300, None))
     logs -= logs.max(axis=1, keepdims=True)
     raised = np.exp(logs)

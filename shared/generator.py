@@ -249,7 +249,6 @@ class ClassConditionalDiffusion:
         Raises ValueError for zero images, for private training of an already trained generator
         (the accounting covers one run from fresh weights), and as `make_private_training`.
         """
-        cfg = self.config
         num_examples = int(images.shape[0])
         if num_examples == 0:
             raise ValueError("cannot train a generator on zero images")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fedkr.server import coordinator as coordinator_module
+from fedkr.server import relabel as relabel_module
 from fedkr.server.coordinator import Coordinator
 from fedkr.inprocess import InProcessLink
 from fedkr.shared import codec
@@ -324,10 +325,10 @@ def test_relabel_combine_chooses_how_the_sites_labels_are_combined(tmp_path, dig
     coordinator.recycle(record, link)
     coordinator.distill(record)
     counts_given = []
-    original = coordinator_module.label_shift_posterior
-    monkeypatch.setattr(coordinator_module, "label_shift_posterior",
+    original = relabel_module.label_shift_posterior
+    monkeypatch.setattr(relabel_module, "label_shift_posterior",
                         lambda probs, counts, temperature: counts_given.append(counts) or original(probs, counts, temperature))
-    monkeypatch.setattr(coordinator_module, "combine_labels", lambda *a, **k: pytest.fail("the support rule ran"))
+    monkeypatch.setattr(relabel_module, "combine_labels", lambda *a, **k: pytest.fail("the support rule ran"))
     coordinator.relabel(record, link)
     expected = np.array([record.fit.reports[sid].member_class_counts for sid in ("site-0", "site-1", "site-2")])
     assert len(counts_given) == 1 and np.array_equal(counts_given[0], expected)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fedkr.server.relabel import class_support, combine_labels, mix_drawn_class
+from fedkr.server.relabel import class_support, combine, combine_labels, label_shift_posterior, mix_drawn_class, support_from_counts
 from fedkr.shared.reports import FitReport, RelabelRequest, check_relabel, check_relabel_reply
 
 
@@ -32,7 +32,7 @@ def test_equal_support_is_the_plain_average():
 
 
 def test_shape_mismatch_is_refused():
-    with pytest.raises(ValueError, match="support is"):
+    with pytest.raises(ValueError, match="support shares are"):
         combine_labels([np.ones((2, 3), np.float32) / 3], np.ones((2, 3)))
 
 
@@ -177,3 +177,13 @@ def test_label_shift_posterior_stays_exact_for_sites_that_share_no_class():
     assert combined[0, 0] == pytest.approx(100 / 101, rel=1e-4)  # a_A / a_B = 1e-10 / 1e-12
     blind = label_shift_posterior([np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])], np.array([[30, 0], [0, 10]]), 1.0)
     assert blind[0] == pytest.approx([0.75, 0.25], abs=1e-6)
+
+
+def test_combine_applies_the_named_rule_and_refuses_an_unknown_one():
+    rng = np.random.default_rng(0)
+    probs = [rng.dirichlet(np.ones(3), size=5).astype(np.float32) for _ in range(2)]
+    counts = np.array([[10, 0, 3], [2, 8, 3]])
+    assert np.array_equal(combine(probs, counts, "support", 2.0), combine_labels(probs, support_from_counts(counts)))
+    assert np.array_equal(combine(probs, counts, "label-shift", 2.0), label_shift_posterior(probs, counts, 2.0))
+    with pytest.raises(ValueError, match="relabel-combine must be one of support, label-shift"):
+        combine(probs, counts, "mean", 2.0)
