@@ -4,6 +4,11 @@ The bench fits every site in one process, one after another, so its fit stage is
 measures the per-site figure a hospital would see, e.g. the largest BloodMNIST site:
 
     python benchmarks/fit_time.py --data ../shared/data/medmnist/bloodmnist.npz --profile full --site 0
+
+or one site of a given size, `--members` images drawn at random from the whole training split (the
+rest, up to the profile's holdout fraction, is its holdout):
+
+    python benchmarks/fit_time.py --data ../shared/data/medmnist/bloodmnist.npz --profile full --members 10000
 """
 
 from __future__ import annotations
@@ -11,13 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from fedkr.bench import load_bench_sites
 from fedkr.client.site import Site
+from fedkr.client.site_data import SiteData
 from fedkr.inprocess import InProcessLink
-from fedkr.shared.config import PROFILES
+from fedkr.shared.config import PROFILES, RunConfig
+from fedkr.shared.data import load_dataset
 from fedkr.shared.reports import FitPlan
 
 
@@ -28,24 +38,60 @@ def main() -> None:
     parser.add_argument("--site", type=int, default=0)
     parser.add_argument("--generator-steps", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=None, help="the working size in pixels [default: RunConfig's]")
+    parser.add_argument("--members", type=int, default=None,
+                        help="instead of a bench site: one site of this many members drawn from the whole training split")
+    parser.add_argument("--out", type=Path, default=None, help="also write the result here as JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = PROFILES[args.profile].run_config(data=args.data, generator_steps=args.generator_steps, image_size=args.image_size,
                                                  run_id="fit-time")
-    site_data, _ = load_bench_sites(config)
-    if not 0 <= args.site < len(site_data):
-        parser.error(f"--site must be between 0 and {len(site_data) - 1} for the {args.profile} profile")
+    if args.members is not None:
+        try:
+            data, site_id = sized_site(config, args.members), f"site-of-{args.members}"
+        except ValueError as exc:
+            parser.error(str(exc))
+    else:
+        site_data, _ = load_bench_sites(config)
+        if not 0 <= args.site < len(site_data):
+            parser.error(f"--site must be between 0 and {len(site_data) - 1} for the {args.profile} profile")
+        data, site_id = site_data[args.site], f"site-{args.site}"
     plan = FitPlan(run_id="fit-time", teacher=config.teacher_config(), generator=config.generator_config())
     with tempfile.TemporaryDirectory() as state:
-        site = Site(f"site-{args.site}", site_data[args.site], Path(state), device=config.device)
+        site = Site(site_id, data, Path(state), device=config.device)
         report = InProcessLink([site]).fit(plan)[site.site_id]
     if isinstance(report, Exception):
         raise SystemExit(f"error: {site.site_id} did not fit: {report}")
-    print(json.dumps({"site": site.site_id, "members": report.num_members, "image_shape": list(report.image_shape),
-                      "teacher_seconds": round(report.teacher_seconds, 1),
-                      "generator_seconds": round(report.generator_seconds, 1),
-                      "fit_seconds": round(report.teacher_seconds + report.generator_seconds, 1),
-                      "teacher_holdout_accuracy": round(report.teacher_holdout_accuracy, 4)}))
+    result = {"site": site.site_id, "members": report.num_members, "holdout": report.num_holdout,
+              "image_shape": list(report.image_shape), "teacher_epochs": config.teacher_epochs,
+              "generator_steps": config.generator_steps,
+              "teacher_seconds": round(report.teacher_seconds, 1),
+              "generator_seconds": round(report.generator_seconds, 1),
+              "fit_seconds": round(report.teacher_seconds + report.generator_seconds, 1),
+              "teacher_holdout_accuracy": round(report.teacher_holdout_accuracy, 4), "commit": _commit()}
+    print(json.dumps(result))
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def sized_site(config: RunConfig, members: int) -> SiteData:
+    """One site of `members` images drawn at random (seeded by the run's seed) from the training split,
+    and a holdout of the rest, at most the profile's holdout fraction of the site.
+
+    Raises ValueError when `members` is not positive or leaves no holdout image of the split."""
+    train = load_dataset(config.data, seed=config.seed, image_size=config.image_size).train
+    if not 0 < members < len(train):
+        raise ValueError(f"--members must be between 1 and {len(train) - 1} (the training split holds {len(train)} images)")
+    order = np.random.default_rng(config.seed).permutation(len(train))
+    holdout = min(len(train) - members, round(members * config.holdout_fraction / (1 - config.holdout_fraction)))
+    return SiteData(members=train.subset(order[:members]), holdout=train.subset(order[members:members + holdout]))
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 if __name__ == "__main__":
