@@ -16,15 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fedkr.bench import load_bench_sites
 from fedkr.client.site import Site
-from fedkr.client.site_data import SiteData
+from fedkr.client.site_data import MIN_HOLDOUT, MIN_MEMBERS, SiteData
 from fedkr.inprocess import InProcessLink
 from fedkr.shared.config import PROFILES, RunConfig
 from fedkr.shared.data import load_dataset
@@ -35,10 +37,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--profile", default="full", choices=sorted(PROFILES))
-    parser.add_argument("--site", type=int, default=0)
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--site", type=int, default=0, help="the bench site to time [default: 0]")
     parser.add_argument("--generator-steps", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=None, help="the working size in pixels [default: RunConfig's]")
-    parser.add_argument("--members", type=int, default=None,
+    which.add_argument("--members", type=int, default=None,
                         help="instead of a bench site: one site of this many members drawn from the whole training split")
     parser.add_argument("--out", type=Path, default=None, help="also write the result here as JSON")
     args = parser.parse_args()
@@ -67,28 +70,32 @@ def main() -> None:
               "teacher_seconds": round(report.teacher_seconds, 1),
               "generator_seconds": round(report.generator_seconds, 1),
               "fit_seconds": round(report.teacher_seconds + report.generator_seconds, 1),
-              "teacher_holdout_accuracy": round(report.teacher_holdout_accuracy, 4), "commit": _commit()}
+              "teacher_holdout_accuracy": round(report.teacher_holdout_accuracy, 4), "commit": _commit(),
+              "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
     print(json.dumps(result))
     if args.out is not None:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 def sized_site(config: RunConfig, members: int) -> SiteData:
-    """One site of `members` images drawn at random (seeded by the run's seed) from the training split,
-    and a holdout of the rest, at most the profile's holdout fraction of the site.
+    """One site of `members` images drawn at random (seeded by the run's seed; not stratified, unlike a
+    bench site's split) from the training split, and a holdout of the rest, at most the profile's
+    holdout fraction of the site.
 
-    Raises ValueError when `members` is not positive or leaves no holdout image of the split."""
+    Raises ValueError (or `DataError`, a ValueError, for data fedkr cannot load) when the site would
+    have fewer members or holdout images than a site needs (`MIN_MEMBERS`, `MIN_HOLDOUT`)."""
     train = load_dataset(config.data, seed=config.seed, image_size=config.image_size).train
-    if not 0 < members < len(train):
-        raise ValueError(f"--members must be between 1 and {len(train) - 1} (the training split holds {len(train)} images)")
-    order = np.random.default_rng(config.seed).permutation(len(train))
     holdout = min(len(train) - members, round(members * config.holdout_fraction / (1 - config.holdout_fraction)))
+    if members < MIN_MEMBERS or holdout < MIN_HOLDOUT:
+        raise ValueError(f"--members must be between {MIN_MEMBERS} and {len(train) - MIN_HOLDOUT}, with at least "
+                         f"{MIN_HOLDOUT} holdout images left of the {len(train)} training images")
+    order = np.random.default_rng(config.seed).permutation(len(train))
     return SiteData(members=train.subset(order[:members]), holdout=train.subset(order[members:members + holdout]))
 
 
 def _commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=True,
                               cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -6,8 +6,8 @@ synthetic images; the same ensemble on the real test split says how well each ru
 real images of known class. For each teacher and each rule this prints one JSON row: test
 accuracy, balanced accuracy, the negative log-likelihood of the true class (nats per image, at
 temperature 1: how calibrated the labels are) and the mean label against the members' pooled
-class prior (their total variation distance). "support" is scored at temperature 1 and at the fit's temperature (its argmax depends
-on the temperature; "label-shift"'s does not).
+class prior (their total variation distance). "support" is scored at temperature 1 and at the
+fit's temperature (its argmax depends on the temperature; "label-shift"'s does not).
 
 The teachers are a finished fit's (`fedkr simulate` or `fedkr bench`: the sites folder, the run
 id and its metrics.json or bench.json, as for `levers.py`; a run that reused another's fit is

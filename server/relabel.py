@@ -46,17 +46,20 @@ def combine(probs: list[np.ndarray], member_counts: np.ndarray, rule: str, tempe
     "label-shift": `label_shift_posterior`.
 
     Raises:
-        ValueError: an unknown rule, and what the rule's function raises.
+        ValueError: no site's probabilities; member counts of the wrong shape or negative; an unknown
+            rule; and what the rule's function raises.
     """
+    counts = _checked_counts(probs, member_counts)
     if rule == "label-shift":
-        return label_shift_posterior(probs, member_counts, temperature)
+        return label_shift_posterior(probs, counts, temperature)
     if rule == "support":
-        return combine_labels(probs, support_from_counts(member_counts))
+        return combine_labels(probs, support_from_counts(counts))
     raise ValueError(f"relabel-combine must be one of {', '.join(RELABEL_COMBINES)}, got {rule!r}")
 
 
 def _checked_counts(probs: list[np.ndarray], per_site_class: np.ndarray, what: str = "member counts") -> np.ndarray:
-    """`per_site_class` as float64 once it is (sites, K) for `probs`' sites and classes and non-negative."""
+    """`per_site_class` (counts or shares) as float64 once it is (sites, K) for `probs`' sites and classes
+    and non-negative; `what` names it in the error."""
     if not probs:
         raise ValueError("no site labelled the images")
     matrix = np.asarray(per_site_class, dtype=np.float64)
