@@ -25,7 +25,8 @@ true labels instead (the bench's centralized figure, for scale).
   (`dp_fedavg_scatter_teacher.py --label-images POOL.npz --image-logits FILE.npz`); there an
   image's label is the class it was drawn for. Per-site teachers' files (`dp_scatter_teacher.py
   --image-logits`, one per site, each with the site's member class counts) are combined as the
-  coordinator combines them (`server.relabel.combine_labels`). `--drawn-class-weight W` mixes the
+  coordinator combines them by default (`server.relabel.combine_labels`, `relabel-combine`
+  "support"). `--drawn-class-weight W` mixes the
   one-hot drawn class into those labels as the product's `drawn-class-weight` does.
 
 It prints one JSON row: the student's test accuracy and balanced accuracy, the teacher's
@@ -96,8 +97,8 @@ def read_teacher_logits(path: str) -> TeacherLogits:
 
 def teacher_targets(files: list[TeacherLogits], temperature: float) -> np.ndarray:
     """float32 (N, K) soft labels: softmax(logits / T) of one teacher's file, or per-site teachers' files
-    (those holding member class counts) combined as the coordinator combines them
-    (`server.relabel.combine_labels`: each class's probability from the sites in proportion to
+    (those holding member class counts) combined as the coordinator does by default
+    (`server.relabel.combine_labels`, "support": each class's probability from the sites in proportion to
     their members of it)."""
     probs = [probabilities(f.logits, temperature) for f in files]
     if files[0].member_class_counts is None:

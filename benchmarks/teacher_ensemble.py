@@ -1,7 +1,8 @@
 """Score the sites' teachers together as the coordinator combines them: the support-weighted ensemble on the test split.
 
-The coordinator labels every distilled image with `server.relabel.combine_labels`: each class's
-probability comes from the sites in proportion to their members of that class. The student
+The coordinator labels every distilled image by its default rule (`relabel-combine` "support",
+`server.relabel.combine_labels`): each class's probability comes from the sites in proportion to
+their members of that class (`benchmarks/relabel_combine.py` scores both rules). The student
 learns those labels on synthetic images, so the same ensemble on the real test split is a
 ceiling on what the teachers can teach it. `dp_teacher.py` and `dp_scatter_teacher.py` write
 each site's teacher's test probabilities with `--test-probabilities FILE.npz`; this script reads
