@@ -100,7 +100,7 @@ class RunConfig:
     #: the sites in proportion to their members of it) or "label-shift" (the posterior under the pooled
     #: members' class prior, exact when the sites differ only in their class mix). label-shift's labels are
     #: better calibrated on real test images (NLL 0.303 to 0.196 on BloodMNIST) but its students scored
-    #: 0.816 against 0.823 on BreastMNIST and 0.884 against 0.888 on BloodMNIST, three seeds each
+    #: 0.816 against 0.823 on BreastMNIST and 0.883 against 0.888 on BloodMNIST, three seeds each
     #: (docs/audit.md, "How the sites' labels are combined").
     relabel_combine: str = "support"
     oversample: float = 1.5
