@@ -54,11 +54,15 @@ def main() -> None:
         except ValueError as exc:
             parser.error(str(exc))
     else:
-        site_data, _ = load_bench_sites(config)
+        try:
+            site_data, _ = load_bench_sites(config)
+        except ValueError as exc:  # DataError: data fedkr cannot load
+            parser.error(str(exc))
         if not 0 <= args.site < len(site_data):
             parser.error(f"--site must be between 0 and {len(site_data) - 1} for the {args.profile} profile")
         data, site_id = site_data[args.site], f"site-{args.site}"
-    plan = FitPlan(run_id="fit-time", teacher=config.teacher_config(), generator=config.generator_config())
+    plan = FitPlan(run_id="fit-time", teacher=config.teacher_config(), generator=config.generator_config(),
+                   teacher_resample=config.teacher_resample)
     with tempfile.TemporaryDirectory() as state:
         site = Site(site_id, data, Path(state), device=config.device)
         report = InProcessLink([site]).fit(plan)[site.site_id]

@@ -32,7 +32,7 @@ from fedkr.shared.classifier import (
 )
 from fedkr.shared.device import describe, resolve_device
 from fedkr.shared.dp import DPConfig, DPReport
-from fedkr.shared.generator_kinds import SiteGenerator, build_generator, load_generator
+from fedkr.shared.generator_kinds import SiteGenerator, build_generator, generator_resolution, load_generator
 from fedkr.shared.reports import (
     AuditCandidate,
     FitPlan,
@@ -122,6 +122,16 @@ def run_dir(state_dir: Path, run_id: str) -> Path:
     Raises `ValueError` for an invalid run id (`fedkr.shared.reports.check_run_id`).
     """
     return Path(state_dir) / "runs" / check_run_id(run_id)
+
+
+def teacher_input_resolution(plan: FitPlan, image_shape: tuple[int, int, int]) -> int:
+    """The teacher's `ClassifierConfig.input_resolution` (px) under `plan` for uint8 (H, W, C) members: the
+    generator's working resolution where the plan asks the teacher to resample (`FitPlan.teacher_resample`)
+    and that resolution is below the images' smaller side, else 0 (off)."""
+    if not plan.teacher_resample:
+        return 0
+    resolution = generator_resolution(plan.generator, image_shape)
+    return resolution if resolution < min(image_shape[:2]) else 0
 
 
 def has_fit(directory: Path) -> bool:
@@ -239,7 +249,8 @@ class Site:
         for cls in np.flatnonzero(counts == 0):
             log.warning("%s: class %d (%s) has no member images here", self.site_id, cls, members.class_names[cls])
         h, w, c = members.image_shape
-        teacher = build_classifier(ClassifierConfig(c, h, w, members.num_classes, plan.teacher_channels), plan.teacher.seed)
+        teacher = build_classifier(ClassifierConfig(c, h, w, members.num_classes, plan.teacher_channels,
+                                                    teacher_input_resolution(plan, members.image_shape)), plan.teacher.seed)
         teacher_dp, generator_dp = split_budget(plan.dp, len(members))
         log.info("%s: fit on %s", self.site_id, describe(self.device))
         started = time.perf_counter()

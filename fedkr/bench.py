@@ -249,12 +249,13 @@ _REUSED_GENERATOR_SCHEMA = {
 
 #: Settings that shape the sites' models (their data's working size, teacher and generator training):
 #: a fit reused for the later stages fixes them (`ReusedFit`, benchmarks/levers.py).
-FIT_SETTINGS = ("teacher_epochs", "image_size", "generator_kind", "generator_steps", "generator_resolution",
+FIT_SETTINGS = ("teacher_epochs", "teacher_resample", "image_size", "generator_kind", "generator_steps", "generator_resolution",
                 "generator_channels", "generator_batch", "generator_noise_multiplicity", "generator_hflip",
                 "dp_epsilon", "dp_delta", "dp_max_grad_norm", "dp_models")
 
 #: Settings in FIT_SETTINGS that runs made before them do not record, with the value those runs had.
-FIT_SETTINGS_ADDED_LATER = {"generator_noise_multiplicity": 1, "generator_kind": "diffusion", "image_size": 32}
+FIT_SETTINGS_ADDED_LATER = {"generator_noise_multiplicity": 1, "generator_kind": "diffusion", "image_size": 32,
+                            "teacher_resample": False}
 
 
 @dataclass(frozen=True)

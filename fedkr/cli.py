@@ -178,6 +178,7 @@ def simulate(
     generator_steps: Annotated[int | None, typer.Option(help="Generator training steps per site (a dp-merf generator's decoder steps)." + _d("generator_steps"))] = None,
     generator_guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale the sites sample with: higher draws images their teacher recognises more often, at twice the sampling cost (1: none)." + _d("generator_guidance"))] = None,
     teacher_epochs: Annotated[int | None, typer.Option(help="Teacher training epochs." + _d("teacher_epochs"))] = None,
+    teacher_resample: Annotated[bool | None, typer.Option("--teacher-resample/--no-teacher-resample", help="Have every site's teacher resample its inputs to the site's generator resolution and back, so that it learns the members at the detail of the synthetic images it labels." + _d("teacher_resample"))] = None,
     student_epochs: Annotated[int | None, typer.Option(help="Student training epochs on its set (see student-ipc)." + _d("student_epochs"))] = None,
     temperature: Annotated[float | None, typer.Option(help="Soft-label temperature." + _d("temperature"))] = None,
     audit_max_auc: Annotated[float | None, typer.Option(help="Release only if, at every site, every attack on the student has an AUC upper 95% bound at most this." + _d("audit_max_auc"))] = None,
@@ -201,7 +202,7 @@ def simulate(
                      drawn_class_weight=drawn_class_weight, holdout_fraction=holdout_fraction, out=None if out is None else str(out), seed=seed,
                      image_size=image_size, generator_kind=generator_kind, generator_steps=generator_steps,
                      generator_guidance=generator_guidance,
-                     teacher_epochs=teacher_epochs, student_epochs=student_epochs, temperature=temperature,
+                     teacher_epochs=teacher_epochs, teacher_resample=teacher_resample, student_epochs=student_epochs, temperature=temperature,
                      audit_max_auc=audit_max_auc, audit_max_tpr=audit_max_tpr,
                      audit_max_distance_auc=audit_max_distance_auc, audit_max_generator_auc=audit_max_generator_auc,
                      audit_min_utility=audit_min_utility,
@@ -379,6 +380,7 @@ def bench(
     relabel: Annotated[bool | None, typer.Option("--relabel/--no-relabel", help="Have every site's teacher relabel fedkr's student's set; off, no relabel reply is sent (nor attacked in the coordinator view) \\[default: the profile's].")] = None,
     relabel_combine: Annotated[str | None, typer.Option(help="How fedkr combines the sites' soft labels: 'support' or 'label-shift' \\[default: the profile's].")] = None,
     student_resample: Annotated[bool | None, typer.Option("--student-resample/--no-student-resample", help="Have fedkr's student (and the naive-pooling student, trained on the same synthetic images) resample every input to the generators' resolution and back \\[default: the profile's].")] = None,
+    teacher_resample: Annotated[bool | None, typer.Option("--teacher-resample/--no-teacher-resample", help="Have every site's teacher resample its inputs to the site's generator resolution and back \\[default: the profile's].")] = None,
     reuse_fit: Annotated[Path | None, typer.Option(help="A finished `fedkr simulate` run folder (runs/<id>), or a `fedkr bench` "
                                                    "one (OUT/runs/bench-seed0), on the same data, partition and budgets, "
                                                    "whose sites' models to reuse instead of fitting.")] = None,
@@ -395,7 +397,7 @@ def bench(
     setup_logging(verbose)
     config = _config(profile, data=data, sites=sites, partition=partition, generator_steps=generator_steps, ipc=ipc,
                      generator_guidance=generator_guidance, drawn_class_weight=drawn_class_weight, relabel=relabel,
-                     relabel_combine=relabel_combine, student_resample=student_resample)
+                     relabel_combine=relabel_combine, student_resample=student_resample, teacher_resample=teacher_resample)
     try:
         settings = PROFILES[profile].bench_settings(seeds=seeds)
     except (TypeError, ValueError) as exc:

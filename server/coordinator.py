@@ -236,7 +236,7 @@ class Coordinator:
         started = time.perf_counter()
         plan = FitPlan(run_id=cfg.run_id, teacher=cfg.teacher_config(), generator=cfg.generator_config(), dp=cfg.dp_config(),
                        samples_per_class=cfg.samples_per_class, min_class_members=cfg.min_class_members,
-                       reference_models=cfg.audit_reference_models)
+                       reference_models=cfg.audit_reference_models, teacher_resample=cfg.teacher_resample)
         replies = link.fit(plan)
         reports = {sid: r for sid, r in replies.items() if isinstance(r, FitReport)}
         failed = {sid: _one_line(r) for sid, r in replies.items() if not isinstance(r, FitReport)}

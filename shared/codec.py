@@ -208,7 +208,7 @@ def encode_fit_plan(plan: FitPlan) -> bytes:
         generator_json=json.dumps(plan.generator.to_dict()), teacher_channels=plan.teacher_channels,
         dp_json="" if plan.dp is None else json.dumps(plan.dp.to_dict()),
         samples_per_class=plan.samples_per_class, min_class_members=plan.min_class_members,
-        reference_models=plan.reference_models,
+        reference_models=plan.reference_models, teacher_resample=plan.teacher_resample,
     ))
 
 
@@ -228,7 +228,7 @@ def decode_fit_plan(data: bytes, *, max_bytes: int = MAX_PLAN_BYTES) -> FitPlan:
             "teacher_channels": message.teacher_channels,
             "dp": _json_object(message.dp_json, "DP settings", MAX_CONFIG_JSON) if message.dp_json else None,
             "samples_per_class": message.samples_per_class, "min_class_members": message.min_class_members,
-            "reference_models": message.reference_models,
+            "reference_models": message.reference_models, "teacher_resample": message.teacher_resample,
         })
     except RefusedDPSetting as exc:  # fedkr's own words, not the body's: safe to repeat
         names = getattr(exc, "names", ())

@@ -158,6 +158,10 @@ class RunConfig:
     #: DDIM's eta the sites sample with (0: deterministic DDIM; 1: DDPM-like fresh noise at every step).
     generator_eta: float = 0.0
     teacher_epochs: int = 30
+    #: Whether every site's teacher resamples its inputs to the site's generator resolution and back
+    #: (`ClassifierConfig.input_resolution`), so that it learns the members at the detail the generator's
+    #: samples carry, which it labels, filters and relabels (`FitPlan.teacher_resample`).
+    teacher_resample: bool = False
     student_epochs: int = 40
     classifier_hflip: bool = False
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .generator import ClassConditionalDiffusion, GeneratorConfig
+from .generator import ClassConditionalDiffusion, GeneratorConfig, effective_resolution
 from .json_input import read_json_file
-from .mean_embedding import KIND as MERF_KIND, MeanEmbeddingGenerator
+from .mean_embedding import KIND as MERF_KIND, MeanEmbeddingGenerator, working_resolution
 
 #: Any generator a site may hold.
 SiteGenerator = ClassConditionalDiffusion | MeanEmbeddingGenerator
@@ -23,6 +23,15 @@ def build_generator(config: GeneratorConfig, num_classes: int, image_shape: tupl
     if config.kind == MERF_KIND:
         return MeanEmbeddingGenerator(config, num_classes, image_shape)
     return ClassConditionalDiffusion(config, num_classes, image_shape)
+
+
+def generator_resolution(config: GeneratorConfig, image_shape: tuple[int, int, int]) -> int:
+    """The resolution (px) a generator of `config.kind` draws at for uint8 (H, W, C) images, before it scales
+    its samples up to H x W: what `build_generator(config, ..., image_shape).size` will be, without building it."""
+    height, width = image_shape[:2]
+    if config.kind == MERF_KIND:
+        return working_resolution(config.resolution, height, width)
+    return effective_resolution(config.resolution, height, width, len(config.block_channels))
 
 
 def load_generator(directory: Path) -> SiteGenerator:

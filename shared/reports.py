@@ -43,6 +43,10 @@ class FitPlan:
     samples_per_class: int = 0
     min_class_members: int = 1
     reference_models: int = 0
+    #: Whether the teacher resamples every input to the generator's working resolution and back
+    #: (`ClassifierConfig.input_resolution`), so that it learns the members at the detail its generator's
+    #: samples carry (`RunConfig.teacher_resample`).
+    teacher_resample: bool = False
 
     def shard_images(self, member_class_counts: tuple[int, ...] | list[int]) -> int:
         """The images one shard will ask of a site holding `member_class_counts` members per class."""
@@ -58,6 +62,7 @@ class FitPlan:
             "samples_per_class": self.samples_per_class,
             "min_class_members": self.min_class_members,
             "reference_models": self.reference_models,
+            "teacher_resample": self.teacher_resample,
         }
 
     @classmethod
@@ -71,6 +76,7 @@ class FitPlan:
             samples_per_class=int(data.get("samples_per_class", 0)),
             min_class_members=max(1, int(data.get("min_class_members", 1))),
             reference_models=int(data.get("reference_models", 0)),
+            teacher_resample=bool(data.get("teacher_resample", False)),
         )
 
 

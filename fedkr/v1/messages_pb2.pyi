@@ -17,7 +17,7 @@ class Envelope(_message.Message):
     def __init__(self, version: _Optional[int] = ..., kind: _Optional[str] = ..., body: _Optional[bytes] = ...) -> None: ...
 
 class FitPlan(_message.Message):
-    __slots__ = ("run_id", "teacher_json", "generator_json", "teacher_channels", "dp_json", "samples_per_class", "min_class_members", "reference_models")
+    __slots__ = ("run_id", "teacher_json", "generator_json", "teacher_channels", "dp_json", "samples_per_class", "min_class_members", "reference_models", "teacher_resample")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     TEACHER_JSON_FIELD_NUMBER: _ClassVar[int]
     GENERATOR_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,7 @@ class FitPlan(_message.Message):
     SAMPLES_PER_CLASS_FIELD_NUMBER: _ClassVar[int]
     MIN_CLASS_MEMBERS_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_MODELS_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_RESAMPLE_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     teacher_json: str
     generator_json: str
@@ -34,7 +35,8 @@ class FitPlan(_message.Message):
     samples_per_class: int
     min_class_members: int
     reference_models: int
-    def __init__(self, run_id: _Optional[str] = ..., teacher_json: _Optional[str] = ..., generator_json: _Optional[str] = ..., teacher_channels: _Optional[int] = ..., dp_json: _Optional[str] = ..., samples_per_class: _Optional[int] = ..., min_class_members: _Optional[int] = ..., reference_models: _Optional[int] = ...) -> None: ...
+    teacher_resample: bool
+    def __init__(self, run_id: _Optional[str] = ..., teacher_json: _Optional[str] = ..., generator_json: _Optional[str] = ..., teacher_channels: _Optional[int] = ..., dp_json: _Optional[str] = ..., samples_per_class: _Optional[int] = ..., min_class_members: _Optional[int] = ..., reference_models: _Optional[int] = ..., teacher_resample: _Optional[bool] = ...) -> None: ...
 
 class FitReport(_message.Message):
     __slots__ = ("site_id", "run_id", "num_members", "num_holdout", "class_names", "image_shape", "member_class_counts", "teacher_holdout_accuracy", "generator_final_loss", "teacher_seconds", "generator_seconds", "generator_summary_json", "dp_json")
