@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,9 @@ from fedkr.shared.classifier import (
     probabilities,
     train_classifier,
 )
-from fedkr.shared.device import describe, resolve_device
+from fedkr.shared.device import Device, describe, resolve_device
 from fedkr.shared.dp import DPConfig, DPReport
+from fedkr.shared.image_set import ImageSet
 from fedkr.shared.generator_kinds import SiteGenerator, build_generator, generator_resolution, load_generator
 from fedkr.shared.reports import (
     AuditCandidate,
@@ -132,6 +134,28 @@ def teacher_input_resolution(plan: FitPlan, image_shape: tuple[int, int, int]) -
         return 0
     resolution = generator_resolution(plan.generator, image_shape)
     return resolution if resolution < min(image_shape[:2]) else 0
+
+
+def train_teacher(plan: FitPlan, members: ImageSet, dp: DPConfig | None = None, device: Device = None,
+                  on_epoch: Callable[[int, float], None] | None = None) -> CompactCNN:
+    """The site's teacher under `plan`: a `CompactCNN` of `plan.teacher_channels` channels, seeded by
+    `plan.teacher.seed`, resampling its inputs as `teacher_input_resolution` says, trained by
+    `shared.classifier.train_classifier` on the members' uint8 (N, H, W, C) images and one-hot labels
+    with `plan.teacher`'s protocol (DP-SGD under `dp`, None: without). `on_epoch(epoch, loss)` may raise
+    to stop it (the fit's wall-time cap)."""
+    h, w, c = members.image_shape
+    teacher = build_classifier(ClassifierConfig(c, h, w, members.num_classes, plan.teacher_channels,
+                                                teacher_input_resolution(plan, members.image_shape)), plan.teacher.seed)
+    train_classifier(teacher, members.images, one_hot(members.labels, members.num_classes), plan.teacher,
+                     on_epoch=on_epoch, dp=dp, device=device)
+    return teacher
+
+
+def save_teacher(directory: Path, teacher: CompactCNN) -> None:
+    """Write `teacher` to `directory` as a site saves it at fit (``teacher.json``, ``teacher.safetensors``;
+    `load_teacher` reads them)."""
+    save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, Path(directory) / "teacher.safetensors")
+    (Path(directory) / "teacher.json").write_text(json.dumps(teacher.config.to_dict()))
 
 
 def has_fit(directory: Path) -> bool:
@@ -248,9 +272,6 @@ class Site:
         counts = members.class_counts()
         for cls in np.flatnonzero(counts == 0):
             log.warning("%s: class %d (%s) has no member images here", self.site_id, cls, members.class_names[cls])
-        h, w, c = members.image_shape
-        teacher = build_classifier(ClassifierConfig(c, h, w, members.num_classes, plan.teacher_channels,
-                                                    teacher_input_resolution(plan, members.image_shape)), plan.teacher.seed)
         teacher_dp, generator_dp = split_budget(plan.dp, len(members))
         log.info("%s: fit on %s", self.site_id, describe(self.device))
         started = time.perf_counter()
@@ -259,8 +280,7 @@ class Site:
         def epoch_done(epoch: int, loss: float) -> None:
             clock.check("teacher", epoch + 1, plan.teacher.epochs, teacher_started)
 
-        train_classifier(teacher, members.images, one_hot(members.labels, members.num_classes), plan.teacher,
-                         on_epoch=epoch_done, dp=teacher_dp, device=self.device)
+        teacher = train_teacher(plan, members, dp=teacher_dp, device=self.device, on_epoch=epoch_done)
         teacher_seconds = time.perf_counter() - started
         teacher_acc = accuracy(teacher, holdout.images, holdout.labels, device=self.device)
         log.info("%s: teacher trained in %.0f s, holdout accuracy %.3f", self.site_id, teacher_seconds, teacher_acc)
@@ -530,8 +550,7 @@ class Site:
     def _save(self, run_id: str, teacher: CompactCNN, generator: SiteGenerator) -> None:
         directory = self._run_dir(run_id)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, directory / "teacher.safetensors")
-        (directory / "teacher.json").write_text(json.dumps(teacher.config.to_dict()))
+        save_teacher(directory, teacher)
         generator.save(directory / "generator")
         self._models = (run_id, teacher, generator)
 
