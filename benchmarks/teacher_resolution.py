@@ -58,14 +58,22 @@ def main() -> None:
     sites = sorted(raw_reports)
     if not sites:
         parser.error(f"{args.fit_reports}: no fit reports (a metrics.json or bench.json with 'sites' or 'fit')")
-    reports = {sid: FitReport.from_dict(raw_reports[sid]) for sid in sites}
+    try:
+        reports = {sid: FitReport.from_dict(raw_reports[sid]) for sid in sites}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        parser.error(f"{args.fit_reports}: a site's fit report is malformed ({type(exc).__name__}: {exc})")
+    if args.resolution < 0:
+        parser.error(f"--resolution must be positive, got {args.resolution}")
     resolution = args.resolution or min(generator_resolutions(reports.values()), default=0)
     if resolution <= 0:
         parser.error("the fit reports name no generator resolution: give --resolution")
     counts = class_counts(reports, sites)
     rule = str(settings.get("relabel_combine", defaults.relabel_combine))
-    test = load_dataset(args.data, seed=int(settings.get("seed", defaults.seed)),
-                        image_size=int(settings.get("image_size", defaults.image_size))).test
+    try:
+        test = load_dataset(args.data, seed=int(settings.get("seed", defaults.seed)),
+                            image_size=int(settings.get("image_size", defaults.image_size))).test
+    except ValueError as exc:  # DataError: data fedkr cannot load
+        parser.error(str(exc))
     num_classes = counts.shape[1]
     inputs = {"as they are": test.images,
               f"resampled to {resolution} px": to_uint8(resample_input(to_tensor(test.images), resolution))}
@@ -79,7 +87,10 @@ def main() -> None:
             parser.error(f"{sid}: {exc}")
         if not has_fit(models):
             parser.error(f"{models} holds no fitted teacher and generator")
-        teachers[sid] = load_teacher(models)
+        try:
+            teachers[sid] = load_teacher(models)
+        except (ValueError, OSError) as exc:  # JSONInputError: teacher.json malformed
+            parser.error(f"{sid}: {exc}")
     for name, images in inputs.items():
         probs = {sid: probabilities(predict_logits(teacher, images), 1.0) for sid, teacher in teachers.items()}
         for sid, p in probs.items():
