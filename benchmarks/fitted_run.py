@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from fedkr.bench import same_data
+from fedkr.client.site import has_fit, load_teacher, run_models_dir
+from fedkr.shared.classifier import CompactCNN
 from fedkr.shared.config import ConfigError, RunConfig
 from fedkr.shared.json_input import JSONInputError, read_json_file
 from fedkr.shared.release_inspect import METRICS_LIMITS
+from fedkr.shared.reports import FitReport
 
 
 def add_fit_arguments(parser: argparse.ArgumentParser,
@@ -49,6 +52,36 @@ def fit_settings(saved: dict[str, Any]) -> dict[str, Any]:
     `profile.run` (its profile's overrides); {} when the file holds neither."""
     settings = saved.get("config") or (saved.get("profile") or {}).get("run") or {}
     return {str(key).replace("-", "_"): value for key, value in settings.items()} if isinstance(settings, dict) else {}
+
+
+def fit_reports(parser: argparse.ArgumentParser, path: Path, saved: dict[str, Any]) -> dict[str, FitReport]:
+    """The sites' fit reports in the saved metrics of `path` (`read_fit_file`), by site id in sorted order;
+    exits through `parser.error` with one line when there are none or one is malformed."""
+    raw = saved.get("sites") or saved.get("fit") or {}
+    if not isinstance(raw, dict) or not raw:
+        parser.error(f"{path}: no fit reports (a metrics.json or bench.json with 'sites' or 'fit')")
+    try:
+        return {sid: FitReport.from_dict(raw[sid]) for sid in sorted(raw)}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        parser.error(f"{path}: a site's fit report is malformed ({type(exc).__name__}: {exc})")
+
+
+def fit_teachers(parser: argparse.ArgumentParser, sites_dir: Path, fit_run: str, sites: list[str]) -> list[CompactCNN]:
+    """The teachers the fit run `fit_run` saved at `sites` (site ids) under `sites_dir`, a run that reused
+    another's fit followed to it; exits through `parser.error` with one line when one is missing or unreadable."""
+    teachers = []
+    for sid in sites:
+        try:
+            models = run_models_dir(sites_dir / sid, fit_run)[0]
+        except (ValueError, JSONInputError) as exc:
+            parser.error(f"{sid}: {exc}")
+        if not has_fit(models):
+            parser.error(f"{models} holds no fitted teacher and generator")
+        try:
+            teachers.append(load_teacher(models))
+        except (ValueError, OSError) as exc:  # JSONInputError: teacher.json malformed
+            parser.error(f"{sid}: {exc}")
+    return teachers
 
 
 def dashed(settings: dict) -> dict:

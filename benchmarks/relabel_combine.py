@@ -25,14 +25,11 @@ import json
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
-from fedkr.client.site import has_fit, load_teacher, run_models_dir
 from fedkr.server.relabel import class_counts, combine
 from fedkr.shared.classifier import predict_logits, probabilities
 from fedkr.shared.config import RunConfig
 from fedkr.shared.data import load_dataset
-from fedkr.shared.json_input import JSONInputError
-from fedkr.shared.reports import FitReport
-from fitted_run import add_fit_arguments, check_fit_arguments, fit_settings, read_fit_file
+from fitted_run import add_fit_arguments, check_fit_arguments, fit_reports, fit_settings, fit_teachers, read_fit_file
 
 
 def ensemble_scores(labels: np.ndarray, probs: np.ndarray, prior: np.ndarray) -> dict[str, float]:
@@ -53,24 +50,14 @@ def main() -> None:
     settings = fit_settings(saved)
     check_fit_arguments(parser, args, settings)
     defaults = RunConfig()
-    reports = saved.get("sites") or saved.get("fit") or {}
-    sites = sorted(reports)
-    if not sites:
-        parser.error(f"{args.fit_reports}: no fit reports (a metrics.json or bench.json with 'sites' or 'fit')")
-    counts = class_counts({sid: FitReport.from_dict(reports[sid]) for sid in sites}, sites)
+    reports = fit_reports(parser, args.fit_reports, saved)
+    sites = list(reports)
+    counts = class_counts(reports, sites)
     prior = counts.sum(0) / counts.sum()
     temperature = float(settings.get("temperature", defaults.temperature))
     test = load_dataset(args.data, seed=int(settings.get("seed", defaults.seed)),
                         image_size=int(settings.get("image_size", defaults.image_size))).test
-    teachers = []
-    for sid in sites:
-        try:
-            models = run_models_dir(args.sites_dir / sid, args.fit_run)[0]
-        except (ValueError, JSONInputError) as exc:
-            parser.error(f"{sid}: {exc}")
-        if not has_fit(models):
-            parser.error(f"{models} holds no fitted teacher and generator")
-        teachers.append(load_teacher(models))
+    teachers = fit_teachers(parser, args.sites_dir, args.fit_run, sites)
     logits = [predict_logits(teacher, test.images) for teacher in teachers]
     at_one = [probabilities(z, 1.0) for z in logits]
     at_t = [probabilities(z, temperature) for z in logits]

@@ -26,14 +26,12 @@ import json
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
-from fedkr.client.site import has_fit, load_teacher, run_models_dir
 from fedkr.server.relabel import class_counts, combine
 from fedkr.shared.classifier import predict_logits, probabilities, resample_input, to_tensor, to_uint8
 from fedkr.shared.config import RunConfig
 from fedkr.shared.data import load_dataset
-from fedkr.shared.json_input import JSONInputError
-from fedkr.shared.reports import FitReport, generator_resolutions
-from fitted_run import add_fit_arguments, check_fit_arguments, fit_settings, read_fit_file
+from fedkr.shared.reports import generator_resolutions
+from fitted_run import add_fit_arguments, check_fit_arguments, fit_reports, fit_settings, fit_teachers, read_fit_file
 
 
 def prediction_scores(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> dict:
@@ -54,14 +52,8 @@ def main() -> None:
     settings = fit_settings(saved)
     check_fit_arguments(parser, args, settings)
     defaults = RunConfig()
-    raw_reports = saved.get("sites") or saved.get("fit") or {}
-    sites = sorted(raw_reports)
-    if not sites:
-        parser.error(f"{args.fit_reports}: no fit reports (a metrics.json or bench.json with 'sites' or 'fit')")
-    try:
-        reports = {sid: FitReport.from_dict(raw_reports[sid]) for sid in sites}
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        parser.error(f"{args.fit_reports}: a site's fit report is malformed ({type(exc).__name__}: {exc})")
+    reports = fit_reports(parser, args.fit_reports, saved)
+    sites = list(reports)
     if args.resolution < 0:
         parser.error(f"--resolution must be positive, got {args.resolution}")
     resolution = args.resolution or min(generator_resolutions(reports.values()), default=0)
@@ -79,18 +71,7 @@ def main() -> None:
               f"resampled to {resolution} px": to_uint8(resample_input(to_tensor(test.images), resolution))}
     common = {"data": args.data, "fit_run": args.fit_run, "test_images": len(test.labels),
               "test_shares": [round(float(s), 4) for s in np.bincount(test.labels, minlength=num_classes) / len(test.labels)]}
-    teachers = {}
-    for sid in sites:
-        try:
-            models = run_models_dir(args.sites_dir / sid, args.fit_run)[0]
-        except (ValueError, JSONInputError) as exc:
-            parser.error(f"{sid}: {exc}")
-        if not has_fit(models):
-            parser.error(f"{models} holds no fitted teacher and generator")
-        try:
-            teachers[sid] = load_teacher(models)
-        except (ValueError, OSError) as exc:  # JSONInputError: teacher.json malformed
-            parser.error(f"{sid}: {exc}")
+    teachers = dict(zip(sites, fit_teachers(parser, args.sites_dir, args.fit_run, sites), strict=True))
     for name, images in inputs.items():
         probs = {sid: probabilities(predict_logits(teacher, images), 1.0) for sid, teacher in teachers.items()}
         for sid, p in probs.items():
