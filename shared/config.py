@@ -160,7 +160,10 @@ class RunConfig:
     teacher_epochs: int = 30
     #: Whether every site's teacher resamples its inputs to the site's generator resolution and back
     #: (`ClassifierConfig.input_resolution`), so that it learns the members at the detail the generator's
-    #: samples carry, which it labels, filters and relabels (`FitPlan.teacher_resample`).
+    #: samples carry, which it labels, filters and relabels (`FitPlan.teacher_resample`). Off until a bench
+    #: confirms it: refitted beside one fit's generators it raised the student from 0.888 to 0.902 on
+    #: BloodMNIST and from 0.810 to 0.835 on BreastMNIST, three synthesis seeds each (docs/audit.md,
+    #: "The teacher's input resolution").
     teacher_resample: bool = False
     student_epochs: int = 40
     classifier_hflip: bool = False
