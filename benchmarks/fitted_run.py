@@ -55,21 +55,22 @@ def fit_settings(saved: dict[str, Any]) -> dict[str, Any]:
 
 
 def fit_reports(parser: argparse.ArgumentParser, path: Path, saved: dict[str, Any]) -> dict[str, FitReport]:
-    """The sites' fit reports in the saved metrics of `path` (`read_fit_file`), by site id in sorted order;
+    """The sites' fit reports in the saved metrics of `path` (`read_fit_file`), by site id in the file's order;
     exits through `parser.error` with one line when there are none or one is malformed."""
     raw = saved.get("sites") or saved.get("fit") or {}
     if not isinstance(raw, dict) or not raw:
         parser.error(f"{path}: no fit reports (a metrics.json or bench.json with 'sites' or 'fit')")
     try:
-        return {sid: FitReport.from_dict(raw[sid]) for sid in sorted(raw)}
+        return {str(sid): FitReport.from_dict(report) for sid, report in raw.items()}
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         parser.error(f"{path}: a site's fit report is malformed ({type(exc).__name__}: {exc})")
 
 
-def fit_teachers(parser: argparse.ArgumentParser, sites_dir: Path, fit_run: str, sites: list[str]) -> list[CompactCNN]:
-    """The teachers the fit run `fit_run` saved at `sites` (site ids) under `sites_dir`, a run that reused
-    another's fit followed to it; exits through `parser.error` with one line when one is missing or unreadable."""
-    teachers = []
+def fit_models_dirs(parser: argparse.ArgumentParser, sites_dir: Path, fit_run: str, sites: list[str]) -> list[Path]:
+    """The folders where the fit run `fit_run` saved its teacher and generator at `sites` (site ids) under
+    `sites_dir`, a run that reused another's fit followed to it; exits through `parser.error` with one line
+    when one is missing or holds no fit."""
+    folders = []
     for sid in sites:
         try:
             models = run_models_dir(sites_dir / sid, fit_run)[0]
@@ -77,6 +78,15 @@ def fit_teachers(parser: argparse.ArgumentParser, sites_dir: Path, fit_run: str,
             parser.error(f"{sid}: {exc}")
         if not has_fit(models):
             parser.error(f"{models} holds no fitted teacher and generator")
+        folders.append(models)
+    return folders
+
+
+def fit_teachers(parser: argparse.ArgumentParser, sites_dir: Path, fit_run: str, sites: list[str]) -> list[CompactCNN]:
+    """The teachers the fit run `fit_run` saved at `sites` (site ids) under `sites_dir` (`fit_models_dirs`);
+    exits through `parser.error` with one line when one is missing or unreadable."""
+    teachers = []
+    for sid, models in zip(sites, fit_models_dirs(parser, sites_dir, fit_run, sites), strict=True):
         try:
             teachers.append(load_teacher(models))
         except (ValueError, OSError) as exc:  # JSONInputError: teacher.json malformed

@@ -36,12 +36,11 @@ from fedkr.shared import codec
 from fedkr.shared.classifier import accuracy, build_classifier, one_hot, train_classifier
 from fedkr.shared.config import ConfigError, RunConfig
 from fedkr.shared.data import load_dataset
-from fedkr.shared.reports import FitReport
 from fedkr.student_protocol import StudentProtocol
 from fedkr.v1 import messages_pb2 as pb
 
 from arglists import parse_list
-from fitted_run import add_fit_arguments, check_fit_arguments, dashed, fit_settings, read_fit_file
+from fitted_run import add_fit_arguments, check_fit_arguments, dashed, fit_reports, fit_settings, read_fit_file
 
 
 #: Settings that say where or how the fit ran, not what it measured: every variant has its own.
@@ -121,12 +120,7 @@ def main() -> None:
     split_seed = args.split_seed if args.split_seed is not None else int(fit_config.get("seed", defaults.seed))
     holdout_fraction = (args.holdout_fraction if args.holdout_fraction is not None
                         else float(fit_config.get("holdout_fraction", defaults.holdout_fraction)))
-    try:
-        reports = {sid: FitReport.from_dict(r) for sid, r in (saved.get("sites") or saved.get("fit") or {}).items()}
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        parser.error(f"{args.fit_reports}: a site's fit report is malformed ({type(exc).__name__}: {exc})")
-    if not reports:
-        parser.error(f"{args.fit_reports}: no fit reports (a metrics.json or bench.json with 'sites' or 'fit')")
+    reports = fit_reports(parser, args.fit_reports, saved)
     image_size = fit_config.get("image_size", defaults.image_size)  # the working size the sites fitted at
     sites = [Site(f"site-{i}", load_site_data(SiteDataSpec(args.data, i, args.sites, args.partition, split_seed,
                                                                  holdout_fraction, image_size)),

@@ -5,10 +5,10 @@ never sees the teacher). To compare the two on the same generators, this script 
 folder whose every site holds the fit run's generator (copied) and a teacher trained as the site
 trains it at fit (`client.site.train_teacher`): the same members, seed and protocol (the fit's
 settings as its file holds them), under the fit's plan with `teacher-resample` as asked. A fit
-trained with DP is refused: a refit would spend the teachers' privacy budget a second time. Each site's ledger starts empty, so a lever study on
-the new folder (`levers.py --sites-dir OUT`) may reuse the run ids of one on the old folder and
-draw the very same raw samples (a site's sampling seed comes from the run id, the run's seed, the
-site and the round).
+trained with DP is refused: a refit would spend the teachers' privacy budget a second time. Each
+site's ledger starts empty, so a lever study on the new folder (`levers.py --sites-dir OUT`) may
+reuse the run ids of one on the old folder and draw the very same raw samples (a site's sampling
+seed comes from the run id, the run's seed, the site and the round).
 
 One JSON row per site: the teacher's input resolution, its holdout accuracy beside the fit's
 teacher's (both measured here on the site's holdout) and the training seconds. The folder is
@@ -25,16 +25,14 @@ import argparse
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from dataclasses import replace
-
-from fedkr.client.site import has_fit, load_teacher, run_dir, run_models_dir, save_teacher, train_teacher
+from fedkr.client.site import load_teacher, run_dir, save_teacher, train_teacher
 from fedkr.client.site_data import SiteDataSpec, load_site_data
 from fedkr.shared.classifier import accuracy
-from fedkr.shared.json_input import JSONInputError
 from fedkr.shared.reports import FitPlan
-from fitted_run import add_fit_arguments, fit_run_config, fit_settings, read_fit_file
+from fitted_run import add_fit_arguments, fit_models_dirs, fit_run_config, fit_settings, read_fit_file
 
 
 def main() -> None:
@@ -54,15 +52,8 @@ def main() -> None:
         parser.error(f"{args.fit_reports}: the fit trained with DP; a refit would spend the teachers' budget again")
     plan = FitPlan(run_id=args.fit_run, teacher=config.teacher_config(), generator=config.generator_config(),
                    teacher_resample=config.teacher_resample)
-    fitted = {}
-    for index in range(args.sites):
-        site_id = f"site-{index}"
-        try:
-            fitted[site_id] = run_models_dir(args.sites_dir / site_id, args.fit_run)[0]
-        except (ValueError, JSONInputError) as exc:
-            parser.error(f"{site_id}: {exc}")
-        if not has_fit(fitted[site_id]):
-            parser.error(f"{fitted[site_id]} holds no fitted teacher and generator")
+    site_ids = [f"site-{index}" for index in range(args.sites)]
+    fitted = dict(zip(site_ids, fit_models_dirs(parser, args.sites_dir, args.fit_run, site_ids), strict=True))
     for index, (site_id, models) in enumerate(fitted.items()):
         try:
             data = load_site_data(SiteDataSpec(args.data, index, args.sites, args.partition, config.seed,
