@@ -29,6 +29,7 @@ from fedkr.shared.classifier import (
     one_hot,
     predict_proba,
     probabilities,
+    resampling_resolution,
     train_classifier,
 )
 from fedkr.shared.device import Device, describe, resolve_device
@@ -132,8 +133,7 @@ def teacher_input_resolution(plan: FitPlan, image_shape: tuple[int, int, int]) -
     and that resolution is below the images' smaller side, else 0 (off)."""
     if not plan.teacher_resample:
         return 0
-    resolution = generator_resolution(plan.generator, image_shape)
-    return resolution if resolution < min(image_shape[:2]) else 0
+    return resampling_resolution(generator_resolution(plan.generator, image_shape), image_shape[:2])
 
 
 def train_teacher(plan: FitPlan, members: ImageSet, dp: DPConfig | None = None, device: Device = None,

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from fedkr.shared.classifier import ClassifierConfig, CompactCNN, TrainConfig, build_classifier, embed, train_classifier
+from fedkr.shared.classifier import (ClassifierConfig, CompactCNN, TrainConfig, build_classifier, embed,
+                                     resampling_resolution, train_classifier)
 from fedkr.shared.device import Device
 from fedkr.shared.reports import FitReport, generator_resolutions
 
@@ -26,8 +27,7 @@ def student_input_resolution(reports: Iterable[FitReport], image_shape: tuple[in
     """The student's `input_resolution` (px) for images of `image_shape` (H, W, C): the resolution the sites'
     generators drew at, the smallest any site reports, so that no input keeps more detail than some
     site's synthetic images carry; 0 (off) where no site reports one or it is not below the images' side."""
-    resolution = min(generator_resolutions(reports), default=0)
-    return resolution if resolution < min(image_shape[:2]) else 0
+    return resampling_resolution(min(generator_resolutions(reports), default=0), image_shape[:2])
 
 
 def train_student(distilled: DistilledSet, image_shape: tuple[int, int, int], config: TrainConfig,

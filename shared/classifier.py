@@ -227,12 +227,18 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
+def resampling_resolution(resolution: int, size: tuple[int, int]) -> int:
+    """`resolution` (px) where it is below the smaller side of an image of `size` (H, W) px, else 0 (off):
+    the resolution an input of that size is resampled at (`resample_input`)."""
+    return resolution if 0 < resolution < min(size) else 0
+
+
 def resample_input(x: torch.Tensor, resolution: int) -> torch.Tensor:
     """float (N, C, H, W) resized to `resolution` x `resolution` and back to H x W (`resize`: bilinear,
     antialiased, as the generators scale their samples): an image as sharp as one drawn at `resolution`.
-    The same tensor where `resolution` is 0 or at least the image's smaller side."""
+    The same tensor where `resampling_resolution` says off (0, or at least the image's smaller side)."""
     height, width = x.shape[-2:]
-    if not resolution or resolution >= min(height, width):
+    if not resampling_resolution(resolution, (height, width)):
         return x
     return resize(resize(x, (resolution, resolution)), (height, width))
 
