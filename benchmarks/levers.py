@@ -40,7 +40,8 @@ from fedkr.student_protocol import StudentProtocol
 from fedkr.v1 import messages_pb2 as pb
 
 from arglists import parse_list
-from fitted_run import add_fit_arguments, check_fit_arguments, dashed, fit_reports, fit_settings, read_fit_file
+from fitted_run import (add_fit_arguments, check_fit_arguments, dashed, fit_reports, fit_settings, fit_teachers,
+                        read_fit_file)
 
 
 #: Settings that say where or how the fit ran, not what it measured: every variant has its own.
@@ -126,6 +127,9 @@ def main() -> None:
                                                                  holdout_fraction, image_size)),
                   args.sites_dir / f"site-{i}") for i in range(args.sites)]
     link = LeverLink(sites)
+    # which teachers label the variants' samples: a refitted folder's (teacher_refit.py) differ from the fit's
+    teacher_resolutions = [teacher.config.input_resolution
+                           for teacher in fit_teachers(parser, args.sites_dir, args.fit_run, [site.site_id for site in sites])]
     first = next(iter(reports.values()))
     fit = FitResult(args.fit_run, reports, {}, first.class_names, first.image_shape, 0.0)
     test = load_dataset(args.data, seed=split_seed, image_size=image_size).test  # digits draws its test part by the seed too
@@ -189,6 +193,7 @@ def main() -> None:
                "drawn_class_weight": config.drawn_class_weight, "classifier_hflip": config.classifier_hflip,
                "relabel_combine": config.relabel_combine,
                "student_input_resolution": record.student.config.input_resolution,
+               "teacher_input_resolutions": teacher_resolutions,
                "naive_pooling": accuracy(naive, test.images, test.labels),
                "seconds": round(time.perf_counter() - started, 1), "quality": m["synthesis_quality"],
                "stages": m["stage_seconds"]}
