@@ -1,8 +1,8 @@
 """The fitted run a benchmark reuses: its command-line arguments and the settings its file saved.
 
-`levers.py`, `label_probe.py` and `shard_check_power.py` start from a finished `fedkr simulate` run (or a
-bench): its sites folder, its run id, and its metrics.json (a refused run's refusal.json; `levers.py` and
-`shard_check_power.py` also read a bench.json).
+`levers.py`, `label_probe.py`, `shard_check_power.py`, `relabel_combine.py`, `teacher_resolution.py` and
+`teacher_refit.py` start from a finished `fedkr simulate` run (or a bench): its sites folder, its run id,
+and its metrics.json (a refused run's refusal.json; all but `label_probe.py` also read a bench.json).
 """
 
 from __future__ import annotations

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 import warnings
 
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
-from fedkr.client.site import has_fit, load_teacher
+from fedkr.client.site import load_teacher
 from fedkr.client.site_data import SiteDataSpec, load_site_data
 from fedkr.server.relabel import mix_drawn_class
 from fedkr.server.student import student_config_for
@@ -36,7 +35,7 @@ from fedkr.shared.classifier import accuracy, build_classifier, embed_and_logits
 from fedkr.shared.generator_kinds import load_generator
 from fedkr.student_protocol import StudentProtocol
 
-from fitted_run import add_fit_arguments, fit_run_config, fit_settings, read_fit_file
+from fitted_run import add_fit_arguments, fit_models_dirs, fit_run_config, fit_settings, read_fit_file
 
 
 def main() -> None:
@@ -61,13 +60,11 @@ def main() -> None:
     settings = fit_settings(saved)
     config = fit_run_config(parser, args, settings)
     protocol = StudentProtocol(epochs=config.student_epochs, temperature=config.temperature)
-    for index in range(args.sites):
-        site_id = f"site-{index}"
+    site_ids = [f"site-{index}" for index in range(args.sites)]
+    for index, (site_id, run_dir) in enumerate(zip(site_ids, fit_models_dirs(parser, args.sites_dir, args.fit_run, site_ids),
+                                                   strict=True)):
         data = load_site_data(SiteDataSpec(args.data, index, args.sites, args.partition, config.seed,
                                            config.holdout_fraction, config.image_size))
-        run_dir = args.sites_dir / site_id / "runs" / args.fit_run
-        if not has_fit(run_dir):
-            sys.exit(f"error: {run_dir} holds no fitted teacher and generator")
         teacher, generator = load_teacher(run_dir), load_generator(run_dir / "generator")
         held = np.flatnonzero(data.members.class_counts() >= config.min_class_members)  # the classes the product asks for
         drawn = np.repeat(held, args.per_class).astype(np.int64)

@@ -40,8 +40,8 @@ from fedkr.student_protocol import StudentProtocol
 from fedkr.v1 import messages_pb2 as pb
 
 from arglists import parse_list
-from fitted_run import (add_fit_arguments, check_fit_arguments, dashed, fit_reports, fit_settings, fit_teachers,
-                        read_fit_file)
+from fitted_run import (add_fit_arguments, check_fit_arguments, dashed, fit_models_dirs, fit_reports, fit_settings,
+                        fit_teachers, read_fit_file)
 
 
 #: Settings that say where or how the fit ran, not what it measured: every variant has its own.
@@ -127,9 +127,11 @@ def main() -> None:
                                                                  holdout_fraction, image_size)),
                   args.sites_dir / f"site-{i}") for i in range(args.sites)]
     link = LeverLink(sites)
+    site_ids = [site.site_id for site in sites]
+    fitted_dirs = dict(zip(site_ids, fit_models_dirs(parser, args.sites_dir, args.fit_run, site_ids), strict=True))
     # which teachers label the variants' samples: a refitted folder's (teacher_refit.py) differ from the fit's
-    teacher_resolutions = [teacher.config.input_resolution
-                           for teacher in fit_teachers(parser, args.sites_dir, args.fit_run, [site.site_id for site in sites])]
+    teacher_resolutions = {sid: teacher.config.input_resolution for sid, teacher
+                           in zip(site_ids, fit_teachers(parser, args.sites_dir, args.fit_run, site_ids), strict=True)}
     first = next(iter(reports.values()))
     fit = FitResult(args.fit_run, reports, {}, first.class_names, first.image_shape, 0.0)
     test = load_dataset(args.data, seed=split_seed, image_size=image_size).test  # digits draws its test part by the seed too
@@ -180,7 +182,7 @@ def main() -> None:
         eta = config.generator_eta if "generator-eta" in flat else None
         link.seed, link.sampling = seed, (guidance, eta)
         for site in sites:  # every variant runs the stages after fit on the one fit
-            site.reuse_fit(args.sites_dir / site.site_id / "runs" / args.fit_run, config.run_id, guidance, eta)
+            site.reuse_fit(fitted_dirs[site.site_id], config.run_id, guidance, eta)
         started = time.perf_counter()
         outcome = Coordinator(config, test).run(link, fit=fit)
         m, record = outcome.metrics, outcome.record

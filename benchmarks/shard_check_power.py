@@ -22,18 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from fedkr.client.shard_check import DEFAULT_MAX_AUC, ShardCheckRecord, check_shard
-from fedkr.client.site import Site, has_fit
+from fedkr.client.site import Site
 from fedkr.client.site_data import SiteDataSpec, load_site_data
 from fedkr.shared import codec
 from fedkr.shared.shard import ShardSpec, SynthesisRequest, per_class_request
 
-from fitted_run import add_fit_arguments, fit_run_config, fit_settings, read_fit_file
+from fitted_run import add_fit_arguments, fit_models_dirs, fit_run_config, fit_settings, read_fit_file
 
 
 def main() -> None:
@@ -46,11 +45,9 @@ def main() -> None:
     settings = fit_settings(read_fit_file(parser, args.fit_reports))
     config = fit_run_config(parser, args, settings)
     with tempfile.TemporaryDirectory() as scratch:
-        for index in range(args.sites):
-            site_id = f"site-{index}"
-            fitted = args.sites_dir / site_id / "runs" / args.fit_run
-            if not has_fit(fitted):
-                sys.exit(f"error: {fitted} holds no fitted teacher and generator")
+        site_ids = [f"site-{index}" for index in range(args.sites)]
+        fitted_dirs = fit_models_dirs(parser, args.sites_dir, args.fit_run, site_ids)
+        for index, (site_id, fitted) in enumerate(zip(site_ids, fitted_dirs, strict=True)):
             state = Path(scratch) / site_id
             # a fresh ledger and no shard check record: nothing sent yet
             shutil.copytree(fitted, state / "runs" / args.fit_run, ignore=shutil.ignore_patterns("shard_check.npz*"))

@@ -27,7 +27,8 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
 from fedkr.server.relabel import class_counts, combine
-from fedkr.shared.classifier import predict_logits, probabilities, resample_input, to_tensor, to_uint8
+from fedkr.shared.classifier import (predict_logits, probabilities, resample_input, resampling_resolution, to_tensor,
+                                     to_uint8)
 from fedkr.shared.config import RunConfig
 from fedkr.shared.data import load_dataset
 from fedkr.shared.reports import generator_resolutions
@@ -66,6 +67,9 @@ def main() -> None:
                             image_size=int(settings.get("image_size", defaults.image_size))).test
     except ValueError as exc:  # DataError: data fedkr cannot load
         parser.error(str(exc))
+    if not resampling_resolution(resolution, test.images.shape[1:3]):
+        parser.error(f"resolution {resolution} px is not below the test images' side ({test.images.shape[1]} px): "
+                     "nothing would be resampled")
     num_classes = counts.shape[1]
     inputs = {"as they are": test.images,
               f"resampled to {resolution} px": to_uint8(resample_input(to_tensor(test.images), resolution))}

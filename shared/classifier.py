@@ -228,8 +228,8 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def resampling_resolution(resolution: int, size: tuple[int, int]) -> int:
-    """`resolution` (px) where it is below the smaller side of an image of `size` (H, W) px, else 0 (off):
-    the resolution an input of that size is resampled at (`resample_input`)."""
+    """`resolution` (px) where it is positive and below the smaller side of an image of `size` (H, W) px,
+    else 0 (off): the resolution an input of that size is resampled at (`resample_input`)."""
     return resolution if 0 < resolution < min(size) else 0
 
 

@@ -280,9 +280,10 @@ class AuditReport:
 
 
 def generator_resolutions(reports: Iterable[FitReport]) -> list[int]:
-    """The distinct resolutions (px) the sites' generators drew at, ascending; sites that report none are left out."""
+    """The distinct resolutions (px) the sites' generators drew at, ascending; sites that report none (or one
+    that is not positive) are left out."""
     return sorted({int(r.generator_summary["generator_resolution"]) for r in reports
-                   if "generator_resolution" in r.generator_summary})
+                   if int(r.generator_summary.get("generator_resolution", 0)) > 0})
 
 
 def working_size(image_shape: tuple[int, int, int], reports: list[FitReport]) -> dict:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 
 from fedkr.client.site import Site, teacher_input_resolution
 from fedkr.client.site_data import SiteData
 from fedkr.shared import codec
-from fedkr.shared.classifier import TrainConfig
+from fedkr.shared.classifier import TrainConfig, resample_input, resampling_resolution
 from fedkr.shared.config import RunConfig
 from fedkr.shared.generator import GeneratorConfig
 from fedkr.shared.generator_kinds import build_generator, generator_resolution
@@ -34,6 +35,15 @@ def test_the_teacher_resamples_only_where_asked_and_below_the_images_side():
     assert teacher_input_resolution(_plan(True), (16, 16, 3)) == 0  # the generator draws at the images' own size
     assert teacher_input_resolution(_plan(True, resolution=8), (28, 28, 1)) == 8
     assert teacher_input_resolution(_plan(True, kind="dp-merf", resolution=12), (28, 28, 1)) == 12
+
+
+def test_resampling_is_on_only_for_a_positive_resolution_below_the_smaller_side():
+    for resolution, size, expected in ((16, (28, 28), 16), (0, (28, 28), 0), (-4, (28, 28), 0), (28, (28, 28), 0),
+                                       (32, (28, 28), 0), (16, (28, 16), 0), (15, (28, 16), 15)):
+        assert resampling_resolution(resolution, size) == expected, (resolution, size)
+    x = torch.rand(2, 1, 28, 16)
+    assert resample_input(x, 16) is x and resample_input(x, -1) is x
+    assert resample_input(x, 8).shape == x.shape and not torch.equal(resample_input(x, 8), x)
 
 
 def test_the_setting_travels_in_the_fit_plan_and_defaults_off():
