@@ -43,11 +43,13 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None, help="the working size in pixels [default: RunConfig's]")
     which.add_argument("--members", type=int, default=None,
                         help="instead of a bench site: one site of this many members drawn from the whole training split")
+    parser.add_argument("--teacher-resample", action=argparse.BooleanOptionalAction, default=None,
+                        help="the teacher learns at the generator's resolution (RunConfig.teacher_resample) [default: the profile's]")
     parser.add_argument("--out", type=Path, default=None, help="also write the result here as JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = PROFILES[args.profile].run_config(data=args.data, generator_steps=args.generator_steps, image_size=args.image_size,
-                                                 run_id="fit-time")
+                                                 teacher_resample=args.teacher_resample, run_id="fit-time")
     if args.members is not None:
         try:
             data, site_id = sized_site(config, args.members), f"site-of-{args.members}"
@@ -70,7 +72,7 @@ def main() -> None:
         raise SystemExit(f"error: {site.site_id} did not fit: {report}")
     result = {"site": site.site_id, "members": report.num_members, "holdout": report.num_holdout,
               "image_shape": list(report.image_shape), "teacher_epochs": config.teacher_epochs,
-              "generator_steps": config.generator_steps,
+              "generator_steps": config.generator_steps, "teacher_resample": config.teacher_resample,
               "teacher_seconds": round(report.teacher_seconds, 1),
               "generator_seconds": round(report.generator_seconds, 1),
               "fit_seconds": round(report.teacher_seconds + report.generator_seconds, 1),
