@@ -66,11 +66,11 @@ def fit_reports(parser: argparse.ArgumentParser, path: Path, saved: dict[str, An
         parser.error(f"{path}: a site's fit report is malformed ({type(exc).__name__}: {exc})")
 
 
-def fit_models_dirs(parser: argparse.ArgumentParser, sites_dir: Path, fit_run: str, sites: list[str]) -> list[Path]:
+def fit_models_dirs(parser: argparse.ArgumentParser, sites_dir: Path, fit_run: str, sites: list[str]) -> dict[str, Path]:
     """The folders where the fit run `fit_run` saved its teacher and generator at `sites` (site ids) under
-    `sites_dir`, a run that reused another's fit followed to it; exits through `parser.error` with one line
-    when one is missing or holds no fit."""
-    folders = []
+    `sites_dir`, by site id in `sites`' order, a run that reused another's fit followed to it; exits through
+    `parser.error` with one line when one is missing or holds no fit."""
+    folders = {}
     for sid in sites:
         try:
             models = run_models_dir(sites_dir / sid, fit_run)[0]
@@ -78,17 +78,17 @@ def fit_models_dirs(parser: argparse.ArgumentParser, sites_dir: Path, fit_run: s
             parser.error(f"{sid}: {exc}")
         if not has_fit(models):
             parser.error(f"{models} holds no fitted teacher and generator")
-        folders.append(models)
+        folders[sid] = models
     return folders
 
 
-def fit_teachers(parser: argparse.ArgumentParser, sites_dir: Path, fit_run: str, sites: list[str]) -> list[CompactCNN]:
-    """The teachers the fit run `fit_run` saved at `sites` (site ids) under `sites_dir` (`fit_models_dirs`);
-    exits through `parser.error` with one line when one is missing or unreadable."""
-    teachers = []
-    for sid, models in zip(sites, fit_models_dirs(parser, sites_dir, fit_run, sites), strict=True):
+def fit_teachers(parser: argparse.ArgumentParser, models_dirs: dict[str, Path]) -> dict[str, CompactCNN]:
+    """The teachers saved in `models_dirs` (site id -> folder, `fit_models_dirs`), by site id in the same order;
+    exits through `parser.error` with one line when one is unreadable."""
+    teachers = {}
+    for sid, models in models_dirs.items():
         try:
-            teachers.append(load_teacher(models))
+            teachers[sid] = load_teacher(models)
         except (ValueError, OSError) as exc:  # JSONInputError: teacher.json malformed
             parser.error(f"{sid}: {exc}")
     return teachers

@@ -61,8 +61,7 @@ def main() -> None:
     config = fit_run_config(parser, args, settings)
     protocol = StudentProtocol(epochs=config.student_epochs, temperature=config.temperature)
     site_ids = [f"site-{index}" for index in range(args.sites)]
-    for index, (site_id, run_dir) in enumerate(zip(site_ids, fit_models_dirs(parser, args.sites_dir, args.fit_run, site_ids),
-                                                   strict=True)):
+    for index, (site_id, run_dir) in enumerate(fit_models_dirs(parser, args.sites_dir, args.fit_run, site_ids).items()):
         data = load_site_data(SiteDataSpec(args.data, index, args.sites, args.partition, config.seed,
                                            config.holdout_fraction, config.image_size))
         teacher, generator = load_teacher(run_dir), load_generator(run_dir / "generator")

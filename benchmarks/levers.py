@@ -128,10 +128,10 @@ def main() -> None:
                   args.sites_dir / f"site-{i}") for i in range(args.sites)]
     link = LeverLink(sites)
     site_ids = [site.site_id for site in sites]
-    fitted_dirs = dict(zip(site_ids, fit_models_dirs(parser, args.sites_dir, args.fit_run, site_ids), strict=True))
+    fitted_dirs = fit_models_dirs(parser, args.sites_dir, args.fit_run, site_ids)
     # which teachers label the variants' samples: a refitted folder's (teacher_refit.py) differ from the fit's
-    teacher_resolutions = {sid: teacher.config.input_resolution for sid, teacher
-                           in zip(site_ids, fit_teachers(parser, args.sites_dir, args.fit_run, site_ids), strict=True)}
+    teacher_resolutions = {sid: teacher.config.input_resolution
+                           for sid, teacher in fit_teachers(parser, fitted_dirs).items()}
     first = next(iter(reports.values()))
     fit = FitResult(args.fit_run, reports, {}, first.class_names, first.image_shape, 0.0)
     test = load_dataset(args.data, seed=split_seed, image_size=image_size).test  # digits draws its test part by the seed too

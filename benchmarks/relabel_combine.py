@@ -29,7 +29,8 @@ from fedkr.server.relabel import class_counts, combine
 from fedkr.shared.classifier import predict_logits, probabilities
 from fedkr.shared.config import RunConfig
 from fedkr.shared.data import load_dataset
-from fitted_run import add_fit_arguments, check_fit_arguments, fit_reports, fit_settings, fit_teachers, read_fit_file
+from fitted_run import (add_fit_arguments, check_fit_arguments, fit_models_dirs, fit_reports, fit_settings, fit_teachers,
+                        read_fit_file)
 
 
 def ensemble_scores(labels: np.ndarray, probs: np.ndarray, prior: np.ndarray) -> dict[str, float]:
@@ -57,7 +58,7 @@ def main() -> None:
     temperature = float(settings.get("temperature", defaults.temperature))
     test = load_dataset(args.data, seed=int(settings.get("seed", defaults.seed)),
                         image_size=int(settings.get("image_size", defaults.image_size))).test
-    teachers = fit_teachers(parser, args.sites_dir, args.fit_run, sites)
+    teachers = list(fit_teachers(parser, fit_models_dirs(parser, args.sites_dir, args.fit_run, sites)).values())
     logits = [predict_logits(teacher, test.images) for teacher in teachers]
     at_one = [probabilities(z, 1.0) for z in logits]
     at_t = [probabilities(z, temperature) for z in logits]

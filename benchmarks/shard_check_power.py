@@ -47,7 +47,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         site_ids = [f"site-{index}" for index in range(args.sites)]
         fitted_dirs = fit_models_dirs(parser, args.sites_dir, args.fit_run, site_ids)
-        for index, (site_id, fitted) in enumerate(zip(site_ids, fitted_dirs, strict=True)):
+        for index, (site_id, fitted) in enumerate(fitted_dirs.items()):
             state = Path(scratch) / site_id
             # a fresh ledger and no shard check record: nothing sent yet
             shutil.copytree(fitted, state / "runs" / args.fit_run, ignore=shutil.ignore_patterns("shard_check.npz*"))

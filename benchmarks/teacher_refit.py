@@ -53,7 +53,7 @@ def main() -> None:
     plan = FitPlan(run_id=args.fit_run, teacher=config.teacher_config(), generator=config.generator_config(),
                    teacher_resample=config.teacher_resample)
     site_ids = [f"site-{index}" for index in range(args.sites)]
-    fitted = dict(zip(site_ids, fit_models_dirs(parser, args.sites_dir, args.fit_run, site_ids), strict=True))
+    fitted = fit_models_dirs(parser, args.sites_dir, args.fit_run, site_ids)
     for index, (site_id, models) in enumerate(fitted.items()):
         try:
             data = load_site_data(SiteDataSpec(args.data, index, args.sites, args.partition, config.seed,

@@ -32,7 +32,8 @@ from fedkr.shared.classifier import (predict_logits, probabilities, resample_inp
 from fedkr.shared.config import RunConfig
 from fedkr.shared.data import load_dataset
 from fedkr.shared.reports import generator_resolutions
-from fitted_run import add_fit_arguments, check_fit_arguments, fit_reports, fit_settings, fit_teachers, read_fit_file
+from fitted_run import (add_fit_arguments, check_fit_arguments, fit_models_dirs, fit_reports, fit_settings, fit_teachers,
+                        read_fit_file)
 
 
 def prediction_scores(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> dict:
@@ -75,7 +76,7 @@ def main() -> None:
               f"resampled to {resolution} px": to_uint8(resample_input(to_tensor(test.images), resolution))}
     common = {"data": args.data, "fit_run": args.fit_run, "test_images": len(test.labels),
               "test_shares": [round(float(s), 4) for s in np.bincount(test.labels, minlength=num_classes) / len(test.labels)]}
-    teachers = dict(zip(sites, fit_teachers(parser, args.sites_dir, args.fit_run, sites), strict=True))
+    teachers = fit_teachers(parser, fit_models_dirs(parser, args.sites_dir, args.fit_run, sites))
     for name, images in inputs.items():
         probs = {sid: probabilities(predict_logits(teacher, images), 1.0) for sid, teacher in teachers.items()}
         for sid, p in probs.items():

@@ -236,7 +236,8 @@ def resampling_resolution(resolution: int, size: tuple[int, int]) -> int:
 def resample_input(x: torch.Tensor, resolution: int) -> torch.Tensor:
     """float (N, C, H, W) resized to `resolution` x `resolution` and back to H x W (`resize`: bilinear,
     antialiased, as the generators scale their samples): an image as sharp as one drawn at `resolution`.
-    The same tensor where `resampling_resolution` says off (0, or at least the image's smaller side)."""
+    The same tensor where `resampling_resolution` says off (`resolution` not positive, or at least the image's
+    smaller side). Not a projection: an input resampled once (a generator's sample) changes a little again."""
     height, width = x.shape[-2:]
     if not resampling_resolution(resolution, (height, width)):
         return x
