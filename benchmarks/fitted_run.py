@@ -15,6 +15,8 @@ from fedkr.bench import same_data
 from fedkr.client.site import has_fit, load_teacher, run_models_dir
 from fedkr.shared.classifier import CompactCNN
 from fedkr.shared.config import ConfigError, RunConfig
+from fedkr.shared.data import load_dataset
+from fedkr.shared.image_set import ImageSet
 from fedkr.shared.json_input import JSONInputError, read_json_file
 from fedkr.shared.release_inspect import METRICS_LIMITS
 from fedkr.shared.reports import FitReport
@@ -121,3 +123,16 @@ def fit_run_config(parser: argparse.ArgumentParser, args: argparse.Namespace, se
         return RunConfig.from_flat({k: v for k, v in fit.items() if k.replace("-", "_") in RunConfig.__dataclass_fields__})
     except ConfigError as exc:
         parser.error(f"{args.fit_reports}: {exc}")
+
+
+def fit_test_split(parser: argparse.ArgumentParser, args: argparse.Namespace, config: RunConfig) -> ImageSet:
+    """The real test split of --data as the fit drew it (`config`'s seed and working image size,
+    `fit_run_config`); exits through `parser.error` with one line when fedkr cannot load the data or it has
+    no test split."""
+    try:
+        test = load_dataset(args.data, seed=config.seed, image_size=config.image_size).test
+    except ValueError as exc:  # DataError: data fedkr cannot load
+        parser.error(str(exc))
+    if test is None:
+        parser.error(f"--data {args.data} has no test split to score on")
+    return test

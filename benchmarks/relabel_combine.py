@@ -27,10 +27,8 @@ from sklearn.metrics import balanced_accuracy_score
 
 from fedkr.server.relabel import class_counts, combine
 from fedkr.shared.classifier import predict_logits, probabilities
-from fedkr.shared.config import RunConfig
-from fedkr.shared.data import load_dataset
-from fitted_run import (add_fit_arguments, check_fit_arguments, fit_models_dirs, fit_reports, fit_settings, fit_teachers,
-                        read_fit_file)
+from fitted_run import (add_fit_arguments, fit_models_dirs, fit_reports, fit_run_config, fit_settings, fit_teachers,
+                        fit_test_split, read_fit_file)
 
 
 def ensemble_scores(labels: np.ndarray, probs: np.ndarray, prior: np.ndarray) -> dict[str, float]:
@@ -48,16 +46,13 @@ def main() -> None:
     add_fit_arguments(parser)
     args = parser.parse_args()
     saved = read_fit_file(parser, args.fit_reports)
-    settings = fit_settings(saved)
-    check_fit_arguments(parser, args, settings)
-    defaults = RunConfig()
+    config = fit_run_config(parser, args, fit_settings(saved))
     reports = fit_reports(parser, args.fit_reports, saved)
     sites = list(reports)
     counts = class_counts(reports, sites)
     prior = counts.sum(0) / counts.sum()
-    temperature = float(settings.get("temperature", defaults.temperature))
-    test = load_dataset(args.data, seed=int(settings.get("seed", defaults.seed)),
-                        image_size=int(settings.get("image_size", defaults.image_size))).test
+    temperature = config.temperature
+    test = fit_test_split(parser, args, config)
     teachers = list(fit_teachers(parser, fit_models_dirs(parser, args.sites_dir, args.fit_run, sites)).values())
     logits = [predict_logits(teacher, test.images) for teacher in teachers]
     at_one = [probabilities(z, 1.0) for z in logits]

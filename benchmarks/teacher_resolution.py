@@ -29,11 +29,9 @@ from sklearn.metrics import balanced_accuracy_score
 from fedkr.server.relabel import class_counts, combine
 from fedkr.shared.classifier import (predict_logits, probabilities, resample_input, resampling_resolution, to_tensor,
                                      to_uint8)
-from fedkr.shared.config import RunConfig
-from fedkr.shared.data import load_dataset
 from fedkr.shared.reports import generator_resolutions
-from fitted_run import (add_fit_arguments, check_fit_arguments, fit_models_dirs, fit_reports, fit_settings, fit_teachers,
-                        read_fit_file)
+from fitted_run import (add_fit_arguments, fit_models_dirs, fit_reports, fit_run_config, fit_settings, fit_teachers,
+                        fit_test_split, read_fit_file)
 
 
 def prediction_scores(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> dict:
@@ -51,9 +49,7 @@ def main() -> None:
                         help="the resolution (px) to resample the test images to (default: the smallest the sites' generators report)")
     args = parser.parse_args()
     saved = read_fit_file(parser, args.fit_reports)
-    settings = fit_settings(saved)
-    check_fit_arguments(parser, args, settings)
-    defaults = RunConfig()
+    config = fit_run_config(parser, args, fit_settings(saved))
     reports = fit_reports(parser, args.fit_reports, saved)
     sites = list(reports)
     if args.resolution < 0:
@@ -62,12 +58,8 @@ def main() -> None:
     if resolution <= 0:
         parser.error("the fit reports name no generator resolution: give --resolution")
     counts = class_counts(reports, sites)
-    rule = str(settings.get("relabel_combine", defaults.relabel_combine))
-    try:
-        test = load_dataset(args.data, seed=int(settings.get("seed", defaults.seed)),
-                            image_size=int(settings.get("image_size", defaults.image_size))).test
-    except ValueError as exc:  # DataError: data fedkr cannot load
-        parser.error(str(exc))
+    rule = config.relabel_combine
+    test = fit_test_split(parser, args, config)
     if not resampling_resolution(resolution, test.images.shape[1:3]):
         parser.error(f"resolution {resolution} px is not below the test images' side ({test.images.shape[1]} px): "
                      "nothing would be resampled")
