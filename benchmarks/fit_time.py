@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from fedkr.bench import load_bench_sites
+from fedkr.bench_progress import source_digest
 from fedkr.client.site import Site
 from fedkr.client.site_data import MIN_HOLDOUT, MIN_MEMBERS, SiteData
 from fedkr.inprocess import InProcessLink
@@ -76,7 +76,7 @@ def main() -> None:
               "teacher_seconds": round(report.teacher_seconds, 1),
               "generator_seconds": round(report.generator_seconds, 1),
               "fit_seconds": round(report.teacher_seconds + report.generator_seconds, 1),
-              "teacher_holdout_accuracy": round(report.teacher_holdout_accuracy, 4), "commit": _commit(),
+              "teacher_holdout_accuracy": round(report.teacher_holdout_accuracy, 4), "source_digest": source_digest(),
               "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
     print(json.dumps(result))
     if args.out is not None:
@@ -97,14 +97,6 @@ def sized_site(config: RunConfig, members: int) -> SiteData:
                          f"{MIN_HOLDOUT} holdout images left of the {len(train)} training images")
     order = np.random.default_rng(config.seed).permutation(len(train))
     return SiteData(members=train.subset(order[:members]), holdout=train.subset(order[members:members + holdout]))
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 if __name__ == "__main__":
