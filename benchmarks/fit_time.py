@@ -9,6 +9,9 @@ or one site of a given size, `--members` images drawn at random from the whole t
 rest, up to the profile's holdout fraction, is its holdout):
 
     python benchmarks/fit_time.py --data ../shared/data/medmnist/bloodmnist.npz --profile full --members 10000
+
+The result records `source_digest` (`fedkr.bench_progress.source_digest`: fedkr's package source, as a
+bench records it, not this script's); the file's name carries the commit it ran on.
 """
 
 from __future__ import annotations

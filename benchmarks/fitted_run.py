@@ -51,7 +51,7 @@ def read_fit_file(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]
 
 def fit_settings(saved: dict[str, Any]) -> dict[str, Any]:
     """The fit run's settings under Python names (`dp_epsilon`): a run's metrics.json `config`, a bench.json's
-    `profile.run` (its profile's overrides); {} when the file holds neither."""
+    `profile.run` (every run setting but the run id); {} when the file holds neither."""
     settings = saved.get("config") or (saved.get("profile") or {}).get("run") or {}
     return {str(key).replace("-", "_"): value for key, value in settings.items()} if isinstance(settings, dict) else {}
 
@@ -127,7 +127,7 @@ def fit_run_config(parser: argparse.ArgumentParser, args: argparse.Namespace, se
 
 def fit_test_split(parser: argparse.ArgumentParser, args: argparse.Namespace, config: RunConfig) -> ImageSet:
     """The real test split of --data as the fit drew it (`config`'s seed and working image size,
-    `fit_run_config`); exits through `parser.error` with one line when fedkr cannot load the data or it has
+    `fit_run_config`; not a run's separate `test_data`); exits through `parser.error` with one line when fedkr cannot load the data or it has
     no test split."""
     try:
         test = load_dataset(args.data, seed=config.seed, image_size=config.image_size).test
