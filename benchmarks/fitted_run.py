@@ -127,8 +127,8 @@ def fit_run_config(parser: argparse.ArgumentParser, args: argparse.Namespace, se
 
 def fit_test_split(parser: argparse.ArgumentParser, args: argparse.Namespace, config: RunConfig) -> ImageSet:
     """The real test split of --data as the fit drew it (`config`'s seed and working image size,
-    `fit_run_config`; not a run's separate `test_data`); exits through `parser.error` with one line when fedkr cannot load the data or it has
-    no test split."""
+    `fit_run_config`; not a run's separate `test_data`); exits through `parser.error` with one line when
+    fedkr cannot load the data or it has no test split."""
     try:
         test = load_dataset(args.data, seed=config.seed, image_size=config.image_size).test
     except ValueError as exc:  # DataError: data fedkr cannot load
