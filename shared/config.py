@@ -385,11 +385,10 @@ PROFILES: dict[str, Profile] = {
         "quick", "Digits-sized budgets: the bench inside the test suite, in about a minute a method.",
         run=dict(data="digits", sites=3, partition="dirichlet:1.0", rounds=1, ipc=15, samples_per_class=30,
                  oversample=1.5, generator_steps=60, generator_guidance=1.0, teacher_epochs=15, student_epochs=15),
-        bench=dict(seeds=3, fedavg_rounds=4, fedavg_local_epochs=2),
+        bench=dict(fedavg_rounds=4, fedavg_local_epochs=2),
     ),
     "full": Profile(
         "full", "Real datasets (BloodMNIST-sized): the defaults, with flips for the generators (right for cells).",
-        run=dict(generator_hflip=True),
-        bench=dict(seeds=3, fedavg_rounds=5, fedavg_local_epochs=8),
+        run=dict(generator_hflip=True),  # its bench schedule is BenchSettings' defaults
     ),
 }
