@@ -125,6 +125,13 @@ def fit_run_config(parser: argparse.ArgumentParser, args: argparse.Namespace, se
         parser.error(f"{args.fit_reports}: {exc}")
 
 
+def read_fit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[RunConfig, dict[str, FitReport]]:
+    """The fit run's `RunConfig` (`fit_run_config`) and its reports by site id (`fit_reports`), read from
+    --fit-reports once; exits through `parser.error` with one line where either cannot be read."""
+    saved = read_fit_file(parser, args.fit_reports)
+    return fit_run_config(parser, args, fit_settings(saved)), fit_reports(parser, args.fit_reports, saved)
+
+
 def fit_test_split(parser: argparse.ArgumentParser, args: argparse.Namespace, config: RunConfig) -> ImageSet:
     """The real test split of --data as the fit drew it (`config`'s seed and working image size,
     `fit_run_config`; not a run's separate `test_data`); exits through `parser.error` with one line when

@@ -27,8 +27,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from fedkr.server.relabel import class_counts, combine
 from fedkr.shared.classifier import predict_logits, probabilities
-from fitted_run import (add_fit_arguments, fit_models_dirs, fit_reports, fit_run_config, fit_settings, fit_teachers,
-                        fit_test_split, read_fit_file)
+from fitted_run import add_fit_arguments, fit_models_dirs, fit_teachers, fit_test_split, read_fit
 
 
 def ensemble_scores(labels: np.ndarray, probs: np.ndarray, prior: np.ndarray) -> dict[str, float]:
@@ -45,27 +44,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_fit_arguments(parser)
     args = parser.parse_args()
-    saved = read_fit_file(parser, args.fit_reports)
-    config = fit_run_config(parser, args, fit_settings(saved))
-    reports = fit_reports(parser, args.fit_reports, saved)
+    config, reports = read_fit(parser, args)
     sites = list(reports)
     counts = class_counts(reports, sites)
     prior = counts.sum(0) / counts.sum()
-    temperature = config.temperature
     test = fit_test_split(parser, args, config)
     teachers = list(fit_teachers(parser, fit_models_dirs(parser, args.sites_dir, args.fit_run, sites)).values())
     logits = [predict_logits(teacher, test.images) for teacher in teachers]
     at_one = [probabilities(z, 1.0) for z in logits]
-    at_t = [probabilities(z, temperature) for z in logits]
-    common = {"data": args.data, "fit_run": args.fit_run, "test_images": len(test.labels), "temperature": temperature}
+    at_t = [probabilities(z, config.temperature) for z in logits]
+    common = {"data": args.data, "fit_run": args.fit_run, "test_images": len(test.labels), "temperature": config.temperature}
     for sid, probs in zip(sites, at_one, strict=True):
         print(json.dumps({**common, "ensemble": sid, **ensemble_scores(test.labels, probs, prior)}))
-    softened = f"support, T={temperature:g}"
-    rows = {"support, T=1": combine(at_one, counts, "support", 1.0), softened: combine(at_t, counts, "support", temperature),
+    softened = f"support, T={config.temperature:g}"
+    rows = {"support, T=1": combine(at_one, counts, "support", 1.0),
+            softened: combine(at_t, counts, "support", config.temperature),
             "label-shift": combine(at_one, counts, "label-shift", 1.0)}
     for name, probs in rows.items():
         scores = ensemble_scores(test.labels, probs, prior)
-        if name == softened and temperature != 1.0:
+        if name == softened and config.temperature != 1.0:
             scores["test_nll"] = None  # softened labels: their likelihood is not comparable
         print(json.dumps({**common, "ensemble": name, **scores}))
 

@@ -30,8 +30,7 @@ from fedkr.server.relabel import class_counts, combine
 from fedkr.shared.classifier import (predict_logits, probabilities, resample_input, resampling_resolution, to_tensor,
                                      to_uint8)
 from fedkr.shared.reports import generator_resolutions
-from fitted_run import (add_fit_arguments, fit_models_dirs, fit_reports, fit_run_config, fit_settings, fit_teachers,
-                        fit_test_split, read_fit_file)
+from fitted_run import add_fit_arguments, fit_models_dirs, fit_teachers, fit_test_split, read_fit
 
 
 def prediction_scores(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> dict:
@@ -48,9 +47,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=0,
                         help="the resolution (px) to resample the test images to (default: the smallest the sites' generators report)")
     args = parser.parse_args()
-    saved = read_fit_file(parser, args.fit_reports)
-    config = fit_run_config(parser, args, fit_settings(saved))
-    reports = fit_reports(parser, args.fit_reports, saved)
+    config, reports = read_fit(parser, args)
     sites = list(reports)
     if args.resolution < 0:
         parser.error(f"--resolution must be positive, got {args.resolution}")
