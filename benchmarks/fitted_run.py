@@ -132,14 +132,15 @@ def read_fit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple
     return fit_run_config(parser, args, fit_settings(saved)), fit_reports(parser, args.fit_reports, saved)
 
 
-def fit_test_split(parser: argparse.ArgumentParser, args: argparse.Namespace, config: RunConfig) -> ImageSet:
-    """The real test split of --data as the fit drew it (`config`'s seed and working image size,
-    `fit_run_config`; not a run's separate `test_data`); exits through `parser.error` with one line when
-    fedkr cannot load the data or it has no test split."""
+def fit_test_split(parser: argparse.ArgumentParser, data: str, seed: int, image_size: int) -> ImageSet:
+    """The real test split of `data` as a fit drew it: with the fit's `seed` (digits draws its test part
+    by it) and working `image_size` (pixels), as `RunConfig.seed` and `RunConfig.image_size` hold them
+    (not a run's separate `test_data`); exits through `parser.error` with one line when fedkr cannot
+    load the data or it has no test split."""
     try:
-        test = load_dataset(args.data, seed=config.seed, image_size=config.image_size).test
+        test = load_dataset(data, seed=seed, image_size=image_size).test
     except ValueError as exc:  # DataError: data fedkr cannot load
         parser.error(str(exc))
     if test is None:
-        parser.error(f"--data {args.data} has no test split to score on")
+        parser.error(f"--data {data} has no test split to score on")
     return test

@@ -35,13 +35,12 @@ from fedkr.server.coordinator import Coordinator, FitResult
 from fedkr.shared import codec
 from fedkr.shared.classifier import accuracy, build_classifier, one_hot, train_classifier
 from fedkr.shared.config import ConfigError, RunConfig
-from fedkr.shared.data import load_dataset
 from fedkr.student_protocol import StudentProtocol
 from fedkr.v1 import messages_pb2 as pb
 
 from arglists import parse_list
 from fitted_run import (add_fit_arguments, check_fit_arguments, dashed, fit_models_dirs, fit_reports, fit_settings,
-                        fit_teachers, read_fit_file)
+                        fit_teachers, fit_test_split, read_fit_file)
 
 
 #: Settings that say where or how the fit ran, not what it measured: every variant has its own.
@@ -134,7 +133,7 @@ def main() -> None:
                            for sid, teacher in fit_teachers(parser, fitted_dirs).items()}
     first = next(iter(reports.values()))
     fit = FitResult(args.fit_run, reports, {}, first.class_names, first.image_shape, 0.0)
-    test = load_dataset(args.data, seed=split_seed, image_size=image_size).test  # digits draws its test part by the seed too
+    test = fit_test_split(parser, args.data, split_seed, image_size)
     # every variant starts from the fit run's own settings (a profile's overrides included) where the file holds them,
     # then --base, then its own; what the fit fixed it cannot change
     fit_flat = {key: value for key, value in dashed(fit_config).items()

@@ -48,7 +48,7 @@ def main() -> None:
     sites = list(reports)
     counts = class_counts(reports, sites)
     prior = counts.sum(0) / counts.sum()
-    test = fit_test_split(parser, args, config)
+    test = fit_test_split(parser, args.data, config.seed, config.image_size)
     teachers = list(fit_teachers(parser, fit_models_dirs(parser, args.sites_dir, args.fit_run, sites)).values())
     logits = [predict_logits(teacher, test.images) for teacher in teachers]
     at_one = [probabilities(z, 1.0) for z in logits]

@@ -56,7 +56,7 @@ def main() -> None:
         parser.error("the fit reports name no generator resolution: give --resolution")
     counts = class_counts(reports, sites)
     rule = config.relabel_combine
-    test = fit_test_split(parser, args, config)
+    test = fit_test_split(parser, args.data, config.seed, config.image_size)
     if not resampling_resolution(resolution, test.images.shape[1:3]):
         parser.error(f"resolution {resolution} px is not below the test images' side ({test.images.shape[1]} px): "
                      "nothing would be resampled")
