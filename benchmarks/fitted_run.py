@@ -133,10 +133,10 @@ def read_fit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple
 
 
 def fit_test_split(parser: argparse.ArgumentParser, data: str, seed: int, image_size: int) -> ImageSet:
-    """The real test split of `data` as a fit drew it: with the fit's `seed` (digits draws its test part
-    by it) and working `image_size` (pixels), as `RunConfig.seed` and `RunConfig.image_size` hold them
-    (not a run's separate `test_data`); exits through `parser.error` with one line when fedkr cannot
-    load the data or it has no test split."""
+    """The real test split of `data` as a fit drew it: with the fit's `seed` (digits, an image folder and a
+    manifest without a split draw their test part by it) and working `image_size` (pixels), as
+    `RunConfig.seed` and `RunConfig.image_size` hold them (not a run's separate `test_data`); exits
+    through `parser.error` with one line when fedkr cannot load the data or it has no test split."""
     try:
         test = load_dataset(data, seed=seed, image_size=image_size).test
     except ValueError as exc:  # DataError: data fedkr cannot load
