@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fedkr.bench import same_data
+from fedkr.bench import FIT_SETTINGS_ADDED_LATER, same_data
 from fedkr.client.site import has_fit, load_teacher, run_models_dir
 from fedkr.shared.classifier import CompactCNN
 from fedkr.shared.config import ConfigError, RunConfig
@@ -115,10 +115,12 @@ def check_fit_arguments(parser: argparse.ArgumentParser, args: argparse.Namespac
 
 def fit_run_config(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: dict[str, Any]) -> RunConfig:
     """The fit's `RunConfig`: the defaults with the fit's `settings` (`fit_settings`) over them, after
-    `check_fit_arguments`; exits through `parser.error` with one line naming --fit-reports when a
-    setting has a bad value."""
+    `check_fit_arguments`; a setting the file predates (`fedkr.bench.FIT_SETTINGS_ADDED_LATER`) is at its
+    first default where the file holds settings, as `fedkr bench` reads a reused fit. Exits through
+    `parser.error` with one line naming --fit-reports when a setting has a bad value."""
     check_fit_arguments(parser, args, settings)
-    fit = {**RunConfig().to_flat(), **dashed(settings)}
+    predated = dashed(FIT_SETTINGS_ADDED_LATER) if settings else {}
+    fit = {**RunConfig().to_flat(), **predated, **dashed(settings)}
     try:
         return RunConfig.from_flat({k: v for k, v in fit.items() if k.replace("-", "_") in RunConfig.__dataclass_fields__})
     except ConfigError as exc:

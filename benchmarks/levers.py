@@ -25,6 +25,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from fedkr.bench import FIT_SETTINGS, FIT_SETTINGS_ADDED_LATER
@@ -39,8 +40,8 @@ from fedkr.student_protocol import StudentProtocol
 from fedkr.v1 import messages_pb2 as pb
 
 from arglists import parse_list
-from fitted_run import (add_fit_arguments, check_fit_arguments, dashed, fit_models_dirs, fit_reports, fit_settings,
-                        fit_teachers, fit_test_split, read_fit_file)
+from fitted_run import (add_fit_arguments, check_fit_arguments, dashed, fit_models_dirs, fit_reports, fit_run_config,
+                        fit_settings, fit_teachers, fit_test_split, read_fit_file)
 
 
 #: Settings that say where or how the fit ran, not what it measured: every variant has its own.
@@ -116,12 +117,11 @@ def main() -> None:
     fit_config = fit_settings(saved)
     check_fit_arguments(parser, args, fit_config, (("--split-seed", "seed", args.split_seed),
                                                    ("--holdout-fraction", "holdout_fraction", args.holdout_fraction)))
-    defaults = RunConfig()
-    split_seed = args.split_seed if args.split_seed is not None else int(fit_config.get("seed", defaults.seed))
-    holdout_fraction = (args.holdout_fraction if args.holdout_fraction is not None
-                        else float(fit_config.get("holdout_fraction", defaults.holdout_fraction)))
+    fitted = replace(fit_run_config(parser, args, fit_config), data=args.data)
+    split_seed = args.split_seed if args.split_seed is not None else fitted.seed
+    holdout_fraction = args.holdout_fraction if args.holdout_fraction is not None else fitted.holdout_fraction
     reports = fit_reports(parser, args.fit_reports, saved)
-    image_size = fit_config.get("image_size", defaults.image_size)  # the working size the sites fitted at
+    image_size = fitted.image_size  # the working size the sites fitted at
     sites = [Site(f"site-{i}", load_site_data(SiteDataSpec(args.data, i, args.sites, args.partition, split_seed,
                                                                  holdout_fraction, image_size)),
                   args.sites_dir / f"site-{i}") for i in range(args.sites)]
@@ -140,10 +140,6 @@ def main() -> None:
                 if key.replace("-", "_") in RunConfig.__dataclass_fields__ and key not in NOT_CARRIED}
     fit_flat = dashed(FIT_SETTINGS_ADDED_LATER) | fit_flat if fit_config else fit_flat
     fixed = [key for key in FIT_SETTINGS if key.replace("_", "-") in fit_flat]  # what the file says the fit fixed
-    try:
-        fitted = RunConfig.from_flat({**fit_flat, "data": args.data})
-    except ConfigError as exc:
-        parser.error(f"{args.fit_reports}: {exc}")
     plans = []
     for spec in args.variant:
         name, _, changes = spec.partition(":")
