@@ -160,11 +160,10 @@ class RunConfig:
     teacher_epochs: int = 30
     #: Whether every site's teacher resamples its inputs to the site's generator resolution and back
     #: (`ClassifierConfig.input_resolution`), so that it learns the members at the detail the generator's
-    #: samples carry, which it labels, filters and relabels (`FitPlan.teacher_resample`). Off until a bench
-    #: confirms it: refitted beside one fit's generators it raised the student from 0.888 to 0.902 on
-    #: BloodMNIST and from 0.810 to 0.835 on BreastMNIST, three synthesis seeds each (docs/audit.md,
-    #: "The teacher's input resolution").
-    teacher_resample: bool = False
+    #: samples carry, which it labels, filters and relabels (`FitPlan.teacher_resample`). On: the BloodMNIST
+    #: and BreastMNIST benches with it scored above those without (README's benchmark; docs/audit.md,
+    #: "The teacher's input resolution"). Where the generator works at the images' own size it changes nothing.
+    teacher_resample: bool = True
     student_epochs: int = 40
     classifier_hflip: bool = False
 
