@@ -25,7 +25,6 @@ import json
 import logging
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from fedkr.bench import FIT_SETTINGS, FIT_SETTINGS_ADDED_LATER
@@ -117,7 +116,9 @@ def main() -> None:
     fit_config = fit_settings(saved)
     check_fit_arguments(parser, args, fit_config, (("--split-seed", "seed", args.split_seed),
                                                    ("--holdout-fraction", "holdout_fraction", args.holdout_fraction)))
-    fitted = replace(fit_run_config(parser, args, fit_config), data=args.data)
+    # the settings a variant carries over from the fit (what a run's folders, device and timeouts were is not one)
+    fitted = fit_run_config(parser, args, {key: value for key, value in fit_config.items()
+                                           if key.replace("_", "-") not in NOT_CARRIED})
     split_seed = args.split_seed if args.split_seed is not None else fitted.seed
     holdout_fraction = args.holdout_fraction if args.holdout_fraction is not None else fitted.holdout_fraction
     reports = fit_reports(parser, args.fit_reports, saved)

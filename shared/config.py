@@ -11,8 +11,8 @@ sites on scikit-learn's digits, 8-9 minutes on 2 cores), `quick` (the bench insi
 
 The defaults are the best settings measured on BloodMNIST (4 sites, Dirichlet 0.5; README,
 "Benchmark"): classifier-free guidance 3 at sampling, oversampling 1.5 for the in-distribution
-filter, IPC 400 from 2 rounds of 100 images per class, 1,500 generator steps, 40 student epochs on
-the whole relabelled pool (the figures behind each: README, "Benchmark", and
+filter, IPC 400 from 2 rounds of 100 images per class, 1,500 generator steps, each site's teacher
+trained at its generator's resolution, 40 student epochs on the whole relabelled pool (the figures behind each: README, "Benchmark", and
 benchmarks/results/). Flip augmentation is off
 by default: classes that differ by side (left and right anatomy) are common in medical data, and a
 flip turns one into the other.
