@@ -5,7 +5,7 @@ back to it; `[tool.flwr.app.config]` in pyproject.toml holds exactly its default
 them key by key); the ClientApp and the ServerApp parse Flower's run config into it once.
 
 A *profile* is a named set of overrides over those defaults (`PROFILES`): `demo` (three small
-sites on scikit-learn's digits, 8-9 minutes on 2 cores), `quick` (the bench inside the test suite) and
+sites on scikit-learn's digits, about 6 minutes on 2 cores), `quick` (the bench inside the test suite) and
 `full` (real datasets). `fedkr config --profile NAME` prints one; `fedkr simulate --profile`,
 `fedkr demo` and `fedkr bench --profile` use them.
 
