@@ -113,12 +113,14 @@ def check_fit_arguments(parser: argparse.ArgumentParser, args: argparse.Namespac
             parser.error(f"{flag} {given} is not the fit run's {key} ({settings[key]}): the sites' data would differ")
 
 
-def fit_run_config(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: dict[str, Any]) -> RunConfig:
+def fit_run_config(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: dict[str, Any],
+                   extra: tuple[tuple[str, str, Any], ...] = ()) -> RunConfig:
     """The fit's `RunConfig`: the defaults with the fit's `settings` (`fit_settings`) over them, after
-    `check_fit_arguments`; a setting the file predates (`fedkr.bench.FIT_SETTINGS_ADDED_LATER`) is at its
-    first default where the file holds settings, as `fedkr bench` reads a reused fit. Exits through
-    `parser.error` with one line naming --fit-reports when a setting has a bad value."""
-    check_fit_arguments(parser, args, settings)
+    `check_fit_arguments` (with its `extra` flags); a setting the file predates
+    (`fedkr.bench.FIT_SETTINGS_ADDED_LATER`) is at its first default where the file holds settings, as
+    `fedkr bench` reads a reused fit. Exits through `parser.error` with one line naming --fit-reports when
+    a setting has a bad value."""
+    check_fit_arguments(parser, args, settings, extra)
     predated = dashed(FIT_SETTINGS_ADDED_LATER) if settings else {}
     fit = {**RunConfig().to_flat(), **predated, **dashed(settings)}
     try:

@@ -39,7 +39,7 @@ from fedkr.student_protocol import StudentProtocol
 from fedkr.v1 import messages_pb2 as pb
 
 from arglists import parse_list
-from fitted_run import (add_fit_arguments, check_fit_arguments, dashed, fit_models_dirs, fit_reports, fit_run_config,
+from fitted_run import (add_fit_arguments, dashed, fit_models_dirs, fit_reports, fit_run_config,
                         fit_settings, fit_teachers, fit_test_split, read_fit_file)
 
 
@@ -114,11 +114,10 @@ def main() -> None:
     saved = read_fit_file(parser, args.fit_reports)
     seeds = parse_list(args.seeds, int, "--seeds", parser, inclusive=True)
     fit_config = fit_settings(saved)
-    check_fit_arguments(parser, args, fit_config, (("--split-seed", "seed", args.split_seed),
-                                                   ("--holdout-fraction", "holdout_fraction", args.holdout_fraction)))
     # the settings a variant carries over from the fit (what a run's folders, device and timeouts were is not one)
-    fitted = fit_run_config(parser, args, {key: value for key, value in fit_config.items()
-                                           if key.replace("_", "-") not in NOT_CARRIED})
+    carried = {key: value for key, value in fit_config.items() if key.replace("_", "-") not in NOT_CARRIED}
+    fitted = fit_run_config(parser, args, carried, (("--split-seed", "seed", args.split_seed),
+                                                    ("--holdout-fraction", "holdout_fraction", args.holdout_fraction)))
     split_seed = args.split_seed if args.split_seed is not None else fitted.seed
     holdout_fraction = args.holdout_fraction if args.holdout_fraction is not None else fitted.holdout_fraction
     reports = fit_reports(parser, args.fit_reports, saved)
@@ -137,9 +136,9 @@ def main() -> None:
     test = fit_test_split(parser, args.data, split_seed, image_size)
     # every variant starts from the fit run's own settings (a profile's overrides included) where the file holds them,
     # then --base, then its own; what the fit fixed it cannot change
-    fit_flat = {key: value for key, value in dashed(fit_config).items()
-                if key.replace("-", "_") in RunConfig.__dataclass_fields__ and key not in NOT_CARRIED}
-    fit_flat = dashed(FIT_SETTINGS_ADDED_LATER) | fit_flat if fit_config else fit_flat
+    # (the settings the file holds, and those it predates, as fit_run_config read them)
+    held = set(dashed(carried)) | (set(dashed(FIT_SETTINGS_ADDED_LATER)) if carried else set())
+    fit_flat = {key: value for key, value in fitted.to_flat().items() if key in held}
     fixed = [key for key in FIT_SETTINGS if key.replace("_", "-") in fit_flat]  # what the file says the fit fixed
     plans = []
     for spec in args.variant:
