@@ -135,7 +135,7 @@ def demo(
                                         "what they memorized and the release is refused.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's logs.")] = False,
 ) -> None:
-    """Three small simulated sites on scikit-learn's bundled digits: the whole pipeline (the demo profile).
+    """Two small simulated sites on scikit-learn's bundled digits: the whole pipeline (the demo profile).
 
     Each site's generator trains with DP-SGD (epsilon 4, the teacher without), which kept the audit's white-box attack on it near chance in the measured runs; the student trains on 160 relabelled images per class, the release holds 20 of them; with --leaky the generators train without DP and the sites send their shards without the shard check (so that every site reaches the audit), to show the audit refusing what they memorize (exit status 3 when it does).
     """

@@ -119,7 +119,7 @@ def test_profiles_are_overrides_over_the_defaults_and_print(monkeypatch):
     full = PROFILES["full"].run_config(run_id="x")
     assert full.generator_hflip and not RunConfig().generator_hflip
     demo = PROFILES["demo"].run_config(out="elsewhere", run_id="x")
-    assert (demo.sites, demo.ipc, demo.generator_steps, demo.out) == (3, 20, 200, "elsewhere")
+    assert (demo.sites, demo.ipc, demo.generator_steps, demo.out) == (2, 20, 200, "elsewhere")
     assert demo.dp_config() is not None and demo.dp_config().models == "generator" and demo.holdout_fraction == 0.5
     assert RunConfig.from_profile("demo", ipc=None).ipc == 20, "None means not given"
     printed = CliRunner().invoke(app, ["config", "--profile", "full"])
