@@ -18,7 +18,7 @@ import numpy as np
 from typing import TypeVar
 
 from fedkr.shared.audit_policy import AuditDecision, decide_release
-from fedkr.shared.gate_power import small_holdout_warning
+from fedkr.shared.gate_power import release_null_refusal_warning, small_holdout_warning
 from fedkr.shared.classifier import CompactCNN, accuracy
 from fedkr.shared.data import ImageSet
 from fedkr.shared.device import describe, resolve_device
@@ -264,6 +264,10 @@ class Coordinator:
                                             policy.auc_limits(), policy.confidence)
             if warning:
                 log.warning("%s", warning)
+        overall = release_null_refusal_warning({sid: (r.num_members, r.num_holdout) for sid, r in reports.items()},
+                                               policy.auc_limits(), policy.confidence)
+        if overall:
+            log.warning("%s", overall)
         budget = cfg.samples_per_class * len(class_names)
         if budget > MAX_SHARD_IMAGES:
             raise RunError(f"samples-per-class {cfg.samples_per_class} x {len(class_names)} classes = {budget} images "

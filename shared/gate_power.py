@@ -20,11 +20,11 @@ from scipy.stats import norm
 #: Largest holdout, as a multiple of today's, that a "more holdout" remedy proposes.
 MAX_HOLDOUT_FACTOR = 20
 
-#: A site whose clean release would fail by chance more often than this is warned at fit.
+#: A site, or a release over all sites, that would fail by chance more often than this is warned at fit.
 WARN_NULL_REFUSAL = 0.20
 
 __all__ = ["MAX_HOLDOUT_FACTOR", "WARN_NULL_REFUSAL", "hanley_mcneil_se", "holdout_for_auc_upper", "null_refusal_rate",
-           "holdout_for_null_refusal", "small_holdout_warning"]
+           "holdout_for_null_refusal", "small_holdout_warning", "release_null_refusal_warning"]
 
 
 def hanley_mcneil_se(auc: float, num_members: int, num_nonmembers: int) -> float:
@@ -116,4 +116,30 @@ def small_holdout_warning(site: str, num_members: int, num_holdout: int, limits:
               if needed is not None else f"no split of its {total:,} images brings that under {threshold:.0%}")
     return (f"{site}: with {num_members:,} members and {num_holdout:,} held-out images, a release that leaks nothing "
             f"fails the policy's AUC rules there by chance in about {rate:.0%} of audits; {advice} "
+            "(docs/audit.md, \"The gate at small sites\")")
+
+
+def release_null_refusal_warning(sizes: dict[str, tuple[int, int]], limits: tuple[float, ...], confidence: float = 0.95,
+                                 threshold: float = WARN_NULL_REFUSAL) -> str | None:
+    """One line for the operator when a release that leaks nothing would fail the policy's AUC rules at
+    some site by chance more often than `threshold`, over all sites together: 1 - prod(1 - r_i), r_i the
+    `null_refusal_rate` of site i (sites treated as independent); None otherwise, and for fewer than two
+    sites (`small_holdout_warning` speaks for one).
+
+    `sizes` maps each site's id to (members, held-out images). Sites below the per-site threshold can
+    still make a release fail by chance often: three sites of 240 v 240 each fail in about 19% of
+    audits, the release in about 46% (docs/audit.md, "The gate at small sites").
+    """
+    rates = {site: null_refusal_rate(members, holdout, limits, confidence)
+             for site, (members, holdout) in sorted(sizes.items()) if members >= 1 and holdout >= 1}
+    if len(rates) < 2:
+        return None
+    passing = 1.0
+    for rate in rates.values():
+        passing *= 1.0 - rate
+    if 1.0 - passing <= threshold:
+        return None
+    each = ", ".join(f"{site} {rate:.0%}" for site, rate in rates.items())
+    return (f"over these {len(rates)} sites a release that leaks nothing fails the policy's AUC rules at one of them by "
+            f"chance in about {1.0 - passing:.0%} of audits (each site alone: {each}); larger holdouts lower it "
             "(docs/audit.md, \"The gate at small sites\")")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from fedkr.shared.audit_policy import AuditPolicy
-from fedkr.shared.gate_power import holdout_for_null_refusal, null_refusal_rate, small_holdout_warning
+from fedkr.shared.gate_power import (holdout_for_null_refusal, null_refusal_rate, release_null_refusal_warning,
+                                     small_holdout_warning)
 from fedkr.shared.mia_stats import bootstrap_auc_ci
 
 LIMITS = AuditPolicy().auc_limits()
@@ -52,3 +53,15 @@ def test_a_small_site_is_warned_in_one_line_and_a_large_one_is_not():
 def test_a_policy_limit_at_or_below_chance_warns_instead_of_failing():
     warning = small_holdout_warning("site-0", 4000, 1000, (0.5,) * 6)
     assert warning is not None and "about 100% of audits" in warning
+
+
+def test_sites_each_under_the_threshold_are_warned_together_when_the_release_is_not():
+    """The three-site demo's sizes (240 v 240): no site alone is warned, the release over the three is."""
+    three = {f"site-{i}": (240, 240) for i in range(3)}
+    assert all(small_holdout_warning(site, *size, LIMITS) is None for site, size in three.items())
+    per_site = null_refusal_rate(240, 240, LIMITS)
+    warning = release_null_refusal_warning(three, LIMITS)
+    assert warning is not None and "\n" not in warning
+    assert f"by chance in about {1 - (1 - per_site) ** 3:.0%} of audits" in warning and "site-2 " in warning
+    assert release_null_refusal_warning({f"site-{i}": (360, 360) for i in range(2)}, LIMITS) is None  # today's demo
+    assert release_null_refusal_warning({"site-0": (240, 240)}, LIMITS) is None  # one site: its own warning speaks
