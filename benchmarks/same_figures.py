@@ -34,7 +34,10 @@ if what == "demo":
     demo = dict(data="digits", partition="iid", rounds=2, ipc=20, samples_per_class=40, generator_steps=600,
                 generator_hflip=False, teacher_epochs=30, student_epochs=60, out=str(out / "runs"), run_id="cmp-demo")
     config = PROFILES["demo"].run_config(out=str(out / "runs"), run_id="cmp-demo") if new else RunConfig(**demo)
-    sites = [Site(f"site-{i}", load_site_data(SiteDataSpec("digits", i, 3, "iid", 0, 0.2)), out / "sites" / f"site-{i}") for i in range(3)]
+    # the profile's own sites and holdout (two sites of 360 v 360 since 7ade12c); the older API's demo: 3 sites, holdout 0.2
+    num_sites, holdout = (config.sites, config.holdout_fraction) if new else (3, 0.2)
+    sites = [Site(f"site-{i}", load_site_data(SiteDataSpec("digits", i, num_sites, "iid", 0, holdout)), out / "sites" / f"site-{i}")
+             for i in range(num_sites)]
     outcome = Coordinator(config, load_digits_splits().test).run(InProcessLink(sites))
     m = outcome.metrics
     audit = {sid: {a: round(r["auc"], 4) for a, r in v.items() if isinstance(r, dict) and "auc" in r} for sid, v in m["audit"]["sites"].items()}
