@@ -122,16 +122,19 @@ def small_holdout_warning(site: str, num_members: int, num_holdout: int, limits:
 def release_null_refusal_warning(sizes: dict[str, tuple[int, int]], limits: tuple[float, ...], confidence: float = 0.95,
                                  threshold: float = WARN_NULL_REFUSAL) -> str | None:
     """One line for the operator when a release that leaks nothing would fail the policy's AUC rules at
-    some site by chance more often than `threshold`, over all sites together: 1 - prod(1 - r_i), r_i the
-    `null_refusal_rate` of site i (sites treated as independent); None otherwise, and for fewer than two
-    sites (`small_holdout_warning` speaks for one).
+    some site by chance in more than `threshold` of audits, over all sites together; None otherwise.
 
-    `sizes` maps each site's id to (members, held-out images). Sites below the per-site threshold can
-    still make a release fail by chance often: three sites of 240 v 240 each fail in about 19% of
-    audits, the release in about 46% (docs/audit.md, "The gate at small sites").
+    `sizes` maps each site's id to (members, held-out images), counts; a site with none of either is
+    left out, and with fewer than two sites left the result is None (`small_holdout_warning` speaks
+    for one site). `limits` holds one AUC upper-bound limit per required attack, each in (0, 1].
+    The release's rate is 1 - prod(1 - r_i), r_i the site's `null_refusal_rate` (Hanley-McNeil
+    normal approximation, AUC rules only, sites and attacks treated as independent): three sites
+    of 240 v 240 give about 19% a site, unwarned, and about 46% a release, where whole simulated
+    audits with the TPR rule refused 53.5% (`benchmarks/gate_null.py`; docs/audit.md, "The gate at
+    small sites"). Raises ValueError for a limit outside (0, 1] (from `null_refusal_rate`).
     """
     rates = {site: null_refusal_rate(members, holdout, limits, confidence)
-             for site, (members, holdout) in sorted(sizes.items()) if members >= 1 and holdout >= 1}
+             for site, (members, holdout) in sizes.items() if members >= 1 and holdout >= 1}
     if len(rates) < 2:
         return None
     passing = 1.0
@@ -140,6 +143,8 @@ def release_null_refusal_warning(sizes: dict[str, tuple[int, int]], limits: tupl
     if 1.0 - passing <= threshold:
         return None
     each = ", ".join(f"{site} {rate:.0%}" for site, rate in rates.items())
+    remedy = ("larger holdouts lower it" if min(limits) > 0.5 else
+              "no holdout lowers it under a limit at or below 0.5, where a clean AUC's interval reaches")
     return (f"over these {len(rates)} sites a release that leaks nothing fails the policy's AUC rules at one of them by "
-            f"chance in about {1.0 - passing:.0%} of audits (each site alone: {each}); larger holdouts lower it "
+            f"chance in about {1.0 - passing:.0%} of audits (each site alone: {each}); {remedy} "
             "(docs/audit.md, \"The gate at small sites\")")

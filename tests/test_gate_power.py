@@ -55,7 +55,7 @@ def test_a_policy_limit_at_or_below_chance_warns_instead_of_failing():
     assert warning is not None and "about 100% of audits" in warning
 
 
-def test_sites_each_under_the_threshold_are_warned_together_when_the_release_is_not():
+def test_sites_each_under_the_threshold_are_warned_together_when_the_release_is_over_it():
     """The three-site demo's sizes (240 v 240): no site alone is warned, the release over the three is."""
     three = {f"site-{i}": (240, 240) for i in range(3)}
     assert all(small_holdout_warning(site, *size, LIMITS) is None for site, size in three.items())
@@ -65,3 +65,6 @@ def test_sites_each_under_the_threshold_are_warned_together_when_the_release_is_
     assert f"by chance in about {1 - (1 - per_site) ** 3:.0%} of audits" in warning and "site-2 " in warning
     assert release_null_refusal_warning({f"site-{i}": (360, 360) for i in range(2)}, LIMITS) is None  # today's demo
     assert release_null_refusal_warning({"site-0": (240, 240)}, LIMITS) is None  # one site: its own warning speaks
+    assert release_null_refusal_warning({"site-0": (240, 240), "site-1": (0, 0)}, LIMITS) is None  # an empty site is left out
+    at_chance = release_null_refusal_warning({f"site-{i}": (4000, 1000) for i in range(2)}, (0.5,) * 6)
+    assert at_chance is not None and "no holdout lowers it" in at_chance and "larger holdouts" not in at_chance
