@@ -151,7 +151,7 @@ def main() -> None:
                              "--seeds (--data, --sites, --partition, --holdout-fraction, --seeds)")
             flat = {**fit_flat, "data": args.data, "partition": args.partition, "seed": seed, "out": str(args.out),
                     "run-id": f"{name}-s{seed}", "audit-max-auc": 1, "audit-max-tpr": 1, "audit-max-distance-auc": 1, "audit-max-generator-auc": 1,
-                    "audit-min-utility": 0, **asked}
+                    "audit-min-utility": 0, "audit-min-adjusted-balanced-accuracy": 0, **asked}
             try:
                 config = RunConfig.from_flat(flat)
             except ConfigError as exc:

@@ -58,7 +58,7 @@ def main() -> None:
     for variant in args.variants.split(","):
         started = time.perf_counter()
         config = base.with_overrides(run_id=f"utility-{variant}-{int(time.time())}", out=str(run_dir.parent),
-                                     audit_min_utility=0.0, student_epochs=1 if variant == "one-epoch" else base.student_epochs)
+                                     audit_min_utility=0.0, audit_min_adjusted_balanced_accuracy=0.0, student_epochs=1 if variant == "one-epoch" else base.student_epochs)
         for site in sites:
             site.reuse_fit(sites_dir / site.site_id / "runs" / fit_run, config.run_id)
         coordinator = (UntrainedStudent if variant == "untrained" else Coordinator)(config, test)

@@ -66,7 +66,7 @@ def bench_run_config(config: RunConfig, out: Path, seed: int, run_id: str | None
     `fedkr.bench_progress.unused_run_id`)."""
     return config.with_overrides(seed=seed, run_id=run_id or f"bench-seed{seed}", out=str(out / "runs"), audit_max_auc=1.0,
                                  audit_max_tpr=1.0, audit_max_distance_auc=1.0, audit_max_generator_auc=1.0,
-                                 audit_min_utility=0.0)
+                                 audit_min_utility=0.0, audit_min_adjusted_balanced_accuracy=0.0)
 
 
 def student_protocol(config: RunConfig) -> StudentProtocol:

@@ -186,6 +186,7 @@ def simulate(
     audit_max_distance_auc: Annotated[float | None, typer.Option(help="Release only if the distance tests' AUC upper 95% bound is at most this." + _d("audit_max_distance_auc"))] = None,
     audit_max_generator_auc: Annotated[float | None, typer.Option(help="Release only if, at every site, the white-box attack on the site's own generator has an AUC upper 95% bound at most this." + _d("audit_max_generator_auc"))] = None,
     audit_min_utility: Annotated[float | None, typer.Option(help="Release only if the student keeps at least this share of what the sites' own teachers know: chance-adjusted balanced accuracy on the sites' holdouts, pooled (0: no utility rule)." + _d("audit_min_utility"))] = None,
+    audit_min_adjusted_balanced_accuracy: Annotated[float | None, typer.Option(help="Release only if the student's own chance-adjusted balanced accuracy on the sites' holdouts, pooled, can reach this floor (upper end of its 95% interval; 0: chance, 1: perfect; 0 turns the floor off)." + _d("audit_min_adjusted_balanced_accuracy"))] = None,
     reference_models: Annotated[int | None, typer.Option(help="Reference models each site trains for RMIA (and LiRA), 2 to 8." + _d("audit_reference_models"))] = None,
     lira: Annotated[bool | None, typer.Option("--lira/--no-lira", help="Also run offline LiRA at every site (and require it to pass)." + _d("audit_lira"))] = None,
     dp_epsilon: Annotated[float | None, typer.Option(help="Train every site's models (those dp-models names) with DP-SGD within this total epsilon per site (0: no DP)." + _d("dp_epsilon"))] = None,
@@ -205,7 +206,7 @@ def simulate(
                      teacher_epochs=teacher_epochs, teacher_resample=teacher_resample, student_epochs=student_epochs, temperature=temperature,
                      audit_max_auc=audit_max_auc, audit_max_tpr=audit_max_tpr,
                      audit_max_distance_auc=audit_max_distance_auc, audit_max_generator_auc=audit_max_generator_auc,
-                     audit_min_utility=audit_min_utility,
+                     audit_min_utility=audit_min_utility, audit_min_adjusted_balanced_accuracy=audit_min_adjusted_balanced_accuracy,
                      audit_reference_models=reference_models,
                      audit_lira=lira, dp_epsilon=dp_epsilon, dp_delta=dp_delta, dp_max_grad_norm=dp_max_grad_norm, dp_models=dp_models,
                      generator_hflip=hflip, classifier_hflip=hflip, device=device)
@@ -282,6 +283,7 @@ def audit(
     max_distance_auc: Annotated[float | None, typer.Option(help="Policy: AUC upper 95% bound of the distance tests." + _d("audit_max_distance_auc"))] = None,
     max_generator_auc: Annotated[float | None, typer.Option(help="Policy: AUC upper 95% bound of the white-box attack on the site's generator (needs --state-dir holding the run's generator)." + _d("audit_max_generator_auc"))] = None,
     min_utility: Annotated[float | None, typer.Option(help="Policy: the share of the comparator's chance-adjusted balanced accuracy the student must keep (0: no utility rule)." + _d("audit_min_utility"))] = None,
+    min_adjusted_balanced_accuracy: Annotated[float | None, typer.Option(help="Policy: the floor under the student's own chance-adjusted balanced accuracy, by the upper end of its interval (0: no floor)." + _d("audit_min_adjusted_balanced_accuracy"))] = None,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP + _d("device"))] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show each attack as it finishes.")] = False,
 ) -> None:
@@ -304,7 +306,8 @@ def audit(
         fail(str(exc))
     run = _config("default", seed=seed, holdout_fraction=holdout_fraction, sites=sites, audit_reference_models=reference_models,
                   audit_lira=lira, audit_max_auc=max_auc, audit_max_tpr=max_tpr, audit_max_distance_auc=max_distance_auc,
-                  audit_max_generator_auc=max_generator_auc, audit_min_utility=min_utility, partition=partition, device=device, image_size=image_size)
+                  audit_max_generator_auc=max_generator_auc, audit_min_utility=min_utility,
+                  audit_min_adjusted_balanced_accuracy=min_adjusted_balanced_accuracy, partition=partition, device=device, image_size=image_size)
     if partition is None and (sites is not None or site_index != 0):
         fail("--sites and --site-index describe a simulated run: give its --partition as well")
     try:

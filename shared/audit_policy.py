@@ -43,6 +43,13 @@ class AuditPolicy:
     chance-adjusted balanced accuracy must reach `min_utility_ratio` times the sites' teachers'
     (0 turns the rule off). A student that learned little leaks little, so the attacks alone would
     pass it; this rule refuses it. The default is set by measured runs (docs/audit.md).
+
+    The floor: a ratio to the teachers says nothing when the teachers learned little themselves (DP
+    teachers that collapsed passed the ratio with students at 0.11 to 0.16 test accuracy on ten
+    classes), so the student's pooled adjusted balanced accuracy must also reach
+    `min_adjusted_balanced_accuracy` by the upper end of its `confidence` interval
+    (`UtilityCounts.adjusted_balanced_accuracy_interval`): refused only when the holdouts show the
+    student below the floor, not when a small holdout leaves it uncertain (0 turns the floor off).
     """
 
     confidence: float = 0.95
@@ -53,10 +60,13 @@ class AuditPolicy:
     required_attacks: tuple[str, ...] = STUDENT_ATTACKS + DISTANCE_ATTACKS + GENERATOR_ATTACKS
     min_examples: int = 10
     min_utility_ratio: float = 0.5
+    min_adjusted_balanced_accuracy: float = 0.25
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_utility_ratio <= 1.0:
             raise ValueError(f"min_utility_ratio must be in [0, 1], got {self.min_utility_ratio}")
+        if not 0.0 <= self.min_adjusted_balanced_accuracy <= 1.0:
+            raise ValueError(f"min_adjusted_balanced_accuracy must be in [0, 1], got {self.min_adjusted_balanced_accuracy}")
         if not 0.5 <= self.confidence < 1.0:
             raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence}")
         for name in ("max_auc_upper", "max_distance_auc_upper", "max_generator_auc_upper", "max_tpr_at_1pct_fpr"):
@@ -162,8 +172,12 @@ def utility_figures(counts: UtilityCounts | None) -> dict | None:
     return figures
 
 
-def _check_utility(reports: dict[str, AuditReport], policy: AuditPolicy) -> tuple[UtilityCounts | None, list[Failure]]:
-    """Pool the sites' utility counts and apply the utility rule."""
+def check_utility(reports: dict[str, AuditReport], policy: AuditPolicy) -> tuple[UtilityCounts | None, list[Failure]]:
+    """Pool the sites' utility counts and apply the utility rule and the floor (`AuditPolicy`'s docstring).
+
+    Returns the pooled counts (None when no site sent any) and the failures: a site without counts,
+    counts over different class lists, the floor, teachers at chance, the ratio. Raises nothing.
+    """
     failures = [Failure(sid, "utility", "present", None, None, f"{sid}: no utility figures (the student's accuracy on the "
                         "site's holdout)") for sid, report in reports.items() if report.utility is None]
     counts = [r.utility for r in reports.values() if r.utility is not None]
@@ -172,12 +186,23 @@ def _check_utility(reports: dict[str, AuditReport], policy: AuditPolicy) -> tupl
     except ValueError:
         return None, failures + [Failure("", "utility", "classes", None, None,
                                          "sites sent utility counts over different numbers of classes")]
-    if pooled is None or policy.min_utility_ratio == 0.0:
+    if pooled is None:
         return pooled, failures
     teacher = pooled.balanced_accuracy("teacher", adjusted=True)
     student = pooled.balanced_accuracy("student", adjusted=True)
-    ratio = pooled.utility_ratio()
     where = f"on {pooled.num_examples} holdout images of {len(counts)} site{'s' if len(counts) != 1 else ''}"
+    floor = policy.min_adjusted_balanced_accuracy
+    if floor > 0.0 and pooled.classes_present > 1:
+        upper = pooled.adjusted_balanced_accuracy_interval("student", policy.confidence)[1]
+        if not upper >= floor:
+            failures.append(Failure("", "utility", "adjusted_balanced_accuracy_upper", upper, floor,
+                                    f"the student's adjusted balanced accuracy is {student:.3f} {where}, upper "
+                                    f"{policy.confidence:.0%} bound {upper:.3f} < the policy's floor {floor:.2f} "
+                                    f"(0: chance; the sites' own models reach {teacher:.3f}): a release that teaches "
+                                    "this little is not released"))
+    if policy.min_utility_ratio == 0.0:
+        return pooled, failures
+    ratio = pooled.utility_ratio()
     if not teacher > 0:
         failures.append(Failure("", "utility", "teacher_adjusted_balanced_accuracy", teacher, 0.0,
                                 f"the sites' own models are at chance {where} (adjusted balanced accuracy "
@@ -216,6 +241,6 @@ def decide_release(replies: dict[str, AuditReport | Exception | str], policy: Au
             failures.extend(_check_result(sid, result, policy))
     if not replies:
         failures.append(Failure("", "", "answered", None, None, "no site returned an audit"))
-    pooled, utility_failures = _check_utility({s: r for s, r in reports.items() if isinstance(r, AuditReport)}, policy)
+    pooled, utility_failures = check_utility({s: r for s, r in reports.items() if isinstance(r, AuditReport)}, policy)
     failures.extend(utility_failures)
     return AuditDecision(passed=not failures, policy=policy, failures=tuple(failures), reports=reports, utility=pooled)

@@ -253,6 +253,11 @@ def _pooled_remedy(failure: Failure) -> str:
     if failure.metric == "utility_ratio":
         return ("a student that learns more from the sites' synthetic data (more student epochs, more synthetic "
                 "images per class, better site generators), audited again")
+    if failure.metric == "adjusted_balanced_accuracy_upper":
+        return ("a student that learns more from the sites' synthetic data (more student epochs, more synthetic "
+                "images per class, better site generators), audited again; where the sites' own models are weak "
+                "too, sites whose models learn their task first (under DP: a larger epsilon, or DP on the "
+                "generator alone, `--dp-models generator`)")
     if failure.metric == "teacher_adjusted_balanced_accuracy":
         return "sites whose own models learn their task: check the sites' data and labels"
     return "a complete audit from every site"

@@ -417,6 +417,7 @@ class Policy:
     entries: tuple[PolicyEntry, ...]
     min_utility_ratio: float | None = None
     max_generator_auc_upper: float | None = None
+    min_adjusted_balanced_accuracy: float | None = None
 
     @classmethod
     def parse(cls, value: Any) -> Policy:
@@ -428,7 +429,8 @@ class Policy:
         return cls(_real(policy.get("confidence")), _real(policy.get("max_auc_upper")),
                    _real(policy.get("max_tpr_at_1pct_fpr")), _real(policy.get("max_distance_auc_upper")),
                    tuple(str(r) for r in _list(policy.get("required_attacks"))), entries,
-                   _real(policy.get("min_utility_ratio")), _real(policy.get("max_generator_auc_upper")))
+                   _real(policy.get("min_utility_ratio")), _real(policy.get("max_generator_auc_upper")),
+                   _real(policy.get("min_adjusted_balanced_accuracy")))
 
     def auc_limit(self, attack: Attack) -> float | None:
         """The AUC upper-bound limit that applies to `attack` (distance test, generator or student), None if unknown."""

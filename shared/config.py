@@ -119,6 +119,11 @@ class RunConfig:
     audit_max_distance_auc: float = 0.6
     audit_max_generator_auc: float = 0.6
     audit_min_utility: float = 0.5
+    #: The floor under the student's pooled chance-adjusted balanced accuracy, by the upper end of its 95%
+    #: interval (`AuditPolicy.min_adjusted_balanced_accuracy`). Measured: DP-collapsed teachers let students
+    #: at 0.05-0.08 (upper bounds 0.08-0.11) pass the ratio on the two-site demo; the weakest student
+    #: released otherwise read 0.48 (BloodMNIST, DP-MERF at epsilon 8). docs/audit.md, "The floor".
+    audit_min_adjusted_balanced_accuracy: float = 0.25
     audit_reference_models: int = 2
     audit_lira: bool = False
     # differential privacy at every site: off when dp_epsilon is 0
@@ -186,6 +191,7 @@ class RunConfig:
             (0.0 < self.audit_max_distance_auc <= 1.0, "audit-max-distance-auc must be in (0, 1]"),
             (0.0 < self.audit_max_generator_auc <= 1.0, "audit-max-generator-auc must be in (0, 1]"),
             (0.0 <= self.audit_min_utility <= 1.0, "audit-min-utility must be in [0, 1]"),
+            (0.0 <= self.audit_min_adjusted_balanced_accuracy <= 1.0, "audit-min-adjusted-balanced-accuracy must be in [0, 1]"),
             (MIN_REFERENCE_MODELS <= self.audit_reference_models <= MAX_REFERENCE_MODELS,
              f"audit-reference-models must be between {MIN_REFERENCE_MODELS} and {MAX_REFERENCE_MODELS}"),
             (0 <= self.dp_epsilon < float("inf"), "dp-epsilon must be a finite number >= 0 (0 turns DP off)"),
@@ -267,7 +273,8 @@ class RunConfig:
         return AuditPolicy(max_auc_upper=self.audit_max_auc, max_tpr_at_1pct_fpr=self.audit_max_tpr,
                            max_distance_auc_upper=self.audit_max_distance_auc,
                            max_generator_auc_upper=self.audit_max_generator_auc, required_attacks=required,
-                           min_utility_ratio=self.audit_min_utility)
+                           min_utility_ratio=self.audit_min_utility,
+                           min_adjusted_balanced_accuracy=self.audit_min_adjusted_balanced_accuracy)
 
     @classmethod
     def from_flat(cls, values: dict[str, object]) -> RunConfig:

@@ -12,7 +12,10 @@ The headline figure is chance-adjusted balanced accuracy, as scikit-learn's
 present, rescaled so that chance (or always answering one class) scores 0 and a perfect
 classifier 1. Plain accuracy would pass a student that always answers a site's majority class;
 the adjusted figure does not. `utility_ratio` is the student's adjusted balanced accuracy over the
-sites' teachers': the share of what the sites' own models know that the student kept.
+sites' teachers': the share of what the sites' own models know that the student kept. A ratio
+says nothing when the teachers themselves learned little (a DP-SGD teacher that collapsed, for
+example): `adjusted_balanced_accuracy_interval` gives the student's own figure an interval, so that
+the policy can also hold it to an absolute floor.
 """
 
 from __future__ import annotations
@@ -90,6 +93,46 @@ class UtilityCounts:
         """float64 (K,): per-class recall of `model`; nan for a class with no holdout image."""
         with np.errstate(invalid="ignore", divide="ignore"):
             return self._correct(model) / np.where(self.support > 0, self.support, 0)
+
+    def adjusted_balanced_accuracy_interval(self, model: str, confidence: float = 0.95, draws: int = 20_000,
+                                            seed: int = 0) -> tuple[float, float]:
+        """Equal-tailed `confidence` interval of `model`'s chance-adjusted balanced accuracy.
+
+        Follows Brodersen et al., "The balanced accuracy and its posterior distribution" (ICPR 2010):
+        each present class's recall has a Beta posterior and balanced accuracy is their mean. The prior
+        is Jeffreys' (posterior Beta(correct + 1/2, wrong + 1/2), the per-class interval Brown, Cai and
+        DasGupta (2001) recommend) rather than Brodersen's flat one, which pulls each recall towards 1/2
+        enough that a student near 0.99 read an upper bound below its own point estimate on the demo's
+        holdouts. The quantiles are taken from `draws` Monte Carlo draws
+        (numpy's Beta sampler, seeded by `seed`, so the same counts give the same interval). The bounds
+        are then adjusted as `balanced_accuracy(adjusted=True)` is (chance 0, perfect 1).
+
+        Args:
+            model: "student" or "teacher".
+            confidence: in (0, 1).
+            draws: Monte Carlo draws, at least 1,000.
+            seed: the sampler's seed.
+
+        Returns:
+            (lower, upper) as floats; (nan, nan) with fewer than two classes present.
+
+        Raises:
+            ValueError: an unknown model, a confidence outside (0, 1), or fewer than 1,000 draws.
+        """
+        correct = self._correct(model)
+        if not 0.0 < confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        if draws < 1000:
+            raise ValueError(f"draws must be at least 1000, got {draws}")
+        present = self.support > 0
+        if present.sum() < 2:
+            return float("nan"), float("nan")
+        hits, misses = correct[present], (self.support - correct)[present]
+        recalls = np.random.default_rng(seed).beta(hits[:, None] + 0.5, misses[:, None] + 0.5, size=(hits.size, draws))
+        tail = (1.0 - confidence) / 2.0
+        lower, upper = np.quantile(recalls.mean(axis=0), [tail, 1.0 - tail])
+        chance = 1.0 / present.sum()
+        return float((lower - chance) / (1.0 - chance)), float((upper - chance) / (1.0 - chance))
 
     def utility_ratio(self) -> float:
         """Student's adjusted balanced accuracy over the teachers'; nan when the teachers are at chance or below."""

@@ -158,6 +158,8 @@ def test_a_site_that_did_not_answer_and_a_useless_student_are_summarised():
     assert summary[1].sentence == ("site-1 did not answer the audit (no reply in 600 s): nothing was measured there, "
                                    "so the release cannot pass on its behalf.")
     assert "the student keeps" in summary[2].sentence and summary[2].remedies
+    assert "adjusted balanced accuracy is 0.000" in summary[2].sentence  # below the floor on its own figure too
+    assert any("`--dp-models generator`" in r for r in summary[2].remedies)
 
 
 def test_audit_json_and_the_page_carry_the_summary(tmp_path):

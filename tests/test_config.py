@@ -15,6 +15,7 @@ from helpers import REPO
 OPTION_SETTING = {"reference_models": "audit_reference_models", "lira": "audit_lira", "hflip": "generator_hflip",
                   "max_auc": "audit_max_auc", "max_tpr": "audit_max_tpr", "max_distance_auc": "audit_max_distance_auc",
                   "max_generator_auc": "audit_max_generator_auc", "min_utility": "audit_min_utility",
+                  "min_adjusted_balanced_accuracy": "audit_min_adjusted_balanced_accuracy",
                   "epochs": "student_epochs"}
 #: Options that share a setting's name but mean something else: where a bench or an audit report is written.
 NOT_SETTINGS = {("bench", "out"), ("audit", "out")}

@@ -26,7 +26,7 @@ SITES = ("site-1", "site-2", "site-3")
 #: audit runs at a bound that size can show (see tests/helpers.py: tiny_run_config). At 60 generator steps
 #: the student learns little; the utility rule is tested at its default elsewhere (test_pipeline.py).
 RUN_CONFIG = {"rounds": 2, "ipc": 5, "samples-per-class": 10, "generator-steps": 60, "teacher-epochs": 8, "student-epochs": 10,
-              "audit-max-auc": 0.8, "audit-max-distance-auc": 0.8, "audit-max-generator-auc": 0.8, "audit-min-utility": 0.0, "site-threads": 1,
+              "audit-max-auc": 0.8, "audit-max-distance-auc": 0.8, "audit-max-generator-auc": 0.8, "audit-min-utility": 0.0, "audit-min-adjusted-balanced-accuracy": 0.0, "site-threads": 1,
               "wait-for-sites": 60}
 
 

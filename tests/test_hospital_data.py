@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 TINY = ("--sites", "2", "--partition", "iid", "--rounds", "1", "--ipc", "5", "--samples-per-class", "10",
         "--oversample", "1", "--generator-steps", "20", "--generator-guidance", "1", "--teacher-epochs", "2",
         "--student-epochs", "2", "--reference-models", "2", "--audit-max-auc", "1", "--audit-max-tpr", "1",
-        "--audit-max-distance-auc", "1", "--audit-max-generator-auc", "1", "--audit-min-utility", "0", "--holdout-fraction", "0.3")
+        "--audit-max-distance-auc", "1", "--audit-max-generator-auc", "1", "--audit-min-utility", "0",
+        "--audit-min-adjusted-balanced-accuracy", "0", "--holdout-fraction", "0.3")
 
 
 def simulate(data: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -119,7 +120,8 @@ def test_medmnist_plus_64_px_in_process(tmp_path):
     data = str(_medmnist_plus(tmp_path / "pathmnist_64.npz", 64, 240, 60))
     config = tiny_run_config(tmp_path / "runs", data=data, rounds=1, ipc=5, samples_per_class=10, generator_steps=20,
                              teacher_epochs=2, student_epochs=2, audit_max_auc=1.0, audit_max_tpr=1.0,
-                             audit_max_distance_auc=1.0, audit_max_generator_auc=1.0, audit_min_utility=0.0, image_size=16)
+                             audit_max_distance_auc=1.0, audit_max_generator_auc=1.0, audit_min_utility=0.0,
+                             audit_min_adjusted_balanced_accuracy=0.0, image_size=16)
     sites = [Site(f"site-{i}", load_site_data(SiteDataSpec(data, i, 2, "iid", 0, 0.2, config.image_size)),
                   tmp_path / "sites" / f"site-{i}") for i in range(2)]
     test = load_dataset(data, image_size=config.image_size).test

@@ -122,7 +122,8 @@ def test_a_run_with_dp_merf_generators_audits_them_white_box(tmp_path):
              for i in range(2)]
     config = tiny_run_config(tmp_path / "runs", run_id="merf", generator_kind="dp-merf", dp_epsilon=8.0, rounds=1,
                              generator_steps=100, teacher_epochs=2, student_epochs=2, samples_per_class=5, ipc=3,
-                             audit_max_auc=1.0, audit_max_tpr=1.0, audit_max_distance_auc=1.0, audit_min_utility=0.0)
+                             audit_max_auc=1.0, audit_max_tpr=1.0, audit_max_distance_auc=1.0, audit_min_utility=0.0,
+                             audit_min_adjusted_balanced_accuracy=0.0)
     coordinator = Coordinator(config, None)
     link = InProcessLink(sites)
     record = coordinator.start()

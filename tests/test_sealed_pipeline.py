@@ -22,7 +22,7 @@ from fedkr.shared.release_verify import verify_release
 #: Sealing mechanics at one-step budgets: the student learns nothing here, so the policy's AUC and utility
 #: rules are opened (both are tested at their defaults in test_release_gate.py, test_utility.py, test_pipeline.py).
 FAST = dict(rounds=2, generator_steps=1, teacher_epochs=1, student_epochs=1, audit_max_auc=1.0, audit_max_distance_auc=1.0, audit_max_generator_auc=1.0,
-            audit_min_utility=0.0)
+            audit_min_utility=0.0, audit_min_adjusted_balanced_accuracy=0.0)
 
 #: Whole runs or many model fits: outside the fast loop (`pytest -m "not slow"`).
 pytestmark = pytest.mark.slow

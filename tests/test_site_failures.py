@@ -191,7 +191,8 @@ def test_a_site_dropped_mid_run_is_named_in_summary_manifest_and_audit(tmp_path)
              for i in range(3)]
     config = tiny_run_config(tmp_path / "runs", run_id="lost", rounds=1, generator_steps=2, teacher_epochs=1,
                              student_epochs=1, samples_per_class=3, ipc=2, audit_max_auc=1.0, audit_max_tpr=1.0,
-                             audit_max_distance_auc=1.0, audit_max_generator_auc=1.0, audit_min_utility=0.0)  # mechanics, at one epoch
+                             audit_max_distance_auc=1.0, audit_max_generator_auc=1.0, audit_min_utility=0.0,
+                             audit_min_adjusted_balanced_accuracy=0.0)  # mechanics, at one epoch
     coordinator = Coordinator(config, None)
     link = InProcessLink(sites)
     record = coordinator.start()

@@ -92,8 +92,9 @@ def test_a_student_that_learned_nothing_is_refused_and_a_normal_one_passes():
     broken = {s: _report(s, _site_counts(rng, skill=0.0)) for s in ("site-0", "site-1")}
     decision = decide_release(broken, policy)
     assert not decision.passed
-    [failure] = decision.failures
-    assert failure.attack == "utility" and failure.metric == "utility_ratio"
+    assert [(f.attack, f.metric) for f in decision.failures] == [("utility", "adjusted_balanced_accuracy_upper"),
+                                                                 ("utility", "utility_ratio")]
+    failure = decision.failures[1]
     assert "a release that teaches this little is not released" in failure.message
     assert "600 holdout images of 2 sites" in failure.message
 
@@ -104,15 +105,78 @@ def test_a_student_that_learned_nothing_is_refused_and_a_normal_one_passes():
     assert decision.to_dict()["utility"]["utility_ratio"] == pytest.approx(decision.utility.utility_ratio())
 
 
-def test_a_site_without_utility_figures_fails_and_zero_turns_the_rule_off():
+def test_a_site_without_utility_figures_fails_and_zero_turns_each_rule_off():
     rng = np.random.default_rng(2)
     replies = {"site-0": _report("site-0", _site_counts(rng, 0.9)), "site-1": _report("site-1", None)}
     decision = decide_release(replies, AuditPolicy())
     assert [(f.site, f.metric) for f in decision.failures] == [("site-1", "present")]
     broken = {"site-0": _report("site-0", _site_counts(rng, 0.0))}
-    assert decide_release(broken, AuditPolicy(min_utility_ratio=0.0)).passed
-    with pytest.raises(ValueError):
-        AuditPolicy(min_utility_ratio=1.5)
+    assert [f.metric for f in decide_release(broken, AuditPolicy(min_utility_ratio=0.0)).failures] == [
+        "adjusted_balanced_accuracy_upper"]
+    assert [f.metric for f in decide_release(broken, AuditPolicy(min_adjusted_balanced_accuracy=0.0)).failures] == [
+        "utility_ratio"]
+    assert decide_release(broken, AuditPolicy(min_utility_ratio=0.0, min_adjusted_balanced_accuracy=0.0)).passed
+    for bad in ({"min_utility_ratio": 1.5}, {"min_adjusted_balanced_accuracy": -0.1}):
+        with pytest.raises(ValueError):
+            AuditPolicy(**bad)
+
+
+#: A real run's counts: `fedkr simulate --profile demo --dp-models teacher+generator --seed 1` (two sites of
+#: digits, epsilon 4 a site split between teacher and generator). The DP teachers collapsed (balanced
+#: accuracy 0.14 on ten classes) and the student, at 0.17, kept "1.82" of their skill: released before the floor.
+DP_COLLAPSED = {
+    "site-0": {"support": [40, 38, 30, 34, 34, 33, 36, 40, 32, 41], "student_correct": [12, 7, 0, 2, 0, 0, 19, 31, 0, 0],
+               "teacher_correct": [3, 3, 0, 3, 1, 0, 3, 14, 7, 3]},
+    "site-1": {"support": [31, 34, 41, 38, 38, 40, 37, 31, 37, 31], "student_correct": [7, 3, 0, 0, 0, 0, 18, 23, 0, 0],
+               "teacher_correct": [12, 14, 10, 3, 0, 5, 10, 6, 0, 2]},
+}
+
+
+def test_teachers_that_learned_little_cannot_vouch_for_a_student_that_learned_nothing():
+    replies = {sid: _report(sid, UtilityCounts.from_dict(c)) for sid, c in DP_COLLAPSED.items()}
+    decision = decide_release(replies, AuditPolicy())
+    assert decision.utility.utility_ratio() > 1.5  # the ratio alone passes it
+    assert decide_release(replies, AuditPolicy(min_adjusted_balanced_accuracy=0.0)).passed
+    assert not decision.passed
+    [failure] = decision.failures
+    assert (failure.attack, failure.metric, failure.threshold) == ("utility", "adjusted_balanced_accuracy_upper", 0.25)
+    assert failure.value < 0.15
+    assert "adjusted balanced accuracy is 0.078 on 716 holdout images of 2 sites" in failure.message
+    assert "the sites' own models reach 0.043" in failure.message
+
+
+def test_the_floor_reads_the_upper_bound_so_a_small_holdout_is_not_refused_by_chance():
+    labels = np.repeat(np.arange(4), 5)  # 20 images: the interval is wide
+    student = np.where(np.arange(20) % 5 < 2, labels, (labels + 1) % 4)  # recall 0.4 a class: adjusted 0.2
+    counts = count_correct(labels, student, labels, 4)
+    assert counts.balanced_accuracy("student", adjusted=True) == pytest.approx(0.2)
+    lower, upper = counts.adjusted_balanced_accuracy_interval("student")
+    assert lower < 0.2 < 0.25 < upper
+    policy = AuditPolicy(min_utility_ratio=0.0)
+    assert decide_release({"site-0": _report("site-0", counts)}, policy).passed
+    many = count_correct(np.tile(labels, 50), np.tile(student, 50), np.tile(labels, 50), 4)  # 1,000 images
+    assert many.adjusted_balanced_accuracy_interval("student")[1] < 0.25
+    assert not decide_release({"site-0": _report("site-0", many)}, policy).passed
+
+
+def test_the_interval_holds_the_point_covers_the_truth_and_is_repeatable():
+    rng = np.random.default_rng(4)
+    k, n, skill = 5, 40, 0.5
+    truth = skill  # right with probability skill, else uniform: recall skill + (1 - skill) / k, adjusted skill
+    covered = 0
+    for _ in range(100):
+        labels = np.repeat(np.arange(k), n)
+        counts = count_correct(labels, _predictions(rng, labels, skill, k), labels, k)
+        lower, upper = counts.adjusted_balanced_accuracy_interval("student", draws=2000)
+        assert lower <= counts.balanced_accuracy("student", adjusted=True) <= upper
+        covered += lower <= truth <= upper
+    assert covered >= 88  # 95% nominal; 88 of 100 or fewer happens by chance with probability under 0.5%
+    assert counts.adjusted_balanced_accuracy_interval("student") == counts.adjusted_balanced_accuracy_interval("student")
+    one_class = UtilityCounts(np.array([10, 0]), np.array([5, 0]), np.array([9, 0]))
+    assert all(np.isnan(one_class.adjusted_balanced_accuracy_interval("student")))
+    for bad in ({"confidence": 1.0}, {"draws": 10}, {"model": "oracle"}):
+        with pytest.raises(ValueError):
+            counts.adjusted_balanced_accuracy_interval(**{"model": "student", **bad})
 
 
 def test_teachers_at_chance_refuse_the_release():
