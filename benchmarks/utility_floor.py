@@ -5,7 +5,7 @@ utility rule off, and prints the pooled and per-site utility figures (fedkr.shar
 - `trained`: the student as the run's settings train it;
 - `one-epoch`: the same student after one epoch (a student that learned little);
 - `untrained`: the student's network as initialised (a student that learned nothing).
-These set the policy's default floor (`audit-min-utility`, docs/audit.md).
+These set the default of the policy's ratio (`audit-min-utility`, docs/audit.md).
 
     python benchmarks/utility_floor.py RUN_DIR [--variants trained,one-epoch,untrained]
 

@@ -21,9 +21,12 @@ from fedkr.shared.utility import UtilityCounts
 
 def redecide(audit: dict, policy: AuditPolicy) -> dict:
     """One row: the pooled figures of `audit` (an audit.json document) and the failures of its utility rules."""
-    reports = {sid: AuditReport(sid, (), utility=UtilityCounts.from_dict(site["utility"]["counts"]))
-               for sid, site in audit["sites"].items() if site.get("utility")}
+    reports = {sid: AuditReport(sid, (), utility=UtilityCounts.from_dict(site["utility"]["counts"])
+                                if site.get("utility") else None)
+               for sid, site in audit["sites"].items() if site.get("answered", True)}
     pooled, failures = check_utility(reports, policy)
+    if pooled is None:
+        return {"sites": len(reports), "refused_by": [f.metric for f in failures], "released_then": audit["decision"]["passed"]}
     lower, upper = pooled.adjusted_balanced_accuracy_interval("student", policy.confidence)
     return {"num_examples": pooled.num_examples, "sites": len(reports),
             "student_adjusted": round(pooled.balanced_accuracy("student", adjusted=True), 4),

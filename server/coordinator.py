@@ -18,7 +18,7 @@ import numpy as np
 from typing import TypeVar
 
 from fedkr.shared.audit_policy import AuditDecision, decide_release
-from fedkr.shared.gate_power import release_null_refusal_warning, small_holdout_warning
+from fedkr.shared.gate_power import fit_holdout_warnings
 from fedkr.shared.classifier import CompactCNN, accuracy
 from fedkr.shared.data import ImageSet
 from fedkr.shared.device import describe, resolve_device
@@ -259,15 +259,9 @@ class Coordinator:
         class_names, image_shape = self._agree_on_data(reports, failed)
         self._check_test_set(class_names, image_shape)
         policy = cfg.audit_policy()
-        for sid in sorted(reports):
-            warning = small_holdout_warning(sid, reports[sid].num_members, reports[sid].num_holdout,
-                                            policy.auc_limits(), policy.confidence)
-            if warning:
-                log.warning("%s", warning)
-        overall = release_null_refusal_warning({sid: (r.num_members, r.num_holdout) for sid, r in reports.items()},
-                                               policy.auc_limits(), policy.confidence)
-        if overall:
-            log.warning("%s", overall)
+        for warning in fit_holdout_warnings({sid: (r.num_members, r.num_holdout) for sid, r in reports.items()},
+                                            policy.auc_limits(), policy.confidence):
+            log.warning("%s", warning)
         budget = cfg.samples_per_class * len(class_names)
         if budget > MAX_SHARD_IMAGES:
             raise RunError(f"samples-per-class {cfg.samples_per_class} x {len(class_names)} classes = {budget} images "

@@ -66,7 +66,7 @@ def build_audit_document(release_id: str, artefacts: dict[str, str], classes: li
         "classes": list(classes),
         "policy": decision.policy.to_dict(),
         "decision": {"passed": decision.passed, "failures": [f.to_dict() for f in decision.failures]},
-        "utility": utility_figures(decision.utility),
+        "utility": utility_figures(decision.utility, decision.policy.confidence),
         "sites": {sid: _site_entry(reply) for sid, reply in sorted(decision.reports.items())},
     }
     if left_out is not None:
@@ -95,7 +95,7 @@ def audit_summary(decision: AuditDecision) -> dict:
             sites[sid]["dp"] = reply.dp
         if reply.utility is not None:
             sites[sid]["utility"] = _utility_headline(utility_figures(reply.utility))
-    pooled = utility_figures(decision.utility)
+    pooled = utility_figures(decision.utility, decision.policy.confidence)
     return {"passed": decision.passed, "failures": decision.reasons, "sites": sites,
             "utility": None if pooled is None else _utility_headline(pooled)}
 

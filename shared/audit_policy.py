@@ -123,7 +123,7 @@ class AuditDecision:
             "passed": self.passed,
             "policy": self.policy.to_dict(),
             "failures": [f.to_dict() for f in self.failures],
-            "utility": utility_figures(self.utility),
+            "utility": utility_figures(self.utility, self.policy.confidence),
             "sites": {sid: (r.to_dict() if isinstance(r, AuditReport) else {"error": r}) for sid, r in self.reports.items()},
         }
 
@@ -158,8 +158,9 @@ def _check_result(site: str, result: AttackResult, policy: AuditPolicy) -> list[
     return failures
 
 
-def utility_figures(counts: UtilityCounts | None) -> dict | None:
-    """The utility check's headline figures for a report (accuracy, balanced accuracy, adjusted, ratio); None without counts."""
+def utility_figures(counts: UtilityCounts | None, confidence: float = 0.95) -> dict | None:
+    """The utility check's headline figures for a report (accuracy, balanced accuracy, adjusted, the student's
+    adjusted figure's `confidence` interval the floor reads, ratio); None without counts."""
     if counts is None:
         return None
     figures: dict = {"num_examples": counts.num_examples, "classes_present": counts.classes_present,
@@ -167,6 +168,8 @@ def utility_figures(counts: UtilityCounts | None) -> dict | None:
     for model in ("student", "teacher"):
         figures[model] = {"accuracy": counts.accuracy(model), "balanced_accuracy": counts.balanced_accuracy(model),
                           "adjusted_balanced_accuracy": counts.balanced_accuracy(model, adjusted=True)}
+    figures["student"]["adjusted_balanced_accuracy_interval"] = list(counts.adjusted_balanced_accuracy_interval("student",
+                                                                                                            confidence))
     figures["utility_ratio"] = counts.utility_ratio()
     figures["counts"] = counts.to_dict()
     return figures
@@ -192,13 +195,18 @@ def check_utility(reports: dict[str, AuditReport], policy: AuditPolicy) -> tuple
     student = pooled.balanced_accuracy("student", adjusted=True)
     where = f"on {pooled.num_examples} holdout images of {len(counts)} site{'s' if len(counts) != 1 else ''}"
     floor = policy.min_adjusted_balanced_accuracy
-    if floor > 0.0 and pooled.classes_present > 1:
+    comparator = "the sites' own models" if pooled.comparator == "teacher" else "the comparator models"
+    if floor > 0.0 and pooled.classes_present < 2:
+        failures.append(Failure("", "utility", "classes_present", float(pooled.classes_present), 2.0,
+                                f"the sites' holdouts hold {pooled.classes_present} class{'es' if pooled.classes_present != 1 else ''}"
+                                f" {where}: a student's balanced accuracy cannot be judged against the policy's floor"))
+    elif floor > 0.0:
         upper = pooled.adjusted_balanced_accuracy_interval("student", policy.confidence)[1]
         if not upper >= floor:
             failures.append(Failure("", "utility", "adjusted_balanced_accuracy_upper", upper, floor,
                                     f"the student's adjusted balanced accuracy is {student:.3f} {where}, upper "
                                     f"{policy.confidence:.0%} bound {upper:.3f} < the policy's floor {floor:.2f} "
-                                    f"(0: chance; the sites' own models reach {teacher:.3f}): a release that teaches "
+                                    f"(0: chance; {comparator} reach {teacher:.3f}): a release that teaches "
                                     "this little is not released"))
     if policy.min_utility_ratio == 0.0:
         return pooled, failures

@@ -257,7 +257,10 @@ def _pooled_remedy(failure: Failure) -> str:
         return ("a student that learns more from the sites' synthetic data (more student epochs, more synthetic "
                 "images per class, better site generators), audited again; where the sites' own models are weak "
                 "too, sites whose models learn their task first (under DP: a larger epsilon, or DP on the "
-                "generator alone, `--dp-models generator`)")
+                "generator alone, `--dp-models generator`, which leaves the teachers, their soft labels and the "
+                "student without a DP guarantee, covered by the audit's attacks only)")
+    if failure.metric == "classes_present":
+        return "holdouts that hold at least two classes, so that the student's balanced accuracy can be measured"
     if failure.metric == "teacher_adjusted_balanced_accuracy":
         return "sites whose own models learn their task: check the sites' data and labels"
     return "a complete audit from every site"

@@ -311,12 +311,15 @@ class ModelScore:
     accuracy: float | None
     balanced_accuracy: float | None
     adjusted_balanced_accuracy: float | None
+    #: The adjusted figure's interval, the one the policy's floor reads (the student's; None in older documents).
+    adjusted_balanced_accuracy_interval: Interval | None = None
 
     @classmethod
     def parse(cls, value: Any) -> ModelScore:
         score = _dict(value)
         return cls(_real(score.get("accuracy")), _real(score.get("balanced_accuracy")),
-                   _real(score.get("adjusted_balanced_accuracy")))
+                   _real(score.get("adjusted_balanced_accuracy")),
+                   Interval.parse(score.get("adjusted_balanced_accuracy_interval")))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ MAX_HOLDOUT_FACTOR = 20
 WARN_NULL_REFUSAL = 0.20
 
 __all__ = ["MAX_HOLDOUT_FACTOR", "WARN_NULL_REFUSAL", "hanley_mcneil_se", "holdout_for_auc_upper", "null_refusal_rate",
-           "holdout_for_null_refusal", "small_holdout_warning", "release_null_refusal_warning"]
+           "holdout_for_null_refusal", "small_holdout_warning", "release_null_refusal_warning", "fit_holdout_warnings"]
 
 
 def hanley_mcneil_se(auc: float, num_members: int, num_nonmembers: int) -> float:
@@ -108,15 +108,7 @@ def small_holdout_warning(site: str, num_members: int, num_holdout: int, limits:
     if num_members < 1 or num_holdout < 1:
         return None
     rate = null_refusal_rate(num_members, num_holdout, limits, confidence)
-    if rate <= threshold:
-        return None
-    total = num_members + num_holdout
-    needed = holdout_for_null_refusal(total, limits, threshold, confidence)
-    advice = (f"a holdout of about {needed:,} of its {total:,} images would bring that under {threshold:.0%}"
-              if needed is not None else f"no split of its {total:,} images brings that under {threshold:.0%}")
-    return (f"{site}: with {num_members:,} members and {num_holdout:,} held-out images, a release that leaks nothing "
-            f"fails the policy's AUC rules there by chance in about {rate:.0%} of audits; {advice} "
-            "(docs/audit.md, \"The gate at small sites\")")
+    return _site_warning(site, num_members, num_holdout, rate, limits, confidence, threshold)
 
 
 def release_null_refusal_warning(sizes: dict[str, tuple[int, int]], limits: tuple[float, ...], confidence: float = 0.95,
@@ -133,18 +125,47 @@ def release_null_refusal_warning(sizes: dict[str, tuple[int, int]], limits: tupl
     audits with the TPR rule refused 53.5% (`benchmarks/gate_null.py`; docs/audit.md, "The gate at
     small sites"). Raises ValueError for a limit outside (0, 1] (from `null_refusal_rate`).
     """
-    rates = {site: null_refusal_rate(members, holdout, limits, confidence)
-             for site, (members, holdout) in sizes.items() if members >= 1 and holdout >= 1}
+    return _release_warning(_site_rates(sizes, limits, confidence), limits, threshold)
+
+
+def fit_holdout_warnings(sizes: dict[str, tuple[int, int]], limits: tuple[float, ...], confidence: float = 0.95,
+                         threshold: float = WARN_NULL_REFUSAL) -> list[str]:
+    """Every warning the coordinator logs at the end of fit, in order: `small_holdout_warning` for each
+    site in `sizes`' sorted order, then `release_null_refusal_warning` over all of them; each site's
+    `null_refusal_rate` is computed once. Arguments and errors as `release_null_refusal_warning`'s."""
+    rates = _site_rates(sizes, limits, confidence)
+    warnings = [_site_warning(site, *sizes[site], rates[site], limits, confidence, threshold) for site in sorted(rates)]
+    return [w for w in [*warnings, _release_warning(rates, limits, threshold)] if w]
+
+
+def _site_rates(sizes: dict[str, tuple[int, int]], limits: tuple[float, ...], confidence: float) -> dict[str, float]:
+    """Each site's `null_refusal_rate`, leaving out a site with no member or no held-out image."""
+    return {site: null_refusal_rate(members, holdout, limits, confidence)
+            for site, (members, holdout) in sizes.items() if members >= 1 and holdout >= 1}
+
+
+def _site_warning(site: str, num_members: int, num_holdout: int, rate: float, limits: tuple[float, ...],
+                  confidence: float, threshold: float) -> str | None:
+    if rate <= threshold:
+        return None
+    total = num_members + num_holdout
+    needed = holdout_for_null_refusal(total, limits, threshold, confidence)
+    advice = (f"a holdout of about {needed:,} of its {total:,} images would bring that under {threshold:.0%}"
+              if needed is not None else f"no split of its {total:,} images brings that under {threshold:.0%}")
+    return (f"{site}: with {num_members:,} members and {num_holdout:,} held-out images, a release that leaks nothing "
+            f"fails the policy's AUC rules there by chance in about {rate:.0%} of audits; {advice} "
+            "(docs/audit.md, \"The gate at small sites\")")
+
+
+def _release_warning(rates: dict[str, float], limits: tuple[float, ...], threshold: float) -> str | None:
     if len(rates) < 2:
         return None
-    passing = 1.0
-    for rate in rates.values():
-        passing *= 1.0 - rate
-    if 1.0 - passing <= threshold:
+    refused = 1.0 - math.prod(1.0 - rate for rate in rates.values())
+    if refused <= threshold:
         return None
     each = ", ".join(f"{site} {rate:.0%}" for site, rate in rates.items())
     remedy = ("larger holdouts lower it" if min(limits) > 0.5 else
               "no holdout lowers it under a limit at or below 0.5, where a clean AUC's interval reaches")
     return (f"over these {len(rates)} sites a release that leaks nothing fails the policy's AUC rules at one of them by "
-            f"chance in about {1.0 - passing:.0%} of audits (each site alone: {each}); {remedy} "
+            f"chance in about {refused:.0%} of audits (each site alone: {each}); {remedy} "
             "(docs/audit.md, \"The gate at small sites\")")

@@ -102,8 +102,7 @@ class UtilityCounts:
         each present class's recall has a Beta posterior and balanced accuracy is their mean. The prior
         is Jeffreys' (posterior Beta(correct + 1/2, wrong + 1/2), the per-class interval Brown, Cai and
         DasGupta (2001) recommend) rather than Brodersen's flat one, which pulls each recall towards 1/2
-        enough that a student near 0.99 read an upper bound below its own point estimate on the demo's
-        holdouts. The quantiles are taken from `draws` Monte Carlo draws
+        enough that a teacher at 0.989 read an upper bound of 0.985 on the demo's holdouts. The quantiles are taken from `draws` Monte Carlo draws
         (numpy's Beta sampler, seeded by `seed`, so the same counts give the same interval). The bounds
         are then adjusted as `balanced_accuracy(adjusted=True)` is (chance 0, perfect 1).
 
@@ -114,7 +113,10 @@ class UtilityCounts:
             seed: the sampler's seed.
 
         Returns:
-            (lower, upper) as floats; (nan, nan) with fewer than two classes present.
+            (lower, upper) as floats, widened where needed to hold the point estimate
+            (`balanced_accuracy(model, adjusted=True)`): near perfect recall the posterior's mass lies
+            below the observed figure (an all-correct student's upper end would read under 1); (nan,
+            nan) with fewer than two classes present.
 
         Raises:
             ValueError: an unknown model, a confidence outside (0, 1), or fewer than 1,000 draws.
@@ -132,7 +134,9 @@ class UtilityCounts:
         tail = (1.0 - confidence) / 2.0
         lower, upper = np.quantile(recalls.mean(axis=0), [tail, 1.0 - tail])
         chance = 1.0 / present.sum()
-        return float((lower - chance) / (1.0 - chance)), float((upper - chance) / (1.0 - chance))
+        point = self.balanced_accuracy(model, adjusted=True)
+        lower, upper = ((bound - chance) / (1.0 - chance) for bound in (lower, upper))
+        return float(min(lower, point)), float(max(upper, point))
 
     def utility_ratio(self) -> float:
         """Student's adjusted balanced accuracy over the teachers'; nan when the teachers are at chance or below."""

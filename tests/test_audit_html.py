@@ -385,6 +385,14 @@ def test_write_audit_renders_the_documents_the_coordinator_and_the_standalone_au
     assert "Utility check" in page and "all sites, pooled" in page
     ratio = f"{utility.utility_ratio():.2f}"
     assert page.count(f"<strong>{ratio}</strong>") == 2
+    low, high = utility.adjusted_balanced_accuracy_interval("student")  # the interval the floor reads, pooled
+    assert f'<span class="ci">[{low:.3f}, {high:.3f}]</span>' in page
+    assert "cannot reach 0.25 (the upper end of its 95% interval" in page
+    older = json.loads((tmp_path / "audit.json").read_text())
+    del older["policy"]["min_adjusted_balanced_accuracy"]  # an audit from before the floor
+    assert "this document's policy has no floor" in render_audit_html(older)
+    older["policy"]["min_adjusted_balanced_accuracy"] = 0.0
+    assert "the floor under the student's own adjusted balanced accuracy is off" in render_audit_html(older)
     assert render_audit_html(json.loads((tmp_path / "audit.json").read_text())).count("<section") == 9
 
 

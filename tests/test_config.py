@@ -155,3 +155,12 @@ def test_a_bad_option_is_a_one_line_error():
     result = CliRunner().invoke(app, ["simulate", "--data", "digits", "--generator-guidance", "0.5"])
     assert result.exit_code == 2
     assert "error: generator-guidance must be between 1" in result.output and "Traceback" not in result.output
+
+
+def test_the_run_config_s_policy_defaults_are_the_audit_policy_s():
+    from fedkr.shared.audit_policy import AuditPolicy
+
+    policy, defaults = RunConfig(run_id="x").audit_policy(), AuditPolicy()
+    for name in ("min_utility_ratio", "min_adjusted_balanced_accuracy", "max_auc_upper", "max_tpr_at_1pct_fpr",
+                 "max_distance_auc_upper", "max_generator_auc_upper", "confidence"):
+        assert getattr(policy, name) == getattr(defaults, name), name

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from fedkr.shared.audit_policy import AuditPolicy
-from fedkr.shared.gate_power import (holdout_for_null_refusal, null_refusal_rate, release_null_refusal_warning,
-                                     small_holdout_warning)
+from fedkr.shared.gate_power import (fit_holdout_warnings, holdout_for_null_refusal, null_refusal_rate,
+                                     release_null_refusal_warning, small_holdout_warning)
 from fedkr.shared.mia_stats import bootstrap_auc_ci
 
 LIMITS = AuditPolicy().auc_limits()
@@ -68,3 +68,12 @@ def test_sites_each_under_the_threshold_are_warned_together_when_the_release_is_
     assert release_null_refusal_warning({"site-0": (240, 240), "site-1": (0, 0)}, LIMITS) is None  # an empty site is left out
     at_chance = release_null_refusal_warning({f"site-{i}": (4000, 1000) for i in range(2)}, (0.5,) * 6)
     assert at_chance is not None and "no holdout lowers it" in at_chance and "larger holdouts" not in at_chance
+
+
+def test_the_fit_warnings_are_each_site_s_then_the_release_s_in_one_list():
+    sizes = {"site-1": (240, 240), "site-0": (385, 95), "site-2": (0, 0)}
+    warnings = fit_holdout_warnings(sizes, LIMITS)
+    assert warnings == [small_holdout_warning("site-0", 385, 95, LIMITS),
+                        release_null_refusal_warning(sizes, LIMITS)]  # site-1 alone is under the threshold
+    assert all(w is not None for w in warnings)
+    assert fit_holdout_warnings({f"site-{i}": (360, 360) for i in range(2)}, LIMITS) == []

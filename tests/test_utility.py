@@ -195,3 +195,16 @@ def test_counts_cross_the_wire_unchanged():
     back = codec.decode_audit_report(data, site_id="site-0", run_id="r1", candidate=b"candidate")
     assert back.utility.to_dict() == counts.to_dict()
     assert AuditReport.from_dict(report.to_dict()).utility.to_dict() == counts.to_dict()
+
+
+def test_a_perfect_student_s_interval_holds_its_point_and_one_class_cannot_be_judged():
+    labels = np.repeat(np.arange(10), 72)
+    perfect = count_correct(labels, labels, labels, 10)
+    low, high = perfect.adjusted_balanced_accuracy_interval("student")
+    assert low < 1.0 == high  # the posterior's mass lies below 1; the interval still holds what was observed
+    one_class = count_correct(np.zeros(50, int), np.zeros(50, int), np.zeros(50, int), 3)
+    decision = decide_release({"site-0": _report("site-0", one_class)}, AuditPolicy(min_utility_ratio=0.0))
+    assert [f.metric for f in decision.failures] == ["classes_present"]
+    assert "cannot be judged" in decision.failures[0].message
+    assert decide_release({"site-0": _report("site-0", one_class)},
+                          AuditPolicy(min_utility_ratio=0.0, min_adjusted_balanced_accuracy=0.0)).passed
