@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fedkr.shared import json_output
 from fedkr.shared.audit_policy import AuditDecision
 from fedkr.shared.classifier import CompactCNN
 from fedkr.shared.release_inspect import ARTEFACTS, RELEASE_FILES
@@ -117,7 +118,7 @@ def write_release(
 def _fill_release(staging: Path, distilled: DistilledSet, student: CompactCNN, metrics: dict, decision: AuditDecision) -> None:
     release_id = str(metrics.get("run_id"))
     hashes = _write_artefacts(staging, distilled, student)
-    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    (staging / "metrics.json").write_text(json_output.dumps(metrics, default=str))
     write_contact_sheet(distilled, staging / "contact_sheet.png")
     document = build_audit_document(release_id, hashes, list(distilled.class_names), decision,
                                     left_out=metrics.get("sites_left_out"))
@@ -156,6 +157,6 @@ def write_refusal(
                                     left_out=metrics.get("sites_left_out"))
     write_audit(run_dir, document, None, None)
     path = run_dir / "refusal.json"
-    _atomic_write_text(path, json.dumps({"released": False, "reasons": decision.reasons, "audit_report": "audit.json",
-                                         "metrics": metrics}, indent=2, default=str))
+    _atomic_write_text(path, json_output.dumps({"released": False, "reasons": decision.reasons, "audit_report": "audit.json",
+                                                "metrics": metrics}, default=str))
     return path

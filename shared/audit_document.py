@@ -6,12 +6,12 @@ same report. The schema is documented in docs/audit.md.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-from fedkr.shared.audit_policy import AuditDecision, utility_figures
+from fedkr.shared import json_output
+from fedkr.shared.audit_policy import AuditDecision
 from fedkr.shared.audit_summary import summarize
 from fedkr.shared.audit_view import AuditDocument
 from fedkr.shared.reports import AuditReport
@@ -33,7 +33,8 @@ THREAT_MODEL = (
 )
 
 
-def _site_entry(reply: AuditReport | str) -> dict:
+def _site_entry(reply: AuditReport | str, utility: dict | None) -> dict:
+    """One site's entry: its report with `utility`, its figures (`AuditDecision.site_utility_figures`)."""
     if not isinstance(reply, AuditReport):
         return {"answered": False, "error": reply, "attacks": []}
     return {
@@ -45,7 +46,7 @@ def _site_entry(reply: AuditReport | str) -> dict:
         "near_duplicates": reply.near_duplicates,
         "settings": reply.settings,
         "attacks": [r.to_dict() for r in reply.results],
-        "utility": utility_figures(reply.utility),
+        "utility": utility,
     }
 
 
@@ -66,8 +67,9 @@ def build_audit_document(release_id: str, artefacts: dict[str, str], classes: li
         "classes": list(classes),
         "policy": decision.policy.to_dict(),
         "decision": {"passed": decision.passed, "failures": [f.to_dict() for f in decision.failures]},
-        "utility": utility_figures(decision.utility, decision.policy.confidence),
-        "sites": {sid: _site_entry(reply) for sid, reply in sorted(decision.reports.items())},
+        "utility": decision.utility_figures,
+        "sites": {sid: _site_entry(reply, decision.site_utility_figures.get(sid))
+                  for sid, reply in sorted(decision.reports.items())},
     }
     if left_out is not None:
         document["sites_left_out"] = {sid: {"stage": str(entry.get("stage", "")), "reason": str(entry.get("reason", ""))}
@@ -94,8 +96,8 @@ def audit_summary(decision: AuditDecision) -> dict:
         if reply.dp:
             sites[sid]["dp"] = reply.dp
         if reply.utility is not None:
-            sites[sid]["utility"] = _utility_headline(utility_figures(reply.utility))
-    pooled = utility_figures(decision.utility, decision.policy.confidence)
+            sites[sid]["utility"] = _utility_headline(decision.site_utility_figures[sid])
+    pooled = decision.utility_figures
     return {"passed": decision.passed, "failures": decision.reasons, "sites": sites,
             "utility": None if pooled is None else _utility_headline(pooled)}
 
@@ -115,7 +117,7 @@ def write_audit(directory: Path, document: dict, images: np.ndarray | None, labe
     from .audit_html import render_audit_html
 
     directory = Path(directory)
-    (directory / "audit.json").write_text(json.dumps(document, indent=2))
+    (directory / "audit.json").write_text(json_output.dumps(document))
     sample = sample_per_class(images, labels) if images is not None and labels is not None else (None, None)
     (directory / "audit.html").write_text(render_audit_html(document, *sample), encoding="utf-8")
     return ["audit.json", "audit.html"]

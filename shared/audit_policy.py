@@ -9,6 +9,7 @@ never passed on an audit that could not have caught anything.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 from .attack_report import AttackResult
 from .reports import AuditReport
@@ -118,12 +119,25 @@ class AuditDecision:
     def reasons(self) -> list[str]:
         return [f.message for f in self.failures]
 
+    @cached_property
+    def utility_figures(self) -> dict | None:
+        """`utility_figures` of the pooled counts at the policy's confidence, built once per decision
+        (its interval takes 20,000 Monte Carlo draws); None without counts. Read, never modify."""
+        return utility_figures(self.utility, self.policy.confidence)
+
+    @cached_property
+    def site_utility_figures(self) -> dict[str, dict | None]:
+        """`utility_figures` of each answering site's own counts at the policy's confidence, by site,
+        built once per decision; a site without a report is absent, one without counts maps to None."""
+        return {sid: utility_figures(report.utility, self.policy.confidence)
+                for sid, report in self.reports.items() if isinstance(report, AuditReport)}
+
     def to_dict(self) -> dict:
         return {
             "passed": self.passed,
             "policy": self.policy.to_dict(),
             "failures": [f.to_dict() for f in self.failures],
-            "utility": utility_figures(self.utility, self.policy.confidence),
+            "utility": self.utility_figures,
             "sites": {sid: (r.to_dict() if isinstance(r, AuditReport) else {"error": r}) for sid, r in self.reports.items()},
         }
 

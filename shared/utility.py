@@ -102,9 +102,10 @@ class UtilityCounts:
         each present class's recall has a Beta posterior and balanced accuracy is their mean. The prior
         is Jeffreys' (posterior Beta(correct + 1/2, wrong + 1/2), the per-class interval Brown, Cai and
         DasGupta (2001) recommend) rather than Brodersen's flat one, which pulls each recall towards 1/2
-        enough that a teacher at 0.989 read an upper bound of 0.985 on the demo's holdouts. The quantiles are taken from `draws` Monte Carlo draws
-        (numpy's Beta sampler, seeded by `seed`, so the same counts give the same interval). The bounds
-        are then adjusted as `balanced_accuracy(adjusted=True)` is (chance 0, perfect 1).
+        enough that a teacher at 0.989 read an upper bound of 0.985 on the demo's holdouts. The
+        quantiles are taken from `draws` Monte Carlo draws (numpy's Beta sampler, seeded by `seed`, so
+        the same counts give the same interval). The bounds are then adjusted as
+        `balanced_accuracy(adjusted=True)` is (chance 0, perfect 1).
 
         Args:
             model: "student" or "teacher".

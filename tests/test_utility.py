@@ -208,3 +208,18 @@ def test_a_perfect_student_s_interval_holds_its_point_and_one_class_cannot_be_ju
     assert "cannot be judged" in decision.failures[0].message
     assert decide_release({"site-0": _report("site-0", one_class)},
                           AuditPolicy(min_utility_ratio=0.0, min_adjusted_balanced_accuracy=0.0)).passed
+
+
+def test_a_decision_s_figures_are_built_once_at_the_policy_s_confidence():
+    labels = np.repeat(np.arange(4), 30)
+    counts = count_correct(labels, labels, np.where(labels == 3, 0, labels), 4)
+    policy = AuditPolicy(confidence=0.8)
+    decision = decide_release({"site-0": _report("site-0", counts), "site-1": "timed out"}, policy)
+    pooled = decision.utility_figures
+    assert decision.utility_figures is pooled  # cached: one Monte Carlo interval per decision
+    interval = pooled["student"]["adjusted_balanced_accuracy_interval"]
+    assert interval == list(counts.adjusted_balanced_accuracy_interval("student", 0.8))
+    assert interval != list(counts.adjusted_balanced_accuracy_interval("student", 0.95))
+    # each site's figures at the same confidence as the pool's; a site without a report has none
+    assert decision.site_utility_figures == {"site-0": pooled}
+    assert decision.to_dict()["utility"] is pooled
