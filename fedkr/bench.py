@@ -20,7 +20,6 @@ the coordinator's variance, not the generators'; the note on a bench says so.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from fedkr.shared.classifier import (ClassifierConfig, CompactCNN, TrainConfig, 
 from fedkr.shared.data import DataError, ImageSet, load_dataset
 from fedkr.shared.device import resolve_device
 from fedkr.client.gate import read_ledger
+from fedkr.shared import json_output
 from fedkr.shared.json_input import JSONInputError, read_json_file
 from fedkr.shared.release_inspect import METRICS_LIMITS
 from fedkr.shared.reports import FitReport, check_run_id
@@ -694,7 +694,7 @@ def write_outputs(result: BenchResult, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     data = result.to_dict()
     paths = {"json": out / "bench.json", "markdown": out / "bench.md", "plot": out / "bench.png"}
-    paths["json"].write_text(json.dumps(data, indent=2, default=str))
+    paths["json"].write_text(json_output.dumps(data, default=str))
     paths["markdown"].write_text(markdown_table(data))
     plot(data, paths["plot"])
     return paths

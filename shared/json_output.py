@@ -4,8 +4,8 @@ Python's `json.dumps` writes NaN and Infinity by default, which RFC 8259 forbids
 parsers (a browser's `JSON.parse`, `jq`, most JSON libraries outside Python) refuse. The reports a
 privacy officer or a researcher opens (audit.json, metrics.json, refusal.json) hold figures that
 are undefined in edge cases (an interval over a holdout of one class), so they are written here:
-every non-finite float becomes null, which `fedkr.shared.audit_view` already reads as "not
-computed". The standard library has no option for this (`allow_nan=False` raises instead).
+every non-finite float becomes null, which `fedkr.shared.audit_view` reads as "not available" and
+`FitReport.from_dict` as NaN again. The standard library has no option for this (`allow_nan=False` raises instead).
 """
 
 from __future__ import annotations

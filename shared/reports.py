@@ -6,6 +6,7 @@ synthetic shards leave a site, nothing else.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -115,13 +116,19 @@ class FitReport:
             class_names=tuple(str(c) for c in data["class_names"]),
             image_shape=tuple(int(s) for s in data["image_shape"]),  # type: ignore[arg-type]
             member_class_counts=tuple(int(c) for c in data["member_class_counts"]),
-            teacher_holdout_accuracy=float(data["teacher_holdout_accuracy"]),
-            generator_final_loss=float(data["generator_final_loss"]),
-            teacher_seconds=float(data["teacher_seconds"]),
-            generator_seconds=float(data["generator_seconds"]),
+            teacher_holdout_accuracy=_float_or_nan(data["teacher_holdout_accuracy"]),
+            generator_final_loss=_float_or_nan(data["generator_final_loss"]),
+            teacher_seconds=_float_or_nan(data["teacher_seconds"]),
+            generator_seconds=_float_or_nan(data["generator_seconds"]),
             generator_summary=dict(data.get("generator_summary", {})),
             dp=None if data.get("dp") is None else _small_dict(data["dp"], "dp"),
         )
+
+
+def _float_or_nan(value: object) -> float:
+    """A figure read back from a report file: null (how strict JSON writes a figure that was NaN,
+    `fedkr.shared.json_output`) is NaN again; anything else as `float()` reads it (and raises as it does)."""
+    return math.nan if value is None else float(value)  # type: ignore[arg-type]
 
 
 #: The requests a site answers, as a refusal names them.

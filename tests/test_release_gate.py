@@ -182,3 +182,43 @@ def test_a_written_and_signed_release_verifies_with_its_audit_report(tmp_path):
     assert result.ok, result.problems
     assert ("audit: audit.json says passed, for release r1, naming distilled.npz, student.safetensors, "
             "student_config.json by the manifest's SHA-256s") in result.checked
+
+
+def test_a_release_and_a_refusal_write_strict_json_and_a_nan_figure_reads_back_as_nan(tmp_path):
+    import math
+
+    from fedkr.server.distill import DistilledSet
+    from fedkr.server.release import write_refusal, write_release
+    from fedkr.shared.classifier import ClassifierConfig, build_classifier
+    from fedkr.shared.reports import FitReport
+
+    def strict(path):
+        return json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{path.name} holds {name}"))
+
+    fit = FitReport("site-0", 80, 20, ("a", "b"), (8, 8, 1), (40, 40), 0.9, float("nan"), 1.0, 2.0)
+    metrics = {"run_id": "r1", "sites": {"site-0": fit.to_dict()}, "student_test_accuracy": float("inf")}
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)
+    distilled = DistilledSet(images, np.full((4, 2), 0.5, np.float32), np.array([0, 1, 0, 1]), ("a", "b"), np.arange(4))
+    student = build_classifier(ClassifierConfig(1, 8, 8, 2, 8), 0)
+    release = write_release(tmp_path / "r1" / "release", distilled, student, metrics, decide_release({"site-0": report()}, POLICY))
+    written = strict(release / "metrics.json")
+    assert written["student_test_accuracy"] is None and written["sites"]["site-0"]["generator_final_loss"] is None
+    assert math.isnan(FitReport.from_dict(written["sites"]["site-0"]).generator_final_loss)  # as a reused fit reads it
+    strict(release / "audit.json")
+    refused = decide_release({"site-0": report(loss={"auc": 0.58, "ci": (0.55, 0.61)})}, POLICY)
+    (tmp_path / "r2").mkdir()  # the run's folder, which the coordinator makes before any stage
+    refusal = write_refusal(tmp_path / "r2", refused, metrics, distilled, student)
+    assert strict(refusal)["metrics"]["sites"]["site-0"]["generator_final_loss"] is None
+    strict(tmp_path / "r2" / "audit.json")
+
+
+def test_each_site_s_figures_in_the_document_use_the_policy_s_confidence():
+    from fedkr.shared.audit_document import build_audit_document
+
+    policy = AuditPolicy(confidence=0.8)
+    site = AuditReport("site-0", report().results, settings={"confidence": 0.8}, utility=USEFUL)
+    document = build_audit_document("r1", {}, ["a", "b"], decide_release({"site-0": site}, policy))
+    expected = list(USEFUL.adjusted_balanced_accuracy_interval("student", 0.8))
+    assert document["sites"]["site-0"]["utility"]["student"]["adjusted_balanced_accuracy_interval"] == expected
+    assert document["utility"]["student"]["adjusted_balanced_accuracy_interval"] == expected
+    assert expected != list(USEFUL.adjusted_balanced_accuracy_interval("student", 0.95))
