@@ -104,6 +104,15 @@ def variant(base: GeneratorConfig, max_grad_norm: float, changes: str) -> tuple[
         raise SystemExit(f"variant {changes!r}: {error}") from None
 
 
+def bench_site(config, index: int):  # type: ignore[no-untyped-def]
+    """Bench site `index` of `config`'s split (`load_bench_sites`: its members and holdout), or a one-line
+    exit for an index outside the run's sites."""
+    sites, _ = load_bench_sites(config)
+    if not 0 <= index < len(sites):
+        raise SystemExit(f"--site must be in [0, {len(sites)}), got {index}")
+    return sites[index]
+
+
 def saved_judge(run_dir: Path, site):  # type: ignore[no-untyped-def]
     """A site's saved teacher (`load_teacher`) as the judge: refused, in one line, where the folder holds
     none, where it was trained with DP (a `dp.json` beside it), or where it does not fit the site's images."""
@@ -145,12 +154,24 @@ def judge_and_row(args, config, site):  # type: ignore[no-untyped-def]
                    "judge_holdout_accuracy": round(accuracy(judge, site.holdout.images, site.holdout.labels), 4)}
 
 
+def asked_classes(site, per_class: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """int64 (classes held x `per_class`,): every class the site's members hold, `per_class` times each, in order."""
+    m = site.members
+    return np.repeat(np.flatnonzero(np.bincount(m.labels, minlength=m.num_classes) > 0), per_class)
+
+
 def score(generator: SiteGenerator, site, judge, per_class: int, seed: int,  # type: ignore[no-untyped-def]
           student_protocol: TrainConfig, eta: float, device: torch.device) -> dict:
+    asked = asked_classes(site, per_class)
+    return score_images(generator.sample(asked, seed=seed, eta=eta, device=device), asked, site, judge, seed,
+                        student_protocol, device)
+
+
+def score_images(images: np.ndarray, asked: np.ndarray, site, judge, seed: int,  # type: ignore[no-untyped-def]
+                 student_protocol: TrainConfig, device: torch.device) -> dict:
+    """The screen's figures for uint8 (N, H, W, C) `images` drawn for the classes `asked` (int (N,))."""
     m = site.members
-    classes = np.flatnonzero(np.bincount(m.labels, minlength=m.num_classes) > 0)
-    asked = np.repeat(classes, per_class)
-    images = generator.sample(asked, seed=seed, eta=eta, device=device)
+    classes = np.unique(asked)
     features, logits = embed_and_logits(judge, images)
     agree = logits.argmax(1) == asked
     member_features, _ = embed_and_logits(judge, m.images)
@@ -204,10 +225,7 @@ def main() -> None:
         raise SystemExit("each --variant is NAME:key=value,... (NAME: alone for the profile's settings)")
     variants = [(name, changes, variant(config.generator_config(), config.dp_max_grad_norm, changes))
                 for name, _, changes in (spec.partition(":") for spec in specs)]
-    sites, _ = load_bench_sites(config)
-    if not 0 <= args.site < len(sites):
-        raise SystemExit(f"--site must be in [0, {len(sites)}), got {args.site}")
-    site = sites[args.site]
+    site = bench_site(config, args.site)
     judge, common = judge_and_row(args, config, site)
     with (args.out / "dp_generator.jsonl").open("a") as sink:
         for row, generator in generators(args, config, site, variants, seeds, device):

@@ -52,34 +52,14 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dp_generator import judge_and_row, score  # noqa: E402
+from dp_generator import bench_site, judge_and_row, score  # noqa: E402
 
-from fedkr.bench import load_bench_sites  # noqa: E402
 from fedkr.client.site import split_budget  # noqa: E402
 from fedkr.shared.config import PROFILES  # noqa: E402
 from fedkr.shared.dp import DPConfig, noise_multiplier_for  # noqa: E402
 from fedkr.shared.classifier import to_uint8  # noqa: E402
 from fedkr.shared.generator import resize  # noqa: E402
-
-
-class Decoder(nn.Module):
-    """G(z, c): float (N, z_dim) noise and int (N,) classes to float (N, C, R, R) images in [-1, 1]."""
-
-    def __init__(self, num_classes: int, channels: int, resolution: int, z_dim: int, width: int) -> None:
-        super().__init__()
-        self.base = resolution // 4
-        self.width = width
-        self.embed = nn.Embedding(num_classes, z_dim)
-        self.fc = nn.Sequential(nn.Linear(2 * z_dim, width * self.base * self.base), nn.BatchNorm1d(width * self.base * self.base), nn.ReLU())
-        self.net = nn.Sequential(
-            nn.Upsample(scale_factor=2), nn.Conv2d(width, width // 2, 3, padding=1), nn.BatchNorm2d(width // 2), nn.ReLU(),
-            nn.Upsample(scale_factor=2), nn.Conv2d(width // 2, width // 4, 3, padding=1), nn.BatchNorm2d(width // 4), nn.ReLU(),
-            nn.Conv2d(width // 4, channels, 3, padding=1), nn.Tanh(),
-        )
-
-    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        h = self.fc(torch.cat([z, self.embed(c)], 1)).view(-1, self.width, self.base, self.base)
-        return self.net(h)
+from fedkr.shared.mean_embedding import Decoder, fourier_features  # noqa: E402
 
 
 class MerfGenerator:
@@ -97,12 +77,6 @@ class MerfGenerator:
         h, w, _ = self.image_shape
         x = resize(x, (h, w)).clamp(-1, 1)
         return to_uint8(x)
-
-
-def features(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """float (N, d) to random Fourier features float (N, 2F) of unit norm; `w` float (d, F)."""
-    proj = x @ w
-    return torch.cat([proj.cos(), proj.sin()], 1) / math.sqrt(w.shape[1])
 
 
 def noisy_embedding(phi: torch.Tensor, labels: np.ndarray, num_classes: int, sigma: float,
@@ -161,12 +135,12 @@ class FeatureMap(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scattering is None:
-            return features(x.flatten(1), self.w)
+            return fourier_features(x.flatten(1), self.w)
         s = self.scattering(x.contiguous())
         s = s.reshape(len(s), -1, *s.shape[-2:])
         s = nn.functional.adaptive_avg_pool2d(nn.functional.group_norm(s, 27), self.pool).flatten(1)
         s = s / s.norm(dim=1, keepdim=True).clamp(min=1e-12)
-        return s if self.w is None else features(s, self.w)
+        return s if self.w is None else fourier_features(s, self.w)
 
 
 def default_length_scale(kind: str, resolution: int, channels: int) -> float:
@@ -245,10 +219,7 @@ def main() -> None:
     if args.epsilon < 0:
         raise SystemExit(f"--epsilon must be >= 0, got {args.epsilon}")
     config = replace(PROFILES[args.profile].run_config(run_id="dp-merf"), data=args.data)
-    sites, _ = load_bench_sites(config)
-    if not 0 <= args.site < len(sites):
-        raise SystemExit(f"--site must be in [0, {len(sites)}), got {args.site}")
-    site = sites[args.site]
+    site = bench_site(config, args.site)
     m = site.members
     sigma, delta = 0.0, None
     if args.epsilon > 0:  # the generator's part of a site budget of twice --epsilon; one step at sample rate 1

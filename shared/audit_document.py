@@ -34,7 +34,9 @@ THREAT_MODEL = (
 
 
 def _site_entry(reply: AuditReport | str, utility: dict | None) -> dict:
-    """One site's entry: its report with `utility`, its figures (`AuditDecision.site_utility_figures`)."""
+    """One site's entry in the audit document: its report's figures, with `utility` (the site's entry in
+    `AuditDecision.site_utility_figures`, None without counts) in place of its raw utility counts; for a
+    site that did not answer, why (`reply`)."""
     if not isinstance(reply, AuditReport):
         return {"answered": False, "error": reply, "attacks": []}
     return {

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from fedkr.shared.generator import ClassConditionalDiffusion, GeneratorConfig, effective_resolution
 
@@ -52,3 +53,27 @@ def test_settings_out_of_range_are_refused_when_the_config_is_made(setting):
         GeneratorConfig(**setting)
     with pytest.raises(ValueError, match=next(iter(setting))):
         GeneratorConfig.from_dict({**GeneratorConfig().to_dict(), **setting})
+
+
+class _Brightness(torch.nn.Module):
+    """Two classes told apart by mean brightness: class 1 is bright, class 0 dark (logits ±10 x the mean)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(1, 2, 3))
+        return torch.stack([-10 * mean, 10 * mean], dim=1)
+
+
+def test_classifier_guidance_moves_samples_towards_the_classifier_class():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (32, 12, 12, 1), dtype=np.uint8)
+    labels = np.repeat(np.arange(2), 16)
+    gen = ClassConditionalDiffusion(GeneratorConfig(train_steps=10, batch_size=16, block_channels=(16, 32), sample_steps=5), 2, (12, 12, 1))
+    gen.train(images, labels)
+    asked = np.repeat(np.arange(2), 8)
+    plain = gen.sample(asked, seed=3)
+    assert (gen.sample(asked, seed=3, classifier=_Brightness(), classifier_scale=0.0) == plain).all(), "scale 0: off"
+    guided = gen.sample(asked, seed=3, classifier=_Brightness(), classifier_scale=5.0)
+    brightness = guided.reshape(len(asked), -1).mean(1).astype(float) - plain.reshape(len(asked), -1).mean(1)
+    assert (brightness[asked == 1] > 5).all() and (brightness[asked == 0] < -5).all(), brightness
+    with pytest.raises(ValueError, match="classifier_scale"):
+        gen.sample(asked, seed=3, classifier=_Brightness(), classifier_scale=-1.0)
