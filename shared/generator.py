@@ -351,14 +351,19 @@ class ClassConditionalDiffusion:
         `batch_size` (each chunk draws its step noise in turn).
 
         `classifier` (a module taking float (N, C, H, W) images in [-1, 1] at the data's size to
-        (N, classes) logits, such as the site's teacher) guides every step towards its class at
-        `classifier_scale` (0: off): classifier guidance (Dhariwal & Nichol 2021) with the gradient
-        taken on the step's predicted clean image, as universal guidance's forward step does for a
-        classifier that never saw noisy images (Bansal et al. 2023). With ᾱ_t the schedule's signal
-        share and x̂0 the predicted clean image, the predicted velocity becomes
-        v - scale · sqrt(1 - ᾱ_t) · ∇_x̂0 log p(y | x̂0), which moves the step's noise estimate by
-        -scale · sqrt(ᾱ_t (1 - ᾱ_t)) · ∇ and x̂0 by scale · (1 - ᾱ_t) · ∇. Post-processing of
-        the two models: it spends no privacy budget.
+        (N, classes) logits, such as the site's teacher; the caller puts it on `device`, in eval
+        mode) guides every step towards its class at `classifier_scale` (0: off). The gradient is
+        taken on the step's predicted clean image x̂0 (before the scheduler clips it to [-1, 1]),
+        after universal guidance's forward step for a classifier that never saw noisy images
+        (Bansal et al. 2023) but without its pass back through the denoiser; classifier guidance
+        is Dhariwal & Nichol 2021. With ᾱ_t the schedule's signal share, the predicted velocity
+        becomes v - scale · sqrt(1 - ᾱ_t) · ∇_x̂0 log p(y | x̂0), which moves the step's noise
+        estimate by -scale · sqrt(ᾱ_t (1 - ᾱ_t)) · ∇ and x̂0 by scale · (1 - ᾱ_t) · ∇: a
+        weighting that vanishes at high noise, so the scale is not comparable with published
+        classifier-guidance scales. It is post-processing of the generator and the classifier:
+        it spends no privacy budget where both are private (a site's DP teacher and DP
+        generator); a classifier trained without DP makes the images depend on data that no
+        guarantee covers.
 
         Raises ValueError for η outside [0, 1] or a negative `classifier_scale`, and
         FloatingPointError if sampling produced non-finite values.
