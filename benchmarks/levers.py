@@ -8,7 +8,8 @@ refused for want of audit reports): accuracy is what a lever study measures; `fe
 and fit reports come from an earlier run or bench (`--fit-reports` is its metrics.json or
 bench.json; a refused run's refusal.json will do). The sites' split (seed, holdout fraction) and
 the test part are the fit run's, read from that file where it holds the run's settings; a
-variant samples at the fit's own guidance unless it, or `--base`, sets `generator-guidance`. Every
+variant samples at the fit's own guidance (and teacher guidance) unless it, or `--base`, sets
+`generator-guidance` (`generator-teacher-guidance`). Every
 variant starts from the fit run's settings where the file holds them (its profile's overrides
 included), then `--base`, then its own; a variant that changes what the fit fixed
 (`fedkr.bench.FIT_SETTINGS`) is refused, and every variant's settings are checked before the first runs.
@@ -74,8 +75,8 @@ class LeverLink(InProcessLink):
         super().__init__(sites)
         self.shards: dict[tuple, object] = {}
         self.seed = 0
-        #: the variant's sampling settings (guidance, DDIM eta): shards drawn at other ones are other shards
-        self.sampling: tuple[float | None, float | None] = (None, None)
+        #: the variant's sampling settings (guidance, DDIM eta, teacher guidance): shards drawn at other ones are other shards
+        self.sampling: tuple[float | None, float | None, float | None] = (None, None, None)
 
     def _key(self, sid: str, req) -> tuple:  # type: ignore[no-untyped-def]
         return (self.seed, sid, req.round, req.per_class, req.temperature, req.oversample, self.sampling)
@@ -171,13 +172,14 @@ def main() -> None:
         parser.error("two variants share a name: every run needs its own run id")
     results = []
     for name, seed, config, flat in plans:
-        # the fit run's guidance and DDIM eta where its file holds its settings, else the site's own (None),
-        # unless the variant or --base sets them
+        # the fit run's guidance, DDIM eta and teacher guidance where its file holds its settings, else the
+        # site's own (None), unless the variant or --base sets them
         guidance = config.generator_guidance if "generator-guidance" in flat else None
         eta = config.generator_eta if "generator-eta" in flat else None
-        link.seed, link.sampling = seed, (guidance, eta)
+        teacher_guidance = config.generator_teacher_guidance if "generator-teacher-guidance" in flat else None
+        link.seed, link.sampling = seed, (guidance, eta, teacher_guidance)
         for site in sites:  # every variant runs the stages after fit on the one fit
-            site.reuse_fit(fitted_dirs[site.site_id], config.run_id, guidance, eta)
+            site.reuse_fit(fitted_dirs[site.site_id], config.run_id, guidance, eta, teacher_guidance)
         started = time.perf_counter()
         outcome = Coordinator(config, test).run(link, fit=fit)
         m, record = outcome.metrics, outcome.record
@@ -185,7 +187,7 @@ def main() -> None:
         naive = build_classifier(record.student.config, seed)
         train_classifier(naive, pool.images, one_hot(pool.hard_labels, test.num_classes),
                          StudentProtocol(epochs=config.student_epochs).train_config(seed, soft=False))
-        row = {"variant": name, "seed": seed, "guidance": guidance, "accuracy": m["student_test_accuracy"], "pool": m["pool_size"],
+        row = {"variant": name, "seed": seed, "guidance": guidance, "teacher_guidance": teacher_guidance, "accuracy": m["student_test_accuracy"], "pool": m["pool_size"],
                "ipc": config.ipc, "student_ipc": config.student_ipc, "student_epochs": config.student_epochs, "relabelled_by": m["relabelled_by"],
                "drawn_class_weight": config.drawn_class_weight, "classifier_hflip": config.classifier_hflip,
                "relabel_combine": config.relabel_combine,

@@ -32,8 +32,9 @@ from fedkr.shared.classifier import (
     resampling_resolution,
     train_classifier,
 )
-from fedkr.shared.device import Device, describe, resolve_device
+from fedkr.shared.device import Device, describe, placed, resolve_device
 from fedkr.shared.dp import DPConfig, DPReport
+from fedkr.shared.dp_models import DP_BOTH_MODELS, teacher_guidance_refusal
 from fedkr.shared.image_set import ImageSet
 from fedkr.shared.generator_kinds import SiteGenerator, build_generator, generator_resolution, load_generator
 from fedkr.shared.reports import (
@@ -113,7 +114,7 @@ def load_teacher(run_dir: Path) -> CompactCNN:
 #: In a run folder: the run answers with another run's models (`Site.reuse_fit`).
 REUSED_FIT = "reused_fit.json"
 #: The sampling settings a reused fit may replace (`Site.reuse_fit`): they change sampling only, not the weights.
-SAMPLING_SETTINGS = ("guidance_scale", "sample_eta")
+SAMPLING_SETTINGS = ("guidance_scale", "sample_eta", "classifier_guidance")
 _REUSED_FIT_SCHEMA = {"type": "object", "required": ["fit_dir"],
                       "properties": {"fit_dir": {"type": "string"},
                                      **{name: {"type": ["number", "null"]} for name in SAMPLING_SETTINGS}}}
@@ -334,7 +335,9 @@ class Site:
         shard does not leave when the pixel distance test of this run's shards with it shows that they
         reproduce the members (`shard_check`): the site answers with a refusal instead. With its
         first shard of a run the site draws a probe of one more shard, which never leaves and which
-        every check of the run tests too: each check looks one round ahead.
+        every check of the run tests too: each check looks one round ahead. A run whose generator
+        samples guided by the teacher (`GeneratorConfig.classifier_guidance`) is refused where the
+        run's DP record does not say that the teacher trained with DP (`teacher_guidance_refusal`).
         """
         if isinstance(request, (bytes, bytearray)):
             request = codec.decode_synthesis_request(request)
@@ -351,6 +354,10 @@ class Site:
             self.caps.check_shard(request.total)
         except OverCap as exc:
             return self._refuse("synthesize", request.run_id, exc.reason, round=request.round, setting=exc.cap)
+        if generator.config.classifier_guidance > 0:
+            refusal = self._guidance_refusal(request.run_id, generator)
+            if refusal is not None:
+                return self._refuse("synthesize", request.run_id, refusal, round=request.round)
         shards_sent, images_sent = self.gate.sent_in_run(request.run_id, "shard")
         seed = self._next_seed(request, generator.config.seed, shards_sent)
         started = time.perf_counter()
@@ -400,14 +407,30 @@ class Site:
         sent.save(self._run_dir(request.run_id) / SHARD_CHECK_RECORD)
         return self.gate.send(shard, run_id=request.run_id, round=request.round)
 
+    def _guidance_refusal(self, run_id: str, generator: SiteGenerator) -> str | None:
+        """Why this run's generator may not sample guided by its teacher (`teacher_guidance_refusal`), or
+        None: the run's DP record (``dp.json``) says which models trained with DP; a generator trained
+        with DP whose record is missing is refused too, since nothing then says its teacher was private."""
+        record = self.dp_record(run_id)
+        if record is None and getattr(generator, "dp_report", None) is not None:
+            return "teacher guidance needs the run's DP record, which is missing: nothing says its teacher trained with DP"
+        models = None if record is None else record.get("models", DP_BOTH_MODELS)
+        return teacher_guidance_refusal(generator.config.classifier_guidance, models)
+
     def _draw(self, request: SynthesisRequest, teacher: CompactCNN, generator: SiteGenerator,
               seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, FilterOutcome]:
         """`oversample` times the request drawn from the generator: the images uint8 (N, H, W, C), their
         requested classes int64 (N,), the teacher's logits float32 (N, classes), and the in-distribution
-        filter's outcome (which to keep)."""
+        filter's outcome (which to keep). A generator whose `classifier_guidance` is above 0 samples
+        guided by `teacher` (`ClassConditionalDiffusion.sample`)."""
         drawn_per_class = [math.ceil(n * request.oversample) for n in request.per_class]
         drawn_labels = np.repeat(np.arange(generator.num_classes), drawn_per_class).astype(np.int64)
-        drawn = generator.sample(drawn_labels, seed=seed, device=self.device)
+        if generator.config.classifier_guidance > 0:
+            teacher.eval()
+            with placed(teacher, self.device) as where:
+                drawn = generator.sample(drawn_labels, seed=seed, device=where, classifier=teacher)
+        else:
+            drawn = generator.sample(drawn_labels, seed=seed, device=self.device)
         features, logits = embed_and_logits(teacher, drawn, device=self.device)  # one pass serves the filter and the labels
         outcome = filter_samples(drawn_labels, probabilities(logits), features, request.per_class,
                                  self._member_manifold(request.run_id, teacher), seed)
@@ -509,13 +532,13 @@ class Site:
         return read_json_file(path, schema={"type": "object"}) if path.is_file() else None
 
     def reuse_fit(self, fit_dir: Path, run_id: str, guidance_scale: float | None = None,
-                  sample_eta: float | None = None) -> None:
+                  sample_eta: float | None = None, classifier_guidance: float | None = None) -> None:
         """Answer run `run_id` with the teacher and generator another run saved in `fit_dir`, fitting nothing.
 
         For in-process callers that compare coordinator settings on one fit (the bench,
         `benchmarks/levers.py`): the run folder gets a pointer, not a copy. `guidance_scale` and
-        `sample_eta` (DDIM's eta), when given, replace the generator's own (sampling settings: the
-        weights stay).
+        `sample_eta` (DDIM's eta) and `classifier_guidance` (the teacher's guidance), when given,
+        replace the generator's own (sampling settings: the weights stay).
         Everything else is per run as usual: fresh seeds, the ledger, relabelling once per run.
 
         Raises:
@@ -526,7 +549,7 @@ class Site:
         directory = self._run_dir(run_id)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / REUSED_FIT).write_text(json.dumps({"fit_dir": str(Path(fit_dir).resolve()), "guidance_scale": guidance_scale,
-                                                        "sample_eta": sample_eta}))
+                                                        "sample_eta": sample_eta, "classifier_guidance": classifier_guidance}))
         self._models = None
 
     def _models_dir(self, run_id: str) -> tuple[Path, dict[str, float]]:

@@ -341,6 +341,17 @@ def check_generator(generator_dir: Path, config: RunConfig) -> None:
                         f"{config.generator_steps} steps with hflip={config.generator_hflip}")
 
 
+def sampled_summary(summary: dict, config: RunConfig) -> dict:
+    """A reused fit's generator summary with the sampling settings the bench's sites sample at
+    (`Site.reuse_fit`): guidance, DDIM eta and, where it guides, the teacher's guidance (as
+    `ClassConditionalDiffusion.summary` lists it)."""
+    out = {key: value for key, value in summary.items() if key != "classifier_guidance"}
+    out.update(guidance_scale=config.generator_guidance, sample_eta=config.generator_eta)
+    if config.generator_teacher_guidance > 0:
+        out["classifier_guidance"] = config.generator_teacher_guidance
+    return out
+
+
 def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: Progress | None = None,
               reuse: ReusedFit | None = None, profile: str = "", resume: bool = False) -> BenchResult:
     """Every method on the same sites and test split; writes the fedkr runs' own folders and the bench's
@@ -386,9 +397,7 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
     fit_dirs: dict[str, Path] = {}
     if reuse is not None:
         sites_dir, fit_run, reports, reused_seconds = reuse.load(expected)
-        reports = {sid: replace(r, generator_summary={**r.generator_summary, "guidance_scale": config.generator_guidance,
-                                                      "sample_eta": config.generator_eta})
-                   for sid, r in reports.items()}
+        reports = {sid: replace(r, generator_summary=sampled_summary(r.generator_summary, config)) for sid, r in reports.items()}
         if sorted(reports) != [s.site_id for s in sites]:
             raise DataError(f"{reuse.run_dir}: its sites {sorted(reports)} are not this bench's {[s.site_id for s in sites]}")
         for site in sites:
@@ -452,7 +461,8 @@ def run_bench(config: RunConfig, settings: BenchSettings, out: Path, progress: P
         if fit is not None:  # the stages after fit, on the sites' one fit (a site that failed the fit has none)
             for site in sites:
                 if site.site_id in fit_dirs:
-                    site.reuse_fit(fit_dirs[site.site_id], run_config.run_id, config.generator_guidance, config.generator_eta)
+                    site.reuse_fit(fit_dirs[site.site_id], run_config.run_id, config.generator_guidance, config.generator_eta,
+                                   config.generator_teacher_guidance)
         fitted_here = fit is None
         run_started = time.perf_counter()
         outcome = Coordinator(run_config, test).run(link, fit=fit)

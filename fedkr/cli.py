@@ -177,6 +177,7 @@ def simulate(
     generator_kind: Annotated[str | None, typer.Option(help="The generator every site trains: 'diffusion' (a UNet, DP-SGD under a DP budget) or 'dp-merf' (one Gaussian release of class mean embeddings and a decoder fitted to it, in minutes; under DP its samples were recognised more often at 3 of 4 BloodMNIST sites: docs/audit.md)." + _d("generator_kind"))] = None,
     generator_steps: Annotated[int | None, typer.Option(help="Generator training steps per site (a dp-merf generator's decoder steps)." + _d("generator_steps"))] = None,
     generator_guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale the sites sample with: higher draws images their teacher recognises more often, at twice the sampling cost (1: none)." + _d("generator_guidance"))] = None,
+    generator_teacher_guidance: Annotated[float | None, typer.Option(help="Guidance by each site's own teacher when its generator samples, towards the class each image is drawn for (0: off; at most 10). Sampling only: under DP of both models it spends no epsilon; with dp-models 'generator' it is refused." + _d("generator_teacher_guidance"))] = None,
     teacher_epochs: Annotated[int | None, typer.Option(help="Teacher training epochs." + _d("teacher_epochs"))] = None,
     teacher_resample: Annotated[bool | None, typer.Option("--teacher-resample/--no-teacher-resample", help="Have every site's teacher resample its inputs to the site's generator resolution and back, so that it learns the members at the detail of the synthetic images it labels." + _d("teacher_resample"))] = None,
     student_epochs: Annotated[int | None, typer.Option(help="Student training epochs on its set (see student-ipc)." + _d("student_epochs"))] = None,
@@ -202,7 +203,7 @@ def simulate(
                      samples_per_class=samples_per_class, oversample=oversample, selection=selection, relabel=relabel, relabel_combine=relabel_combine, student_resample=student_resample,
                      drawn_class_weight=drawn_class_weight, holdout_fraction=holdout_fraction, out=None if out is None else str(out), seed=seed,
                      image_size=image_size, generator_kind=generator_kind, generator_steps=generator_steps,
-                     generator_guidance=generator_guidance,
+                     generator_guidance=generator_guidance, generator_teacher_guidance=generator_teacher_guidance,
                      teacher_epochs=teacher_epochs, teacher_resample=teacher_resample, student_epochs=student_epochs, temperature=temperature,
                      audit_max_auc=audit_max_auc, audit_max_tpr=audit_max_tpr,
                      audit_max_distance_auc=audit_max_distance_auc, audit_max_generator_auc=audit_max_generator_auc,
@@ -379,6 +380,7 @@ def bench(
     generator_steps: Annotated[int | None, typer.Option(help="Diffusion training steps per site \\[default: the profile's].")] = None,
     ipc: Annotated[int | None, typer.Option(help="fedkr's distilled images per class \\[default: the profile's].")] = None,
     generator_guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance the sites sample with \\[default: the profile's].")] = None,
+    generator_teacher_guidance: Annotated[float | None, typer.Option(help="Guidance by each site's own teacher when its generator samples (0: off) \\[default: the profile's].")] = None,
     drawn_class_weight: Annotated[float | None, typer.Option(help="fedkr's share of the student's target that is each image's drawn class (one-hot), in [0, 1] \\[default: the profile's].")] = None,
     relabel: Annotated[bool | None, typer.Option("--relabel/--no-relabel", help="Have every site's teacher relabel fedkr's student's set; off, no relabel reply is sent (nor attacked in the coordinator view) \\[default: the profile's].")] = None,
     relabel_combine: Annotated[str | None, typer.Option(help="How fedkr combines the sites' soft labels: 'support' or 'label-shift' \\[default: the profile's].")] = None,
@@ -399,7 +401,8 @@ def bench(
 
     setup_logging(verbose)
     config = _config(profile, data=data, sites=sites, partition=partition, generator_steps=generator_steps, ipc=ipc,
-                     generator_guidance=generator_guidance, drawn_class_weight=drawn_class_weight, relabel=relabel,
+                     generator_guidance=generator_guidance, generator_teacher_guidance=generator_teacher_guidance,
+                     drawn_class_weight=drawn_class_weight, relabel=relabel,
                      relabel_combine=relabel_combine, student_resample=student_resample, teacher_resample=teacher_resample)
     try:
         settings = PROFILES[profile].bench_settings(seeds=seeds)

@@ -117,7 +117,7 @@ def load_generator(state_dir: Path | None, release_id: str) -> SiteGenerator | N
     """The site's generator of the run that made the release, when the site still holds it.
 
     Without it the white-box generator attack cannot run, and a policy that requires it refuses
-    the release (`fedkr.shared.audit_policy`). A reused fit's sampling settings (guidance, DDIM eta)
+    the release (`fedkr.shared.audit_policy`). A reused fit's sampling settings (guidance, DDIM eta, teacher guidance)
     are not applied: the attack scores the denoiser's loss, which does not depend on them.
     """
     if state_dir is None:

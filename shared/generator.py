@@ -59,8 +59,13 @@ class GeneratorConfig:
     initial weights and batches. `kind` is which generator these settings build
     (`fedkr.shared.generator_kinds`): "diffusion" (this module) or "dp-merf"
     (`fedkr.shared.mean_embedding`, which uses `resolution`, `train_steps`, `batch_size` per class
-    and `seed`). Raises ValueError for `noise_multiplicity` not an integer >= 1, `sample_eta`
-    outside [0, 1] or an unknown `kind`.
+    and `seed`). `classifier_guidance` is the scale of the guidance by a classifier, the site's own
+    teacher, that a diffusion generator samples with when it is given one (`ClassConditionalDiffusion.sample`'s
+    `classifier` and `classifier_scale`, which refuses the scale without a classifier; 0: off): a sampling
+    setting, like `guidance_scale` and `sample_eta`.
+    Raises ValueError for `noise_multiplicity` not an integer >= 1, `sample_eta` outside [0, 1],
+    a negative or non-finite `classifier_guidance` or one above 0 for a generator that is not
+    "diffusion", or an unknown `kind`.
     """
 
     resolution: int = 16
@@ -80,6 +85,7 @@ class GeneratorConfig:
     guidance_scale: float = 1.0
     seed: int = 0
     kind: str = "diffusion"
+    classifier_guidance: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in GENERATOR_KINDS:
@@ -90,6 +96,11 @@ class GeneratorConfig:
         if isinstance(self.sample_eta, bool) or not isinstance(self.sample_eta, (int, float)) \
                 or not 0.0 <= self.sample_eta <= 1.0:
             raise ValueError(f"sample_eta must be a number in [0, 1], got {self.sample_eta!r}")
+        if isinstance(self.classifier_guidance, bool) or not isinstance(self.classifier_guidance, (int, float)) \
+                or not 0.0 <= self.classifier_guidance < math.inf:
+            raise ValueError(f"classifier_guidance must be a finite number >= 0, got {self.classifier_guidance!r}")
+        if self.classifier_guidance > 0 and self.kind != "diffusion":
+            raise ValueError(f"classifier_guidance needs a diffusion generator; a {self.kind} generator samples without it")
 
     def to_dict(self) -> dict:
         """The settings as JSON values; the `LATER_SETTINGS` only where they differ from their
@@ -123,7 +134,8 @@ class _DDIMScheduler(DDIMScheduler):
 
 
 #: Settings added after the first plan format, with the defaults that mean "not used".
-LATER_SETTINGS: dict[str, object] = {"noise_multiplicity": 1, "sample_eta": 0.0, "kind": "diffusion"}
+LATER_SETTINGS: dict[str, object] = {"noise_multiplicity": 1, "sample_eta": 0.0, "kind": "diffusion",
+                                     "classifier_guidance": 0.0}
 
 
 def effective_resolution(requested: int, height: int, width: int, levels: int) -> int:
@@ -340,7 +352,7 @@ class ClassConditionalDiffusion:
     def sample(
         self, labels: np.ndarray, seed: int, batch_size: int = 256, guidance_scale: float | None = None,
         device: Device = None, eta: float | None = None, classifier: torch.nn.Module | None = None,
-        classifier_scale: float = 0.0,
+        classifier_scale: float | None = None,
     ) -> np.ndarray:
         """Fresh images for the given classes: uint8 (N, H, W, C) at the data's own size.
 
@@ -352,7 +364,8 @@ class ClassConditionalDiffusion:
 
         `classifier` (a module taking float (N, C, H, W) images in [-1, 1] at the data's size to
         (N, classes) logits, such as the site's teacher; the caller puts it on `device`, in eval
-        mode) guides every step towards its class at `classifier_scale` (0: off). The gradient is
+        mode) guides every step towards its class at `classifier_scale` (None: the config's
+        `classifier_guidance`; 0: off). The gradient is
         taken on the step's predicted clean image x̂0 (before the scheduler clips it to [-1, 1]),
         after universal guidance's forward step for a classifier that never saw noisy images
         (Bansal et al. 2023) but without its pass back through the denoiser; classifier guidance
@@ -365,15 +378,19 @@ class ClassConditionalDiffusion:
         generator); a classifier trained without DP makes the images depend on data that no
         guarantee covers.
 
-        Raises ValueError for η outside [0, 1] or a negative `classifier_scale`, and
+        Raises ValueError for η outside [0, 1], a negative `classifier_scale`, or a scale above 0
+        (the config's included) without a `classifier`, and
         FloatingPointError if sampling produced non-finite values.
         """
         scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
         eta = self.config.sample_eta if eta is None else eta
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta!r}")
+        classifier_scale = self.config.classifier_guidance if classifier_scale is None else classifier_scale
         if not classifier_scale >= 0.0:
             raise ValueError(f"classifier_scale must be >= 0, got {classifier_scale!r}")
+        if classifier_scale > 0 and classifier is None:
+            raise ValueError(f"classifier guidance at {classifier_scale:g} needs a classifier (the site's teacher)")
         guide = classifier if classifier is not None and classifier_scale > 0 else None
         where = torch.device("cpu") if device is None else torch.device(device)
         unet = self._sampling_unet().to(where)
@@ -426,6 +443,8 @@ class ClassConditionalDiffusion:
             "sample_steps": self.config.sample_steps,
             "sample_eta": self.config.sample_eta,
             "guidance_scale": self.config.guidance_scale,
+            # only where it guides, so that unguided summaries stay as they were
+            **({"classifier_guidance": self.config.classifier_guidance} if self.config.classifier_guidance > 0 else {}),
             # only for private runs, so that non-private summaries stay as they were
             **(self.dp_report.summary("dp_") if self.dp_report is not None else {}),
         }

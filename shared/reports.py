@@ -15,7 +15,8 @@ import numpy as np
 
 from .attack_report import AttackResult
 from .classifier import ClassifierConfig, TrainConfig
-from .dp import DPConfig
+from .dp import DPConfig, RefusedDPSetting
+from .dp_models import teacher_guidance_refusal
 from .generator import GeneratorConfig
 from .shard import ROW_SUM_TOLERANCE, per_class_request
 from .utility import UtilityCounts
@@ -48,6 +49,13 @@ class FitPlan:
     #: (`ClassifierConfig.input_resolution`), so that it learns the members at the detail its generator's
     #: samples carry (`RunConfig.teacher_resample`).
     teacher_resample: bool = False
+
+    def __post_init__(self) -> None:
+        """Raises `RefusedDPSetting` for teacher guidance (`GeneratorConfig.classifier_guidance`) under DP
+        of the generator alone (`teacher_guidance_refusal`): a plan a site must refuse."""
+        reason = teacher_guidance_refusal(self.generator.classifier_guidance, None if self.dp is None else self.dp.models)
+        if reason is not None:
+            raise RefusedDPSetting(reason)
 
     def shard_images(self, member_class_counts: tuple[int, ...] | list[int]) -> int:
         """The images one shard will ask of a site holding `member_class_counts` members per class."""

@@ -207,6 +207,16 @@ def test_a_reused_fit_with_other_training_settings_is_refused(tmp_path):
         ReusedFit(run).load(replace(expected, generator_noise_multiplicity=4))
 
 
+def test_a_reused_fit_s_summary_names_the_sampling_settings_the_bench_samples_at():
+    from fedkr.bench import sampled_summary
+
+    fitted = {"generator_steps": 60, "guidance_scale": 3.0, "sample_eta": 0.0, "classifier_guidance": 1.0}
+    plain = sampled_summary(fitted, PROFILES["quick"].run_config(generator_guidance=2.0))
+    assert plain == {"generator_steps": 60, "guidance_scale": 2.0, "sample_eta": 0.0}, "the fit's teacher guidance is not the bench's"
+    guided = sampled_summary(fitted, PROFILES["quick"].run_config(generator_teacher_guidance=0.3))
+    assert guided["classifier_guidance"] == 0.3 and guided["guidance_scale"] == PROFILES["quick"].run_config().generator_guidance
+
+
 def test_a_reused_fit_samples_at_the_sampling_settings_it_is_given_and_keeps_the_weights(tmp_path):
     from fedkr.client.site import Site
     from fedkr.client.site_data import SiteDataSpec, load_site_data

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -64,6 +66,14 @@ def test_fit_plan_and_report_round_trip():
     assert caught.value.run_id == RUN and "script" not in str(caught.value)
     assert caught.value.log_detail == "unknown DP settings 'noise_multiplier_override<script>'", \
         "the site's own log names the setting"
+    # teacher guidance with a teacher trained without DP (dp models "generator") is refused by name, in fedkr's words
+    message.dp_json = '{"target_epsilon": 8.0, "models": "generator"}'
+    message.generator_json = json.dumps({**GeneratorConfig().to_dict(), "classifier_guidance": 1.0})
+    with pytest.raises(codec.PlanRefused, match="refused fit plan: generator-teacher-guidance 1 needs a teacher trained with DP") as caught:
+        codec.decode_fit_plan(codec.wrap(codec.KIND_FIT_PLAN, message))
+    assert caught.value.run_id == RUN
+    guided = FitPlan(RUN, TrainConfig(), GeneratorConfig(classifier_guidance=1.0), dp=DPConfig(8.0))
+    assert codec.decode_fit_plan(codec.encode_fit_plan(guided)) == guided, "both models private: a plan like any other"
     report = FitReport("site-0", 40, 10, ("a", "b"), (8, 8, 1), (20, 20), 0.9, 0.1, 1.5, 2.5, {"steps": 5, "name": "x"},
                        {"epsilon": 7.5})
     assert codec.decode_fit_report(codec.encode_fit_report(report, run_id=RUN), run_id=RUN) == report

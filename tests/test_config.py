@@ -141,10 +141,24 @@ def test_profiles_are_overrides_over_the_defaults_and_print(monkeypatch):
     ({"drawn-class-weight": 1.5}, "drawn-class-weight must be in"),
     ({"drawn-class-weight": "nan"}, "drawn-class-weight must be in"),
     ({"relabel-combine": "vote"}, "relabel-combine must be one of support, label-shift"),
+    ({"generator-teacher-guidance": -1}, "generator-teacher-guidance must be between 0"),
+    ({"generator-teacher-guidance": 11}, "generator-teacher-guidance must be between 0"),
+    ({"generator-teacher-guidance": 1, "generator-kind": "dp-merf"}, "generator-teacher-guidance needs generator-kind 'diffusion'"),
+    ({"generator-teacher-guidance": 1, "dp-epsilon": 8, "dp-models": "generator"},
+     "generator-teacher-guidance 1 needs a teacher trained with DP.*; set dp-models teacher.generator or generator-teacher-guidance 0"),
 ])
 def test_flat_settings_are_typed_and_checked(flat, message):
     with pytest.raises(ConfigError, match=message):
         RunConfig.from_flat(flat)
+
+
+def test_teacher_guidance_reaches_the_generator_settings_where_its_teacher_is_private():
+    guided = RunConfig.from_flat({"generator-teacher-guidance": "0.3", "dp-epsilon": "8"})
+    assert guided.generator_config().classifier_guidance == 0.3
+    assert RunConfig().generator_config().classifier_guidance == 0.0, "off by default"
+    # without DP, or with the generator alone private and no teacher guidance, nothing is refused
+    assert RunConfig.from_flat({"generator-teacher-guidance": "1"}).generator_teacher_guidance == 1.0
+    assert RunConfig.from_flat({"dp-epsilon": "8", "dp-models": "generator"}).generator_teacher_guidance == 0.0
 
 
 def test_a_bad_option_is_a_one_line_error():

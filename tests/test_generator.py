@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -47,7 +49,9 @@ def test_train_sample_save_load(tmp_path):
 
 @pytest.mark.parametrize("setting", [{"noise_multiplicity": 0}, {"noise_multiplicity": 2.0}, {"noise_multiplicity": True},
                                      {"sample_eta": -0.1}, {"sample_eta": 1.5}, {"sample_eta": float("nan")},
-                                     {"sample_eta": "1"}])
+                                     {"sample_eta": "1"}, {"classifier_guidance": -0.5},
+                                     {"classifier_guidance": float("inf")}, {"classifier_guidance": True},
+                                     {"classifier_guidance": 1.0, "kind": "dp-merf"}])
 def test_settings_out_of_range_are_refused_when_the_config_is_made(setting):
     with pytest.raises(ValueError, match=next(iter(setting))):
         GeneratorConfig(**setting)
@@ -77,3 +81,12 @@ def test_classifier_guidance_moves_samples_towards_the_classifier_class():
     assert (brightness[asked == 1] > 5).all() and (brightness[asked == 0] < -5).all(), brightness
     with pytest.raises(ValueError, match="classifier_scale"):
         gen.sample(asked, seed=3, classifier=_Brightness(), classifier_scale=-1.0)
+    # the config's classifier_guidance is the scale a caller that names none samples at (a site's setting)
+    gen.config = replace(gen.config, classifier_guidance=5.0)
+    assert (gen.sample(asked, seed=3, classifier=_Brightness()) == guided).all()
+    assert gen.summary()["classifier_guidance"] == 5.0
+    with pytest.raises(ValueError, match="needs a classifier"):  # a guided config never samples unguided unawares
+        gen.sample(asked, seed=3)
+    assert (gen.sample(asked, seed=3, classifier_scale=0.0) == plain).all()
+    assert "classifier_guidance" not in GeneratorConfig().to_dict(), "plans that do not guide read as before"
+    assert GeneratorConfig.from_dict(gen.config.to_dict()) == gen.config
