@@ -38,7 +38,6 @@ JSON lines also go to OUT/dp_generator.jsonl; training progress (step, loss, sec
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import fields, replace
@@ -67,6 +66,9 @@ from fedkr.shared.dp import DPConfig
 from fedkr.shared.generator import ClassConditionalDiffusion, GeneratorConfig
 from fedkr.shared.generator_kinds import SiteGenerator, load_generator
 from fedkr.shared.synthesis_quality import precision_recall
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from jsonl import emit  # noqa: E402  (sibling scripts, not a package)
 
 _GENERATOR_FIELDS = {f.name for f in fields(GeneratorConfig)}
 #: Settings the screen's own options set: a variant may not.
@@ -231,13 +233,9 @@ def main() -> None:
         for row, generator in generators(args, config, site, variants, seeds, device):
             settings = {**generator.config.to_dict(), **row.pop("settings", {})}
             for eta in etas or [generator.config.sample_eta]:
-                line = json.dumps({**row, "eta": eta, **common,
-                                   **score(generator, site, judge, args.per_class, generator.config.seed,
-                                           config.student_config(), eta, device),
-                                   "settings": settings})
-                print(line, flush=True)
-                sink.write(line + "\n")
-                sink.flush()
+                emit({**row, "eta": eta, **common,
+                      **score(generator, site, judge, args.per_class, generator.config.seed, config.student_config(), eta, device),
+                      "settings": settings}, sink)
 
 
 def generators(args, config, site, variants, seeds, device):  # type: ignore[no-untyped-def]

@@ -40,7 +40,6 @@ setting to stdout and OUT/dp_merf.jsonl, with dp_generator.py's figures.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -53,6 +52,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dp_generator import bench_site, judge_and_row, score  # noqa: E402
+from jsonl import emit  # noqa: E402
 
 from fedkr.client.site import split_budget  # noqa: E402
 from fedkr.shared.config import PROFILES  # noqa: E402
@@ -239,10 +239,8 @@ def main() -> None:
            "num_freq": args.num_freq if args.features != "scattering" else None, "length_scale": round(length, 3), "resolution": args.resolution, "steps": args.steps,
            "batch_per_class": args.batch_per_class, "lr": args.lr, "refined": args.refined, "seed": args.seed, "generator_seconds": round(seconds, 1),
            **common, **score(generator, site, judge, args.per_class, args.seed, config.student_config(), 0.0, torch.device("cpu"))}
-    line = json.dumps(row)
-    print(line, flush=True)
     with (args.out / "dp_merf.jsonl").open("a") as sink:
-        sink.write(line + "\n")
+        emit(row, sink)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ measures the per-site figure a hospital would see, e.g. the largest BloodMNIST s
 
     python benchmarks/fit_time.py --data ../shared/data/medmnist/bloodmnist.npz --profile full --site 0
 
-or one site of a given size, `--members` images drawn at random from the whole training split (the
-rest, up to the profile's holdout fraction, is its holdout):
+or one site of a given size, `--members` images drawn from the whole training split, stratified by
+class (a holdout of others, up to the profile's holdout fraction, stratified too):
 
     python benchmarks/fit_time.py --data ../shared/data/medmnist/bloodmnist.npz --profile full --members 10000
 
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.model_selection import train_test_split
 
 from fedkr.bench import load_bench_sites
 from fedkr.bench_progress import source_digest
@@ -87,19 +88,22 @@ def main() -> None:
 
 
 def sized_site(config: RunConfig, members: int) -> SiteData:
-    """One site of `members` images drawn at random (seeded by the run's seed; not stratified, unlike a
-    bench site's split) from the training split, and a holdout of the rest, at most the profile's
-    holdout fraction of the site.
+    """One site of `members` images drawn from the training split and a holdout of others, at most the
+    profile's holdout fraction of the site, both stratified by class (scikit-learn's `train_test_split`,
+    seeded by the run's seed), so that the site's class mix is the split's, as a bench site's is about under
+    an iid partition.
 
     Raises ValueError (or `DataError`, a ValueError, for data fedkr cannot load) when the site would
-    have fewer members or holdout images than a site needs (`MIN_MEMBERS`, `MIN_HOLDOUT`)."""
+    have fewer members or holdout images than a site needs (`MIN_MEMBERS`, `MIN_HOLDOUT`), or too few
+    of a class to stratify."""
     train = load_dataset(config.data, seed=config.seed, image_size=config.image_size).train
     holdout = min(len(train) - members, round(members * config.holdout_fraction / (1 - config.holdout_fraction)))
     if members < MIN_MEMBERS or holdout < MIN_HOLDOUT:
         raise ValueError(f"--members must be between {MIN_MEMBERS} and {len(train) - MIN_HOLDOUT}, with at least "
                          f"{MIN_HOLDOUT} holdout images left of the {len(train)} training images")
-    order = np.random.default_rng(config.seed).permutation(len(train))
-    return SiteData(members=train.subset(order[:members]), holdout=train.subset(order[members:members + holdout]))
+    member_idx, holdout_idx = train_test_split(np.arange(len(train)), train_size=members, test_size=holdout,
+                                               stratify=train.labels, random_state=config.seed)
+    return SiteData(members=train.subset(np.sort(member_idx)), holdout=train.subset(np.sort(holdout_idx)))
 
 
 if __name__ == "__main__":

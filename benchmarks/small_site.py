@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +30,9 @@ from fedkr.client.site import Site
 from fedkr.inprocess import InProcessLink
 from fedkr.server.coordinator import Coordinator
 from fedkr.shared.config import PROFILES, RunConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from jsonl import emit  # noqa: E402  (sibling scripts, not a package)
 
 
 def variant_config(profile: str, name: str, changes: str, seed: int, out: Path) -> RunConfig:
@@ -90,10 +94,7 @@ def main() -> None:
             for seed in (int(s) for s in args.seeds.split(",")):
                 config = variant_config(args.profile, name, changes, seed, args.out)
                 row = {"variant": name, "changes": changes, "profile": args.profile, "seed": seed, **run_one(config)}
-                line = json.dumps(row)
-                print(line, flush=True)
-                sink.write(line + "\n")
-                sink.flush()
+                emit(row, sink)
 
 
 if __name__ == "__main__":

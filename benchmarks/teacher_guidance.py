@@ -10,9 +10,9 @@ makes the samples carry more of the class, judged by a model that is not the gui
 
 `--fit DIR` is a site's run folder from a private run (``teacher.safetensors``, ``generator/``; a
 site's ``runs/RUN``), trained on bench site `--site` of `--data` under `--profile` (the same
-members: `load_bench_sites`). Where DIR does not exist, `--epsilon E` first fits it as a site
-does under the profile at site ε E (`split_budget`; `train_teacher`, then the generator) and
-saves the two models and their ``dp.json`` there, as a site saves its run folder.
+members: `load_bench_sites`). Where DIR does not exist, `--epsilon E` first fits it: a `Site` on
+the bench site's data is sent the profile's fit plan at site ε E, and its run folder (the two
+models and their ``dp.json``) becomes DIR.
 
 For every scale in `--scales` the generator draws `--per-class` images of every class the site
 holds, guided by the folder's teacher at that scale (0: the generator alone), and
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 import time
@@ -40,8 +41,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from fedkr.client.site import dp_summary, load_teacher, save_teacher, split_budget, train_teacher
+from fedkr.client.site import Site, load_teacher, run_dir
 from fedkr.client.site_data import SiteData
+from fedkr.inprocess import InProcessLink
 from fedkr.shared.classifier import predict_logits
 from fedkr.shared.config import PROFILES, RunConfig
 from fedkr.shared.device import DeviceError, resolve_device
@@ -53,29 +55,25 @@ from fedkr.shared.reports import FitPlan
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from arglists import parse_list  # noqa: E402  (sibling scripts, not a package)
 from dp_generator import asked_classes, bench_site, judge_and_row, score_images  # noqa: E402
+from jsonl import emit  # noqa: E402
 
 
 def fit_site(config: RunConfig, site: SiteData, folder: Path, device: torch.device) -> None:
-    """Fit `site` as a site fits under `config` (its DP budget split by `split_budget`) and save the teacher,
-    the generator and ``dp.json`` in `folder` (made here; written under a ``.partial`` name, then renamed)."""
+    """Fit `site` as a site fits under `config`: a `Site` on its data is sent the run's fit plan (as
+    `benchmarks/fit_time.py` does), and its run folder (teacher, generator, ``dp.json``) becomes `folder`
+    (fitted under a ``.partial`` name, then renamed). Raises SystemExit where the site refuses the plan."""
     plan = FitPlan(run_id="teacher-guidance", teacher=config.teacher_config(), generator=config.generator_config(),
                    dp=config.dp_config(), teacher_resample=config.teacher_resample)
-    teacher_budget, generator_budget = split_budget(plan.dp, len(site.members))
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    started = time.perf_counter()
-    teacher = train_teacher(plan, site.members, dp=teacher_budget, device=device)
-    print(f"teacher: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    save_teacher(partial, teacher)
-    generator = ClassConditionalDiffusion(plan.generator, site.members.num_classes, site.members.image_shape)
-    generator.train(site.members.images, site.members.labels, dp=generator_budget, device=device,
-                    on_progress=lambda step, total, loss: print(f"generator: step {step}/{total}, loss {loss:.4f}, "
-                                                                f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True))
-    generator.save(partial / "generator")
-    if plan.dp is not None:
-        (partial / "dp.json").write_text(json.dumps(dp_summary(plan.dp, teacher.dp_report, generator.dp_report), indent=2))
-    partial.rename(folder)
+    fitting = Site("bench-site", site, partial / "state", device=device)
+    report = InProcessLink([fitting]).fit(plan)[fitting.site_id]
+    if isinstance(report, Exception):
+        raise SystemExit(f"error: the site did not fit: {report}")
+    print(f"teacher: {report.teacher_seconds:.0f} s, holdout accuracy {report.teacher_holdout_accuracy:.3f}; "
+          f"generator: {report.generator_seconds:.0f} s", file=sys.stderr, flush=True)
+    run_dir(partial / "state", plan.run_id).rename(folder)
+    shutil.rmtree(partial)
 
 
 def main() -> None:
@@ -109,6 +107,7 @@ def main() -> None:
     config = replace(PROFILES[args.profile].run_config(run_id="teacher-guidance"), data=args.data)
     site = bench_site(config, args.site)
     if args.epsilon is not None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # the site's progress, on stderr
         fit_site(replace(config, dp_epsilon=args.epsilon), site, args.fit, device)
     generator, teacher = load_generator(args.fit / "generator"), load_teacher(args.fit)
     if not isinstance(generator, ClassConditionalDiffusion):
@@ -130,10 +129,7 @@ def main() -> None:
                    **score_images(images, asked, site, judge, generator.config.seed, config.student_config(), device),
                    "sample_seconds": round(sample_seconds, 1),
                    "dp": json.loads(dp_record.read_text()) if dp_record.is_file() else None}
-            line = json.dumps(row)
-            print(line, flush=True)
-            sink.write(line + "\n")
-            sink.flush()
+            emit(row, sink)
 
 
 if __name__ == "__main__":
